@@ -1,0 +1,275 @@
+"""`mmbench` command line: a thin layer over the Python API.
+
+Heavy modules (torch, pandas) are imported inside the commands so `mmbench --help` stays fast.
+Every user-facing error is one line `error: <file>: <problem>` and exit code 1; `--debug`
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Benchmark multimodal learning: datasets, fusion baselines, evaluation, leaderboard.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect, prepare and mask datasets.")
+app.add_typer(data_app, name="data")
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+    _state["debug"] = debug
+
+
+def _echo_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _overrides(items: list[str]) -> dict[str, Any]:
+    from mmbench.errors import SpecError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--set expects key=value, got {item!r}")
+        target = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[leaf] = _parse_value(value)
+    return out
+
+
+@app.command()
+def tasks(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List the registered tasks."""
+    from mmbench.tasks import get_task, task_names
+
+    rows = []
+    for name in task_names():
+        s = get_task(name)
+        rows.append({"name": name, "dataset": s.dataset.name, "target": s.target.type, "modalities": s.modalities,
+                     "primary_metric": s.primary_metric, "description": s.description})
+    if as_json:
+        return _echo_json(rows)
+    for r in rows:
+        typer.echo(f"{r['name']:<24} {r['target']:<11} {r['dataset']:<10} {'+'.join(r['modalities']):<24} "
+                   f"{r['primary_metric']:<12} {r['description']}")
+
+
+@app.command()
+def fusions(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the registered fusion methods."""
+    from mmbench.registry import FUSIONS
+
+    rows = [{"name": n, "description": (cls.__doc__ or "").strip().split("\n")[0]} for n, cls in FUSIONS.items()]
+    if as_json:
+        return _echo_json(rows)
+    for r in rows:
+        typer.echo(f"{r['name']:<12} {r['description']}")
+
+
+@data_app.command("info")
+def data_info(
+    dataset: str = typer.Argument(..., help="Dataset or task name."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data root (default $MMBENCH_DATA)."),
+    split: Optional[str] = typer.Option(None, "--split"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Per split: samples, per-modality present counts, class counts, where the files are."""
+    from mmbench.datasets.base import load_dataset
+    from mmbench.registry import DATASETS
+    from mmbench.tasks import get_task, task_names
+
+    if dataset not in DATASETS and dataset in task_names():
+        spec = get_task(dataset)
+        ds = load_dataset(spec.dataset.name, data_dir, **spec.dataset.options)
+    else:
+        ds = load_dataset(dataset, data_dir)
+    splits = [split] if split else list(ds.split_names)
+    info = {"dataset": ds.name, "root": str(ds.root), "files": ds.locate(),
+            "splits": {s: ds.load_split(s).summary() for s in splits}}
+    if as_json:
+        return _echo_json(info)
+    typer.echo(f"dataset {info['dataset']}  (root {info['root']})")
+    for k, v in info["files"].items():
+        typer.echo(f"  {k}: {v}")
+    for s, summ in info["splits"].items():
+        present = ", ".join(f"{m} {c}" for m, c in summ["present"].items())
+        extra = ""
+        if "classes" in summ:
+            extra = "  classes " + " ".join(f"{k}:{v}" for k, v in summ["classes"].items())
+        elif "target" in summ:
+            extra = "  target min {min:.3f} max {max:.3f} mean {mean:.3f}".format(**summ["target"])
+        typer.echo(f"  {s:<6} {summ['samples']:>7} samples  present: {present}{extra}")
+
+
+@data_app.command("masks")
+def data_masks(
+    task: str = typer.Argument(...),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (id, condition, one 0/1 column per modality)."),
+    split: str = typer.Option("test", "--split", help="Split role: train, validation or test."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+) -> None:
+    """Export the exact missing-modality masks of a task's conditions, for predictions-file submitters."""
+    from mmbench.io import atomic_write_text
+    from mmbench.masks import masks_table
+    from mmbench.taskdata import load_task_split
+    from mmbench.tasks import get_task
+
+    spec = get_task(task)
+    s = load_task_split(spec, split, data_dir)
+    table = masks_table(spec.conditions(), s.ids, spec.modalities, spec.missing.seed, s.name)
+    atomic_write_text(out, table.to_csv(index=False))
+    typer.echo(f"wrote {len(table)} rows ({len(spec.conditions())} conditions x {len(s)} samples) to {out}")
+
+
+@app.command()
+def train(
+    task: str = typer.Argument(...),
+    fusion: str = typer.Option(..., "--fusion", "-f", help="Fusion name (see `mmbench fusions`)."),
+    seed: list[int] = typer.Option([0], "--seed", help="Repeat for several seeds."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    out: Path = typer.Option(Path("runs"), "--out", help="Runs folder; each run goes to OUT/TASK/FUSION/seedN."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML training config (default: baselines/)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config field: key=value (repeatable)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+    modality_dropout: Optional[float] = typer.Option(None, "--modality-dropout"),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+) -> None:
+    """Train a fusion model on a task (config from baselines/, overridable)."""
+    import yaml
+
+    from mmbench.reproduce import baseline_config
+    from mmbench.training.trainer import TrainConfig
+    from mmbench.training.trainer import train as run_train
+
+    base = baseline_config(task, fusion)
+    if config:
+        base |= yaml.safe_load(config.read_text()) or {}
+    base |= _overrides(set_)
+    base["device"] = device
+    if epochs is not None:
+        base["epochs"] = epochs
+    if data_dir:
+        base["data_dir"] = str(data_dir)
+    if modality_dropout is not None:
+        base["modality_dropout"] = modality_dropout
+    if compile_:
+        base["compile"] = True
+    for s in seed:
+        cfg = TrainConfig.from_dict(base | {"seed": s}, str(config or "baselines"))
+        run_dir = out / task / fusion.replace(":", "-") / f"seed{s}"
+        result = run_train(cfg, run_dir, progress=not no_progress)
+        metrics = " ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
+        typer.echo(f"{task} {fusion} seed {s}: best epoch {result.best_epoch}, test {metrics}  -> {run_dir}")
+
+
+@app.command()
+def leaderboard(
+    task: Optional[str] = typer.Argument(None),
+    fmt: str = typer.Option("table", "--format", help="table, md, csv, json or html."),
+    board_dir: Path = typer.Option(Path("leaderboard"), "--dir"),
+    out: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
+) -> None:
+    """Rank leaderboard entries by each task's primary metric."""
+    from mmbench.errors import MMBenchError
+    from mmbench.io import atomic_write_text
+    from mmbench.leaderboard import load_entries, rank, render
+
+    if fmt not in ("table", "md", "csv", "json", "html"):
+        raise MMBenchError(f"--format must be table, md, csv, json or html, not {fmt!r}")
+    rows = rank(load_entries(board_dir, task))
+    if not rows:
+        raise MMBenchError(f"no leaderboard entries{' for ' + task if task else ''} in {board_dir}")
+    if fmt == "html":
+        from mmbench.report import render_leaderboard_html
+
+        text = render_leaderboard_html(rows)
+    else:
+        text = render(rows, fmt)
+    if out:
+        atomic_write_text(out, text)
+        typer.echo(f"wrote {out}")
+    else:
+        typer.echo(text)
+
+
+@app.command()
+def reproduce(
+    suite: str = typer.Option("quick", "--suite", help="quick or full (see baselines/suites.yaml)."),
+    tasks_: list[str] = typer.Option([], "--tasks", help="Restrict to these tasks (repeatable)."),
+    fusions_: list[str] = typer.Option([], "--fusions", help="Restrict to these fusions (repeatable)."),
+    seeds: list[int] = typer.Option([], "--seeds", help="Use these seeds (repeatable)."),
+    device: str = typer.Option("auto", "--device"),
+    out: Path = typer.Option(Path("runs"), "--out"),
+    board_dir: Path = typer.Option(Path("leaderboard"), "--leaderboard"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+    set_: list[str] = typer.Option([], "--set", help="Override a config field for every run: key=value."),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+) -> None:
+    """Train, evaluate and rank a suite of baselines; check each against the measured reference."""
+    from mmbench.leaderboard import load_entries, rank, render
+    from mmbench.reproduce import load_suite, run_grid
+
+    s = load_suite(suite)
+    t = tasks_ or s["tasks"]
+    f = fusions_ or s["fusions"]
+    sd = seeds or s["seeds"]
+    typer.echo(f"reproducing suite {suite}: {len(t)} tasks x {len(f)} fusions x {len(sd)} seeds")
+    results, checks = run_grid(t, f, sd, out, board_dir, device, str(data_dir) if data_dir else None,
+                               _overrides(set_), progress=not no_progress, log=typer.echo)
+    typer.echo("")
+    entries = [e for e in load_entries(board_dir) if e.task in t]
+    typer.echo(render(rank(entries), "table"))
+    typer.echo("reference check (mean over seeds vs baselines/reference.json):")
+    for c in checks:
+        ref = f"{c.reference:.4f} ± {c.reference_std:.4f}" if c.reference is not None else "-"
+        typer.echo(f"  {c.task:<22} {c.fusion:<12} {c.metric:<14} {c.mean:.4f}  ref {ref:<18} {c.verdict}")
+
+
+def main() -> None:
+    from mmbench.errors import MMBenchError
+
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app(standalone_mode=False)
+    except MMBenchError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if debug:
+            raise
+        typer.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

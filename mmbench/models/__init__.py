@@ -1,0 +1,1 @@
+"""Models: per-modality encoders -> fusion -> head."""

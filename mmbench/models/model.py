@@ -1,0 +1,77 @@
+"""The standard model: one encoder per modality -> a registered fusion -> an MLP head.
+
+Built from a plain config dict (JSON-serialisable, stored beside every checkpoint) so a
+checkpoint is weights (safetensors) + config, never a pickled model.
+
+Model interface (what `mmbench evaluate --model` expects of any submitted module):
+``model(modalities: dict[str, Tensor], present: dict[str, Tensor], lengths: dict[str, Tensor])
+-> Tensor`` of logits [B, C] for classification or predictions [B] / [B, 1] for regression.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mmbench.data import Split
+from mmbench.models.encoders import default_encoder_for
+from mmbench.models.fusions.base import masked
+from mmbench.registry import ENCODERS, FUSIONS
+
+
+def describe_inputs(split: Split) -> dict[str, dict[str, Any]]:
+    """Per-modality input description {name: {shape: per-sample shape, sequence: bool}}."""
+    out = {}
+    for name in split.modality_names:
+        is_seq = name in split.lengths
+        shape = tuple(split.modalities[name].shape[2:] if is_seq else split.modalities[name].shape[1:])
+        out[name] = {"shape": list(shape), "sequence": is_seq}
+    return out
+
+
+def num_outputs(target_type: str, num_classes: int | None) -> int:
+    return 1 if target_type == "regression" else int(num_classes or 2)
+
+
+class MultimodalModel(nn.Module):
+    def __init__(self, config: dict[str, Any]):
+        super().__init__()
+        self.config = config
+        inputs: dict[str, dict] = config["inputs"]
+        modalities = sorted(config.get("modalities") or inputs)
+        self.modalities = modalities
+        emb = int(config.get("embed_dim", 64))
+        encoders = {}
+        for m in modalities:
+            spec = dict((config.get("encoders") or {}).get(m, {}))
+            name = spec.pop("name", None) or default_encoder_for(tuple(inputs[m]["shape"]), inputs[m]["sequence"])
+            encoders[m] = ENCODERS.get(name)(tuple(inputs[m]["shape"]), out_dim=emb, **spec)
+        self.encoders = nn.ModuleDict(encoders)
+        self.outputs = num_outputs(config["target_type"], config.get("num_classes"))
+        fusion_cls = FUSIONS.get(config["fusion"])
+        hidden = int(config.get("hidden_dim", 128))
+        fusion_out = self.outputs if fusion_cls.late else hidden
+        self.fusion = fusion_cls({m: encoders[m].out_dim for m in modalities}, fusion_out, **config.get("fusion_options", {}))
+        if fusion_cls.late:
+            self.head: nn.Module = nn.Identity()
+        else:
+            self.head = nn.Sequential(nn.GELU(), nn.Dropout(float(config.get("dropout", 0.1))), nn.Linear(hidden, self.outputs))
+
+    def forward(self, modalities: dict[str, Tensor], present: dict[str, Tensor], lengths: dict[str, Tensor] | None = None) -> Tensor:
+        lengths = lengths or {}
+        pooled, seqs, masks = {}, {}, {}
+        for m in self.modalities:
+            enc = self.encoders[m](modalities[m], lengths.get(m))
+            pooled[m] = masked(enc.pooled, present[m])
+            if enc.sequence is not None:
+                seqs[m] = masked(enc.sequence, present[m])
+                masks[m] = enc.mask & present[m][:, None]
+        fused = self.fusion(pooled, present, seqs or None, masks or None) if self.fusion.uses_sequences else self.fusion(pooled, present)
+        out = self.head(fused)
+        return out.squeeze(-1) if self.outputs == 1 else out
+
+
+def build_model(config: dict[str, Any]) -> MultimodalModel:
+    return MultimodalModel(config)

@@ -1,0 +1,160 @@
+"""Train, evaluate and rank a grid of baselines (tasks x fusions x seeds) from `baselines/`.
+
+`baselines/suites.yaml` names each suite's tasks, fusions and seeds; a
+`baselines/<task>__<fusion>.yaml` file holds that pair's training config (any missing pair
+uses `baselines/<task>.yaml` or the TrainConfig defaults); `baselines/reference.json` holds
+the measured reference (mean and std over seeds per metric) that reproductions are checked
+against.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import yaml
+
+from mmbench.errors import MMBenchError, SpecError
+from mmbench.tasks import builtin_dir, get_task
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SpecError(f"invalid YAML: {exc}".replace("\n", " "), path) from None
+
+
+def baselines_dir() -> Path:
+    return builtin_dir("baselines")
+
+
+def load_suite(name: str, root: Path | None = None) -> dict[str, Any]:
+    root = root or baselines_dir()
+    suites = _read_yaml(root / "suites.yaml") or {}
+    if name not in suites:
+        raise MMBenchError(f"unknown suite {name!r}; known: {', '.join(sorted(suites))}")
+    suite = suites[name]
+    for key in ("tasks", "fusions", "seeds"):
+        if not isinstance(suite.get(key), list) or not suite[key]:
+            raise SpecError(f"suite {name!r}: field {key!r} must be a non-empty list", root / "suites.yaml")
+    return suite
+
+
+def baseline_config(task: str, fusion: str, root: Path | None = None) -> dict[str, Any]:
+    """Training config for (task, fusion): task-level defaults overlaid by the pair's file."""
+    root = root or baselines_dir()
+    cfg: dict[str, Any] = {}
+    for path in (root / f"{task}.yaml", root / f"{task}__{fusion.replace(':', '-')}.yaml"):
+        if path.exists():
+            cfg |= _read_yaml(path) or {}
+    cfg.update(task=task, fusion=fusion.split(":")[0])
+    if ":" in fusion:  # unimodal:<modality>
+        cfg["fusion_options"] = cfg.get("fusion_options", {}) | {"modality": fusion.split(":", 1)[1]}
+    return cfg
+
+
+def load_reference(root: Path | None = None) -> dict[str, Any]:
+    path = (root or baselines_dir()) / "reference.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+@dataclass
+class Check:
+    task: str
+    fusion: str
+    metric: str
+    mean: float
+    reference: float | None
+    reference_std: float | None
+    ok: bool | None
+
+    @property
+    def verdict(self) -> str:
+        return "no reference" if self.ok is None else ("reproduces" if self.ok else "DIFFERS")
+
+
+def tolerance(ref_std: float, seeds: int) -> float:
+    """Agreement band for a mean over `seeds` runs: 3 standard errors of the reference spread,
+    and never below 0.01 (one point) so a near-zero reference spread is not a coin toss."""
+    return max(3.0 * ref_std / math.sqrt(max(seeds, 1)), 0.01)
+
+
+def check_against_reference(task: str, fusion: str, metric: str, values: list[float], reference: dict[str, Any]) -> Check:
+    mean = float(np.mean(values))
+    ref = reference.get("results", {}).get(task, {}).get(fusion, {}).get(metric)
+    if ref is None:
+        return Check(task, fusion, metric, mean, None, None, None)
+    ok = abs(mean - ref["mean"]) <= tolerance(ref["std"], len(values))
+    return Check(task, fusion, metric, mean, ref["mean"], ref["std"], ok)
+
+
+def run_grid(
+    tasks: list[str],
+    fusions: list[str],
+    seeds: list[int],
+    out_dir: str | Path = "runs",
+    leaderboard_dir: str | Path | None = "leaderboard",
+    device: str = "auto",
+    data_dir: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[list[Any], list[Check]]:
+    """Train every (task, fusion, seed), evaluate under the task's conditions, write result
+    JSONs and leaderboard entries; return the results and the reference checks."""
+    from mmbench.evaluate import evaluate_trained
+    from mmbench.leaderboard import write_entry
+    from mmbench.taskdata import load_task_split, task_dataset
+    from mmbench.training.trainer import TrainConfig, train
+
+    reference = load_reference()
+    results, checks = [], []
+    for task in tasks:
+        spec = get_task(task)
+        dataset = task_dataset(spec, data_dir)
+        splits = {role: load_task_split(spec, role, data_dir, dataset) for role in ("train", "validation", "test")}
+        for fusion in fusions:
+            per_seed = []
+            for seed in seeds:
+                cfg_dict = baseline_config(task, fusion) | (overrides or {}) | {"seed": seed, "device": device}
+                if data_dir:
+                    cfg_dict["data_dir"] = data_dir
+                cfg = TrainConfig.from_dict(cfg_dict)
+                run_dir = Path(out_dir) / task / fusion.replace(":", "-") / f"seed{seed}"
+                trained = train(cfg, run_dir, progress=progress, splits=splits)
+                result = evaluate_trained(spec, trained, splits["test"], dataset.fingerprint(), name=fusion.replace(":", "-"))
+                from mmbench.io import atomic_write_json
+
+                atomic_write_json(run_dir / "result.json", result.to_json())
+                if leaderboard_dir:
+                    write_entry(leaderboard_dir, result)
+                per_seed.append(result)
+                log(f"{task:>22} {fusion:>12} seed {seed}: {spec.primary_metric} "
+                    f"{result.primary_clean:.4f} ({trained.seconds:.1f}s, best epoch {trained.best_epoch})")
+            results += per_seed
+            for metric in [m.name for m in spec.metrics]:
+                checks.append(check_against_reference(task, fusion, metric, [r.metrics["clean"][metric] for r in per_seed], reference))
+    return results, checks
+
+
+def reference_from_results(results: list[Any], hardware: str, note: str = "") -> dict[str, Any]:
+    """The reference.json body (mean and sample std over seeds per metric) from a grid's results."""
+    from mmbench import __version__
+
+    grouped: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for r in results:
+        for metric, value in r.metrics["clean"].items():
+            grouped.setdefault(r.task, {}).setdefault(r.name, {}).setdefault(metric, []).append(value)
+    body: dict[str, Any] = {}
+    for task, fus in grouped.items():
+        for fusion, metrics in fus.items():
+            body.setdefault(task, {})[fusion] = {
+                m: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
+                for m, v in metrics.items()
+            }
+    return {"mmbench_version": __version__, "hardware": hardware, "note": note, "results": body}

@@ -1,0 +1,32 @@
+"""Load the splits a task spec names, from its dataset loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmbench.data import Split
+from mmbench.datasets.base import MultimodalDataset, load_dataset
+from mmbench.errors import SpecError
+from mmbench.tasks import TaskSpec
+
+
+def task_dataset(spec: TaskSpec, data_dir: str | Path | None = None) -> MultimodalDataset:
+    return load_dataset(spec.dataset.name, data_dir, **spec.dataset.options)
+
+
+def load_task_split(spec: TaskSpec, role: str, data_dir: str | Path | None = None,
+                    dataset: MultimodalDataset | None = None) -> Split:
+    """The split playing `role` (train, validation or test), restricted to the task's modalities."""
+    split_name = getattr(spec.splits, role)
+    if split_name is None:
+        raise SpecError(f"task {spec.name!r} has no {role} split", spec.source)
+    dataset = dataset or task_dataset(spec, data_dir)
+    split = dataset.load_split(split_name)
+    missing = [m for m in spec.modalities if m not in split.modalities]
+    if missing:
+        raise SpecError(f"task {spec.name!r} uses modality {missing[0]!r} that dataset {spec.dataset.name!r} "
+                        f"does not provide (it has {', '.join(split.modality_names)})", spec.source)
+    keep = set(spec.modalities)
+    return Split(split.name, split.ids, {k: v for k, v in split.modalities.items() if k in keep},
+                 {k: v for k, v in split.present.items() if k in keep}, split.targets,
+                 {k: v for k, v in split.lengths.items() if k in keep}, split.info)

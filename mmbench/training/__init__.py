@@ -1,0 +1,3 @@
+from mmbench.training.trainer import TrainConfig, TrainResult, train
+
+__all__ = ["TrainConfig", "TrainResult", "train"]
