@@ -14,9 +14,9 @@ from typing import Any, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Benchmark multimodal learning: datasets, fusion baselines, evaluation, leaderboard.")
-data_app = typer.Typer(no_args_is_help=True, help="Inspect, prepare and mask datasets.")
+data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Inspect, prepare and mask datasets.")
 app.add_typer(data_app, name="data")
 
 _state = {"debug": False}
@@ -82,6 +82,18 @@ def fusions(as_json: bool = typer.Option(False, "--json")) -> None:
         typer.echo(f"{r['name']:<12} {r['description']}")
 
 
+def _dataset_or_task(name: str, data_dir: Optional[Path]):
+    """A dataset by registry name, or the dataset (with its options) that a task uses."""
+    from mmbench.datasets.base import load_dataset
+    from mmbench.registry import DATASETS
+    from mmbench.tasks import get_task, task_names
+
+    if name not in DATASETS and name in task_names():
+        spec = get_task(name)
+        return load_dataset(spec.dataset.name, data_dir, **spec.dataset.options)
+    return load_dataset(name, data_dir)
+
+
 @data_app.command("info")
 def data_info(
     dataset: str = typer.Argument(..., help="Dataset or task name."),
@@ -90,15 +102,7 @@ def data_info(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Per split: samples, per-modality present counts, class counts, where the files are."""
-    from mmbench.datasets.base import load_dataset
-    from mmbench.registry import DATASETS
-    from mmbench.tasks import get_task, task_names
-
-    if dataset not in DATASETS and dataset in task_names():
-        spec = get_task(dataset)
-        ds = load_dataset(spec.dataset.name, data_dir, **spec.dataset.options)
-    else:
-        ds = load_dataset(dataset, data_dir)
+    ds = _dataset_or_task(dataset, data_dir)
     splits = [split] if split else list(ds.split_names)
     info = {"dataset": ds.name, "root": str(ds.root), "files": ds.locate(),
             "splits": {s: ds.load_split(s).summary() for s in splits}}
@@ -135,6 +139,19 @@ def data_masks(
     table = masks_table(spec.conditions(), s.ids, spec.modalities, spec.missing.seed, s.name)
     atomic_write_text(out, table.to_csv(index=False))
     typer.echo(f"wrote {len(table)} rows ({len(spec.conditions())} conditions x {len(s)} samples) to {out}")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    dataset: str = typer.Argument(..., help="Dataset or task name."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+    download: bool = typer.Option(False, "--download", help="Fetch the official files (SHA-256 checked, resumable)."),
+) -> None:
+    """Verify a dataset's inputs and build its derived files (spectrograms, encoded features)."""
+    ds = _dataset_or_task(dataset, data_dir)
+    for key, value in ds.prepare(download=download).items():
+        typer.echo(f"  {key}: {value}")
+    typer.echo(f"dataset {ds.name} ready under {ds.root}")
 
 
 @app.command()
@@ -187,7 +204,11 @@ def leaderboard(
     board_dir: Path = typer.Option(Path("leaderboard"), "--dir"),
     out: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
 ) -> None:
-    """Rank leaderboard entries by each task's primary metric."""
+    """Rank leaderboard entries by each task's primary metric (`mmbench leaderboard verify` re-checks them)."""
+    if task == "verify":
+        from mmbench.cli_evaluate import verify_command
+
+        return verify_command(board_dir)
     from mmbench.errors import MMBenchError
     from mmbench.io import atomic_write_text
     from mmbench.leaderboard import load_entries, rank, render
@@ -241,6 +262,17 @@ def reproduce(
     for c in checks:
         ref = f"{c.reference:.4f} ± {c.reference_std:.4f}" if c.reference is not None else "-"
         typer.echo(f"  {c.task:<22} {c.fusion:<12} {c.metric:<14} {c.mean:.4f}  ref {ref:<18} {c.verdict}")
+
+
+def _register_extensions() -> None:
+    """Commands defined in their own modules (each has `register(app)`); typer only at import."""
+    import importlib
+
+    for module in ("mmbench.cli_evaluate", "mmbench.cli_report"):
+        importlib.import_module(module).register(app)
+
+
+_register_extensions()
 
 
 def main() -> None:

@@ -70,7 +70,7 @@ def collate(
     """
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
-    names = sorted({n for s in samples for n in s["modalities"]} | set(shapes or {}))
+    names = sorted({n for s in samples for n in (*s["modalities"], *s["present"])} | set(shapes or {}))
     modalities: dict[str, Tensor] = {}
     present: dict[str, Tensor] = {}
     lengths: dict[str, Tensor] = {}

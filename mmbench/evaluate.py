@@ -12,7 +12,7 @@ from torch import nn
 
 from mmbench.data import Split
 from mmbench.evaluation.evaluator import apply_condition, evaluate_conditions, outputs_to_predictions, predict, robustness_summary, score
-from mmbench.metrics import bootstrap_ci
+from mmbench.metrics import bootstrap_ci, confusion_matrix
 from mmbench.results import Result, make_result
 from mmbench.tasks import TaskSpec
 
@@ -40,7 +40,7 @@ def measure_efficiency(model: nn.Module, split: Split, device: torch.device | st
     model.eval()
     b = split.batch(torch.arange(min(batch_size, len(split)))).to(device)
     counter = FlopCounterMode(display=False)
-    with counter:
+    with torch.enable_grad(), counter:  # the counter's module tracker needs autograd on
         model(b.modalities, b.present, b.lengths)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -73,7 +73,10 @@ def evaluate_trained(spec: TaskSpec, trained: Any, test_split: Split, dataset_fi
     per_condition = evaluate_conditions(spec, test_split, run)
     clean = apply_condition(test_split, next(c for c in spec.conditions() if c.name == "clean"), spec.missing.seed) \
         if "clean" in per_condition else test_split
-    ci = {"clean": {spec.primary_metric: primary_ci(spec, test_split.targets.cpu().numpy(), run(clean), seed=trained.config.seed)}}
+    y_true, y_clean = test_split.targets.cpu().numpy(), run(clean)
+    ci = {"clean": {spec.primary_metric: primary_ci(spec, y_true, y_clean, seed=trained.config.seed)}}
+    extra = {"best_epoch": trained.best_epoch, "validation": trained.val_metrics, "train_seconds": trained.seconds}
+    extra |= classification_extras(spec, y_true, y_clean)
     return make_result(
         task=spec.name,
         name=name or trained.config.fusion,
@@ -89,5 +92,208 @@ def evaluate_trained(spec: TaskSpec, trained: Any, test_split: Split, dataset_fi
         dataset_fingerprint=dataset_fingerprint,
         submission_hash=state_hash(model),
         device=str(device),
-        extra={"best_epoch": trained.best_epoch, "validation": trained.val_metrics, "train_seconds": trained.seconds},
+        extra=extra,
+    )
+
+
+def classification_extras(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """Clean-condition confusion matrix (rows = truth) and class names, for reports."""
+    if spec.target.type not in ("multiclass", "binary"):
+        return {}
+    cm = confusion_matrix(y_true, y_pred, spec.target.num_classes)
+    names = spec.target.class_names or [str(i) for i in range(spec.target.num_classes)]
+    return {"confusion_matrix": cm.tolist(), "class_names": names}
+
+
+# --------------------------------------------------------------------------------------------
+# submissions: predictions files and submitted models (see mmbench.submissions, mmbench.sandbox)
+# --------------------------------------------------------------------------------------------
+
+
+def _select_conditions(spec: TaskSpec, conditions: Any) -> list:
+    """The task's conditions, or the named subset of them (names are canonicalised)."""
+    from mmbench.errors import SpecError
+    from mmbench.masks import parse_condition
+
+    task_conditions = spec.conditions()
+    if not conditions:
+        return task_conditions
+    by_name = {c.name: c for c in task_conditions}
+    out = []
+    for text in conditions:
+        for part in str(text).split(","):
+            if not part.strip():
+                continue
+            name = parse_condition(part, spec.modalities).name
+            if name not in by_name:
+                raise SpecError(f"condition {part.strip()!r} is not one of task {spec.name!r}'s conditions "
+                                f"({', '.join(by_name)})")
+            if by_name[name] not in out:
+                out.append(by_name[name])
+    if not out:
+        raise SpecError("--conditions names no condition")
+    return out
+
+
+def _check_finite_metrics(per_condition: dict[str, dict[str, float]], source: Any) -> None:
+    import math
+
+    from mmbench.errors import SubmissionError
+
+    for cond, values in per_condition.items():
+        for metric, v in values.items():
+            if not math.isfinite(v):
+                raise SubmissionError(f"metric {metric!r} under {cond!r} is not finite ({v}); predictions out of range?", source)
+
+
+def _clean_ci(spec: TaskSpec, y_true: np.ndarray, predictions: dict[str, np.ndarray], seed: int, n_resamples: int) -> dict:
+    if n_resamples <= 0 or "clean" not in predictions:
+        return {}
+    ci = primary_ci(spec, y_true, predictions["clean"], seed=seed, n_resamples=n_resamples)
+    return {"clean": {spec.primary_metric: {k: float(v) for k, v in ci.items()}}}
+
+
+def retrieval_gallery(spec: TaskSpec, data_dir: Any = None) -> tuple[list[str], list[str], np.ndarray, str]:
+    """(image ids, caption ids, caption -> image index, dataset fingerprint) of a retrieval
+    task's test split, from the dataset loader's labels-only gallery reader."""
+    import importlib
+
+    from mmbench.errors import SpecError
+    from mmbench.taskdata import task_dataset
+
+    dataset = task_dataset(spec, data_dir)
+    split = spec.splits.test
+    method = getattr(dataset, "load_retrieval_gallery", None)
+    if callable(method):
+        gallery = method(split)
+    else:
+        fn = getattr(importlib.import_module(type(dataset).__module__), "load_retrieval_gallery", None)
+        if fn is None:
+            raise SpecError(f"task {spec.name!r}: dataset {spec.dataset.name!r} provides no retrieval gallery", spec.source)
+        import inspect
+
+        params = inspect.signature(fn).parameters
+        options = {k: v for k, v in dataset.options.items() if k in params and k not in ("root", "split")}
+        gallery = fn(dataset.root, split, **options)
+    image_ids, caption_ids, caption_image_index = gallery
+    return ([str(i) for i in image_ids], [str(i) for i in caption_ids], np.asarray(caption_image_index, dtype=np.int64),
+            dataset.fingerprint())
+
+
+def _evaluate_retrieval(spec: TaskSpec, path: Any, name: str, data_dir: Any, limits: Any, n_resamples: int, seed: int) -> Result:
+    from pathlib import Path
+
+    from mmbench.metrics import retrieval_metrics
+    from mmbench.submissions import parse_retrieval, submission_hash
+
+    image_ids, caption_ids, cap_index, fingerprint = retrieval_gallery(spec, data_dir)
+    sub = parse_retrieval(path, image_ids, caption_ids, cap_index, limits)
+    allm = retrieval_metrics(torch.from_numpy(sub.image_embeddings), torch.from_numpy(sub.caption_embeddings),
+                             torch.from_numpy(sub.caption_image_index))
+    clean = {m.name: float(allm[m.name]) for m in spec.metrics}
+    per_condition = {"clean": clean}
+    _check_finite_metrics(per_condition, path)
+    digest, files = submission_hash([Path(path)])
+    not_evaluated = [c.name for c in spec.conditions() if c.name != "clean"]
+    return make_result(
+        task=spec.name, name=name, kind="predictions", primary_metric=spec.primary_metric,
+        higher_is_better=spec.primary.higher_is_better, metrics=per_condition, confidence_intervals={},
+        robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
+        efficiency=None, dataset_fingerprint=fingerprint, submission_hash=digest,
+        extra={"format": "npz", "images": len(image_ids), "captions": len(caption_ids), "embedding_dim": sub.dim,
+               "submission_files": files, "conditions_not_evaluated": not_evaluated},
+    )
+
+
+def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = None, conditions: Any = None,
+                         limits: Any = None, seed: int = 0, n_resamples: int = 1000) -> Result:
+    """Score a predictions file (CSV / JSON lines / Parquet, or an embeddings .npz for
+    retrieval) against the task's test labels. Runs no submitted code. Raises
+    SubmissionError (naming the file) for anything malformed; writes nothing."""
+    from pathlib import Path
+
+    from mmbench.submissions import Limits, check_name, load_test_labels, parse_predictions, submission_hash
+
+    check_name(name)
+    limits = limits or Limits.from_env()
+    path = Path(path)
+    if spec.target.type == "retrieval":
+        return _evaluate_retrieval(spec, path, name, data_dir, limits, n_resamples, seed)
+    selected = [c.name for c in _select_conditions(spec, conditions)] if conditions else None
+    labels = load_test_labels(spec, data_dir)
+    parsed = parse_predictions(path, spec, labels, selected, limits)
+    per_condition = {c: score(spec, labels.targets, p) for c, p in parsed.predictions.items()}
+    _check_finite_metrics(per_condition, path)
+    digest, files = submission_hash([path])
+    task_conditions = [c.name for c in spec.conditions()]
+    return make_result(
+        task=spec.name, name=name, kind="predictions", primary_metric=spec.primary_metric,
+        higher_is_better=spec.primary.higher_is_better, metrics=per_condition,
+        confidence_intervals=_clean_ci(spec, labels.targets, parsed.predictions, seed, n_resamples),
+        robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
+        efficiency=None, dataset_fingerprint=labels.fingerprint, submission_hash=digest,
+        extra={"format": parsed.fmt, "rows": parsed.rows, "values": parsed.value_kind, "submission_files": files,
+               "conditions_not_evaluated": [c for c in task_conditions if c not in per_condition]},
+    )
+
+
+def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, device: str = "cpu", data_dir: Any = None,
+                   conditions: Any = None, sandbox_config: Any = None, limits: Any = None, seed: int = 0,
+                   n_resamples: int = 1000) -> Result:
+    """Score a submitted model under the task's conditions: `baseline` + safetensors weights
+    (loaded in-process, nothing unpickled), or `file.py:factory` / `program.pt2` (run in a
+    separate, limited process by mmbench.sandbox). Writes nothing."""
+    from mmbench.errors import SubmissionError
+    from mmbench.models.model import describe_inputs
+    from mmbench.submissions import Limits, check_name, parse_model_spec, submission_hash
+    from mmbench.taskdata import load_task_split, task_dataset
+    from mmbench.training.trainer import load_model, resolve_device
+
+    check_name(name)
+    limits = limits or Limits.from_env()
+    if spec.target.type == "retrieval":
+        raise SubmissionError(f"task {spec.name!r} is a retrieval task: submit embeddings with --predictions FILE.npz")
+    ms = parse_model_spec(model_spec, weights, limits)
+    conds = _select_conditions(spec, conditions)
+    dev = resolve_device(device)
+    dataset = task_dataset(spec, data_dir)
+    split = load_task_split(spec, "test", data_dir, dataset)
+    y_true = split.targets.cpu().numpy()
+    digest, files = submission_hash(ms.files)
+    extra: dict[str, Any] = {"model": ms.kind, "submission_files": files}
+    fusion = None
+    if ms.kind == "baseline":
+        model, config = load_model(ms.weights, dev)
+        if config.get("task") != spec.name:
+            raise SubmissionError(f"checkpoint was trained for task {config.get('task')!r}, not {spec.name!r}", ms.weights)
+        if config.get("inputs") != describe_inputs(split):
+            raise SubmissionError("checkpoint's input shapes do not match the task's test data", ms.weights)
+        fusion = config.get("fusion")
+
+        def run(s: Split) -> np.ndarray:
+            out = predict(model, s, dev)
+            if not torch.isfinite(out).all():
+                raise SubmissionError("model outputs contain NaN or infinity", ms.weights)
+            return outputs_to_predictions(out, spec.target.type)
+
+        predictions = {c.name: run(apply_condition(split, c, spec.missing.seed)) for c in conds}
+        efficiency = measure_efficiency(model, split, dev)
+        extra["state_hash"] = state_hash(model)
+    else:
+        from mmbench.sandbox import SandboxConfig, run_model
+
+        out = run_model(ms, spec, split, conds, str(dev), sandbox_config or SandboxConfig())
+        predictions = {c: outputs_to_predictions(torch.from_numpy(a), spec.target.type) for c, a in out.outputs.items()}
+        efficiency = out.efficiency
+        extra["sandbox_seconds"] = round(out.seconds, 3)
+    per_condition = {c: score(spec, y_true, p) for c, p in predictions.items()}
+    _check_finite_metrics(per_condition, ms.source or ms.weights)
+    extra["conditions_not_evaluated"] = [c.name for c in spec.conditions() if c.name not in per_condition]
+    return make_result(
+        task=spec.name, name=name, kind="baseline" if ms.kind == "baseline" else "model", fusion=fusion,
+        primary_metric=spec.primary_metric, higher_is_better=spec.primary.higher_is_better, metrics=per_condition,
+        confidence_intervals=_clean_ci(spec, y_true, predictions, seed, n_resamples),
+        robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
+        efficiency=efficiency, dataset_fingerprint=dataset.fingerprint(), submission_hash=digest,
+        device=str(dev), extra=extra,
     )

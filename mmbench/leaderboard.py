@@ -122,6 +122,12 @@ def format_value(row: dict[str, Any], col: str) -> str:
     return str(v)
 
 
+def _condition_order(name: str) -> tuple:
+    kind, _, arg = name.partition(":")
+    order = {"drop": 0, "rate": 1, "pattern": 2}.get(kind, 3)
+    return (order, float(arg) if kind == "rate" else 0.0, arg)
+
+
 def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
     """Rows as text: table (rich), md, csv or json. HTML lives in mmbench.report."""
     if fmt == "json":
@@ -131,9 +137,11 @@ def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
         by_task.setdefault(r["task"], []).append(r)
     out = []
     for task, task_rows in by_task.items():
-        cols = table_columns(task_rows)
-        conds = sorted({c for r in task_rows for c in r["conditions"]})
-        header = cols + [f"{task_rows[0]['primary_metric']}@{c}" for c in conds]
+        cols = [c for c in table_columns(task_rows) if not (fmt == "table" and c == "task")]
+        conds = sorted({c for r in task_rows for c in r["conditions"]}, key=_condition_order)
+        if fmt == "table":  # keep the terminal table readable: patterns go to md/csv/json/html
+            conds = [c for c in conds if not c.startswith("pattern:")]
+        header = cols + conds
         body = [[format_value(r, c) for c in cols] + [f"{r['conditions'][c]:.4f}" if c in r["conditions"] else "-" for c in conds]
                 for r in task_rows]
         if fmt == "csv":
@@ -153,13 +161,14 @@ def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
             from rich.console import Console
             from rich.table import Table
 
-            table = Table(title=f"{task} (ranked by {task_rows[0]['primary_metric']}, "
-                                f"{'higher' if task_rows[0]['higher_is_better'] else 'lower'} is better)")
+            table = Table(title=f"{task}: {task_rows[0]['primary_metric']} "
+                                f"({'higher' if task_rows[0]['higher_is_better'] else 'lower'} is better), "
+                                "clean and per missing-modality condition")
             for h in header:
                 table.add_column(h, overflow="fold")
             for b in body:
                 table.add_row(*b)
-            console = Console(width=max(120, 14 * len(header)), record=True, force_terminal=False)
+            console = Console(width=max(100, 11 * len(header)), record=True, force_terminal=False)
             with console.capture() as cap:
                 console.print(table)
             out.append(cap.get())

@@ -146,7 +146,7 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tens
 
 
 def _model_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
-    return {prefix + k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return {prefix + k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
 def save_model(path: Path, model: nn.Module, model_config: dict[str, Any], extra: dict[str, str] | None = None) -> None:

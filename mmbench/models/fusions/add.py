@@ -20,7 +20,9 @@ class AddFusion(Fusion):
         self.proj = nn.ModuleDict({m: nn.Linear(d, out_dim) for m, d in sorted(input_dims.items())})
 
     def forward(self, embeddings: dict[str, Tensor], present: dict[str, Tensor], sequences=None, masks=None) -> Tensor:
-        total = sum(masked(self.proj[m](embeddings[m]), present[m]) for m in self.modalities)
+        # mask before projecting too: projecting a NaN/inf fill and masking afterwards keeps the
+        # output clean but puts 0 * NaN = NaN into the weight gradient
+        total = sum(masked(self.proj[m](masked(embeddings[m], present[m])), present[m]) for m in self.modalities)
         if self.reduce == "sum":
             return total
         count = presence_matrix(present, self.modalities).sum(1, keepdim=True).clamp(min=1)

@@ -34,7 +34,9 @@ class AttentionFusion(Fusion):
         self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out_dim))
 
     def forward(self, embeddings: dict[str, Tensor], present: dict[str, Tensor], sequences=None, masks=None) -> Tensor:
-        tokens = torch.stack([masked(self.proj[m](embeddings[m]), present[m]) for m in self.modalities], dim=1)
+        # mask before projecting too, so a NaN/inf fill cannot reach the weight gradient (0 * NaN)
+        tokens = torch.stack([masked(self.proj[m](masked(embeddings[m], present[m])), present[m])
+                              for m in self.modalities], dim=1)
         tokens = tokens + self.type_embed[None]
         b = tokens.shape[0]
         lead = [self.null.expand(b, -1, -1)]

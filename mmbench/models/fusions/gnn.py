@@ -44,7 +44,9 @@ class GraphFusion(Fusion):
         b = next(iter(embeddings.values())).shape[0]
         feats, alive, owner, is_step, step_pos = [], [], [], [], []
         for i, m in enumerate(self.modalities):
-            feats.append(masked(self.proj[m](embeddings[m]), present[m])[:, None] + self.type_embed[i])
+            # mask before and after projecting: a NaN/inf fill must reach neither the output
+            # nor (through 0 * NaN) the weight gradient
+            feats.append(masked(self.proj[m](masked(embeddings[m], present[m])), present[m])[:, None] + self.type_embed[i])
             alive.append(present[m][:, None])
             owner.append(torch.full((1,), i))
             is_step.append(torch.zeros(1, dtype=torch.bool))
@@ -56,7 +58,10 @@ class GraphFusion(Fusion):
                 seq = sequences[m][:, : self.max_steps]
                 step_mask = masks[m][:, : self.max_steps] & present[m][:, None]
                 t = seq.shape[1]
-                feats.append(masked(self.proj[m](seq), present[m]) * step_mask[..., None] + self.type_embed[i])
+                # `where`, not `* step_mask`: the fill of padded steps may be NaN (0 * NaN = NaN)
+                real = step_mask[..., None]
+                zero = torch.zeros((), dtype=seq.dtype, device=seq.device)
+                feats.append(torch.where(real, self.proj[m](torch.where(real, seq, zero)), zero) + self.type_embed[i])
                 alive.append(step_mask)
                 owner.append(torch.full((t,), i))
                 is_step.append(torch.ones(t, dtype=torch.bool))

