@@ -167,13 +167,21 @@ def train(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
     modality_dropout: Optional[float] = typer.Option(None, "--modality-dropout"),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    compile_backend: Optional[str] = typer.Option(None, "--compile-backend",
+                                                  help="torch.compile backend (default inductor; eager for a quick check)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16 autocast on CUDA), bf16, fp16 or fp32."),
     no_progress: bool = typer.Option(False, "--no-progress"),
 ) -> None:
-    """Train a fusion model on a task (config from baselines/, overridable)."""
+    """Train a fusion model on a task (config from baselines/, overridable).
+
+    Data parallel: `torchrun --nproc_per_node K -m mmbench.cli train ...` trains on K processes
+    (one per GPU, or gloo on the CPU); batch_size is per process, so the global batch is
+    batch_size x K. Only rank 0 writes the run folder and prints.
+    """
     import yaml
 
     from mmbench.reproduce import baseline_config
-    from mmbench.training.trainer import TrainConfig
+    from mmbench.training.trainer import TrainConfig, distributed_session
     from mmbench.training.trainer import train as run_train
 
     base = baseline_config(task, fusion)
@@ -189,12 +197,20 @@ def train(
         base["modality_dropout"] = modality_dropout
     if compile_:
         base["compile"] = True
-    for s in seed:
-        cfg = TrainConfig.from_dict(base | {"seed": s}, str(config or "baselines"))
-        run_dir = out / task / fusion.replace(":", "-") / f"seed{s}"
-        result = run_train(cfg, run_dir, progress=not no_progress)
-        metrics = " ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
-        typer.echo(f"{task} {fusion} seed {s}: best epoch {result.best_epoch}, test {metrics}  -> {run_dir}")
+    if compile_backend:
+        base["compile_backend"] = compile_backend
+    if precision:
+        base["precision"] = precision
+    cfgs = [TrainConfig.from_dict(base | {"seed": s}, str(config or "baselines")) for s in seed]
+    with distributed_session(device) as dist:  # one process group for every seed under torchrun
+        for cfg in cfgs:
+            run_dir = out / task / fusion.replace(":", "-") / f"seed{cfg.seed}"
+            result = run_train(cfg, run_dir, progress=not no_progress)
+            if dist.is_main:
+                metrics = " ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
+                workers = f" on {dist.world} processes" if dist.active else ""
+                typer.echo(f"{task} {fusion} seed {cfg.seed}{workers}: best epoch {result.best_epoch}, "
+                           f"test {metrics}  -> {run_dir}")
 
 
 @app.command()

@@ -116,7 +116,7 @@ def evaluate(
     else:
         _print_summary(result)
     for w in written:
-        typer.echo(f"wrote {w}")
+        typer.echo(f"wrote {w}", err=as_json)  # keep stdout pure JSON with --json
 
 
 def _model_source(model: str | None, weights: Path | None) -> Path | None:

@@ -226,14 +226,16 @@ def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = N
     _check_finite_metrics(per_condition, path)
     digest, files = submission_hash([path])
     task_conditions = [c.name for c in spec.conditions()]
+    extra = {"format": parsed.fmt, "rows": parsed.rows, "values": parsed.value_kind, "submission_files": files,
+             "conditions_not_evaluated": [c for c in task_conditions if c not in per_condition]}
+    if "clean" in parsed.predictions:
+        extra |= classification_extras(spec, labels.targets, parsed.predictions["clean"])
     return make_result(
         task=spec.name, name=name, kind="predictions", primary_metric=spec.primary_metric,
         higher_is_better=spec.primary.higher_is_better, metrics=per_condition,
         confidence_intervals=_clean_ci(spec, labels.targets, parsed.predictions, seed, n_resamples),
         robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
-        efficiency=None, dataset_fingerprint=labels.fingerprint, submission_hash=digest,
-        extra={"format": parsed.fmt, "rows": parsed.rows, "values": parsed.value_kind, "submission_files": files,
-               "conditions_not_evaluated": [c for c in task_conditions if c not in per_condition]},
+        efficiency=None, dataset_fingerprint=labels.fingerprint, submission_hash=digest, extra=extra,
     )
 
 
@@ -289,6 +291,8 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
     per_condition = {c: score(spec, y_true, p) for c, p in predictions.items()}
     _check_finite_metrics(per_condition, ms.source or ms.weights)
     extra["conditions_not_evaluated"] = [c.name for c in spec.conditions() if c.name not in per_condition]
+    if "clean" in predictions:
+        extra |= classification_extras(spec, y_true, predictions["clean"])
     return make_result(
         task=spec.name, name=name, kind="baseline" if ms.kind == "baseline" else "model", fusion=fusion,
         primary_metric=spec.primary_metric, higher_is_better=spec.primary.higher_is_better, metrics=per_condition,

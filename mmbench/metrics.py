@@ -16,24 +16,25 @@ Bad input (mismatched lengths, empty arrays, non-finite values, labels out of ra
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from mmbench.errors import DataError
 
 __all__ = [
-    "MetricInfo",
     "METRICS",
-    "metric_names",
-    "confusion_matrix",
-    "per_class_metrics",
-    "classification_metrics",
-    "mosi_metrics",
-    "retrieval_metrics",
+    "MetricInfo",
     "bootstrap_ci",
+    "classification_metrics",
     "compute_metrics",
+    "confusion_matrix",
+    "metric_names",
+    "mosi_metrics",
+    "per_class_metrics",
+    "retrieval_metrics",
 ]
 
 TargetType = Literal["multiclass", "binary", "regression", "retrieval"]
@@ -48,7 +49,7 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
         x = x.detach().cpu().numpy()
     try:
         arr = np.asarray(x)
-    except Exception as exc:  # pragma: no cover - exotic inputs
+    except (TypeError, ValueError) as exc:  # ragged lists and other unreadable inputs
         raise DataError(f"{name}: cannot be read as an array ({exc})") from None
     return arr
 
@@ -387,9 +388,11 @@ def retrieval_metrics(
     captions is scored against all images, ranks of own images come from counting strictly
     greater scores, and a running top-``max(ks)`` of caption scores per image is kept for the
     image-to-text direction. Extra memory is O(chunk_size * n_images + max(ks) * n_images); the
-    full similarity matrix is never formed. ``device`` (default: that of the input tensors,
-    else the CPU) picks where it runs; ``dtype`` defaults to float32 (pass torch.float64 for
-    double precision).
+    full similarity matrix is never formed (on the CPU, chunks are further capped at about
+    16 MiB of scores so that the passes over them run in cache). ``device`` (default: that of
+    the input tensors, else the CPU) picks where it runs; ``dtype`` defaults to float32 (pass
+    torch.float64 for double precision). ``chunk_size`` changes speed and memory, not results
+    (up to floating-point rounding of the scores).
     """
     import torch
 

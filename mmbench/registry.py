@@ -9,7 +9,9 @@ itself is a decorator in the module that defines the object: one file, one line.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
+import re
 from importlib.metadata import entry_points
 from typing import Any, Callable, Generic, TypeVar
 
@@ -56,12 +58,34 @@ class Registry(Generic[T]):
             self._loading = False
 
     def get(self, name: str) -> T:
-        self._load()
+        if name not in self._items and not self._loaded:
+            # fast path: import just the built-in module whose source registers `name`
+            module = self._index().get(name)
+            if module is not None:
+                importlib.import_module(module)
+        if name not in self._items:
+            self._load()
         try:
             return self._items[name]
         except KeyError:
             known = ", ".join(self.names()) or "(none)"
             raise MMBenchError(f"unknown {self.kind} {name!r}; known: {known}") from None
+
+    def _index(self) -> dict[str, str]:
+        """{registered name: module} for built-ins, read from the sources without importing them."""
+        if not hasattr(self, "_index_cache"):
+            var = {"dataset": "DATASETS", "encoder": "ENCODERS", "fusion": "FUSIONS"}.get(self.kind, "")
+            pattern = re.compile(r"@" + var + r'\.register\(\s*["\']([^"\']+)["\']') if var else None
+            index: dict[str, str] = {}
+            for package in self._packages if pattern else ():
+                for module in _module_names(package):
+                    spec = importlib.util.find_spec(module)
+                    if spec and spec.origin and spec.origin.endswith(".py"):
+                        with open(spec.origin, encoding="utf-8") as f:
+                            for found in pattern.findall(f.read()):
+                                index.setdefault(found, module)
+            self._index_cache = index
+        return self._index_cache
 
     def names(self) -> list[str]:
         self._load()
@@ -72,6 +96,8 @@ class Registry(Generic[T]):
         return sorted(self._items.items())
 
     def __contains__(self, name: str) -> bool:
+        if name in self._items or name in self._index():
+            return True
         self._load()
         return name in self._items
 
@@ -80,12 +106,17 @@ def _qualname(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
-def _import_all(package: str) -> None:
+def _module_names(package: str) -> list[str]:
     module = importlib.import_module(package)
-    if hasattr(module, "__path__"):
-        for info in pkgutil.walk_packages(module.__path__, prefix=package + "."):
-            if not info.name.rsplit(".", 1)[-1].startswith("_"):
-                importlib.import_module(info.name)
+    if not hasattr(module, "__path__"):
+        return [package]
+    return [info.name for info in pkgutil.walk_packages(module.__path__, prefix=package + ".")
+            if not info.name.rsplit(".", 1)[-1].startswith("_")]
+
+
+def _import_all(package: str) -> None:
+    for name in _module_names(package):
+        importlib.import_module(name)
 
 
 def lazy(fn: Callable[[], T]) -> Callable[[], T]:

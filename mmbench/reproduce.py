@@ -109,13 +109,13 @@ def run_grid(
     JSONs and leaderboard entries; return the results and the reference checks."""
     from mmbench.evaluate import evaluate_trained
     from mmbench.leaderboard import write_entry
-    from mmbench.taskdata import load_task_split, task_dataset
+    from mmbench.taskdata import load_task_split, task_dataset, with_dataset_options
     from mmbench.training.trainer import TrainConfig, train
 
     reference = load_reference()
     results, checks = [], []
     for task in tasks:
-        spec = get_task(task)
+        spec = with_dataset_options(get_task(task), (overrides or {}).get("dataset_options"))
         dataset = task_dataset(spec, data_dir)
         splits = {role: load_task_split(spec, role, data_dir, dataset) for role in ("train", "validation", "test")}
         for fusion in fusions:

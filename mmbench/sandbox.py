@@ -210,7 +210,8 @@ def _failure_message(rc: int, stderr_tail: str, config: SandboxConfig) -> str:
             name = f"signal {-rc}"
         hint = " (out of memory?)" if -rc == signal.SIGKILL else ""
         return f"model process was killed by {name}{hint}"
-    if rc == 3 or (reported and ("MemoryError" in reported or "can't allocate memory" in reported)):
+    memory_words = ("MemoryError", "can't allocate memory", "Cannot allocate memory", "failed to map segment")
+    if rc == 3 or (reported and any(w in reported for w in memory_words)):
         return f"model ran out of memory{memory} and was stopped: {_printable(reported or 'MemoryError', 200)}"
     if reported:
         return f"model failed: {_printable(reported)}"

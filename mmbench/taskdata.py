@@ -10,6 +10,13 @@ from mmbench.errors import SpecError
 from mmbench.tasks import TaskSpec
 
 
+def with_dataset_options(spec: TaskSpec, options: dict | None) -> TaskSpec:
+    """The spec with its dataset options overlaid by `options` (e.g. a smaller synthetic set)."""
+    if not options:
+        return spec
+    return spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"options": spec.dataset.options | options})})
+
+
 def task_dataset(spec: TaskSpec, data_dir: str | Path | None = None) -> MultimodalDataset:
     return load_dataset(spec.dataset.name, data_dir, **spec.dataset.options)
 

@@ -18,11 +18,9 @@ import numpy as np
 import pytest
 import torch
 
+from mmbench.datasets import coco
+from mmbench.errors import DataError
 from tests._datapaths import real_data_root
-
-coco = pytest.importorskip("mmbench.datasets.coco")
-
-from mmbench.errors import DataError  # noqa: E402
 
 VAL = "coco/annotations/captions_val2017.json"
 MINI = "coco/annotations/captions_val2017_mini.json"
@@ -123,6 +121,14 @@ def test_retrieval_split_masks_absent_images(data, cache_dir, match):
     assert split.ids[:3] == [f"coco-{c}" for c in caption_ids[:3]]
     assert torch.equal(split.targets, torch.from_numpy(index))
     assert ds.available_splits() == ["test"]
+    with pytest.raises(DataError, match="needs a Karpathy split file"):
+        ds.load_split("val")
+    from mmbench.evaluate import retrieval_gallery
+    from mmbench.tasks import load_task_spec
+
+    spec = load_task_spec(Path(__file__).resolve().parent.parent / "tasks" / "coco-retrieval.yaml")
+    image_ids, caption_ids2, index2, _ = retrieval_gallery(spec, data)  # what `mmbench evaluate` scores against
+    assert len(image_ids) == 5000 and caption_ids2 == [str(c) for c in caption_ids] and np.array_equal(index2, index)
 
 
 # ---------------------------------------------------------------------------------- Karpathy
@@ -188,7 +194,7 @@ def test_karpathy_file_and_test_split(data, tmp_path):
 
 def _official_root(data: Path, tmp: Path) -> Path:
     """Three val2017 images as an official caption file: one real, one corrupt JPEG, one absent."""
-    images, captions = coco.read_coco_captions(data / MINI)
+    images, _ = coco.read_coco_captions(data / MINI)
     keep = images["image_id"].tolist()[:3]
     doc = json.loads((data / MINI).read_text())
     doc["images"] = [im for im in doc["images"] if im["id"] in keep]
@@ -206,7 +212,8 @@ def _official_root(data: Path, tmp: Path) -> Path:
 
 def test_corrupt_jpeg_is_masked_with_a_count(data, tmp_path):
     root = _official_root(data, tmp_path)
-    opts = dict(mode="retrieval", image_encoder="pixels", image_size=32, text_encoder="tokens", cache_dir=str(tmp_path / "c"))
+    opts = {"mode": "retrieval", "image_encoder": "pixels", "image_size": 32, "text_encoder": "tokens",
+            "cache_dir": str(tmp_path / "c")}
     for attempt in ("build", "cache hit"):
         with warnings.catch_warnings(record=True) as got:
             warnings.simplefilter("always")
@@ -218,6 +225,19 @@ def test_corrupt_jpeg_is_masked_with_a_count(data, tmp_path):
         per_image = {int(t): bool(p) for t, p in zip(split.targets, split.present["image"])}
         assert per_image == {0: True, 1: False, 2: False}
     assert split.info["image_cache"] == "hit"
+
+
+@pytest.mark.filterwarnings("ignore:coco. 1 of 2 image files could not be decoded")
+def test_match_can_keep_absent_images_masked(data, tmp_path):
+    root = _official_root(data, tmp_path)
+    ds = coco.CocoCaptionsDataset(root, mode="match", include_missing_images=True, fractions=[1.0, 0.0, 0.0],
+                                  image_encoder="pixels", image_size=16, cache_dir=str(tmp_path / "c"))
+    with pytest.warns(coco.CocoDataWarning, match="1 of 3 images used by coco-match are not on disk"):
+        train = ds.load_split("train")
+    assert len(ds.load_split("test")) == 0 and train.info["images"] == 3
+    assert train.info["missing_images"] == 2 and train.info["unreadable"] == 1  # one absent, one corrupt
+    masked = {sid.split("-")[1] for sid, p in zip(train.ids, train.present["image"]) if not p}
+    assert len(masked) == 2 and int(train.targets.sum()) == 15
 
 
 def test_malformed_json_is_one_data_error(tmp_path):

@@ -90,6 +90,7 @@ def test_formats_agree_and_result_fields(split, tmp_path):
     assert ci["low"] <= r.metrics["clean"]["accuracy"] <= ci["high"]
     assert r.dataset_fingerprint and r.mmbench_version and r.hardware and r.created
     assert r.extra["format"] == "csv" and r.extra["conditions_not_evaluated"] == []
+    assert np.array(r.extra["confusion_matrix"]).sum() == len(split)  # for reports, as for trained baselines
     assert results["jsonl"].extra["format"] == "jsonl" and results["parquet"].extra["format"] == "parquet"
 
 

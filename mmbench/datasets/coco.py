@@ -45,7 +45,8 @@ the options; a second load reads the cache and never runs a model.
 **Dataset** ``coco-captions`` (modalities ``image`` and ``text``), option ``mode``:
 
 - ``retrieval``: one sample per caption, target = the row of its image in the split's gallery
-  (int64). Splits: with a Karpathy file present (option ``karpathy_file``) ``train`` (train +
+  (int64). Splits: with a Karpathy file present (option ``karpathy_file``, default
+  ``coco/dataset_coco.json`` in this mode; ``""`` to never use one) ``train`` (train +
   restval), ``val`` and ``test`` are Karpathy's (test = the standard 5,000 images); without
   one, ``test`` is the official caption file (val2017: 5,000 images, 25,014 captions) and
   ``train`` / ``val`` are unavailable. The evaluator reads the gallery with
@@ -53,8 +54,10 @@ the options; a second load reads the cache and never runs a model.
   gives a simple zero-shot baseline (below).
 - ``match`` (default; the ``coco-match`` task): binary, does the caption describe the image?
 
-**coco-match design.** Images: those whose file is on disk (val2017 here: 159 images, 795
-captions; with ``include_missing_images: true`` also the absent ones, image masked). Each
+**coco-match design.** Images: those of the caption file (a Karpathy file only when
+``karpathy_file`` is given) whose file is on disk (val2017 here: 159 images, 795 captions;
+the absent ones are left out and counted in ``Split.info["absent_images_excluded"]``; with
+``include_missing_images: true`` they are kept with their image masked). Each
 image goes to train / val / test (``fractions``, default 70/15/15) by a hash of its id alone
 (blake2b, not the seed), so no image crosses splits and the split of an image never changes
 when images are added. Positives: every caption of the image (5-7). Negatives: captions of
@@ -67,8 +70,11 @@ as a real caption and very likely describes this image too (a false negative, e.
 skiing photos); from the ``hard_pool`` (default 20) most similar remaining ones, ``negatives_per_image``
 (default: as many as the image has captions, so classes are balanced) are drawn at most one
 per other image, with ``numpy.random.default_rng([seed, image_id])``: deterministic for a seed
-and independent of the order images are processed in. Sample ids are
-``coco-{image_id}-{caption_id}``; targets 1 (match) / 0 (mined negative).
+and independent of the order images are processed in (mining always uses MiniLM, whatever
+``text_encoder`` is). Sample ids are ``coco-{image_id}-{caption_id}``; targets 1 (match) / 0
+(mined negative). Every image occurs with both labels and every caption once as a positive
+(and zero or more times as a negative), so neither modality alone predicts the label: the
+task measures image-text interaction, i.e. fusion.
 
 **Zero-shot retrieval baseline.** Captions: MiniLM embeddings. Images: EfficientNet-Lite0's
 ImageNet class distribution (softmax) averaged over the MiniLM embeddings of the prompts
@@ -85,9 +91,10 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -103,22 +110,22 @@ from mmbench.registry import DATASETS
 __all__ = [
     "CAPTIONS_FILE",
     "KARPATHY_FILE",
-    "CocoDataWarning",
     "CocoCaptionsDataset",
+    "CocoDataWarning",
+    "decode_image_file",
+    "image_features",
+    "load_caption_embeddings",
+    "load_image_embeddings",
+    "load_image_pixels",
+    "load_retrieval_gallery",
+    "match_pairs",
+    "match_split_of",
+    "minilm_embeddings",
     "read_coco_captions",
     "read_karpathy",
     "resolve_image_files",
-    "decode_image_file",
-    "load_image_pixels",
-    "image_features",
-    "text_features",
-    "minilm_embeddings",
-    "match_pairs",
-    "match_split_of",
-    "load_retrieval_gallery",
     "retrieval_image_presence",
-    "load_caption_embeddings",
-    "load_image_embeddings",
+    "text_features",
     "zero_shot_embeddings",
 ]
 
@@ -406,7 +413,7 @@ def load_image_pixels(paths: Sequence[Path], image_size: int = 224) -> tuple[Ten
         try:
             out[i] = decode_image_file(p, image_size)
             ok[i] = True
-        except Exception as exc:  # corrupt / truncated / not an image
+        except Exception as exc:  # noqa: BLE001 - corrupt / truncated / not an image: masked, reported
             problems[str(p)] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     return out, ok, problems
 
@@ -698,15 +705,23 @@ class CocoCaptionsDataset(MultimodalDataset):
         self.fractions = tuple(float(f) for f in fractions)
         self.include_missing_images = bool(include_missing_images)
         self.cache_dir = cache_dir
+        if mode == "retrieval" and _karpathy_path(self.root, self._karpathy_option()) is None:
+            self.split_names = ("test",)  # the official caption file is the test gallery; no train / val
         self._source: Source | None = None
         self._match: dict[str, Split] | None = None
         self._retrieval: dict[str, Split] = {}
 
     # -- shared ------------------------------------------------------------------------------
 
+    def _karpathy_option(self) -> str | None:
+        """None: the default file in retrieval mode, none in match mode; "": never."""
+        if self.karpathy_file is None:
+            return KARPATHY_FILE if self.mode == "retrieval" else None
+        return self.karpathy_file
+
     def source(self) -> Source:
         if self._source is None:
-            self._source = _read_source(self.root, self.captions_file, self.karpathy_file, self.image_dir)
+            self._source = _read_source(self.root, self.captions_file, self._karpathy_option(), self.image_dir)
         return self._source
 
     def _cache(self) -> Any:
@@ -806,27 +821,28 @@ class CocoCaptionsDataset(MultimodalDataset):
             self._match = self._build_match()
         return self._match[split]
 
-    def available_splits(self) -> list[str]:
-        if self.mode == "match":
-            return list(self.split_names)
-        return list(self.split_names) if self.source().kind == "karpathy" else ["test"]
+    def check_split(self, split: str) -> None:
+        if split not in self.split_names and self.mode == "retrieval" and split in ("train", "val"):
+            raise DataError(f"retrieval split {split!r} needs a Karpathy split file (option karpathy_file, default "
+                            f"{KARPATHY_FILE}); without one only 'test' (the whole official caption file) is available",
+                            _under(self.root, self.captions_file))
+        super().check_split(split)
 
-    def prepare(self, download: bool = False) -> dict[str, str]:
-        if download:
-            return super().prepare(download)
-        report = {}
-        for split in self.split_names:
-            if split in self.available_splits():
-                report[split] = f"{len(self.load_split(split))} samples"
-            else:
-                report[split] = "unavailable without a Karpathy split file"
-        return report
+    def load_retrieval_gallery(self, split: str) -> tuple[list[int], list[int], np.ndarray]:
+        """(image ids, caption ids, caption_image_index) of `split`, from this dataset's caption
+        file (the same one :meth:`load_split` uses); reads no image."""
+        self.check_split(split)
+        return _gallery(_retrieval_subset(self.source(), split))
+
+    def available_splits(self) -> list[str]:
+        return list(self.split_names)
 
     def locate(self) -> dict[str, str]:
-        kp = _karpathy_path(self.root, self.karpathy_file)
+        kp_option = self._karpathy_option()
+        kp = _karpathy_path(self.root, kp_option)
         cp = _under(self.root, self.captions_file)
         out = {"captions": str(cp) + ("" if cp and cp.is_file() else " (missing)")}
-        out["karpathy"] = str(kp) if kp else ("absent" if self.karpathy_file else "not configured")
+        out["karpathy"] = str(kp) if kp else (f"{_under(self.root, kp_option)} (absent)" if kp_option else "not used")
         out["images"] = str(_under(self.root, self.image_dir) or (_default_image_dir(cp) if cp else self.root / COCO_DIR))
         return out
 
@@ -852,7 +868,10 @@ def load_retrieval_gallery(root: str | os.PathLike | None, split: str = "test", 
     official caption file (default ``coco/annotations/captions_val2017.json``, split test only).
     Images are sorted by id, captions by (image, caption id); ``caption_image_index[j]`` is the
     row of caption j's image."""
-    src = _retrieval_source(root, split, captions_file, karpathy_file)
+    return _gallery(_retrieval_source(root, split, captions_file, karpathy_file))
+
+
+def _gallery(src: Source) -> tuple[list[int], list[int], np.ndarray]:
     image_ids = src.images["image_id"].astype(int).tolist()
     row_of = {i: r for r, i in enumerate(image_ids)}
     index = np.array([row_of[int(i)] for i in src.captions["image_id"]], dtype=np.int64)

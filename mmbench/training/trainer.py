@@ -1,38 +1,75 @@
 """The training loop: whole splits on the device, index-gathered batches, bf16 autocast on
-GPUs, model selection on the validation split, early stopping, and exact resume.
+GPUs, model selection on the validation split, early stopping, exact resume and
+data-parallel training under ``torchrun``.
 
 Every random choice derives from the run's seed: the parameter init (torch.manual_seed(seed)
 before the model is built), each epoch's shuffle and modality dropout (a Generator seeded by
 (seed, epoch)) and dropout masks (torch.manual_seed re-seeded at every epoch start). Because
 every epoch re-seeds, a run resumed from the checkpoint written at the end of epoch k
-continues exactly as the uninterrupted run did.
+continues exactly as the uninterrupted run did (on the CPU, bit for bit: a run SIGKILLed at
+any moment and restarted ends with the same log.jsonl and metrics.json).
 
 A run folder holds: config.json (resolved), log.jsonl (one line per epoch), last.safetensors
 (model + optimizer + progress, written atomically every epoch), best.safetensors (model
 weights with the config in its metadata) and metrics.json (final validation and test metrics).
+Both checkpoints carry a SHA-256 over their metadata and tensor bytes (metadata key
+``sha256``); a checkpoint whose bytes changed is refused with an error naming the file,
+never loaded.
+
+Hot loop: the training split sits on the device when it fits in half the free memory (else
+each batch is gathered on the host into pinned memory and copied asynchronously); batches
+are gathered by index with no per-sample Python, and the loss is accumulated on the device
+and read once per epoch, so a step never waits for the GPU.
+
+Data parallel: launched by ``torchrun --nproc_per_node K -m mmbench.cli train ...`` (env
+``WORLD_SIZE`` > 1), `train` joins (or creates) the process group (nccl on CUDA, gloo on the
+CPU), wraps the model in DistributedDataParallel and shards each epoch's seeded permutation:
+the permutation is cut to a multiple of K (the few left-over samples differ every epoch) and
+rank r takes ``perm[r::K]`` in batches of ``batch_size``, so **the global batch is
+batch_size x K**. DDP averages the gradients; every rank evaluates identically (rank 0's
+validation metrics decide model selection and early stopping); only rank 0 writes the run
+folder; the ranks meet at a barrier at the end of every epoch. log.jsonl records per-rank
+``samples_seen`` and ``samples_unique`` (distinct samples over all ranks) for every epoch.
+A checkpoint resumes only with the world size that wrote it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
+import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from mmbench.data import Split
-from mmbench.errors import MMBenchError, SpecError
-from mmbench.evaluation.evaluator import evaluate_conditions, outputs_to_predictions, predict, score
-from mmbench.io import atomic_save_safetensors, atomic_write_json, atomic_write_text, load_safetensors
+from mmbench.data import Batch, Split
+from mmbench.errors import DataError, MMBenchError, SpecError
+from mmbench.evaluation.evaluator import (
+    evaluate_conditions,
+    outputs_to_predictions,
+    predict,
+    score,
+)
+from mmbench.io import (
+    atomic_save_safetensors,
+    atomic_write_json,
+    atomic_write_text,
+    load_safetensors,
+)
 from mmbench.masks import ModalityDropout
 from mmbench.models.model import MultimodalModel, describe_inputs
-from mmbench.tasks import TaskSpec, get_task
 from mmbench.taskdata import load_task_split, task_dataset
+from mmbench.tasks import TaskSpec, get_task
+
+CHECKPOINT_FORMAT = "mmbench-checkpoint-v1"
+MODEL_FORMAT = "mmbench-model-v1"
 
 
 @dataclass
@@ -41,7 +78,7 @@ class TrainConfig:
     fusion: str
     seed: int = 0
     epochs: int = 30
-    batch_size: int = 64
+    batch_size: int = 64  # per process: under torchrun the global batch is batch_size x WORLD_SIZE
     lr: float = 1e-3
     weight_decay: float = 1e-2
     embed_dim: int = 64
@@ -55,12 +92,13 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 elsewhere
     compile: bool = False
+    compile_backend: str = "inductor"  # torch.compile backend ("eager", "aot_eager" for quick checks)
     eval_batch_size: int = 1024
     data_dir: str | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -95,10 +133,169 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+# --------------------------------------------------------------------------------------------
+# distributed (torchrun)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DistContext:
+    """This process's place in a data-parallel run (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    created: bool = False  # this process created the group (and destroys it)
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_distributed() -> bool:
+    """True when started by torchrun (or another launcher) with WORLD_SIZE > 1."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def _ddp_device(device: str) -> torch.device:
+    """The device of this rank: a bare "cuda"/"auto" becomes cuda:LOCAL_RANK."""
+    dev = resolve_device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return dev
+
+
+def init_distributed(device: str = "auto") -> DistContext:
+    """Join the process group when launched by torchrun (nccl on CUDA, gloo on the CPU).
+
+    Creates the group unless one exists already; not distributed -> rank 0 of 1.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), False)
+    if not launched_distributed():
+        return DistContext()
+    if not dist.is_available():
+        raise MMBenchError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    dev = _ddp_device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), True)
+
+
+def close_distributed(ctx: DistContext) -> None:
+    import torch.distributed as dist
+
+    if ctx.created and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def distributed_session(device: str = "auto") -> Iterator[DistContext]:
+    """`init_distributed` ... `close_distributed` (for the CLI: one group for several seeds)."""
+    ctx = init_distributed(device)
+    try:
+        yield ctx
+    finally:
+        close_distributed(ctx)
+
+
+def _broadcast(ctx: DistContext, obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (a pickle round trip; small objects only)."""
+    if not ctx.active:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shard_permutation(perm: Tensor, rank: int, world: int) -> Tensor:
+    """This rank's part of an epoch's permutation: cut to a multiple of `world`, then every
+    world-th index from `rank`. Shards are disjoint and equally long (same steps on every rank)."""
+    if world <= 1:
+        return perm
+    return perm[: len(perm) - len(perm) % world][rank::world]
+
+
+def _unused_parameters(model: nn.Module, data: Split, device: torch.device, amp: torch.dtype | None) -> list[str]:
+    """Parameters no output depends on (e.g. the ignored encoders of `unimodal`): DDP must be told."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not params or not len(data):
+        return []
+    index = torch.arange(min(2, len(data)), device=data.targets.device)
+    batch = _gather(data, index, index.cpu(), device, pinned=data.targets.device != device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            out = model(batch.modalities, batch.present, batch.lengths)
+        grads = torch.autograd.grad(out.float().sum(), [p for _, p in params], allow_unused=True)
+    finally:
+        model.train(was_training)
+    return [n for (n, _), g in zip(params, grads) if g is None]
+
+
+# --------------------------------------------------------------------------------------------
+# batches
+# --------------------------------------------------------------------------------------------
+
+
+class _LazyIds(Sequence):
+    """A batch's sample ids, looked up only if somebody reads them (the hot loop never does)."""
+
+    def __init__(self, ids: Sequence[str], index: Tensor):
+        self._ids, self._index = ids, index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._ids[j] for j in self._index[i].tolist()]
+        return self._ids[int(self._index[i])]
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+
+def _gather(data: Split, index: Tensor, index_cpu: Tensor, device: torch.device, pinned: bool) -> Batch:
+    """Rows `index` of `data` as a Batch on `device`: one index_select per tensor.
+
+    With `pinned`, `data` lives on the host: rows are gathered straight into freshly allocated
+    pinned buffers (the caching host allocator does not reuse one before its copy finished)
+    and copied to the device without blocking.
+    """
+    if not pinned:
+        take = lambda t: t.index_select(0, index)
+    else:
+        def take(t: Tensor) -> Tensor:
+            buf = torch.empty((len(index_cpu), *t.shape[1:]), dtype=t.dtype, pin_memory=True)
+            torch.index_select(t, 0, index_cpu, out=buf)
+            return buf.to(device, non_blocking=True)
+    return Batch(_LazyIds(data.ids, index_cpu), {k: take(v) for k, v in data.modalities.items()},
+                 {k: take(v) for k, v in data.present.items()}, take(data.targets),
+                 {k: take(v) for k, v in data.lengths.items()})
+
+
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+    try:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+    except KeyError:
+        raise SpecError(f"precision must be auto, bf16, fp16 or fp32, not {precision!r}") from None
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -127,6 +324,11 @@ def model_config_for(cfg: TrainConfig, spec: TaskSpec, train_split: Split) -> di
     }
 
 
+# --------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------
+
+
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
     state = opt.state_dict()
     tensors = {}
@@ -149,15 +351,63 @@ def _model_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor
     return {prefix + k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
+def checkpoint_digest(tensors: dict[str, Tensor], metadata: dict[str, str]) -> str:
+    """SHA-256 over the metadata (all keys but ``sha256``) and every tensor's name, dtype,
+    shape and bytes, in name order: any changed byte of a checkpoint changes it."""
+    h = hashlib.sha256(b"mmbench-checkpoint-digest-v1\0")
+    meta = {k: v for k, v in metadata.items() if k != "sha256"}
+    h.update(json.dumps(meta, sort_keys=True).encode() + b"\0")
+    for name in sorted(tensors):
+        t = tensors[name].detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        t = t.contiguous().reshape(-1)
+        h.update(f"{name}\0{t.dtype!s}\0{list(tensors[name].shape)}\0".encode())
+        if t.numel():
+            h.update(memoryview(t.view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
+def _save_checked(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
+    """Atomic safetensors write with the digest in the metadata."""
+    meta = dict(metadata)
+    meta["sha256"] = checkpoint_digest(tensors, meta)
+    atomic_save_safetensors(path, tensors, meta)
+
+
+def load_checked(path: str | Path, require_digest: bool = True) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Load a checkpoint and verify its digest; a truncated, corrupt or altered file raises an
+    MMBenchError naming it. Without `require_digest`, files without a digest (written before
+    digests existed) load unverified."""
+    path = Path(path)
+    try:
+        tensors, meta = load_safetensors(path)
+    except DataError as exc:
+        if not path.exists():
+            raise
+        raise MMBenchError(f"checkpoint is corrupt or truncated and was not loaded ({exc}); "
+                           "delete it to start over", path) from exc
+    stored = meta.get("sha256")
+    if stored is None:
+        if require_digest:
+            raise MMBenchError("checkpoint has no sha256 in its metadata (corrupt, or not written by mmbench); "
+                               "it was not loaded", path)
+        return tensors, meta
+    if checkpoint_digest(tensors, meta) != stored:
+        raise MMBenchError("checkpoint is corrupt: its sha256 does not match its contents; it was not loaded "
+                           "(delete it to start over)", path)
+    return tensors, meta
+
+
 def save_model(path: Path, model: nn.Module, model_config: dict[str, Any], extra: dict[str, str] | None = None) -> None:
-    meta = {"format": "mmbench-model-v1", "config": json.dumps(model_config)} | (extra or {})
-    atomic_save_safetensors(path, _model_tensors(model), meta)
+    meta = {"format": MODEL_FORMAT, "config": json.dumps(model_config)} | (extra or {})
+    _save_checked(Path(path), _model_tensors(model), meta)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MultimodalModel, dict[str, Any]]:
-    """A model saved by `save_model` (weights + config; nothing is unpickled)."""
-    tensors, meta = load_safetensors(path)
-    if meta.get("format") != "mmbench-model-v1" or "config" not in meta:
+    """A model saved by `save_model` (weights + config; nothing is unpickled; digest verified)."""
+    tensors, meta = load_checked(path, require_digest=False)
+    if meta.get("format") != MODEL_FORMAT or "config" not in meta:
         raise MMBenchError("not an mmbench model checkpoint (no config in its metadata)", path)
     config = json.loads(meta["config"])
     model = MultimodalModel(config)
@@ -167,14 +417,68 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Mu
     return model.to(device), config
 
 
+def _same_config(saved: str | None, cfg: TrainConfig) -> bool:
+    """The checkpoint's config equals `cfg` (fields added since it was written take their defaults)."""
+    try:
+        return TrainConfig.from_dict(json.loads(saved or "{}")).to_dict() == cfg.to_dict()
+    except (MMBenchError, TypeError, ValueError):
+        return False
+
+
+def _read_resume_state(run_dir: Path, cfg: TrainConfig, world: int) -> dict[str, Any] | None:
+    """Everything a resume needs from last.safetensors (None when there is none)."""
+    last = run_dir / "last.safetensors"
+    if not last.exists():
+        return None
+    tensors, meta = load_checked(last)
+    if meta.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
+        raise MMBenchError(f"not an mmbench training checkpoint (format {meta.get('format')!r})", last)
+    if not _same_config(meta.get("train_config"), cfg):
+        raise MMBenchError("run folder holds a checkpoint of a different config; use another --out or delete it", run_dir)
+    try:
+        progress_state = json.loads(meta["progress"])
+        groups = meta["optimizer_groups"]
+    except (KeyError, ValueError) as exc:
+        raise MMBenchError(f"checkpoint metadata is incomplete ({exc}); it was not loaded", last) from None
+    saved_world = int(progress_state.get("world_size", 1))
+    if saved_world != world:
+        raise MMBenchError(f"checkpoint was written by a run on {saved_world} process(es), this one has {world}; "
+                           "resume with the same number of processes (or use another --out)", last)
+    return {"tensors": tensors, "groups": groups, "progress": progress_state}
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Temporary files of atomic writes a killed run left behind."""
+    for name in ("last.safetensors", "best.safetensors", "log.jsonl", "metrics.json", "config.json"):
+        for tmp in run_dir.glob(f".{name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+# --------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------
+
+
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, progress: bool = True,
           splits: dict[str, Split] | None = None, resume: bool = True) -> TrainResult:
-    """Train one (task, fusion, seed) run; with `out_dir`, write the run folder and resume from it."""
+    """Train one (task, fusion, seed) run; with `out_dir`, write the run folder and resume from it.
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls this; see the module docstring.
+    """
+    ctx = init_distributed(cfg.device)
+    try:
+        return _train(cfg, out_dir, progress, splits, resume, ctx)
+    finally:
+        close_distributed(ctx)
+
+
+def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx: DistContext) -> TrainResult:
     started = time.perf_counter()
     spec = get_task(cfg.task)
     if spec.target.type == "retrieval":
         raise MMBenchError(f"task {spec.name!r} is a retrieval task: evaluate embeddings with `mmbench evaluate --predictions`")
-    device = resolve_device(cfg.device)
+    device = _ddp_device(cfg.device) if ctx.active else resolve_device(cfg.device)
     amp = _autocast_dtype(cfg.precision, device)
     if splits is None:
         if cfg.dataset_options:
@@ -189,58 +493,77 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, progress: bool = 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = _loss_fn(spec.target.type)
     dropout = ModalityDropout(cfg.modality_dropout) if cfg.modality_dropout > 0 else None
-    step_model = torch.compile(model) if cfg.compile else model
 
     free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else math.inf
-    on_device = train_split.nbytes() < 0.5 * free
-    data = train_split.to(device) if on_device else train_split
-    if device.type == "cuda" and not on_device:
-        data = Split(data.name, data.ids, {k: v.pin_memory() for k, v in data.modalities.items()},
-                     {k: v.pin_memory() for k, v in data.present.items()}, data.targets.pin_memory(),
-                     {k: v.pin_memory() for k, v in data.lengths.items()}, data.info)
+    on_device = device.type != "cuda" or train_split.nbytes() < 0.5 * free
+    data = train_split.to(device) if on_device else train_split  # else: gathered into pinned memory per batch
+    pinned = not on_device
     val_on = val_split.to(device)
 
     primary = spec.primary
     sign = 1.0 if primary.higher_is_better else -1.0
     run_dir = Path(out_dir) if out_dir else None
+    writes = run_dir is not None and ctx.is_main
     history: list[dict[str, Any]] = []
     start_epoch, best_value, best_epoch, stale = 0, -math.inf, -1, 0
     best_state = None
     if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        last = run_dir / "last.safetensors"
-        if resume and last.exists():
-            tensors, meta = load_safetensors(last)
-            if json.loads(meta.get("train_config", "{}")) != cfg.to_dict():
-                raise MMBenchError("run folder holds a checkpoint of a different config; use another --out or delete it", run_dir)
+        state: Any = None
+        if ctx.is_main:  # rank 0 reads the checkpoint and hands it (or the error) to the others
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                _remove_stale_temporaries(run_dir)
+                state = _read_resume_state(run_dir, cfg, ctx.world) if resume else None
+                if state is None:
+                    atomic_write_json(run_dir / "config.json", {"train": cfg.to_dict(), "model": model_config})
+            except Exception as exc:  # handed to every rank, raised there
+                if not ctx.active:
+                    raise
+                state = exc
+        state = _broadcast(ctx, state)
+        if isinstance(state, BaseException):
+            raise state
+        if state is not None:
+            tensors = state["tensors"]
             model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            _restore_optimizer(opt, tensors, meta["optimizer_groups"])
-            progress_state = json.loads(meta["progress"])
+            _restore_optimizer(opt, tensors, state["groups"])
+            progress_state = state["progress"]
             start_epoch = progress_state["epoch"] + 1
             best_value, best_epoch, stale = progress_state["best_value"], progress_state["best_epoch"], progress_state["stale"]
             best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
             history = progress_state["history"]
-        else:
-            atomic_write_json(run_dir / "config.json", {"train": cfg.to_dict(), "model": model_config})
+
+    train_module: nn.Module = model
+    if ctx.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        unused = _unused_parameters(model, data, device, amp)
+        train_module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                               find_unused_parameters=bool(unused))
+    step_model = torch.compile(train_module, backend=cfg.compile_backend) if cfg.compile else train_module
 
     n = len(data)
-    bar = _progress(progress, cfg.epochs, f"{spec.name} {cfg.fusion} seed {cfg.seed}")
+    acc_dtype = torch.float32 if device.type == "mps" else torch.float64
+    bar = _progress(progress and ctx.is_main, cfg.epochs, f"{spec.name} {cfg.fusion} seed {cfg.seed}")
     bar.advance(start_epoch)
     for epoch in range(start_epoch, cfg.epochs):
         if stale >= cfg.patience:
             break
         gen = _epoch_generator(cfg.seed, epoch)
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch)
-        perm = torch.randperm(n, generator=gen)
-        model.train()
-        total, count = 0.0, 0
-        for start in range(0, n, cfg.batch_size):
-            index = perm[start : start + cfg.batch_size]
-            batch = data.batch(index.to(data.targets.device))
-            if not on_device:
-                batch = batch.to(device, non_blocking=True)
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch + (ctx.rank << 40))
+        perm = shard_permutation(torch.randperm(n, generator=gen), ctx.rank, ctx.world)
+        # rank 0 of 1 draws modality dropout from the shuffle's generator (as always); ranks of a
+        # DDP run each draw their own stream
+        drop_gen = gen if not ctx.active else torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) ^ ((ctx.rank + 1) << 40))
+        perm_dev = perm.to(data.targets.device)  # one copy per epoch; batches are slices of it
+        train_module.train()
+        loss_sum = torch.zeros((), dtype=acc_dtype, device=device)  # read once per epoch: no sync per step
+        count = 0
+        for start in range(0, len(perm), cfg.batch_size):
+            index_cpu = perm[start : start + cfg.batch_size]
+            batch = _gather(data, perm_dev[start : start + cfg.batch_size], index_cpu, device, pinned)
             if dropout is not None:
-                batch = dropout(batch, gen)
+                batch = dropout(batch, drop_gen)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 out = step_model(batch.modalities, batch.present, batch.lengths)
                 loss = loss_fn(out, batch.targets)
@@ -249,10 +572,11 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, progress: bool = 
             if cfg.max_grad_norm:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             opt.step()
-            total += float(loss.detach()) * len(index)
-            count += len(index)
+            loss_sum += loss.detach().to(acc_dtype) * len(index_cpu)
+            count += len(index_cpu)
+        train_loss, seen, unique = _epoch_totals(ctx, loss_sum, count, perm, n)
         val_pred = outputs_to_predictions(predict(model, val_on, device, cfg.eval_batch_size, amp), spec.target.type)
-        val_metrics = score(spec, val_split.targets.cpu().numpy(), val_pred)
+        val_metrics = _broadcast(ctx, score(spec, val_split.targets.cpu().numpy(), val_pred))
         value = val_metrics[primary.name]
         improved = sign * value > best_value
         if improved:
@@ -260,10 +584,16 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, progress: bool = 
             best_state = _model_tensors(model)
         else:
             stale += 1
-        record = {"epoch": epoch, "train_loss": total / max(count, 1), "val": val_metrics, "best": improved}
+        record = {"epoch": epoch, "train_loss": train_loss, "val": val_metrics, "best": improved,
+                  "samples_seen": seen, "samples_unique": unique}
         history.append(record)
-        if run_dir is not None:
-            _write_epoch(run_dir, cfg, model, model_config, opt, record, history, best_state, best_value, best_epoch, stale, improved)
+        if writes:
+            _write_epoch(run_dir, cfg, model, model_config, opt, record, history, best_state, best_value, best_epoch,
+                         stale, improved, ctx.world)
+        if ctx.active:
+            import torch.distributed as dist
+
+            dist.barrier()
         bar.advance(1, f"epoch {epoch} loss {record['train_loss']:.4f} val {primary.name} {value:.4f}")
     bar.close()
 
@@ -276,14 +606,39 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, progress: bool = 
         lambda s: outputs_to_predictions(predict(model, s, device, cfg.eval_batch_size, amp), spec.target.type),
         [c for c in spec.conditions() if c.name == "clean"] or None,
     ).get("clean", {})
+    val_metrics, test_metrics = _broadcast(ctx, (val_metrics, test_metrics))
     seconds = time.perf_counter() - started
-    if run_dir is not None:
+    if writes:
         atomic_write_json(run_dir / "metrics.json", {"best_epoch": best_epoch, "validation": val_metrics,
                                                      "test": test_metrics, "seconds": seconds})
+    if ctx.active:
+        import torch.distributed as dist
+
+        dist.barrier()
     return TrainResult(run_dir, cfg, model_config, best_epoch, val_metrics, test_metrics, history, model, seconds)
 
 
-def _write_epoch(run_dir, cfg, model, model_config, opt, record, history, best_state, best_value, best_epoch, stale, improved):
+def _epoch_totals(ctx: DistContext, loss_sum: Tensor, count: int, perm: Tensor, n: int) -> tuple[float, list[int], int]:
+    """(mean training loss over all ranks, samples per rank, distinct samples over all ranks):
+    the epoch's one host sync (one all-reduce under DDP)."""
+    if not ctx.active:
+        return float(loss_sum) / max(count, 1), [count], len(perm)  # a permutation: all distinct
+    import torch.distributed as dist
+
+    comm = loss_sum.device if dist.get_backend() == "nccl" else torch.device("cpu")
+    stats = torch.zeros(1 + ctx.world + n, dtype=torch.float64, device=comm)
+    stats[0] = loss_sum.to(comm, torch.float64)
+    stats[1 + ctx.rank] = count
+    stats[1 + ctx.world + perm.to(comm)] = 1.0  # this rank's samples
+    dist.all_reduce(stats)
+    stats = stats.cpu()
+    seen = [int(c) for c in stats[1 : 1 + ctx.world].tolist()]
+    unique = int((stats[1 + ctx.world : 1 + ctx.world + n] > 0).sum())
+    return float(stats[0]) / max(sum(seen), 1), seen, unique
+
+
+def _write_epoch(run_dir, cfg, model, model_config, opt, record, history, best_state, best_value, best_epoch, stale,
+                 improved, world: int = 1):
     if improved:
         save_model(run_dir / "best.safetensors", model, model_config, {"epoch": str(record["epoch"])})
     log = "".join(json.dumps(h) + "\n" for h in history)
@@ -293,14 +648,13 @@ def _write_epoch(run_dir, cfg, model, model_config, opt, record, history, best_s
     opt_tensors, groups = _optimizer_tensors(opt)
     tensors |= opt_tensors
     meta = {
+        "format": CHECKPOINT_FORMAT,
         "train_config": json.dumps(cfg.to_dict()),
         "optimizer_groups": groups,
         "progress": json.dumps({"epoch": record["epoch"], "best_value": best_value, "best_epoch": best_epoch,
-                                "stale": stale, "history": history}),
+                                "stale": stale, "world_size": world, "history": history}),
     }
-    atomic_save_safetensors(run_dir / "last.safetensors", tensors, meta)
-
-
+    _save_checked(run_dir / "last.safetensors", tensors, meta)
 class _progress:
     """A rich progress bar over epochs (silent when disabled or not a terminal)."""
 
@@ -321,3 +675,4 @@ class _progress:
     def close(self) -> None:
         if self._p is not None:
             self._p.stop()
+

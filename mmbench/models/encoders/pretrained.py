@@ -31,9 +31,9 @@ Two ways to use them:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -43,20 +43,20 @@ from mmbench.models.encoders.base import Encoded, Encoder
 from mmbench.registry import ENCODERS
 
 __all__ = [
-    "MINILM_DIM",
     "EFFICIENTNET_DIM",
-    "minilm_path",
-    "efficientnet_weights_path",
-    "load_text_model",
-    "load_image_model",
-    "tokenize_texts",
-    "encode_texts",
-    "normalize_pixels",
-    "encode_images",
-    "imagenet_logits",
-    "imagenet_class_names",
-    "MiniLMEncoder",
+    "MINILM_DIM",
     "EfficientNetLite0Encoder",
+    "MiniLMEncoder",
+    "efficientnet_weights_path",
+    "encode_images",
+    "encode_texts",
+    "imagenet_class_names",
+    "imagenet_logits",
+    "load_image_model",
+    "load_text_model",
+    "minilm_path",
+    "normalize_pixels",
+    "tokenize_texts",
 ]
 
 MINILM_DIM = 384
@@ -218,7 +218,8 @@ def _new_image_model(path: Path) -> nn.Module:
 
 @lru_cache(maxsize=2)
 def _shared_image_model(path: str) -> nn.Module:
-    model = _new_image_model(Path(path)).eval()
+    # channels_last: about 25% less CPU time for the depthwise convolutions
+    model = _new_image_model(Path(path)).eval().to(memory_format=torch.channels_last)
     for p in model.parameters():
         p.requires_grad_(False)
     return model
@@ -251,6 +252,7 @@ def encode_images(tensor_batch: Tensor, weights_path: str | os.PathLike | None =
         for start in range(0, tensor_batch.shape[0], batch_size):
             x = tensor_batch[start : start + batch_size].to(device)
             x = normalize_pixels(x) if x.dtype == torch.uint8 else x.float()
+            x = x.contiguous(memory_format=torch.channels_last)
             out[start : start + x.shape[0]] = _pooled_features(model, x).float().cpu()
     return out
 
@@ -283,7 +285,7 @@ class _Pretrained(Encoder):
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "_Pretrained":
+    def train(self, mode: bool = True) -> _Pretrained:
         super().train(mode)
         if not self.trainable:
             self.backbone.eval()
@@ -311,7 +313,7 @@ class MiniLMEncoder(_Pretrained):
         ids = x.long()
         if ids.dim() == 1:
             ids = ids.unsqueeze(0)
-        b, t = ids.shape
+        t = ids.shape[1]
         if lengths is None:
             mask = ids != self.pad_id
         else:
@@ -342,7 +344,7 @@ class EfficientNetLite0Encoder(_Pretrained):
         self.out_dim = out_dim
         self.train()
 
-    def train(self, mode: bool = True) -> "EfficientNetLite0Encoder":
+    def train(self, mode: bool = True) -> EfficientNetLite0Encoder:
         super().train(mode)
         for m in self.backbone.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):

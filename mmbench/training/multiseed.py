@@ -1,0 +1,372 @@
+"""Train several seeds of one (task, fusion, config) at once, vectorised over the seeds.
+
+`reproduce` trains every baseline with 5 seeds. The models are small, so one seed at a time
+leaves an accelerator mostly idle (each step is a few hundred tiny kernel launches). Here the
+K seeds' parameters are stacked along a new leading axis (``torch.func.stack_module_state``)
+and one ``torch.func.vmap`` of ``functional_call`` runs all K models in the same kernels: a
+step costs about what one seed's step costs while the models are small.
+
+Every seed follows exactly the recipe of :func:`mmbench.training.trainer.train`:
+
+* init: ``torch.manual_seed(seed)`` before the model is built;
+* data order: epoch e visits ``torch.randperm(n, generator=Generator().manual_seed(seed *
+  1_000_003 + e))`` in batches of ``batch_size`` (each seed its own order), and modality
+  dropout draws from that same generator after the permutation, batch by batch;
+* AdamW over the seed's parameters, the same loss, gradient clipping of *that seed's* total
+  gradient norm to ``max_grad_norm``, bf16 autocast on CUDA (``precision: auto``);
+* model selection on the validation split's primary metric, patience-based early stopping
+  (a seed that has stopped is carried along but nothing of it is recorded any more), and the
+  final validation and clean-test metrics of the best epoch.
+
+Because AdamW and the clipping are elementwise per seed and the per-seed losses are summed
+before the backward pass, seed k's gradients and updates are those of seed k alone; results
+equal one-by-one training up to floating-point rounding (batched kernels sum in another
+order). Only dropout masks differ (they are drawn for all seeds at once from the global RNG,
+seeded per epoch); with every dropout at 0 the runs match (tests/test_multiseed.py).
+
+Run folders (``out_dirs``) get config.json, log.jsonl, best.safetensors and metrics.json like
+the trainer's; there is no last.safetensors and no resume (a cut run is simply re-run).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mmbench.data import Batch, Split
+from mmbench.errors import MMBenchError
+from mmbench.evaluation.evaluator import evaluate_conditions, outputs_to_predictions, predict, score
+from mmbench.masks import ModalityDropout
+from mmbench.models.model import MultimodalModel
+from mmbench.tasks import get_task
+from mmbench.taskdata import load_task_split, task_dataset
+from mmbench.training.trainer import (
+    TrainConfig,
+    TrainResult,
+    _autocast_dtype,
+    _epoch_generator,
+    _loss_fn,
+    model_config_for,
+    resolve_device,
+    save_model,
+)
+
+__all__ = ["train_seeds", "StackedModels"]
+
+
+class StackedModels:
+    """K models of one architecture as stacked parameters, called with ``torch.func.vmap``.
+
+    ``params[name]`` / ``buffers[name]`` have a leading axis of size K; ``forward`` takes
+    inputs with a leading K axis (``shared=False``: each model its own batch) or without one
+    (``shared=True``: every model sees the same batch) and returns outputs ``[K, B, ...]``.
+    """
+
+    def __init__(self, models: Sequence[nn.Module], device: torch.device | str):
+        from torch.func import stack_module_state
+
+        if not models:
+            raise ValueError("StackedModels needs at least one model")
+        params, buffers = stack_module_state(list(models))
+        self.k = len(models)
+        self.params = {n: p.detach().to(device).requires_grad_(True) for n, p in params.items()}
+        self.buffers = {n: b.to(device) for n, b in buffers.items()}
+        self.base = copy.deepcopy(models[0]).to("meta")
+        self._fns: dict[bool, Any] = {}
+
+    def _fn(self, shared: bool):
+        if shared not in self._fns:
+            from torch.func import functional_call, vmap
+
+            base = self.base
+
+            def one(params, buffers, modalities, present, lengths):
+                return functional_call(base, (params, buffers), (modalities, present, lengths))
+
+            in_dims = (0, 0, None, None, None) if shared else (0, 0, 0, 0, 0)
+            self._fns[shared] = vmap(one, in_dims=in_dims, randomness="different")
+        return self._fns[shared]
+
+    def train(self, mode: bool = True) -> "StackedModels":
+        self.base.train(mode)
+        return self
+
+    def eval(self) -> "StackedModels":
+        return self.train(False)
+
+    def forward(self, modalities: dict[str, Tensor], present: dict[str, Tensor], lengths: dict[str, Tensor],
+                shared: bool = False) -> Tensor:
+        return self._fn(shared)(self.params, self.buffers, modalities, present, lengths)
+
+    __call__ = forward
+
+    def parameters(self) -> list[Tensor]:
+        return list(self.params.values())
+
+    def state_of(self, k: int) -> dict[str, Tensor]:
+        """Model k's state dict (parameters and buffers), detached copies on the CPU."""
+        out = {n: p[k].detach().to("cpu", copy=True).contiguous() for n, p in self.params.items()}
+        out |= {n: b[k].detach().to("cpu", copy=True).contiguous() for n, b in self.buffers.items()}
+        return out
+
+    @torch.no_grad()
+    def clip_grad_norm_(self, max_norm: float) -> Tensor:
+        """Per-model ``nn.utils.clip_grad_norm_``: model k's gradients are scaled by
+        ``min(1, max_norm / (||g_k|| + 1e-6))`` where ||g_k|| is the 2-norm over all its
+        parameters' gradients. Returns the K total norms."""
+        grads = [p.grad for p in self.params.values() if p.grad is not None]
+        if not grads:
+            return torch.zeros(self.k)
+        norms = torch.stack([torch.linalg.vector_norm(g.reshape(self.k, -1), 2, dim=1) for g in grads])  # [P, K]
+        total = torch.linalg.vector_norm(norms, 2, dim=0)  # [K]
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        for g in grads:
+            g.mul_(coef.to(g.dtype).view((self.k,) + (1,) * (g.dim() - 1)))
+        return total
+
+    @torch.no_grad()
+    def predict(self, split: Split, device: torch.device, batch_size: int, amp: torch.dtype | None) -> Tensor:
+        """Outputs of all K models for every row of `split`, ``[K, N, ...]`` float32 on the CPU
+        (the vectorised counterpart of :func:`mmbench.evaluation.evaluator.predict`)."""
+        self.eval()
+        data = split if split.targets.device == device else split.to(device)
+        outs = []
+        for start in range(0, len(data), batch_size):
+            index = torch.arange(start, min(start + batch_size, len(data)), device=device)
+            mods, present, lengths = _gather(data, index)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                out = self.forward(mods, present, lengths, shared=True)
+            outs.append(out.float().cpu())
+        if not outs:
+            return torch.empty(self.k, 0)
+        return torch.cat(outs, dim=1)
+
+
+def _gather(data: Split, index: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+    """Rows `index` of a split's tensors (any index shape: the result keeps it as leading dims)."""
+    flat = index.reshape(-1)
+    lead = tuple(index.shape)
+
+    def take(t: Tensor) -> Tensor:
+        return t.index_select(0, flat).view(lead + tuple(t.shape[1:]))
+
+    return ({k: take(v) for k, v in data.modalities.items()}, {k: take(v) for k, v in data.present.items()},
+            {k: take(v) for k, v in data.lengths.items()})
+
+
+def _load_splits(cfg: TrainConfig, spec) -> dict[str, Split]:
+    if cfg.dataset_options:
+        spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"options": spec.dataset.options | cfg.dataset_options})})
+    dataset = task_dataset(spec, cfg.data_dir)
+    return {role: load_task_split(spec, role, cfg.data_dir, dataset) for role in ("train", "validation", "test")}
+
+
+def train_seeds(
+    cfg: TrainConfig,
+    seeds: Sequence[int],
+    splits: dict[str, Split] | None = None,
+    out_dirs: Sequence[str | Path] | None = None,
+    progress: bool = False,
+    compile: bool | None = None,
+) -> list[TrainResult]:
+    """Train `cfg` once per seed in `seeds`, all seeds at once; one TrainResult per seed, in order.
+
+    ``cfg.seed`` is ignored (each result's ``config.seed`` is its seed). ``compile`` (default:
+    ``cfg.compile``) wraps the vectorised forward pass in ``torch.compile``. ``out_dirs``, one per
+    seed, receive the run files (see the module docstring). ``seconds`` of each result is the
+    wall time of the whole call divided by the number of seeds.
+    """
+    started = time.perf_counter()
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise MMBenchError("train_seeds needs at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise MMBenchError(f"train_seeds: duplicate seeds in {seeds}")
+    if out_dirs is not None and len(out_dirs) != len(seeds):
+        raise MMBenchError(f"train_seeds: {len(out_dirs)} run folders for {len(seeds)} seeds")
+    spec = get_task(cfg.task)
+    if spec.target.type == "retrieval":
+        raise MMBenchError(f"task {spec.name!r} is a retrieval task: evaluate embeddings with `mmbench evaluate --predictions`")
+    device = resolve_device(cfg.device)
+    amp = _autocast_dtype(cfg.precision, device)
+    if splits is None:
+        splits = _load_splits(cfg, spec)
+    train_split, val_split, test_split = splits["train"], splits["validation"], splits["test"]
+    k = len(seeds)
+    cfgs = [replace(cfg, seed=s) for s in seeds]
+
+    models, model_config = [], None
+    for s in seeds:
+        torch.manual_seed(s)
+        model_config = model_config_for(cfg, spec, train_split)
+        models.append(MultimodalModel(model_config))
+    assert model_config is not None
+    stacked = StackedModels(models, device)
+    del models
+    opt = torch.optim.AdamW(stacked.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = _loss_fn(spec.target.type)
+    batched_loss = torch.func.vmap(loss_fn)
+    mod_dropout = ModalityDropout(cfg.modality_dropout) if cfg.modality_dropout > 0 else None
+
+    use_compile = cfg.compile if compile is None else compile
+
+    def step_losses(params, buffers, mods, present, lengths, targets):
+        out = stacked._fn(False)(params, buffers, mods, present, lengths)
+        return batched_loss(out, targets)
+
+    step_fn = torch.compile(step_losses) if use_compile else step_losses
+
+    data = train_split.to(device)
+    val_on = val_split.to(device)
+    primary = spec.primary
+    sign = 1.0 if primary.higher_is_better else -1.0
+    n = len(data)
+    best_value = [-math.inf] * k
+    best_epoch = [-1] * k
+    stale = [0] * k
+    histories: list[list[dict[str, Any]]] = [[] for _ in range(k)]
+    best_state: dict[str, Tensor] | None = None  # stacked copies of params + buffers
+    y_val = val_split.targets.cpu().numpy()
+    ids = [""] * cfg.batch_size  # Batch length for ModalityDropout
+
+    bar = _Progress(progress, cfg.epochs, f"{spec.name} {cfg.fusion} seeds {','.join(map(str, seeds))}")
+    for epoch in range(cfg.epochs):
+        active = [stale[i] < cfg.patience for i in range(k)]
+        if not any(active):
+            break
+        gens = [_epoch_generator(s, epoch) for s in seeds]
+        torch.manual_seed(seeds[0] * 1_000_003 + epoch)  # dropout masks: reproducible, not per-seed
+        perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(data.targets.device)
+        stacked.train()
+        total = torch.zeros(k, dtype=torch.float64, device=device)
+        count = 0
+        for start in range(0, n, cfg.batch_size):
+            index = perms[:, start : start + cfg.batch_size]
+            b = index.shape[1]
+            mods, present, lengths = _gather(data, index)
+            targets = data.targets.index_select(0, index.reshape(-1)).view((k, b) + tuple(data.targets.shape[1:]))
+            if mod_dropout is not None:
+                mods, present, lengths = _modality_dropout(mod_dropout, mods, present, lengths, targets, gens, ids[:b])
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                losses = step_fn(stacked.params, stacked.buffers, mods, present, lengths, targets)
+            opt.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            if cfg.max_grad_norm:
+                stacked.clip_grad_norm_(cfg.max_grad_norm)
+            opt.step()
+            total += losses.detach().double() * b
+            count += b
+        train_loss = (total / max(count, 1)).tolist()
+
+        outputs = stacked.predict(val_on, device, cfg.eval_batch_size, amp)
+        improved_any = []
+        for i in range(k):
+            if not active[i]:
+                continue
+            metrics = score(spec, y_val, outputs_to_predictions(outputs[i], spec.target.type))
+            value = metrics[primary.name]
+            improved = sign * value > best_value[i]
+            if improved:
+                best_value[i], best_epoch[i], stale[i] = sign * value, epoch, 0
+                improved_any.append(i)
+            else:
+                stale[i] += 1
+            histories[i].append({"epoch": epoch, "train_loss": train_loss[i], "val": metrics, "best": improved})
+        if improved_any:
+            best_state = _update_best(best_state, stacked, improved_any)
+        bar.advance(1, f"epoch {epoch}")
+    bar.close()
+
+    results = []
+    for i, s in enumerate(seeds):
+        torch.manual_seed(s)
+        model = MultimodalModel(model_config)
+        if best_state is not None and best_epoch[i] >= 0:
+            model.load_state_dict({name: t[i] for name, t in best_state.items()})
+        else:
+            model.load_state_dict(stacked.state_of(i))
+        model = model.to(device)
+        run = lambda sp, m=model: outputs_to_predictions(predict(m, sp, device, cfg.eval_batch_size, amp), spec.target.type)  # noqa: E731
+        val_metrics = score(spec, y_val, run(val_on))
+        test_metrics = evaluate_conditions(spec, test_split, run,
+                                           [c for c in spec.conditions() if c.name == "clean"] or None).get("clean", {})
+        results.append(TrainResult(None, cfgs[i], model_config, best_epoch[i], val_metrics, test_metrics, histories[i], model, 0.0))
+    seconds = (time.perf_counter() - started) / k
+    for i, r in enumerate(results):
+        r.seconds = seconds
+        if out_dirs is not None:
+            r.run_dir = Path(out_dirs[i])
+            _write_run(r)
+    return results
+
+
+def _update_best(best: dict[str, Tensor] | None, stacked: StackedModels, improved: list[int]) -> dict[str, Tensor]:
+    tensors = {**stacked.params, **stacked.buffers}
+    if best is None:
+        return {n: t.detach().clone() for n, t in tensors.items()}
+    idx = torch.tensor(improved, device=next(iter(tensors.values())).device)
+    for n, t in tensors.items():
+        best[n].index_copy_(0, idx, t.detach().index_select(0, idx))
+    return best
+
+
+def _modality_dropout(drop: ModalityDropout, mods, present, lengths, targets, gens, ids):
+    """The trainer's modality dropout, seed by seed, each from its own epoch generator."""
+    out_m: dict[str, list[Tensor]] = {m: [] for m in mods}
+    out_p: dict[str, list[Tensor]] = {m: [] for m in present}
+    out_l: dict[str, list[Tensor]] = {m: [] for m in lengths}
+    for i, g in enumerate(gens):
+        b = drop(Batch(ids, {m: v[i] for m, v in mods.items()}, {m: v[i] for m, v in present.items()}, targets[i],
+                       {m: v[i] for m, v in lengths.items()}), g)
+        for m in out_m:
+            out_m[m].append(b.modalities[m])
+        for m in out_p:
+            out_p[m].append(b.present[m])
+        for m in out_l:
+            out_l[m].append(b.lengths[m])
+    return ({m: torch.stack(v) for m, v in out_m.items()}, {m: torch.stack(v) for m, v in out_p.items()},
+            {m: torch.stack(v) for m, v in out_l.items()})
+
+
+def _write_run(result: TrainResult) -> None:
+    from mmbench.io import atomic_write_json, atomic_write_text
+
+    import json
+
+    run_dir = result.run_dir
+    assert run_dir is not None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", {"train": result.config.to_dict(), "model": result.model_config,
+                                                "trained_by": "mmbench.training.multiseed"})
+    atomic_write_text(run_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in result.history))
+    save_model(run_dir / "best.safetensors", result.model, result.model_config, {"epoch": str(result.best_epoch)})
+    atomic_write_json(run_dir / "metrics.json", {"best_epoch": result.best_epoch, "validation": result.val_metrics,
+                                                 "test": result.test_metrics, "seconds": result.seconds})
+
+
+class _Progress:
+    def __init__(self, enabled: bool, total: int, label: str):
+        self._p = None
+        if enabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._p = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+                               TimeElapsedColumn(), transient=True)
+            self._p.start()
+            self._task = self._p.add_task(label, total=total, status="")
+
+    def advance(self, k: int, status: str = "") -> None:
+        if self._p is not None:
+            self._p.update(self._task, advance=k, status=status)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
