@@ -104,7 +104,9 @@ class Split:
     """One dataset split held as stacked tensors (index-gatherable, movable to a device).
 
     ``modalities[name]`` is ``[N, ...]`` with the fill value where ``present[name]`` is False;
-    sequence modalities are padded along axis 1 and listed in ``lengths``.
+    sequence modalities are padded along axis 1 and listed in ``lengths``. ``info`` carries
+    loader facts (counts of unreadable files, class names); ``info["mode"] == "retrieval"``
+    marks targets that index a retrieval gallery rather than classes.
     """
 
     name: str
@@ -214,7 +216,9 @@ class Split:
             "samples": len(self),
             "present": {k: int(v.sum()) for k, v in sorted(self.present.items())},
         }
-        if not self.targets.is_floating_point() and self.targets.dim() == 1 and len(self):
+        if self.info.get("mode") == "retrieval":  # targets are gallery rows, not classes
+            out["gallery_items"] = int(torch.unique(self.targets).numel()) if len(self) else 0
+        elif not self.targets.is_floating_point() and self.targets.dim() == 1 and len(self):
             counts = torch.bincount(self.targets.cpu())
             out["classes"] = {str(i): int(c) for i, c in enumerate(counts.tolist())}
         elif self.targets.dim() == 1 and len(self):

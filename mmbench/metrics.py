@@ -339,11 +339,15 @@ def _embeddings(x: Any, name: str, device: Any, dtype: Any):
     if t.is_complex():
         raise DataError(f"{name}: expected real numbers, got {t.dtype}")
     t = t.to(device=device, dtype=dtype)
-    finite = torch.isfinite(t).all(dim=1)
-    if not bool(finite.all()):
-        bad = int(torch.nonzero(~finite)[0, 0])
-        raise DataError(f"{name}: row {bad} has a non-finite value")
     norms = torch.linalg.vector_norm(t, dim=1)
+    if not bool(torch.isfinite(norms).all()):  # a NaN or inf entry makes its row's norm non-finite
+        finite = torch.isfinite(t).all(dim=1)
+        if not bool(finite.all()):
+            bad = int(torch.nonzero(~finite)[0, 0])
+            raise DataError(f"{name}: row {bad} has a non-finite value")
+        # finite entries whose squares overflow: scale rows by their largest magnitude first
+        t = t / t.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+        norms = torch.linalg.vector_norm(t, dim=1)
     zero = norms == 0
     if bool(zero.any()):
         bad = int(torch.nonzero(zero)[0, 0])
@@ -351,6 +355,8 @@ def _embeddings(x: Any, name: str, device: Any, dtype: Any):
     return (t / norms[:, None]).contiguous()
 
 
+_EXP_SPLIT = False
+_NT = 2
 _CPU_BLOCK_BYTES = 16 * 2**20  # target size of one block of scores on the CPU
 
 
@@ -455,7 +461,9 @@ def retrieval_metrics(
         for start in range(0, n_cap, cs):
             stop = min(start + cs, n_cap)
             b = stop - start
+            if _EXP_SPLIT: torch.set_num_threads(_NT)
             s = torch.matmul(cap[start:stop], img_t, out=buf[:b])        # (b, n_img) scores
+            if _EXP_SPLIT: torch.set_num_threads(1)
             o = s.gather(1, idx[start:stop, None])                         # own-image scores
             own[start:stop] = o[:, 0]
             # text -> image: rank = number of images scoring strictly higher than the own one
@@ -463,24 +471,38 @@ def retrieval_metrics(
             t2i_rank[start:stop] = g.view(torch.uint8).sum(dim=1, dtype=torch.int32)
             # image -> text: keep the kmax largest caption scores of every image (values only)
             if thresh is None:
-                cand = s if top is None else torch.cat([top, s], dim=0)
+                blk = s.topk(min(kmax, b), dim=0, sorted=False).values
+                cand = blk if top is None else torch.cat([top, blk], dim=0)
                 top = cand.topk(min(kmax, cand.shape[0]), dim=0, sorted=False).values
                 if top.shape[0] == kmax:
                     thresh = top.amin(dim=0)
                 continue
             # Only scores strictly above an image's current kmax-th best can change its top
-            # values; images whose chunk maximum does not beat it are skipped.
-            cols = torch.nonzero(s.amax(dim=0) > thresh).flatten()
-            if cols.numel() == 0:
+            # values (a score equal to it leaves the multiset of values unchanged). After the
+            # first chunks such scores are rare, so they are gathered sparsely.
+            m = torch.gt(s, thresh, out=gt[:b])
+            rows, cols = m.nonzero(as_tuple=True)
+            n_new = cols.numel()
+            if n_new == 0:
                 continue
-            if cols.numel() * 2 >= n_img:
-                top = torch.cat([top, s], dim=0).topk(kmax, dim=0, sorted=False).values
+            if n_new * 8 >= b * n_img:  # dense: a top-k over the whole chunk is cheaper
+                blk = s.topk(kmax, dim=0, sorted=False).values if b > kmax else s
+                top = torch.cat([top, blk], dim=0).topk(kmax, dim=0, sorted=False).values
                 thresh = top.amin(dim=0)
-            else:
-                sub = torch.cat([top[:, cols], s.index_select(1, cols)], dim=0)
-                new = sub.topk(kmax, dim=0, sorted=False).values
-                top[:, cols] = new
-                thresh[cols] = new.amin(dim=0)
+                continue
+            vals = s[rows, cols]
+            cols, order = torch.sort(cols, stable=True)
+            vals = vals[order]
+            ucols, counts = torch.unique_consecutive(cols, return_counts=True)
+            group = torch.repeat_interleave(torch.arange(ucols.numel(), device=device), counts)
+            pos = torch.arange(n_new, device=device) - (torch.cumsum(counts, 0) - counts)[group]
+            # one row per affected image: its current top values, then its new candidates
+            cand = torch.full((ucols.numel(), kmax + int(counts.max())), float("-inf"), dtype=dtype, device=device)
+            cand[:, :kmax] = top[:, ucols].t()
+            cand[group, kmax + pos] = vals
+            new = cand.topk(kmax, dim=1, sorted=False).values
+            top[:, ucols] = new.t()
+            thresh[ucols] = new.amin(dim=1)
         # best own-caption score of every image, then its rank among all captions (capped at kmax)
         best = torch.full((n_img,), float("-inf"), dtype=dtype, device=device)
         best = best.scatter_reduce(0, idx, own, reduce="amax", include_self=True)

@@ -382,6 +382,8 @@ def test_retrieval_k_larger_than_gallery_and_half_precision():
     h = retrieval_metrics(torch.tensor(img, dtype=torch.float16), torch.tensor(cap, dtype=torch.float16),
                           [0, 1, 2], ks=(1, 50))
     assert h == m
+    big = retrieval_metrics(img * 1e30, cap * 1e30, [0, 1, 2], ks=(1, 50))  # squares overflow float32
+    assert big == m
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -127,7 +127,9 @@ def test_real_mosi_minilm_subset_and_cache_hit(real_root, tmp_path, monkeypatch)
     def boom(*a, **k):
         raise AssertionError("the encoder ran although the features are cached")
 
-    monkeypatch.setattr(text_mod, "encode_texts", boom)
+    from mmbench.models.encoders import pretrained
+
+    monkeypatch.setattr(pretrained, "encode_texts", boom)
     again = load_dataset("mosi", real_root, max_samples=12, cache_dir=str(tmp_path))
     sp2 = again.load_split("val")
     assert again.cache.last_hit is True and sp2.info["cache"] == "hit"

