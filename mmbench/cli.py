@@ -259,6 +259,8 @@ def reproduce(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
     set_: list[str] = typer.Option([], "--set", help="Override a config field for every run: key=value."),
     no_progress: bool = typer.Option(False, "--no-progress"),
+    write_reference: Optional[Path] = typer.Option(
+        None, "--write-reference", help="Record this run's mean/std per metric as the reference in this JSON file."),
 ) -> None:
     """Train, evaluate and rank a suite of baselines; check each against the measured reference."""
     from mmbench.leaderboard import load_entries, rank, render
@@ -274,6 +276,16 @@ def reproduce(
     typer.echo("")
     entries = [e for e in load_entries(board_dir) if e.task in t]
     typer.echo(render(rank(entries), "table"))
+    if write_reference:
+        from mmbench.io import atomic_write_json
+        from mmbench.reproduce import merge_reference, reference_from_results
+        from mmbench.results import hardware_info
+
+        hw = hardware_info(device if device != "auto" else None)
+        label = f"{hw.get('gpu') or hw['cpu']} ({hw['cpu_count']} cores), torch {hw.get('torch')}"
+        ref = reference_from_results(results, label, note=f"mmbench reproduce --suite {suite}, seeds {sd}")
+        atomic_write_json(write_reference, merge_reference(write_reference, ref))
+        typer.echo(f"wrote the reference for {len(results)} runs to {write_reference}")
     typer.echo("reference check (mean over seeds vs baselines/reference.json):")
     for c in checks:
         ref = f"{c.reference:.4f} ± {c.reference_std:.4f}" if c.reference is not None else "-"

@@ -355,9 +355,68 @@ def _embeddings(x: Any, name: str, device: Any, dtype: Any):
     return (t / norms[:, None]).contiguous()
 
 
-_EXP_SPLIT = False
-_NT = 2
-_CPU_BLOCK_BYTES = 16 * 2**20  # target size of one block of scores on the CPU
+def _retrieval_pass(cap, img_t, idx, kmax, cs, buf, gt, own, t2i_rank, threads):
+    """One pass over caption chunks: fills `own` (own-image scores) and `t2i_rank` in place and
+    returns the min(kmax, n_captions) largest caption scores of every image, (<= kmax, n_img),
+    values in any order. `threads`: if set, the matrix products use that many threads and
+    everything else one (see retrieval_metrics)."""
+    import torch
+
+    n_cap, n_img = cap.shape[0], img_t.shape[1]
+    dtype, device = buf.dtype, buf.device
+    top = None        # (<= kmax, n_img): the largest caption scores seen so far per image
+    thresh = None     # (n_img,): top's smallest row, once top holds kmax rows
+    for start in range(0, n_cap, cs):
+        stop = min(start + cs, n_cap)
+        b = stop - start
+        if threads:
+            torch.set_num_threads(threads)
+        s = torch.matmul(cap[start:stop], img_t, out=buf[:b])        # (b, n_img) scores
+        if threads:
+            torch.set_num_threads(1)
+        o = s.gather(1, idx[start:stop, None])                           # own-image scores
+        own[start:stop] = o[:, 0]
+        # text -> image: rank = number of images scoring strictly higher than the own one
+        g = torch.gt(s, o, out=gt[:b])
+        t2i_rank[start:stop] = g.view(torch.uint8).sum(dim=1, dtype=torch.int32)
+        # image -> text: keep the kmax largest caption scores of every image (values only)
+        if thresh is None:
+            blk = s.topk(min(kmax, b), dim=0, sorted=False).values
+            cand = blk if top is None else torch.cat([top, blk], dim=0)
+            top = cand.topk(min(kmax, cand.shape[0]), dim=0, sorted=False).values
+            if top.shape[0] == kmax:
+                thresh = top.amin(dim=0)
+            continue
+        # Only scores strictly above an image's current kmax-th best can change its top
+        # values (a score equal to it leaves the multiset of values unchanged). After the
+        # first chunks such scores are rare, so they are gathered sparsely.
+        m = torch.gt(s, thresh, out=gt[:b])
+        rows, cols = m.nonzero(as_tuple=True)
+        n_new = cols.numel()
+        if n_new == 0:
+            continue
+        if n_new * 8 >= b * n_img:  # dense: a top-k over the whole chunk is cheaper
+            blk = s.topk(kmax, dim=0, sorted=False).values if b > kmax else s
+            top = torch.cat([top, blk], dim=0).topk(kmax, dim=0, sorted=False).values
+            thresh = top.amin(dim=0)
+            continue
+        vals = s[rows, cols]
+        cols, order = torch.sort(cols, stable=True)
+        vals = vals[order]
+        ucols, counts = torch.unique_consecutive(cols, return_counts=True)
+        group = torch.repeat_interleave(torch.arange(ucols.numel(), device=device), counts)
+        pos = torch.arange(n_new, device=device) - (torch.cumsum(counts, 0) - counts)[group]
+        # one row per affected image: its current top values, then its new candidates
+        cand = torch.full((ucols.numel(), kmax + int(counts.max())), float("-inf"), dtype=dtype, device=device)
+        cand[:, :kmax] = top[:, ucols].t()
+        cand[group, kmax + pos] = vals
+        new = cand.topk(kmax, dim=1, sorted=False).values
+        top[:, ucols] = new.t()
+        thresh[ucols] = new.amin(dim=1)
+    return top
+
+
+_CPU_BLOCK_BYTES = 32 * 2**20  # target size of one block of scores on the CPU
 
 
 def retrieval_metrics(
@@ -394,8 +453,10 @@ def retrieval_metrics(
     captions is scored against all images, ranks of own images come from counting strictly
     greater scores, and a running top-``max(ks)`` of caption scores per image is kept for the
     image-to-text direction. Extra memory is O(chunk_size * n_images + max(ks) * n_images); the
-    full similarity matrix is never formed (on the CPU, chunks are further capped at about
-    16 MiB of scores so that the passes over them run in cache). ``device`` (default: that of
+    full similarity matrix is never formed. On the CPU, chunks are further capped at about
+    32 MiB of scores, and only the matrix products use several threads: the memory-bound
+    passes over the scores run on one (``torch.set_num_threads`` is restored on return).
+    ``device`` (default: that of
     the input tensors, else the CPU) picks where it runs; ``dtype`` defaults to float32 (pass
     torch.float64 for double precision). ``chunk_size`` changes speed and memory, not results
     (up to floating-point rounding of the scores).
@@ -447,62 +508,27 @@ def retrieval_metrics(
     kmax = max(ks)
     t2i_rank = torch.empty(n_cap, dtype=torch.int64, device=device)
     own = torch.empty(n_cap, dtype=dtype, device=device)
-    top = None        # (<= kmax, n_img): the largest caption scores seen so far per image
-    thresh = None     # (n_img,): top's smallest row, once top holds kmax rows
     cs = min(chunk_size, n_cap)
+    threads = torch.get_num_threads()
+    serial_passes = False
     if device.type == "cpu":
-        # On the CPU, blocks that stay in the last-level cache make the passes over the scores
-        # after the matrix product (counts, maxima, top-k) much cheaper.
+        # On the CPU, blocks that mostly stay in the last-level cache make the passes over the
+        # scores after the matrix product (comparisons, counts, gathers) cheaper ...
         cs = min(cs, max(64, _CPU_BLOCK_BYTES // (n_img * img.element_size())))
+        # ... and those passes run on one thread: they are memory-bound, and on a busy
+        # machine the thread synchronisation of each small parallel op costs more than it
+        # saves. The matrix product keeps all threads; the setting is restored below.
+        serial_passes = threads > 1
     buf = torch.empty((cs, n_img), dtype=dtype, device=device)
     gt = torch.empty((cs, n_img), dtype=torch.bool, device=device)
     img_t = img.t()
     with torch.no_grad():
-        for start in range(0, n_cap, cs):
-            stop = min(start + cs, n_cap)
-            b = stop - start
-            if _EXP_SPLIT: torch.set_num_threads(_NT)
-            s = torch.matmul(cap[start:stop], img_t, out=buf[:b])        # (b, n_img) scores
-            if _EXP_SPLIT: torch.set_num_threads(1)
-            o = s.gather(1, idx[start:stop, None])                         # own-image scores
-            own[start:stop] = o[:, 0]
-            # text -> image: rank = number of images scoring strictly higher than the own one
-            g = torch.gt(s, o, out=gt[:b])
-            t2i_rank[start:stop] = g.view(torch.uint8).sum(dim=1, dtype=torch.int32)
-            # image -> text: keep the kmax largest caption scores of every image (values only)
-            if thresh is None:
-                blk = s.topk(min(kmax, b), dim=0, sorted=False).values
-                cand = blk if top is None else torch.cat([top, blk], dim=0)
-                top = cand.topk(min(kmax, cand.shape[0]), dim=0, sorted=False).values
-                if top.shape[0] == kmax:
-                    thresh = top.amin(dim=0)
-                continue
-            # Only scores strictly above an image's current kmax-th best can change its top
-            # values (a score equal to it leaves the multiset of values unchanged). After the
-            # first chunks such scores are rare, so they are gathered sparsely.
-            m = torch.gt(s, thresh, out=gt[:b])
-            rows, cols = m.nonzero(as_tuple=True)
-            n_new = cols.numel()
-            if n_new == 0:
-                continue
-            if n_new * 8 >= b * n_img:  # dense: a top-k over the whole chunk is cheaper
-                blk = s.topk(kmax, dim=0, sorted=False).values if b > kmax else s
-                top = torch.cat([top, blk], dim=0).topk(kmax, dim=0, sorted=False).values
-                thresh = top.amin(dim=0)
-                continue
-            vals = s[rows, cols]
-            cols, order = torch.sort(cols, stable=True)
-            vals = vals[order]
-            ucols, counts = torch.unique_consecutive(cols, return_counts=True)
-            group = torch.repeat_interleave(torch.arange(ucols.numel(), device=device), counts)
-            pos = torch.arange(n_new, device=device) - (torch.cumsum(counts, 0) - counts)[group]
-            # one row per affected image: its current top values, then its new candidates
-            cand = torch.full((ucols.numel(), kmax + int(counts.max())), float("-inf"), dtype=dtype, device=device)
-            cand[:, :kmax] = top[:, ucols].t()
-            cand[group, kmax + pos] = vals
-            new = cand.topk(kmax, dim=1, sorted=False).values
-            top[:, ucols] = new.t()
-            thresh[ucols] = new.amin(dim=1)
+        try:
+            top = _retrieval_pass(cap, img_t, idx, kmax, cs, buf, gt, own, t2i_rank,
+                                  threads if serial_passes else None)
+        finally:
+            if serial_passes:
+                torch.set_num_threads(threads)
         # best own-caption score of every image, then its rank among all captions (capped at kmax)
         best = torch.full((n_img,), float("-inf"), dtype=dtype, device=device)
         best = best.scatter_reduce(0, idx, own, reduce="amax", include_self=True)

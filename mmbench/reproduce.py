@@ -142,6 +142,15 @@ def run_grid(
     return results, checks
 
 
+def merge_reference(path: Path, new: dict[str, Any]) -> dict[str, Any]:
+    """`new` overlaid on the reference file at `path` (task/fusion pairs not re-measured are kept)."""
+    old = json.loads(path.read_text()) if path.exists() else {"results": {}}
+    merged = {**old, **{k: v for k, v in new.items() if k != "results"}, "results": dict(old.get("results", {}))}
+    for task, fusions in new["results"].items():
+        merged["results"].setdefault(task, {}).update(fusions)
+    return merged
+
+
 def reference_from_results(results: list[Any], hardware: str, note: str = "") -> dict[str, Any]:
     """The reference.json body (mean and sample std over seeds per metric) from a grid's results."""
     from mmbench import __version__
@@ -157,4 +166,8 @@ def reference_from_results(results: list[Any], hardware: str, note: str = "") ->
                 m: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
                 for m, v in metrics.items()
             }
-    return {"mmbench_version": __version__, "hardware": hardware, "note": note, "results": body}
+    for task, fus in body.items():
+        for fusion, metrics in fus.items():
+            for stats in metrics.values():
+                stats.update({"hardware": hardware, "mmbench_version": __version__})
+    return {"mmbench_version": __version__, "note": note, "results": body}

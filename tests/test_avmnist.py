@@ -13,7 +13,9 @@ import pytest
 torch = pytest.importorskip("torch")
 sf = pytest.importorskip("soundfile")
 
-from mmbench.datasets.avmnist import (  # noqa: E402
+from _datapaths import real_data_root
+
+from mmbench.datasets.avmnist import (
     DEFAULT_AUDIO_SNR_DB,
     AVMNISTDataset,
     DataWarning,
@@ -21,10 +23,7 @@ from mmbench.datasets.avmnist import (  # noqa: E402
     fsdd_window,
     read_idx,
 )
-from mmbench.errors import DataError  # noqa: E402
-
-from _datapaths import real_data_root  # noqa: E402
-
+from mmbench.errors import DataError
 
 # ------------------------------------------------------------------------------------------
 # generated inputs
@@ -188,7 +187,7 @@ def test_multibench_npy_layout(tmp_path):
         np.save(root / "avmnist" / "image" / f"{part}_data.npy", rng.integers(0, 256, (n, 784)).astype(np.float64))
         np.save(root / "avmnist" / "audio" / f"{part}_data.npy", rng.integers(0, 256, (n, 112, 112)).astype(np.uint8))
         np.save(root / "avmnist" / f"{part}_labels.npy", np.arange(n) % 10)
-    ds, splits = _build(root, source="multibench", multibench_val_size=5)
+    _, splits = _build(root, source="multibench", multibench_val_size=5)
     assert {s: len(v) for s, v in splits.items()} == {"train": 25, "val": 5, "test": 10}
     img = np.load(root / "avmnist" / "image" / "train_data.npy")
     aud = np.load(root / "avmnist" / "audio" / "train_data.npy")

@@ -14,10 +14,10 @@ import pytest
 torch = pytest.importorskip("torch")
 av = pytest.importorskip("av")
 
-from _datapaths import real_data_root  # noqa: E402
+from _datapaths import real_data_root
 
-from mmbench.datasets.clips import ClipsDataset, DataWarning, decode_audio, decode_video  # noqa: E402
-from mmbench.errors import DataError  # noqa: E402
+from mmbench.datasets.clips import ClipsDataset, DataWarning, decode_audio, decode_video
+from mmbench.errors import DataError
 
 # container -> (video codec, audio codec, audio rate); every one ships with PyAV's FFmpeg
 CONTAINERS = {

@@ -386,6 +386,21 @@ def test_retrieval_k_larger_than_gallery_and_half_precision():
     assert big == m
 
 
+def test_retrieval_restores_torch_threads():
+    img, cap, idx = _make_retrieval_data(20, [2] * 20, 0, "continuous")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        ref = retrieval_metrics(img, cap, idx, chunk_size=7)
+        assert torch.get_num_threads() == 2
+        with pytest.raises(DataError):
+            retrieval_metrics(img, cap, idx[:-1])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert retrieval_metrics(img, cap, idx, chunk_size=7) == ref
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_retrieval_on_cuda_matches_cpu():
     img, cap, idx = _make_retrieval_data(50, [3] * 50, 0, "continuous")
@@ -542,6 +557,14 @@ def test_retrieval_errors():
         retrieval_metrics(img, cap, idx, chunk_size=0)
     with pytest.raises(DataError, match="integer image rows"):
         retrieval_metrics(img, cap, [0.5, 1, 2])
+    with pytest.raises(DataError, match="dtype"):
+        retrieval_metrics(img, cap, idx, dtype="int32")
+    assert retrieval_metrics(img, cap, [0.0, 1.0, 2.0], dtype="float64")["t2i_recall@1"] == 1.0
+
+
+def test_bootstrap_accepts_a_single_array():
+    x = np.arange(10.0)
+    assert bootstrap_ci(np.mean, x, n_resamples=20) == bootstrap_ci(np.mean, (x,), n_resamples=20)
 
 
 def test_bootstrap_errors():
@@ -555,3 +578,12 @@ def test_bootstrap_errors():
         bootstrap_ci(lambda a: 0.0, (np.zeros(3),), n_resamples=0)
     with pytest.raises(DataError, match="real number"):
         bootstrap_ci(lambda a: {"x": 1.0}, (np.zeros(3),), n_resamples=2)
+    with pytest.raises(DataError, match="at least one array"):
+        bootstrap_ci(lambda: 0.0, ())
+
+
+def test_unreadable_inputs_and_unknown_target_type():
+    with pytest.raises(DataError, match="cannot be read"):
+        mosi_metrics([[1.0, 2.0], [1.0]], [0.0, 0.0])
+    with pytest.raises(DataError, match="unknown target type"):
+        metric_names("ranking")

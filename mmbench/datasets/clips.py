@@ -38,7 +38,6 @@ import csv
 import io
 import json
 import math
-import os
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -139,7 +138,7 @@ def decode_video(path: Path, frames: int, size: int) -> tuple[np.ndarray | None,
                 rgb = frame.reformat(width=nw, height=nh, format="rgb24").to_ndarray()
                 top, left = (nh - size) // 2, (nw - size) // 2
                 kept.append(rgb[top : top + size, left : left + size])
-    except Exception as exc:  # av.error.* (InvalidDataError, ...), OSError
+    except Exception as exc:  # noqa: BLE001 - av.error.* (InvalidDataError, ...), OSError
         return None, f"unreadable video ({_short_error(exc)})"
     if not kept:
         return None, "video stream has no decodable frame"
@@ -163,7 +162,7 @@ def decode_audio(path: Path, sample_rate: int) -> tuple[np.ndarray | None, str |
                     chunks.append(out.to_ndarray().reshape(-1))
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         return None, f"unreadable audio ({_short_error(exc)})"
     wave = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     if wave.size == 0:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -176,12 +176,14 @@ def train_seeds(
     out_dirs: Sequence[str | Path] | None = None,
     progress: bool = False,
     compile: bool | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> list[TrainResult]:
     """Train `cfg` once per seed in `seeds`, all seeds at once; one TrainResult per seed, in order.
 
     ``cfg.seed`` is ignored (each result's ``config.seed`` is its seed). ``compile`` (default:
     ``cfg.compile``) wraps the vectorised forward pass in ``torch.compile``. ``out_dirs``, one per
-    seed, receive the run files (see the module docstring). ``seconds`` of each result is the
+    seed, receive the run files (see the module docstring). ``on_epoch(epoch)`` is called after
+    each epoch's validation (benchmarks time epochs with it). ``seconds`` of each result is the
     wall time of the whole call divided by the number of seeds.
     """
     started = time.perf_counter()
@@ -283,6 +285,8 @@ def train_seeds(
         if improved_any:
             best_state = _update_best(best_state, stacked, improved_any)
         bar.advance(1, f"epoch {epoch}")
+        if on_epoch is not None:
+            on_epoch(epoch)
     bar.close()
 
     results = []

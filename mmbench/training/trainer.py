@@ -398,7 +398,8 @@ def load_checked(path: str | Path, require_digest: bool = True) -> tuple[dict[st
     except DataError as exc:
         if not path.exists():
             raise
-        raise MMBenchError(f"checkpoint is corrupt or truncated and was not loaded ({exc}); "
+        detail = str(exc).removeprefix(f"{exc.path}: ") if exc.path else str(exc)
+        raise MMBenchError(f"checkpoint is corrupt or truncated and was not loaded ({detail}); "
                            "delete it to start over", path) from exc
     stored = meta.get("sha256")
     if stored is None:
