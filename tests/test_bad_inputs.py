@@ -25,6 +25,7 @@ import pytest
 
 from mmbench.datasets.synthetic import SyntheticDataset
 from mmbench.tasks import get_task
+from _cli import run_main
 
 TASK = "synthetic-synergy"
 REPO = Path(__file__).resolve().parent.parent
@@ -47,19 +48,6 @@ def _good_frame(ids, targets, conditions=("clean",)) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def run_main(args, monkeypatch, capsys, env=None):
-    from mmbench import cli
-
-    for k, v in (env or {}).items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setattr(sys, "argv", ["mmbench", *map(str, args)])
-    rc = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        rc = exc.code if isinstance(exc.code, int) else 1
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import torch
 
 from mmbench.datasets import coco
 from mmbench.errors import DataError
-from tests._datapaths import real_data_root
+from _datapaths import real_data_root
 
 VAL = "coco/annotations/captions_val2017.json"
 MINI = "coco/annotations/captions_val2017_mini.json"

@@ -23,6 +23,7 @@ from mmbench.evaluation.evaluator import robustness_summary, score
 from mmbench.masks import condition_masks
 from mmbench.sandbox import SandboxConfig
 from mmbench.tasks import get_task
+from _cli import run_main
 
 TASK = "synthetic-synergy"
 SPEC = get_task(TASK)
@@ -37,17 +38,6 @@ def split():
     return load_task_split(SPEC, "test")
 
 
-def run_main(args, monkeypatch, capsys):
-    from mmbench import cli
-
-    monkeypatch.setattr(sys, "argv", ["mmbench", *map(str, args)])
-    rc = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        rc = exc.code if isinstance(exc.code, int) else 1
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
 
 
 def mask_aware_predictions(split, conditions) -> pd.DataFrame:

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import pickle
-import sys
 import textwrap
 import time
 import zipfile
@@ -25,6 +24,7 @@ from mmbench.errors import MMBenchError, SubmissionError
 from mmbench.evaluate import evaluate_model, evaluate_predictions
 from mmbench.sandbox import SandboxConfig
 from mmbench.tasks import get_task
+from _cli import run_main
 
 TASK = "synthetic-synergy"
 SPEC = get_task(TASK)
@@ -101,17 +101,6 @@ def assert_evaluator_alive(good_predictions):
     assert r.metrics["clean"]["accuracy"] == 1.0
 
 
-def run_main(args, monkeypatch, capsys):
-    from mmbench import cli
-
-    monkeypatch.setattr(sys, "argv", ["mmbench", *map(str, args)])
-    rc = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        rc = exc.code if isinstance(exc.code, int) else 1
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
 
 
 # --------------------------------------------------------------------------------------------

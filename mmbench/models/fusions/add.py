@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from mmbench.models.fusions.base import Fusion, masked, presence_matrix

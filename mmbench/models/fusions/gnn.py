@@ -41,7 +41,6 @@ class GraphFusion(Fusion):
 
     def _graph(self, embeddings, present, sequences, masks):
         """Node features [B, N, dim], node mask [B, N] and relation adjacency [B, R, N, N]."""
-        b = next(iter(embeddings.values())).shape[0]
         feats, alive, owner, is_step, step_pos = [], [], [], [], []
         for i, m in enumerate(self.modalities):
             # mask before and after projecting: a NaN/inf fill must reach neither the output

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from math import prod
 
 import torch
 from torch import Tensor, nn

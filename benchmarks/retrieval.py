@@ -1,0 +1,146 @@
+"""Case 2: image-text retrieval recall@k (mmbench.metrics.retrieval_metrics).
+
+COCO-sized: 25,014 captions x 5,000 images x 512-d (COCO val2017's caption counts: 4,987
+images with 5 captions, 12 with 6, 1 with 7), seeded random embeddings with each caption a
+noisy copy of its image's so that recalls are mid-range.
+
+* time: ``retrieval_metrics`` against the bare similarity matmul (``captions @ images.T`` into a
+  preallocated output, inputs already normalised); target at most 1.5x its time on the CPU,
+  i.e. ratio >= 0.67.
+* exactness: every recall equal to a naive full-sort reference (full score matrix, argsort
+  of every row / column, position of the own image / best own caption).
+* at scale (full run on a GPU): 1,000,000 x 1,000,000 x 256 with peak memory bounded by the
+  chunk size, at no less than half the throughput of the same chunked matmul alone.
+"""
+
+from __future__ import annotations
+
+
+import torch
+
+from benchmarks import Row, Settings, error_row, interleaved, timed
+
+KS = (1, 5, 10)
+
+
+def coco_caption_index(n_images: int = 5000, extra6: int = 12, extra7: int = 1) -> torch.Tensor:
+    """Caption -> image row with COCO val2017's counts (5 each, `extra6` with 6, `extra7` with 7)."""
+    counts = torch.full((n_images,), 5, dtype=torch.long)
+    counts[:extra6] = 6
+    counts[extra6 : extra6 + extra7] = 7
+    return torch.repeat_interleave(torch.arange(n_images), counts)
+
+
+def make_embeddings(n_images: int, index: torch.Tensor, dim: int, noise: float, device: str, seed: int = 0):
+    gen = torch.Generator(device=device).manual_seed(seed)
+    img = torch.randn(n_images, dim, generator=gen, device=device)
+    cap = img[index.to(device)] + noise * torch.randn(len(index), dim, generator=gen, device=device)
+    return img, cap
+
+
+def _normalise(t: torch.Tensor) -> torch.Tensor:
+    return (t / torch.linalg.vector_norm(t, dim=1)[:, None]).contiguous()
+
+
+def naive_recalls(img: torch.Tensor, cap: torch.Tensor, index: torch.Tensor, ks=KS, rows: int = 2048) -> dict[str, float]:
+    """The textbook way: the full score matrix, every row (column) fully sorted; the rank is the
+    position of the own image (the best-placed own caption) in that order."""
+    img, cap = _normalise(img), _normalise(cap)
+    index = index.to(img.device)
+    scores = cap @ img.T  # [n_cap, n_img]
+    n_cap, n_img = scores.shape
+    t2i = torch.empty(n_cap, dtype=torch.long, device=img.device)
+    for s in range(0, n_cap, rows):
+        order = scores[s : s + rows].argsort(dim=1, descending=True)
+        t2i[s : s + rows] = (order == index[s : s + rows, None]).int().argmax(dim=1)
+    i2t = torch.empty(n_img, dtype=torch.long, device=img.device)
+    for s in range(0, n_img, rows):
+        block = scores[:, s : s + rows].T  # [b, n_cap]
+        order = block.argsort(dim=1, descending=True)
+        own = index[order] == torch.arange(s, s + block.shape[0], device=img.device)[:, None]
+        i2t[s : s + rows] = own.int().argmax(dim=1)
+    out = {f"t2i_recall@{k}": float((t2i < k).double().mean()) for k in ks}
+    out |= {f"i2t_recall@{k}": float((i2t < k).double().mean()) for k in ks}
+    return out
+
+
+def _coco_case(st: Settings) -> list[Row]:
+    from mmbench.metrics import retrieval_metrics
+
+    device = st.device
+    n_img, dim = st.pick((5000, 512), (5000, 512), (400, 64))
+    index = coco_caption_index(n_img, 12 if n_img >= 5000 else 3, 1)
+    img, cap = make_embeddings(n_img, index, dim, noise=6.0 if dim >= 512 else 2.0, device=device)
+    img_n, cap_n = _normalise(img), _normalise(cap)
+    buf = torch.empty(len(index), n_img, device=device)
+    torch.mm(cap_n, img_n.T, out=buf)  # touch the output pages
+    idx_dev = index.to(device)
+    res = interleaved({
+        "matmul": lambda: torch.mm(cap_n, img_n.T, out=buf),
+        "mmbench": lambda: retrieval_metrics(img, cap, idx_dev, ks=KS, device=device),
+    }, repeats=st.pick(5, 3, 2), device=device)
+    del buf
+    got = res["mmbench"]["result"]
+    st.log("  naive full-sort reference ...")
+    t_naive, want, _ = timed(lambda: naive_recalls(img, cap, index), device)
+    exact = all(got[k] == want[k] for k in want)
+    t_mm, t_matmul = res["mmbench"]["best"], res["matmul"]["best"]
+    cap_s = f"{len(index):,} captions x {n_img:,} images x {dim}"
+    rows = [Row(
+        "2", f"retrieval recall@k, {cap_s}", t_mm, t_matmul, "bare matmul", "s", "<= 1.5x matmul time (ratio >= 0.67)",
+        t_matmul / t_mm >= 1 / 1.5 if not st.tiny else None, exact, res["mmbench"]["peak_mb"],
+        f"naive full sort {t_naive:.2f} s ({t_naive / t_mm:.1f}x slower); recalls {', '.join(f'{k} {v:.3f}' for k, v in got.items())}",
+        {"recalls": got, "naive_recalls": want, "naive_s": t_naive, "times": {k: v["times"] for k, v in res.items()},
+         "matmul_peak_mb": res["matmul"]["peak_mb"], "n_captions": len(index), "n_images": n_img, "dim": dim},
+    )]
+    return rows
+
+
+def _scale_case(st: Settings) -> list[Row]:
+    """1M x 1M x 256 on a GPU: throughput vs the chunked matmul alone, memory vs the chunk."""
+    from mmbench.metrics import retrieval_metrics
+
+    device = st.device
+    n, dim, chunk = 1_000_000, 256, 4096
+    gen = torch.Generator(device=device).manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(n, dim, generator=gen, device=device), dim=1)
+    cap = torch.nn.functional.normalize(img + 0.5 * torch.randn(n, dim, generator=gen, device=device), dim=1)
+    index = torch.arange(n, device=device)
+    buf = torch.empty(chunk, n, device=device)
+
+    def bare():
+        for s in range(0, n, chunk):
+            e = min(s + chunk, n)
+            torch.mm(cap[s:e], img.T, out=buf[: e - s])
+
+    t_bare, _, _ = timed(bare, device)
+    del buf
+    torch.cuda.empty_cache()
+    t_mm, got, peak = timed(lambda: retrieval_metrics(img, cap, index, ks=KS, chunk_size=chunk, device=device), device, memory=True)
+    # the chunk's scores (float32) and comparison mask (bool), plus normalised copies of the inputs
+    bound_mb = (chunk * n * (4 + 1) + 2 * n * dim * 4 + max(KS) * n * 4 * 3) / 2**20
+    flops = 2.0 * n * n * dim
+    return [Row(
+        "2", f"retrieval at scale, {n:,} x {n:,} x {dim} (chunk {chunk})", t_mm, t_bare, "chunked matmul alone", "s",
+        ">= 0.5x matmul throughput; memory ~ chunk", (t_bare / t_mm >= 0.5) and peak <= 1.25 * bound_mb, None, peak,
+        f"{flops / t_mm / 1e12:.1f} vs {flops / t_bare / 1e12:.1f} TFLOP/s; peak {peak:,.0f} MiB vs chunk bound {bound_mb:,.0f} MiB",
+        {"recalls": got, "chunk_size": chunk, "memory_bound_mb": bound_mb, "tflops": flops / t_mm / 1e12,
+         "matmul_tflops": flops / t_bare / 1e12},
+    )]
+
+
+def run(st: Settings) -> list[Row]:
+    rows: list[Row] = []
+    try:
+        rows += _coco_case(st)
+    except Exception as exc:  # noqa: BLE001
+        rows.append(error_row("2", "retrieval recall@k (COCO size)", exc))
+    if st.cuda and not st.quick:
+        try:
+            rows += _scale_case(st)
+        except Exception as exc:  # noqa: BLE001
+            rows.append(error_row("2", "retrieval at scale", exc))
+    elif not st.tiny:
+        rows.append(Row("2", "retrieval at scale, 1,000,000 x 1,000,000 x 256", None, None, "chunked matmul alone",
+                        target=">= 0.5x matmul throughput; memory ~ chunk", notes="GPU only: run `python -m benchmarks --device cuda`"))
+    return rows
