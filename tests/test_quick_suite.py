@@ -2,13 +2,25 @@
 
 import json
 
+import pytest
+import torch
+
 from typer.testing import CliRunner
 
 from mmbench.cli import app
 from mmbench.leaderboard import load_entries
 
 
-def test_reproduce_quick_suite_end_to_end(tmp_path, monkeypatch):
+@pytest.fixture
+def one_thread():
+    """Tiny models: thread start-up costs more than it saves on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_reproduce_quick_suite_end_to_end(tmp_path, monkeypatch, one_thread):
     monkeypatch.chdir(tmp_path)
     args = ["reproduce", "--suite", "quick", "--seeds", "0", "--seeds", "1", "--no-progress",
             "--set", "epochs=2", "--set", "dataset_options.n_samples=300", "--set", "embed_dim=8", "--set", "hidden_dim=16"]
