@@ -261,8 +261,13 @@ def reproduce(
     no_progress: bool = typer.Option(False, "--no-progress"),
     write_reference: Optional[Path] = typer.Option(
         None, "--write-reference", help="Record this run's mean/std per metric as the reference in this JSON file."),
+    threads: int = typer.Option(1, "--threads", help="CPU threads for torch (the baselines are small: one thread "
+                                "avoids thread start-up costs that dominate on small CPUs; raise it for big models)."),
 ) -> None:
     """Train, evaluate and rank a suite of baselines; check each against the measured reference."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
     from mmbench.leaderboard import load_entries, rank, render
     from mmbench.reproduce import load_suite, run_grid
 
