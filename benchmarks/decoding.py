@@ -3,7 +3,8 @@
 * mmbench side: :func:`decode_batch` -- read the files, then ``torchvision.io.decode_jpeg`` on
   the whole list (nvJPEG batched decode on a GPU); on a CPU the list is decoded by a thread
   pool (libjpeg-turbo releases the GIL), one thread per core.
-* reference: PIL one image at a time, ``Image.open(p).convert("RGB")`` to a CHW uint8 tensor.
+* reference: PIL one image at a time, ``Image.open(p).convert("RGB")`` to a CHW uint8 tensor
+  (``torchvision.transforms.functional.pil_to_tensor``).
 
 Both produce full-resolution RGB uint8 (grayscale images expanded to 3 channels). Exactness on
 the CPU: every image identical to PIL's (both use libjpeg-turbo); on a GPU nvJPEG's IDCT and
@@ -17,7 +18,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from benchmarks import Row, Settings, interleaved
@@ -45,11 +45,12 @@ def decode_batch(paths: Sequence[str | os.PathLike], device: str = "cpu", thread
 
 def decode_pil(paths: Sequence[str | os.PathLike]) -> list[torch.Tensor]:
     from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor
 
     out = []
     for p in paths:
         with Image.open(p) as im:
-            out.append(torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1))
+            out.append(pil_to_tensor(im.convert("RGB")))
     return out
 
 

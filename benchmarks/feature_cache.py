@@ -29,7 +29,7 @@ def _avmnist(st: Settings) -> Row:
     from mmbench.datasets.avmnist import AVMNISTDataset
 
     cache_dir = st.work_dir / "cache-avmnist"
-    n = st.pick(None, 500, 40)
+    n = st.pick(None, None, 40)
     make = lambda: AVMNISTDataset(st.data_dir, cache_dir=str(cache_dir))  # noqa: E731
     recs = make()._recordings()
     recs = recs if n is None else recs[:: max(1, len(recs) // n)][:n]
@@ -55,7 +55,7 @@ def _mosi(st: Settings) -> Row:
     splits = ("train", "val", "test") if n is None else ("train",)
 
     def load():
-        ds = MOSIDataset(st.data_dir, cache_dir=str(cache_dir), max_samples=n, encode_device="cpu")
+        ds = MOSIDataset(st.data_dir, cache_dir=str(cache_dir), max_samples=n)
         return {s: ds.load_split(s) for s in splits}
 
     with PeakMemory("cpu") as mem:

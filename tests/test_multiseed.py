@@ -49,7 +49,7 @@ def _assert_same_run(vec, one, loss_tol=1e-5):
 def test_vectorised_seeds_match_one_by_one(fusion):
     cfg = TrainConfig(task="synthetic-synergy", fusion=fusion, **FAST, **NO_DROPOUT)
     seeds = [0, 3]
-    vec = train_seeds(cfg, seeds)
+    vec = train_seeds(cfg, seeds, vectorize=True)
     for s, v in zip(seeds, vec):
         one = train(TrainConfig(**{**cfg.to_dict(), "seed": s}), progress=False)
         _assert_same_run(v, one)
@@ -61,7 +61,7 @@ def test_modality_dropout_and_early_stopping_match():
     cfg = TrainConfig(task="synthetic-unique", fusion="concat", modality_dropout=0.3, patience=1,
                       **{**FAST, "epochs": 6}, **NO_DROPOUT)
     seeds = [1, 2, 5]
-    vec = train_seeds(cfg, seeds)
+    vec = train_seeds(cfg, seeds, vectorize=True)
     for s, v in zip(seeds, vec):
         one = train(TrainConfig(**{**cfg.to_dict(), "seed": s}), progress=False)
         _assert_same_run(v, one)
@@ -89,7 +89,7 @@ def test_cnn_encoders_with_vmap_match():
                       device="cpu", dropout=0.0, fusion_options={"dropout": 0.0},
                       encoders={"image": {"channels": 16, "blocks": 2}, "audio": {"channels": 16, "blocks": 2}})
     seeds = [0, 1]
-    vec = train_seeds(cfg, seeds, splits=splits)
+    vec = train_seeds(cfg, seeds, splits=splits, vectorize=True)
     for s, v in zip(seeds, vec):
         one = train(TrainConfig(**{**cfg.to_dict(), "seed": s}), progress=False, splits=splits)
         _assert_same_run(v, one)
@@ -122,7 +122,7 @@ def test_per_seed_clipping_equals_clip_grad_norm():
 def test_run_folders_are_written(tmp_path):
     cfg = TrainConfig(task="synthetic-redundant", fusion="concat", **{**FAST, "epochs": 2})
     dirs = [tmp_path / "s0", tmp_path / "s1"]
-    results = train_seeds(cfg, [0, 1], out_dirs=dirs)
+    results = train_seeds(cfg, [0, 1], out_dirs=dirs, vectorize=True)
     for d, r in zip(dirs, results):
         for name in ("config.json", "log.jsonl", "best.safetensors", "metrics.json"):
             assert (d / name).exists(), name

@@ -100,8 +100,8 @@ __all__ = [
 ]
 
 # Calibrated defaults (docs/datasets.md, "AV-MNIST").
-DEFAULT_IMAGE_PCA_REMOVE = 40
-DEFAULT_AUDIO_SNR_DB = -10.0
+DEFAULT_IMAGE_PCA_REMOVE = 175
+DEFAULT_AUDIO_SNR_DB = -12.75
 
 SAMPLE_RATE = 8000
 N_MELS = 112

@@ -175,16 +175,23 @@ def train_seeds(
     splits: dict[str, Split] | None = None,
     out_dirs: Sequence[str | Path] | None = None,
     progress: bool = False,
-    compile: bool | None = None,
+    compile: bool | str | None = None,
     on_epoch: Callable[[int], None] | None = None,
+    vectorize: bool | None = None,
 ) -> list[TrainResult]:
     """Train `cfg` once per seed in `seeds`, all seeds at once; one TrainResult per seed, in order.
 
-    ``cfg.seed`` is ignored (each result's ``config.seed`` is its seed). ``compile`` (default:
-    ``cfg.compile``) wraps the vectorised forward pass in ``torch.compile``. ``out_dirs``, one per
-    seed, receive the run files (see the module docstring). ``on_epoch(epoch)`` is called after
-    each epoch's validation (benchmarks time epochs with it). ``seconds`` of each result is the
-    wall time of the whole call divided by the number of seeds.
+    ``cfg.seed`` is ignored (each result's ``config.seed`` is its seed). ``vectorize`` (default:
+    on CUDA only) picks the vmapped path; without it the seeds are trained one after the other
+    by :func:`~mmbench.training.trainer.train` itself. On a CPU the vmapped path is slower than
+    that (vmap turns each convolution into a grouped one and adds layout copies around it, and
+    a CPU is compute-bound anyway; see benchmarks/RESULTS.md), on a GPU it is what fills the
+    device. ``compile`` (default: ``cfg.compile``) wraps the vectorised loss in ``torch.compile``;
+    a string is used as the compile mode (``"reduce-overhead"`` adds CUDA graphs on a GPU).
+    ``out_dirs``, one per seed, receive the run files (see the module docstring).
+    ``on_epoch(epoch)`` is called after each epoch's validation (benchmarks time epochs with
+    it; vectorised path only). ``seconds`` of each result is the wall time of the whole call
+    divided by the number of seeds.
     """
     started = time.perf_counter()
     seeds = [int(s) for s in seeds]
@@ -201,6 +208,13 @@ def train_seeds(
     amp = _autocast_dtype(cfg.precision, device)
     if splits is None:
         splits = _load_splits(cfg, spec)
+    if vectorize is None:
+        vectorize = device.type == "cuda"
+    if not vectorize:
+        from mmbench.training.trainer import train
+
+        return [train(replace(cfg, seed=s), out_dirs[i] if out_dirs is not None else None, progress=progress, splits=splits)
+                for i, s in enumerate(seeds)]
     train_split, val_split, test_split = splits["train"], splits["validation"], splits["test"]
     k = len(seeds)
     cfgs = [replace(cfg, seed=s) for s in seeds]
@@ -213,7 +227,9 @@ def train_seeds(
     assert model_config is not None
     stacked = StackedModels(models, device)
     del models
-    opt = torch.optim.AdamW(stacked.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused AdamW on CUDA: one kernel for all stacked parameters (elementwise, so per seed)
+    opt = torch.optim.AdamW(stacked.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            **({"fused": True} if device.type == "cuda" else {}))
     loss_fn = _loss_fn(spec.target.type)
     batched_loss = torch.func.vmap(loss_fn)
     mod_dropout = ModalityDropout(cfg.modality_dropout) if cfg.modality_dropout > 0 else None
@@ -224,7 +240,10 @@ def train_seeds(
         out = stacked._fn(False)(params, buffers, mods, present, lengths)
         return batched_loss(out, targets)
 
-    step_fn = torch.compile(step_losses) if use_compile else step_losses
+    if use_compile:
+        step_fn = torch.compile(step_losses, mode=use_compile if isinstance(use_compile, str) else None)
+    else:
+        step_fn = step_losses
 
     data = train_split.to(device)
     val_on = val_split.to(device)
@@ -281,7 +300,8 @@ def train_seeds(
                 improved_any.append(i)
             else:
                 stale[i] += 1
-            histories[i].append({"epoch": epoch, "train_loss": train_loss[i], "val": metrics, "best": improved})
+            histories[i].append({"epoch": epoch, "train_loss": train_loss[i], "val": metrics, "best": improved,
+                                 "samples_seen": [count], "samples_unique": n})
         if improved_any:
             best_state = _update_best(best_state, stacked, improved_any)
         bar.advance(1, f"epoch {epoch}")

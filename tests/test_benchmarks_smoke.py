@@ -1,0 +1,42 @@
+"""Smoke run of the benchmark suite (`python -m benchmarks --quick --tiny`): every case
+completes and every exactness check holds. Timings are not checked (they depend on the machine
+and its load); `--tiny` shrinks every case so the whole run takes well under a minute."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests._datapaths import REPO, real_data_root
+
+CASE_IDS = {"1", "2", "3", "4", "5", "6"}
+
+
+@pytest.mark.timeout(300)
+def test_quick_tiny_run_completes_with_exact_results(tmp_path):
+    data = real_data_root()
+    out = tmp_path / "tmp.json"
+    env = dict(os.environ, MMBENCH_DATA=str(data), MMBENCH_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--tiny", "--device", "cpu", "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=290)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert report["exactness_ok"] is True
+    assert {r["case"] for r in rows} == CASE_IDS
+    errors = [r for r in rows if r["notes"].startswith("ERROR")]
+    assert not errors, errors
+    # every case that has an exactness check ran it and it held
+    checked = {r["case"] for r in rows if r["exact"] is not None}
+    assert checked >= {"1", "2", "3", "4", "5"}, checked
+    assert all(r["exact"] for r in rows if r["exact"] is not None)
+    # the table went to stdout, the machine description into the JSON
+    assert "ratio" in proc.stdout and "case" in proc.stdout
+    for key in ("cpu", "versions", "load_average", "date"):
+        assert key in report["machine"]
+    by_name = {r["name"]: r for r in rows}
+    assert any(name.startswith("train concat") for name in by_name)
+    assert "reproduce: vectorised == one by one" in by_name
+    assert all(r["mmbench_s"] is None or r["mmbench_s"] > 0 for r in rows)
