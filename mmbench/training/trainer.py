@@ -68,7 +68,7 @@ from mmbench.io import (
 )
 from mmbench.masks import ModalityDropout
 from mmbench.models.model import MultimodalModel, describe_inputs
-from mmbench.taskdata import load_task_split, task_dataset
+from mmbench.taskdata import load_task_split, task_dataset, with_dataset_options
 from mmbench.tasks import TaskSpec, get_task
 
 CHECKPOINT_FORMAT = "mmbench-checkpoint-v1"
@@ -496,8 +496,7 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
     device = _ddp_device(cfg.device) if ctx.active else resolve_device(cfg.device)
     amp = _autocast_dtype(cfg.precision, device)
     if splits is None:
-        if cfg.dataset_options:
-            spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"options": spec.dataset.options | cfg.dataset_options})})
+        spec = with_dataset_options(spec, cfg.dataset_options)
         dataset = task_dataset(spec, cfg.data_dir)
         splits = {role: load_task_split(spec, role, cfg.data_dir, dataset) for role in ("train", "validation", "test")}
     train_split, val_split, test_split = splits["train"], splits["validation"], splits["test"]
