@@ -40,6 +40,7 @@ class Settings:
     data_dir: Path | None = None
     work_dir: Path | None = None  # scratch space (caches, predictions files)
     log: Callable[[str], None] = print
+    fusions: tuple[str, ...] = ("concat", "attention", "gnn")  # case 1's fusions
 
     @property
     def size(self) -> str:

@@ -128,3 +128,22 @@ def test_run_folders_are_written(tmp_path):
             assert (d / name).exists(), name
         assert json.loads((d / "metrics.json").read_text())["test"] == r.test_metrics
         assert len((d / "log.jsonl").read_text().splitlines()) == 2
+
+
+def test_compiled_vectorised_step_matches_eager():
+    # the dynamo trace through vmap + functional_call (AOTAutograd for the backward pass); the
+    # "aot_eager" backend keeps it to seconds -- inductor and CUDA graphs are exercised by
+    # `python -m benchmarks --device cuda`
+    cfg = TrainConfig(task="synthetic-redundant", fusion="concat", **{**FAST, "epochs": 2}, **NO_DROPOUT)
+    eager = train_seeds(cfg, [0, 1], vectorize=True)
+    compiled = train_seeds(TrainConfig(**{**cfg.to_dict(), "compile": True, "compile_backend": "aot_eager"}), [0, 1],
+                           vectorize=True)
+    for a, b in zip(eager, compiled):
+        _assert_same_run(b, a)
+
+
+def test_default_on_cpu_is_the_trainer_itself():
+    cfg = TrainConfig(task="synthetic-redundant", fusion="concat", **{**FAST, "epochs": 1})
+    got = train_seeds(cfg, [4])[0]
+    want = train(TrainConfig(**{**cfg.to_dict(), "seed": 4}), progress=False)
+    assert got.history == want.history and got.test_metrics == want.test_metrics

@@ -46,8 +46,8 @@ from mmbench.errors import MMBenchError
 from mmbench.evaluation.evaluator import evaluate_conditions, outputs_to_predictions, predict, score
 from mmbench.masks import ModalityDropout
 from mmbench.models.model import MultimodalModel
-from mmbench.tasks import get_task
 from mmbench.taskdata import load_task_split, task_dataset
+from mmbench.tasks import get_task
 from mmbench.training.trainer import (
     TrainConfig,
     TrainResult,
@@ -59,7 +59,7 @@ from mmbench.training.trainer import (
     save_model,
 )
 
-__all__ = ["train_seeds", "StackedModels"]
+__all__ = ["StackedModels", "train_seeds"]
 
 
 class StackedModels:
@@ -241,7 +241,9 @@ def train_seeds(
         return batched_loss(out, targets)
 
     if use_compile:
-        step_fn = torch.compile(step_losses, mode=use_compile if isinstance(use_compile, str) else None)
+        backend = getattr(cfg, "compile_backend", "inductor")
+        mode = use_compile if isinstance(use_compile, str) and backend == "inductor" else None
+        step_fn = torch.compile(step_losses, backend=backend, mode=mode)
     else:
         step_fn = step_losses
 
@@ -267,7 +269,7 @@ def train_seeds(
         torch.manual_seed(seeds[0] * 1_000_003 + epoch)  # dropout masks: reproducible, not per-seed
         perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(data.targets.device)
         stacked.train()
-        total = torch.zeros(k, dtype=torch.float64, device=device)
+        total = torch.zeros(k, dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
         count = 0
         for start in range(0, n, cfg.batch_size):
             index = perms[:, start : start + cfg.batch_size]
@@ -283,7 +285,7 @@ def train_seeds(
             if cfg.max_grad_norm:
                 stacked.clip_grad_norm_(cfg.max_grad_norm)
             opt.step()
-            total += losses.detach().double() * b
+            total += losses.detach().to(total.dtype) * b  # no host sync per step
             count += b
         train_loss = (total / max(count, 1)).tolist()
 
@@ -361,9 +363,9 @@ def _modality_dropout(drop: ModalityDropout, mods, present, lengths, targets, ge
 
 
 def _write_run(result: TrainResult) -> None:
-    from mmbench.io import atomic_write_json, atomic_write_text
-
     import json
+
+    from mmbench.io import atomic_write_json, atomic_write_text
 
     run_dir = result.run_dir
     assert run_dir is not None
