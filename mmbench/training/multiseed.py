@@ -49,6 +49,7 @@ from mmbench.models.model import MultimodalModel
 from mmbench.taskdata import load_task_split, task_dataset
 from mmbench.tasks import get_task
 from mmbench.training.trainer import (
+    EpochProgress,
     TrainConfig,
     TrainResult,
     _autocast_dtype,
@@ -260,7 +261,7 @@ def train_seeds(
     y_val = val_split.targets.cpu().numpy()
     ids = [""] * cfg.batch_size  # Batch length for ModalityDropout
 
-    bar = _Progress(progress, cfg.epochs, f"{spec.name} {cfg.fusion} seeds {','.join(map(str, seeds))}")
+    bar = EpochProgress(progress, cfg.epochs, f"{spec.name} {cfg.fusion} seeds {','.join(map(str, seeds))}")
     for epoch in range(cfg.epochs):
         active = [stale[i] < cfg.patience for i in range(k)]
         if not any(active):
@@ -376,23 +377,3 @@ def _write_run(result: TrainResult) -> None:
     save_model(run_dir / "best.safetensors", result.model, result.model_config, {"epoch": str(result.best_epoch)})
     atomic_write_json(run_dir / "metrics.json", {"best_epoch": result.best_epoch, "validation": result.val_metrics,
                                                  "test": result.test_metrics, "seconds": result.seconds})
-
-
-class _Progress:
-    def __init__(self, enabled: bool, total: int, label: str):
-        self._p = None
-        if enabled:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
-                               TimeElapsedColumn(), transient=True)
-            self._p.start()
-            self._task = self._p.add_task(label, total=total, status="")
-
-    def advance(self, k: int, status: str = "") -> None:
-        if self._p is not None:
-            self._p.update(self._task, advance=k, status=status)
-
-    def close(self) -> None:
-        if self._p is not None:
-            self._p.stop()

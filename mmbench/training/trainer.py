@@ -558,7 +558,7 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
 
     n = len(data)
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64
-    bar = _progress(progress and ctx.is_main, cfg.epochs, f"{spec.name} {cfg.fusion} seed {cfg.seed}")
+    bar = EpochProgress(progress and ctx.is_main, cfg.epochs, f"{spec.name} {cfg.fusion} seed {cfg.seed}")
     bar.advance(start_epoch)
     for epoch in range(start_epoch, cfg.epochs):
         if stale >= cfg.patience:
@@ -663,7 +663,9 @@ def _write_epoch(run_dir, cfg, model, model_config, opt, record, history, best_s
                                 "stale": stale, "world_size": world, "history": history}),
     }
     _save_checked(run_dir / "last.safetensors", tensors, meta)
-class _progress:
+
+
+class EpochProgress:
     """A rich progress bar over epochs (silent when disabled or not a terminal)."""
 
     def __init__(self, enabled: bool, total: int, label: str):
