@@ -2,7 +2,8 @@
 
 * AV-MNIST spectrograms: the loader's spectrogram build (read the FSDD wavs, noise, 112-bin
   log-mel) through its cache; cold = empty cache folder, warm = a new dataset object on the
-  same folder. Both include fingerprinting the recordings (the cache key).
+  same folder. Both include the cache key, the recordings' content fingerprint: cold hashes
+  every wav, warm finds it in the cache's stat memo (``FeatureCache.files_fingerprint``).
 * MOSI text features: ``MOSIDataset(...).load_split`` with the frozen all-MiniLM-L6-v2 text
   encoder; cold includes loading the encoder and encoding every transcript, warm reads the
   cached features. Both include reading the label files.

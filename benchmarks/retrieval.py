@@ -124,8 +124,8 @@ def _scale_case(st: Settings) -> list[Row]:
     buf = None  # noqa: F841
     torch.cuda.empty_cache()
     t_mm, got, peak = timed(lambda: retrieval_metrics(img, cap, index, ks=KS, chunk_size=chunk, device=device), device, memory=True)
-    # O(chunk): a few chunk-sized score blocks (scores, the running top-k concatenated with
-    # them, the comparison mask) plus normalised copies of the inputs -- never n x n
+    # O(chunk): a few chunk-sized blocks (the scores, the comparison mask, its int16 row
+    # counts) plus normalised copies of the inputs -- never n x n
     chunk_mb = chunk * n * 4 / 2**20
     inputs_mb = 2 * n * dim * 4 / 2**20
     bound_mb = 3 * chunk_mb + inputs_mb

@@ -12,6 +12,10 @@ version), so changing any of them simply addresses a different entry.
   then load it).
 
 Root directory: the constructor argument, else ``$MMBENCH_CACHE``, else ``~/.cache/mmbench``.
+
+:meth:`FeatureCache.files_fingerprint` gives the content fingerprint of input files for a key
+(:func:`mmbench.io.fingerprint_files`' digest) and memoises it under ``<root>/fingerprints/`` by
+the files' stat identity, so a warm load does not read and hash every input again.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +46,12 @@ _META_NAMESPACE = "mmbench.namespace"
 _META_VERSION = "mmbench.version"
 _META_CREATED = "mmbench.created"
 _RESERVED_PREFIX = "mmbench."
+
+_FINGERPRINT_DIR = "fingerprints"  # memo of files_fingerprint; never a 2-hex-digit entry folder
+_FINGERPRINT_MEMO_VERSION = 1
+#: Files modified this recently (ns) before being hashed are not memoised: a second write within
+#: one timestamp tick (2 s on FAT, 1 s on some network file systems) could leave their stat unchanged.
+_RACY_NS = 2_000_000_000
 
 
 class CacheWarning(UserWarning):
@@ -138,6 +149,60 @@ class FeatureCache:
     def lock_path_for(self, key: str) -> Path:
         self._check_key(key)
         return self.root / key[:2] / f"{key}.lock"
+
+    # -- input fingerprints ----------------------------------------------------------------------
+
+    def files_fingerprint(
+        self, paths: str | os.PathLike | Iterable[str | os.PathLike], root: str | os.PathLike | None = None
+    ) -> str:
+        """:func:`mmbench.io.fingerprint_files` of ``paths`` (a content digest: keys made from it
+        identify the exact bytes), memoised by the files' stat identity so that a warm load does
+        not read and hash unchanged files again (2,500 FSDD wavs: 5-20 ms instead of ~100 ms).
+
+        The memo maps the absolute paths, ``root`` and every file's (size, mtime_ns, ctime_ns,
+        inode, device) to the digest. Trade-off: a content change that keeps all of these goes
+        unseen. Writing a file sets its mtime and ctime to now, and ctime cannot be set back
+        (restoring an mtime with utime sets ctime), so that takes a clock set back or a
+        file-system-level edit; as in git's index, files modified within 2 s of being hashed are
+        not memoised, since a second write inside one coarse timestamp tick would keep the stat.
+        Touching, copying or moving files costs one re-hash, never a rebuild. Directories in
+        ``paths`` are hashed every time (no memo).
+        """
+        from mmbench.io import fingerprint_files
+
+        items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        started = time.time_ns()
+        names = sorted({os.path.abspath(os.fspath(p)) for p in items})
+        lines = [os.path.abspath(root) if root is not None else "", f"{len(names)}"]
+        newest = 0
+        try:
+            for name in names:
+                st = os.stat(name)
+                if not stat.S_ISREG(st.st_mode):
+                    return fingerprint_files(items, root)
+                lines.append(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}")
+                newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+        except OSError:
+            return fingerprint_files(items, root)  # raises its DataError for a missing file
+        memo_key = hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+        memo = self.root / _FINGERPRINT_DIR / memo_key[:2] / f"{memo_key}.json"
+        try:
+            rec = json.loads(memo.read_text(encoding="utf-8"))
+            digest = rec["fingerprint"] if rec.get("version") == _FINGERPRINT_MEMO_VERSION else None
+            if isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+                return digest
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            pass  # no memo yet, or an unreadable one: hash the contents and (re)write it
+        digest = fingerprint_files(items, root)
+        if newest < started - _RACY_NS:
+            from mmbench.io import atomic_write_text
+
+            try:
+                atomic_write_text(memo, json.dumps({"version": _FINGERPRINT_MEMO_VERSION, "fingerprint": digest,
+                                                    "files": len(names)}))
+            except OSError:
+                pass  # a read-only cache still works, only without the memo
+        return digest
 
     # -- load / save ---------------------------------------------------------------------------
 

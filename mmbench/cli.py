@@ -82,16 +82,24 @@ def fusions(as_json: bool = typer.Option(False, "--json")) -> None:
         typer.echo(f"{r['name']:<12} {r['description']}")
 
 
-def _dataset_or_task(name: str, data_dir: Optional[Path]):
-    """A dataset by registry name, or the dataset (with its options) that a task uses."""
+def _dataset_or_task(name: str, data_dir: Optional[Path], options: Optional[dict[str, Any]] = None):
+    """A dataset by registry name, or the dataset (with its options) that a task uses;
+    `options` are laid over either."""
     from mmbench.datasets.base import load_dataset
+    from mmbench.errors import SpecError
     from mmbench.registry import DATASETS
     from mmbench.tasks import get_task, task_names
 
+    base: dict[str, Any] = {}
     if name not in DATASETS and name in task_names():
         spec = get_task(name)
-        return load_dataset(spec.dataset.name, data_dir, **spec.dataset.options)
-    return load_dataset(name, data_dir)
+        name, base = spec.dataset.name, dict(spec.dataset.options)
+    if not options:
+        return load_dataset(name, data_dir, **base)
+    try:
+        return load_dataset(name, data_dir, **(base | options))
+    except TypeError as exc:  # a keyword the loader does not take
+        raise SpecError(f"dataset {name!r}: bad option in --set ({exc})") from None
 
 
 @data_app.command("info")
@@ -146,10 +154,14 @@ def data_prepare(
     dataset: str = typer.Argument(..., help="Dataset or task name."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
     download: bool = typer.Option(False, "--download", help="Fetch the official files (SHA-256 checked, resumable)."),
+    mirror: Optional[str] = typer.Option(None, "--mirror", help="With --download: fetch from this mirror, which "
+                                         "replaces scheme and host of each official URL, keeping the path "
+                                         "(default $MMBENCH_DOWNLOAD_MIRROR)."),
+    set_: list[str] = typer.Option([], "--set", help="Dataset option key=value (repeatable), e.g. mnist=idx."),
 ) -> None:
     """Verify a dataset's inputs and build its derived files (spectrograms, encoded features)."""
-    ds = _dataset_or_task(dataset, data_dir)
-    for key, value in ds.prepare(download=download).items():
+    ds = _dataset_or_task(dataset, data_dir, _overrides(set_))
+    for key, value in ds.prepare(download=download, mirror=mirror).items():
         typer.echo(f"  {key}: {value}")
     typer.echo(f"dataset {ds.name} ready under {ds.root}")
 

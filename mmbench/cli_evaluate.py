@@ -26,7 +26,8 @@ def evaluate(
                                                     "or score_0..score_{C-1}); .npz embeddings for retrieval. Runs no code."),
     model: Optional[str] = typer.Option(None, "--model", "-m",
                                         help="'baseline' (with --weights), 'path/to/file.py:build' (run isolated) or a "
-                                             "torch.export 'model.pt2'."),
+                                             "torch.export 'model.pt2'. Retrieval: the model has encode_image and "
+                                             "encode_text (a .pt2: two programs of those names)."),
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="safetensors weights for --model."),
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Submission name (default: the file's stem)."),
     conditions: list[str] = typer.Option([], "--conditions", "-c",
@@ -37,7 +38,8 @@ def evaluate(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
     timeout: float = typer.Option(600.0, "--timeout", help="Wall-clock seconds a sandboxed model may run."),
     memory_mb: int = typer.Option(8192, "--memory-mb", help="Address-space limit of a sandboxed model (MB; CPU only)."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Batch size for sandboxed models."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Batch size for sandboxed models (rows per encoder call "
+                                                               "for retrieval)."),
     resamples: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CI (0 = none)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result JSON."),
 ) -> None:

@@ -5,6 +5,11 @@ HTTP ``Range`` request.  Only after the whole body has arrived (and its SHA-256 
 given) is the ``.part`` renamed to ``dest`` with :func:`os.replace`, so a half-written file is never
 found under its final name.  A checksum mismatch deletes the ``.part`` (its bytes are wrong, so
 resuming it would be pointless); an interrupted transfer keeps it so the next call resumes.
+
+``download_all(entries, root, mirror=...)`` fetches a dataset's declared files: an entry with
+``extract`` is an archive, unpacked safely by :mod:`mmbench.archive` and then deleted (its
+marker makes a second run a no-op without any request). A mirror (``--mirror`` or
+``$MMBENCH_DOWNLOAD_MIRROR``) replaces the scheme and host of every URL, keeping the path.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ from typing import Any
 from mmbench.errors import DataError, SpecError
 from mmbench.io import safe_join, sha256_file
 
-__all__ = ["download", "download_all"]
+__all__ = ["MIRROR_ENV", "download", "download_all", "mirror_url"]
 
 _ALLOWED_SCHEMES = ("http", "https", "file")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+MIRROR_ENV = "MMBENCH_DOWNLOAD_MIRROR"
+_ENTRY_KEYS = ("url", "path", "sha256", "extract", "strip", "members")
 _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.I)
 
 
@@ -284,29 +291,97 @@ def download(
     return dest
 
 
+def _check_mirror(mirror: str) -> str:
+    parts = urllib.parse.urlsplit(mirror)
+    if parts.scheme.lower() not in _ALLOWED_SCHEMES or (parts.scheme.lower() != "file" and not parts.netloc):
+        raise SpecError(f"download mirror {mirror!r} must be an http(s)://host[/prefix] or file:// URL "
+                        f"(from --mirror or ${MIRROR_ENV})")
+    if parts.query or parts.fragment:
+        raise SpecError(f"download mirror {mirror!r} must not have a query or fragment")
+    return mirror
+
+
+def mirror_url(url: str, mirror: str) -> str:
+    """``url`` with its scheme and host replaced by the mirror's, keeping the path (after the
+    mirror's own path, if any): ``https://a.org/x/y.zip`` + ``http://127.0.0.1:8000`` ->
+    ``http://127.0.0.1:8000/x/y.zip``."""
+    m = urllib.parse.urlsplit(_check_mirror(mirror))
+    u = urllib.parse.urlsplit(url)
+    path = u.path if u.path.startswith("/") else "/" + u.path
+    return urllib.parse.urlunsplit((m.scheme, m.netloc, m.path.rstrip("/") + path, u.query, ""))
+
+
+def _plan_entry(i: int, entry: Any, root: str | os.PathLike) -> dict[str, Any]:
+    """One manifest entry validated, with its destination (and extraction folder) resolved."""
+    from mmbench.archive import archive_format
+
+    if not isinstance(entry, Mapping):
+        raise SpecError(f"download entry #{i} must be a mapping with 'url' and 'path'")
+    missing = [k for k in ("url", "path") if not entry.get(k)]
+    if missing:
+        raise SpecError(f"download entry #{i} is missing {', '.join(repr(m) for m in missing)}")
+    unknown = sorted(set(entry) - set(_ENTRY_KEYS))
+    if unknown:
+        raise SpecError(f"download entry #{i} has unknown key {unknown[0]!r}; known: {', '.join(_ENTRY_KEYS)}")
+    url = str(entry["url"])
+    plan: dict[str, Any] = {"url": url, "dest": safe_join(root, entry["path"]),
+                            "sha256": _normalize_sha256(entry.get("sha256"), url), "extract": None}
+    if entry.get("extract") is None:
+        if entry.get("strip") or entry.get("members"):
+            raise SpecError(f"download entry #{i} ({url}): 'strip' and 'members' need 'extract'")
+        return plan
+    if archive_format(plan["dest"].name) is None:
+        raise SpecError(f"download entry #{i} ({url}): 'extract' needs a path ending in .zip, .tar, .tar.gz or .tgz")
+    if plan["sha256"] is None:
+        raise SpecError(f"download entry #{i} ({url}): an archive to extract needs its 'sha256'")
+    members = entry.get("members") or []
+    if isinstance(members, str) or not all(isinstance(m, str) and m for m in members):
+        raise SpecError(f"download entry #{i} ({url}): 'members' must be a list of glob patterns")
+    strip = str(entry.get("strip") or "").strip("/")
+    if strip:
+        safe_join(root, strip)  # refuses absolute paths and '..'
+    plan.update(extract=safe_join(root, entry["extract"]), strip=strip, members=list(members))
+    return plan
+
+
 def download_all(
     entries: Iterable[Mapping[str, Any]],
     root: str | os.PathLike,
     *,
+    mirror: str | None = None,
     resume: bool = True,
     timeout: float = 30,
     progress: bool = True,
 ) -> list[Path]:
-    """Download each ``{"url", "path", "sha256"?}`` entry to ``safe_join(root, path)``.
+    """Fetch each entry under ``root``; returns, per entry, the file (or extraction folder).
 
-    Entries are validated up front (missing keys, paths escaping ``root``) so a bad manifest fails
-    before any network traffic.  Returns the destination paths in order.
+    An entry is ``{"url", "path", "sha256"?}``, downloaded to ``safe_join(root, path)``; with
+    ``"extract": folder`` (plus optional ``"strip"`` and ``"members"``, see
+    :func:`mmbench.archive.extract_archive`) the verified archive is unpacked into
+    ``safe_join(root, folder)`` and deleted. An archive already extracted (same SHA-256 and
+    options, recorded in its marker) is skipped without a request. ``mirror`` (default
+    ``$MMBENCH_DOWNLOAD_MIRROR``) rewrites every URL with :func:`mirror_url`.
+
+    Entries and the mirror are validated up front (missing or unknown keys, paths escaping
+    ``root``, a bad mirror) so a bad manifest fails before any network traffic.
     """
-    planned: list[tuple[str, Path, str | None]] = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, Mapping):
-            raise SpecError(f"download entry #{i} must be a mapping with 'url' and 'path'")
-        missing = [k for k in ("url", "path") if not entry.get(k)]
-        if missing:
-            raise SpecError(f"download entry #{i} is missing {', '.join(repr(m) for m in missing)}")
-        url = str(entry["url"])
-        planned.append((url, safe_join(root, entry["path"]), _normalize_sha256(entry.get("sha256"), url)))
-    return [
-        download(url, dest, sha256=digest, resume=resume, timeout=timeout, progress=progress)
-        for url, dest, digest in planned
-    ]
+    from mmbench.archive import extract_archive, is_extracted
+
+    if mirror is None:
+        mirror = os.environ.get(MIRROR_ENV) or None
+    if mirror is not None:
+        _check_mirror(mirror)
+    planned = [_plan_entry(i, entry, root) for i, entry in enumerate(entries)]
+    out: list[Path] = []
+    for p in planned:
+        url = mirror_url(p["url"], mirror) if mirror else p["url"]
+        if p["extract"] is None:
+            out.append(download(url, p["dest"], sha256=p["sha256"], resume=resume, timeout=timeout, progress=progress))
+            continue
+        opts = {"strip": p["strip"], "members": p["members"]}
+        if not is_extracted(p["extract"], p["dest"].name, p["sha256"], **opts):
+            archive = download(url, p["dest"], sha256=p["sha256"], resume=resume, timeout=timeout, progress=progress)
+            extract_archive(archive, p["extract"], p["sha256"], **opts)
+            archive.unlink(missing_ok=True)
+        out.append(p["extract"])
+    return out

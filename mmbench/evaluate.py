@@ -153,7 +153,7 @@ def _clean_ci(spec: TaskSpec, y_true: np.ndarray, predictions: dict[str, np.ndar
     return {"clean": {spec.primary_metric: {k: float(v) for k, v in ci.items()}}}
 
 
-def retrieval_gallery(spec: TaskSpec, data_dir: Any = None) -> tuple[list[str], list[str], np.ndarray, str]:
+def retrieval_gallery(spec: TaskSpec, data_dir: Any = None, dataset: Any = None) -> tuple[list[str], list[str], np.ndarray, str]:
     """(image ids, caption ids, caption -> image index, dataset fingerprint) of a retrieval
     task's test split, from the dataset loader's labels-only gallery reader."""
     import importlib
@@ -161,7 +161,7 @@ def retrieval_gallery(spec: TaskSpec, data_dir: Any = None) -> tuple[list[str], 
     from mmbench.errors import SpecError
     from mmbench.taskdata import task_dataset
 
-    dataset = task_dataset(spec, data_dir)
+    dataset = task_dataset(spec, data_dir) if dataset is None else dataset
     split = spec.splits.test
     method = getattr(dataset, "load_retrieval_gallery", None)
     if callable(method):
@@ -244,7 +244,8 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
                    n_resamples: int = 1000) -> Result:
     """Score a submitted model under the task's conditions: `baseline` + safetensors weights
     (loaded in-process, nothing unpickled), or `file.py:factory` / `program.pt2` (run in a
-    separate, limited process by mmbench.sandbox). Writes nothing."""
+    separate, limited process by mmbench.sandbox). On a retrieval task the factory's model or
+    the .pt2 provides one encoder per modality (see `_evaluate_retrieval_model`). Writes nothing."""
     from mmbench.errors import SubmissionError
     from mmbench.models.model import describe_inputs
     from mmbench.submissions import Limits, check_name, parse_model_spec, submission_hash
@@ -254,7 +255,8 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
     check_name(name)
     limits = limits or Limits.from_env()
     if spec.target.type == "retrieval":
-        raise SubmissionError(f"task {spec.name!r} is a retrieval task: submit embeddings with --predictions FILE.npz")
+        return _evaluate_retrieval_model(spec, model_spec, weights, name, device, data_dir, conditions, sandbox_config,
+                                         limits)
     ms = parse_model_spec(model_spec, weights, limits)
     conds = _select_conditions(spec, conditions)
     dev = resolve_device(device)
@@ -300,4 +302,90 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
         robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
         efficiency=efficiency, dataset_fingerprint=dataset.fingerprint(), submission_hash=digest,
         device=str(dev), extra=extra,
+    )
+
+
+def retrieval_inputs(split: Split, caption_image_index: np.ndarray, n_images: int) -> dict[str, dict[str, Any]]:
+    """What a retrieval model encodes, in gallery order: one row per image (the image modality
+    of its first caption's sample; the split holds one sample per caption) and one per caption,
+    each with its presence mask and, for a sequence modality, its lengths."""
+    from mmbench.errors import DataError
+
+    missing = [m for m in ("image", "text") if m not in split.modalities]
+    if missing:
+        raise DataError(f"a retrieval split needs modalities image and text; split {split.name!r} has "
+                        f"{', '.join(split.modality_names)}")
+    index = np.asarray(caption_image_index, dtype=np.int64)
+    if len(split) != len(index) or not np.array_equal(split.targets.cpu().numpy(), index):
+        raise DataError(f"the dataset's split {split.name!r} does not match its retrieval gallery "
+                        f"({len(split)} samples, {len(index)} captions)")
+    rows, first = np.unique(index, return_index=True)
+    if not np.array_equal(rows, np.arange(n_images)):
+        raise DataError(f"{n_images - len(rows)} gallery image(s) have no caption")
+
+    def rows_of(m: str, at: torch.Tensor | None) -> dict[str, Any]:
+        pick = (lambda t: t) if at is None else (lambda t: t.index_select(0, at))
+        return {"x": pick(split.modalities[m]), "present": pick(split.present[m]),
+                "lengths": pick(split.lengths[m]) if m in split.lengths else None}
+
+    return {"image": rows_of("image", torch.from_numpy(first.astype(np.int64))), "text": rows_of("text", None)}
+
+
+def _permute(inputs: dict[str, Any], order: np.ndarray) -> dict[str, Any]:
+    idx = torch.from_numpy(order)
+    return {k: (v.index_select(0, idx) if v is not None else None) for k, v in inputs.items()}
+
+
+def _evaluate_retrieval_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, device: str, data_dir: Any,
+                              conditions: Any, sandbox_config: Any, limits: Any) -> Result:
+    """A retrieval model, run in the sandbox worker: ``encode_image(image[, present])`` on every
+    gallery image and ``encode_text(text[, present][, lengths])`` on every caption, in batches,
+    each returning ``[B, D]``. The embeddings pass the .npz checks and are scored like an .npz."""
+    from mmbench.errors import SubmissionError
+    from mmbench.metrics import retrieval_metrics
+    from mmbench.sandbox import SandboxConfig, run_retrieval_model
+    from mmbench.submissions import check_embeddings, check_retrieval_program, parse_model_spec, submission_hash
+    from mmbench.taskdata import load_task_split, task_dataset
+    from mmbench.training.trainer import resolve_device
+
+    if model_spec == "baseline":
+        raise SubmissionError(f"task {spec.name!r} is a retrieval task and mmbench trains no retrieval baseline, so there is "
+                              "no baseline checkpoint to load; submit a factory 'file.py:build' whose model has "
+                              "encode_image/encode_text, a .pt2 with programs encode_image and encode_text, or embeddings "
+                              "with --predictions FILE.npz")
+    ms = parse_model_spec(model_spec, weights, limits)
+    if ms.kind == "exported":
+        check_retrieval_program(ms.source)
+    if conditions and [c.name for c in _select_conditions(spec, conditions)] != ["clean"]:
+        raise SubmissionError(f"task {spec.name!r}: retrieval models are scored under the clean condition only")
+    dev = resolve_device(device)
+    dataset = task_dataset(spec, data_dir)
+    image_ids, caption_ids, cap_index, fingerprint = retrieval_gallery(spec, data_dir, dataset)
+    inputs = retrieval_inputs(load_task_split(spec, "test", data_dir, dataset), cap_index, len(image_ids))
+    # rows go out in a fresh random order: the gallery's order (captions grouped by image) would reveal the answers
+    rng = np.random.default_rng()
+    order = {m: rng.permutation(len(v["x"])) for m, v in inputs.items()}
+    out = run_retrieval_model(ms, spec, {m: _permute(v, order[m]) for m, v in inputs.items()}, str(dev),
+                              sandbox_config or SandboxConfig(), max_dim=limits.max_embedding_dim)
+    emb = {}
+    for m, sent in out.outputs.items():
+        emb[m] = np.empty_like(sent)
+        emb[m][order[m]] = sent
+    source = ms.source
+    absent = ~inputs["image"]["present"].cpu().numpy().astype(bool)
+    dim = check_embeddings(source, emb["image"], emb["text"], limits,
+                           labels=("model output for images", "model output for captions"),
+                           row_names=(image_ids, caption_ids), image_absent=absent)
+    allm = retrieval_metrics(torch.from_numpy(emb["image"]), torch.from_numpy(emb["text"]), torch.from_numpy(cap_index))
+    per_condition = {"clean": {m.name: float(allm[m.name]) for m in spec.metrics}}
+    _check_finite_metrics(per_condition, source)
+    digest, files = submission_hash(ms.files)
+    return make_result(
+        task=spec.name, name=name, kind="model", primary_metric=spec.primary_metric,
+        higher_is_better=spec.primary.higher_is_better, metrics=per_condition, confidence_intervals={},
+        robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
+        efficiency=out.efficiency, dataset_fingerprint=fingerprint, submission_hash=digest, device=str(dev),
+        extra={"model": ms.kind, "images": len(image_ids), "captions": len(caption_ids), "embedding_dim": dim,
+               "missing_images": int(absent.sum()), "submission_files": files, "sandbox_seconds": round(out.seconds, 3),
+               "conditions_not_evaluated": [c.name for c in spec.conditions() if c.name != "clean"]},
     )

@@ -355,17 +355,89 @@ def _embeddings(x: Any, name: str, device: Any, dtype: Any):
     return (t / norms[:, None]).contiguous()
 
 
-def _retrieval_pass(cap, img_t, idx, kmax, cs, buf, gt, own, t2i_rank, threads):
-    """One pass over caption chunks: fills `own` (own-image scores) and `t2i_rank` in place and
-    returns the min(kmax, n_captions) largest caption scores of every image, (<= kmax, n_img),
-    values in any order. `threads`: if set, the matrix products use that many threads and
-    everything else one (see retrieval_metrics)."""
+def _matmul_unit_roundoff(dtype) -> float:
+    """Unit roundoff of matrix products in `dtype` (float32 ones may run in TF32 or bfloat16)."""
+    import torch
+
+    u = torch.finfo(dtype).eps / 2
+    if dtype == torch.float32:
+        u = {"high": 2.0**-11, "medium": 2.0**-8}.get(torch.get_float32_matmul_precision(), u)
+    return u
+
+
+def _own_score_brackets(cap, img, idx, cs):
+    """Per image an interval [lo, hi] meant to contain the best score of its own captions as
+    the chunked matrix product will compute it, from a separately computed estimate.
+
+    Any dot product of length d computed in any order with unit roundoff u is within
+    gamma_d = d u / (1 - d u) times sum|a_k b_k| (<= about 1 for unit rows) of the exact value;
+    the bracket is the estimate +- twice the sum of both computations' bounds. retrieval_metrics
+    checks the bracket against the exact scores afterwards, so results never depend on this
+    bound, only the speed does. Infinite where the bound is useless (half precision)."""
+    import torch
+
+    n_img, d = img.shape
+    dtype, device = img.dtype, img.device
+    u_out = torch.finfo(dtype).eps / 2
+    est_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    u_mm, u_est = _matmul_unit_roundoff(dtype), torch.finfo(est_dtype).eps / 2
+    if d * u_mm >= 0.05:
+        inf = torch.full((n_img,), float("inf"), dtype=dtype, device=device)
+        return -inf, inf
+    gamma_mm, gamma_est = d * u_mm / (1 - d * u_mm), d * u_est / (1 - d * u_est)
+    err = 2 * (gamma_mm + gamma_est + u_out) + d * torch.finfo(dtype).tiny
+    best = torch.full((n_img,), float("-inf"), dtype=est_dtype, device=device)
+    for start in range(0, cap.shape[0], cs):
+        ic = idx[start : start + cs]
+        est = torch.linalg.vecdot(cap[start : start + cs].to(est_dtype), img.index_select(0, ic).to(est_dtype))
+        best.scatter_reduce_(0, ic, est, reduce="amax")
+    return (best - err).to(dtype), (best + err).to(dtype)
+
+
+def _count_true(mask, dim: int):
+    """Exact number of True values along `dim` (0 or 1) of a 2-D bool tensor, as int32.
+
+    Summing in uint8 over blocks of 255 rows (no overflow) and int16 along rows of at most
+    32,767 avoids casting every element to int32 first, which costs several times more."""
+    import torch
+
+    v = mask.view(torch.uint8)
+    if dim == 1:
+        return v.sum(dim=1, dtype=torch.int16 if v.shape[1] <= 32767 else torch.int32).to(torch.int32)
+    full = v.shape[0] // 255 * 255
+    out = v[full:].sum(dim=0, dtype=torch.uint8).to(torch.int32)
+    if full:
+        out += v[:full].view(-1, 255, v.shape[1]).sum(dim=1, dtype=torch.uint8).sum(dim=0, dtype=torch.int32)
+    return out
+
+
+def _merge_band(top, s, cols, lo, hi, kmax):
+    """Merge the scores of `s` inside [lo, hi] (per column) into the running top-kmax `top`,
+    whose columns `cols` (None: all) are the columns of `s`. Overwrites `s` (no chunk-sized copy)."""
+    import torch
+
+    out = s < lo
+    out |= s > hi
+    vals = s.masked_fill_(out, float("-inf"))
+    blk = vals.topk(min(kmax, vals.shape[0]), dim=0, sorted=False).values
+    if cols is None:
+        top.copy_(torch.cat([top, blk]).topk(kmax, dim=0, sorted=False).values)
+    else:
+        top[:, cols] = torch.cat([top[:, cols], blk]).topk(kmax, dim=0, sorted=False).values
+
+
+def _retrieval_pass(cap, img_t, idx, lo, hi, kmax, cs, buf, gt, flags, own, t2i_rank, threads):
+    """One pass over caption chunks. Fills `own` (own-image scores) and `t2i_rank` in place and
+    returns, per image, the number of captions scoring above `hi` and the (up to) kmax largest
+    caption scores inside [lo, hi] ((kmax, n_img), -inf where fewer, in any order). `gt`: a bool
+    and `flags` (or None) a float32 buffer of a chunk's shape. `threads`: if set, the matrix
+    products use that many threads (the caller set one for the rest)."""
     import torch
 
     n_cap, n_img = cap.shape[0], img_t.shape[1]
     dtype, device = buf.dtype, buf.device
-    top = None        # (<= kmax, n_img): the largest caption scores seen so far per image
-    thresh = None     # (n_img,): top's smallest row, once top holds kmax rows
+    above = torch.zeros(n_img, dtype=torch.int64, device=device)
+    top = torch.full((kmax, n_img), float("-inf"), dtype=dtype, device=device)
     for start in range(0, n_cap, cs):
         stop = min(start + cs, n_cap)
         b = stop - start
@@ -374,49 +446,45 @@ def _retrieval_pass(cap, img_t, idx, kmax, cs, buf, gt, own, t2i_rank, threads):
         s = torch.matmul(cap[start:stop], img_t, out=buf[:b])        # (b, n_img) scores
         if threads:
             torch.set_num_threads(1)
-        o = s.gather(1, idx[start:stop, None])                           # own-image scores
+        ic = idx[start:stop]
+        o = s.gather(1, ic[:, None])                                     # own-image scores
         own[start:stop] = o[:, 0]
         # text -> image: rank = number of images scoring strictly higher than the own one
-        g = torch.gt(s, o, out=gt[:b])
-        t2i_rank[start:stop] = g.view(torch.uint8).sum(dim=1, dtype=torch.int32)
-        # image -> text: keep the kmax largest caption scores of every image (values only)
-        if thresh is None:
-            blk = s.topk(min(kmax, b), dim=0, sorted=False).values
-            cand = blk if top is None else torch.cat([top, blk], dim=0)
-            top = cand.topk(min(kmax, cand.shape[0]), dim=0, sorted=False).values
-            if top.shape[0] == kmax:
-                thresh = top.amin(dim=0)
+        if flags is not None:  # 0/1 floats: their row sums are exact and cheaper than counting bools
+            t2i_rank[start:stop] = torch.gt(s, o, out=flags[:b]).sum(dim=1)
+        else:
+            t2i_rank[start:stop] = _count_true(torch.gt(s, o, out=gt[:b]), 1)
+        # image -> text: per image, the captions scoring >= lo other than its own ones (these
+        # are never above hi); usually few images have any, and only those are looked at
+        g = torch.ge(s, lo, out=gt[:b])
+        n_ge = _count_true(g, 0)
+        n_ge.index_add_(0, ic, (o[:, 0] >= lo[ic]).to(torch.int32), alpha=-1)
+        cols = n_ge.nonzero().squeeze(1)
+        if cols.numel() == 0:
             continue
-        # Only scores strictly above an image's current kmax-th best can change its top
-        # values (a score equal to it leaves the multiset of values unchanged). After the
-        # first chunks such scores are rare, so they are gathered sparsely.
-        m = torch.gt(s, thresh, out=gt[:b])
-        rows, cols = m.nonzero(as_tuple=True)
-        n_new = cols.numel()
-        if n_new == 0:
+        if cols.numel() * 8 <= n_img:
+            sub = s.index_select(1, cols)
+            n_hi = (sub > hi[cols]).sum(dim=0, dtype=torch.int32)
+            above.index_add_(0, cols, n_hi.to(torch.int64))
+            band = (n_ge[cols] > n_hi).nonzero().squeeze(1)              # others inside [lo, hi]
+            if band.numel():
+                bc = cols[band]
+                _merge_band(top, sub.index_select(1, band), bc, lo[bc], hi[bc], kmax)
             continue
-        if n_new * 8 >= b * n_img:  # dense: a top-k over the whole chunk is cheaper
-            blk = s.topk(kmax, dim=0, sorted=False).values if b > kmax else s
-            top = torch.cat([top, blk], dim=0).topk(kmax, dim=0, sorted=False).values
-            thresh = top.amin(dim=0)
-            continue
-        vals = s[rows, cols]
-        cols, order = torch.sort(cols, stable=True)
-        vals = vals[order]
-        ucols, counts = torch.unique_consecutive(cols, return_counts=True)
-        group = torch.repeat_interleave(torch.arange(ucols.numel(), device=device), counts)
-        pos = torch.arange(n_new, device=device) - (torch.cumsum(counts, 0) - counts)[group]
-        # one row per affected image: its current top values, then its new candidates
-        cand = torch.full((ucols.numel(), kmax + int(counts.max())), float("-inf"), dtype=dtype, device=device)
-        cand[:, :kmax] = top[:, ucols].t()
-        cand[group, kmax + pos] = vals
-        new = cand.topk(kmax, dim=1, sorted=False).values
-        top[:, ucols] = new.t()
-        thresh[ucols] = new.amin(dim=1)
-    return top
+        g = torch.gt(s, hi, out=gt[:b])
+        n_hi = _count_true(g, 0)
+        above += n_hi
+        band = (n_ge > n_hi).nonzero().squeeze(1)
+        if band.numel() * 8 <= n_img:
+            if band.numel():
+                _merge_band(top, s.index_select(1, band), band, lo[band], hi[band], kmax)
+        else:
+            _merge_band(top, s, None, lo, hi, kmax)
+    return above, top
 
 
 _CPU_BLOCK_BYTES = 32 * 2**20  # target size of one block of scores on the CPU
+_FLOAT_COUNTS_BELOW = 2**24  # float32 sums of 0/1 flags are exact up to this many images
 
 
 def retrieval_metrics(
@@ -447,12 +515,20 @@ def retrieval_metrics(
     push it down (optimistic ties). With continuous embeddings ties practically never occur,
     and then this equals CLIP_benchmark's top-k membership; its ``topk`` breaks ties
     arbitrarily instead. Scores are compared exactly as computed (every score comes from the
-    same matrix product), so duplicated embeddings tie exactly.
+    same chunked matrix product). Duplicated embeddings tie exactly when the product rounds
+    identical rows identically, which BLAS kernels do not guarantee (float64 edge tiles on
+    the CPU do not), so such ties can depend on ``chunk_size``.
 
     Computation is in torch, chunk by chunk over captions: each chunk of ``chunk_size``
-    captions is scored against all images, ranks of own images come from counting strictly
-    greater scores, and a running top-``max(ks)`` of caption scores per image is kept for the
-    image-to-text direction. Extra memory is O(chunk_size * n_images + max(ks) * n_images); the
+    captions is scored against all images, and ranks come from counting strictly greater
+    scores, with no sorting. A caption's own score is in its chunk. An image's best own-caption
+    score is known exactly only after the last chunk, so an interval around it is computed
+    first from the embeddings (a rounding-error bound of the dot products, ~2.4e-4 wide in
+    float32 at 512 dimensions): chunks count the scores above the interval, and the few inside
+    it (at most ``max(ks)`` per image) are kept and compared with the exact best own score at
+    the end. Where the bound is too wide to help (half precision, float32 products in TF32),
+    the ``max(ks)`` largest caption scores per image are kept instead; the interval is checked
+    against the exact scores, and where it missed, the pass is repeated that way. Extra memory is O(chunk_size * n_images + max(ks) * n_images); the
     full similarity matrix is never formed. On the CPU, chunks are further capped at about
     32 MiB of scores, and only the matrix products use several threads: the memory-bound
     passes over the scores run on one (``torch.set_num_threads`` is restored on return).
@@ -521,18 +597,31 @@ def retrieval_metrics(
         serial_passes = threads > 1
     buf = torch.empty((cs, n_img), dtype=dtype, device=device)
     gt = torch.empty((cs, n_img), dtype=torch.bool, device=device)
+    flags = torch.empty((cs, n_img), dtype=torch.float32, device=device) if n_img < _FLOAT_COUNTS_BELOW else None
     img_t = img.t()
     with torch.no_grad():
         try:
-            top = _retrieval_pass(cap, img_t, idx, kmax, cs, buf, gt, own, t2i_rank,
-                                  threads if serial_passes else None)
+            if serial_passes:
+                torch.set_num_threads(1)
+            lo, hi = _own_score_brackets(cap, img, idx, cs)
+            for _ in range(2):
+                above, top = _retrieval_pass(cap, img_t, idx, lo, hi, kmax, cs, buf, gt, flags, own, t2i_rank,
+                                             threads if serial_passes else None)
+                # best own-caption score of every image, exactly as the product computed it
+                best = torch.full((n_img,), float("-inf"), dtype=dtype, device=device)
+                best = best.scatter_reduce(0, idx, own, reduce="amax", include_self=True)
+                if bool(((lo <= best) & (best <= hi)).all()):
+                    break
+                # the rounding bound did not hold (an unusual matmul backend): an infinite
+                # bracket keeps the kmax largest of all scores instead, which is always exact
+                lo = torch.full_like(lo, float("-inf"))
+                hi = torch.full_like(hi, float("inf"))
         finally:
             if serial_passes:
                 torch.set_num_threads(threads)
-        # best own-caption score of every image, then its rank among all captions (capped at kmax)
-        best = torch.full((n_img,), float("-inf"), dtype=dtype, device=device)
-        best = best.scatter_reduce(0, idx, own, reduce="amax", include_self=True)
-        i2t_rank = (top > best[None, :]).sum(dim=0)
+        # rank of the best own caption: captions above hi, plus those inside the bracket above
+        # it (the kmax largest suffice: ranks are only compared with ks)
+        i2t_rank = above + (top > best[None, :]).sum(dim=0)
 
     out: dict[str, float] = {}
     for k in ks:

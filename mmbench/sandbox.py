@@ -17,6 +17,10 @@ The worker applies each condition's mask (mmbench's own code, before the model s
 inputs: missing slots are zero-filled), runs the model and writes the raw outputs back as
 safetensors, which the parent validates (shapes, dtype, finiteness) before scoring.
 
+For a retrieval task (:func:`run_retrieval_model`) the inputs are the rows of each modality
+(gallery images, captions) with their presence masks, and the worker calls the submission's
+``encode_image`` / ``encode_text`` batch by batch and writes the embeddings back.
+
 This is process isolation, not a security sandbox: the submission can still read any file
 the user can read and open network connections. See docs/security.md.
 """
@@ -41,6 +45,9 @@ import numpy as np
 from mmbench.errors import SubmissionError
 
 MB = 1 << 20
+# the numeric figures kept from a worker's efficiency record; the per-modality ones come from retrieval models
+EFFICIENCY_FIELDS = ("params", "flops_per_sample", "latency_ms_per_batch", "batch_size", "peak_gpu_memory_mb",
+                     "flops_per_image", "flops_per_text", "latency_ms_per_image_batch", "latency_ms_per_text_batch")
 
 
 @dataclass
@@ -55,7 +62,7 @@ class SandboxConfig:
 
 @dataclass
 class SandboxOutput:
-    outputs: dict[str, np.ndarray]  # condition name -> raw outputs [N, C] or [N]
+    outputs: dict[str, np.ndarray]  # condition name -> raw outputs [N, C] or [N]; retrieval: modality -> [N_m, D]
     efficiency: dict[str, Any] | None
     seconds: float
     log_tail: str
@@ -142,18 +149,68 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def run_model(model_spec, spec, split, conditions: list, device: str, config: SandboxConfig | None = None,
               efficiency: bool = True, seed: int | None = None) -> SandboxOutput:
     """Run a factory/exported submission over `split` under each condition, in a worker process."""
-    config = config or SandboxConfig()
+    from mmbench.models.model import describe_inputs, num_outputs
+
     seed = spec.missing.seed if seed is None else seed
+    task_info = {"task": spec.name, "target_type": spec.target.type, "num_classes": spec.target.num_classes,
+                 "modalities": list(spec.modalities), "inputs": describe_inputs(split),
+                 "outputs": num_outputs(spec.target.type, spec.target.num_classes)}
+    return _execute(model_spec, task_info, device, config or SandboxConfig(), efficiency,
+                    lambda path: _write_inputs(path, split, conditions, seed),
+                    lambda path: _read_outputs(path, conditions, len(split), spec, model_spec.source))
+
+
+def run_retrieval_model(model_spec, spec, inputs: dict[str, dict[str, Any]], device: str,
+                        config: SandboxConfig | None = None, max_dim: int = 8192, efficiency: bool = True) -> SandboxOutput:
+    """Embed each modality's rows with the submission's ``encode_<modality>`` in a worker process.
+
+    `inputs[m]` holds ``x`` ``[N_m, ...]``, ``present`` bool ``[N_m]`` and, for a sequence
+    modality, ``lengths``: the rows exactly as the model gets them (the caller decides their
+    order). `outputs` of the result maps each modality to float32 ``[N_m, D]``; only its
+    entries, dtype, rank and row count are checked here (the caller checks the values)."""
+    from mmbench.models.model import describe_inputs
+
+    info_split = _InputsView(inputs)
+    task_info = {"task": spec.name, "target_type": spec.target.type, "modalities": list(inputs),
+                 "inputs": describe_inputs(info_split), "max_embedding_dim": int(max_dim)}
+    rows = {m: int(v["x"].shape[0]) for m, v in inputs.items()}
+    return _execute(model_spec, task_info, device, config or SandboxConfig(), efficiency,
+                    lambda path: _write_retrieval_inputs(path, inputs),
+                    lambda path: _read_embeddings(path, rows, max_dim, model_spec.source), mode="retrieval")
+
+
+class _InputsView:
+    """Just enough of a Split for describe_inputs."""
+
+    def __init__(self, inputs: dict[str, dict[str, Any]]) -> None:
+        self.modalities = {m: v["x"] for m, v in inputs.items()}
+        self.lengths = {m: v["lengths"] for m, v in inputs.items() if v.get("lengths") is not None}
+        self.modality_names = sorted(inputs)
+
+
+def _write_retrieval_inputs(path: Path, inputs: dict[str, dict[str, Any]]) -> None:
+    import torch
+
+    from mmbench.io import atomic_save_safetensors
+
+    tensors: dict[str, torch.Tensor] = {}
+    for m, v in inputs.items():
+        tensors[f"x.{m}"] = v["x"]
+        tensors[f"present.{m}"] = v["present"].to(torch.uint8)
+        if v.get("lengths") is not None:
+            tensors[f"len.{m}"] = v["lengths"]
+    atomic_save_safetensors(path, tensors, {"modalities": json.dumps(list(inputs))})
+
+
+def _execute(model_spec, task_info: dict[str, Any], device: str, config: SandboxConfig, efficiency: bool,
+             write_inputs, read_outputs, mode: str = "predict") -> SandboxOutput:
+    """Start the worker on a fresh temp dir, wait (timeout), turn failures into SubmissionError."""
     workdir = Path(tempfile.mkdtemp(prefix="mmbench-sandbox-"))
     started = time.perf_counter()
     try:
-        _write_inputs(workdir / "inputs.safetensors", split, conditions, seed)
-        from mmbench.models.model import describe_inputs, num_outputs
-
-        task_info = {"task": spec.name, "target_type": spec.target.type, "num_classes": spec.target.num_classes,
-                     "modalities": list(spec.modalities), "inputs": describe_inputs(split),
-                     "outputs": num_outputs(spec.target.type, spec.target.num_classes)}
+        write_inputs(workdir / "inputs.safetensors")
         job = {
+            "mode": mode,
             "kind": model_spec.kind,
             "source": str(Path(model_spec.source).resolve()),
             "attr": model_spec.attr,
@@ -193,7 +250,7 @@ def run_model(model_spec, spec, split, conditions: list, device: str, config: Sa
         stderr_tail = _tail(workdir / "stderr.log")
         if rc != 0:
             raise SubmissionError(_failure_message(rc, stderr_tail, config), model_spec.source)
-        outputs, eff = _read_outputs(workdir / "outputs.safetensors", conditions, len(split), spec, model_spec.source)
+        outputs, eff = read_outputs(workdir / "outputs.safetensors")
         return SandboxOutput(outputs, eff, seconds, _printable(stderr_tail[-1000:], 1000))
     finally:
         if not config.keep_dir:
@@ -258,6 +315,32 @@ def _read_outputs(path: Path, conditions: list, n: int, spec, source) -> tuple[d
     return outputs, eff
 
 
+def _read_embeddings(path: Path, rows: dict[str, int], max_dim: int, source) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+    from mmbench.errors import DataError
+    from mmbench.io import load_safetensors
+
+    if not path.is_file():
+        raise SubmissionError("model process exited without writing its outputs", source)
+    if path.stat().st_size > sum(rows.values()) * max_dim * 4 + (1 << 20):  # float32 at the largest allowed dimension
+        raise SubmissionError(f"model outputs file is {path.stat().st_size:,} bytes, more than {len(rows)} sets of "
+                              f"embeddings of dimension <= {max_dim:,} can hold (MMBENCH_MAX_EMBED_DIM)", source)
+    try:
+        tensors, meta = load_safetensors(path)
+    except DataError as exc:
+        raise SubmissionError(f"model outputs are unreadable (garbage output): {_printable(str(exc), 200)}", source) from None
+    if set(tensors) != {f"emb.{m}" for m in rows}:
+        raise SubmissionError(f"model outputs hold unexpected entries ({_printable(', '.join(sorted(tensors))[:80])})", source)
+    outputs = {}
+    for m, n in rows.items():
+        t = tensors[f"emb.{m}"]
+        if not t.is_floating_point():
+            raise SubmissionError(f"model's {m} embeddings have dtype {t.dtype}; expected floating point", source)
+        if t.dim() != 2 or t.shape[0] != n:
+            raise SubmissionError(f"model's {m} embeddings have shape {list(t.shape)}; expected [{n}, D]", source)
+        outputs[m] = t.float().numpy()
+    return outputs, _sanitize_efficiency(meta.get("efficiency"))
+
+
 def _sanitize_efficiency(raw: str | None) -> dict[str, Any] | None:
     """Keep only the known numeric fields of the worker's (self-reported) efficiency record."""
     if not raw or len(raw) > 10_000:
@@ -269,7 +352,7 @@ def _sanitize_efficiency(raw: str | None) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         return None
     out: dict[str, Any] = {}
-    for key in ("params", "flops_per_sample", "latency_ms_per_batch", "batch_size", "peak_gpu_memory_mb"):
+    for key in EFFICIENCY_FIELDS:
         v = data.get(key)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0:
             out[key] = int(v) if key in ("params", "batch_size") else float(v)

@@ -3,13 +3,16 @@
 Runs in its own temporary working directory with a scrubbed environment. It sets its
 resource limits first (before torch or the submission is imported), builds the submitted
 model (a factory from a .py file, or a torch.export .pt2 program), runs it over the test
-inputs under each condition and writes the raw outputs to a safetensors file. Errors go to
-stderr as one line starting with ``mmbench-sandbox-error:``; exit status 2 = error,
-3 = out of memory.
+inputs under each condition and writes the raw outputs to a safetensors file. For a
+retrieval task (job mode ``retrieval``) it calls the model's ``encode_<modality>`` encoders
+(methods of a factory's model, or programs of that name in a .pt2) on each modality's rows
+and writes the embeddings. Errors go to stderr as one line starting with
+``mmbench-sandbox-error:``; exit status 2 = error, 3 = out of memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import traceback
@@ -99,12 +102,12 @@ def _build_factory(job: dict[str, Any]):
     return model
 
 
-def _build_exported(job: dict[str, Any]):
+@contextlib.contextmanager
+def _restricted_unpickling():
+    """torch.export loading falls back to torch.load(weights_only=False) for some payloads; force
+    the restricted unpickler (the parent already refused archives with pickled payloads)."""
     import torch
-    from torch import nn
 
-    # torch.export.load falls back to torch.load(weights_only=False) for some payloads; force
-    # the restricted unpickler (the parent already refused archives with pickled payloads).
     original_load = torch.load
 
     def restricted_load(*args: Any, **kwargs: Any) -> Any:
@@ -117,13 +120,21 @@ def _build_exported(job: dict[str, Any]):
     torch.load = restricted_load
     torch._C._pickle_load_obj = refuse  # type: ignore[attr-defined]
     try:
-        ep = torch.export.load(job["source"])
+        yield
     except _Failure:
         raise
     except Exception as exc:
         raise _Failure(f"cannot load the exported program: {type(exc).__name__}: {exc}") from None
     finally:
         torch.load = original_load
+
+
+def _build_exported(job: dict[str, Any]):
+    import torch
+    from torch import nn
+
+    with _restricted_unpickling():
+        ep = torch.export.load(job["source"])
     gm = ep.module()
 
     class Wrapper(nn.Module):
@@ -138,6 +149,157 @@ def _build_exported(job: dict[str, Any]):
             return gm(*args)
 
     return Wrapper()
+
+
+# --------------------------------------------------------------------------------------------
+# retrieval: one encoder per modality
+# --------------------------------------------------------------------------------------------
+
+EXTRA_ARGUMENTS = ("present", "lengths")
+
+
+def _build_encoders(job: dict[str, Any], modalities: list[str]) -> tuple[dict[str, Any], int]:
+    """({modality: callable encoder}, parameter count). A factory's model provides methods
+    ``encode_<modality>``; a .pt2 archive one program per modality, named the same."""
+    import torch
+
+    device = torch.device(job.get("device") or "cpu")
+    if job["kind"] == "factory":
+        model = _build_factory(job).to(device)
+        encoders = {}
+        for m in modalities:
+            fn = getattr(model, f"encode_{m}", None)
+            if fn is None or not callable(fn):
+                raise _Failure(f"the model has no method encode_{m}(); a retrieval model needs "
+                               + " and ".join(f"encode_{k}(...)" for k in modalities))
+            encoders[m] = fn
+        return encoders, int(sum(p.numel() for p in model.parameters()))
+    from torch.export.pt2_archive._package import load_pt2
+
+    with _restricted_unpickling():
+        programs = load_pt2(job["source"]).exported_programs
+    missing = [f"encode_{m}" for m in modalities if f"encode_{m}" not in programs]
+    if missing:
+        raise _Failure(f"the archive holds no program named {missing[0]!r} (it has {', '.join(sorted(programs)) or 'none'})")
+    encoders = {m: programs[f"encode_{m}"].module() for m in modalities}
+    params: dict[str, int] = {}
+    for gm in encoders.values():  # both programs usually carry the whole model: count each name once
+        params.update({name: p.numel() for name, p in gm.named_parameters()})
+    return encoders, int(sum(params.values()))
+
+
+def _call_plan(fn: Any, modality: str, has_lengths: bool) -> list[str]:
+    """What follows the input tensor in a call of `fn`: its parameters after the first, which
+    must be named present or lengths (passed positionally, in the encoder's order)."""
+    import inspect
+
+    from torch import nn
+
+    name = f"encode_{modality}"
+    try:  # a module's own signature is __call__(*args, **kwargs): look at its forward
+        params = list(inspect.signature(fn.forward if isinstance(fn, nn.Module) else fn).parameters.values())
+    except (TypeError, ValueError):
+        return []
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not positional and not any(p.kind == p.VAR_POSITIONAL for p in params):
+        raise _Failure(f"{name}() takes no input argument")
+    extras = []
+    for p in positional[1:]:
+        if p.name not in EXTRA_ARGUMENTS:
+            if p.default is p.empty:
+                raise _Failure(f"{name}() has a parameter {p.name!r}; after the input, an encoder may only take "
+                               "'present' (bool [B]) and 'lengths' (int64 [B], sequence modalities)")
+            break
+        if p.name == "lengths" and not has_lengths:
+            raise _Failure(f"{name}() takes 'lengths' but modality {modality!r} is not a sequence (it has no lengths)")
+        extras.append(p.name)
+    return extras
+
+
+def _measure(fn: Any, args: list[Any], device: Any, repeats: int = 5) -> tuple[float, float]:
+    """(FLOPs per row, median latency in ms) of one call on a batch."""
+    import time
+
+    import numpy as np
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.enable_grad(), counter:  # the counter's module tracker needs autograd on
+        fn(*args)
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            fn(*args)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - t0)
+    return counter.get_total_flops() / len(args[0]), float(np.median(times[1:]) * 1000)
+
+
+def _run_retrieval(job: dict[str, Any]) -> None:
+    import torch
+
+    from mmbench.io import atomic_save_safetensors, load_safetensors
+
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
+    tensors, meta = load_safetensors(job["inputs"])
+    modalities = json.loads(meta["modalities"])
+    device = torch.device(job.get("device") or "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise _Failure("CUDA is not available in the worker")
+    encoders, params = _build_encoders(job, modalities)
+    batch_size = int(job.get("batch_size") or 256)
+    outputs: dict[str, torch.Tensor] = {}
+    plans = {}
+    for m in modalities:
+        fn, name = encoders[m], f"encode_{m}"
+        plans[m] = _call_plan(fn, m, f"len.{m}" in tensors)
+        columns = {"x": tensors[f"x.{m}"], "present": tensors[f"present.{m}"].bool(), "lengths": tensors.get(f"len.{m}")}
+        n, dim, chunks = columns["x"].shape[0], None, []
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                args = [columns[k][start:start + batch_size].to(device) for k in ["x", *plans[m]]]
+                try:
+                    out = fn(*args)
+                except MemoryError:
+                    raise
+                except Exception as exc:
+                    raise _Failure(f"{name}() failed: {type(exc).__name__}: {exc}") from None
+                if not isinstance(out, torch.Tensor):
+                    raise _Failure(f"{name}() returned {type(out).__name__}, expected a Tensor [B, D]")
+                b = len(args[0])
+                if out.dim() != 2 or out.shape[0] != b or (dim is not None and out.shape[1] != dim):
+                    want = f"[{b}, {dim if dim is not None else 'D'}]"
+                    raise _Failure(f"{name}() returned shape {list(out.shape)} for a batch of {b}; expected {want}")
+                if not out.is_floating_point():
+                    raise _Failure(f"{name}() returned dtype {out.dtype}; expected floating point embeddings")
+                dim = out.shape[1]
+                chunks.append(out.detach().float().cpu())
+        outputs[f"emb.{m}"] = torch.cat(chunks) if chunks else torch.empty(0, 0)
+    extra = {}
+    if job.get("efficiency"):
+        try:
+            eff: dict[str, Any] = {"params": params, "device": str(device)}
+            b = min(64, *(tensors[f"x.{m}"].shape[0] for m in modalities))
+            for m in modalities:
+                cols = {"x": tensors[f"x.{m}"], "present": tensors[f"present.{m}"].bool(), "lengths": tensors.get(f"len.{m}")}
+                flops, ms = _measure(encoders[m], [cols[k][:b].to(device) for k in ["x", *plans[m]]], device)
+                eff[f"flops_per_{m}"], eff[f"latency_ms_per_{m}_batch"] = flops, ms
+            # one sample = one row of each modality (an image and a caption)
+            eff["flops_per_sample"] = sum(eff[f"flops_per_{m}"] for m in modalities)
+            eff["latency_ms_per_batch"] = sum(eff[f"latency_ms_per_{m}_batch"] for m in modalities)
+            eff["batch_size"] = b
+            extra["efficiency"] = json.dumps(eff)
+        except MemoryError:
+            raise
+        except Exception as exc:  # efficiency is informative: report, do not fail the evaluation
+            print(f"efficiency measurement failed: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+    atomic_save_safetensors(job["output"], outputs, extra)
 
 
 def _run(job: dict[str, Any]) -> None:
@@ -206,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(argv[0], encoding="utf-8") as fh:
             job = json.load(fh)
         _set_limits(job)
-        _run(job)
+        (_run_retrieval if job.get("mode") == "retrieval" else _run)(job)
     except MemoryError as exc:
         print(PREFIX + _one_line(f"MemoryError: {exc}"), file=sys.stderr, flush=True)
         return 3

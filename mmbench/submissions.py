@@ -5,6 +5,9 @@ data: CSV, JSON lines or Parquet with an ``id`` column, an optional ``condition`
 (missing-modality condition; empty = ``clean``) and either a ``prediction`` column (class
 label or real value) or class scores ``score_0 .. score_{C-1}``; for retrieval tasks an
 ``.npz`` with ``image_ids``, ``image_embeddings``, ``caption_ids``, ``caption_embeddings``.
+Embeddings a retrieval model computes in the sandbox pass the same checks
+(:func:`check_embeddings`); its .pt2 holds two programs, ``encode_image`` and ``encode_text``
+(:func:`save_retrieval_program` writes one).
 
 Every problem raises :class:`~mmbench.errors.SubmissionError` with a one-line message that
 names the file, so the CLI can print it as ``error: <file>: <problem>``.
@@ -657,6 +660,53 @@ def _align(path: Path, what: str, submitted: list[str], gallery: Sequence[str]) 
     return np.fromiter((pos[g] for g in gallery), dtype=np.int64, count=len(gallery))
 
 
+def _row(i: int, kind: str, names: Sequence[str] | None) -> str:
+    return f"row {i}" + (f" ({kind} {names[i]})" if names is not None else "")
+
+
+def check_embeddings(path: Any, image_emb: np.ndarray, caption_emb: np.ndarray, limits: Limits,
+                     labels: tuple[str, str] = ("array 'image_embeddings'", "array 'caption_embeddings'"),
+                     row_names: tuple[Sequence[str], Sequence[str]] | None = None,
+                     image_absent: np.ndarray | None = None) -> int:
+    """The checks every pair of retrieval embeddings passes, from an .npz or a model: 2-D
+    floating point, same non-zero dimension within the limit, finite, bounded, no all-zero row.
+    `row_names` (image, caption) name rows in messages; `image_absent` marks images whose
+    input was missing, for a hint when such a row is all zeros. Returns the dimension."""
+    named = ((labels[0], image_emb, row_names[0] if row_names else None),
+             (labels[1], caption_emb, row_names[1] if row_names else None))
+    for label, emb, _ in named:
+        if emb.dtype.kind != "f":
+            raise SubmissionError(f"{label} has dtype {emb.dtype}; embeddings must be floating point", path)
+        if emb.ndim != 2:
+            raise SubmissionError(f"{label} has shape {list(emb.shape)}; expected [N, D]", path)
+        if emb.shape[1] == 0:
+            raise SubmissionError(f"{label} has dimension 0", path)
+        if emb.shape[1] > limits.max_embedding_dim:
+            raise SubmissionError(f"{label} has dimension {emb.shape[1]:,}, over the limit of {limits.max_embedding_dim:,} "
+                                  "(MMBENCH_MAX_EMBED_DIM)", path)
+    if image_emb.shape[1] != caption_emb.shape[1]:
+        raise SubmissionError(f"image embeddings have dimension {image_emb.shape[1]} but caption embeddings "
+                              f"{caption_emb.shape[1]}; they must match", path)
+    for k, (label, emb, names) in enumerate(named):
+        e = emb.astype(np.float64, copy=False)
+        kind = "image" if k == 0 else "caption"
+        bad = ~np.isfinite(e).all(1)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise SubmissionError(f"{label} {_row(i, kind, names)} holds NaN or infinity", path)
+        if (np.abs(e) > limits.max_abs_value).any():
+            raise SubmissionError(f"{label} holds values beyond |x| <= {limits.max_abs_value:g}", path)
+        zero = ~(e != 0).any(1)
+        if zero.any():
+            i = int(np.argmax(zero))
+            hint = ""
+            if k == 0 and image_absent is not None and image_absent[i]:
+                hint = ("; that image is missing (its input is zero-filled, present=False): return a non-zero embedding "
+                        "for missing images, e.g. a learned 'missing image' vector")
+            raise SubmissionError(f"{label} {_row(i, kind, names)} is all zeros (no direction to compare){hint}", path)
+    return int(image_emb.shape[1])
+
+
 def parse_retrieval(path: str | Path, image_ids: Sequence[Any], caption_ids: Sequence[Any], caption_image_index: Any,
                     limits: Limits | None = None) -> RetrievalSubmission:
     """Validate an embeddings .npz against the gallery and align it to the gallery's order."""
@@ -679,25 +729,9 @@ def parse_retrieval(path: str | Path, image_ids: Sequence[Any], caption_ids: Seq
     cap_ids = _npz_ids(path, "caption_ids", arrays["caption_ids"])
     img_emb, cap_emb = arrays["image_embeddings"], arrays["caption_embeddings"]
     for key, emb, ids in (("image_embeddings", img_emb, img_ids), ("caption_embeddings", cap_emb, cap_ids)):
-        if emb.dtype.kind != "f":
-            raise SubmissionError(f"array {key!r} has dtype {emb.dtype}; embeddings must be floating point", path)
         if emb.shape[0] != len(ids):
             raise SubmissionError(f"array {key!r} has {emb.shape[0]} rows for {len(ids)} ids", path)
-        if emb.shape[1] == 0:
-            raise SubmissionError(f"array {key!r} has dimension 0", path)
-    if img_emb.shape[1] != cap_emb.shape[1]:
-        raise SubmissionError(f"image embeddings have dimension {img_emb.shape[1]} but caption embeddings {cap_emb.shape[1]}; "
-                              "they must match", path)
-    for key, emb in (("image_embeddings", img_emb), ("caption_embeddings", cap_emb)):
-        e = emb.astype(np.float64, copy=False)
-        bad = ~np.isfinite(e).all(1)
-        if bad.any():
-            raise SubmissionError(f"array {key!r} row {int(np.argmax(bad))} holds NaN or infinity", path)
-        if (np.abs(e) > limits.max_abs_value).any():
-            raise SubmissionError(f"array {key!r} holds values beyond |x| <= {limits.max_abs_value:g}", path)
-        zero = ~(e != 0).any(1)
-        if zero.any():
-            raise SubmissionError(f"array {key!r} row {int(np.argmax(zero))} is all zeros (no direction to compare)", path)
+    check_embeddings(path, img_emb, cap_emb, limits)
     gal_img = [str(i) for i in image_ids]
     gal_cap = [str(i) for i in caption_ids]
     img_order = _align(path, "image", img_ids, gal_img)
@@ -804,6 +838,40 @@ def check_pt2_archive(path: Path, limits: Limits) -> None:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise SubmissionError(f"not a valid .pt2 archive: {_one_line(exc)}", path) from None
+
+
+RETRIEVAL_PROGRAMS = ("encode_image", "encode_text")
+
+
+def program_names(path: Path) -> list[str]:
+    """Names of the programs in a .pt2 archive (``models/<name>.json``); torch.export.save writes one, 'model'."""
+    with zipfile.ZipFile(path) as zf:
+        return sorted({n.rsplit("/", 1)[-1][:-5] for n in zf.namelist() if "/models/" in "/" + n and n.endswith(".json")})
+
+
+def check_retrieval_program(path: Path) -> None:
+    """A retrieval .pt2 holds one program per modality, named encode_image and encode_text."""
+    names = program_names(path)
+    missing = [n for n in RETRIEVAL_PROGRAMS if n not in names]
+    if missing:
+        raise SubmissionError(f"a retrieval .pt2 must hold two exported programs named {' and '.join(RETRIEVAL_PROGRAMS)}; "
+                              f"this one holds {', '.join(names) or 'none'} (write it with "
+                              "mmbench.submissions.save_retrieval_program)", path)
+
+
+def save_retrieval_program(path: str | Path, encode_image: Any, encode_text: Any) -> Path:
+    """Write the two exported programs of a retrieval model (``torch.export.export`` of a module
+    whose forward is the image / the text encoder) into one .pt2 archive, in the layout
+    ``--model FILE.pt2`` expects on a retrieval task."""
+    from torch.export import ExportedProgram
+    from torch.export.pt2_archive._package import package_pt2  # what torch.export.save uses, with several programs
+
+    for name, ep in (("encode_image", encode_image), ("encode_text", encode_text)):
+        if not isinstance(ep, ExportedProgram):
+            raise SubmissionError(f"{name} must be a torch.export.ExportedProgram, got {type(ep).__name__}")
+    path = Path(path)
+    package_pt2(path, exported_programs={"encode_image": encode_image, "encode_text": encode_text})
+    return path
 
 
 def submission_hash(files: Sequence[Path]) -> tuple[str, dict[str, str]]:

@@ -163,6 +163,38 @@ def test_cache_hit_on_second_build(fake_root, tmp_path):
     assert ds3.cache.last_hit is False
 
 
+def test_cache_key_memo_and_invalidation(fake_root, tmp_path, monkeypatch):
+    """The key is the recordings' content fingerprint, memoised by their stat: a warm build
+    reads no recording to make it, and a changed recording (same size too) changes the key."""
+    import mmbench.io
+    from mmbench import cache as cache_mod
+
+    monkeypatch.setattr(cache_mod, "_RACY_NS", 0)  # the fake recordings were just written
+    cache_dir = str(tmp_path / "cache")
+    ds1, s1 = _build(fake_root, cache_dir=cache_dir)
+    assert ds1.cache.last_hit is False
+    real_fingerprint = mmbench.io.fingerprint_files
+
+    def no_reads(*a, **k):
+        raise AssertionError("recordings were hashed again")
+
+    monkeypatch.setattr(mmbench.io, "fingerprint_files", no_reads)
+    ds2, s2 = _build(fake_root, cache_dir=cache_dir)
+    assert ds2.cache.last_hit is True
+    assert torch.equal(s1["test"].modalities["audio"], s2["test"].modalities["audio"])
+    monkeypatch.setattr(mmbench.io, "fingerprint_files", real_fingerprint)
+    rec = fake_root / "fsdd" / "recordings" / "3_bob_2.wav"
+    size = rec.stat().st_size
+    wave = 0.3 * np.sin(2 * np.pi * 1234 * np.arange(2000) / 8000)  # another tone, same length
+    sf.write(rec, wave.astype(np.float32), 8000, subtype="PCM_16")
+    assert rec.stat().st_size == size
+    ds3, s3 = _build(fake_root, cache_dir=cache_dir)
+    assert ds3.cache.last_hit is False and ds3.cache.last_key != ds1.cache.last_key
+    row = s1["test"].ids.index("3_bob_2")
+    assert not torch.equal(s3["test"].modalities["audio"][row], s1["test"].modalities["audio"][row])
+    assert torch.equal(s3["test"].modalities["audio"][row + 1], s1["test"].modalities["audio"][row + 1])
+
+
 def test_add_noise_hits_requested_snr():
     rng = np.random.default_rng(0)
     wave = np.sin(np.linspace(0, 200, 5000)) * 0.2

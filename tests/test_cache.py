@@ -176,6 +176,122 @@ def test_default_root(monkeypatch, tmp_path):
     assert FeatureCache().root == Path.home() / ".cache" / "mmbench"
 
 
+# --- files_fingerprint: content digest memoised by stat ------------------------------------------
+
+
+def _files(root: Path, n: int = 5) -> list[Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        p = root / f"f{i}.bin"
+        p.write_bytes(bytes([i]) * (100 + i))
+        out.append(p)
+    return out
+
+
+@pytest.fixture()
+def no_racy_window(monkeypatch):
+    """Test files are seconds old at most: memoise them anyway (the 2 s rule has its own test)."""
+    monkeypatch.setattr(cache_mod, "_RACY_NS", 0)
+
+
+def _memos(c: FeatureCache) -> list[Path]:
+    return sorted((c.root / "fingerprints").rglob("*.json"))
+
+
+def _no_content_reads(monkeypatch):
+    import mmbench.io
+
+    def boom(*a, **k):
+        raise AssertionError("contents were read")
+
+    monkeypatch.setattr(mmbench.io, "fingerprint_files", boom)
+
+
+def test_files_fingerprint_is_the_content_digest_and_memoised(tmp_path, monkeypatch, no_racy_window):
+    from mmbench.io import fingerprint_files
+
+    files = _files(tmp_path / "data")
+    c = FeatureCache(tmp_path / "cache")
+    want = fingerprint_files(files, root=tmp_path / "data")
+    assert c.files_fingerprint(files, root=tmp_path / "data") == want
+    assert len(_memos(c)) == 1
+    # warm: the same files (any order, duplicates, str or Path) come from the memo, unread
+    _no_content_reads(monkeypatch)
+    assert c.files_fingerprint([str(f) for f in reversed(files)] + [files[0]], root=tmp_path / "data") == want
+    assert FeatureCache(tmp_path / "cache").files_fingerprint(files, root=tmp_path / "data") == want
+    # root changes the names inside the digest, so it is part of the memo key
+    monkeypatch.undo()
+    monkeypatch.setattr(cache_mod, "_RACY_NS", 0)
+    assert c.files_fingerprint(files, root=tmp_path) == fingerprint_files(files, root=tmp_path) != want
+
+
+@pytest.mark.parametrize("change", ["same_size_content", "size", "mtime_restored", "touch"])
+def test_files_fingerprint_follows_file_changes(tmp_path, no_racy_window, change):
+    from mmbench.io import fingerprint_files
+
+    files = _files(tmp_path / "data")
+    c = FeatureCache(tmp_path / "cache")
+    before = c.files_fingerprint(files, root=tmp_path / "data")
+    time.sleep(0.05)  # a later timestamp tick than the files' creation
+    f = files[2]
+    st = f.stat()
+    if change == "same_size_content":
+        f.write_bytes(b"x" * st.st_size)
+    elif change == "size":
+        f.write_bytes(f.read_bytes() + b"!")
+    elif change == "mtime_restored":  # edited in place, then its old mtime put back: ctime still moves
+        f.write_bytes(b"y" * st.st_size)
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert f.stat().st_mtime_ns == st.st_mtime_ns and f.stat().st_size == st.st_size
+    else:  # same bytes, new mtime: re-hashed, same digest (a cache key built on it still hits)
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))
+    after = c.files_fingerprint(files, root=tmp_path / "data")
+    assert after == fingerprint_files(files, root=tmp_path / "data")
+    assert (after == before) == (change == "touch")
+    assert len(_memos(c)) == 2
+
+
+def test_files_fingerprint_racy_files_are_not_memoised(tmp_path):
+    from mmbench.io import fingerprint_files
+
+    files = _files(tmp_path / "data")  # written just now: a second write could keep their stat
+    c = FeatureCache(tmp_path / "cache")
+    assert c.files_fingerprint(files) == fingerprint_files(files)
+    assert _memos(c) == []
+    old = time.time_ns() - 10 * 10**9
+    for f in files:
+        os.utime(f, ns=(old, old))
+    assert c.files_fingerprint(files) == fingerprint_files(files)
+    assert _memos(c) == []  # utime just set their ctime to now
+
+
+def test_files_fingerprint_fallbacks(tmp_path, no_racy_window):
+    from mmbench.errors import DataError
+    from mmbench.io import fingerprint_files
+
+    files = _files(tmp_path / "data")
+    c = FeatureCache(tmp_path / "cache")
+    # a directory is walked by fingerprint_files every time (no memo)
+    assert c.files_fingerprint([tmp_path / "data"]) == fingerprint_files([tmp_path / "data"])
+    assert _memos(c) == []
+    with pytest.raises(DataError, match="file not found"):
+        c.files_fingerprint(files + [tmp_path / "data" / "missing.bin"])
+    # a corrupt memo is ignored and rewritten
+    want = c.files_fingerprint(files)
+    (memo,) = _memos(c)
+    memo.write_text("{not json")
+    assert c.files_fingerprint(files) == want
+    memo.write_text('{"version": 1, "fingerprint": "not-a-digest"}')
+    assert c.files_fingerprint(files) == want
+    assert '"fingerprint": "' + want in memo.read_text()
+    # an unwritable memo folder only costs the memo
+    c2 = FeatureCache(tmp_path / "cache2")
+    (tmp_path / "cache2").mkdir()
+    (tmp_path / "cache2" / "fingerprints").write_text("a file where the folder would go")
+    assert c2.files_fingerprint(files) == want
+
+
 # --- two processes, one build ------------------------------------------------------------------
 
 

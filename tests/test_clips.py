@@ -17,7 +17,7 @@ av = pytest.importorskip("av")
 from _datapaths import real_data_root
 
 from mmbench.datasets.clips import ClipsDataset, DataWarning, decode_audio, decode_video
-from mmbench.errors import DataError
+from mmbench.errors import DataError, SpecError
 
 # container -> (video codec, audio codec, audio rate); every one ships with PyAV's FFmpeg
 CONTAINERS = {
@@ -29,23 +29,18 @@ CONTAINERS = {
 }
 
 
-def make_clip(path: Path, vcodec: str, acodec: str | None, rate: int = 16000, n_frames: int = 12,
-              size: tuple[int, int] = (48, 32), fps: int = 10, tone_hz: float = 440.0) -> Path:
-    """A short clip whose red channel ramps up frame by frame, with an optional tone track."""
-    width, height = size
+def write_clip(path: Path, vcodec: str, acodec: str | None, images: list[np.ndarray], wave: np.ndarray | None = None,
+               rate: int = 16000, fps: int = 10) -> Path:
+    """Encode RGB `images` ([H, W, 3] uint8 each) and, with `acodec`, the mono float `wave` at `rate`."""
+    height, width = images[0].shape[:2]
     with av.open(str(path), "w") as out:
         vs = out.add_stream(vcodec, rate=fps)
         vs.width, vs.height = width, height
         vs.pix_fmt = "yuvj420p" if vcodec == "mjpeg" else "yuv420p"
-        streams = [vs]
         if acodec:
             aus = out.add_stream(acodec, rate=rate)
             aus.layout = "mono"
-            streams.append(aus)
-        for i in range(n_frames):
-            img = np.zeros((height, width, 3), dtype=np.uint8)
-            img[..., 0] = int(255 * i / (n_frames - 1))
-            img[..., 1] = 64
+        for i, img in enumerate(images):
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = i
             frame.time_base = Fraction(1, fps)
@@ -54,9 +49,6 @@ def make_clip(path: Path, vcodec: str, acodec: str | None, rate: int = 16000, n_
         for packet in vs.encode(None):
             out.mux(packet)
         if acodec:
-            seconds = n_frames / fps
-            t = np.arange(int(rate * seconds)) / rate
-            wave = (0.5 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
             fmt = aus.codec_context.format.name
             chunk = aus.codec_context.frame_size or 1024
             for start in range(0, len(wave), chunk):
@@ -76,6 +68,21 @@ def make_clip(path: Path, vcodec: str, acodec: str | None, rate: int = 16000, n_
             for packet in aus.encode(None):
                 out.mux(packet)
     return path
+
+
+def make_clip(path: Path, vcodec: str, acodec: str | None, rate: int = 16000, n_frames: int = 12,
+              size: tuple[int, int] = (48, 32), fps: int = 10, tone_hz: float = 440.0) -> Path:
+    """A short clip whose red channel ramps up frame by frame, with an optional tone track."""
+    width, height = size
+    images = []
+    for i in range(n_frames):
+        img = np.zeros((height, width, 3), dtype=np.uint8)
+        img[..., 0] = int(255 * i / (n_frames - 1))
+        img[..., 1] = 64
+        images.append(img)
+    t = np.arange(int(rate * n_frames / fps)) / rate
+    wave = (0.5 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
+    return write_clip(path, vcodec, acodec, images, wave, rate, fps)
 
 
 def write_manifest(root: Path, rows: list[tuple], header: str = "path,label,split", name: str = "manifest.csv") -> Path:
@@ -151,7 +158,7 @@ def test_real_mosi_clip(tmp_path):
     (tmp_path / "clips").mkdir()
     os.symlink(src, tmp_path / "clips" / src.name)
     write_manifest(tmp_path / "clips", [(src.name, "positive", "test", "Oz06ZWiO20M_6")], header="path,label,split,id")
-    ds = ClipsDataset(tmp_path / "clips", cache_dir=str(tmp_path / "cache"))
+    ds = ClipsDataset(tmp_path, cache_dir=str(tmp_path / "cache"))  # default manifest: <root>/clips/manifest.csv
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)
         split = ds.load_split("test")
@@ -164,7 +171,7 @@ def test_real_mosi_clip(tmp_path):
     assert abs(int(split.lengths["audio"][0]) - 750) <= 10
     assert split.modalities["audio"].shape[2] == 64 and float(split.modalities["audio"].std()) > 0.05
     # a second load reads the cache
-    ds2 = ClipsDataset(tmp_path / "clips", cache_dir=str(tmp_path / "cache"))
+    ds2 = ClipsDataset(tmp_path, cache_dir=str(tmp_path / "cache"))
     again = ds2.load_split("test")
     assert ds2.cache.last_hit is True
     assert torch.equal(again.modalities["audio"], split.modalities["audio"])
@@ -187,7 +194,7 @@ def test_corrupt_and_missing_clips_are_masked_with_a_count(clip_root, tmp_path):
     write_manifest(root, [("good.mp4", "a", "train"), ("garbage.mp4", "a", "train"), ("truncated.mp4", "b", "train"),
                           ("empty.mkv", "b", "train"), ("absent.webm", "a", "train")])
     for attempt in ("build", "cache hit"):
-        ds = ClipsDataset(root, cache_dir=str(tmp_path / "cache"), frames=4, frame_size=16)
+        ds = ClipsDataset(root, manifest="manifest.csv", cache_dir=str(tmp_path / "cache"), frames=4, frame_size=16)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             split = ds.load_split("train")
@@ -234,3 +241,19 @@ def test_manifest_other_errors(clip_root, tmp_path):
     with pytest.warns(DataWarning, match="1 of 1 masked"):
         split = ClipsDataset(None, manifest=str(clip_root / "one.csv"), cache=False).load_split("train")
     assert split.ids == ["v/silent.mp4"]
+
+
+def test_classes_option_fixes_the_order_and_refuses_other_labels(clip_root, tmp_path):
+    write_manifest(clip_root, [("v/with_audio.mp4", "b", "train"), ("v/with_audio.mkv", "a", "train"),
+                               ("v/silent.mp4", "c", "test")], name="abc.csv")
+    ds = ClipsDataset(clip_root, manifest="abc.csv", classes=["c", "a", "b"], frames=2, frame_size=16, cache=False)
+    assert ds.load_split("train").targets.tolist() == [2, 1]  # index = position in classes, not sorted order
+    assert ds.load_split("train").info["class_names"] == ["c", "a", "b"]
+    # integers from YAML are label names too; a label outside the list names the manifest line
+    ds = ClipsDataset(clip_root, manifest="abc.csv", classes=[0, "a", "b"], cache=False)
+    with pytest.raises(DataError, match=r"line 4: label 'c' is not one of the classes 0, a, b") as exc:
+        ds.load_split("train")
+    assert str(clip_root / "abc.csv") in str(exc.value)
+    for bad in ("abc", [], ["a", "a"], ["a", " "]):
+        with pytest.raises(SpecError, match="clips: classes must be"):
+            ClipsDataset(clip_root, manifest="abc.csv", classes=bad)

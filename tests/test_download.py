@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
-import re
-import threading
 from pathlib import Path
 
 import pytest
+from _httpserver import serve
 
 from mmbench.download import download, download_all
 from mmbench.errors import DataError, SpecError
@@ -19,82 +17,10 @@ PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 OTHER = os.urandom(5_000)
 
 
-class _State:
-    """Test-owned server behaviour, reset per test."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {"/data.bin": PAYLOAD, "/other.bin": OTHER}
-        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
-        self.support_range = True
-        self.drop_after: dict[str, int] = {}  # path -> bytes sent before closing, first time only
-        self.lock = threading.Lock()
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    state: _State  # set on the per-server subclass
-
-    def log_message(self, *args):  # keep test output quiet
-        pass
-
-    def do_GET(self):
-        st = self.state
-        rng = self.headers.get("Range")
-        with st.lock:
-            st.requests.append((self.path, rng))
-            drop = st.drop_after.pop(self.path, None)
-        body = st.files.get(self.path)
-        if body is None:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        start = 0
-        status = 200
-        if rng and st.support_range:
-            m = re.fullmatch(r"bytes=(\d+)-", rng.strip())
-            if m:
-                start = int(m.group(1))
-                if start >= len(body):
-                    self.send_response(416)
-                    self.send_header("Content-Range", f"bytes */{len(body)}")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                status = 206
-        chunk = body[start:]
-        self.send_response(status)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(chunk)))
-        if st.support_range:
-            self.send_header("Accept-Ranges", "bytes")
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        self.end_headers()
-        if drop is not None:
-            # simulate a dropped connection: send part of the body, then hang up
-            self.wfile.write(chunk[:drop])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(chunk)
-
-
 @pytest.fixture
 def server():
-    state = _State()
-    handler = type("Handler", (_Handler,), {"state": state})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with serve({"/data.bin": PAYLOAD, "/other.bin": OTHER}) as (base, state):
         yield base, state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
 
 
 def _dl(url, dest, **kw):

@@ -401,6 +401,89 @@ def test_retrieval_restores_torch_threads():
     assert retrieval_metrics(img, cap, idx, chunk_size=7) == ref
 
 
+def _near_tie_data(seed=3, n_img=240, d=8):
+    """Unit rows with entries k/16 (integer vectors of norm 16), so that every score is a
+    multiple of 1/256 computed exactly in any order (duplicated rows then tie whatever the
+    matrix product's blocking); captions are rows near their image's, plus copies of some
+    captions given to other images. Per chunk only some images have other captions at or
+    above their best own score, which exercises the sparse path with exact ties in it."""
+    rng = np.random.default_rng(seed)
+    cand = rng.integers(-8, 9, size=(400_000, d))
+    pool = cand[(cand**2).sum(1) == 256] / 16.0
+    img = pool[rng.choice(len(pool), n_img, replace=False)]
+    idx = np.repeat(np.arange(n_img), 2)
+    cap = np.stack([pool[rng.choice(np.flatnonzero(pool @ img[i] >= 0.55))] for i in idx])
+    src = rng.choice(len(idx), 30, replace=False)
+    cap = np.concatenate([cap, cap[src]])
+    idx = np.concatenate([idx, (idx[src] + rng.integers(1, n_img, len(src))) % n_img])
+    perm = rng.permutation(len(idx))
+    return img, cap[perm], idx[perm]
+
+
+def test_retrieval_exact_ties_inside_the_interval():
+    img, cap, idx = _near_tie_data()
+    ref = _reference_retrieval(img, cap, idx, (1, 2, 5, 10))
+    for chunk in (7, 40, 4096):
+        for dtype in (torch.float32, torch.float64):
+            got = retrieval_metrics(img, cap, idx, ks=(1, 2, 5, 10), chunk_size=chunk, dtype=dtype)
+            for key, value in ref.items():
+                assert got[key] == pytest.approx(value, abs=1e-12), (key, chunk, dtype)
+    assert 0.0 < ref["i2t_recall@1"] < ref["i2t_recall@10"] < 1.0  # a non-trivial case
+
+
+def test_retrieval_interval_paths(monkeypatch):
+    """Results do not depend on the interval around each image's best own score: an infinite
+    one (every score kept, as for low precision) and a wrong one (detected afterwards, the
+    pass is repeated) give the same recalls."""
+    import mmbench.metrics as metrics_mod
+
+    img, cap, idx = _near_tie_data(seed=4)
+    want = retrieval_metrics(img, cap, idx, ks=(1, 3, 10), chunk_size=50)
+    assert want == pytest.approx(_reference_retrieval(img, cap, idx, (1, 3, 10)), abs=1e-12)
+    passes = []
+    real_pass = metrics_mod._retrieval_pass
+
+    def counting_pass(*args):
+        passes.append(args[3])  # lo
+        return real_pass(*args)
+
+    monkeypatch.setattr(metrics_mod, "_retrieval_pass", counting_pass)
+    monkeypatch.setattr(metrics_mod, "_matmul_unit_roundoff", lambda dtype: 2.0**-4)  # a bound too coarse to use
+    assert retrieval_metrics(img, cap, idx, ks=(1, 3, 10), chunk_size=50) == want
+    assert len(passes) == 1 and bool(torch.isinf(passes[0]).all())
+    monkeypatch.undo()
+    monkeypatch.setattr(metrics_mod, "_retrieval_pass", counting_pass)
+    passes.clear()
+    # an interval that misses every best own score (as if the product rounded beyond the bound)
+    monkeypatch.setattr(metrics_mod, "_own_score_brackets", lambda cap, img, idx, cs: (
+        torch.full((img.shape[0],), 0.3, dtype=img.dtype), torch.full((img.shape[0],), 0.30001, dtype=img.dtype)))
+    assert retrieval_metrics(img, cap, idx, ks=(1, 3, 10), chunk_size=50) == want
+    assert len(passes) == 2 and bool(torch.isinf(passes[1]).all())
+
+
+def test_retrieval_bool_count_path(monkeypatch):
+    """Galleries of 2**24 images or more count text-to-image ranks from bools, not float flags."""
+    import mmbench.metrics as metrics_mod
+
+    img, cap, idx = _near_tie_data(seed=5)
+    want = retrieval_metrics(img, cap, idx, ks=(1, 5, 10), chunk_size=300)
+    monkeypatch.setattr(metrics_mod, "_FLOAT_COUNTS_BELOW", 0)
+    assert retrieval_metrics(img, cap, idx, ks=(1, 5, 10), chunk_size=300) == want
+    ref = _reference_retrieval(img, cap, idx, (1, 5, 10))
+    assert {k: want[k] for k in ref} == pytest.approx(ref, abs=1e-12)
+
+
+def test_count_true_is_exact():
+    from mmbench.metrics import _count_true
+
+    gen = torch.Generator().manual_seed(0)
+    for rows, cols in ((1, 1), (254, 3), (255, 7), (256, 5), (1023, 40), (600, 33000)):
+        for p in (0.0, 0.3, 1.0):
+            m = torch.rand(rows, cols, generator=gen) < p
+            assert torch.equal(_count_true(m, 0), m.sum(0).to(torch.int32)), (rows, cols, p)
+            assert torch.equal(_count_true(m, 1), m.sum(1).to(torch.int32)), (rows, cols, p)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_retrieval_on_cuda_matches_cpu():
     img, cap, idx = _make_retrieval_data(50, [3] * 50, 0, "continuous")

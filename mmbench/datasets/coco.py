@@ -636,6 +636,18 @@ class CocoCaptionsDataset(MultimodalDataset):
     name = "coco-captions"
     modalities = ("image", "text")
     split_names = ("train", "val", "test")
+    # The official 2017 archives (hashes from tensorflow_datasets' checksums; docs/datasets.md
+    # "Downloads"): only the caption files and the val2017 images are kept.
+    downloads = (
+        {"url": "http://images.cocodataset.org/annotations/annotations_trainval2017.zip",
+         "path": "coco/annotations_trainval2017.zip",
+         "sha256": "113a836d90195ee1f884e704da6304dfaaecff1f023f49b6ca93c4aaae470268",
+         "extract": "coco", "members": ["annotations/captions_*2017.json"]},
+        {"url": "http://images.cocodataset.org/zips/val2017.zip",
+         "path": "coco/val2017.zip",
+         "sha256": "4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05",
+         "extract": "coco", "members": ["val2017/*.jpg"]},
+    )
 
     def __init__(
         self,

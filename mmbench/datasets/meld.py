@@ -42,6 +42,15 @@ CLASSES = {"sentiment": SENTIMENT_CLASSES, "emotion": EMOTION_CLASSES}
 FILES = {"train": "train_sent_emo.csv", "val": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
 MELD_COLUMNS = ("Utterance", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID")
 
+# The CSVs in the MELD GitHub repository (after its 2020 cp1252 -> UTF-8 fix); evidence for the
+# hashes in docs/datasets.md "Downloads".
+_MELD_RAW = "https://raw.githubusercontent.com/declare-lab/MELD/master/data/MELD/"
+_MELD_SHA256 = {
+    "train_sent_emo.csv": "d2fa2d6529cf03cac2989efec05c9b27d8fd2f4c8fc5974c7ae88aa537fa02db",
+    "dev_sent_emo.csv": "2e89c6f8aa182d6f62f8c6331aece905ac7273ca4999660bfb5213e1d0370c1c",
+    "test_sent_emo.csv": "8d37103938f7067600839fe29d5a114a6cd1bcdafb75bec101e06464c5006888",
+}
+
 
 def read_meld_csv(path: str | Path) -> pd.DataFrame:
     """One MELD ``*_sent_emo.csv`` -> ``id, dialogue, utterance_no, text, speaker, emotion,
@@ -83,6 +92,7 @@ class MELDDataset(TextModalityDataset):
     name = "meld"
     target_dtype = np.int64
     extra_options = ("label",)
+    downloads = tuple({"url": _MELD_RAW + f, "path": f"sentiment/meld/{f}", "sha256": h} for f, h in _MELD_SHA256.items())
 
     def __init__(self, data_dir=None, label: str = "sentiment", **options: Any):
         source = options.pop("source", "csv")

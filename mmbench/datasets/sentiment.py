@@ -354,6 +354,22 @@ class _CMUSentiment(TextModalityDataset):
         return parts
 
 
+_MMSA_NOTE = ("MMSA's label.csv and feature pickles are shared on Google Drive / Baidu Netdisk (see "
+              "github.com/thuiar/MMSA), MultiBench's pickles on Google Drive (github.com/pliang279/MultiBench); "
+              "place them under sentiment/{folder}/ as README 'Data layout' shows")
+# The SDK's label sequence and the transcripts + standard fold that GCNet publishes (the `raw`
+# source: text only, no audio); evidence for the hashes in docs/datasets.md "Downloads".
+MOSI_DOWNLOADS = (
+    {"url": "http://immortal.multicomp.cs.cmu.edu/CMU-MOSI/labels/CMU_MOSI_Opinion_Labels.csd",
+     "path": "sentiment/mosi/CMU_MOSI_Opinion_Labels.csd",
+     "sha256": "aef5f4617cdb067cc7606bb798eb6452c3de45f0f21cb3427be33c4d8c7fe852"},
+    {"url": "https://raw.githubusercontent.com/zeroQiaoba/GCNet/c2dfd3b7ab6322a47f39e568692374457c43af12/"
+            "dataset/CMUMOSI/CMUMOSI_features_raw_2way.pkl",
+     "path": "sentiment/mosi/CMUMOSI_features_raw_2way.pkl",
+     "sha256": "931ee50f3a77b2eb18786840a880a439f3ae6542bf2dfb5e14ecc9690702af84"},
+)
+
+
 @DATASETS.register("mosi")
 class MOSIDataset(_CMUSentiment):
     """CMU-MOSI (93 videos, 2,199 opinion segments); see the module docstring."""
@@ -362,6 +378,11 @@ class MOSIDataset(_CMUSentiment):
     folder = "mosi"
     multibench_files = ("mosi_raw.pkl", "mosi_data.pkl")
     has_raw = True
+    download_note = _MMSA_NOTE.format(folder="mosi")
+
+    @property
+    def downloads(self) -> tuple[dict[str, Any], ...]:
+        return MOSI_DOWNLOADS if self.source in ("auto", "raw") else ()
 
 
 @DATASETS.register("mosei")
@@ -372,3 +393,4 @@ class MOSEIDataset(_CMUSentiment):
     folder = "mosei"
     multibench_files = ("mosei_raw.pkl", "mosei_senti_data.pkl", "mosei_data.pkl")
     has_raw = False
+    download_note = _MMSA_NOTE.format(folder="mosei")

@@ -25,9 +25,10 @@ class Encoder(nn.Module):
 
 def default_encoder_for(sample_shape: tuple[int, ...], is_sequence: bool) -> str:
     """Pick an encoder from a modality's per-sample shape: vectors -> mlp, [T, F] sequences
-    -> gru, [C, H, W] or [H, W] images/spectrograms -> cnn."""
+    -> gru, [C, H, W] or [H, W] images/spectrograms -> cnn, [T, C, H, W] frame stacks (or
+    sequences of [C, H, W] frames) -> video."""
     if is_sequence:
-        return "gru"
+        return "video" if len(sample_shape) == 3 else "gru"
     if len(sample_shape) == 1:
         return "mlp"
-    return "cnn"
+    return "video" if len(sample_shape) == 4 else "cnn"
