@@ -62,7 +62,9 @@ class MultimodalModel(nn.Module):
         lengths = lengths or {}
         pooled, seqs, masks = {}, {}, {}
         for m in self.modalities:
-            enc = self.encoders[m](modalities[m], lengths.get(m))
+            encoder = self.encoders[m]
+            enc = (encoder(modalities[m], lengths.get(m), present=present[m]) if getattr(encoder, "uses_present", False)
+                   else encoder(modalities[m], lengths.get(m)))
             pooled[m] = masked(enc.pooled, present[m])
             if enc.sequence is not None:
                 seqs[m] = masked(enc.sequence, present[m])

@@ -18,6 +18,9 @@ class Encoder(nn.Module):
     """Base class: `out_dim` is the size of `Encoded.pooled` (and of sequence steps)."""
 
     out_dim: int
+    # True when forward takes `present` (bool [B]): encoders with batch statistics use it
+    # so that missing samples' fill values stay out of them
+    uses_present: bool = False
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Encoded:  # pragma: no cover
         raise NotImplementedError
