@@ -128,3 +128,12 @@ def test_batch_norm_cnn_trains_and_vmapped_seeds_match():
         for name in sv:  # running statistics included
             torch.testing.assert_close(sv[name].float(), so[name].float(), rtol=1e-3, atol=2e-4, msg=name)
         assert float(so["encoders.image.features.1.running_var"].sub(1).abs().max()) > 1e-3  # they moved
+
+
+def test_weights_hash_covers_batch_norm_buffers():
+    from mmbench.evaluate import state_hash
+
+    model = _model()
+    before = state_hash(model)  # num_batches_tracked is a 0-dim int64 buffer
+    model.encoders["image"].features[1].num_batches_tracked.add_(1)
+    assert state_hash(model) != before

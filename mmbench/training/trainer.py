@@ -199,6 +199,11 @@ def close_distributed(ctx: DistContext) -> None:
     import torch.distributed as dist
 
     if ctx.created and dist.is_initialized():
+        # every rank reaches this point before any tears its transport down: a rank that
+        # destroys the group while another still talks to it can abort at exit (gloo)
+        if ctx.world > 1:
+            backend_device = torch.device("cuda", ctx.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+            _barrier(ctx, backend_device)
         dist.destroy_process_group()
 
 
