@@ -86,7 +86,9 @@ def tolerance(ref_std: float, seeds: int) -> float:
 
 def check_against_reference(task: str, fusion: str, metric: str, values: list[float], reference: dict[str, Any]) -> Check:
     mean = float(np.mean(values))
-    ref = reference.get("results", {}).get(task, {}).get(fusion, {}).get(metric)
+    # references are keyed by the result name, where "unimodal:audio" is written "unimodal-audio"
+    by_fusion = reference.get("results", {}).get(task, {})
+    ref = (by_fusion.get(fusion) or by_fusion.get(fusion.replace(":", "-")) or {}).get(metric)
     if ref is None:
         return Check(task, fusion, metric, mean, None, None, None)
     ok = abs(mean - ref["mean"]) <= tolerance(ref["std"], len(values))

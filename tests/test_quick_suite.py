@@ -42,3 +42,15 @@ def test_reproduce_quick_suite_end_to_end(tmp_path, monkeypatch, one_thread):
         assert f in out
     assert "drop:m0" in out and "rate:0.9" in out
     assert "reference check" in out
+
+
+def test_reference_check_finds_unimodal_rows_by_result_name():
+    from mmbench.reproduce import check_against_reference, load_reference
+
+    reference = load_reference()
+    ref = reference["results"]["avmnist"]["unimodal-audio"]["accuracy"]
+    check = check_against_reference("avmnist", "unimodal:audio", "accuracy", [ref["mean"]] * 5, reference)
+    assert check.reference == ref["mean"] and check.ok
+    far = check_against_reference("mosi", "unimodal:text", "acc2_non0", [0.0] * 5, reference)
+    assert far.reference is not None and not far.ok
+    assert check_against_reference("mosi", "unimodal:vision", "acc2_non0", [0.5], reference).reference is None
