@@ -183,25 +183,35 @@ def retrieval_gallery(spec: TaskSpec, data_dir: Any = None, dataset: Any = None)
 def _evaluate_retrieval(spec: TaskSpec, path: Any, name: str, data_dir: Any, limits: Any, n_resamples: int, seed: int) -> Result:
     from pathlib import Path
 
-    from mmbench.metrics import retrieval_metrics
     from mmbench.submissions import parse_retrieval, submission_hash
 
     image_ids, caption_ids, cap_index, fingerprint = retrieval_gallery(spec, data_dir)
     sub = parse_retrieval(path, image_ids, caption_ids, cap_index, limits)
-    allm = retrieval_metrics(torch.from_numpy(sub.image_embeddings), torch.from_numpy(sub.caption_embeddings),
-                             torch.from_numpy(sub.caption_image_index))
-    clean = {m.name: float(allm[m.name]) for m in spec.metrics}
-    per_condition = {"clean": clean}
-    _check_finite_metrics(per_condition, path)
     digest, files = submission_hash([Path(path)])
-    not_evaluated = [c.name for c in spec.conditions() if c.name != "clean"]
+    return _retrieval_result(spec, name, "predictions", sub.image_embeddings, sub.caption_embeddings,
+                             sub.caption_image_index, path, fingerprint, digest, efficiency=None,
+                             extra={"format": "npz", "images": len(image_ids), "captions": len(caption_ids),
+                                    "embedding_dim": sub.dim, "submission_files": files})
+
+
+def _retrieval_result(spec: TaskSpec, name: str, kind: str, image_embeddings: np.ndarray,
+                      caption_embeddings: np.ndarray, caption_image_index: np.ndarray, source: Any,
+                      fingerprint: str, digest: str, efficiency: Any, extra: dict[str, Any],
+                      device: str | None = None) -> Result:
+    """The Result of checked retrieval embeddings (from an .npz or a model): recall@k under the
+    clean condition, the only one a retrieval gallery has."""
+    from mmbench.metrics import retrieval_metrics
+
+    allm = retrieval_metrics(torch.from_numpy(image_embeddings), torch.from_numpy(caption_embeddings),
+                             torch.from_numpy(caption_image_index))
+    per_condition = {"clean": {m.name: float(allm[m.name]) for m in spec.metrics}}
+    _check_finite_metrics(per_condition, source)
     return make_result(
-        task=spec.name, name=name, kind="predictions", primary_metric=spec.primary_metric,
+        task=spec.name, name=name, kind=kind, primary_metric=spec.primary_metric,
         higher_is_better=spec.primary.higher_is_better, metrics=per_condition, confidence_intervals={},
         robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
-        efficiency=None, dataset_fingerprint=fingerprint, submission_hash=digest,
-        extra={"format": "npz", "images": len(image_ids), "captions": len(caption_ids), "embedding_dim": sub.dim,
-               "submission_files": files, "conditions_not_evaluated": not_evaluated},
+        efficiency=efficiency, dataset_fingerprint=fingerprint, submission_hash=digest, device=device,
+        extra={**extra, "conditions_not_evaluated": [c.name for c in spec.conditions() if c.name != "clean"]},
     )
 
 
@@ -342,7 +352,6 @@ def _evaluate_retrieval_model(spec: TaskSpec, model_spec: str, weights: Any, nam
     gallery image and ``encode_text(text[, present][, lengths])`` on every caption, in batches,
     each returning ``[B, D]``. The embeddings pass the .npz checks and are scored like an .npz."""
     from mmbench.errors import SubmissionError
-    from mmbench.metrics import retrieval_metrics
     from mmbench.sandbox import SandboxConfig, run_retrieval_model
     from mmbench.submissions import check_embeddings, check_retrieval_program, parse_model_spec, submission_hash
     from mmbench.taskdata import load_task_split, task_dataset
@@ -376,16 +385,9 @@ def _evaluate_retrieval_model(spec: TaskSpec, model_spec: str, weights: Any, nam
     dim = check_embeddings(source, emb["image"], emb["text"], limits,
                            labels=("model output for images", "model output for captions"),
                            row_names=(image_ids, caption_ids), image_absent=absent)
-    allm = retrieval_metrics(torch.from_numpy(emb["image"]), torch.from_numpy(emb["text"]), torch.from_numpy(cap_index))
-    per_condition = {"clean": {m.name: float(allm[m.name]) for m in spec.metrics}}
-    _check_finite_metrics(per_condition, source)
     digest, files = submission_hash(ms.files)
-    return make_result(
-        task=spec.name, name=name, kind="model", primary_metric=spec.primary_metric,
-        higher_is_better=spec.primary.higher_is_better, metrics=per_condition, confidence_intervals={},
-        robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
-        efficiency=out.efficiency, dataset_fingerprint=fingerprint, submission_hash=digest, device=str(dev),
-        extra={"model": ms.kind, "images": len(image_ids), "captions": len(caption_ids), "embedding_dim": dim,
-               "missing_images": int(absent.sum()), "submission_files": files, "sandbox_seconds": round(out.seconds, 3),
-               "conditions_not_evaluated": [c.name for c in spec.conditions() if c.name != "clean"]},
-    )
+    return _retrieval_result(spec, name, "model", emb["image"], emb["text"], cap_index, source, fingerprint, digest,
+                             efficiency=out.efficiency, device=str(dev),
+                             extra={"model": ms.kind, "images": len(image_ids), "captions": len(caption_ids),
+                                    "embedding_dim": dim, "missing_images": int(absent.sum()),
+                                    "submission_files": files, "sandbox_seconds": round(out.seconds, 3)})

@@ -25,6 +25,17 @@ class _Failure(Exception):
     pass
 
 
+def _guarded(what: str, fn: Any, *args: Any) -> Any:
+    """Call submitted code; anything it raises becomes one `_Failure` line starting with `what`
+    (MemoryError passes through: `main` reports it with its own exit code)."""
+    try:
+        return fn(*args)
+    except MemoryError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the submission may raise anything, SystemExit included
+        raise _Failure(f"{what} {type(exc).__name__}: {exc}") from None
+
+
 def _set_limits(job: dict[str, Any]) -> None:
     import resource
 
@@ -70,21 +81,11 @@ def _build_factory(job: dict[str, Any]):
         raise _Failure(f"cannot import factory file {source}")
     module = importlib.util.module_from_spec(spec)
     sys.modules["mmbench_submission"] = module
-    try:
-        spec.loader.exec_module(module)
-    except MemoryError:
-        raise
-    except BaseException as exc:
-        raise _Failure(f"importing the factory file raised {type(exc).__name__}: {exc}") from None
+    _guarded("importing the factory file raised", spec.loader.exec_module, module)
     fn = getattr(module, job["attr"], None)
     if fn is None or not callable(fn):
         raise _Failure(f"factory file has no function {job['attr']!r}")
-    try:
-        model = fn(job["task_info"]) if _accepts_argument(fn) else fn()
-    except MemoryError:
-        raise
-    except BaseException as exc:
-        raise _Failure(f"factory {job['attr']}() raised {type(exc).__name__}: {exc}") from None
+    model = _guarded(f"factory {job['attr']}() raised", fn, *([job["task_info"]] if _accepts_argument(fn) else []))
     if not isinstance(model, nn.Module):
         raise _Failure(f"factory {job['attr']}() returned {type(model).__name__}, not a torch.nn.Module")
     if job.get("weights"):
@@ -264,12 +265,7 @@ def _run_retrieval(job: dict[str, Any]) -> None:
         with torch.no_grad():
             for start in range(0, n, batch_size):
                 args = [columns[k][start:start + batch_size].to(device) for k in ["x", *plans[m]]]
-                try:
-                    out = fn(*args)
-                except MemoryError:
-                    raise
-                except Exception as exc:
-                    raise _Failure(f"{name}() failed: {type(exc).__name__}: {exc}") from None
+                out = _guarded(f"{name}() failed:", fn, *args)
                 if not isinstance(out, torch.Tensor):
                     raise _Failure(f"{name}() returned {type(out).__name__}, expected a Tensor [B, D]")
                 b = len(args[0])
@@ -336,12 +332,7 @@ def _run(job: dict[str, Any]) -> None:
         with torch.no_grad():
             for start in range(0, n, batch_size):
                 b = view.batch(torch.arange(start, min(start + batch_size, n), device=device))
-                try:
-                    out = model(b.modalities, b.present, b.lengths)
-                except MemoryError:
-                    raise
-                except Exception as exc:
-                    raise _Failure(f"model forward failed under condition {cond!r}: {type(exc).__name__}: {exc}") from None
+                out = _guarded(f"model forward failed under condition {cond!r}:", model, b.modalities, b.present, b.lengths)
                 if not isinstance(out, torch.Tensor):
                     raise _Failure(f"model returned {type(out).__name__} under condition {cond!r}, expected a Tensor")
                 chunks.append(out.detach().float().cpu())
