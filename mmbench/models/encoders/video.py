@@ -20,7 +20,7 @@ class VideoEncoder(Encoder):
 
     The per-sample shape is ``[T, C, H, W]`` (a fixed frame count, as the ``clips`` loader
     gives) or, for a sequence modality with lengths, ``[C, H, W]`` per frame. Every frame goes
-    through the image CNN (:class:`CNNEncoder`: `blocks` conv-GroupNorm-ReLU-pool stages from
+    through the image CNN (:class:`CNNEncoder`: `blocks` conv-norm-pool-ReLU stages from
     `channels` channels) in one pass, frames folded into the batch; `temporal` then combines
     the per-frame features over the real frames:
 
