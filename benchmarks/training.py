@@ -24,7 +24,7 @@ batch size 40, AdamW, gradient clipping 1.0, no early stopping.
 Both are timed per epoch (training + that epoch's validation); the first epoch (warm-up and,
 with torch.compile, compilation) is reported separately and the per-epoch figure is the best
 of the later ones (a busy machine only ever slows an epoch down). The trainer's epochs are
-timed through its progress hook. Sizes: full 55,000 / 5,000 pairs, 2 epochs (the second is
+timed through its ``on_epoch`` hook. Sizes: full 55,000 / 5,000 pairs, 2 epochs (the second is
 timed; 1,375 steps); ``--quick`` 400 / 200 pairs, 3 epochs, reference and trainer run
 alternately twice (accuracy is compared only at full size).
 
@@ -119,23 +119,6 @@ def train_config(fusion: str, epochs: int, device: str, compile: bool = False, s
     return TrainConfig(**(base | over))
 
 
-class _EpochClock:
-    """Stands in for the trainer's progress bar: records (wall, process CPU) time at the end of
-    every epoch."""
-
-    stamps: list[tuple[float, float]] = []
-
-    def __init__(self, enabled: bool, total: int, label: str):
-        type(self).stamps = [_now()]
-
-    def advance(self, k: int, status: str = "") -> None:
-        if k:
-            type(self).stamps.append(_now())
-
-    def close(self) -> None:
-        pass
-
-
 def _now() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
@@ -147,28 +130,18 @@ def _epochs(stamps: list[tuple[float, float]]) -> tuple[list[float], list[float]
 
 
 def run_trainer(cfg, splits) -> dict[str, Any]:
-    """mmbench's trainer; per-epoch wall times from its progress hook."""
-    import mmbench.training.trainer as trainer_mod
+    """mmbench's trainer; per-epoch times from its ``on_epoch`` hook."""
+    from mmbench.training.trainer import train
 
-    real = getattr(trainer_mod, "_progress", None)
-    if real is not None:
-        trainer_mod._progress = _EpochClock
-    _EpochClock.stamps = []
+    sync(cfg.device)
+    stamps = [_now()]
     cpu0 = time.process_time()
     t0 = time.perf_counter()
-    try:
-        with PeakMemory(cfg.device) as mem:
-            result = trainer_mod.train(cfg, progress=False, splits=splits)
-    finally:
-        if real is not None:
-            trainer_mod._progress = real
-    total, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    stamps = _EpochClock.stamps
-    if len(stamps) == cfg.epochs + 1:
-        epochs, epochs_cpu = _epochs(stamps)
-    else:  # the trainer no longer reports epochs through _progress: whole-run averages
-        epochs, epochs_cpu = [total / cfg.epochs] * cfg.epochs, [cpu / cfg.epochs] * cfg.epochs
-    return {"epoch_s": epochs, "epoch_cpu_s": epochs_cpu, "total_s": total, "cpu_s": cpu, "peak_mb": mem.peak_mb,
+    with PeakMemory(cfg.device) as mem:
+        result = train(cfg, progress=False, splits=splits, on_epoch=lambda e: (sync(cfg.device), stamps.append(_now())))
+    epochs, epochs_cpu = _epochs(stamps)
+    return {"epoch_s": epochs, "epoch_cpu_s": epochs_cpu, "total_s": time.perf_counter() - t0,
+            "cpu_s": time.process_time() - cpu0, "peak_mb": mem.peak_mb,
             "val_accuracy": [h["val"]["accuracy"] for h in result.history],
             "train_loss": [h["train_loss"] for h in result.history], "precision": cfg.precision,
             "memory_format": cfg.memory_format}

@@ -44,7 +44,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -495,20 +495,24 @@ def _remove_stale_temporaries(run_dir: Path) -> None:
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, progress: bool = True,
-          splits: dict[str, Split] | None = None, resume: bool = True) -> TrainResult:
+          splits: dict[str, Split] | None = None, resume: bool = True,
+          on_epoch: Callable[[int], None] | None = None) -> TrainResult:
     """Train one (task, fusion, seed) run; with `out_dir`, write the run folder and resume from it.
 
     Under torchrun (WORLD_SIZE > 1) every rank calls this; see the module docstring.
+    ``on_epoch(epoch)`` is called after each epoch's validation and checkpoint (benchmarks time
+    epochs with it).
     """
     ctx = init_distributed(cfg.device)
     if ctx.created:
         # a group torchrun launched cannot be formed twice in one process (the second
         # init_process_group hangs): keep it for later calls and destroy it at exit
         atexit.register(close_distributed, ctx)
-    return _train(cfg, out_dir, progress, splits, resume, ctx)
+    return _train(cfg, out_dir, progress, splits, resume, ctx, on_epoch)
 
 
-def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx: DistContext) -> TrainResult:
+def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx: DistContext,
+           on_epoch: Callable[[int], None] | None) -> TrainResult:
     started = time.perf_counter()
     spec = get_task(cfg.task)
     if spec.target.type == "retrieval":
@@ -627,6 +631,8 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
                          stale, improved, ctx.world)
         _barrier(ctx, device)
         bar.advance(1, f"epoch {epoch} loss {record['train_loss']:.4f} val {primary.name} {value:.4f}")
+        if on_epoch is not None:
+            on_epoch(epoch)
     bar.close()
 
     if best_state is not None:
