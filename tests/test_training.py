@@ -22,7 +22,10 @@ def test_same_seed_same_metrics_different_seed_differs():
 
 
 def test_run_folder_contents_and_checkpoint_roundtrip(tmp_path):
-    result = train(TrainConfig(task="synthetic-unique", fusion="attention", **FAST), tmp_path, progress=False)
+    seen = []  # on_epoch runs after the epoch's record is written
+    result = train(TrainConfig(task="synthetic-unique", fusion="attention", **FAST), tmp_path, progress=False,
+                   on_epoch=lambda e: seen.append((e, len((tmp_path / "log.jsonl").read_text().splitlines()))))
+    assert seen == [(e, e + 1) for e in range(FAST["epochs"])]
     for name in ["config.json", "log.jsonl", "last.safetensors", "best.safetensors", "metrics.json"]:
         assert (tmp_path / name).exists(), name
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]

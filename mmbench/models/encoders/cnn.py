@@ -114,7 +114,9 @@ class CNNEncoder(Encoder):
             layer_norm = nn.GroupNorm(min(8, out), out) if norm == "group" else MaskedBatchNorm2d(out)
             # pooling before the ReLU gives the same values and gradients (ReLU is monotone and
             # both pick the first maximum) at a quarter of the ReLU's cost
-            layers += [nn.Conv2d(ch, out, 3, padding=1), layer_norm, nn.MaxPool2d(2), nn.ReLU()]
+            # no conv bias before batch norm: the batch mean removes it, so its gradient is pure
+            # rounding noise, which AdamW turns into lr-sized steps (docs/baselines.md, "AV-MNIST")
+            layers += [nn.Conv2d(ch, out, 3, padding=1, bias=norm != "batch"), layer_norm, nn.MaxPool2d(2), nn.ReLU()]
             ch = out
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.proj = nn.Linear(ch, out_dim)
