@@ -173,3 +173,32 @@ def test_trainer_memory_formats_agree():
         torch.testing.assert_close(b.model.state_dict()[name].float(), value.float(), rtol=1e-3, atol=1e-4, msg=name)
     again = train(TrainConfig(**base, memory_format="auto"), progress=False, splits=splits)
     assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in b.history]  # deterministic
+
+
+def test_complete_modalities_skip_the_mask(monkeypatch):
+    """The trainer names the modalities present in every training row: their batch norms take the
+    fused kernel without reading the mask, on every device (checked here by forbidding the
+    masked-reduction route, which CUDA, compile and vmap would take)."""
+    from tests.test_cnn_norm import _image_splits, _model
+
+    import mmbench.models.encoders.cnn as cnn
+
+    model = _model().train()
+    image, audio = torch.randn(6, 1, 12, 12), torch.randn(6, 1, 16, 16)
+    ones = {"image": torch.ones(6, dtype=torch.bool), "audio": torch.ones(6, dtype=torch.bool)}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    masked = model({"image": image, "audio": audio}, ones)
+    model.load_state_dict(state)
+    monkeypatch.setattr(cnn, "_eager_cpu", lambda *t: False)  # as on CUDA: no host reads of the mask
+    monkeypatch.setattr(MaskedBatchNorm2d, "_static", lambda *a: pytest.fail("masked reductions used"))
+    named = model({"image": image, "audio": audio}, ones, complete=("audio", "image"))
+    assert torch.equal(named, masked)
+
+    splits = _image_splits()  # audio missing in ~30% of the rows: only the image is complete
+    splits["train"].present["audio"][:] = True
+    enc = {"channels": 4, "blocks": 2, "norm": "batch"}
+    base = dict(task="avmnist", fusion="concat", epochs=1, batch_size=40, embed_dim=8, hidden_dim=8, device="cpu",
+                encoders={"image": enc, "audio": dict(enc)})
+    train(TrainConfig(**base), progress=False, splits=splits)  # every training row complete: no masked route
+    with pytest.raises(pytest.fail.Exception, match="masked reductions used"):
+        train(TrainConfig(**base, modality_dropout=0.3), progress=False, splits=splits)

@@ -58,13 +58,17 @@ class MultimodalModel(nn.Module):
         else:
             self.head = nn.Sequential(nn.GELU(), nn.Dropout(float(config.get("dropout", 0.1))), nn.Linear(hidden, self.outputs))
 
-    def forward(self, modalities: dict[str, Tensor], present: dict[str, Tensor], lengths: dict[str, Tensor] | None = None) -> Tensor:
+    def forward(self, modalities: dict[str, Tensor], present: dict[str, Tensor], lengths: dict[str, Tensor] | None = None,
+                complete: tuple[str, ...] = ()) -> Tensor:
+        """`complete`: modalities the caller knows are present in every row (e.g. the trainer,
+        from the whole split): their encoders skip the mask, so batch norm takes its fused
+        kernel without reading the mask (a host sync per layer on CUDA)."""
         lengths = lengths or {}
         pooled, seqs, masks = {}, {}, {}
         for m in self.modalities:
             encoder = self.encoders[m]
-            enc = (encoder(modalities[m], lengths.get(m), present=present[m]) if getattr(encoder, "uses_present", False)
-                   else encoder(modalities[m], lengths.get(m)))
+            enc = (encoder(modalities[m], lengths.get(m), present=None if m in complete else present[m])
+                   if getattr(encoder, "uses_present", False) else encoder(modalities[m], lengths.get(m)))
             pooled[m] = masked(enc.pooled, present[m])
             if enc.sequence is not None:
                 seqs[m] = masked(enc.sequence, present[m])

@@ -28,7 +28,8 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
     plain BatchNorm2d (ATen's fused kernel); on eager CPU tensors with missing samples,
     that kernel runs on the present samples alone; elsewhere (torch.compile, torch.func.vmap,
     CUDA, where reading the mask on the host would sync or is not allowed) it uses masked
-    reductions with static shapes.
+    reductions with static shapes. A caller that knows every row is present passes no mask
+    (``MultimodalModel``'s ``complete``; the trainer does when a modality is never missing).
     """
 
     def forward(self, x: Tensor, present: Tensor | None = None) -> Tensor:  # type: ignore[override]
