@@ -202,3 +202,38 @@ def test_complete_modalities_skip_the_mask(monkeypatch):
     train(TrainConfig(**base), progress=False, splits=splits)  # every training row complete: no masked route
     with pytest.raises(pytest.fail.Exception, match="masked reductions used"):
         train(TrainConfig(**base, modality_dropout=0.3), progress=False, splits=splits)
+
+
+def test_batch_norm_recalibration_averages_the_chosen_rows():
+    from mmbench.training.trainer import recalibrate_batch_norm
+    from tests.test_cnn_norm import _image_splits, _model
+
+    model = _model().eval()
+    data = _image_splits()["train"]
+    first = model.encoders["image"].features[1]
+    seen = []
+    first.register_forward_hook(lambda m, i, o: seen.append(i[0].detach().mean((0, 2, 3))))
+    first.running_mean.fill_(5.0)
+    recalibrate_batch_norm(model, data, rows=100, batch_size=40, seed=3, device=torch.device("cpu"), amp=None)
+    assert len(seen) == 3  # batches of 40, 40 and 20 rows
+    torch.testing.assert_close(first.running_mean, torch.stack(seen).mean(0))  # batch means averaged
+    assert first.momentum == 0.1 and not model.training
+
+
+def test_trainer_with_recalibration_keeps_the_recalibrated_statistics():
+    from mmbench.training.multiseed import train_seeds
+    from mmbench.training.trainer import recalibrate_batch_norm
+    from tests.test_cnn_norm import _image_splits
+
+    splits = _image_splits()
+    enc = {"channels": 4, "blocks": 2, "norm": "batch"}
+    cfg = TrainConfig(task="avmnist", fusion="concat", epochs=3, batch_size=40, embed_dim=8, hidden_dim=8, device="cpu",
+                      bn_recalibration=80, encoders={"image": enc, "audio": dict(enc)})
+    result = train(cfg, progress=False, splits=splits)
+    kept = {k: v.clone() for k, v in result.model.state_dict().items() if "running" in k}
+    recalibrate_batch_norm(result.model, splits["train"], 80, 40, cfg.seed, torch.device("cpu"), None)
+    for name, value in result.model.state_dict().items():
+        if "running" in name:  # the best epoch's weights, with the statistics recalibrated for them
+            torch.testing.assert_close(value, kept[name], msg=name)
+    again = train_seeds(cfg, [cfg.seed], splits=splits, vectorize=True)[0]  # trained one by one
+    assert again.history == result.history

@@ -211,6 +211,8 @@ def train_seeds(
         splits = _load_splits(cfg, spec)
     if vectorize is None:
         vectorize = device.type == "cuda"
+    if cfg.bn_recalibration:  # recalibration runs each model on its own: train them one by one
+        vectorize = False
     if not vectorize:
         from mmbench.training.trainer import train
 

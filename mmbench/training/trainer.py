@@ -95,6 +95,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 elsewhere
     memory_format: str = "auto"  # auto = channels-last CNN activations on the CPU where it pays
+    bn_recalibration: int = 0  # >0: before each evaluation, batch-norm statistics from this many training rows
     compile: bool = False
     compile_backend: str = "inductor"  # torch.compile backend ("eager", "aot_eager" for quick checks)
     eval_batch_size: int = 1024
@@ -329,6 +330,36 @@ def set_memory_format(model: nn.Module, memory_format: str, device: torch.device
         if hasattr(module, "channels_last_pays_on_cpu"):
             module.channels_last = memory_format == "channels_last" or (
                 memory_format == "auto" and device.type == "cpu" and module.channels_last_pays_on_cpu)
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(model: nn.Module, data: Split, rows: int, batch_size: int, seed: int, device: torch.device,
+                           amp: torch.dtype | None, complete: tuple[str, ...] = ()) -> None:
+    """Replace every batch norm's running statistics by their average over `rows` training rows
+    (a seeded choice, in batches of `batch_size`, training mode, no gradients: "precise BN").
+
+    The exponential running averages (momentum 0.1) lag weights that move quickly; on AV-MNIST
+    validation accuracy then jumps by tens of points between epochs (docs/baselines.md)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or rows <= 0:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+    index = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:rows].to(data.targets.device)
+    was_training = model.training
+    model.train()
+    try:
+        for k, start in enumerate(range(0, len(index), batch_size)):
+            for m in norms:
+                m.momentum = 1.0 / (k + 1)  # running value = mean over the batches so far
+            batch = data.batch(index[start : start + batch_size]).to(device)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                model(batch.modalities, batch.present, batch.lengths, complete)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -616,6 +647,8 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
             loss_sum += loss.detach().to(acc_dtype) * len(index_cpu)
             count += len(index_cpu)
         train_loss, seen, unique = _epoch_totals(ctx, loss_sum, count, perm, n)
+        if cfg.bn_recalibration:  # every rank the same rows: the statistics stay identical across ranks
+            recalibrate_batch_norm(model, data, cfg.bn_recalibration, cfg.batch_size, cfg.seed, device, amp, complete)
         val_pred = outputs_to_predictions(predict(model, val_on, device, cfg.eval_batch_size, amp), spec.target.type)
         val_metrics = _broadcast(ctx, score(spec, val_split.targets.cpu().numpy(), val_pred))
         value = val_metrics[primary.name]
