@@ -321,9 +321,9 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def set_memory_format(model: nn.Module, memory_format: str, device: torch.device) -> None:
     """Memory order of the CNN encoders' activations: ``channels_last``, ``contiguous``, or
     ``auto``: channels-last on the CPU for the encoders whose every layer has a fast
-    channels-last kernel there (the batch-norm CNN: its convolutions and max pooling run 2-8x
-    faster than in NCHW; benchmarks/RESULTS.md), NCHW elsewhere. Values change only by float
-    rounding."""
+    channels-last kernel there (the batch-norm CNN: its first convolution runs ~8x and its
+    max pooling ~2.6x faster than in NCHW; benchmarks/RESULTS.md), NCHW elsewhere. Values
+    change only by float rounding."""
     if memory_format not in ("auto", "channels_last", "contiguous"):
         raise SpecError(f"memory_format must be auto, channels_last or contiguous, not {memory_format!r}")
     for module in model.modules():
@@ -335,8 +335,9 @@ def set_memory_format(model: nn.Module, memory_format: str, device: torch.device
 @torch.no_grad()
 def recalibrate_batch_norm(model: nn.Module, data: Split, rows: int, batch_size: int, seed: int, device: torch.device,
                            amp: torch.dtype | None, complete: tuple[str, ...] = ()) -> None:
-    """Replace every batch norm's running statistics by their average over `rows` training rows
-    (a seeded choice, in batches of `batch_size`, training mode, no gradients: "precise BN").
+    """Replace every batch norm's running statistics by the mean of their per-batch values over
+    `rows` training rows (a seeded choice, in batches of `batch_size`, training mode, no
+    gradients: "precise BN").
 
     The exponential running averages (momentum 0.1) lag weights that move quickly; on AV-MNIST
     validation accuracy then jumps by tens of points between epochs (docs/baselines.md)."""

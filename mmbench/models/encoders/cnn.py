@@ -42,14 +42,11 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
             return self._present_subset(x, keep)
         return self._static(x, present)
 
-    def _by_running_stats(self, x: Tensor) -> Tensor:
-        return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0,
-                                        self.eps)
-
     def _present_subset(self, x: Tensor, keep: Tensor) -> Tensor:
         idx, miss = keep.nonzero().squeeze(1), (~keep).nonzero().squeeze(1)
-        if idx.numel() < 2:
-            return self._by_running_stats(x)
+        if idx.numel() < 2:  # too few rows for batch statistics: the running ones, left as they are
+            return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False,
+                                            0.0, self.eps)
         self.num_batches_tracked.add_(1)
         y_present, mean, invstd = torch.native_batch_norm(
             x.index_select(0, idx), self.weight, self.bias, self.running_mean, self.running_var, True,
