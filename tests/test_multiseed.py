@@ -95,6 +95,26 @@ def test_cnn_encoders_with_vmap_match():
         _assert_same_run(v, one)
 
 
+def test_batch_norm_recalibration_vectorised_matches_one_by_one():
+    # batch-norm CNNs (the AV-MNIST baselines' encoders) with the statistics recomputed before
+    # each validation: each seed on its own rows, as its one-by-one run does
+    splits = _image_splits()
+    enc = {"channels": 8, "blocks": 2, "norm": "batch"}
+    cfg = TrainConfig(task="avmnist", fusion="concat", epochs=3, batch_size=40, embed_dim=16, hidden_dim=16, lr=3e-4,
+                      device="cpu", dropout=0.0, fusion_options={"dropout": 0.0}, bn_recalibration=70,
+                      encoders={"image": enc, "audio": dict(enc)})
+    seeds = [0, 2]
+    vec = train_seeds(cfg, seeds, splits=splits, vectorize=True)
+    for s, v in zip(seeds, vec):
+        one = train(TrainConfig(**{**cfg.to_dict(), "seed": s}), progress=False, splits=splits)
+        _assert_same_run(v, one)
+    # the statistics are the recalibrated ones, not the training run's moving averages
+    plain = train_seeds(TrainConfig(**{**cfg.to_dict(), "bn_recalibration": 0}), seeds[:1], splits=splits,
+                        vectorize=True)[0]
+    name = "encoders.image.features.1.running_mean"
+    assert not torch.allclose(plain.model.state_dict()[name], vec[0].model.state_dict()[name], atol=1e-3)
+
+
 def test_per_seed_clipping_equals_clip_grad_norm():
     from mmbench.models.model import MultimodalModel
 

@@ -16,7 +16,9 @@ Every seed follows exactly the recipe of :func:`mmbench.training.trainer.train`:
   gradient norm to ``max_grad_norm``, bf16 autocast on CUDA (``precision: auto``);
 * model selection on the validation split's primary metric, patience-based early stopping
   (a seed that has stopped is carried along but nothing of it is recorded any more), and the
-  final validation and clean-test metrics of the best epoch.
+  final validation and clean-test metrics of the best epoch;
+* with ``bn_recalibration``, each seed's batch-norm statistics recomputed before each
+  validation on its own seeded training rows (:func:`_recalibrate_batch_norm`).
 
 Because AdamW and the clipping are elementwise per seed and the per-seed losses are summed
 before the backward pass, seed k's gradients and updates are those of seed k alone; results
@@ -46,7 +48,7 @@ from mmbench.errors import MMBenchError
 from mmbench.evaluation.evaluator import evaluate_conditions, outputs_to_predictions, predict, score
 from mmbench.masks import ModalityDropout
 from mmbench.models.model import MultimodalModel
-from mmbench.taskdata import load_task_split, task_dataset
+from mmbench.taskdata import load_task_split, task_dataset, with_dataset_options
 from mmbench.tasks import get_task
 from mmbench.training.trainer import (
     EpochProgress,
@@ -164,8 +166,7 @@ def _gather(data: Split, index: Tensor) -> tuple[dict[str, Tensor], dict[str, Te
 
 
 def _load_splits(cfg: TrainConfig, spec) -> dict[str, Split]:
-    if cfg.dataset_options:
-        spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"options": spec.dataset.options | cfg.dataset_options})})
+    spec = with_dataset_options(spec, cfg.dataset_options)
     dataset = task_dataset(spec, cfg.data_dir)
     return {role: load_task_split(spec, role, cfg.data_dir, dataset) for role in ("train", "validation", "test")}
 
@@ -211,8 +212,6 @@ def train_seeds(
         splits = _load_splits(cfg, spec)
     if vectorize is None:
         vectorize = device.type == "cuda"
-    if cfg.bn_recalibration:  # recalibration runs each model on its own: train them one by one
-        vectorize = False
     if not vectorize:
         from mmbench.training.trainer import train
 
@@ -291,6 +290,8 @@ def train_seeds(
             total += losses.detach().to(total.dtype) * b  # no host sync per step
             count += b
         train_loss = (total / max(count, 1)).tolist()
+        if cfg.bn_recalibration:
+            _recalibrate_batch_norm(stacked, data, cfg.bn_recalibration, cfg.batch_size, seeds, amp)
 
         outputs = stacked.predict(val_on, device, cfg.eval_batch_size, amp)
         improved_any = []
@@ -335,6 +336,39 @@ def train_seeds(
             r.run_dir = Path(out_dirs[i])
             _write_run(r)
     return results
+
+
+@torch.no_grad()
+def _recalibrate_batch_norm(stacked: StackedModels, data: Split, rows: int, batch_size: int, seeds: Sequence[int],
+                            amp: torch.dtype | None) -> None:
+    """:func:`mmbench.training.trainer.recalibrate_batch_norm` for the K models at once: model k's
+    running statistics become the mean of its per-batch statistics over `rows` training rows
+    chosen with seed k (the rows its one-by-one run would use), in batches of `batch_size`."""
+    norms = [(name, m) for name, m in stacked.base.named_modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or rows <= 0:
+        return
+    for name, _ in norms:
+        stacked.buffers[f"{name}.running_mean"].zero_()
+        stacked.buffers[f"{name}.running_var"].fill_(1.0)
+        stacked.buffers[f"{name}.num_batches_tracked"].zero_()
+    device = data.targets.device
+    index = torch.stack([torch.randperm(len(data), generator=torch.Generator().manual_seed(s))[:rows]
+                         for s in seeds]).to(device)
+    momenta = [m.momentum for _, m in norms]
+    was_training = stacked.base.training
+    stacked.train()
+    try:
+        for j, start in enumerate(range(0, index.shape[1], batch_size)):
+            for _, m in norms:  # the vmapped call reads the base module's momentum on each call
+                m.momentum = 1.0 / (j + 1)
+            mods, present, lengths = _gather(data, index[:, start : start + batch_size])
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                stacked(mods, present, lengths)
+    finally:
+        for (_, m), momentum in zip(norms, momenta):
+            m.momentum = momentum
+        stacked.train(was_training)
 
 
 def _update_best(best: dict[str, Tensor] | None, stacked: StackedModels, improved: list[int]) -> dict[str, Tensor]:
