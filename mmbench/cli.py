@@ -275,6 +275,9 @@ def reproduce(
         None, "--write-reference", help="Record this run's mean/std per metric as the reference in this JSON file."),
     threads: int = typer.Option(1, "--threads", help="CPU threads for torch (the baselines are small: one thread "
                                 "avoids thread start-up costs that dominate on small CPUs; raise it for big models)."),
+    vectorize: Optional[bool] = typer.Option(
+        None, "--vectorize/--one-by-one", help="Train a baseline's seeds all at once (vmapped over the seeds) or one "
+        "after the other; default: at once on CUDA, one by one elsewhere."),
 ) -> None:
     """Train, evaluate and rank a suite of baselines; check each against the measured reference."""
     import torch
@@ -289,7 +292,7 @@ def reproduce(
     sd = seeds or s["seeds"]
     typer.echo(f"reproducing suite {suite}: {len(t)} tasks x {len(f)} fusions x {len(sd)} seeds")
     results, checks = run_grid(t, f, sd, out, board_dir, device, str(data_dir) if data_dir else None,
-                               _overrides(set_), progress=not no_progress, log=typer.echo)
+                               _overrides(set_), progress=not no_progress, log=typer.echo, vectorize=vectorize)
     typer.echo("")
     entries = [e for e in load_entries(board_dir) if e.task in t]
     typer.echo(render(rank(entries), "table"))
@@ -303,10 +306,12 @@ def reproduce(
         ref = reference_from_results(results, label, note=f"mmbench reproduce --suite {suite}, seeds {sd}")
         atomic_write_json(write_reference, merge_reference(write_reference, ref))
         typer.echo(f"wrote the reference for {len(results)} runs to {write_reference}")
-    typer.echo("reference check (mean over seeds vs baselines/reference.json):")
+    typer.echo("reference check (mean over seeds vs baselines/reference.json; band: 3 standard errors of the "
+               "difference of the two means):")
     for c in checks:
         ref = f"{c.reference:.4f} ± {c.reference_std:.4f}" if c.reference is not None else "-"
-        typer.echo(f"  {c.task:<22} {c.fusion:<12} {c.metric:<14} {c.mean:.4f}  ref {ref:<18} {c.verdict}")
+        band = f"band ±{c.band:.4f}" if c.band is not None else ""
+        typer.echo(f"  {c.task:<22} {c.fusion:<12} {c.metric:<14} {c.mean:.4f}  ref {ref:<18} {band:<13} {c.verdict}")
 
 
 def _register_extensions() -> None:

@@ -54,3 +54,60 @@ def test_reference_check_finds_unimodal_rows_by_result_name():
     far = check_against_reference("mosi", "unimodal:text", "acc2_non0", [0.0] * 5, reference)
     assert far.reference is not None and not far.ok
     assert check_against_reference("mosi", "unimodal:vision", "acc2_non0", [0.5], reference).reference is None
+
+
+def test_reference_band_is_three_standard_errors_of_the_difference():
+    from mmbench.reproduce import tolerance
+
+    # hand-worked: pooled sd sqrt((4 * 0.02^2 + 4 * 0.04^2) / 8) = 0.031623; x sqrt(1/5 + 1/5) = 0.02
+    assert tolerance(0.02, 5, 0.04, 5) == pytest.approx(0.06)
+    # one new seed: the reference's spread, and the reference mean's own uncertainty
+    assert tolerance(0.02, 5, None, 1) == pytest.approx(3 * 0.02 * (1 / 5 + 1) ** 0.5)
+    assert tolerance(0.0, 5, 0.0, 5) == 0.01  # floor: one point
+
+
+def test_reference_check_agrees_with_a_two_sample_t_test():
+    # the verdict is "reproduces" exactly when Student's two-sample t (scipy, equal variances)
+    # is at most 3 in absolute value
+    import numpy as np
+    from scipy.stats import ttest_ind
+
+    from mmbench.reproduce import check_against_reference
+
+    rng = np.random.default_rng(0)
+    verdicts = set()
+    for trial in range(200):
+        ref_seeds = rng.normal(0.8, 0.03, 5)
+        new_seeds = rng.normal(0.8 + rng.uniform(-0.08, 0.08), rng.uniform(0.01, 0.06), int(rng.integers(2, 8)))
+        reference = {"results": {"t": {"f": {"acc": {"mean": float(ref_seeds.mean()), "std": float(ref_seeds.std(ddof=1)),
+                                                     "n": 5}}}}}
+        check = check_against_reference("t", "f", "acc", list(new_seeds), reference)
+        t = ttest_ind(new_seeds, ref_seeds, equal_var=True).statistic
+        assert check.ok == (abs(t) <= 3 + 1e-9), trial
+        verdicts.add(check.ok)
+    assert verdicts == {True, False}
+
+
+def test_reproduce_vectorised_writes_the_same_runs(tmp_path, monkeypatch, one_thread):
+    # the GPU default (seeds vmapped together), forced on the CPU: same files, entries and
+    # checks as one by one; with every dropout at 0 the same metrics up to float rounding
+    monkeypatch.chdir(tmp_path)
+    base = ["reproduce", "--suite", "quick", "--tasks", "synthetic-unique", "--fusions", "concat", "--fusions", "gnn",
+            "--seeds", "0", "--seeds", "3", "--no-progress", "--set", "epochs=2", "--set", "dataset_options.n_samples=300",
+            "--set", "embed_dim=8", "--set", "hidden_dim=16", "--set", "dropout=0", "--set", "fusion_options.dropout=0",
+            "--set", "encoders.m0.dropout=0", "--set", "encoders.m1.dropout=0"]
+    metrics = {}
+    for mode in ("--vectorize", "--one-by-one"):
+        result = CliRunner().invoke(app, base + [mode, "--out", f"runs{mode}", "--leaderboard", f"board{mode}"])
+        assert result.exit_code == 0, result.output
+        assert result.output.count("band ±") == 4  # one check per fusion and metric (accuracy, f1_macro)
+        for e in load_entries(tmp_path / f"board{mode}"):
+            run = tmp_path / f"runs{mode}" / e.task / e.name / f"seed{e.seed}"
+            for name in ("config.json", "log.jsonl", "best.safetensors", "metrics.json", "result.json"):
+                assert (run / name).exists(), (mode, name)
+            metrics.setdefault((e.name, e.seed), []).append(e.metrics)
+    assert len(metrics) == 4
+    for (fusion, seed), (vec, one) in metrics.items():
+        assert vec.keys() == one.keys()
+        for condition in vec:
+            assert vec[condition]["accuracy"] == pytest.approx(one[condition]["accuracy"], abs=1e-9), (fusion, seed, condition)
