@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     seconds: dict[str, float] = {}
     started = time.perf_counter()
+    interrupted = None
     try:
         for case in cases:
             st.log(f"[{case}]")
@@ -86,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows += mod.run(st)
             except Exception as exc:  # noqa: BLE001 - one broken case must not hide the others
                 rows.append(error_row(str(CASES.index(case) + 1), case, exc))
+            except KeyboardInterrupt:  # SIGINT (e.g. `timeout -s INT`): report the cases finished so far
+                interrupted = case
+                st.log(f"[{case}] interrupted after {time.perf_counter() - t0:.1f} s; writing the finished cases")
+                break
             seconds[case] = time.perf_counter() - t0
             st.log(f"[{case}] {seconds[case]:.1f} s")
     finally:
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in rows if r.exact is False]
     report = {"mode": st.size, "device": device, "machine": info, "case_seconds": seconds,
               "total_seconds": time.perf_counter() - started, "cases": cases,
-              "exactness_ok": not failed, "rows": [r.to_json() for r in rows]}
+              "exactness_ok": not failed, "interrupted_in": interrupted, "rows": [r.to_json() for r in rows]}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.out.with_name(args.out.name + ".tmp")
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         st.log("exactness checks FAILED: " + "; ".join(f"[{r.case}] {r.name}" for r in failed))
         return 1
-    return 0
+    return 130 if interrupted else 0
 
 
 if __name__ == "__main__":

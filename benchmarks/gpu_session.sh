@@ -1,29 +1,74 @@
 #!/usr/bin/env bash
-# The runs that need a GPU (issues #4 and #6), in parts that each fit the device machine's
-# 10-minute limit per call. The GPU image has torch but lacks some of mmbench's dependencies,
-# and ../shared does not travel: `prepare` (on the CPU machine) fetches the wheels into .whl/
-# and copies the COCO images into .data/ (both git-ignored); every other part runs on the GPU
-# machine with `carry: [".whl"]` (plus ".data" for `other`):
+# The runs that need a GPU (issues #4 and #6). The GPU image has torch but lacks some of
+# mmbench's dependencies, and ../shared does not travel: `prepare` (on the CPU machine) fetches
+# the wheels into .whl/ and copies the COCO images into .data/ (both git-ignored); every other
+# part runs on the GPU machine with `carry: [".whl", ".data"]`.
 #
-#   benchmarks/gpu_session.sh prepare                        # here, once
-#   bash benchmarks/gpu_session.sh train concat              # device call 1 (then attention, gnn)
-#   bash benchmarks/gpu_session.sh other                     # retrieval at scale, metrics, nvJPEG
-#   bash benchmarks/gpu_session.sh paths                     # CUDA tests + `mmbench train` on cuda
+#   benchmarks/gpu_session.sh prepare                  # here, once
+#   bash benchmarks/gpu_session.sh all                 # ONE device call, timeout_s 600: everything,
+#                                                      # most important first, each step time-boxed
+#   bash benchmarks/gpu_session.sh train FUSION        # or part by part, where more time is lent
+#   bash benchmarks/gpu_session.sh other               # retrieval at scale, metrics, nvJPEG
+#   bash benchmarks/gpu_session.sh paths               # CUDA tests + `mmbench train` on cuda + torchrun
+#
+# `all` fits a session that is lent 15 minutes of device time in all (start-up included): its
+# steps are cut by `timeout -s INT` at fixed budgets (570 s together); the benchmark then writes
+# the cases it finished and logs every training row as soon as it is measured.
+# GPU_SESSION_DRY=1 runs the same command lines on the CPU at smoke sizes (a pre-flight check
+# of the script itself, on the CPU machine; its numbers mean nothing).
 #
 # Results land in $OUT (the device tool's output folder) or ./gpu-results.
 set -euo pipefail
 part=${1:?usage: benchmarks/gpu_session.sh prepare | train FUSION | other | paths}
 out=${OUT:-gpu-results}
 
+if [[ ${GPU_SESSION_DRY:-0} == 1 ]]; then
+  dev=cpu; size=(--tiny)
+else
+  dev=cuda; size=()
+fi
+
 setup() {  # on the GPU machine: the carried wheels, without touching its torch
   mkdir -p "$out"
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .site .whl/*.whl
-  export PYTHONPATH=$PWD/.site:$PWD
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" || true
-  python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"
+  if [[ $dev == cuda ]]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .site .whl/*.whl
+    export PYTHONPATH=$PWD/.site:$PWD
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" || true
+    python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"
+  fi
+}
+
+step() {  # step SECONDS NAME COMMAND...: time-boxed (SIGINT, then KILL 15 s later); never stops the script
+  local budget=$1 name=$2; shift 2
+  local t0=$SECONDS rc=0
+  echo "== $name (budget ${budget}s)" | tee -a "$out/steps.log"
+  timeout -s INT -k 15 "$budget" "$@" > >(tee "$out/$name.log") 2>&1 || rc=$?
+  echo "== $name: exit $rc after $((SECONDS - t0))s" | tee -a "$out/steps.log"
+}
+
+bench() {  # bench NAME BUDGET ARGS...: python -m benchmarks on $dev, JSON to $out/NAME.json
+  local name=$1 budget=$2; shift 2
+  step "$budget" "$name" python3 -m benchmarks --device "$dev" "${size[@]}" "$@" --out "$out/$name.json"
+}
+
+cuda_paths() {
+  step 80 tests python3 -m pytest -q -p no:cacheprovider -x tests/test_training.py tests/test_multiseed.py \
+    tests/test_cnn_fast_paths.py
+  # bf16 autocast with the data on the device, then torch.compile; then DDP through torchrun
+  step 40 train-eager python3 -m mmbench.cli train synthetic-synergy --fusion concat --device "$dev" --epochs 5 \
+    --out "$out/runs" --no-progress
+  step 70 train-compiled python3 -m mmbench.cli train synthetic-synergy --fusion concat --device "$dev" --epochs 5 \
+    --compile --out "$out/runs-compiled" --no-progress
+  step 40 torchrun torchrun --nproc_per_node 1 -m mmbench.cli train \
+    synthetic-synergy --fusion concat --device "$dev" --epochs 3 --out "$out/runs-ddp" --no-progress
 }
 
 case $part in
+  all)
+    setup
+    bench training-concat 250 --cases training --fusions concat        # cases 1 + reproduce (5 seeds)
+    bench other 90 --cases retrieval,classification,decoding --data-dir .data
+    cuda_paths ;;             # attention and gnn (case 1): `train attention`, `train gnn` where time is left
   prepare)
     ../shared/tools/gpu-wheels.sh pydantic soundfile pycocotools mlxtend hypothesis pytest-timeout
     mkdir -p .data/coco && cp -r ../shared/data/coco/val2017 .data/coco/
@@ -31,25 +76,13 @@ case $part in
   train)
     fusion=${2:?train needs a fusion: concat, attention or gnn}
     setup
-    python3 -m benchmarks --device cuda --cases training --fusions "$fusion" --out "$out/training-$fusion.json" \
-      2>&1 | tee "$out/training-$fusion.log" ;;
+    bench "training-$fusion" 580 --cases training --fusions "$fusion" ;;
   other)
     setup
-    python3 -m benchmarks --device cuda --cases retrieval,classification,decoding --data-dir .data \
-      --out "$out/other.json" 2>&1 | tee "$out/other.log" ;;
+    bench other 580 --cases retrieval,classification,decoding --data-dir .data ;;
   paths)
     setup
-    python3 -m pytest -q -p no:cacheprovider tests/test_training.py tests/test_multiseed.py tests/test_cnn_fast_paths.py \
-      tests/test_benchmarks_smoke.py 2>&1 | tail -5 | tee "$out/tests.log"
-    for fusion in concat attention; do  # bf16 autocast, data on the device; then torch.compile
-      python3 -m mmbench.cli train synthetic-synergy --fusion "$fusion" --device cuda --epochs 5 --out "$out/runs" \
-        --no-progress 2>&1 | tee -a "$out/train.log"
-      python3 -m mmbench.cli train synthetic-synergy --fusion "$fusion" --device cuda --epochs 5 --compile \
-        --out "$out/runs-compiled" --no-progress 2>&1 | tee -a "$out/train.log"
-    done
-    # DDP with the nccl backend (one process per GPU; one GPU here)
-    torchrun --nproc_per_node 1 -m mmbench.cli train synthetic-synergy --fusion concat --device cuda --epochs 3 \
-      --out "$out/runs-ddp" --no-progress 2>&1 | tail -3 | tee -a "$out/train.log" ;;
+    cuda_paths ;;
   *)
     echo "unknown part: $part" >&2; exit 2 ;;
 esac

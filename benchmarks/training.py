@@ -303,6 +303,15 @@ def multiseed_exactness(seeds=(0, 1)) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+def _add(st: Settings, rows: list[Row], row: Row) -> None:
+    """Keep a row and log it at once: a run cut short by a time limit still shows the rows
+    measured so far (this case takes minutes on a GPU)."""
+    rows.append(row)
+    ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
+    st.log(f"  row: {row.name}: {row.mmbench_s or 0:.3f} s vs {row.reference_s or 0:.3f} s, ratio {ratio}, "
+           f"met {row.met}, exact {row.exact}; {row.notes}")
+
+
 def run(st: Settings) -> list[Row]:
     device = st.device
     n_train = st.pick(55_000, 400, 40)
@@ -340,7 +349,7 @@ def run(st: Settings) -> list[Row]:
                 variants["trainer+compile+cudagraphs"] = _with_cudagraphs(
                     lambda f=fusion: run_trainer(train_config(f, epochs, device, compile=True), splits))
         except Exception as exc:  # noqa: BLE001 - report and go on
-            rows.append(error_row("1", f"train {fusion}", exc))
+            _add(st, rows, error_row("1", f"train {fusion}", exc))
             continue
         per_fusion[fusion] = ref
         for label, mm in variants.items():
@@ -353,7 +362,7 @@ def run(st: Settings) -> list[Row]:
             breakdown = label.startswith("trainer ")  # a CPU breakdown row, not the target
             met = None if st.tiny or breakdown or (st.cuda and st.quick) else (speed_ok and (acc_ok or st.quick))
             precision = mm.get("precision") or train_config(fusion, epochs, device).precision
-            rows.append(Row(
+            _add(st, rows, Row(
                 "1", f"train {fusion} ({label}, {precision})", t_mm, t_ref, "DataLoader loop, fp32", "s/epoch",
                 target, met, None, mm.get("peak_mb"),
                 f"{n_train / t_mm:,.0f} vs {n_train / t_ref:,.0f} samples/s; CPU-time ratio {c_ref / c_mm:.2f}x; "
@@ -376,10 +385,10 @@ def run(st: Settings) -> list[Row]:
                 try:
                     ms = run_multiseed(train_config(f, epochs, device), splits, seeds, compile=comp)
                 except Exception as exc:  # noqa: BLE001
-                    rows.append(error_row("1", f"reproduce {f} x{len(seeds)} seeds ({label})", exc))
+                    _add(st, rows, error_row("1", f"reproduce {f} x{len(seeds)} seeds ({label})", exc))
                     continue
                 rate = len(seeds) * n_train / steady(ms["epoch_s"])  # seed-samples per second
-                rows.append(Row(
+                _add(st, rows, Row(
                     "1", f"reproduce {f}: {len(seeds)} seeds at once ({label})", n_train / rate, n_train / ref_rate,
                     "reference loop, seeds one by one", "s/seed-epoch", ">= 10x seed-epochs/s (H100)",
                     (rate / ref_rate >= 10.0) if not st.quick else None, None, ms.get("peak_mb"),
@@ -388,7 +397,7 @@ def run(st: Settings) -> list[Row]:
                      "reference_seed_samples_per_s": ref_rate},
                 ))
     elif not st.tiny:
-        rows.append(Row("1", f"reproduce: {len(seeds)} seeds at once", None, None, "reference loop, seeds one by one",
+        _add(st, rows, Row("1", f"reproduce: {len(seeds)} seeds at once", None, None, "reference loop, seeds one by one",
                         "s/seed-epoch", ">= 10x seed-epochs/s (H100)",
                         notes="GPU target, not timed on the CPU: there train_seeds trains the seeds one by one "
                               "(vectorising measured 0.2-0.4x per seed on 2 cores: vmap turns the convolutions "
@@ -396,10 +405,10 @@ def run(st: Settings) -> list[Row]:
     st.log("  multi-seed exactness (vectorised vs one by one, dropout 0) ...")
     try:
         chk = multiseed_exactness()
-        rows.append(Row("1", "reproduce: vectorised == one by one", None, None, "trainer.train per seed", exact=chk["ok"],
+        _add(st, rows, Row("1", "reproduce: vectorised == one by one", None, None, "trainer.train per seed", exact=chk["ok"],
                         target="same up to float tolerance",
                         notes=f"max |param diff| {chk['max_param_diff']:.1e}, max rel loss diff {chk['max_rel_loss_diff']:.1e}",
                         extra=chk))
     except Exception as exc:  # noqa: BLE001
-        rows.append(error_row("1", "reproduce: vectorised == one by one", exc))
+        _add(st, rows, error_row("1", "reproduce: vectorised == one by one", exc))
     return rows

@@ -40,3 +40,28 @@ def test_quick_tiny_run_completes_with_exact_results(tmp_path):
     assert any(name.startswith("train concat") for name in by_name)
     assert "reproduce: vectorised == one by one" in by_name
     assert all(r["mmbench_s"] is None or r["mmbench_s"] > 0 for r in rows)
+
+
+def test_an_interrupted_run_writes_the_finished_cases(tmp_path, monkeypatch, capsys):
+    # a device call cut by its time limit (`timeout -s INT`) must still hand back what it measured
+    import importlib
+    import types
+
+    from benchmarks.__main__ import main
+
+    real_import = importlib.import_module
+
+    def fake_import(name, *args):
+        if name == "benchmarks.retrieval":
+            return types.SimpleNamespace(run=lambda st: (_ for _ in ()).throw(KeyboardInterrupt()))
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", fake_import)
+    out = tmp_path / "partial.json"
+    code = main(["--tiny", "--device", "cpu", "--cases", "classification,retrieval,cli_latency", "--out", str(out)])
+    assert code == 130
+    report = json.loads(out.read_text())
+    assert report["interrupted_in"] == "retrieval"
+    assert {r["case"] for r in report["rows"]} == {"3"}  # classification done; nothing after the interrupt
+    assert report["exactness_ok"] is True
+    assert "classification" in capsys.readouterr().out
