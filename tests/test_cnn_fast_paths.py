@@ -202,6 +202,12 @@ def test_complete_modalities_skip_the_mask(monkeypatch):
     train(TrainConfig(**base), progress=False, splits=splits)  # every training row complete: no masked route
     with pytest.raises(pytest.fail.Exception, match="masked reductions used"):
         train(TrainConfig(**base, modality_dropout=0.3), progress=False, splits=splits)
+    # the same for the seeds vmapped together (reproduce on a GPU), batch-norm recalibration included
+    from mmbench.training.multiseed import train_seeds
+
+    train_seeds(TrainConfig(**base, bn_recalibration=40), [0, 1], splits=splits, vectorize=True)
+    with pytest.raises(pytest.fail.Exception, match="masked reductions used"):
+        train_seeds(TrainConfig(**base, modality_dropout=0.3), [0, 1], splits=splits, vectorize=True)
 
 
 def test_batch_norm_recalibration_averages_the_chosen_rows():

@@ -73,11 +73,12 @@ class StackedModels:
     (``shared=True``: every model sees the same batch) and returns outputs ``[K, B, ...]``.
     """
 
-    def __init__(self, models: Sequence[nn.Module], device: torch.device | str):
+    def __init__(self, models: Sequence[nn.Module], device: torch.device | str, complete: tuple[str, ...] = ()):
         from torch.func import stack_module_state
 
         if not models:
             raise ValueError("StackedModels needs at least one model")
+        self.complete = tuple(complete)  # MultimodalModel's `complete`: modalities present in every row
         params, buffers = stack_module_state(list(models))
         self.k = len(models)
         self.params = {n: p.detach().to(device).requires_grad_(True) for n, p in params.items()}
@@ -89,10 +90,10 @@ class StackedModels:
         if shared not in self._fns:
             from torch.func import functional_call, vmap
 
-            base = self.base
+            base, complete = self.base, self.complete
 
             def one(params, buffers, modalities, present, lengths):
-                return functional_call(base, (params, buffers), (modalities, present, lengths))
+                return functional_call(base, (params, buffers), (modalities, present, lengths, complete))
 
             in_dims = (0, 0, None, None, None) if shared else (0, 0, 0, 0, 0)
             self._fns[shared] = vmap(one, in_dims=in_dims, randomness="different")
@@ -227,14 +228,17 @@ def train_seeds(
         model_config = model_config_for(cfg, spec, train_split)
         models.append(MultimodalModel(model_config))
     assert model_config is not None
-    stacked = StackedModels(models, device)
+    mod_dropout = ModalityDropout(cfg.modality_dropout) if cfg.modality_dropout > 0 else None
+    # as the trainer: batch norm of a modality present in every training row takes ATen's fused
+    # kernel (under vmap the masked route cannot read the mask, so it would always run)
+    complete = () if mod_dropout else tuple(sorted(m for m, p in train_split.present.items() if bool(p.all())))
+    stacked = StackedModels(models, device, complete)
     del models
     # fused AdamW on CUDA: one kernel for all stacked parameters (elementwise, so per seed)
     opt = torch.optim.AdamW(stacked.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             **({"fused": True} if device.type == "cuda" else {}))
     loss_fn = _loss_fn(spec.target.type)
     batched_loss = torch.func.vmap(loss_fn)
-    mod_dropout = ModalityDropout(cfg.modality_dropout) if cfg.modality_dropout > 0 else None
 
     use_compile = cfg.compile if compile is None else compile
 
