@@ -131,6 +131,8 @@ def run_grid(
     from mmbench.training.multiseed import train_seeds
     from mmbench.training.trainer import TrainConfig
 
+    if not seeds:
+        raise MMBenchError("reproduce needs at least one seed")
     reference = load_reference()
     results, checks = [], []
     for task in tasks:

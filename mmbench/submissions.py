@@ -864,7 +864,9 @@ def save_retrieval_program(path: str | Path, encode_image: Any, encode_text: Any
     whose forward is the image / the text encoder) into one .pt2 archive, in the layout
     ``--model FILE.pt2`` expects on a retrieval task."""
     from torch.export import ExportedProgram
-    from torch.export.pt2_archive._package import package_pt2  # what torch.export.save uses, with several programs
+    # what torch.export.save uses, with several programs; listed in torch.export's API reference
+    # (docs.pytorch.org/docs/stable/export/api_reference) despite its module's underscore
+    from torch.export.pt2_archive._package import package_pt2
 
     for name, ep in (("encode_image", encode_image), ("encode_text", encode_text)):
         if not isinstance(ep, ExportedProgram):

@@ -44,19 +44,15 @@ def test_quick_tiny_run_completes_with_exact_results(tmp_path):
 
 def test_an_interrupted_run_writes_the_finished_cases(tmp_path, monkeypatch, capsys):
     # a device call cut by its time limit (`timeout -s INT`) must still hand back what it measured
-    import importlib
     import types
 
     from benchmarks.__main__ import main
 
-    real_import = importlib.import_module
+    def interrupted(st):
+        raise KeyboardInterrupt
 
-    def fake_import(name, *args):
-        if name == "benchmarks.retrieval":
-            return types.SimpleNamespace(run=lambda st: (_ for _ in ()).throw(KeyboardInterrupt()))
-        return real_import(name, *args)
-
-    monkeypatch.setattr(importlib, "import_module", fake_import)
+    # the case module the run imports next (import_module returns what sys.modules holds)
+    monkeypatch.setitem(sys.modules, "benchmarks.retrieval", types.SimpleNamespace(run=interrupted))
     out = tmp_path / "partial.json"
     code = main(["--tiny", "--device", "cpu", "--cases", "classification,retrieval,cli_latency", "--out", str(out)])
     assert code == 130

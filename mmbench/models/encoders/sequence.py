@@ -18,10 +18,30 @@ def _masked_mean(seq: Tensor, mask: Tensor) -> Tensor:
     return (seq * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
+def _reverse_index(lengths: Tensor | None, batch: int, steps: int, device) -> Tensor:
+    """[B, T] gather index that reverses each row's first `lengths` steps and leaves its
+    padding in place (an involution: applying it twice is the identity)."""
+    t = torch.arange(steps, device=device).expand(batch, steps)
+    if lengths is None:
+        return t.flip(1)
+    n = lengths.to(device).view(-1, 1)
+    return torch.where(t < n, n - 1 - t, t)
+
+
+def _take_steps(x: Tensor, index: Tensor) -> Tensor:
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
 @ENCODERS.register("gru")
 class GRUEncoder(Encoder):
     """Sequence [B, T, F] (+ lengths) -> bidirectional GRU states projected to out_dim;
-    pooled = masked mean over real steps (padding never enters the pooled vector)."""
+    pooled = masked mean over real steps (padding never enters the pooled vector).
+
+    Each direction runs as its own one-layer GRU over the padded batch; the backward one reads
+    every row reversed within its length, so neither direction sees a padded step before a
+    real one. That equals ``pack_padded_sequence`` (tests/test_sequence_encoders.py) without
+    its host-side lengths, so the encoder exports with ``torch.export`` and runs under
+    ``torch.compile`` and vmap. The parameters are nn.GRU's own (checkpoints unchanged)."""
 
     def __init__(self, sample_shape: tuple[int, ...], out_dim: int = 64, hidden: int = 64, layers: int = 1):
         super().__init__()
@@ -30,17 +50,24 @@ class GRUEncoder(Encoder):
         self.out = nn.Linear(2 * hidden, out_dim)
         self.out_dim = out_dim
 
+    def _direction(self, x: Tensor, layer: int, suffix: str) -> Tensor:
+        g = self.gru
+        params = [getattr(g, f"{kind}_l{layer}{suffix}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        h0 = x.new_zeros(1, x.shape[0], g.hidden_size)
+        out, _ = torch.ops.aten.gru.input(x, h0, params, True, 1, 0.0, self.training, False, True)
+        return out
+
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Encoded:
         b, t = x.shape[:2]
         mask = _mask(lengths, b, t, x.device)
-        h = self.inp(x.float()) * mask.unsqueeze(-1)
-        if lengths is not None:
-            packed = nn.utils.rnn.pack_padded_sequence(h, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-            out, _ = self.gru(packed)
-            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=t)
-        else:
-            out, _ = self.gru(h)
-        seq = self.out(out)
+        keep = mask.unsqueeze(-1)
+        h = self.inp(x.float()) * keep
+        backward = _reverse_index(lengths, b, t, x.device)
+        for layer in range(self.gru.num_layers):
+            forward_states = self._direction(h, layer, "")
+            backward_states = _take_steps(self._direction(_take_steps(h, backward), layer, "_reverse"), backward)
+            h = torch.cat([forward_states, backward_states], dim=-1) * keep  # padded steps are 0, as when packed
+        seq = self.out(h)
         return Encoded(_masked_mean(seq, mask), seq, mask)
 
 
