@@ -275,6 +275,8 @@ def reproduce(
         None, "--write-reference", help="Record this run's mean/std per metric as the reference in this JSON file."),
     threads: int = typer.Option(1, "--threads", help="CPU threads for torch (the baselines are small: one thread "
                                 "avoids thread start-up costs that dominate on small CPUs; raise it for big models)."),
+    report: Optional[Path] = typer.Option(
+        None, "--report", help="Report of this grid with its reference checks (.html or .md); default OUT/report.html."),
     vectorize: Optional[bool] = typer.Option(
         None, "--vectorize/--one-by-one", help="Train a baseline's seeds all at once (vmapped over the seeds) or one "
         "after the other; default: at once on CUDA, one by one elsewhere."),
@@ -312,6 +314,12 @@ def reproduce(
         ref = f"{c.reference:.4f} ± {c.reference_std:.4f}" if c.reference is not None else "-"
         band = f"band ±{c.band:.4f}" if c.band is not None else ""
         typer.echo(f"  {c.task:<22} {c.fusion:<12} {c.metric:<14} {c.mean:.4f}  ref {ref:<18} {band:<13} {c.verdict}")
+    from mmbench.report import write_results_report
+
+    runs = sorted({str(out / r.task / r.name / f"seed{r.seed}") for r in results})
+    path = write_results_report(results, report or out / "report.html", f"mmbench reproduce --suite {suite}", runs,
+                                checks=checks)
+    typer.echo(f"wrote {path}")
 
 
 def _register_extensions() -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "render_report_html",
     "render_report_markdown",
     "write_report",
+    "write_results_report",
 ]
 
 EFFICIENCY_KEYS = ("params", "flops_per_sample", "latency_ms_per_batch")
@@ -162,6 +163,7 @@ class Table:
     columns: list[Column]
     rows: list[list[dict[str, Any]]]
     css: str = ""
+    first_is_best: bool = True  # rows ranked: the first is highlighted
 
     def markdown(self) -> str:
         esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
@@ -566,7 +568,7 @@ _MACROS = """{% macro table(tab, id) -%}
 <div class="table-wrap"><table class="sortable {{ tab.css }}" id="{{ id }}">
 <thead><tr>{% for c in tab.columns %}<th scope="col" data-col="{{ c.key }}" data-dir="{{ c.dir }}"{% if c.title %} title="{{ c.title }}"{% endif %}{% if not c.numeric %} class="text"{% endif %}>{{ c.label }}</th>{% endfor %}</tr></thead>
 <tbody>
-{% for row in tab.rows %}<tr{% if loop.first %} class="best"{% endif %}>{% for cell in row %}<td{% if cell.sort is not none %} data-sort="{{ cell.sort }}"{% endif %}{% if not tab.columns[loop.index0].numeric %} class="text"{% endif %}>{{ cell.text }}</td>{% endfor %}</tr>
+{% for row in tab.rows %}<tr{% if loop.first and tab.first_is_best %} class="best"{% endif %}>{% for cell in row %}<td{% if cell.sort is not none %} data-sort="{{ cell.sort }}"{% endif %}{% if not tab.columns[loop.index0].numeric %} class="text"{% endif %}>{{ cell.text }}</td>{% endfor %}</tr>
 {% endfor %}</tbody>
 </table></div>
 {%- endmacro %}
@@ -602,7 +604,10 @@ _REPORT_HTML = """{% extends "base.html.j2" %}{% import "macros.j2" as m %}
 <p class="meta">Clean test set, mean ± std over seeds. {{ ci_note }}</p>
 {{ m.table(t.metrics_table, "metrics-" ~ t.slug) }}
 {{ m.figures(t.bar_figures) }}
-<h3>Robustness to missing modalities</h3>
+{% if t.check_table %}<h3>Reference check</h3>
+<p class="meta">{{ check_note }}</p>
+{{ m.table(t.check_table, "reference-" ~ t.slug) }}
+{% endif %}<h3>Robustness to missing modalities</h3>
 {{ m.table(t.robust_table, "robustness-" ~ t.slug) }}
 {{ m.figures(t.robust_figures) }}
 {% for n in t.robust_notes %}<p class="note">{{ n }}</p>{% endfor %}
@@ -639,7 +644,13 @@ Clean test set, mean ± std over seeds. {{ ci_note }}
 ![{{ f.alt }}]({{ link(f) }})
 
 *{{ f.caption }}*
-{% endfor %}
+{% endfor %}{% if t.check_table %}
+### Reference check
+
+{{ check_note }}
+
+{{ t.check_table.markdown() }}
+{% endif %}
 ### Robustness to missing modalities
 
 {{ t.robust_table.markdown() }}
@@ -915,7 +926,36 @@ def _class_table(matrix: list[list[float]], labels: list[str]) -> Table:
     return Table(cols, body, css="classes")
 
 
-def _report_context(results: list[Result], title: str, sources: Sequence[str | Path], skipped: int) -> dict[str, Any]:
+_CHECK_NOTE = ("Mean over this run's seeds (clean test set) against the measured reference in "
+               "baselines/reference.json (mean ± std over its seeds). Band: the largest difference that still "
+               "reproduces, 3 standard errors of the difference of the two means (mmbench.reproduce.tolerance).")
+
+
+def _check_table(checks: Sequence[Any]) -> Table | None:
+    """`mmbench reproduce`'s reference checks of one task (objects with task, fusion, metric,
+    mean, reference, reference_std, band, ok and verdict; see mmbench.reproduce.Check)."""
+    if not checks:
+        return None
+    columns = [Column("fusion", "fusion", "asc", numeric=False), Column("metric", "metric", "asc", numeric=False),
+               Column("mean", "mean over seeds", "desc"), Column("reference", "reference", "desc"),
+               Column("difference", "difference", "asc", "mean - reference"),
+               Column("band", "band", "asc", "largest |difference| that reproduces"),
+               Column("verdict", "verdict", "asc", numeric=False)]
+    rows = []
+    for c in checks:
+        has_ref = c.reference is not None
+        rows.append([
+            _cell(str(c.fusion)), _cell(str(c.metric)), _cell(f"{c.mean:.4f}", c.mean),
+            _cell(f"{c.reference:.4f} ± {c.reference_std:.4f}" if has_ref else "-", c.reference),
+            _cell(f"{c.mean - c.reference:+.4f}" if has_ref else "-", c.mean - c.reference if has_ref else None),
+            _cell(f"±{c.band:.4f}" if c.band is not None else "-", c.band),
+            _cell(c.verdict),
+        ])
+    return Table(columns, rows, first_is_best=False)
+
+
+def _report_context(results: list[Result], title: str, sources: Sequence[str | Path], skipped: int,
+                    checks: Sequence[Any] = ()) -> dict[str, Any]:
     from mmbench.leaderboard import rank
 
     if not results:
@@ -940,6 +980,7 @@ def _report_context(results: list[Result], title: str, sources: Sequence[str | P
         t: dict[str, Any] = {"name": task, "slug": _slug(task), "primary": best["primary_metric"],
                              "hib": bool(best["higher_is_better"]), "best": best["name"],
                              "metrics_table": metrics_table, "robust_table": _robust_table(task_rows),
+                             "check_table": _check_table([c for c in checks if c.task == task]),
                              "eff_table": _eff_table(task_rows),
                              "bar_figures": [_bar_figure(task, task_rows, primary_ci or None)],
                              "robust_figures": [], "robust_notes": [], "eff_figures": [], "eff_notes": [],
@@ -968,21 +1009,23 @@ def _report_context(results: list[Result], title: str, sources: Sequence[str | P
                 t["confusion_notes"].append(f"Counts summed over {seeds} seeds.")
         tasks.append(t)
     return {"title": title, "tasks": tasks, "n_results": len(results), "n_entries": len(rows),
-            "sources": [str(s) for s in sources], "skipped": skipped, "ci_note": _CI_NOTE}
+            "sources": [str(s) for s in sources], "skipped": skipped, "ci_note": _CI_NOTE, "check_note": _CHECK_NOTE}
 
 
 def render_report_html(results: list[Result], title: str = "mmbench report",
-                       sources: Sequence[str | Path] = (), skipped: int = 0) -> str:
-    """The report as one self-contained HTML page (figures embedded as data URIs)."""
-    ctx = _common(title) | _report_context(results, title, sources, skipped)
+                       sources: Sequence[str | Path] = (), skipped: int = 0, checks: Sequence[Any] = ()) -> str:
+    """The report as one self-contained HTML page (figures embedded as data URIs); `checks`
+    (from `mmbench reproduce`) add a reference-check table to each task."""
+    ctx = _common(title) | _report_context(results, title, sources, skipped, checks)
     return _env(True).get_template("report.html.j2").render(**ctx)
 
 
 def render_report_markdown(results: list[Result], title: str = "mmbench report", assets_dir: str = "report_files",
-                           sources: Sequence[str | Path] = (), skipped: int = 0) -> tuple[str, dict[str, bytes]]:
+                           sources: Sequence[str | Path] = (), skipped: int = 0,
+                           checks: Sequence[Any] = ()) -> tuple[str, dict[str, bytes]]:
     """The report as Markdown plus its figures: (text, {file name: PNG bytes}); the text links
     each figure as `<assets_dir>/<file name>`."""
-    ctx = _report_context(results, title, sources, skipped)
+    ctx = _report_context(results, title, sources, skipped, checks)
     figs: dict[str, bytes] = {}
 
     def link(f: Figure) -> str:
@@ -1000,19 +1043,31 @@ def render_report_markdown(results: list[Result], title: str = "mmbench report",
 def write_report(inputs: Sequence[str | Path], out: str | Path, title: str = "mmbench report") -> Path:
     """Read the inputs and write the report to `out`: HTML (.html/.htm) or Markdown (.md, with
     its PNGs in `<stem>_files/` beside it). Every file is written atomically."""
+    out = _report_path(out)
+    results, files, skipped = collect_results(inputs)
+    return write_results_report(results, out, title, files, skipped)
+
+
+def _report_path(out: str | Path) -> Path:
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm", ".md"):
+        raise MMBenchError(f"-o {out}: the report file must end with .html, .htm or .md")
+    return out
+
+
+def write_results_report(results: list[Result], out: str | Path, title: str = "mmbench report",
+                         sources: Sequence[str | Path] = (), skipped: int = 0, checks: Sequence[Any] = ()) -> Path:
+    """:func:`write_report` for results already in memory (`mmbench reproduce`), with its
+    reference checks."""
     from mmbench.io import atomic_write_bytes, atomic_write_text
 
-    out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in (".html", ".htm", ".md"):
-        raise MMBenchError(f"-o {out}: the report file must end with .html, .htm or .md")
-    results, files, skipped = collect_results(inputs)
-    if suffix == ".md":
+    out = _report_path(out)
+    if out.suffix.lower() == ".md":
         assets = f"{out.stem}_files"
-        text, figs = render_report_markdown(results, title, assets, files, skipped)
+        text, figs = render_report_markdown(results, title, assets, sources, skipped, checks)
         for name, png in figs.items():
             atomic_write_bytes(out.parent / assets / name, png)
     else:
-        text = render_report_html(results, title, files, skipped)
+        text = render_report_html(results, title, sources, skipped, checks)
     atomic_write_text(out, text)
     return out

@@ -1,6 +1,7 @@
 """The main job end to end on a tiny setting: reproduce -> result JSONs -> leaderboard entries -> table."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -42,6 +43,13 @@ def test_reproduce_quick_suite_end_to_end(tmp_path, monkeypatch, one_thread):
         assert f in out
     assert "drop:m0" in out and "rate:0.9" in out
     assert "reference check" in out
+    # the report of the grid, with the same checks per task
+    report = (tmp_path / "runs" / "report.html").read_text()
+    assert "Reference check" in report and "wrote runs/report.html" in out
+    verdict_cells = re.findall(r">(reproduces|DIFFERS)</td>", report)
+    assert sorted(verdict_cells) == sorted(re.findall(r"(reproduces|DIFFERS)$", out, flags=re.M))
+    for task in ("synthetic-redundant", "synthetic-unique", "synthetic-synergy"):
+        assert f"reference-{task}" in report
 
 
 def test_reference_check_finds_unimodal_rows_by_result_name():

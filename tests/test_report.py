@@ -285,6 +285,29 @@ def test_report_markdown(board, tmp_path):
     assert sorted(p.name for p in (out.parent / "summary_files").iterdir()) == sorted(Path(link).name for link in links)
 
 
+def test_report_with_reference_checks(tmp_path):
+    from mmbench.report import write_results_report
+    from mmbench.reproduce import check_against_reference
+
+    results = [_classification(f, s) for f in ("add", "concat") for s in (0, 1)]
+    means = {f: sum(r.metrics["clean"]["accuracy"] for r in results if r.name == f) / 2 for f in ("add", "concat")}
+    reference = {"results": {CLS: {"add": {"accuracy": {"mean": means["add"] + 0.002, "std": 0.01, "n": 5}},
+                                   "concat": {"accuracy": {"mean": means["concat"] - 0.2, "std": 0.01, "n": 5}}}}}
+    checks = [check_against_reference(CLS, f, "accuracy", [r.metrics["clean"]["accuracy"] for r in results if r.name == f],
+                                      reference) for f in ("add", "concat")]
+    checks.append(check_against_reference(CLS, "add", "f1_macro", [0.5, 0.5], reference))  # no reference row
+    text = write_results_report(results, tmp_path / "r.md", "grid", checks=checks).read_text()
+    section = text[text.index("### Reference check"):text.index("### Robustness")]
+    assert f"| add | accuracy | {means['add']:.4f} | {means['add'] + 0.002:.4f} ± 0.0100 | -0.0020 |" in section
+    assert "| reproduces |" in section and "| +0.2000 |" in section and "| DIFFERS |" in section
+    assert "| add | f1_macro | 0.5000 | - | - | - | no reference |" in section
+    html = render_report_html(results, checks=checks)
+    assert html.count(">DIFFERS</td>") == 1 and html.count(">reproduces</td>") == 1
+    assert "Reference check" not in render_report_html(results)  # only where checks are given
+    table = html[html.index('id="reference-'):]
+    assert 'class="best"' not in table[:table.index("</table>")]  # a check table is not a ranking
+
+
 def test_report_without_confusion_or_rates(tmp_path):
     r = _regression("add", 0)
     r = r.model_copy(update={"metrics": {"clean": r.metrics["clean"]}, "robustness": {}, "efficiency": None})
