@@ -249,6 +249,18 @@ def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = N
     )
 
 
+def _input_mismatch(trained: dict[str, Any], test: dict[str, Any], task: str) -> str:
+    """What differs between a checkpoint's inputs and the task's test data, per modality."""
+    def shape(d: dict[str, Any] | None) -> str:
+        return "absent" if d is None else ("sequence of " if d.get("sequence") else "") + str(list(d.get("shape", [])))
+
+    diffs = [f"{m}: trained on {shape(trained.get(m))}, test data {shape(test.get(m))}"
+             for m in sorted(set(trained) | set(test)) if trained.get(m) != test.get(m)]
+    return (f"checkpoint's input shapes do not match the task's test data ({'; '.join(diffs)}); task {task!r} "
+            "decodes with its spec's dataset options, so a model trained with other ones (--set dataset_options...) "
+            "needs a task spec of its own (MMBENCH_TASKS_PATH)")
+
+
 def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, device: str = "cpu", data_dir: Any = None,
                    conditions: Any = None, sandbox_config: Any = None, limits: Any = None, seed: int = 0,
                    n_resamples: int = 1000) -> Result:
@@ -281,7 +293,7 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
         if config.get("task") != spec.name:
             raise SubmissionError(f"checkpoint was trained for task {config.get('task')!r}, not {spec.name!r}", ms.weights)
         if config.get("inputs") != describe_inputs(split):
-            raise SubmissionError("checkpoint's input shapes do not match the task's test data", ms.weights)
+            raise SubmissionError(_input_mismatch(config.get("inputs") or {}, describe_inputs(split), spec.name), ms.weights)
         fusion = config.get("fusion")
 
         def run(s: Split) -> np.ndarray:

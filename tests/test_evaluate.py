@@ -354,6 +354,15 @@ def test_trained_baseline_three_ways(trained, tmp_path, monkeypatch, capsys):
     assert len(fac.extra["submission_files"]) == 2  # factory file + weights
     assert pt2.submission_hash == hashlib.sha256((trained / "model.pt2").read_bytes()).hexdigest()
 
+    # a checkpoint trained on other dataset options: refused, naming what differs and why
+    from mmbench.training.trainer import TrainConfig, train
+
+    wide = train(TrainConfig(task=TASK, fusion="concat", epochs=1, embed_dim=8, hidden_dim=8, device="cpu",
+                             dataset_options={"dim": 12, "n_samples": 200}), tmp_path / "wide", progress=False)
+    with pytest.raises(SubmissionError, match=r"m0: trained on \[12\], test data \[16\]; m1: trained on \[12\], "
+                                              r"test data \[16\]\); task 'synthetic-synergy' decodes with its spec's"):
+        evaluate_model(SPEC, "baseline", wide.run_dir / "best.safetensors", "wide")
+
     # a checkpoint of another task is refused
     other = get_task("synthetic-unique")
     with pytest.raises(SubmissionError, match="trained for task 'synthetic-synergy'"):
