@@ -69,10 +69,13 @@ case $part in
     bench training-concat 250 --cases training --fusions concat        # cases 1 + reproduce (5 seeds)
     bench other 90 --cases retrieval,classification,decoding --data-dir .data
     cuda_paths ;;             # attention and gnn (case 1): `train attention`, `train gnn` where time is left
-  prepare)
+  prepare)  # a call carries at most 64 MiB: fresh folders, no PyAV (35 MB; only the clips task needs it)
+    rm -rf .whl .data
     ../shared/tools/gpu-wheels.sh pydantic soundfile pycocotools mlxtend hypothesis pytest-timeout
     mkdir -p .data/coco && cp -r ../shared/data/coco/val2017 .data/coco/
-    du -sh .whl .data ;;
+    du -sh .whl .data
+    total=$(du -sm .whl .data | awk '{s += $1} END {print s}')
+    (( total <= 60 )) || { echo "error: .whl + .data = ${total} MiB, over what one call can carry" >&2; exit 1; } ;;
   train)
     fusion=${2:?train needs a fusion: concat, attention or gnn}
     setup
