@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
@@ -16,6 +18,11 @@ def _mask(lengths: Tensor | None, batch: int, steps: int, device) -> Tensor:
 def _masked_mean(seq: Tensor, mask: Tensor) -> Tensor:
     m = mask.unsqueeze(-1).to(seq.dtype)
     return (seq * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+# GRUEncoder hands cuDNN each direction's four weight tensors, not nn.GRU's flattened buffer, so
+# cuDNN packs them on every call (a copy of the encoder's few thousand weights) and says so
+warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk of memory")
 
 
 def _reverse_index(lengths: Tensor | None, batch: int, steps: int, device) -> Tensor:
