@@ -277,6 +277,9 @@ def reproduce(
                                 "avoids thread start-up costs that dominate on small CPUs; raise it for big models)."),
     report: Optional[Path] = typer.Option(
         None, "--report", help="Report of this grid with its reference checks (.html or .md); default OUT/report.html."),
+    resume: bool = typer.Option(
+        True, "--resume/--no-resume", help="Keep runs in OUT that finished with the same config and data (their "
+        "result.json); train only the rest. --no-resume trains every run again."),
     vectorize: Optional[bool] = typer.Option(
         None, "--vectorize/--one-by-one", help="Train a baseline's seeds all at once (vmapped over the seeds) or one "
         "after the other; default: at once on CUDA, one by one elsewhere."),
@@ -294,7 +297,8 @@ def reproduce(
     sd = seeds or s["seeds"]
     typer.echo(f"reproducing suite {suite}: {len(t)} tasks x {len(f)} fusions x {len(sd)} seeds")
     results, checks = run_grid(t, f, sd, out, board_dir, device, str(data_dir) if data_dir else None,
-                               _overrides(set_), progress=not no_progress, log=typer.echo, vectorize=vectorize)
+                               _overrides(set_), progress=not no_progress, log=typer.echo, vectorize=vectorize,
+                               resume=resume)
     typer.echo("")
     entries = [e for e in load_entries(board_dir) if e.task in t]
     typer.echo(render(rank(entries), "table"))

@@ -25,7 +25,10 @@ def entry_filename(result: Result) -> str:
     return f"{result.name}__seed{result.seed}.json" if result.seed is not None else f"{result.name}.json"
 
 
-def write_entry(board_dir: str | Path, result: Result) -> Path:
+def write_entry(board_dir: str | Path, result: Result, skip_unchanged: bool = False) -> Path:
+    """Write `result` as its leaderboard entry; an existing entry moves to history/ and the new
+    one gets the next version. With `skip_unchanged`, an entry equal to `result` but for its
+    version is left as it is (a kept run of `reproduce`)."""
     task_dir = safe_join(Path(board_dir), result.task)
     task_dir.mkdir(parents=True, exist_ok=True)
     path = safe_join(task_dir, entry_filename(result))
@@ -33,6 +36,8 @@ def write_entry(board_dir: str | Path, result: Result) -> Path:
         if path.exists():
             try:
                 old = read_entry(path)
+                if skip_unchanged and old.model_dump(exclude={"version"}) == result.model_dump(exclude={"version"}):
+                    return path
                 result = result.model_copy(update={"version": old.version + 1})
                 history = task_dir / "history"
                 history.mkdir(exist_ok=True)

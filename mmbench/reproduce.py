@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -119,11 +119,16 @@ def run_grid(
     progress: bool = True,
     log: Callable[[str], None] = print,
     vectorize: bool | None = None,
+    resume: bool = True,
 ) -> tuple[list[Any], list[Check]]:
     """Train every (task, fusion, seed), evaluate under the task's conditions, write result
     JSONs and leaderboard entries; return the results and the reference checks. The seeds of
     one (task, fusion) are trained by :func:`~mmbench.training.multiseed.train_seeds`:
-    ``vectorize`` None picks all seeds at once on CUDA and one by one elsewhere."""
+    ``vectorize`` None picks all seeds at once on CUDA and one by one elsewhere. With
+    ``resume``, a run folder that already holds a finished run of the same training config on
+    the same data (its result.json) is kept, not trained again, and a run trained one by one
+    continues from its last checkpoint: an interrupted grid goes on where it stopped. Without
+    it every run is trained from the start."""
     from mmbench.evaluate import evaluate_trained
     from mmbench.leaderboard import write_entry
     from mmbench.taskdata import load_task_split, task_dataset, with_dataset_options
@@ -144,22 +149,49 @@ def run_grid(
             cfg_dict = baseline_config(task, fusion) | (overrides or {}) | {"seed": seeds[0], "device": device}
             if data_dir:
                 cfg_dict["data_dir"] = data_dir
-            run_dirs = [Path(out_dir) / task / fusion.replace(":", "-") / f"seed{seed}" for seed in seeds]
+            cfg = TrainConfig.from_dict(cfg_dict)
+            name = fusion.replace(":", "-")
+            run_dirs = {seed: Path(out_dir) / task / name / f"seed{seed}" for seed in seeds}
+            kept = {seed: r for seed in seeds if resume and (r := finished_run(run_dirs[seed], replace(cfg, seed=seed), name,
+                                                                               dataset.fingerprint())) is not None}
+            todo = [seed for seed in seeds if seed not in kept]
             # all seeds at once on a GPU (vectorised over the seeds), one by one on a CPU
-            runs = train_seeds(TrainConfig.from_dict(cfg_dict), seeds, splits=splits, out_dirs=run_dirs,
-                               progress=progress, vectorize=vectorize)
-            for seed, run_dir, trained in zip(seeds, run_dirs, runs):
-                result = evaluate_trained(spec, trained, splits["test"], dataset.fingerprint(), name=fusion.replace(":", "-"))
-                atomic_write_json(run_dir / "result.json", result.to_json())
+            runs = dict(zip(todo, train_seeds(cfg, todo, splits=splits, out_dirs=[run_dirs[s] for s in todo],
+                                              progress=progress, vectorize=vectorize, resume=resume))) if todo else {}
+            for seed in seeds:
+                if seed in kept:
+                    result = kept[seed]
+                    note = f"kept: {run_dirs[seed]} finished with this config and data"
+                else:
+                    trained = runs[seed]
+                    result = evaluate_trained(spec, trained, splits["test"], dataset.fingerprint(), name=name)
+                    atomic_write_json(run_dirs[seed] / "result.json", result.to_json())
+                    note = f"{trained.seconds:.1f}s, best epoch {trained.best_epoch}"
                 if leaderboard_dir:
-                    write_entry(leaderboard_dir, result)
+                    write_entry(leaderboard_dir, result, skip_unchanged=True)
                 per_seed.append(result)
-                log(f"{task:>22} {fusion:>12} seed {seed}: {spec.primary_metric} "
-                    f"{result.primary_clean:.4f} ({trained.seconds:.1f}s, best epoch {trained.best_epoch})")
+                log(f"{task:>22} {fusion:>12} seed {seed}: {spec.primary_metric} {result.primary_clean:.4f} ({note})")
             results += per_seed
             for metric in [m.name for m in spec.metrics]:
                 checks.append(check_against_reference(task, fusion, metric, [r.metrics["clean"][metric] for r in per_seed], reference))
     return results, checks
+
+
+def finished_run(run_dir: Path, cfg: Any, name: str, dataset_fingerprint: str) -> Any:
+    """The Result in `run_dir`/result.json when that run finished with training config `cfg`
+    (its config.json) under result name `name` on the data with this fingerprint; else None."""
+    from pydantic import ValidationError
+
+    from mmbench.results import Result
+
+    try:
+        trained_with = json.loads((run_dir / "config.json").read_text())["train"]
+        result = Result.model_validate_json((run_dir / "result.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError, ValidationError):
+        return None
+    same = (trained_with == json.loads(json.dumps(cfg.to_dict())) and result.name == name
+            and result.dataset_fingerprint == dataset_fingerprint)
+    return result if same else None
 
 
 def merge_reference(path: Path, new: dict[str, Any]) -> dict[str, Any]:

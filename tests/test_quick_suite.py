@@ -119,3 +119,36 @@ def test_reproduce_vectorised_writes_the_same_runs(tmp_path, monkeypatch, one_th
         assert vec.keys() == one.keys()
         for condition in vec:
             assert vec[condition]["accuracy"] == pytest.approx(one[condition]["accuracy"], abs=1e-9), (fusion, seed, condition)
+
+
+def test_reproduce_keeps_finished_runs(tmp_path, monkeypatch, one_thread):
+    # an interrupted grid goes on where it stopped: runs that finished with the same config and
+    # data are kept, the rest trained; a changed config or --no-resume trains again
+    import mmbench.training.multiseed as multiseed
+    from mmbench.reproduce import run_grid
+
+    over = {"epochs": 1, "dataset_options": {"n_samples": 200}, "embed_dim": 8, "hidden_dim": 8}
+    args = dict(tasks=["synthetic-unique"], fusions=["concat"], seeds=[0, 1, 2], out_dir=tmp_path / "runs",
+                leaderboard_dir=tmp_path / "lb", progress=False, log=lambda m: None, vectorize=True)
+    first, _ = run_grid(overrides=over, **args)
+    trained: list[list[int]] = []
+    real = multiseed.train_seeds
+
+    def spy(cfg, seeds, **kw):
+        trained.append(list(seeds))
+        return real(cfg, seeds, **kw)
+
+    monkeypatch.setattr(multiseed, "train_seeds", spy)
+    again, checks = run_grid(overrides=over, **args)
+    assert trained == [] and [r.model_dump() for r in again] == [r.model_dump() for r in first]
+    assert len(checks) == 2
+    entry = tmp_path / "lb" / "synthetic-unique"
+    assert not (entry / "history").exists()  # the kept runs' entries are not re-versioned
+
+    (tmp_path / "runs" / "synthetic-unique" / "concat" / "seed1" / "result.json").unlink()  # cut before evaluation
+    again, _ = run_grid(overrides=over, **args)
+    assert trained == [[1]] and [r.seed for r in again] == [0, 1, 2]
+    run_grid(overrides=over | {"lr": 0.01}, **args)  # another config: everything again
+    assert trained[-1] == [0, 1, 2]
+    run_grid(overrides=over | {"lr": 0.01}, resume=False, **args)
+    assert trained[-1] == [0, 1, 2]

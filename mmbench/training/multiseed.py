@@ -181,6 +181,7 @@ def train_seeds(
     compile: bool | str | None = None,
     on_epoch: Callable[[int], None] | None = None,
     vectorize: bool | None = None,
+    resume: bool = True,
 ) -> list[TrainResult]:
     """Train `cfg` once per seed in `seeds`, all seeds at once; one TrainResult per seed, in order.
 
@@ -193,7 +194,8 @@ def train_seeds(
     a string is used as the compile mode (``"reduce-overhead"`` adds CUDA graphs on a GPU).
     ``out_dirs``, one per seed, receive the run files (see the module docstring).
     ``on_epoch(epoch)`` is called after each epoch's validation (benchmarks time epochs with
-    it; vectorised path only). ``seconds`` of each result is the wall time of the whole call
+    it; vectorised path only). ``resume`` is the trainer's (one by one, each run continues from
+    its folder's last checkpoint); the vectorised path always starts afresh. ``seconds`` of each result is the wall time of the whole call
     divided by the number of seeds.
     """
     started = time.perf_counter()
@@ -216,8 +218,8 @@ def train_seeds(
     if not vectorize:
         from mmbench.training.trainer import train
 
-        return [train(replace(cfg, seed=s), out_dirs[i] if out_dirs is not None else None, progress=progress, splits=splits)
-                for i, s in enumerate(seeds)]
+        return [train(replace(cfg, seed=s), out_dirs[i] if out_dirs is not None else None, progress=progress, splits=splits,
+                      resume=resume) for i, s in enumerate(seeds)]
     train_split, val_split, test_split = splits["train"], splits["validation"], splits["test"]
     k = len(seeds)
     cfgs = [replace(cfg, seed=s) for s in seeds]
