@@ -179,7 +179,9 @@ def run_grid(
 
 def finished_run(run_dir: Path, cfg: Any, name: str, dataset_fingerprint: str) -> Any:
     """The Result in `run_dir`/result.json when that run finished with training config `cfg`
-    (its config.json) under result name `name` on the data with this fingerprint; else None."""
+    (its config.json) under result name `name` on the data with this fingerprint; else None.
+    A config.json newer than the result belongs to a run started later (and cut short): the
+    result is then stale."""
     from pydantic import ValidationError
 
     from mmbench.results import Result
@@ -187,9 +189,10 @@ def finished_run(run_dir: Path, cfg: Any, name: str, dataset_fingerprint: str) -
     try:
         trained_with = json.loads((run_dir / "config.json").read_text())["train"]
         result = Result.model_validate_json((run_dir / "result.json").read_text())
+        in_order = (run_dir / "result.json").stat().st_mtime_ns >= (run_dir / "config.json").stat().st_mtime_ns
     except (OSError, ValueError, KeyError, TypeError, ValidationError):
         return None
-    same = (trained_with == json.loads(json.dumps(cfg.to_dict())) and result.name == name
+    same = (in_order and trained_with == json.loads(json.dumps(cfg.to_dict())) and result.name == name
             and result.dataset_fingerprint == dataset_fingerprint)
     return result if same else None
 

@@ -1,6 +1,7 @@
 """The main job end to end on a tiny setting: reproduce -> result JSONs -> leaderboard entries -> table."""
 
 import json
+import os
 import re
 
 import pytest
@@ -145,9 +146,12 @@ def test_reproduce_keeps_finished_runs(tmp_path, monkeypatch, one_thread):
     entry = tmp_path / "lb" / "synthetic-unique"
     assert not (entry / "history").exists()  # the kept runs' entries are not re-versioned
 
-    (tmp_path / "runs" / "synthetic-unique" / "concat" / "seed1" / "result.json").unlink()  # cut before evaluation
+    runs = tmp_path / "runs" / "synthetic-unique" / "concat"
+    (runs / "seed1" / "result.json").unlink()  # cut before evaluation
+    config = runs / "seed2" / "config.json"  # a later run of seed 2 started (and was cut): its result is stale
+    os.utime(config, ns=(config.stat().st_atime_ns, (runs / "seed2" / "result.json").stat().st_mtime_ns + 1))
     again, _ = run_grid(overrides=over, **args)
-    assert trained == [[1]] and [r.seed for r in again] == [0, 1, 2]
+    assert trained == [[1, 2]] and [r.seed for r in again] == [0, 1, 2]
     run_grid(overrides=over | {"lr": 0.01}, **args)  # another config: everything again
     assert trained[-1] == [0, 1, 2]
     run_grid(overrides=over | {"lr": 0.01}, resume=False, **args)
