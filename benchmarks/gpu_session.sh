@@ -12,7 +12,7 @@
 #   bash benchmarks/gpu_session.sh paths               # CUDA tests + `mmbench train` on cuda + torchrun
 #
 # `all` fits a session that is lent 15 minutes of device time in all (start-up included): its
-# steps are cut by `timeout -s INT` at fixed budgets (570 s together); the benchmark then writes
+# steps are cut by `timeout -s INT` at fixed budgets (530 s together, plus ~30 s of setup); the benchmark then writes
 # the cases it finished and logs every training row as soon as it is measured.
 # GPU_SESSION_DRY=1 runs the same command lines on the CPU at smoke sizes (a pre-flight check
 # of the script itself, on the CPU machine; its numbers mean nothing).
@@ -52,22 +52,22 @@ bench() {  # bench NAME BUDGET ARGS...: python -m benchmarks on $dev, JSON to $o
 }
 
 cuda_paths() {
-  step 80 tests python3 -m pytest -q -p no:cacheprovider -x tests/test_training.py tests/test_multiseed.py \
+  step 75 tests python3 -m pytest -q -p no:cacheprovider -x tests/test_training.py tests/test_multiseed.py \
     tests/test_cnn_fast_paths.py
   # bf16 autocast with the data on the device, then torch.compile; then DDP through torchrun
-  step 40 train-eager python3 -m mmbench.cli train synthetic-synergy --fusion concat --device "$dev" --epochs 5 \
+  step 35 train-eager python3 -m mmbench.cli train synthetic-synergy --fusion concat --device "$dev" --epochs 5 \
     --out "$out/runs" --no-progress
-  step 70 train-compiled python3 -m mmbench.cli train synthetic-synergy --fusion concat --device "$dev" --epochs 5 \
+  step 65 train-compiled python3 -m mmbench.cli train synthetic-synergy --fusion concat --device "$dev" --epochs 5 \
     --compile --out "$out/runs-compiled" --no-progress
-  step 40 torchrun torchrun --nproc_per_node 1 -m mmbench.cli train \
+  step 35 torchrun torchrun --nproc_per_node 1 -m mmbench.cli train \
     synthetic-synergy --fusion concat --device "$dev" --epochs 3 --out "$out/runs-ddp" --no-progress
 }
 
 case $part in
   all)
     setup
-    bench training-concat 250 --cases training --fusions concat        # cases 1 + reproduce (5 seeds)
-    bench other 90 --cases retrieval,classification,decoding --data-dir .data
+    bench training-concat 240 --cases training --fusions concat        # cases 1 + reproduce (5 seeds)
+    bench other 80 --cases retrieval,classification,decoding --data-dir .data
     cuda_paths ;;             # attention and gnn (case 1): `train attention`, `train gnn` where time is left
   prepare)  # a call carries at most 64 MiB: fresh folders, no PyAV (35 MB; only the clips task needs it)
     rm -rf .whl .data

@@ -40,6 +40,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -312,6 +313,50 @@ def _add(st: Settings, rows: list[Row], row: Row) -> None:
            f"met {row.met}, exact {row.exact}; {row.notes}")
 
 
+def _trainer_row(st: Settings, fusion: str, label: str, mm: dict[str, Any], ref: dict[str, Any], n_train: int,
+                 epochs: int, target: str, speed_target: float) -> Row:
+    """One trainer variant against the reference loop, per epoch."""
+    t_mm, t_ref = steady(mm["epoch_s"]), steady(ref["epoch_s"])
+    c_mm, c_ref = steady(mm["epoch_cpu_s"]), steady(ref["epoch_cpu_s"])
+    acc_mm, acc_ref = mm["val_accuracy"][-1], ref["val_accuracy"][-1]
+    acc_ok = abs(acc_mm - acc_ref) <= 0.01
+    speed_ok = t_ref / t_mm >= speed_target
+    # accuracy is held to one point only at full size (quick runs are short and small)
+    breakdown = label.startswith("trainer ")  # a CPU breakdown row, not the target
+    met = None if st.tiny or breakdown or (st.cuda and st.quick) else (speed_ok and (acc_ok or st.quick))
+    precision = mm.get("precision") or train_config(fusion, epochs, st.device).precision
+    return Row(
+        "1", f"train {fusion} ({label}, {precision})", t_mm, t_ref, "DataLoader loop, fp32", "s/epoch",
+        target, met, None, mm.get("peak_mb"),
+        f"{n_train / t_mm:,.0f} vs {n_train / t_ref:,.0f} samples/s; CPU-time ratio {c_ref / c_mm:.2f}x; "
+        f"val acc {acc_mm:.3f} vs {acc_ref:.3f}; reference peak {ref.get('peak_mb') or 0:,.0f} MiB",
+        {"n_train": n_train, "epochs": epochs, "mmbench": mm, "reference": ref,
+         "samples_per_s": n_train / t_mm, "reference_samples_per_s": n_train / t_ref,
+         "cpu_time_ratio": c_ref / c_mm, "accuracy_within_1pt": acc_ok, "first_epoch_s": mm["epoch_s"][0]},
+    )
+
+
+def _reproduce_row(st: Settings, fusion: str, label: str, compile: str | None, ref: dict[str, Any], splits,
+                   seeds: list[int], n_train: int, epochs: int) -> Row:
+    """`reproduce`'s path (the seeds vmapped together) against the reference loop run once per
+    seed, in seed-samples per second (a GPU target)."""
+    name = f"reproduce {fusion}: {len(seeds)} seeds at once ({label})"
+    st.log(f"  {fusion}: {len(seeds)} seeds vectorised ({label}) ...")
+    try:
+        ms = run_multiseed(train_config(fusion, epochs, st.device), splits, seeds, compile=compile)
+    except Exception as exc:  # noqa: BLE001
+        return error_row("1", name, exc)
+    ref_rate = n_train / steady(ref["epoch_s"])
+    rate = len(seeds) * n_train / steady(ms["epoch_s"])  # seed-samples per second
+    return Row(
+        "1", name, n_train / rate, n_train / ref_rate, "reference loop, seeds one by one", "s/seed-epoch",
+        ">= 10x seed-epochs/s (H100)", (rate / ref_rate >= 10.0) if not (st.quick or st.tiny) else None, None,
+        ms.get("peak_mb"), f"{rate:,.0f} vs {ref_rate:,.0f} seed-samples/s",
+        {"seeds": seeds, "n_train": n_train, "multiseed": ms, "seed_samples_per_s": rate,
+         "reference_seed_samples_per_s": ref_rate},
+    )
+
+
 def run(st: Settings) -> list[Row]:
     device = st.device
     n_train = st.pick(55_000, 400, 40)
@@ -325,83 +370,53 @@ def run(st: Settings) -> list[Row]:
     rows: list[Row] = []
     speed_target = 5.0 if st.cuda else 1.5
     target = f">= {speed_target:g}x per epoch ({'H100' if st.cuda else 'CPU'}), acc within 1 pt"
-    per_fusion: dict[str, dict[str, Any]] = {}
+    first = st.fusions[0] if st.fusions else None
     for fusion in st.fusions:
         st.log(f"  {fusion}: reference loop, then trainer ...")
+        # The most telling figures first (a time-boxed GPU call may be cut): the reference, the
+        # trainer, on CUDA `reproduce`'s 5 vmapped seeds, then the compiled variants.
         try:
             # quick runs alternate reference / trainer twice: a change of machine load then hits both
             ref = run_reference(train_config(fusion, epochs, device), splits)
-            variants = {"trainer": run_trainer(train_config(fusion, epochs, device), splits)}
+            trainer = run_trainer(train_config(fusion, epochs, device), splits)
             for _ in range(repeats - 1):
                 ref = _merge(ref, run_reference(train_config(fusion, epochs, device), splits))
-                variants["trainer"] = _merge(variants["trainer"], run_trainer(train_config(fusion, epochs, device), splits))
-            if not st.cuda and not st.tiny and fusion == st.fusions[0]:
-                # where the CPU gain comes from: each of the trainer's two CPU choices alone
-                for label, over in (("trainer fp32 NCHW", {"precision": "fp32", "memory_format": "contiguous"}),
-                                    ("trainer bf16 NCHW", {"memory_format": "contiguous"}),
-                                    ("trainer fp32 channels-last", {"precision": "fp32"})):
-                    st.log(f"  {fusion}: {label} ...")
-                    variants[label] = run_trainer(train_config(fusion, epochs, device, **over), splits)
-            if st.cuda and not st.quick:
-                st.log(f"  {fusion}: trainer with torch.compile ...")
-                variants["trainer+compile"] = run_trainer(train_config(fusion, epochs, device, compile=True), splits)
-                st.log(f"  {fusion}: trainer with torch.compile + CUDA graphs ...")
-                variants["trainer+compile+cudagraphs"] = _with_cudagraphs(
-                    lambda f=fusion: run_trainer(train_config(f, epochs, device, compile=True), splits))
+                trainer = _merge(trainer, run_trainer(train_config(fusion, epochs, device), splits))
         except Exception as exc:  # noqa: BLE001 - report and go on
             _add(st, rows, error_row("1", f"train {fusion}", exc))
             continue
-        per_fusion[fusion] = ref
-        for label, mm in variants.items():
-            t_mm, t_ref = steady(mm["epoch_s"]), steady(ref["epoch_s"])
-            c_mm, c_ref = steady(mm["epoch_cpu_s"]), steady(ref["epoch_cpu_s"])
-            acc_mm, acc_ref = mm["val_accuracy"][-1], ref["val_accuracy"][-1]
-            acc_ok = abs(acc_mm - acc_ref) <= 0.01
-            speed_ok = t_ref / t_mm >= speed_target
-            # accuracy is held to one point only at full size (quick runs are short and small)
-            breakdown = label.startswith("trainer ")  # a CPU breakdown row, not the target
-            met = None if st.tiny or breakdown or (st.cuda and st.quick) else (speed_ok and (acc_ok or st.quick))
-            precision = mm.get("precision") or train_config(fusion, epochs, device).precision
-            _add(st, rows, Row(
-                "1", f"train {fusion} ({label}, {precision})", t_mm, t_ref, "DataLoader loop, fp32", "s/epoch",
-                target, met, None, mm.get("peak_mb"),
-                f"{n_train / t_mm:,.0f} vs {n_train / t_ref:,.0f} samples/s; CPU-time ratio {c_ref / c_mm:.2f}x; "
-                f"val acc {acc_mm:.3f} vs {acc_ref:.3f}; reference peak {ref.get('peak_mb') or 0:,.0f} MiB",
-                {"n_train": n_train, "n_val": n_val, "epochs": epochs, "mmbench": mm, "reference": ref,
-                 "samples_per_s": n_train / t_mm, "reference_samples_per_s": n_train / t_ref,
-                 "cpu_time_ratio": c_ref / c_mm, "accuracy_within_1pt": acc_ok, "first_epoch_s": mm["epoch_s"][0]},
-            ))
-
-    # reproduce: 5 seeds at once vs the reference loop one seed at a time (a GPU target)
-    if st.cuda:
-        for f in (list(st.fusions)[:1] if st.quick else list(st.fusions)):
-            if f not in per_fusion:
+        _add(st, rows, _trainer_row(st, fusion, "trainer", trainer, ref, n_train, epochs, target, speed_target))
+        variants: dict[str, Callable[[], dict[str, Any]]] = {}
+        if not st.cuda and not st.tiny and fusion == first:
+            # where the CPU gain comes from: each of the trainer's two CPU choices alone
+            for label, over in (("trainer fp32 NCHW", {"precision": "fp32", "memory_format": "contiguous"}),
+                                ("trainer bf16 NCHW", {"memory_format": "contiguous"}),
+                                ("trainer fp32 channels-last", {"precision": "fp32"})):
+                variants[label] = lambda o=over: run_trainer(train_config(fusion, epochs, device, **o), splits)
+        reproduce = st.cuda and (fusion == first or not st.quick)
+        if reproduce:
+            _add(st, rows, _reproduce_row(st, fusion, "eager", None, ref, splits, seeds, n_train, epochs))
+        if st.cuda and not st.quick:
+            variants["trainer+compile"] = lambda: run_trainer(train_config(fusion, epochs, device, compile=True), splits)
+            variants["trainer+compile+cudagraphs"] = lambda: _with_cudagraphs(
+                lambda: run_trainer(train_config(fusion, epochs, device, compile=True), splits))
+        for label, measure in variants.items():
+            st.log(f"  {fusion}: {label} ...")
+            try:
+                mm = measure()
+            except Exception as exc:  # noqa: BLE001
+                _add(st, rows, error_row("1", f"train {fusion} ({label})", exc))
                 continue
-            ref_rate = n_train / steady(per_fusion[f]["epoch_s"])
-            for label, comp in (("eager", None), ("compiled, CUDA graphs", "reduce-overhead")):
-                if comp and st.quick:
-                    continue
-                st.log(f"  {f}: {len(seeds)} seeds vectorised ({label}) ...")
-                try:
-                    ms = run_multiseed(train_config(f, epochs, device), splits, seeds, compile=comp)
-                except Exception as exc:  # noqa: BLE001
-                    _add(st, rows, error_row("1", f"reproduce {f} x{len(seeds)} seeds ({label})", exc))
-                    continue
-                rate = len(seeds) * n_train / steady(ms["epoch_s"])  # seed-samples per second
-                _add(st, rows, Row(
-                    "1", f"reproduce {f}: {len(seeds)} seeds at once ({label})", n_train / rate, n_train / ref_rate,
-                    "reference loop, seeds one by one", "s/seed-epoch", ">= 10x seed-epochs/s (H100)",
-                    (rate / ref_rate >= 10.0) if not st.quick else None, None, ms.get("peak_mb"),
-                    f"{rate:,.0f} vs {ref_rate:,.0f} seed-samples/s",
-                    {"seeds": seeds, "n_train": n_train, "multiseed": ms, "seed_samples_per_s": rate,
-                     "reference_seed_samples_per_s": ref_rate},
-                ))
-    elif not st.tiny:
+            _add(st, rows, _trainer_row(st, fusion, label, mm, ref, n_train, epochs, target, speed_target))
+        if reproduce and not st.quick:
+            _add(st, rows, _reproduce_row(st, fusion, "compiled, CUDA graphs", "reduce-overhead", ref, splits, seeds,
+                                          n_train, epochs))
+    if not st.cuda and not st.tiny:
         _add(st, rows, Row("1", f"reproduce: {len(seeds)} seeds at once", None, None, "reference loop, seeds one by one",
-                        "s/seed-epoch", ">= 10x seed-epochs/s (H100)",
-                        notes="GPU target, not timed on the CPU: there train_seeds trains the seeds one by one "
-                              "(vectorising measured 0.2-0.4x per seed on 2 cores: vmap turns the convolutions "
-                              "into grouped ones with layout copies); run with --device cuda"))
+                           "s/seed-epoch", ">= 10x seed-epochs/s (H100)",
+                           notes="GPU target, not timed on the CPU: there train_seeds trains the seeds one by one "
+                                 "(vectorising measured 0.2-0.4x per seed on 2 cores: vmap turns the convolutions "
+                                 "into grouped ones with layout copies); run with --device cuda"))
     st.log("  multi-seed exactness (vectorised vs one by one, dropout 0) ...")
     try:
         chk = multiseed_exactness()

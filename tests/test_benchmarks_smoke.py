@@ -61,3 +61,28 @@ def test_an_interrupted_run_writes_the_finished_cases(tmp_path, monkeypatch, cap
     assert {r["case"] for r in report["rows"]} == {"3"}  # classification done; nothing after the interrupt
     assert report["exactness_ok"] is True
     assert "classification" in capsys.readouterr().out
+
+
+def test_training_case_gpu_branches_run_on_the_cpu(monkeypatch):
+    # case 1's CUDA-only branches (reproduce rows, compiled variants) with the CPU standing in
+    # for the GPU, so a GPU session does not meet their first Python error: Settings.cuda
+    # forced, torch.compile through the "eager" backend, no CUDA graphs
+    from dataclasses import replace
+
+    import benchmarks.training as training
+    from benchmarks import Settings
+
+    monkeypatch.setattr(Settings, "cuda", property(lambda self: True))
+    real = training.train_config
+    monkeypatch.setattr(training, "train_config", lambda *a, **kw: replace(real(*a, **kw), compile_backend="eager"))
+    monkeypatch.setattr(training, "_with_cudagraphs", lambda fn: fn())
+    logged = []
+    rows = training.run(Settings(tiny=True, device="cpu", log=logged.append, fusions=("concat",)))
+    names = [r.name.split(" (")[0] + " (" + r.name.split(" (")[1].split(",")[0] for r in rows[:5]]
+    assert names == ["train concat (trainer", "reproduce concat: 5 seeds at once (eager)", "train concat (trainer+compile",
+                     "train concat (trainer+compile+cudagraphs", "reproduce concat: 5 seeds at once (compiled"]
+    errors = [r.notes for r in rows if r.notes.startswith("ERROR")]
+    assert not errors, errors
+    assert all(r.ratio and r.ratio > 0 for r in rows[:5])
+    assert rows[1].extra["seeds"] == [0, 1, 2, 3, 4] and rows[1].unit == "s/seed-epoch"
+    assert sum(line.startswith("  row: ") for line in logged) == len(rows)  # each row logged when measured
