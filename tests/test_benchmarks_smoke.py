@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests._datapaths import REPO, real_data_root
 
@@ -86,3 +87,19 @@ def test_training_case_gpu_branches_run_on_the_cpu(monkeypatch):
     assert all(r.ratio and r.ratio > 0 for r in rows[:5])
     assert rows[1].extra["seeds"] == [0, 1, 2, 3, 4] and rows[1].unit == "s/seed-epoch"
     assert sum(line.startswith("  row: ") for line in logged) == len(rows)  # each row logged when measured
+
+
+def test_retrieval_at_scale_branch_runs_on_the_cpu(monkeypatch):
+    # case 2's GPU-only "at scale" code at a small size, the CPU standing in for the GPU
+    import benchmarks.retrieval as retrieval
+    from benchmarks import Settings
+    from mmbench.metrics import retrieval_metrics
+
+    monkeypatch.setattr(Settings, "cuda", property(lambda self: True))
+    st = Settings(tiny=True, device="cpu", log=lambda m: None)
+    (row,) = retrieval._scale_case(st)
+    assert row.name == "retrieval at scale, 3,000 x 3,000 x 256 (chunk 512)" and row.ratio > 0
+    gen = torch.Generator().manual_seed(0)  # the case's own data, scored here without chunks
+    img = torch.nn.functional.normalize(torch.randn(3000, 256, generator=gen), dim=1)
+    cap = torch.nn.functional.normalize(img + 0.5 * torch.randn(3000, 256, generator=gen), dim=1)
+    assert row.extra["recalls"] == retrieval_metrics(img, cap, torch.arange(3000), ks=retrieval.KS, chunk_size=3000)
