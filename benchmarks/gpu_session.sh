@@ -23,7 +23,7 @@ part=${1:?usage: benchmarks/gpu_session.sh prepare | train FUSION | other | path
 out=${OUT:-gpu-results}
 
 if [[ ${GPU_SESSION_DRY:-0} == 1 ]]; then
-  dev=cpu; size=(--tiny)
+  dev=cpu; size=(--tiny); export MMBENCH_CUDA_TESTS_DEVICE=cpu
 else
   dev=cuda; size=()
 fi
@@ -52,8 +52,9 @@ bench() {  # bench NAME BUDGET ARGS...: python -m benchmarks on $dev, JSON to $o
 }
 
 cuda_paths() {
-  step 75 tests python3 -m pytest -q -p no:cacheprovider -x tests/test_training.py tests/test_multiseed.py \
-    tests/test_cnn_fast_paths.py
+  # test_cuda_paths.py first: the tests that use the GPU (the others check the same code on its CPU)
+  step 75 tests python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda_paths.py tests/test_training.py \
+    tests/test_multiseed.py tests/test_cnn_fast_paths.py
   # bf16 autocast with the data on the device, then torch.compile; then DDP through torchrun
   step 35 train-eager python3 -m mmbench.cli train synthetic-synergy --fusion concat --device "$dev" --epochs 5 \
     --out "$out/runs" --no-progress
