@@ -236,19 +236,6 @@ def run_multiseed(cfg, splits, seeds, compile=None) -> dict[str, Any]:
             "val_accuracy": [[h["val"]["accuracy"] for h in r.history] for r in results]}
 
 
-def _with_cudagraphs(fn):
-    """Run `fn` with inductor's CUDA graphs on (what ``mode="reduce-overhead"`` turns on): the
-    trainer's ``compile: true`` uses the default mode, so this shows what that mode would give."""
-    import torch._inductor.config as inductor_config
-
-    old = inductor_config.triton.cudagraphs
-    inductor_config.triton.cudagraphs = True
-    try:
-        return fn()
-    finally:
-        inductor_config.triton.cudagraphs = old
-
-
 def steady(epoch_s: list[float]) -> float:
     """Per-epoch time: the best epoch after the first (the first includes warm-up/compilation)."""
     return min(epoch_s[1:]) if len(epoch_s) > 1 else epoch_s[0]
@@ -398,8 +385,8 @@ def run(st: Settings) -> list[Row]:
             _add(st, rows, _reproduce_row(st, fusion, "eager", None, ref, splits, seeds, n_train, epochs))
         if st.cuda and not st.quick:
             variants["trainer+compile"] = lambda: run_trainer(train_config(fusion, epochs, device, compile=True), splits)
-            variants["trainer+compile+cudagraphs"] = lambda: _with_cudagraphs(
-                lambda: run_trainer(train_config(fusion, epochs, device, compile=True), splits))
+            variants["trainer+compile+cudagraphs"] = lambda: run_trainer(
+                train_config(fusion, epochs, device, compile=True, compile_mode="reduce-overhead"), splits)
         for label, measure in variants.items():
             st.log(f"  {fusion}: {label} ...")
             try:

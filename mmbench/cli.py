@@ -181,6 +181,8 @@ def train(
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     compile_backend: Optional[str] = typer.Option(None, "--compile-backend",
                                                   help="torch.compile backend (default inductor; eager for a quick check)."),
+    compile_mode: Optional[str] = typer.Option(None, "--compile-mode", help="torch.compile mode with inductor: default, "
+                                               "reduce-overhead (CUDA graphs: small models on a GPU), max-autotune."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16 autocast on CUDA), bf16, fp16 or fp32."),
     no_progress: bool = typer.Option(False, "--no-progress"),
 ) -> None:
@@ -211,6 +213,8 @@ def train(
         base["compile"] = True
     if compile_backend:
         base["compile_backend"] = compile_backend
+    if compile_mode:
+        base["compile_mode"] = compile_mode
     if precision:
         base["precision"] = precision
     cfgs = [TrainConfig.from_dict(base | {"seed": s}, str(config or "baselines")) for s in seed]

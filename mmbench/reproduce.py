@@ -192,7 +192,12 @@ def finished_run(run_dir: Path, cfg: Any, name: str, dataset_fingerprint: str) -
         in_order = (run_dir / "result.json").stat().st_mtime_ns >= (run_dir / "config.json").stat().st_mtime_ns
     except (OSError, ValueError, KeyError, TypeError, ValidationError):
         return None
-    same = (in_order and trained_with == json.loads(json.dumps(cfg.to_dict())) and result.name == name
+    try:  # fields added since the run was written take their defaults
+        trained_with = type(cfg).from_dict(trained_with).to_dict()
+    except (MMBenchError, TypeError):
+        return None
+    as_json = lambda d: json.loads(json.dumps(d))  # noqa: E731 - tuples and lists alike
+    same = (in_order and as_json(trained_with) == as_json(cfg.to_dict()) and result.name == name
             and result.dataset_fingerprint == dataset_fingerprint)
     return result if same else None
 

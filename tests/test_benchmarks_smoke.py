@@ -67,7 +67,7 @@ def test_an_interrupted_run_writes_the_finished_cases(tmp_path, monkeypatch, cap
 def test_training_case_gpu_branches_run_on_the_cpu(monkeypatch):
     # case 1's CUDA-only branches (reproduce rows, compiled variants) with the CPU standing in
     # for the GPU, so a GPU session does not meet their first Python error: Settings.cuda
-    # forced, torch.compile through the "eager" backend, no CUDA graphs
+    # forced, torch.compile through the "eager" backend (which takes no mode: no CUDA graphs)
     from dataclasses import replace
 
     import benchmarks.training as training
@@ -76,7 +76,6 @@ def test_training_case_gpu_branches_run_on_the_cpu(monkeypatch):
     monkeypatch.setattr(Settings, "cuda", property(lambda self: True))
     real = training.train_config
     monkeypatch.setattr(training, "train_config", lambda *a, **kw: replace(real(*a, **kw), compile_backend="eager"))
-    monkeypatch.setattr(training, "_with_cudagraphs", lambda fn: fn())
     logged = []
     rows = training.run(Settings(tiny=True, device="cpu", log=logged.append, fusions=("concat",)))
     names = [r.name.split(" (")[0] + " (" + r.name.split(" (")[1].split(",")[0] for r in rows[:5]]

@@ -106,3 +106,21 @@ def test_compile_gives_the_same_run():
                      progress=False)
     assert [h["train_loss"] for h in compiled.history] == pytest.approx([h["train_loss"] for h in plain.history], rel=1e-5)
     assert compiled.test_metrics == pytest.approx(plain.test_metrics, abs=0.02)
+
+
+def test_compile_mode_reaches_torch_compile(monkeypatch):
+    from mmbench.errors import SpecError
+    from mmbench.training.trainer import compile_mode
+
+    assert compile_mode(TrainConfig(task="t", fusion="concat")) is None  # inductor's default mode
+    assert compile_mode(TrainConfig(task="t", fusion="concat", compile_mode="reduce-overhead")) == "reduce-overhead"
+    # other backends take no mode
+    assert compile_mode(TrainConfig(task="t", fusion="concat", compile_mode="reduce-overhead", compile_backend="eager")) is None
+    with pytest.raises(SpecError, match="compile_mode must be one of default, reduce-overhead, max-autotune"):
+        compile_mode(TrainConfig(task="t", fusion="concat", compile_mode="fast"))
+    seen = []
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: (seen.append(kw), real(model, backend="eager"))[1])
+    train(TrainConfig(task="synthetic-unique", fusion="concat", epochs=1, compile=True, compile_mode="max-autotune",
+                      dataset_options={"n_samples": 200}), progress=False)
+    assert seen == [{"backend": "inductor", "mode": "max-autotune"}]

@@ -57,6 +57,7 @@ from mmbench.training.trainer import (
     _autocast_dtype,
     _epoch_generator,
     _loss_fn,
+    compile_mode,
     model_config_for,
     resolve_device,
     save_model,
@@ -190,8 +191,9 @@ def train_seeds(
     by :func:`~mmbench.training.trainer.train` itself. On a CPU the vmapped path is slower than
     that (vmap turns each convolution into a grouped one and adds layout copies around it, and
     a CPU is compute-bound anyway; see benchmarks/RESULTS.md), on a GPU it is what fills the
-    device. ``compile`` (default: ``cfg.compile``) wraps the vectorised loss in ``torch.compile``;
-    a string is used as the compile mode (``"reduce-overhead"`` adds CUDA graphs on a GPU).
+    device. ``compile`` (default: ``cfg.compile``) wraps the vectorised loss in ``torch.compile``
+    with ``cfg.compile_mode``; a string is used as the compile mode instead (``"reduce-overhead"``
+    adds CUDA graphs on a GPU).
     ``out_dirs``, one per seed, receive the run files (see the module docstring).
     ``on_epoch(epoch)`` is called after each epoch's validation (benchmarks time epochs with
     it; vectorised path only). ``resume`` is the trainer's (one by one, each run continues from
@@ -249,9 +251,8 @@ def train_seeds(
         return batched_loss(out, targets)
 
     if use_compile:
-        backend = getattr(cfg, "compile_backend", "inductor")
-        mode = use_compile if isinstance(use_compile, str) and backend == "inductor" else None
-        step_fn = torch.compile(step_losses, backend=backend, mode=mode)
+        mode_cfg = replace(cfg, compile_mode=use_compile) if isinstance(use_compile, str) else cfg
+        step_fn = torch.compile(step_losses, backend=cfg.compile_backend, mode=compile_mode(mode_cfg))
     else:
         step_fn = step_losses
 

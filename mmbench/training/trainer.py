@@ -98,6 +98,7 @@ class TrainConfig:
     bn_recalibration: int = 0  # >0: before each evaluation, batch-norm statistics from this many training rows
     compile: bool = False
     compile_backend: str = "inductor"  # torch.compile backend ("eager", "aot_eager" for quick checks)
+    compile_mode: str = "default"  # inductor's mode: "reduce-overhead" adds CUDA graphs (launch-bound small models)
     eval_batch_size: int = 1024
     data_dir: str | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
@@ -307,6 +308,16 @@ def _gather(data: Split, index: Tensor, index_cpu: Tensor, device: torch.device,
     return Batch(_LazyIds(data.ids, index_cpu), {k: take(v) for k, v in data.modalities.items()},
                  {k: take(v) for k, v in data.present.items()}, take(data.targets),
                  {k: take(v) for k, v in data.lengths.items()})
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(cfg: TrainConfig) -> str | None:
+    """The ``mode`` for ``torch.compile``: `cfg.compile_mode` with inductor; other backends take none."""
+    if cfg.compile_mode not in COMPILE_MODES:
+        raise SpecError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, not {cfg.compile_mode!r}")
+    return None if cfg.compile_mode == "default" or cfg.compile_backend != "inductor" else cfg.compile_mode
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -561,7 +572,9 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
     model_config = model_config_for(cfg, spec, train_split)
     model = MultimodalModel(model_config).to(device)
     set_memory_format(model, cfg.memory_format, device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused AdamW on CUDA: one kernel for all parameters (a small model's step is launch-bound)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            **({"fused": True} if device.type == "cuda" else {}))
     loss_fn = _loss_fn(spec.target.type)
     dropout = ModalityDropout(cfg.modality_dropout) if cfg.modality_dropout > 0 else None
     # modalities present in every training row: one host read here instead of one per layer and step
@@ -613,7 +626,7 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
         unused = _unused_parameters(model, data, device, amp)
         train_module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                                find_unused_parameters=bool(unused))
-    step_model = torch.compile(train_module, backend=cfg.compile_backend) if cfg.compile else train_module
+    step_model = torch.compile(train_module, backend=cfg.compile_backend, mode=compile_mode(cfg)) if cfg.compile else train_module
 
     n = len(data)
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64
