@@ -12,8 +12,9 @@
 #   bash benchmarks/gpu_session.sh paths               # CUDA tests + `mmbench train` on cuda + torchrun
 #
 # `all` fits a session that is lent 15 minutes of device time in all (start-up included): its
-# steps are cut by `timeout -s INT` at fixed budgets (530 s together, plus ~30 s of setup); the benchmark then writes
-# the cases it finished and logs every training row as soon as it is measured.
+# steps are cut by `timeout -s INT` at fixed budgets (530 s together, plus the setup that
+# installs the carried wheels, not yet timed there); the benchmark then writes the cases it
+# finished and logs every training row as soon as it is measured.
 # GPU_SESSION_DRY=1 runs the same command lines on the CPU at smoke sizes (a pre-flight check
 # of the script itself, on the CPU machine; its numbers mean nothing).
 #

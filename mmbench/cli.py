@@ -323,8 +323,9 @@ def reproduce(
         band = f"band ±{c.band:.4f}" if c.band is not None else ""
         typer.echo(f"  {c.task:<22} {c.fusion:<12} {c.metric:<14} {c.mean:.4f}  ref {ref:<18} {band:<13} {c.verdict}")
     from mmbench.report import write_results_report
+    from mmbench.reproduce import run_folder
 
-    runs = sorted({str(out / r.task / r.name / f"seed{r.seed}") for r in results})
+    runs = sorted({str(run_folder(out, r.task, r.name, r.seed)) for r in results})
     path = write_results_report(results, report or out / "report.html", f"mmbench reproduce --suite {suite}", runs,
                                 checks=checks)
     typer.echo(f"wrote {path}")

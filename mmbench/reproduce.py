@@ -131,7 +131,7 @@ def run_grid(
     it every run is trained from the start."""
     from mmbench.evaluate import evaluate_trained
     from mmbench.leaderboard import write_entry
-    from mmbench.taskdata import load_task_split, task_dataset, with_dataset_options
+    from mmbench.taskdata import load_training_splits, task_dataset, with_dataset_options
     from mmbench.io import atomic_write_json
     from mmbench.training.multiseed import train_seeds
     from mmbench.training.trainer import TrainConfig
@@ -143,7 +143,7 @@ def run_grid(
     for task in tasks:
         spec = with_dataset_options(get_task(task), (overrides or {}).get("dataset_options"))
         dataset = task_dataset(spec, data_dir)
-        splits = {role: load_task_split(spec, role, data_dir, dataset) for role in ("train", "validation", "test")}
+        splits = load_training_splits(spec, data_dir, dataset)
         for fusion in fusions:
             per_seed = []
             cfg_dict = baseline_config(task, fusion) | (overrides or {}) | {"seed": seeds[0], "device": device}
@@ -151,7 +151,7 @@ def run_grid(
                 cfg_dict["data_dir"] = data_dir
             cfg = TrainConfig.from_dict(cfg_dict)
             name = fusion.replace(":", "-")
-            run_dirs = {seed: Path(out_dir) / task / name / f"seed{seed}" for seed in seeds}
+            run_dirs = {seed: run_folder(out_dir, task, name, seed) for seed in seeds}
             kept = {seed: r for seed in seeds if resume and (r := finished_run(run_dirs[seed], replace(cfg, seed=seed), name,
                                                                                dataset.fingerprint())) is not None}
             todo = [seed for seed in seeds if seed not in kept]
@@ -177,6 +177,11 @@ def run_grid(
     return results, checks
 
 
+def run_folder(out_dir: str | Path, task: str, name: str, seed: int) -> Path:
+    """Where `run_grid` writes the run of (task, result name, seed)."""
+    return Path(out_dir) / task / name / f"seed{seed}"
+
+
 def finished_run(run_dir: Path, cfg: Any, name: str, dataset_fingerprint: str) -> Any:
     """The Result in `run_dir`/result.json when that run finished with training config `cfg`
     (its config.json) under result name `name` on the data with this fingerprint; else None.
@@ -186,15 +191,11 @@ def finished_run(run_dir: Path, cfg: Any, name: str, dataset_fingerprint: str) -
 
     from mmbench.results import Result
 
-    try:
-        trained_with = json.loads((run_dir / "config.json").read_text())["train"]
+    try:  # fields added to the config since the run was written take their defaults
+        trained_with = type(cfg).from_dict(json.loads((run_dir / "config.json").read_text())["train"]).to_dict()
         result = Result.model_validate_json((run_dir / "result.json").read_text())
         in_order = (run_dir / "result.json").stat().st_mtime_ns >= (run_dir / "config.json").stat().st_mtime_ns
-    except (OSError, ValueError, KeyError, TypeError, ValidationError):
-        return None
-    try:  # fields added since the run was written take their defaults
-        trained_with = type(cfg).from_dict(trained_with).to_dict()
-    except (MMBenchError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, ValidationError, MMBenchError):
         return None
     as_json = lambda d: json.loads(json.dumps(d))  # noqa: E731 - tuples and lists alike
     same = (in_order and as_json(trained_with) == as_json(cfg.to_dict()) and result.name == name

@@ -37,3 +37,10 @@ def load_task_split(spec: TaskSpec, role: str, data_dir: str | Path | None = Non
     return Split(split.name, split.ids, {k: v for k, v in split.modalities.items() if k in keep},
                  {k: v for k, v in split.present.items() if k in keep}, split.targets,
                  {k: v for k, v in split.lengths.items() if k in keep}, split.info)
+
+
+def load_training_splits(spec: TaskSpec, data_dir: str | Path | None = None,
+                         dataset: MultimodalDataset | None = None) -> dict[str, Split]:
+    """The train, validation and test splits of a task, from one loaded dataset."""
+    dataset = dataset or task_dataset(spec, data_dir)
+    return {role: load_task_split(spec, role, data_dir, dataset) for role in ("train", "validation", "test")}

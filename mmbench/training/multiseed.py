@@ -48,7 +48,7 @@ from mmbench.errors import MMBenchError
 from mmbench.evaluation.evaluator import evaluate_conditions, outputs_to_predictions, predict, score
 from mmbench.masks import ModalityDropout
 from mmbench.models.model import MultimodalModel
-from mmbench.taskdata import load_task_split, task_dataset, with_dataset_options
+from mmbench.taskdata import load_training_splits, with_dataset_options
 from mmbench.tasks import get_task
 from mmbench.training.trainer import (
     EpochProgress,
@@ -57,8 +57,12 @@ from mmbench.training.trainer import (
     _autocast_dtype,
     _epoch_generator,
     _loss_fn,
+    averaged_batches,
+    batch_norm_layers,
     compile_mode,
+    complete_modalities,
     model_config_for,
+    recalibration_rows,
     resolve_device,
     save_model,
 )
@@ -167,12 +171,6 @@ def _gather(data: Split, index: Tensor) -> tuple[dict[str, Tensor], dict[str, Te
             {k: take(v) for k, v in data.lengths.items()})
 
 
-def _load_splits(cfg: TrainConfig, spec) -> dict[str, Split]:
-    spec = with_dataset_options(spec, cfg.dataset_options)
-    dataset = task_dataset(spec, cfg.data_dir)
-    return {role: load_task_split(spec, role, cfg.data_dir, dataset) for role in ("train", "validation", "test")}
-
-
 def train_seeds(
     cfg: TrainConfig,
     seeds: Sequence[int],
@@ -214,7 +212,7 @@ def train_seeds(
     device = resolve_device(cfg.device)
     amp = _autocast_dtype(cfg.precision, device)
     if splits is None:
-        splits = _load_splits(cfg, spec)
+        splits = load_training_splits(with_dataset_options(spec, cfg.dataset_options), cfg.data_dir)
     if vectorize is None:
         vectorize = device.type == "cuda"
     if not vectorize:
@@ -235,7 +233,7 @@ def train_seeds(
     mod_dropout = ModalityDropout(cfg.modality_dropout) if cfg.modality_dropout > 0 else None
     # as the trainer: batch norm of a modality present in every training row takes ATen's fused
     # kernel (under vmap the masked route cannot read the mask, so it would always run)
-    complete = () if mod_dropout else tuple(sorted(m for m, p in train_split.present.items() if bool(p.all())))
+    complete = complete_modalities(train_split, mod_dropout is not None)
     stacked = StackedModels(models, device, complete)
     del models
     # fused AdamW on CUDA: one kernel for all stacked parameters (elementwise, so per seed)
@@ -351,30 +349,23 @@ def _recalibrate_batch_norm(stacked: StackedModels, data: Split, rows: int, batc
     """:func:`mmbench.training.trainer.recalibrate_batch_norm` for the K models at once: model k's
     running statistics become the mean of its per-batch statistics over `rows` training rows
     chosen with seed k (the rows its one-by-one run would use), in batches of `batch_size`."""
-    norms = [(name, m) for name, m in stacked.base.named_modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = batch_norm_layers(stacked.base)
     if not norms or rows <= 0:
         return
     for name, _ in norms:
         stacked.buffers[f"{name}.running_mean"].zero_()
         stacked.buffers[f"{name}.running_var"].fill_(1.0)
         stacked.buffers[f"{name}.num_batches_tracked"].zero_()
-    device = data.targets.device
-    index = torch.stack([torch.randperm(len(data), generator=torch.Generator().manual_seed(s))[:rows]
-                         for s in seeds]).to(device)
-    momenta = [m.momentum for _, m in norms]
+    index = torch.stack([recalibration_rows(len(data), rows, s) for s in seeds]).to(data.targets.device)
     was_training = stacked.base.training
     stacked.train()
     try:
-        for j, start in enumerate(range(0, index.shape[1], batch_size)):
-            for _, m in norms:  # the vmapped call reads the base module's momentum on each call
-                m.momentum = 1.0 / (j + 1)
+        # the vmapped call reads the base module's momentum on each call
+        for start in averaged_batches([m for _, m in norms], index.shape[1], batch_size):
             mods, present, lengths = _gather(data, index[:, start : start + batch_size])
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            with torch.autocast(data.targets.device.type, dtype=amp, enabled=amp is not None):
                 stacked(mods, present, lengths)
     finally:
-        for (_, m), momentum in zip(norms, momenta):
-            m.momentum = momentum
         stacked.train(was_training)
 
 

@@ -68,7 +68,7 @@ from mmbench.io import (
 )
 from mmbench.masks import ModalityDropout
 from mmbench.models.model import MultimodalModel, describe_inputs
-from mmbench.taskdata import load_task_split, task_dataset, with_dataset_options
+from mmbench.taskdata import load_training_splits, with_dataset_options
 from mmbench.tasks import TaskSpec, get_task
 
 CHECKPOINT_FORMAT = "mmbench-checkpoint-v1"
@@ -343,6 +343,31 @@ def set_memory_format(model: nn.Module, memory_format: str, device: torch.device
                 memory_format == "auto" and device.type == "cpu" and module.channels_last_pays_on_cpu)
 
 
+def batch_norm_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+    """(name, module) of every batch norm that keeps running statistics."""
+    return [(n, m) for n, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def recalibration_rows(n: int, rows: int, seed: int) -> Tensor:
+    """The training rows batch-norm recalibration reads: a seeded choice of `rows` of `n`."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:rows]
+
+
+def averaged_batches(norms: Sequence[nn.Module], n_rows: int, batch_size: int) -> Iterator[int]:
+    """Batch starts over `n_rows` rows; before batch k every norm's momentum is 1/(k+1), so its
+    running statistics end as the mean of the batches' statistics. Momenta restored after."""
+    momenta = [m.momentum for m in norms]
+    try:
+        for k, start in enumerate(range(0, n_rows, batch_size)):
+            for m in norms:
+                m.momentum = 1.0 / (k + 1)
+            yield start
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+
 @torch.no_grad()
 def recalibrate_batch_norm(model: nn.Module, data: Split, rows: int, batch_size: int, seed: int, device: torch.device,
                            amp: torch.dtype | None, complete: tuple[str, ...] = ()) -> None:
@@ -352,26 +377,27 @@ def recalibrate_batch_norm(model: nn.Module, data: Split, rows: int, batch_size:
 
     The exponential running averages (momentum 0.1) lag weights that move quickly; on AV-MNIST
     validation accuracy then jumps by tens of points between epochs (docs/baselines.md)."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = [m for _, m in batch_norm_layers(model)]
     if not norms or rows <= 0:
         return
-    momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
-    index = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:rows].to(data.targets.device)
+    index = recalibration_rows(len(data), rows, seed).to(data.targets.device)
     was_training = model.training
     model.train()
     try:
-        for k, start in enumerate(range(0, len(index), batch_size)):
-            for m in norms:
-                m.momentum = 1.0 / (k + 1)  # running value = mean over the batches so far
+        for start in averaged_batches(norms, len(index), batch_size):
             batch = data.batch(index[start : start + batch_size]).to(device)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 model(batch.modalities, batch.present, batch.lengths, complete)
     finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
         model.train(was_training)
+
+
+def complete_modalities(split: Split, modality_dropout: bool) -> tuple[str, ...]:
+    """Modalities present in every row of `split` (none under modality dropout): the model's
+    `complete`, read on the host once instead of once per batch-norm layer and step."""
+    return () if modality_dropout else tuple(sorted(m for m, p in split.present.items() if bool(p.all())))
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -564,8 +590,7 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
     amp = _autocast_dtype(cfg.precision, device)
     if splits is None:
         spec = with_dataset_options(spec, cfg.dataset_options)
-        dataset = task_dataset(spec, cfg.data_dir)
-        splits = {role: load_task_split(spec, role, cfg.data_dir, dataset) for role in ("train", "validation", "test")}
+        splits = load_training_splits(spec, cfg.data_dir)
     train_split, val_split, test_split = splits["train"], splits["validation"], splits["test"]
 
     torch.manual_seed(cfg.seed)
@@ -577,8 +602,7 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
                             **({"fused": True} if device.type == "cuda" else {}))
     loss_fn = _loss_fn(spec.target.type)
     dropout = ModalityDropout(cfg.modality_dropout) if cfg.modality_dropout > 0 else None
-    # modalities present in every training row: one host read here instead of one per layer and step
-    complete = () if dropout else tuple(sorted(m for m, p in train_split.present.items() if bool(p.all())))
+    complete = complete_modalities(train_split, dropout is not None)
 
     free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else math.inf
     on_device = device.type != "cuda" or train_split.nbytes() < 0.5 * free
