@@ -108,7 +108,7 @@ def test_compile_gives_the_same_run():
     assert compiled.test_metrics == pytest.approx(plain.test_metrics, abs=0.02)
 
 
-def test_compile_mode_reaches_torch_compile(monkeypatch):
+def test_compile_mode_reaches_torch_compile(monkeypatch, tmp_path):
     from mmbench.errors import SpecError
     from mmbench.training.trainer import compile_mode
 
@@ -118,6 +118,10 @@ def test_compile_mode_reaches_torch_compile(monkeypatch):
     assert compile_mode(TrainConfig(task="t", fusion="concat", compile_mode="reduce-overhead", compile_backend="eager")) is None
     with pytest.raises(SpecError, match="compile_mode must be one of default, reduce-overhead, max-autotune"):
         compile_mode(TrainConfig(task="t", fusion="concat", compile_mode="fast"))
+    with pytest.raises(SpecError, match="compile_mode must be one of"):  # refused before the run folder is made
+        train(TrainConfig(task="synthetic-unique", fusion="concat", compile=True, compile_mode="fast"),
+              tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
     seen = []
     real = torch.compile
     monkeypatch.setattr(torch, "compile", lambda model, **kw: (seen.append(kw), real(model, backend="eager"))[1])

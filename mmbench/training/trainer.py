@@ -588,6 +588,7 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
         raise MMBenchError(f"task {spec.name!r} is a retrieval task: evaluate embeddings with `mmbench evaluate --predictions`")
     device = _ddp_device(cfg.device) if ctx.active else resolve_device(cfg.device)
     amp = _autocast_dtype(cfg.precision, device)
+    mode = compile_mode(cfg)  # a bad mode is refused before anything is written
     if splits is None:
         spec = with_dataset_options(spec, cfg.dataset_options)
         splits = load_training_splits(spec, cfg.data_dir)
@@ -650,7 +651,7 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
         unused = _unused_parameters(model, data, device, amp)
         train_module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                                find_unused_parameters=bool(unused))
-    step_model = torch.compile(train_module, backend=cfg.compile_backend, mode=compile_mode(cfg)) if cfg.compile else train_module
+    step_model = torch.compile(train_module, backend=cfg.compile_backend, mode=mode) if cfg.compile else train_module
 
     n = len(data)
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64
