@@ -73,6 +73,7 @@ def test_hateful_memes_unlabelled_test_is_refused_labelled_one_loads(tmp_path):
     ds = HatefulMemesDataset(tmp_path, val_fraction=0.3, cache_dir=str(tmp_path / "c"), **FAST)
     with pytest.raises(DataError, match="test.jsonl: 4 of 4 memes have no label .*cannot be evaluated on without labels"):
         ds.load_split("test")
+    assert ds.prepare()["test"].startswith("no labels") and ds.prepare()["dev"] == "6 samples"
     dev = ds.load_split("dev")
     assert dev.ids == [str(10012 + i) for i in range(6)] and dev.targets.tolist() == [0, 1, 0, 1, 0, 1]
     assert dev.present["image"].tolist() == [i != 1 for i in range(6)]
@@ -181,8 +182,11 @@ def test_predictions_files_for_multilabel_and_auroc(miniatures, tmp_path, monkey
     probs = rng.random((len(labels.ids), 23))
     pd.DataFrame({"id": labels.ids} | {f"score_{k}": probs[:, k] for k in range(23)}).to_csv(tmp_path / "mm.csv", index=False)
     rc, out, err = run_main(["evaluate", "mmimdb", "--predictions", tmp_path / "mm.csv", "--name", "rand",
-                             "--data-dir", miniatures, "--output", tmp_path / "mm.json"], monkeypatch, capsys, env)
+                             "--data-dir", miniatures, "--output", tmp_path / "mm.json", "--leaderboard", tmp_path / "board"],
+                            monkeypatch, capsys, env)
     assert rc == 0, err
+    rc, board, err = run_main(["leaderboard", "mmimdb", "--dir", tmp_path / "board", "--format", "csv"], monkeypatch, capsys)
+    assert rc == 0 and all(f"missing:{t}:0.7" in board for t in ("text", "image", "both")), err
     clean = _result(tmp_path / "mm.json").metrics["clean"]
     with np.errstate(all="ignore"):
         import warnings

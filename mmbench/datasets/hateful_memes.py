@@ -30,6 +30,10 @@ from mmbench.errors import DataError
 from mmbench.registry import DATASETS
 
 
+class UnlabeledSplitError(DataError):
+    """A split file without labels (the phase-1 test set): it cannot be trained or evaluated on."""
+
+
 def read_memes(path: Path) -> list[dict[str, Any]]:
     """Rows ``id, img, text, label (None when absent), line`` of one ``*.jsonl`` file."""
     rows, seen = [], {}
@@ -85,6 +89,18 @@ class HatefulMemesDataset(ImageTextDataset):
         return {part: str(self.dir / (self.files[part] or f"{part}.jsonl")) for part in ("train", "dev", "test")} | \
             {"images": str(self.dir / "img")}
 
+    def prepare(self, download: bool = False, mirror: str | None = None) -> dict[str, str]:
+        """Verify every split; an unlabelled test file is reported, not an error."""
+        if download:
+            return super().prepare(download, mirror)
+        report = {}
+        for split in self.split_names:
+            try:
+                report[split] = f"{len(self.load_split(split))} samples"
+            except UnlabeledSplitError:
+                report[split] = "no labels (cannot be evaluated on; the tasks test on dev)"
+        return report
+
     def load_split(self, split: str) -> Split:
         self.check_split(split)
         part = "train" if split == "val" else split
@@ -92,7 +108,7 @@ class HatefulMemesDataset(ImageTextDataset):
         rows = read_memes(path)
         unlabeled = [r for r in rows if r["label"] is None]
         if unlabeled:
-            raise DataError(f"{len(unlabeled)} of {len(rows)} memes have no label (first: line {unlabeled[0]['line']}); "
+            raise UnlabeledSplitError(f"{len(unlabeled)} of {len(rows)} memes have no label (first: line {unlabeled[0]['line']}); "
                             f"the {part} split cannot be evaluated on without labels (the challenge kept the test "
                             "labels): evaluate on 'dev', or give a labelled file (test_file: test_seen.jsonl)", path)
         if part == "train":
