@@ -180,7 +180,9 @@ def test_predictions_files_for_multilabel_and_auroc(miniatures, tmp_path, monkey
 
     labels = load_test_labels(get_task("mmimdb"), miniatures)
     probs = rng.random((len(labels.ids), 23))
-    pd.DataFrame({"id": labels.ids} | {f"score_{k}": probs[:, k] for k in range(23)}).to_csv(tmp_path / "mm.csv", index=False)
+    frame = pd.DataFrame({"id": labels.ids} | {f"score_{k}": probs[:, k] for k in range(23)})
+    conditions = [c.name for c in get_task("mmimdb").conditions()]
+    pd.concat([frame.assign(condition=c) for c in conditions]).to_csv(tmp_path / "mm.csv", index=False)
     rc, out, err = run_main(["evaluate", "mmimdb", "--predictions", tmp_path / "mm.csv", "--name", "rand",
                              "--data-dir", miniatures, "--output", tmp_path / "mm.json", "--leaderboard", tmp_path / "board"],
                             monkeypatch, capsys, env)
