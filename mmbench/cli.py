@@ -144,9 +144,28 @@ def data_masks(
 
     spec = get_task(task)
     s = load_task_split(spec, split, data_dir)
-    table = masks_table(spec.conditions(), s.ids, spec.modalities, spec.missing.seed, s.name)
+    conditions = spec.conditions()
+    if split in ("train", "validation") and spec.missing.train:  # the masks training actually applies
+        from mmbench.masks import parse_condition
+
+        conditions = [parse_condition(spec.missing.train, spec.modalities)]
+    table = masks_table(conditions, s.ids, spec.modalities, spec.missing.seed, s.name)
     atomic_write_text(out, table.to_csv(index=False))
-    typer.echo(f"wrote {len(table)} rows ({len(spec.conditions())} conditions x {len(s)} samples) to {out}")
+    typer.echo(f"wrote {len(table)} rows ({len(conditions)} conditions x {len(s)} samples) to {out}")
+
+
+@data_app.command("export")
+def data_export(
+    task: str = typer.Argument(...),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (datasets.load_from_disk reads it)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+) -> None:
+    """Write a task's splits as a Hugging Face dataset: modalities, presence, target, ids."""
+    from mmbench.export import export_task
+    from mmbench.tasks import get_task
+
+    rows = export_task(get_task(task), out, data_dir)
+    typer.echo(f"wrote {', '.join(f'{r} {n}' for r, n in rows.items())} rows to {out}")
 
 
 @data_app.command("prepare")

@@ -69,7 +69,7 @@ def evaluate_trained(spec: TaskSpec, trained: Any, test_split: Split, dataset_fi
     """Score a `TrainResult` on the test split under every condition of the task."""
     model = trained.model
     device = next(model.parameters()).device
-    run = lambda s: outputs_to_predictions(predict(model, s, device), spec.target.type)  # noqa: E731
+    run = lambda s: outputs_to_predictions(predict(model, s, device), spec)  # noqa: E731
     per_condition = evaluate_conditions(spec, test_split, run)
     clean = apply_condition(test_split, next(c for c in spec.conditions() if c.name == "clean"), spec.missing.seed) \
         if "clean" in per_condition else test_split
@@ -100,7 +100,9 @@ def classification_extras(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray
     """Clean-condition confusion matrix (rows = truth) and class names, for reports."""
     if spec.target.type not in ("multiclass", "binary"):
         return {}
-    cm = confusion_matrix(y_true, y_pred, spec.target.num_classes)
+    from mmbench.evaluation.evaluator import predicted_labels
+
+    cm = confusion_matrix(y_true, predicted_labels(spec, y_pred), spec.target.num_classes)
     names = spec.target.class_names or [str(i) for i in range(spec.target.num_classes)]
     return {"confusion_matrix": cm.tolist(), "class_names": names}
 
@@ -300,7 +302,7 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
             out = predict(model, s, dev)
             if not torch.isfinite(out).all():
                 raise SubmissionError("model outputs contain NaN or infinity", ms.weights)
-            return outputs_to_predictions(out, spec.target.type)
+            return outputs_to_predictions(out, spec)
 
         predictions = {c.name: run(apply_condition(split, c, spec.missing.seed)) for c in conds}
         efficiency = measure_efficiency(model, split, dev)
@@ -309,7 +311,7 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
         from mmbench.sandbox import SandboxConfig, run_model
 
         out = run_model(ms, spec, split, conds, str(dev), sandbox_config or SandboxConfig())
-        predictions = {c: outputs_to_predictions(torch.from_numpy(a), spec.target.type) for c, a in out.outputs.items()}
+        predictions = {c: outputs_to_predictions(torch.from_numpy(a), spec) for c, a in out.outputs.items()}
         efficiency = out.efficiency
         extra["sandbox_seconds"] = round(out.seconds, 3)
     per_condition = {c: score(spec, y_true, p) for c, p in predictions.items()}

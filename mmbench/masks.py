@@ -9,6 +9,13 @@ submitter's predictions file:
 - ``pattern:<m1>+<m2>``     exactly these modalities kept (others removed) for every sample
 - ``patterns`` (spec only)  expands to every non-empty pattern
 - ``drop-each`` (spec only) expands to ``drop:<m>`` for every modality
+- ``missing:<type>:<eta>``  the image-text missing-modality protocol (Ma et al. 2022, Lee et
+  al. 2023): exactly ``int(N * eta)`` samples lose a modality; ``<type>`` names the modality
+  they lose, or ``both``: ``int(k * 0.5)`` of the k affected samples lose the first modality
+  in sorted order (``image``) and the rest the second (``text``). Which samples are affected
+  is the ``int(N * eta)`` smallest ``blake2b(seed, split, "missing", id)`` values (the papers
+  draw them with unseeded ``random.sample``), so the set is the same on every machine,
+  independent of order, and nested across eta.
 
 A rate condition decides each (sample, modality) with a uniform number derived from
 ``blake2b(seed, split, modality, sample id)``: the same on every run and every machine,
@@ -44,7 +51,19 @@ class Condition:
             return f"drop:{self.modalities[0]}"
         if self.kind == "rate":
             return f"rate:{self.rate:g}"
+        if self.kind == "missing":
+            return f"missing:{self.modalities[0]}:{self.rate:g}"
         return "pattern:" + "+".join(self.modalities)
+
+
+def _fraction(text: str, what: str, value: str) -> float:
+    try:
+        r = float(value)
+    except ValueError:
+        raise SpecError(f"condition {text!r}: {what} {value!r} is not a number") from None
+    if not 0.0 <= r <= 1.0:
+        raise SpecError(f"condition {text!r}: {what} must be in [0, 1]")
+    return r
 
 
 def parse_condition(text: str, modalities: Sequence[str] | None = None) -> Condition:
@@ -55,13 +74,16 @@ def parse_condition(text: str, modalities: Sequence[str] | None = None) -> Condi
     elif kind == "drop" and arg:
         cond = Condition("drop", (arg,))
     elif kind == "rate" and arg:
-        try:
-            r = float(arg)
-        except ValueError:
-            raise SpecError(f"condition {text!r}: rate {arg!r} is not a number") from None
-        if not 0.0 <= r <= 1.0:
-            raise SpecError(f"condition {text!r}: rate must be in [0, 1]")
-        cond = Condition("rate", rate=r)
+        cond = Condition("rate", rate=_fraction(text, "rate", arg))
+    elif kind == "missing" and arg:
+        kind_of, _, eta = arg.partition(":")
+        r = _fraction(text, "eta (missing:<modality or both>:<eta>)", eta)
+        if modalities is not None and kind_of == "both" and len(modalities) != 2:
+            raise SpecError(f"condition {text!r}: 'both' splits the affected samples between two modalities; "
+                            f"the task has {len(modalities)}")
+        cond = Condition("missing", (kind_of,), rate=r)
+        if kind_of == "both":
+            return cond
     elif kind == "pattern" and arg:
         names = tuple(sorted(set(arg.split("+"))))
         if "" in names:
@@ -69,7 +91,8 @@ def parse_condition(text: str, modalities: Sequence[str] | None = None) -> Condi
         cond = Condition("pattern", names)
     else:
         raise SpecError(
-            f"unknown condition {text!r}; expected clean, drop:<modality>, rate:<r>, pattern:<m1>+<m2>, patterns or drop-each"
+            f"unknown condition {text!r}; expected clean, drop:<modality>, rate:<r>, pattern:<m1>+<m2>, "
+            "missing:<modality or both>:<eta>, patterns or drop-each"
         )
     if modalities is not None:
         unknown = [m for m in cond.modalities if m not in modalities]
@@ -120,7 +143,36 @@ def condition_masks(
         return {m: np.full(n, m != condition.modalities[0]) for m in modalities}
     if condition.kind == "pattern":
         return {m: np.full(n, m in condition.modalities) for m in modalities}
+    if condition.kind == "missing":
+        return missing_protocol_masks(condition.modalities[0], condition.rate, ids, modalities, seed, split)
     return {m: uniform_hash(seed, split, m, ids) >= condition.rate for m in modalities}
+
+
+def _hash_order(seed: int, split: str, salt: str, ids: Sequence[str]) -> np.ndarray:
+    """Row indices sorted by their per-id hash (ties, never seen in practice, by id)."""
+    h = uniform_hash(seed, split, salt, ids)
+    return np.array(sorted(range(len(ids)), key=lambda i: (h[i], str(ids[i]))), dtype=np.int64)
+
+
+BOTH_RATIO = 0.5  # share of the affected samples that lose the image under type "both" (the papers' both_ratio)
+
+
+def missing_protocol_masks(missing_type: str, eta: float, ids: Sequence[str], modalities: Sequence[str],
+                           seed: int = 0, split: str = "test") -> dict[str, np.ndarray]:
+    """Keep-masks of ``missing:<type>:<eta>`` (see the module docstring)."""
+    n = len(ids)
+    keep = {m: np.ones(n, dtype=bool) for m in modalities}
+    affected = _hash_order(seed, split, "missing", ids)[: int(n * eta)]
+    if missing_type != "both":
+        keep[missing_type][affected] = False
+        return keep
+    first, second = sorted(modalities)
+    sub = _hash_order(seed, split, "missing-both", [ids[i] for i in affected])
+    lose_first = affected[sub[: int(len(affected) * BOTH_RATIO)]]
+    keep[second][affected] = False
+    keep[second][lose_first] = True
+    keep[first][lose_first] = False
+    return keep
 
 
 def masks_table(conditions: Sequence[Condition], ids: Sequence[str], modalities: Sequence[str], seed: int, split: str):

@@ -32,12 +32,14 @@ __all__ = [
     "compute_metrics",
     "confusion_matrix",
     "metric_names",
+    "binary_score_metrics",
     "mosi_metrics",
+    "multilabel_metrics",
     "per_class_metrics",
     "retrieval_metrics",
 ]
 
-TargetType = Literal["multiclass", "binary", "regression", "retrieval"]
+TargetType = Literal["multiclass", "binary", "regression", "retrieval", "multilabel"]
 
 
 # --------------------------------------------------------------------------- input checks
@@ -708,6 +710,8 @@ class MetricInfo:
     higher_is_better: bool
     target_type: TargetType
     description: str
+    also: tuple[str, ...] = ()  # further target types it applies to (accuracy and F1 to multilabel)
+    needs_scores: bool = False  # computed from scores, not labels (auroc)
 
 
 def _table() -> dict[str, MetricInfo]:
@@ -739,23 +743,43 @@ def _table() -> dict[str, MetricInfo]:
     return {name: MetricInfo(name, hib, tt, desc) for name, hib, tt, desc in rows}
 
 
-METRICS: dict[str, MetricInfo] = _table()
+def _multilabel_and_score_table() -> dict[str, MetricInfo]:
+    """Multi-label metrics (accuracy and macro / weighted F1 reuse the multiclass names, as
+    scikit-learn's functions do) and the score-based AUROC of binary tasks."""
+    rows = [
+        ("f1_micro", True, "multilabel", "F1 of all (sample, label) decisions pooled: 2 TP / (2 TP + FP + FN)"),
+        ("f1_samples", True, "multilabel", "per-sample F1 of the predicted label set, averaged over samples (0 for empty vs empty)"),
+        ("hamming_loss", False, "multilabel", "share of (sample, label) decisions that are wrong"),
+        ("auroc", True, "binary", "area under the ROC curve of the label-1 score (ties count one half)"),
+    ]
+    out = {name: MetricInfo(name, hib, tt, desc, needs_scores=name == "auroc") for name, hib, tt, desc in rows}
+    base = _table()
+    for name in ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro"):
+        out[name] = MetricInfo(name, True, "multiclass", base[name].description + " (multi-label: per label; "
+                               "accuracy = exact match of the label set)", also=("multilabel",))
+    return out
+
+
+METRICS: dict[str, MetricInfo] = _table() | _multilabel_and_score_table()
 
 
 def metric_names(target_type: str) -> list[str]:
     """Keys of METRICS that apply to a target type (binary tasks get the multiclass ones too)."""
-    if target_type not in ("multiclass", "binary", "regression", "retrieval"):
-        raise DataError(f"unknown target type {target_type!r}; expected multiclass, binary, regression or retrieval")
+    if target_type not in ("multiclass", "binary", "regression", "retrieval", "multilabel"):
+        raise DataError(f"unknown target type {target_type!r}; expected multiclass, binary, regression, retrieval or multilabel")
     allowed = {"multiclass", "binary"} if target_type == "binary" else {target_type}
-    return [name for name, info in METRICS.items() if info.target_type in allowed]
+    return [name for name, info in METRICS.items() if info.target_type in allowed or target_type in info.also]
 
 
-def compute_metrics(target_type: str, y_true: Any, y_pred: Any, num_classes: int | None = None) -> dict[str, float]:
+def compute_metrics(target_type: str, y_true: Any, y_pred: Any, num_classes: int | None = None,
+                    scores: Any = None) -> dict[str, float]:
     """All metrics of a target type for one set of predictions.
 
     * ``multiclass``: :func:`classification_metrics` (``num_classes`` required);
-    * ``binary``: :func:`classification_metrics` with ``binary=True`` (``num_classes`` 2 or None);
-    * ``regression``: :func:`mosi_metrics`.
+    * ``binary``: :func:`classification_metrics` with ``binary=True`` (``num_classes`` 2 or None),
+      plus :func:`binary_score_metrics` when ``scores`` (of label 1) are given;
+    * ``regression``: :func:`mosi_metrics`;
+    * ``multilabel``: :func:`multilabel_metrics` (``y_pred`` = 0/1 indicators or scores, ``[N, C]``).
 
     Retrieval needs embeddings rather than labels: use :func:`retrieval_metrics`.
     """
@@ -764,10 +788,99 @@ def compute_metrics(target_type: str, y_true: Any, y_pred: Any, num_classes: int
             raise DataError("multiclass metrics need num_classes")
         return classification_metrics(y_true, y_pred, num_classes)
     if target_type == "binary":
-        return classification_metrics(y_true, y_pred, 2 if num_classes is None else num_classes, binary=True)
+        out = classification_metrics(y_true, y_pred, 2 if num_classes is None else num_classes, binary=True)
+        return out | (binary_score_metrics(y_true, scores) if scores is not None else {})
+    if target_type == "multilabel":
+        return multilabel_metrics(y_true, y_pred, num_classes)
     if target_type == "regression":
         return mosi_metrics(y_true, y_pred)
     if target_type == "retrieval":
         raise DataError("retrieval metrics need embeddings: call retrieval_metrics(image_embeddings, "
                         "caption_embeddings, caption_image_index)")
-    raise DataError(f"unknown target type {target_type!r}; expected multiclass, binary, regression or retrieval")
+    raise DataError(f"unknown target type {target_type!r}; expected multiclass, binary, regression, retrieval or multilabel")
+
+
+# --------------------------------------------------------------------------- multi-label, AUROC
+
+
+def _indicators(x: Any, name: str, num_classes: int | None, threshold: float | None) -> np.ndarray:
+    """A 0/1 ``[N, C]`` matrix as bool; with `threshold`, real scores become ``score > threshold``."""
+    arr = _to_numpy(x, name)
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise DataError(f"{name}: expected a non-empty [N, C] label-indicator matrix, got shape {tuple(arr.shape)}")
+    if num_classes is not None and arr.shape[1] != num_classes:
+        raise DataError(f"{name}: has {arr.shape[1]} label columns for {num_classes} labels")
+    if arr.dtype == np.bool_:
+        return arr
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise DataError(f"{name}: expected numbers, got dtype {arr.dtype}")
+    if not np.isfinite(arr).all():
+        r, c = np.argwhere(~np.isfinite(arr))[0]
+        raise DataError(f"{name}: non-finite value {arr[r, c]} at row {r}, label {c}")
+    if threshold is not None and np.issubdtype(arr.dtype, np.floating):
+        return arr > threshold
+    bad = (arr != 0) & (arr != 1)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise DataError(f"{name}: indicator values must be 0 or 1, got {arr[r, c]} at row {r}, label {c}")
+    return arr.astype(bool)
+
+
+def multilabel_metrics(y_true: Any, y_pred: Any, num_classes: int | None = None, threshold: float = 0.5) -> dict[str, float]:
+    """Multi-label metrics, equal to scikit-learn's with ``zero_division=0``.
+
+    ``y_true`` is a 0/1 ``[N, C]`` indicator matrix; ``y_pred`` the same, or float scores
+    (probabilities) ``[N, C]`` that predict label c where ``score > threshold`` (0.5: a sigmoid
+    output above one half, i.e. a positive logit). With per-label TP, FP, FN:
+
+    * ``f1_micro`` = 2 sum TP / (2 sum TP + sum FP + sum FN) (``f1_score(average='micro')``);
+    * ``f1_macro`` = mean over the C labels of 2 TP / (2 TP + FP + FN), 0 for a label absent
+      from truth and prediction; ``f1_weighted`` weights it by each label's true count;
+      ``precision_macro`` / ``recall_macro`` likewise;
+    * ``f1_samples`` = mean over samples of the F1 of their label sets (0 when both are empty);
+    * ``accuracy`` = share of samples whose predicted label set equals the true one (subset
+      accuracy, ``accuracy_score``); ``hamming_loss`` = share of wrong (sample, label) cells.
+    """
+    t = _indicators(y_true, "y_true", num_classes, None)
+    p = _indicators(y_pred, "y_pred", t.shape[1], threshold)
+    if len(t) != len(p):
+        raise DataError(f"y_true and y_pred have different lengths ({len(t)} vs {len(p)})")
+    tp = (t & p).sum(0).astype(np.float64)
+    true_sum = t.sum(0).astype(np.float64)
+    pred_sum = p.sum(0).astype(np.float64)
+    f1 = _divide(2 * tp, true_sum + pred_sum)
+    support = true_sum.sum()
+    per_sample_tp = (t & p).sum(1).astype(np.float64)
+    return {
+        "accuracy": float((t == p).all(1).mean()),
+        "hamming_loss": float((t != p).mean()),
+        "f1_micro": float(_divide(2 * tp.sum(), true_sum.sum() + pred_sum.sum())),
+        "f1_macro": float(f1.mean()),
+        "f1_weighted": float((f1 * true_sum).sum() / support) if support else 0.0,
+        "f1_samples": float(_divide(2 * per_sample_tp, t.sum(1) + p.sum(1)).mean()),
+        "precision_macro": float(_divide(tp, pred_sum).mean()),
+        "recall_macro": float(_divide(tp, true_sum).mean()),
+    }
+
+
+def binary_score_metrics(y_true: Any, scores: Any) -> dict[str, float]:
+    """``auroc``: the area under the ROC curve of `scores` for label 1, equal to
+    ``sklearn.metrics.roc_auc_score``: the probability that a random positive scores above a
+    random negative, ties counting one half (the Mann-Whitney U statistic from average ranks).
+    NaN when ``y_true`` holds one class only (the area is undefined; scikit-learn raises)."""
+    t = _labels(y_true, "y_true", 2)
+    s = _reals(scores, "scores")
+    _same_length(t, s, "y_true", "scores")
+    pos = int(t.sum())
+    neg = len(t) - pos
+    if pos == 0 or neg == 0:
+        return {"auroc": float("nan")}
+    order = np.argsort(s, kind="mergesort")
+    sorted_s = s[order]
+    ranks = np.empty(len(s), dtype=np.float64)
+    # average ranks (1-based) of tied groups
+    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
+    ends = np.r_[starts[1:], len(s)]
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    u = ranks[t == 1].sum() - pos * (pos + 1) / 2.0
+    return {"auroc": float(u / (pos * neg))}

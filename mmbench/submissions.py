@@ -471,6 +471,33 @@ def _conditions_column(path: Path, values: np.ndarray | None, n: int, spec) -> n
     return out
 
 
+def _score_submission_rules(spec, cols: dict, score_cols: list[str], path: Path) -> bool:
+    """True for a binary task scored from scores (auroc), which takes one ``score`` column (the
+    probability of label 1; label 1 is predicted above 0.5). A multilabel task takes
+    ``score_0..score_{C-1}`` (each label's probability; predicted above 0.5)."""
+    from mmbench.evaluation.evaluator import uses_scores
+
+    if uses_scores(spec):
+        if "score" not in cols or "prediction" in cols or score_cols:
+            raise SubmissionError(f"task {spec.name!r} is scored by AUROC: give one 'score' column, the probability of "
+                                  "label 1 (label 1 is predicted where it is above 0.5), and no prediction or score_* "
+                                  "columns", path)
+        return True
+    if spec.target.type == "multilabel" and not score_cols:
+        raise SubmissionError(f"task {spec.name!r} is multi-label: give score_0..score_{{C-1}}, each label's probability "
+                              "(a label is predicted where it is above 0.5; 0/1 values work too)", path)
+    return False
+
+
+def _probabilities(path: Path, name: str, column: Any, limits: Limits, strings_ok: bool) -> np.ndarray:
+    values = _numbers(path, name, column, limits, strings_ok)
+    bad = (values < 0) | (values > 1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise SubmissionError(f"row {i + 1}: {name!r} {values[i]!r} is not a probability in [0, 1]", path)
+    return values
+
+
 @dataclass
 class ParsedPredictions:
     """Per condition, predictions aligned to the test split's id order."""
@@ -498,13 +525,15 @@ def parse_predictions(path: str | Path, spec, labels: TestLabels, conditions: Se
         raise SubmissionError(f"no 'id' column (columns: {_show(list(cols), 6)})", path)
     n_classes = int(spec.target.num_classes or 0)
     score_cols = [c for c in cols if _KNOWN_COLUMNS_RE.match(c)]
-    unknown = [c for c in cols if c not in ("id", "condition", "prediction") and c not in score_cols]
+    scored = _score_submission_rules(spec, cols, score_cols, path)
+    unknown = [c for c in cols if c not in ("id", "condition", "prediction", *(("score",) if scored else ()))
+               and c not in score_cols]
     if unknown:
         raise SubmissionError(f"unexpected column {unknown[0]!r}; allowed: id, condition, prediction or "
-                              f"score_0..score_{{C-1}}", path)
+                              f"score_0..score_{{C-1}}" + (" or score" if scored else ""), path)
     if "prediction" in cols and score_cols:
         raise SubmissionError("has both 'prediction' and score_* columns; give one or the other", path)
-    if "prediction" not in cols and not score_cols:
+    if "prediction" not in cols and not score_cols and not scored:
         raise SubmissionError(f"no 'prediction' column and no score_0..score_{{C-1}} columns (columns: {_show(list(cols), 6)})", path)
 
     strings_ok = table.fmt == "csv"
@@ -515,13 +544,18 @@ def parse_predictions(path: str | Path, spec, labels: TestLabels, conditions: Se
             raise SubmissionError("a regression task takes a 'prediction' column of real values, not score_* columns", path)
         values = _numbers(path, "prediction", cols["prediction"], limits, strings_ok)
         kind = "values"
+    elif scored:
+        values, kind = _probabilities(path, "score", cols["score"], limits, strings_ok), "scores"
     elif score_cols:
         expected = [f"score_{k}" for k in range(n_classes)]
         if sorted(score_cols, key=lambda c: int(c[6:])) != expected:
             raise SubmissionError(f"score columns must be exactly {expected[0]}..{expected[-1]} for {n_classes} classes, "
                                   f"got {_show(sorted(score_cols), 4)}", path)
-        scores = np.stack([_numbers(path, c, cols[c], limits, strings_ok) for c in expected], axis=1)
-        values = scores.argmax(1).astype(np.int64)
+        if spec.target.type == "multilabel":  # per-label probabilities, kept as [N, C]
+            values = np.stack([_probabilities(path, c, cols[c], limits, strings_ok) for c in expected], axis=1)
+        else:
+            scores = np.stack([_numbers(path, c, cols[c], limits, strings_ok) for c in expected], axis=1)
+            values = scores.argmax(1).astype(np.int64)
         kind = "scores"
     else:
         values = _class_labels(path, cols["prediction"], spec, limits, strings_ok)
@@ -555,7 +589,7 @@ def parse_predictions(path: str | Path, spec, labels: TestLabels, conditions: Se
             raise SubmissionError(f"{len(missing)} of {expected_n} test id(s) missing{where} (first: {_show(missing)})", path)
         if c not in wanted:
             continue
-        aligned = np.empty(expected_n, dtype=values.dtype)
+        aligned = np.empty((expected_n, *values.shape[1:]), dtype=values.dtype)
         aligned[positions] = values[rows]
         out[c] = aligned
     ordered = {c: out[c] for c in wanted}

@@ -41,6 +41,15 @@ def load_task_split(spec: TaskSpec, role: str, data_dir: str | Path | None = Non
 
 def load_training_splits(spec: TaskSpec, data_dir: str | Path | None = None,
                          dataset: MultimodalDataset | None = None) -> dict[str, Split]:
-    """The train, validation and test splits of a task, from one loaded dataset."""
+    """The train, validation and test splits of a task, from one loaded dataset; the spec's
+    ``missing.train`` condition (if any) applied to train and validation."""
     dataset = dataset or task_dataset(spec, data_dir)
-    return {role: load_task_split(spec, role, data_dir, dataset) for role in ("train", "validation", "test")}
+    splits = {role: load_task_split(spec, role, data_dir, dataset) for role in ("train", "validation", "test")}
+    if spec.missing.train:
+        from mmbench.evaluation.evaluator import apply_condition
+        from mmbench.masks import parse_condition
+
+        condition = parse_condition(spec.missing.train, spec.modalities)
+        for role in ("train", "validation"):
+            splits[role] = apply_condition(splits[role], condition, spec.missing.seed)
+    return splits

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mmbench.errors import MMBenchError, SpecError
 
-TargetType = Literal["multiclass", "binary", "regression", "retrieval"]
+TargetType = Literal["multiclass", "binary", "regression", "retrieval", "multilabel"]
 
 
 class _Strict(BaseModel):
@@ -47,7 +47,7 @@ class Target(_Strict):
 
     @model_validator(mode="after")
     def _classes(self) -> "Target":
-        if self.type in ("multiclass", "binary") and self.num_classes is None:
+        if self.type in ("multiclass", "binary", "multilabel") and self.num_classes is None:
             raise ValueError(f"num_classes is required for a {self.type} target")
         if self.type == "binary" and self.num_classes != 2:
             raise ValueError("a binary target has num_classes 2")
@@ -64,6 +64,8 @@ class MetricRef(_Strict):
 class Missing(_Strict):
     seed: int = 0
     conditions: list[str] = Field(default_factory=lambda: ["clean"])
+    # a condition applied to the train and validation splits for training (e.g. missing:both:0.7)
+    train: str | None = None
 
 
 class TaskSpec(_Strict):
@@ -96,6 +98,11 @@ class TaskSpec(_Strict):
             expand_conditions(self.missing.conditions, self.modalities)
         except SpecError as exc:
             raise ValueError(f"missing.conditions: {exc}") from None
+        if self.missing.train is not None:
+            try:
+                expand_conditions([self.missing.train], self.modalities)
+            except SpecError as exc:
+                raise ValueError(f"missing.train: {exc}") from None
         return self
 
     @property
@@ -132,7 +139,7 @@ def _check_metrics(spec: TaskSpec, source: str) -> None:
         info = METRICS.get(metric.name)
         if info is None:
             raise SpecError(f"field 'metrics.{i}.name': unknown metric {metric.name!r}; known: {', '.join(sorted(METRICS))}", source)
-        allowed = {info.target_type} | ({"multiclass", "binary"} if info.target_type == "multiclass" else set())
+        allowed = {info.target_type, *info.also} | ({"multiclass", "binary"} if info.target_type == "multiclass" else set())
         if spec.target.type not in allowed:
             raise SpecError(f"field 'metrics.{i}.name': {metric.name!r} is a {info.target_type} metric, task target is {spec.target.type}", source)
         if metric.higher_is_better != info.higher_is_better:

@@ -547,17 +547,18 @@ def test_metric_table_covers_every_key():
     rng = np.random.default_rng(0)
     t = rng.integers(0, 2, 30)
     p = rng.integers(0, 2, 30)
-    produced = set(compute_metrics("binary", t, p, 2)) | set(compute_metrics("regression", t * 1.0, p * 1.0))
+    produced = set(compute_metrics("binary", t, p, 2, scores=p * 0.5)) | set(compute_metrics("regression", t * 1.0, p * 1.0))
+    produced |= set(compute_metrics("multilabel", np.stack([t, p], 1), np.stack([p, t], 1), 2))
     img, cap, idx = _make_retrieval_data(5, [2] * 5, 0, "continuous")
     produced |= set(retrieval_metrics(img, cap, idx))
     assert produced == set(METRICS)
     for name, info in METRICS.items():
         assert info.name == name
-        assert info.target_type in {"multiclass", "binary", "regression", "retrieval"}
+        assert info.target_type in {"multiclass", "binary", "regression", "retrieval", "multilabel"}
         assert isinstance(info.higher_is_better, bool) and info.description and "\n" not in info.description
-        assert info.higher_is_better == (name != "mae")
-    assert {n for n, i in METRICS.items() if i.target_type == "binary"} == {"precision", "recall", "f1"}
-    assert set(metric_names("binary")) == set(compute_metrics("binary", t, p))
+        assert info.higher_is_better == (name not in ("mae", "hamming_loss"))
+    assert {n for n, i in METRICS.items() if i.target_type == "binary"} == {"precision", "recall", "f1", "auroc"}
+    assert set(metric_names("binary")) == set(compute_metrics("binary", t, p, scores=p * 0.5))
     assert set(metric_names("multiclass")) == set(compute_metrics("multiclass", t, p, 3))
     assert set(metric_names("regression")) == set(mosi_metrics([1.0, -1.0], [0.5, 0.5]))
 

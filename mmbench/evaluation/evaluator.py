@@ -31,16 +31,37 @@ def predict(model: nn.Module, split: Split, device: torch.device | str = "cpu", 
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def outputs_to_predictions(outputs: Tensor, target_type: str) -> np.ndarray:
-    """Class labels (argmax of logits) or real values (regression)."""
+def uses_scores(spec: TaskSpec) -> bool:
+    """A binary task with a score-based metric (auroc): its predictions are label-1 scores."""
+    from mmbench.metrics import METRICS
+
+    return spec.target.type == "binary" and any(METRICS[m.name].needs_scores for m in spec.metrics)
+
+
+def outputs_to_predictions(outputs: Tensor, target: str | TaskSpec) -> np.ndarray:
+    """Class labels (argmax of logits), real values (regression), label probabilities
+    ``[N, C]`` (multilabel: sigmoid of the logits), or, for a task given as a spec that
+    :func:`uses_scores`, the softmax probability of label 1."""
+    target_type = target if isinstance(target, str) else target.target.type
     if target_type == "regression":
         return outputs.reshape(len(outputs), -1)[:, 0].numpy().astype(np.float64)
+    if target_type == "multilabel":
+        return torch.sigmoid(outputs.float()).numpy().astype(np.float64)
+    if not isinstance(target, str) and uses_scores(target):
+        return torch.softmax(outputs.float(), -1)[:, 1].numpy().astype(np.float64)
     return outputs.argmax(-1).numpy().astype(np.int64)
+
+
+def predicted_labels(spec: TaskSpec, y_pred: np.ndarray) -> np.ndarray:
+    """Labels from predictions: label-1 scores above 0.5 for a task that :func:`uses_scores`
+    (what the argmax of two softmax outputs gives), else the predictions themselves."""
+    return (np.asarray(y_pred) > 0.5).astype(np.int64) if uses_scores(spec) else y_pred
 
 
 def score(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """The task's metrics (those listed in the spec) for one set of predictions."""
-    allm = compute_metrics(spec.target.type, y_true, y_pred, spec.target.num_classes)
+    scores = y_pred if uses_scores(spec) else None
+    allm = compute_metrics(spec.target.type, y_true, predicted_labels(spec, y_pred), spec.target.num_classes, scores=scores)
     return {m.name: float(allm[m.name]) for m in spec.metrics}
 
 

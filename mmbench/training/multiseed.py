@@ -303,7 +303,7 @@ def train_seeds(
         for i in range(k):
             if not active[i]:
                 continue
-            metrics = score(spec, y_val, outputs_to_predictions(outputs[i], spec.target.type))
+            metrics = score(spec, y_val, outputs_to_predictions(outputs[i], spec))
             value = metrics[primary.name]
             improved = sign * value > best_value[i]
             if improved:
@@ -329,7 +329,7 @@ def train_seeds(
         else:
             model.load_state_dict(stacked.state_of(i))
         model = model.to(device)
-        run = lambda sp, m=model: outputs_to_predictions(predict(m, sp, device, cfg.eval_batch_size, amp), spec.target.type)  # noqa: E731
+        run = lambda sp, m=model: outputs_to_predictions(predict(m, sp, device, cfg.eval_batch_size, amp), spec)  # noqa: E731
         val_metrics = score(spec, y_val, run(val_on))
         test_metrics = evaluate_conditions(spec, test_split, run,
                                            [c for c in spec.conditions() if c.name == "clean"] or None).get("clean", {})

@@ -407,6 +407,8 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 def _loss_fn(target_type: str):
     if target_type == "regression":
         return lambda out, y: nn.functional.l1_loss(out.float(), y.float())
+    if target_type == "multilabel":  # one sigmoid per label
+        return lambda out, y: nn.functional.binary_cross_entropy_with_logits(out.float(), y.float())
     return lambda out, y: nn.functional.cross_entropy(out.float(), y.long())
 
 
@@ -688,7 +690,7 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
         train_loss, seen, unique = _epoch_totals(ctx, loss_sum, count, perm, n)
         if cfg.bn_recalibration:  # every rank the same rows: the statistics stay identical across ranks
             recalibrate_batch_norm(model, data, cfg.bn_recalibration, cfg.batch_size, cfg.seed, device, amp, complete)
-        val_pred = outputs_to_predictions(predict(model, val_on, device, cfg.eval_batch_size, amp), spec.target.type)
+        val_pred = outputs_to_predictions(predict(model, val_on, device, cfg.eval_batch_size, amp), spec)
         val_metrics = _broadcast(ctx, score(spec, val_split.targets.cpu().numpy(), val_pred))
         value = val_metrics[primary.name]
         improved = sign * value > best_value
@@ -711,11 +713,11 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
 
     if best_state is not None:
         model.load_state_dict(best_state)
-    val_pred = outputs_to_predictions(predict(model, val_on, device, cfg.eval_batch_size, amp), spec.target.type)
+    val_pred = outputs_to_predictions(predict(model, val_on, device, cfg.eval_batch_size, amp), spec)
     val_metrics = score(spec, val_split.targets.cpu().numpy(), val_pred)
     test_metrics = evaluate_conditions(
         spec, test_split,
-        lambda s: outputs_to_predictions(predict(model, s, device, cfg.eval_batch_size, amp), spec.target.type),
+        lambda s: outputs_to_predictions(predict(model, s, device, cfg.eval_batch_size, amp), spec),
         [c for c in spec.conditions() if c.name == "clean"] or None,
     ).get("clean", {})
     val_metrics, test_metrics = _broadcast(ctx, (val_metrics, test_metrics))
