@@ -944,8 +944,9 @@ def _check_table(checks: Sequence[Any]) -> Table | None:
     rows = []
     for c in checks:
         has_ref = c.reference is not None
+        failed = getattr(c, "error", None) is not None  # the row failed: no mean
         rows.append([
-            _cell(str(c.fusion)), _cell(str(c.metric)), _cell(f"{c.mean:.4f}", c.mean),
+            _cell(str(c.fusion)), _cell(str(c.metric)), _cell("-" if failed else f"{c.mean:.4f}", None if failed else c.mean),
             _cell(f"{c.reference:.4f} ± {c.reference_std:.4f}" if has_ref else "-", c.reference),
             _cell(f"{c.mean - c.reference:+.4f}" if has_ref else "-", c.mean - c.reference if has_ref else None),
             _cell(f"±{c.band:.4f}" if c.band is not None else "-", c.band),
