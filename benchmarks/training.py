@@ -295,6 +295,7 @@ def _add(st: Settings, rows: list[Row], row: Row) -> None:
     """Keep a row and log it at once: a run cut short by a time limit still shows the rows
     measured so far (this case takes minutes on a GPU)."""
     rows.append(row)
+    st.emit(row)
     ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
     st.log(f"  row: {row.name}: {row.mmbench_s or 0:.3f} s vs {row.reference_s or 0:.3f} s, ratio {ratio}, "
            f"met {row.met}, exact {row.exact}; {row.notes}")
