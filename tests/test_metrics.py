@@ -346,13 +346,18 @@ def _make_retrieval_data(n_img, per_image, seed, kind):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(retrieval_cases())
 def test_retrieval_matches_naive_reference(case):
+    import mmbench.metrics as metrics_mod
+
     n_img, per_image, seed, kind, chunk, ks = case
     img, cap, idx = _make_retrieval_data(n_img, per_image, seed, kind)
     ref = _reference_retrieval(img, cap, idx, ks)
-    for dtype in (torch.float32, torch.float64):
-        got = retrieval_metrics(img, cap, idx, ks=ks, chunk_size=chunk, dtype=dtype)
-        for key, value in ref.items():
-            assert got[key] == pytest.approx(value, abs=1e-12), (key, dtype)
+    for fixed in (False, True):  # the CPU's pass and the accelerators' fixed-shape one
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(metrics_mod, "_fixed_shape_passes", lambda device: fixed)
+            for dtype in (torch.float32, torch.float64):
+                got = retrieval_metrics(img, cap, idx, ks=ks, chunk_size=chunk, dtype=dtype)
+                for key, value in ref.items():
+                    assert got[key] == pytest.approx(value, abs=1e-12), (key, dtype, fixed)
     if kind == "continuous":  # no ties: also CLIP_benchmark's literal top-k membership
         lit = _topk_membership_reference(img, cap, idx, ks)
         assert lit == pytest.approx(ref, abs=1e-12)
@@ -482,22 +487,6 @@ def test_count_true_is_exact():
             m = torch.rand(rows, cols, generator=gen) < p
             assert torch.equal(_count_true(m, 0), m.sum(0).to(torch.int32)), (rows, cols, p)
             assert torch.equal(_count_true(m, 1), m.sum(1).to(torch.int32)), (rows, cols, p)
-
-
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(retrieval_cases())
-def test_retrieval_fixed_shape_pass_matches_naive_reference(case):
-    """The accelerators' pass (fixed shapes, no host reads), run on the CPU."""
-    import mmbench.metrics as metrics_mod
-
-    n_img, per_image, seed, kind, chunk, ks = case
-    img, cap, idx = _make_retrieval_data(n_img, per_image, seed, kind)
-    ref = _reference_retrieval(img, cap, idx, ks)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(metrics_mod, "_fixed_shape_passes", lambda device: True)
-        for dtype in (torch.float32, torch.float64):
-            got = retrieval_metrics(img, cap, idx, ks=ks, chunk_size=chunk, dtype=dtype)
-            assert {k: got[k] for k in ref} == pytest.approx(ref, abs=1e-12), dtype
 
 
 def test_retrieval_fixed_shape_pass_with_ties_and_every_interval(monkeypatch):
