@@ -60,8 +60,10 @@ from mmbench.training.trainer import (
     _loss_fn,
     averaged_batches,
     batch_norm_layers,
+    choose_step_mode,
     compile_mode,
     complete_modalities,
+    log_step_mode,
     model_config_for,
     recalibration_rows,
     resolve_device,
@@ -238,9 +240,9 @@ def train_seeds(
     by :func:`~mmbench.training.trainer.train` itself. On a CPU the vmapped path is slower than
     that (vmap turns each convolution into a grouped one and adds layout copies around it, and
     a CPU is compute-bound anyway; see benchmarks/RESULTS.md), on a GPU it is what fills the
-    device. ``compile`` (default: ``cfg.compile``) wraps the vectorised loss in ``torch.compile``
-    with ``cfg.compile_mode``; a string is used as the compile mode instead (``"reduce-overhead"``
-    adds CUDA graphs on a GPU).
+    device. ``compile`` (default: the trainer's choice, :func:`~mmbench.training.trainer.choose_step_mode`)
+    wraps the vectorised loss in ``torch.compile`` with ``cfg.compile_mode``; a string is used as
+    the compile mode instead (``"reduce-overhead"`` adds CUDA graphs on a GPU).
     ``out_dirs``, one per seed, receive the run files (see the module docstring).
     ``on_epoch(epoch)`` is called after each epoch's validation (benchmarks time epochs with
     it; vectorised path only). ``resume`` is the trainer's (one by one, each run continues from
@@ -291,7 +293,13 @@ def train_seeds(
     loss_fn = _loss_fn(spec.target.type)
     batched_loss = torch.func.vmap(loss_fn)
 
-    use_compile = cfg.compile if compile is None else compile
+    if compile is None:  # the trainer's choice for this step (on CUDA: see choose_step_mode)
+        step_mode = choose_step_mode(cfg, device, stacked.base, cfg.epochs * math.ceil(len(train_split) / cfg.batch_size),
+                                     vectorised=True)
+        log_step_mode(step_mode, f"{spec.name} {cfg.fusion} seeds {','.join(map(str, seeds))}")
+        use_compile: bool | str = (step_mode.mode or True) if step_mode.compile else False
+    else:
+        use_compile = compile
 
     def step_losses(params, buffers, mods, present, lengths, targets):
         out = stacked._fn(False)(params, buffers, mods, present, lengths)
