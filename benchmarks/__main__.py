@@ -29,6 +29,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=None, help="Real data root (default $MMBENCH_DATA, else ../shared/data).")
     p.add_argument("--fusions", default="concat,attention,gnn",
                    help="Case 1's fusions (a full GPU run of all three takes ~15 min; split it to fit a time limit).")
+    p.add_argument("--train-rows", type=int, default=None, help="Case 1's training rows (default 55,000 in a full run).")
+    p.add_argument("--proof", action="store_true",
+                   help="The GPU session's short form: case 1 = reference, trainer default, the 10-epoch default step "
+                        "and 5 vectorised seeds; case 2 = the 1M x 1M case only.")
     p.add_argument("--tiny", action="store_true", help="Smoke-test sizes (CI): checks completion and exactness only.")
     p.add_argument("--keep-work", action="store_true", help="Keep the scratch folder (caches, predictions files).")
     return p.parse_args(argv)
@@ -78,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="mmbench-bench-"))
     st = Settings(quick=args.quick or args.tiny, tiny=args.tiny, device=device, data_dir=data_root(args.data_dir),
                   work_dir=work, log=lambda m: print(m, file=sys.stderr, flush=True),
-                  fusions=tuple(f.strip() for f in args.fusions.split(",") if f.strip()))
+                  fusions=tuple(f.strip() for f in args.fusions.split(",") if f.strip()), train_rows=args.train_rows,
+                  proof=args.proof)
     info = machine_info(device)
     st.log(f"mmbench benchmarks ({st.size}) on {device}: {info['cpu']}, {info['cpu_count']} CPUs"
            + (f", {info['gpu']}" if "gpu" in info else "") + f"; load average {info['load_average']}")
