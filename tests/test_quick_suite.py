@@ -188,3 +188,4 @@ def test_a_failing_row_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch, c
     assert "Exception raised from" not in out + err  # one line per failure
     report = (tmp_path / "runs" / "report.html").read_text()
     assert f"FAILED: {error}" in report and re.search(r">(reproduces|DIFFERS)</td>", report)
+    assert f"Failed (task, fusion) rows, without results: synthetic-unique attention: {error}." in report
