@@ -73,17 +73,18 @@ proof() {  # issue 14: one call of at most 9 minutes, setup included; at most 8 
   local final=$out t_start=$SECONDS
   out=$(mktemp -d)  # every log and JSON goes here first; the chosen few are copied out at the end
   setup
-  # budgets: 60 + 100 + 2 x 120 + 75 = 475 s, plus at most 15 s of grace per step and the setup
-  step 60 tests python3 -m pytest -q -p no:cacheprovider -rs -x tests/test_cuda_paths.py tests/test_vmap_precision.py \
+  # budgets: 55 + 90 + 2 x 110 + 70 = 435 s; with at most 15 s of grace per cut step (75 s) and the
+  # setup (~25 s, installing the carried wheels) at most ~535 s: under 9 minutes
+  step 55 tests python3 -m pytest -q -p no:cacheprovider -rs -x tests/test_cuda_paths.py tests/test_vmap_precision.py \
     tests/test_step_mode.py
   local quick=(); [[ $dev == cpu ]] && quick=(--set epochs=1 --set dataset_options.n_samples=300 --seeds 0 --seeds 1)
-  step 100 reproduce python3 -m mmbench.cli reproduce --suite quick --device "$dev" "${quick[@]}" \
+  step 90 reproduce python3 -m mmbench.cli reproduce --suite quick --device "$dev" "${quick[@]}" \
     --out "$out/runs-reproduce" --leaderboard "$out/lb-reproduce" --no-progress
   # case 1 on 20,000 rows (per-epoch ratios; the 55,000-row run of a full `python -m benchmarks` takes ~4 min a fusion)
   local rows=(); [[ $dev == cuda ]] && rows=(--train-rows "${PROOF_TRAIN_ROWS:-20000}")
-  bench training-concat 120 --cases training --fusions concat --proof "${rows[@]}"
-  bench training-attention 120 --cases training --fusions attention --proof "${rows[@]}"
-  bench retrieval 75 --cases retrieval --proof
+  bench training-concat 110 --cases training --fusions concat --proof "${rows[@]}"
+  bench training-attention 110 --cases training --fusions attention --proof "${rows[@]}"
+  bench retrieval 70 --cases retrieval --proof
   echo "== proof: $((SECONDS - t_start))s in all" | tee -a "$out/steps.log"
   mkdir -p "$final"
   for f in steps.log gpu.txt tests.log reproduce.log training-concat.json training-attention.json retrieval.json; do
