@@ -41,6 +41,11 @@ class Settings:
     work_dir: Path | None = None  # scratch space (caches, predictions files)
     log: Callable[[str], None] = print
     fusions: tuple[str, ...] = ("concat", "attention", "gnn")  # case 1's fusions
+    train_rows: int | None = None  # case 1's training rows (default: 55,000 in a full run)
+    proof: bool = False  # the GPU session's short form: case 1 without the optional variants, case 2 at scale only
+    # called with each row as soon as it is measured (and again when a row is completed later):
+    # the harness writes its JSON then, so a time box that cuts a case loses no finished row
+    emit: Callable[["Row"], None] = lambda row: None
 
     @property
     def size(self) -> str:

@@ -29,6 +29,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=None, help="Real data root (default $MMBENCH_DATA, else ../shared/data).")
     p.add_argument("--fusions", default="concat,attention,gnn",
                    help="Case 1's fusions (a full GPU run of all three takes ~15 min; split it to fit a time limit).")
+    p.add_argument("--train-rows", type=int, default=None, help="Case 1's training rows (default 55,000 in a full run).")
+    p.add_argument("--proof", action="store_true",
+                   help="The GPU session's short form: case 1 = reference, trainer default, the 10-epoch default step "
+                        "and 5 vectorised seeds; case 2 = the 1M x 1M case only.")
     p.add_argument("--tiny", action="store_true", help="Smoke-test sizes (CI): checks completion and exactness only.")
     p.add_argument("--keep-work", action="store_true", help="Keep the scratch folder (caches, predictions files).")
     return p.parse_args(argv)
@@ -52,6 +56,14 @@ def _table(rows: list[Row]) -> str:
     return "\n".join(out + ([""] + notes if notes else []))
 
 
+def _write_json(path: Path, report: dict) -> None:
+    """Atomically: a reader (or a kill) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str))
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     import torch
@@ -70,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="mmbench-bench-"))
     st = Settings(quick=args.quick or args.tiny, tiny=args.tiny, device=device, data_dir=data_root(args.data_dir),
                   work_dir=work, log=lambda m: print(m, file=sys.stderr, flush=True),
-                  fusions=tuple(f.strip() for f in args.fusions.split(",") if f.strip()))
+                  fusions=tuple(f.strip() for f in args.fusions.split(",") if f.strip()), train_rows=args.train_rows,
+                  proof=args.proof)
     info = machine_info(device)
     st.log(f"mmbench benchmarks ({st.size}) on {device}: {info['cpu']}, {info['cpu_count']} CPUs"
            + (f", {info['gpu']}" if "gpu" in info else "") + f"; load average {info['load_average']}")
@@ -78,35 +91,48 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     interrupted = None
+    current = {"case": None}
+
+    def report() -> dict:
+        failed = [r for r in rows if r.exact is False]
+        return {"mode": st.size, "device": device, "machine": info, "case_seconds": seconds,
+                "total_seconds": time.perf_counter() - started, "cases": cases, "exactness_ok": not failed,
+                "interrupted_in": interrupted, "running": current["case"], "rows": [r.to_json() for r in rows]}
+
+    def record(row: Row) -> None:
+        """Keep a row (once; a row emitted again was completed later) and rewrite the JSON."""
+        if not any(r is row for r in rows):
+            rows.append(row)
+        if args.out:
+            _write_json(args.out, report())
+
+    st.emit = record
     try:
         for case in cases:
             st.log(f"[{case}]")
+            current["case"] = case
             t0 = time.perf_counter()
             try:
                 mod = importlib.import_module(f"benchmarks.{case}")
-                rows += mod.run(st)
+                for row in mod.run(st):
+                    record(row)
             except Exception as exc:  # noqa: BLE001 - one broken case must not hide the others
-                rows.append(error_row(str(CASES.index(case) + 1), case, exc))
-            except KeyboardInterrupt:  # SIGINT (e.g. `timeout -s INT`): report the cases finished so far
+                record(error_row(str(CASES.index(case) + 1), case, exc))
+            except KeyboardInterrupt:  # SIGINT (e.g. `timeout -s INT`): report the rows measured so far
                 interrupted = case
-                st.log(f"[{case}] interrupted after {time.perf_counter() - t0:.1f} s; writing the finished cases")
+                st.log(f"[{case}] interrupted after {time.perf_counter() - t0:.1f} s; writing the rows measured so far")
                 break
             seconds[case] = time.perf_counter() - t0
             st.log(f"[{case}] {seconds[case]:.1f} s")
     finally:
+        current["case"] = None
         if not args.keep_work:
             shutil.rmtree(work, ignore_errors=True)
     info["load_average_end"] = load_average()
     print(_table(rows))
     failed = [r for r in rows if r.exact is False]
-    report = {"mode": st.size, "device": device, "machine": info, "case_seconds": seconds,
-              "total_seconds": time.perf_counter() - started, "cases": cases,
-              "exactness_ok": not failed, "interrupted_in": interrupted, "rows": [r.to_json() for r in rows]}
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2, default=str))
-        tmp.replace(args.out)
+        _write_json(args.out, report())
         st.log(f"wrote {args.out}")
     if failed:
         st.log("exactness checks FAILED: " + "; ".join(f"[{r.case}] {r.name}" for r in failed))

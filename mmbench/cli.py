@@ -340,14 +340,23 @@ def reproduce(
     for c in checks:
         ref = f"{c.reference:.4f} ± {c.reference_std:.4f}" if c.reference is not None else "-"
         band = f"band ±{c.band:.4f}" if c.band is not None else ""
-        typer.echo(f"  {c.task:<22} {c.fusion:<12} {c.metric:<14} {c.mean:.4f}  ref {ref:<18} {band:<13} {c.verdict}")
+        mean = "-     " if c.error is not None else f"{c.mean:.4f}"
+        typer.echo(f"  {c.task:<22} {c.fusion:<12} {c.metric:<14} {mean}  ref {ref:<18} {band:<13} {c.verdict}")
     from mmbench.report import write_results_report
-    from mmbench.reproduce import run_folder
+    from mmbench.reproduce import failed_checks, run_folder
 
-    runs = sorted({str(run_folder(out, r.task, r.name, r.seed)) for r in results})
-    path = write_results_report(results, report or out / "report.html", f"mmbench reproduce --suite {suite}", runs,
-                                checks=checks)
-    typer.echo(f"wrote {path}")
+    if results:
+        runs = sorted({str(run_folder(out, r.task, r.name, r.seed)) for r in results})
+        path = write_results_report(results, report or out / "report.html", f"mmbench reproduce --suite {suite}", runs,
+                                    checks=checks)
+        typer.echo(f"wrote {path}")
+    failed = failed_checks(checks)
+    if failed:  # the other rows ran and are written; the exit status says the grid is incomplete
+        from mmbench.errors import MMBenchError
+
+        for c in failed:
+            typer.echo(f"failed: {c.task} {c.fusion}: {c.error}", err=True)
+        raise MMBenchError(f"{len(failed)} of {len(t) * len(f)} (task, fusion) rows failed (listed above)")
 
 
 def _register_extensions() -> None:

@@ -485,6 +485,45 @@ def _retrieval_pass(cap, img_t, idx, lo, hi, kmax, cs, buf, gt, flags, own, t2i_
     return above, top
 
 
+def _retrieval_pass_fixed(cap, img, idx, lo, hi, kmax, cs, buf, mask, own, t2i_rank):
+    """:func:`_retrieval_pass` for accelerators: the same results from fixed-shape ops only,
+    so no chunk waits for the host (the CPU pass picks the columns to look at with
+    ``nonzero``, a device-to-host copy per chunk that stalled a 1M x 1M run on an H200).
+
+    Scores are computed transposed, ``s[i, j] = image_i . caption_j`` of shape (n_img, b),
+    so that the per-image reductions run along contiguous rows. Per image, the returned top
+    holds the kmax largest scores not above `hi` (not only those inside [lo, hi]): the ones
+    below lo are below the image's best own score (the caller checks lo <= best), so they
+    never count in its rank. `buf` and `mask` are flat float and bool buffers of at least
+    ``n_img * cs`` elements."""
+    import torch
+
+    n_cap, n_img = cap.shape[0], img.shape[0]
+    above = torch.zeros(n_img, dtype=torch.int64, device=img.device)
+    top = torch.full((n_img, kmax), float("-inf"), dtype=img.dtype, device=img.device)
+    hi_col = hi[:, None]
+    for start in range(0, n_cap, cs):
+        stop = min(start + cs, n_cap)
+        b = stop - start
+        s = torch.matmul(img, cap[start:stop].t(), out=buf[: n_img * b].view(n_img, b))
+        m = mask[: n_img * b].view(n_img, b)
+        ic = idx[start:stop]
+        o = s.gather(0, ic[None, :])                                     # (1, b) own-image scores
+        own[start:stop] = o[0]
+        t2i_rank[start:stop] = torch.gt(s, o, out=m).sum(dim=0)         # images strictly above the own one
+        torch.gt(s, hi_col, out=m)
+        above += m.sum(dim=1)
+        s.masked_fill_(m, float("-inf"))
+        blk = s.topk(min(kmax, b), dim=1, sorted=False).values
+        top = torch.cat([top, blk], dim=1).topk(kmax, dim=1, sorted=False).values
+    return above, top.t()
+
+
+def _fixed_shape_passes(device) -> bool:
+    """Whether retrieval_metrics runs :func:`_retrieval_pass_fixed` (everywhere but the CPU)."""
+    return device.type != "cpu"
+
+
 _CPU_BLOCK_BYTES = 32 * 2**20  # target size of one block of scores on the CPU
 _FLOAT_COUNTS_BELOW = 2**24  # float32 sums of 0/1 flags are exact up to this many images
 
@@ -597,9 +636,11 @@ def retrieval_metrics(
         # machine the thread synchronisation of each small parallel op costs more than it
         # saves. The matrix product keeps all threads; the setting is restored below.
         serial_passes = threads > 1
+    fixed = _fixed_shape_passes(device)
     buf = torch.empty((cs, n_img), dtype=dtype, device=device)
     gt = torch.empty((cs, n_img), dtype=torch.bool, device=device)
-    flags = torch.empty((cs, n_img), dtype=torch.float32, device=device) if n_img < _FLOAT_COUNTS_BELOW else None
+    flags = (torch.empty((cs, n_img), dtype=torch.float32, device=device)
+             if n_img < _FLOAT_COUNTS_BELOW and not fixed else None)
     img_t = img.t()
     with torch.no_grad():
         try:
@@ -607,8 +648,12 @@ def retrieval_metrics(
                 torch.set_num_threads(1)
             lo, hi = _own_score_brackets(cap, img, idx, cs)
             for _ in range(2):
-                above, top = _retrieval_pass(cap, img_t, idx, lo, hi, kmax, cs, buf, gt, flags, own, t2i_rank,
-                                             threads if serial_passes else None)
+                if fixed:
+                    above, top = _retrieval_pass_fixed(cap, img, idx, lo, hi, kmax, cs, buf.view(-1), gt.view(-1), own,
+                                                       t2i_rank)
+                else:
+                    above, top = _retrieval_pass(cap, img_t, idx, lo, hi, kmax, cs, buf, gt, flags, own, t2i_rank,
+                                                 threads if serial_passes else None)
                 # best own-caption score of every image, exactly as the product computed it
                 best = torch.full((n_img,), float("-inf"), dtype=dtype, device=device)
                 best = best.scatter_reduce(0, idx, own, reduce="amax", include_self=True)

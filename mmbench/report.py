@@ -594,7 +594,7 @@ _BOARD_HTML = """{% extends "base.html.j2" %}{% import "macros.j2" as m %}
 """
 
 _REPORT_HTML = """{% extends "base.html.j2" %}{% import "macros.j2" as m %}
-{% block intro %}<p class="meta">{{ n_results }} result{{ "s" if n_results != 1 }} ({{ n_entries }} entries after averaging over seeds) over {{ tasks|length }} task{{ "s" if tasks|length != 1 }}, read from {{ sources|length }} file{{ "s" if sources|length != 1 }}.{% if skipped %} {{ skipped }} duplicate result{{ "s" if skipped != 1 }} (same task, name and seed) skipped, keeping the newest.{% endif %}</p>{% endblock %}
+{% block intro %}<p class="meta">{{ n_results }} result{{ "s" if n_results != 1 }} ({{ n_entries }} entries after averaging over seeds) over {{ tasks|length }} task{{ "s" if tasks|length != 1 }}, read from {{ sources|length }} file{{ "s" if sources|length != 1 }}.{% if skipped %} {{ skipped }} duplicate result{{ "s" if skipped != 1 }} (same task, name and seed) skipped, keeping the newest.{% endif %}{% if failed %} Failed (task, fusion) rows, without results: {% for f in failed %}{{ f }}{% if not loop.last %}; {% endif %}{% endfor %}.{% endif %}</p>{% endblock %}
 {% block content %}
 {% for t in tasks %}
 <section class="task" id="task-{{ t.slug }}" data-task="{{ t.name }}">
@@ -628,7 +628,7 @@ _REPORT_HTML = """{% extends "base.html.j2" %}{% import "macros.j2" as m %}
 
 _REPORT_MD = """# {{ title }}
 
-{{ n_results }} result{{ "s" if n_results != 1 }} ({{ n_entries }} entries after averaging over seeds) over {{ tasks|length }} task{{ "s" if tasks|length != 1 }}, read from {{ sources|length }} file{{ "s" if sources|length != 1 }}.{% if skipped %} {{ skipped }} duplicate result{{ "s" if skipped != 1 }} (same task, name and seed) skipped, keeping the newest.{% endif %}
+{{ n_results }} result{{ "s" if n_results != 1 }} ({{ n_entries }} entries after averaging over seeds) over {{ tasks|length }} task{{ "s" if tasks|length != 1 }}, read from {{ sources|length }} file{{ "s" if sources|length != 1 }}.{% if skipped %} {{ skipped }} duplicate result{{ "s" if skipped != 1 }} (same task, name and seed) skipped, keeping the newest.{% endif %}{% if failed %} Failed (task, fusion) rows, without results: {% for f in failed %}{{ f }}{% if not loop.last %}; {% endif %}{% endfor %}.{% endif %}
 
 {% for t in tasks %}
 ## {{ t.name }}
@@ -944,8 +944,9 @@ def _check_table(checks: Sequence[Any]) -> Table | None:
     rows = []
     for c in checks:
         has_ref = c.reference is not None
+        failed = getattr(c, "error", None) is not None  # the row failed: no mean
         rows.append([
-            _cell(str(c.fusion)), _cell(str(c.metric)), _cell(f"{c.mean:.4f}", c.mean),
+            _cell(str(c.fusion)), _cell(str(c.metric)), _cell("-" if failed else f"{c.mean:.4f}", None if failed else c.mean),
             _cell(f"{c.reference:.4f} ± {c.reference_std:.4f}" if has_ref else "-", c.reference),
             _cell(f"{c.mean - c.reference:+.4f}" if has_ref else "-", c.mean - c.reference if has_ref else None),
             _cell(f"±{c.band:.4f}" if c.band is not None else "-", c.band),
@@ -1009,7 +1010,9 @@ def _report_context(results: list[Result], title: str, sources: Sequence[str | P
                 t["confusion_notes"].append(f"Counts summed over {seeds} seeds.")
         tasks.append(t)
     return {"title": title, "tasks": tasks, "n_results": len(results), "n_entries": len(rows),
-            "sources": [str(s) for s in sources], "skipped": skipped, "ci_note": _CI_NOTE, "check_note": _CHECK_NOTE}
+            "sources": [str(s) for s in sources], "skipped": skipped, "ci_note": _CI_NOTE, "check_note": _CHECK_NOTE,
+            "failed": list(dict.fromkeys(f"{c.task} {c.fusion}: {c.error}" for c in checks
+                                         if getattr(c, "error", None) is not None))}
 
 
 def render_report_html(results: list[Result], title: str = "mmbench report",

@@ -73,10 +73,28 @@ class Check:
     reference_std: float | None
     ok: bool | None
     band: float | None = None  # |mean - reference| allowed (see `tolerance`)
+    error: str | None = None  # the (task, fusion) failed: its one-line error; mean is NaN
 
     @property
     def verdict(self) -> str:
+        if self.error is not None:
+            return f"FAILED: {self.error}"
         return "no reference" if self.ok is None else ("reproduces" if self.ok else "DIFFERS")
+
+
+def one_line_error(exc: BaseException) -> str:
+    """``Type: first line of the message`` (what a grid prints for a failed row)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def failed_checks(checks: list[Check]) -> list[Check]:
+    """One check per (task, fusion) that failed, in grid order."""
+    seen: dict[tuple[str, str], Check] = {}
+    for c in checks:
+        if c.error is not None:
+            seen.setdefault((c.task, c.fusion), c)
+    return list(seen.values())
 
 
 def tolerance(ref_std: float, ref_n: int, new_std: float | None, new_n: int) -> float:
@@ -128,13 +146,12 @@ def run_grid(
     ``resume``, a run folder that already holds a finished run of the same training config on
     the same data (its result.json) is kept, not trained again, and a run trained one by one
     continues from its last checkpoint: an interrupted grid goes on where it stopped. Without
-    it every run is trained from the start."""
-    from mmbench.evaluate import evaluate_trained
-    from mmbench.leaderboard import write_entry
+    it every run is trained from the start.
+
+    A (task, fusion) that raises (bad config, a kernel error, out of memory) does not stop the
+    grid: it is logged and returned as a check per metric with ``error`` set (its one-line
+    error), and the other rows still run; :func:`failed_checks` lists them."""
     from mmbench.taskdata import load_training_splits, task_dataset, with_dataset_options
-    from mmbench.io import atomic_write_json
-    from mmbench.training.multiseed import train_seeds
-    from mmbench.training.trainer import TrainConfig
 
     if not seeds:
         raise MMBenchError("reproduce needs at least one seed")
@@ -142,39 +159,75 @@ def run_grid(
     results, checks = [], []
     for task in tasks:
         spec = with_dataset_options(get_task(task), (overrides or {}).get("dataset_options"))
-        dataset = task_dataset(spec, data_dir)
-        splits = load_training_splits(spec, data_dir, dataset)
+        try:
+            dataset = task_dataset(spec, data_dir)
+            splits = load_training_splits(spec, data_dir, dataset)
+        except Exception as exc:  # noqa: BLE001 - recorded; the other tasks still run
+            for fusion in fusions:
+                checks += _failed(spec, task, fusion, exc, log)
+            continue
         for fusion in fusions:
-            per_seed = []
-            cfg_dict = baseline_config(task, fusion) | (overrides or {}) | {"seed": seeds[0], "device": device}
-            if data_dir:
-                cfg_dict["data_dir"] = data_dir
-            cfg = TrainConfig.from_dict(cfg_dict)
-            name = fusion.replace(":", "-")
-            run_dirs = {seed: run_folder(out_dir, task, name, seed) for seed in seeds}
-            kept = {seed: r for seed in seeds if resume and (r := finished_run(run_dirs[seed], replace(cfg, seed=seed), name,
-                                                                               dataset.fingerprint())) is not None}
-            todo = [seed for seed in seeds if seed not in kept]
-            # all seeds at once on a GPU (vectorised over the seeds), one by one on a CPU
-            runs = dict(zip(todo, train_seeds(cfg, todo, splits=splits, out_dirs=[run_dirs[s] for s in todo],
-                                              progress=progress, vectorize=vectorize, resume=resume))) if todo else {}
-            for seed in seeds:
-                if seed in kept:
-                    result = kept[seed]
-                    note = f"kept: {run_dirs[seed]} finished with this config and data"
-                else:
-                    trained = runs[seed]
-                    result = evaluate_trained(spec, trained, splits["test"], dataset.fingerprint(), name=name)
-                    atomic_write_json(run_dirs[seed] / "result.json", result.to_json())
-                    note = f"{trained.seconds:.1f}s, best epoch {trained.best_epoch}"
-                if leaderboard_dir:
-                    write_entry(leaderboard_dir, result, skip_unchanged=True)
-                per_seed.append(result)
-                log(f"{task:>22} {fusion:>12} seed {seed}: {spec.primary_metric} {result.primary_clean:.4f} ({note})")
+            try:
+                per_seed = _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_dir, device, data_dir,
+                                     overrides, progress, log, vectorize, resume)
+            except Exception as exc:  # noqa: BLE001 - recorded; the other rows still run
+                checks += _failed(spec, task, fusion, exc, log)
+                continue
             results += per_seed
             for metric in [m.name for m in spec.metrics]:
                 checks.append(check_against_reference(task, fusion, metric, [r.metrics["clean"][metric] for r in per_seed], reference))
     return results, checks
+
+
+def _failed(spec: Any, task: str, fusion: str, exc: Exception, log: Callable[[str], None]) -> list[Check]:
+    error = one_line_error(exc)
+    log(f"{task:>22} {fusion:>12} FAILED: {error}")
+    try:  # a failure on a GPU (out of memory, a kernel error) leaves cached blocks behind
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - the failure is already recorded
+        pass
+    return [Check(task, fusion, m.name, math.nan, None, None, False, error=error) for m in spec.metrics]
+
+
+def _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_dir, device, data_dir, overrides, progress,
+              log, vectorize, resume) -> list[Any]:
+    """Train (or keep) and evaluate every seed of one (task, fusion); its results, in seed order."""
+    from mmbench.evaluate import evaluate_trained
+    from mmbench.io import atomic_write_json
+    from mmbench.leaderboard import write_entry
+    from mmbench.training.multiseed import train_seeds
+    from mmbench.training.trainer import TrainConfig
+
+    per_seed = []
+    cfg_dict = baseline_config(task, fusion) | (overrides or {}) | {"seed": seeds[0], "device": device}
+    if data_dir:
+        cfg_dict["data_dir"] = data_dir
+    cfg = TrainConfig.from_dict(cfg_dict)
+    name = fusion.replace(":", "-")
+    run_dirs = {seed: run_folder(out_dir, task, name, seed) for seed in seeds}
+    kept = {seed: r for seed in seeds if resume and (r := finished_run(run_dirs[seed], replace(cfg, seed=seed), name,
+                                                                       dataset.fingerprint())) is not None}
+    todo = [seed for seed in seeds if seed not in kept]
+    # all seeds at once on a GPU (vectorised over the seeds), one by one on a CPU
+    runs = dict(zip(todo, train_seeds(cfg, todo, splits=splits, out_dirs=[run_dirs[s] for s in todo],
+                                      progress=progress, vectorize=vectorize, resume=resume))) if todo else {}
+    for seed in seeds:
+        if seed in kept:
+            result = kept[seed]
+            note = f"kept: {run_dirs[seed]} finished with this config and data"
+        else:
+            trained = runs[seed]
+            result = evaluate_trained(spec, trained, splits["test"], dataset.fingerprint(), name=name)
+            atomic_write_json(run_dirs[seed] / "result.json", result.to_json())
+            note = f"{trained.seconds:.1f}s, best epoch {trained.best_epoch}"
+        if leaderboard_dir:
+            write_entry(leaderboard_dir, result, skip_unchanged=True)
+        per_seed.append(result)
+        log(f"{task:>22} {fusion:>12} seed {seed}: {spec.primary_metric} {result.primary_clean:.4f} ({note})")
+    return per_seed
 
 
 def run_folder(out_dir: str | Path, task: str, name: str, seed: int) -> Path:

@@ -346,13 +346,18 @@ def _make_retrieval_data(n_img, per_image, seed, kind):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(retrieval_cases())
 def test_retrieval_matches_naive_reference(case):
+    import mmbench.metrics as metrics_mod
+
     n_img, per_image, seed, kind, chunk, ks = case
     img, cap, idx = _make_retrieval_data(n_img, per_image, seed, kind)
     ref = _reference_retrieval(img, cap, idx, ks)
-    for dtype in (torch.float32, torch.float64):
-        got = retrieval_metrics(img, cap, idx, ks=ks, chunk_size=chunk, dtype=dtype)
-        for key, value in ref.items():
-            assert got[key] == pytest.approx(value, abs=1e-12), (key, dtype)
+    for fixed in (False, True):  # the CPU's pass and the accelerators' fixed-shape one
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(metrics_mod, "_fixed_shape_passes", lambda device: fixed)
+            for dtype in (torch.float32, torch.float64):
+                got = retrieval_metrics(img, cap, idx, ks=ks, chunk_size=chunk, dtype=dtype)
+                for key, value in ref.items():
+                    assert got[key] == pytest.approx(value, abs=1e-12), (key, dtype, fixed)
     if kind == "continuous":  # no ties: also CLIP_benchmark's literal top-k membership
         lit = _topk_membership_reference(img, cap, idx, ks)
         assert lit == pytest.approx(ref, abs=1e-12)
@@ -482,6 +487,43 @@ def test_count_true_is_exact():
             m = torch.rand(rows, cols, generator=gen) < p
             assert torch.equal(_count_true(m, 0), m.sum(0).to(torch.int32)), (rows, cols, p)
             assert torch.equal(_count_true(m, 1), m.sum(1).to(torch.int32)), (rows, cols, p)
+
+
+def test_retrieval_fixed_shape_pass_with_ties_and_every_interval(monkeypatch):
+    import mmbench.metrics as metrics_mod
+
+    img, cap, idx = _near_tie_data(seed=4)
+    ks = (1, 2, 5, 10)
+    want = _reference_retrieval(img, cap, idx, ks)
+    monkeypatch.setattr(metrics_mod, "_fixed_shape_passes", lambda device: True)
+    for chunk in (7, 50, 4096):
+        assert {k: v for k, v in retrieval_metrics(img, cap, idx, ks=ks, chunk_size=chunk).items() if k in want} == want
+    monkeypatch.setattr(metrics_mod, "_matmul_unit_roundoff", lambda dtype: 2.0**-4)  # infinite interval
+    assert {k: v for k, v in retrieval_metrics(img, cap, idx, ks=ks, chunk_size=50).items() if k in want} == want
+    monkeypatch.setattr(metrics_mod, "_own_score_brackets", lambda cap, img, idx, cs: (  # a wrong one: repeated
+        torch.full((img.shape[0],), 0.3, dtype=img.dtype), torch.full((img.shape[0],), 0.30001, dtype=img.dtype)))
+    assert {k: v for k, v in retrieval_metrics(img, cap, idx, ks=ks, chunk_size=50).items() if k in want} == want
+    assert 0.0 < want["i2t_recall@1"] < want["i2t_recall@10"] < 1.0
+
+
+def test_retrieval_fixed_shape_pass_never_reads_values_on_the_host():
+    # on "meta" tensors (shapes without values) any host read or data-dependent shape fails:
+    # the accelerator pass runs through; the CPU pass's per-chunk nonzero (a device-to-host
+    # sync per chunk that stalled the 1M x 1M case on an H200) does not
+    from mmbench.metrics import _retrieval_pass, _retrieval_pass_fixed
+
+    n_img, n_cap, d, cs, kmax = 50, 120, 8, 32, 10
+    meta = dict(device="meta")
+    img, cap = torch.empty(n_img, d, **meta), torch.empty(n_cap, d, **meta)
+    idx = torch.empty(n_cap, dtype=torch.int64, **meta)
+    lo, hi = torch.empty(n_img, **meta), torch.empty(n_img, **meta)
+    own, rank = torch.empty(n_cap, **meta), torch.empty(n_cap, dtype=torch.int64, **meta)
+    above, top = _retrieval_pass_fixed(cap, img, idx, lo, hi, kmax, cs, torch.empty(n_img * cs, **meta),
+                                       torch.empty(n_img * cs, dtype=torch.bool, **meta), own, rank)
+    assert above.shape == (n_img,) and top.shape == (kmax, n_img)
+    with pytest.raises((NotImplementedError, RuntimeError)):
+        _retrieval_pass(cap, img.t(), idx, lo, hi, kmax, cs, torch.empty(cs, n_img, **meta),
+                        torch.empty(cs, n_img, dtype=torch.bool, **meta), None, own, rank, None)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

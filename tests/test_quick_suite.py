@@ -156,3 +156,36 @@ def test_reproduce_keeps_finished_runs(tmp_path, monkeypatch, one_thread):
     assert trained[-1] == [0, 1, 2]
     run_grid(overrides=over | {"lr": 0.01}, resume=False, **args)
     assert trained[-1] == [0, 1, 2]
+
+
+def test_a_failing_row_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch, capsys, one_thread):
+    # the H200 run of 2026-12-04 stopped the whole grid at attention's first failure; now the
+    # row is recorded with its one-line error (table, report), the others run, and the exit is 1
+    import mmbench.training.multiseed as multiseed
+    from tests._cli import run_main
+
+    real = multiseed.train_seeds
+
+    def fails_for_attention(cfg, seeds, **kw):
+        if cfg.fusion == "attention":
+            raise RuntimeError("LSE is not correctly aligned (strideH)\nException raised from ... (most recent call first)")
+        return real(cfg, seeds, **kw)
+
+    monkeypatch.setattr(multiseed, "train_seeds", fails_for_attention)
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_main(["reproduce", "--suite", "quick", "--tasks", "synthetic-unique", "--fusions", "concat",
+                             "--fusions", "attention", "--fusions", "add", "--seeds", "0", "--no-progress",
+                             "--set", "epochs=1", "--set", "dataset_options.n_samples=200", "--set", "embed_dim=8",
+                             "--set", "hidden_dim=8"], monkeypatch, capsys)
+    assert rc == 1, out + err
+    error = "RuntimeError: LSE is not correctly aligned (strideH)"
+    assert f"attention FAILED: {error}" in out
+    assert {(e.name, e.seed) for e in load_entries(tmp_path / "leaderboard")} == {("concat", 0), ("add", 0)}
+    assert out.index("attention FAILED") < out.index("add seed 0")  # the row after the failure still ran
+    failed_rows = [line for line in out.splitlines() if line.strip().startswith("synthetic-unique       attention")]
+    assert len(failed_rows) == 2 and all(line.endswith(f"FAILED: {error}") for line in failed_rows)  # 2 metrics
+    assert "error: 1 of 3 (task, fusion) rows failed" in err and f"failed: synthetic-unique attention: {error}" in err
+    assert "Exception raised from" not in out + err  # one line per failure
+    report = (tmp_path / "runs" / "report.html").read_text()
+    assert f"FAILED: {error}" in report and re.search(r">(reproduces|DIFFERS)</td>", report)
+    assert f"Failed (task, fusion) rows, without results: synthetic-unique attention: {error}." in report

@@ -32,6 +32,7 @@ the trainer's; there is no last.safetensors and no resume (a cut run is simply r
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -59,15 +60,17 @@ from mmbench.training.trainer import (
     _loss_fn,
     averaged_batches,
     batch_norm_layers,
+    choose_step_mode,
     compile_mode,
     complete_modalities,
+    log_step_mode,
     model_config_for,
     recalibration_rows,
     resolve_device,
     save_model,
 )
 
-__all__ = ["StackedModels", "train_seeds"]
+__all__ = ["StackedModels", "train_seeds", "vmappable_attention"]
 
 
 class StackedModels:
@@ -89,6 +92,11 @@ class StackedModels:
         self.params = {n: p.detach().to(device).requires_grad_(True) for n, p in params.items()}
         self.buffers = {n: b.to(device) for n, b in buffers.items()}
         self.base = copy.deepcopy(models[0]).to("meta")
+        for module in self.base.modules():
+            if hasattr(module, "vectorised"):  # layers with a vmappable formulation of their own
+                module.vectorised = True
+        for _, norm in batch_norm_layers(self.base):
+            norm.forward = _in_statistics_dtype(norm, norm.forward)  # type: ignore[method-assign]
         self._fns: dict[bool, Any] = {}
 
     def _fn(self, shared: bool):
@@ -113,7 +121,8 @@ class StackedModels:
 
     def forward(self, modalities: dict[str, Tensor], present: dict[str, Tensor], lengths: dict[str, Tensor],
                 shared: bool = False) -> Tensor:
-        return self._fn(shared)(self.params, self.buffers, modalities, present, lengths)
+        with vmappable_attention():
+            return self._fn(shared)(self.params, self.buffers, modalities, present, lengths)
 
     __call__ = forward
 
@@ -159,6 +168,48 @@ class StackedModels:
         return torch.cat(outs, dim=1)
 
 
+@contextlib.contextmanager
+def vmappable_attention():
+    """Attention as plain matmuls and softmax while the K models run under ``torch.func.vmap``.
+
+    The fused attention kernels cannot be vmapped: on CUDA the memory-efficient kernel's
+    backward rejects the log-sum-exp that vmap's batch rule hands it (``RuntimeError: LSE is
+    not correctly aligned (strideH)``, H200, 2026-12-04), on the CPU the flash kernel has no
+    batch rule and runs once per model. The math backend is composite (matmul, softmax), so
+    vmap folds the K models into its batch dimension; ``nn.TransformerEncoderLayer``'s and
+    ``nn.MultiheadAttention``'s fast paths (fused ATen ops, eval mode) are turned off too.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def _in_statistics_dtype(norm: nn.Module, forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """`norm`'s forward with its input cast to the running statistics' dtype and the output cast back.
+
+    Under bf16 autocast a batch norm receives bf16 activations while its statistics stay
+    float32; ATen's kernels accept that mix only when weight and statistics are all float32.
+    vmap's batch rule for batch norm passes a dummy weight in the *input's* dtype and applies
+    the real one afterwards, so the mix is refused (``Expected running_mean to have type
+    BFloat16 but got Float`` on CUDA, ``expected scalar type BFloat16 but found Float`` on the
+    CPU). The one-by-one kernels compute in float32 for bf16 inputs anyway.
+    """
+
+    def run(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        stats = norm.running_mean
+        if stats is None or x.dtype == stats.dtype or not x.is_floating_point():
+            return forward(x, *args, **kwargs)
+        return forward(x.to(stats.dtype), *args, **kwargs).to(x.dtype)
+
+    return run
+
+
 def _gather(data: Split, index: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
     """Rows `index` of a split's tensors (any index shape: the result keeps it as leading dims)."""
     flat = index.reshape(-1)
@@ -189,9 +240,9 @@ def train_seeds(
     by :func:`~mmbench.training.trainer.train` itself. On a CPU the vmapped path is slower than
     that (vmap turns each convolution into a grouped one and adds layout copies around it, and
     a CPU is compute-bound anyway; see benchmarks/RESULTS.md), on a GPU it is what fills the
-    device. ``compile`` (default: ``cfg.compile``) wraps the vectorised loss in ``torch.compile``
-    with ``cfg.compile_mode``; a string is used as the compile mode instead (``"reduce-overhead"``
-    adds CUDA graphs on a GPU).
+    device. ``compile`` (default: the trainer's choice, :func:`~mmbench.training.trainer.choose_step_mode`)
+    wraps the vectorised loss in ``torch.compile`` with ``cfg.compile_mode``; a string is used as
+    the compile mode instead (``"reduce-overhead"`` adds CUDA graphs on a GPU).
     ``out_dirs``, one per seed, receive the run files (see the module docstring).
     ``on_epoch(epoch)`` is called after each epoch's validation (benchmarks time epochs with
     it; vectorised path only). ``resume`` is the trainer's (one by one, each run continues from
@@ -242,7 +293,13 @@ def train_seeds(
     loss_fn = _loss_fn(spec.target.type)
     batched_loss = torch.func.vmap(loss_fn)
 
-    use_compile = cfg.compile if compile is None else compile
+    if compile is None:  # the trainer's choice for this step (on CUDA: see choose_step_mode)
+        step_mode = choose_step_mode(cfg, device, stacked.base, cfg.epochs * math.ceil(len(train_split) / cfg.batch_size),
+                                     vectorised=True)
+        log_step_mode(step_mode, f"{spec.name} {cfg.fusion} seeds {','.join(map(str, seeds))}")
+        use_compile: bool | str = (step_mode.mode or True) if step_mode.compile else False
+    else:
+        use_compile = compile
 
     def step_losses(params, buffers, mods, present, lengths, targets):
         out = stacked._fn(False)(params, buffers, mods, present, lengths)
@@ -285,7 +342,7 @@ def train_seeds(
             targets = data.targets.index_select(0, index.reshape(-1)).view((k, b) + tuple(data.targets.shape[1:]))
             if mod_dropout is not None:
                 mods, present, lengths = _modality_dropout(mod_dropout, mods, present, lengths, targets, gens, ids[:b])
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None), vmappable_attention():
                 losses = step_fn(stacked.params, stacked.buffers, mods, present, lengths, targets)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()

@@ -39,6 +39,22 @@ def _take_steps(x: Tensor, index: Tensor) -> Tensor:
     return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
+def gru_steps(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> Tensor:
+    """One GRU direction over [B, T, F] from zero state, step by step in plain ops (nn.GRU's
+    equations, gates in the order r, z, n): what runs under ``torch.func.vmap``."""
+    gates_in = nn.functional.linear(x, w_ih, b_ih)  # every step's input gates at once
+    h = gates_in.new_zeros(x.shape[0], w_hh.shape[1])
+    states = []
+    for t in range(x.shape[1]):
+        in_r, in_z, in_n = gates_in[:, t].chunk(3, dim=-1)
+        h_r, h_z, h_n = nn.functional.linear(h, w_hh, b_hh).chunk(3, dim=-1)
+        r, z = torch.sigmoid(in_r + h_r), torch.sigmoid(in_z + h_z)
+        n = torch.tanh(in_n + r * h_n)
+        h = n + z * (h - n)
+        states.append(h)
+    return torch.stack(states, dim=1)
+
+
 @ENCODERS.register("gru")
 class GRUEncoder(Encoder):
     """Sequence [B, T, F] (+ lengths) -> bidirectional GRU states projected to out_dim;
@@ -57,9 +73,14 @@ class GRUEncoder(Encoder):
         self.out = nn.Linear(2 * hidden, out_dim)
         self.out_dim = out_dim
 
+    # set on the stacked models' template by mmbench.training.multiseed.StackedModels
+    vectorised = False
+
     def _direction(self, x: Tensor, layer: int, suffix: str) -> Tensor:
         g = self.gru
         params = [getattr(g, f"{kind}_l{layer}{suffix}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        if self.vectorised:  # aten::gru takes a list of weights, for which vmap has no batch rule
+            return gru_steps(x, *params)
         h0 = x.new_zeros(1, x.shape[0], g.hidden_size)
         out, _ = torch.ops.aten.gru.input(x, h0, params, True, 1, 0.0, self.training, False, True)
         return out
