@@ -121,7 +121,7 @@ def test_retrieval_split_masks_absent_images(data, cache_dir, match):
     assert split.ids[:3] == [f"coco-{c}" for c in caption_ids[:3]]
     assert torch.equal(split.targets, torch.from_numpy(index))
     assert ds.available_splits() == ["test"]
-    with pytest.raises(DataError, match="needs a Karpathy split file"):
+    with pytest.raises(DataError, match="needs captions_train2017.json"):
         ds.load_split("val")
     from mmbench.evaluate import retrieval_gallery
     from mmbench.tasks import load_task_spec
