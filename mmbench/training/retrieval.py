@@ -11,7 +11,8 @@ A split of a retrieval task holds one row per caption (its MiniLM embedding, its
 EfficientNet features and presence, target = the image's gallery row). Each epoch shuffles
 the captions with a Generator seeded by (seed, epoch) and takes batches of ``batch_size``;
 captions whose image is missing are dropped from the loss (:func:`contrastive_loss`). After
-every epoch the validation gallery is embedded and scored with
+every epoch the missing-image vector is placed opposite the training captions
+(:meth:`~mmbench.models.dual_encoder.DualEncoder.place_missing_image`) and the validation gallery is embedded and scored with
 :func:`mmbench.metrics.retrieval_metrics`; the best epoch's weights (highest ``mean_recall``)
 are kept, and training stops after ``patience`` epochs without improvement.
 
@@ -118,6 +119,8 @@ def train_retrieval(cfg: Any, out_dir: str | Path | None, progress: bool, splits
             opt.step()
             loss_sum += loss.detach().double()
             steps += 1
+        model.eval()
+        model.place_missing_image(text, cfg.eval_batch_size)
         val = validation_metrics(model, val_split, device, cfg.eval_batch_size)
         improved = val["mean_recall"] > best_value
         if improved:
@@ -128,7 +131,7 @@ def train_retrieval(cfg: Any, out_dir: str | Path | None, progress: bool, splits
         else:
             stale += 1
         history.append({"epoch": epoch, "train_loss": float(loss_sum) / max(steps, 1), "val": val, "best": improved,
-                        "logit_scale": float(model.scale())})
+                        "logit_scale": float(model.scale().detach())})
         if run_dir is not None:
             atomic_write_text(run_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         bar.advance(1, f"epoch {epoch} loss {history[-1]['train_loss']:.4f} val mean_recall {val['mean_recall']:.4f}")
