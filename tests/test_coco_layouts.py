@@ -276,3 +276,39 @@ def test_missing_image_is_placed_opposite_the_captions():
         mean = model.encode_text(captions).mean(0)
     assert torch.allclose(model.missing_image, -mean / mean.norm(), atol=1e-6)
     assert float(model.missing_image @ mean) < 0
+
+
+def test_real_val2017_carve():
+    """The coco-retrieval task on the real val2017 file alone: 3,000 / 1,000 / 1,000 images,
+    disjoint, every caption in exactly one split (labels only; no image is read)."""
+    from mmbench.taskdata import task_dataset
+    from mmbench.tasks import get_task
+
+    data = real_data_root()
+    ds = task_dataset(get_task("coco-retrieval"), data)
+    assert ds.layout_kind() == "val2017" and ds.split_names == ("train", "val", "test")
+    galleries = {s: ds.load_retrieval_gallery(s) for s in ds.split_names}
+    assert [len(g[0]) for g in galleries.values()] == [3000, 1000, 1000]
+    images = [set(g[0]) for g in galleries.values()]
+    assert not (images[0] & images[1] or images[0] & images[2] or images[1] & images[2])
+    captions = [c for g in galleries.values() for c in g[1]]
+    assert len(captions) == len(set(captions)) == 25014
+    whole, _ = coco.read_coco_captions(data / "coco" / "annotations" / "captions_val2017.json")
+    parts = coco.carve_images(whole["image_id"], [3000, 1000, 1000], 0)
+    assert [sorted(g[0]) for g in galleries.values()] == [p.tolist() for p in parts]
+    assert "split test" in ds.locate() and "20% of its images" in ds.locate()["split test"]
+
+
+def test_cli_train_and_evaluate_baseline(trained, tmp_path, monkeypatch, capsys):
+    root, options, (run, _, _) = trained
+    monkeypatch.setenv("MMBENCH_CACHE", options["cache_dir"])
+    board = tmp_path / "lb"
+    rc, out, err = run_main(["evaluate", "coco-retrieval", "--model", "baseline", "--weights",
+                             run.run_dir / "best.safetensors", "--name", "dual", "--data-dir", root,
+                             "--leaderboard", board, "--json"], monkeypatch, capsys)
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["kind"] == "baseline" and result["metrics"]["clean"] == pytest.approx(run.test_metrics, abs=1e-12)
+    assert (board / "coco-retrieval").is_dir()
+    rc, out, err = run_main(["train", "synthetic-redundant", "--epochs", "1"], monkeypatch, capsys)
+    assert rc == 1 and "give --fusion" in err

@@ -4,6 +4,8 @@ Files (paths relative to the data root, overridable by options)::
 
     coco/annotations/captions_val2017.json   official captions (images, annotations, ...)
     coco/val2017/000000000139.jpg            images, file name = zero-padded image id
+    coco/annotations/captions_train2017.json official train captions (118,287 images), optional
+    coco/train2017/000000000009.jpg          their images
     coco/dataset_coco.json                   optional Karpathy split file (the standard 5k test)
 
 **Readers** (pure, no images): :func:`read_coco_captions` parses the official JSON (through
@@ -45,13 +47,32 @@ the options; a second load reads the cache and never runs a model.
 **Dataset** ``coco-captions`` (modalities ``image`` and ``text``), option ``mode``:
 
 - ``retrieval``: one sample per caption, target = the row of its image in the split's gallery
-  (int64). Splits: with a Karpathy file present (option ``karpathy_file``, default
-  ``coco/dataset_coco.json`` in this mode; ``""`` to never use one) ``train`` (train +
-  restval), ``val`` and ``test`` are Karpathy's (test = the standard 5,000 images); without
-  one, ``test`` is the official caption file (val2017: 5,000 images, 25,014 captions) and
-  ``train`` / ``val`` are unavailable. The evaluator reads the gallery with
-  :func:`load_retrieval_gallery` (captions JSON only, no images); :func:`zero_shot_embeddings`
-  gives a simple zero-shot baseline (below).
+  (int64). The evaluator reads the gallery with :func:`load_retrieval_gallery` (captions JSON
+  only, no images); :func:`zero_shot_embeddings` gives a simple zero-shot baseline (below).
+
+**Retrieval splits** (:func:`retrieval_layout`), by the files present, first match wins:
+
+1. *Karpathy* (option ``karpathy_file``, default ``coco/dataset_coco.json`` in this mode;
+   ``""`` to never use one): ``train`` = train + restval (113,287 images), ``val`` and
+   ``test`` (5,000 each) are Karpathy's.
+2. *train2017 + val2017* (``train_captions_file``, default
+   ``coco/annotations/captions_train2017.json``, and ``captions_file``): ``val`` =
+   ``val_images`` (default 5,000) train2017 images, ``train`` = the other 113,287;
+   ``test`` = the whole val2017 file (5,000 images, 25,014 captions).
+3. *train2017 alone*: ``train`` and ``val`` as above; ``test`` is refused with one line
+   saying that val2017's caption file is not there.
+4. *val2017 alone*: with ``val2017_fractions`` (the coco-retrieval task sets ``[0.6, 0.2,
+   0.2]``), train / val / test are those shares of val2017's images (3,000 / 1,000 / 1,000);
+   without (the loader's default, ``null``), ``test`` is the whole file and train / val are
+   refused (today's evaluation-only layout).
+
+Every carve (:func:`carve_images`) cuts a ``numpy.random.default_rng(split_seed)``
+permutation (default seed 0) of the sorted image ids, so it depends on the ids and the seed
+alone, never on which image files are on disk; an image and all its captions land in one
+split. ``Split.info`` and ``locate()`` (``mmbench data info``) name each split's source file
+and how it was cut; the dataset fingerprint includes the layout. Missing images stay in the
+gallery, masked, as in every layout. Large layouts: train2017's split holds one row per
+caption (591,753) with its image's features, about 3 GB of float32 with EfficientNet.
 - ``match`` (default; the ``coco-match`` task): binary, does the caption describe the image?
 
 **coco-match design.** Images: those of the caption file (a Karpathy file only when
