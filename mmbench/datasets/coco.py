@@ -75,8 +75,10 @@ gallery, masked, as in every layout. Large layouts: train2017's split holds one 
 caption (591,753) with its image's features, about 3 GB of float32 with EfficientNet.
 - ``match`` (default; the ``coco-match`` task): binary, does the caption describe the image?
 
-**coco-match design.** Images: those of the caption file (a Karpathy file only when
-``karpathy_file`` is given) whose file is on disk (val2017 here: 159 images, 795 captions;
+**coco-match design.** Images: those of the caption files (a Karpathy file only when
+``karpathy_file`` is given: then its train + restval / val / test are the splits; with
+train2017 and val2017 both present, val2017 is test and train2017 is hashed into train / val
+in the ratio of ``fractions``' first two shares) whose file is on disk (val2017 here: 159 images, 795 captions;
 the absent ones are left out and counted in ``Split.info["absent_images_excluded"]``; with
 ``include_missing_images: true`` they are kept with their image masked). Each
 image goes to train / val / test (``fractions``, default 70/15/15) by a hash of its id alone
@@ -918,9 +920,34 @@ class CocoCaptionsDataset(MultimodalDataset):
 
     # -- match -------------------------------------------------------------------------------
 
+    def _match_source(self) -> tuple[Source, dict[int, str], list[Path | None]]:
+        """(images and captions, split of each image id, file of each image row) for coco-match."""
+        kind = _layout_kind(self.root, self.captions_file, self.train_captions_file, self._karpathy_option())
+        if kind == "karpathy":
+            src = self.source()
+            split_of = {int(i): "train" if s == "restval" else s for i, s in zip(src.images["image_id"], src.images["split"])}
+            return src, split_of, resolve_image_files(src.images, src.coco_root, src.image_dir)
+        if kind == "train2017+val2017":  # train2017 -> train / val in the shares of fractions; val2017 -> test
+            train = _official_source(self.root, _under(self.root, self.train_captions_file), None)
+            test = self.source()
+            f_train, f_val = self.fractions[0], self.fractions[1]
+            shares = (f_train / (f_train + f_val), f_val / (f_train + f_val), 0.0)
+            split_of = {int(i): match_split_of(i, shares) for i in train.images["image_id"]}
+            split_of |= {int(i): "test" for i in test.images["image_id"]}
+            # rows: train2017's then val2017's (each sorted), so each split's rows stay in id order
+            both = Source("official", test.path, pd.concat([train.images, test.images], ignore_index=True),
+                          pd.concat([train.captions, test.captions], ignore_index=True), test.image_dir, test.coco_root,
+                          f"{train.path.name} (train, val) + {test.path.name} (test)")
+            files = (resolve_image_files(train.images, train.coco_root, train.image_dir)
+                     + resolve_image_files(test.images, test.coco_root, test.image_dir))
+            return both, split_of, files
+        src = self.source() if kind == "val2017" else _official_source(self.root, _under(self.root, self.train_captions_file),
+                                                                      None)
+        split_of = {int(i): match_split_of(i, self.fractions) for i in src.images["image_id"]}
+        return src, split_of, resolve_image_files(src.images, src.coco_root, src.image_dir)
+
     def _build_match(self) -> dict[str, Split]:
-        src = self.source()
-        files_all = resolve_image_files(src.images, src.coco_root, src.image_dir)
+        src, split_of, files_all = self._match_source()
         keep = [i for i, f in enumerate(files_all) if f is not None or self.include_missing_images]
         if not keep:
             raise DataError(f"coco-match: none of the {len(files_all):,} images of {src.path.name} is on disk "
@@ -931,7 +958,7 @@ class CocoCaptionsDataset(MultimodalDataset):
         captions = src.captions[src.captions["image_id"].isin(set(image_ids))].reset_index(drop=True)
         texts = captions["caption"].tolist()
         emb, _ = minilm_embeddings(texts, self._cache(), self.text_model)
-        image_split = {i: match_split_of(i, self.fractions) for i in image_ids}
+        image_split = {i: split_of[i] for i in image_ids}
         pairs = match_pairs(captions, emb, image_split, self.seed, self.negatives_per_image, self.hard_pool,
                             self.max_negative_similarity)
         row_of = {i: r for r, i in enumerate(image_ids)}
