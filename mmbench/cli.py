@@ -108,9 +108,10 @@ def data_info(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data root (default $MMBENCH_DATA)."),
     split: Optional[str] = typer.Option(None, "--split"),
     as_json: bool = typer.Option(False, "--json"),
+    set_: list[str] = typer.Option([], "--set", help="Dataset option key=value (repeatable), e.g. val_images=1000."),
 ) -> None:
     """Per split: samples, per-modality present counts, class counts, where the files are."""
-    ds = _dataset_or_task(dataset, data_dir)
+    ds = _dataset_or_task(dataset, data_dir, _overrides(set_))
     splits = [split] if split else list(ds.split_names)
     info = {"dataset": ds.name, "root": str(ds.root), "files": ds.locate(),
             "splits": {s: ds.load_split(s).summary() for s in splits}}
@@ -188,7 +189,8 @@ def data_prepare(
 @app.command()
 def train(
     task: str = typer.Argument(...),
-    fusion: str = typer.Option(..., "--fusion", "-f", help="Fusion name (see `mmbench fusions`)."),
+    fusion: Optional[str] = typer.Option(None, "--fusion", "-f", help="Fusion name (see `mmbench fusions`); a "
+                                         "retrieval task trains its dual encoder (default dual-encoder)."),
     seed: list[int] = typer.Option([0], "--seed", help="Repeat for several seeds."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
@@ -213,10 +215,16 @@ def train(
     """
     import yaml
 
+    from mmbench.errors import SpecError
     from mmbench.reproduce import baseline_config
+    from mmbench.tasks import get_task
     from mmbench.training.trainer import TrainConfig, distributed_session
     from mmbench.training.trainer import train as run_train
 
+    if fusion is None:
+        if get_task(task).target.type != "retrieval":
+            raise SpecError("give --fusion (see `mmbench fusions`)")
+        fusion = "dual-encoder"
     base = baseline_config(task, fusion)
     if config:
         base |= yaml.safe_load(config.read_text()) or {}

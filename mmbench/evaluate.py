@@ -67,6 +67,8 @@ def measure_efficiency(model: nn.Module, split: Split, device: torch.device | st
 
 def evaluate_trained(spec: TaskSpec, trained: Any, test_split: Split, dataset_fingerprint: str, name: str | None = None) -> Result:
     """Score a `TrainResult` on the test split under every condition of the task."""
+    if spec.target.type == "retrieval":
+        return _evaluate_trained_retrieval(spec, trained, test_split, dataset_fingerprint, name)
     model = trained.model
     device = next(model.parameters()).device
     run = lambda s: outputs_to_predictions(predict(model, s, device), spec)  # noqa: E731
@@ -371,11 +373,6 @@ def _evaluate_retrieval_model(spec: TaskSpec, model_spec: str, weights: Any, nam
     from mmbench.taskdata import load_task_split, task_dataset
     from mmbench.training.trainer import resolve_device
 
-    if model_spec == "baseline":
-        raise SubmissionError(f"task {spec.name!r} is a retrieval task and mmbench trains no retrieval baseline, so there is "
-                              "no baseline checkpoint to load; submit a factory 'file.py:build' whose model has "
-                              "encode_image/encode_text, a .pt2 with programs encode_image and encode_text, or embeddings "
-                              "with --predictions FILE.npz")
     ms = parse_model_spec(model_spec, weights, limits)
     if ms.kind == "exported":
         check_retrieval_program(ms.source)
@@ -384,7 +381,11 @@ def _evaluate_retrieval_model(spec: TaskSpec, model_spec: str, weights: Any, nam
     dev = resolve_device(device)
     dataset = task_dataset(spec, data_dir)
     image_ids, caption_ids, cap_index, fingerprint = retrieval_gallery(spec, data_dir, dataset)
-    inputs = retrieval_inputs(load_task_split(spec, "test", data_dir, dataset), cap_index, len(image_ids))
+    test_split = load_task_split(spec, "test", data_dir, dataset)
+    if ms.kind == "baseline":
+        return _evaluate_retrieval_checkpoint(spec, ms.weights, name, dev, test_split, cap_index, image_ids,
+                                              caption_ids, fingerprint, limits, submission_hash(ms.files))
+    inputs = retrieval_inputs(test_split, cap_index, len(image_ids))
     # rows go out in a fresh random order: the gallery's order (captions grouped by image) would reveal the answers
     rng = np.random.default_rng()
     order = {m: rng.permutation(len(v["x"])) for m, v in inputs.items()}
@@ -405,3 +406,57 @@ def _evaluate_retrieval_model(spec: TaskSpec, model_spec: str, weights: Any, nam
                              extra={"model": ms.kind, "images": len(image_ids), "captions": len(caption_ids),
                                     "embedding_dim": dim, "missing_images": int(absent.sum()),
                                     "submission_files": files, "sandbox_seconds": round(out.seconds, 3)})
+
+
+def _retrieval_baseline_result(spec: TaskSpec, model: nn.Module, test_split: Split, device: torch.device, name: str,
+                               fingerprint: str, digest: str, source: Any, limits: Any, extra: dict[str, Any],
+                               row_names: Any = None) -> Result:
+    """Embed the test gallery with a trained dual encoder and score it like an .npz."""
+    from mmbench.submissions import Limits, check_embeddings
+    from mmbench.training.retrieval import embed_gallery
+
+    image, text, index, absent = embed_gallery(model, test_split, device)
+    dim = check_embeddings(source, image, text, limits or Limits.from_env(),
+                           labels=("model output for images", "model output for captions"), row_names=row_names,
+                           image_absent=absent)
+    return _retrieval_result(spec, name, "baseline", image, text, index, source, fingerprint, digest,
+                             efficiency={"params": int(sum(p.numel() for p in model.parameters()))}, device=str(device),
+                             extra={**extra, "images": len(image), "captions": len(text), "embedding_dim": dim,
+                                    "missing_images": int(absent.sum())})
+
+
+def _evaluate_trained_retrieval(spec: TaskSpec, trained: Any, test_split: Split, dataset_fingerprint: str,
+                                name: str | None) -> Result:
+    model = trained.model
+    result = _retrieval_baseline_result(spec, model, test_split, next(model.parameters()).device,
+                                        name or trained.config.fusion, dataset_fingerprint, state_hash(model),
+                                        trained.run_dir, None,
+                                        {"best_epoch": trained.best_epoch, "validation": trained.val_metrics,
+                                         "train_seconds": trained.seconds})
+    return result.model_copy(update={"fusion": trained.config.fusion, "seed": trained.config.seed})
+
+
+def _evaluate_retrieval_checkpoint(spec: TaskSpec, weights: Any, name: str, device: torch.device, test_split: Split,
+                                   cap_index: np.ndarray, image_ids: list[str], caption_ids: list[str],
+                                   fingerprint: str, limits: Any, hashed: tuple[str, Any]) -> Result:
+    """`--model baseline --weights best.safetensors` on a retrieval task: the dual encoder that
+    `mmbench train` wrote, loaded in-process (safetensors, digest checked, nothing unpickled)."""
+    from mmbench.errors import SubmissionError
+    from mmbench.models.dual_encoder import DualEncoder
+    from mmbench.models.model import describe_inputs
+    from mmbench.training.trainer import load_model
+
+    model, config = load_model(weights, device)
+    if not isinstance(model, DualEncoder):
+        raise SubmissionError(f"checkpoint is a {config.get('fusion')!r} classifier, not a retrieval dual encoder", weights)
+    if config.get("task") != spec.name:
+        raise SubmissionError(f"checkpoint was trained for task {config.get('task')!r}, not {spec.name!r}", weights)
+    if config.get("inputs") != describe_inputs(test_split):
+        raise SubmissionError(_input_mismatch(config.get("inputs") or {}, describe_inputs(test_split), spec.name), weights)
+    if not np.array_equal(test_split.targets.cpu().numpy(), cap_index):
+        raise SubmissionError("the task's test split does not match its retrieval gallery", weights)
+    digest, files = hashed
+    result = _retrieval_baseline_result(spec, model, test_split, device, name, fingerprint, digest, weights, limits,
+                                        {"model": "baseline", "state_hash": state_hash(model), "submission_files": files},
+                                        row_names=(image_ids, caption_ids))
+    return result.model_copy(update={"fusion": config.get("fusion"), "seed": config.get("seed")})

@@ -26,6 +26,7 @@ import pytest
 from mmbench.datasets.synthetic import SyntheticDataset
 from mmbench.tasks import get_task
 from _cli import run_main
+from _cocofiles import write_train2017_stub
 
 TASK = "synthetic-synergy"
 REPO = Path(__file__).resolve().parent.parent
@@ -334,6 +335,7 @@ def _coco_root(tmp: Path) -> Path:
     anns = [{"id": 9000 + k, "image_id": 500 + k // CAPS_PER_IMAGE, "caption": f"a caption {k}"}
             for k in range(N_IMAGES * CAPS_PER_IMAGE)]
     (ann / "captions_val2017.json").write_text(json.dumps({"images": images, "annotations": anns}))
+    write_train2017_stub(ann)  # the test split: all of val2017
     return root
 
 

@@ -24,6 +24,7 @@ from mmbench.masks import condition_masks
 from mmbench.sandbox import SandboxConfig
 from mmbench.tasks import get_task
 from _cli import run_main
+from _cocofiles import write_train2017_stub
 
 TASK = "synthetic-synergy"
 SPEC = get_task(TASK)
@@ -242,6 +243,7 @@ def _coco(tmp: Path, n_images=20, per_image=5, dim=24):
     anns = [{"id": 50000 + k, "image_id": images[k // per_image]["id"], "caption": f"caption {k}"}
             for k in range(n_images * per_image)]
     (ann / "captions_val2017.json").write_text(json.dumps({"images": images, "annotations": anns}))
+    write_train2017_stub(ann)  # the test split: all of val2017
     rng = np.random.default_rng(7)
     img = rng.normal(size=(n_images, dim)).astype(np.float32)
     cap = (np.repeat(img, per_image, 0) + rng.normal(scale=0.9, size=(n_images * per_image, dim))).astype(np.float32)
@@ -279,8 +281,8 @@ def test_retrieval_embeddings(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MMBENCH_DATA", str(root))
     rc, out, err = run_main(["leaderboard", "verify", "--dir", board], monkeypatch, capsys)
     assert rc == 0 and "OK      coco-retrieval/zs" in out, out + err
-    # no retrieval baseline is trained; model submissions: tests/test_evaluate_retrieval_model.py
-    with pytest.raises(SubmissionError, match="mmbench trains no retrieval baseline"):
+    # the trained baseline: tests/test_coco_layouts.py; model submissions: tests/test_evaluate_retrieval_model.py
+    with pytest.raises(SubmissionError, match="--model baseline needs --weights"):
         evaluate_model(spec, "baseline", None, "x")
 
 

@@ -28,6 +28,7 @@ from mmbench.sandbox import SandboxConfig
 from mmbench.submissions import Limits, save_retrieval_program
 from mmbench.tasks import get_task
 from _cli import run_main
+from _cocofiles import write_train2017_stub
 
 pytestmark = pytest.mark.filterwarnings("ignore::mmbench.datasets.coco.CocoDataWarning")  # absent images: on purpose
 TASK = "coco-retrieval"
@@ -117,6 +118,7 @@ def make_root(tmp: Path) -> Path:
             pixels = torch.from_numpy(rng.integers(0, 256, (3, 48, 64), dtype=np.uint8))
             (root / "coco" / "val2017" / f"{image_id:012d}.jpg").write_bytes(encode_jpeg(pixels).numpy().tobytes())
     (root / "coco" / "annotations" / "captions_val2017.json").write_text(json.dumps({"images": images, "annotations": anns}))
+    write_train2017_stub(root / "coco" / "annotations")  # the test split: all of val2017
     return root
 
 
@@ -451,7 +453,7 @@ def test_refused_files_and_specs(fixture, tmp_path):
         (lambda: evaluate_model(SPEC, factory, tmp_path / "weights.safetensors", "w", data_dir=root),
          r"weights\.safetensors: weights file is a pickle"),
         (lambda: evaluate_model(SPEC, "baseline", None, "b", data_dir=root),
-         r"retrieval task and mmbench trains no retrieval baseline.*encode_image/encode_text"),
+         r"--model baseline needs --weights"),
         (lambda: evaluate_model(SPEC, factory, None, "c", data_dir=root, conditions=["drop:image"]),
          r"condition 'drop:image' is not one of task 'coco-retrieval'"),
     ]
@@ -552,7 +554,8 @@ def test_real_val2017_gallery(tmp_path):
     data = real_data_root()
     spec_data = SPEC.model_dump(exclude={"source"})
     spec_data["name"] = "coco-retrieval-pixels"
-    spec_data["dataset"]["options"] |= {"image_encoder": "pixels", "image_size": 16, "text_encoder": "tokens"}
+    spec_data["dataset"]["options"] |= {"image_encoder": "pixels", "image_size": 16, "text_encoder": "tokens",
+                                        "val2017_fractions": None}  # the whole val2017 file as the test split
     path = tmp_path / "coco-retrieval-pixels.yaml"
     path.write_text(yaml.safe_dump(spec_data))
     spec = get_task(str(path))

@@ -4,6 +4,8 @@ Files (paths relative to the data root, overridable by options)::
 
     coco/annotations/captions_val2017.json   official captions (images, annotations, ...)
     coco/val2017/000000000139.jpg            images, file name = zero-padded image id
+    coco/annotations/captions_train2017.json official train captions (118,287 images), optional
+    coco/train2017/000000000009.jpg          their images
     coco/dataset_coco.json                   optional Karpathy split file (the standard 5k test)
 
 **Readers** (pure, no images): :func:`read_coco_captions` parses the official JSON (through
@@ -45,17 +47,38 @@ the options; a second load reads the cache and never runs a model.
 **Dataset** ``coco-captions`` (modalities ``image`` and ``text``), option ``mode``:
 
 - ``retrieval``: one sample per caption, target = the row of its image in the split's gallery
-  (int64). Splits: with a Karpathy file present (option ``karpathy_file``, default
-  ``coco/dataset_coco.json`` in this mode; ``""`` to never use one) ``train`` (train +
-  restval), ``val`` and ``test`` are Karpathy's (test = the standard 5,000 images); without
-  one, ``test`` is the official caption file (val2017: 5,000 images, 25,014 captions) and
-  ``train`` / ``val`` are unavailable. The evaluator reads the gallery with
-  :func:`load_retrieval_gallery` (captions JSON only, no images); :func:`zero_shot_embeddings`
-  gives a simple zero-shot baseline (below).
+  (int64). The evaluator reads the gallery with :func:`load_retrieval_gallery` (captions JSON
+  only, no images); :func:`zero_shot_embeddings` gives a simple zero-shot baseline (below).
+
+**Retrieval splits** (:func:`retrieval_layout`), by the files present, first match wins:
+
+1. *Karpathy* (option ``karpathy_file``, default ``coco/dataset_coco.json`` in this mode;
+   ``""`` to never use one): ``train`` = train + restval (113,287 images), ``val`` and
+   ``test`` (5,000 each) are Karpathy's.
+2. *train2017 + val2017* (``train_captions_file``, default
+   ``coco/annotations/captions_train2017.json``, and ``captions_file``): ``val`` =
+   ``val_images`` (default 5,000) train2017 images, ``train`` = the other 113,287;
+   ``test`` = the whole val2017 file (5,000 images, 25,014 captions).
+3. *train2017 alone*: ``train`` and ``val`` as above; ``test`` is refused with one line
+   saying that val2017's caption file is not there.
+4. *val2017 alone*: with ``val2017_fractions`` (the coco-retrieval task sets ``[0.6, 0.2,
+   0.2]``), train / val / test are those shares of val2017's images (3,000 / 1,000 / 1,000);
+   without (the loader's default, ``null``), ``test`` is the whole file and train / val are
+   refused (today's evaluation-only layout).
+
+Every carve (:func:`carve_images`) cuts a ``numpy.random.default_rng(split_seed)``
+permutation (default seed 0) of the sorted image ids, so it depends on the ids and the seed
+alone, never on which image files are on disk; an image and all its captions land in one
+split. ``Split.info`` and ``locate()`` (``mmbench data info``) name each split's source file
+and how it was cut; the dataset fingerprint includes the layout. Missing images stay in the
+gallery, masked, as in every layout. Large layouts: train2017's split holds one row per
+caption (591,753) with its image's features, about 3 GB of float32 with EfficientNet.
 - ``match`` (default; the ``coco-match`` task): binary, does the caption describe the image?
 
-**coco-match design.** Images: those of the caption file (a Karpathy file only when
-``karpathy_file`` is given) whose file is on disk (val2017 here: 159 images, 795 captions;
+**coco-match design.** Images: those of the caption files (a Karpathy file only when
+``karpathy_file`` is given: then its train + restval / val / test are the splits; with
+train2017 and val2017 both present, val2017 is test and train2017 is hashed into train / val
+in the ratio of ``fractions``' first two shares) whose file is on disk (val2017 here: 159 images, 795 captions;
 the absent ones are left out and counted in ``Split.info["absent_images_excluded"]``; with
 ``include_missing_images: true`` they are kept with their image masked). Each
 image goes to train / val / test (``fractions``, default 70/15/15) by a hash of its id alone
@@ -130,6 +153,9 @@ __all__ = [
 ]
 
 CAPTIONS_FILE = "coco/annotations/captions_val2017.json"
+TRAIN_CAPTIONS_FILE = "coco/annotations/captions_train2017.json"
+#: Without train2017, train / val / test are carved from val2017's images in these shares.
+VAL2017_FRACTIONS = (0.6, 0.2, 0.2)  # what the coco-retrieval task sets (the loader's default: none)
 KARPATHY_FILE = "coco/dataset_coco.json"
 COCO_DIR = "coco"
 IMAGE_ENCODERS = ("pixels", "efficientnet")
@@ -290,6 +316,7 @@ class Source:
     captions: pd.DataFrame
     image_dir: Path | None  # where official file names are looked up
     coco_root: Path  # base of Karpathy filepaths and of the 2017 fallbacks
+    note: str = ""  # how this split was made from the file (for `data info`)
 
 
 def _under(root: Path, rel: str | os.PathLike | None) -> Path | None:
@@ -312,6 +339,12 @@ def _karpathy_path(root: Path, karpathy_file: str | os.PathLike | None) -> Path 
     return p if p is not None and p.is_file() else None
 
 
+def _official_source(root: Path, cp: Path, image_dir: str | os.PathLike | None) -> Source:
+    images, captions = read_coco_captions(cp)
+    img_dir = _under(root, image_dir) or _default_image_dir(cp)
+    return Source("official", cp, images, captions, img_dir, cp.parent.parent if cp.parent.name == "annotations" else cp.parent)
+
+
 def _read_source(root: Path, captions_file: str | os.PathLike | None, karpathy_file: str | os.PathLike | None,
                  image_dir: str | os.PathLike | None, prefer_karpathy: bool = True) -> Source:
     kp = _karpathy_path(root, karpathy_file) if prefer_karpathy else None
@@ -324,23 +357,12 @@ def _read_source(root: Path, captions_file: str | os.PathLike | None, karpathy_f
     if not cp.is_file():
         where = f" or Karpathy file {_under(root, karpathy_file)}" if karpathy_file else ""
         raise DataError(f"COCO captions file not found{where} (data root {root}; see README 'Data layout')", cp)
-    images, captions = read_coco_captions(cp)
-    img_dir = _under(root, image_dir) or _default_image_dir(cp)
-    return Source("official", cp, images, captions, img_dir, cp.parent.parent if cp.parent.name == "annotations" else cp.parent)
+    return _official_source(root, cp, image_dir)
 
 
-def _retrieval_subset(src: Source, split: str) -> Source:
-    """The images and captions of a retrieval split (Karpathy's, or the whole official file for test)."""
-    if src.kind == "karpathy":
-        wanted = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}.get(split)
-        if wanted is None:
-            raise DataError(f"no retrieval split {split!r}; splits: train, val, test", src.path)
-        images = src.images[src.images["split"].isin(wanted)].reset_index(drop=True)
-    else:
-        if split != "test":
-            raise DataError(f"retrieval split {split!r} needs a Karpathy split file (dataset_coco.json); without one "
-                            "only 'test' (the whole official caption file) is available", src.path)
-        images = src.images
+def _restrict(src: Source, image_ids: Any, split: str, note: str) -> Source:
+    """`src` cut to `image_ids` (images without a caption are left out, with a warning)."""
+    images = src.images[src.images["image_id"].isin(set(int(i) for i in image_ids))]
     captions = src.captions[src.captions["image_id"].isin(set(images["image_id"].tolist()))]
     with_caps = images["image_id"].isin(set(captions["image_id"].tolist()))
     if not with_caps.all():
@@ -350,7 +372,111 @@ def _retrieval_subset(src: Source, split: str) -> Source:
     if not len(images):
         raise DataError(f"retrieval split {split!r} has no images with captions", src.path)
     images, captions = _tables(images, captions)
-    return Source(src.kind, src.path, images, captions, src.image_dir, src.coco_root)
+    return Source(src.kind, src.path, images, captions, src.image_dir, src.coco_root, note)
+
+
+def carve_images(image_ids: Sequence[int], sizes: Sequence[int], seed: int) -> list[np.ndarray]:
+    """Disjoint parts of `image_ids` of the given sizes (the last part takes the rest): a
+    ``numpy.random.default_rng(seed)`` permutation of the ids sorted ascending, cut in order,
+    so the carve depends only on the set of ids and the seed, never on which files are on disk."""
+    ids = np.sort(np.asarray(image_ids, dtype=np.int64))
+    perm = ids[np.random.default_rng(int(seed)).permutation(len(ids))]
+    cuts = np.cumsum([int(k) for k in sizes[:-1]])
+    return [np.sort(part) for part in np.split(perm, cuts)]
+
+
+@dataclass
+class RetrievalLayout:
+    """Where each retrieval split comes from: ``kind`` is karpathy, train2017+val2017,
+    train2017 or val2017; ``sources`` holds the split's images and captions, ``unavailable``
+    why a split cannot be made from the files present."""
+
+    kind: str
+    sources: dict[str, Source]
+    unavailable: dict[str, str]
+
+
+def _layout_kind(root: Path, captions_file: Any, train_captions_file: Any, karpathy_file: Any) -> str:
+    """The layout from which files exist (nothing is read)."""
+    if _karpathy_path(root, karpathy_file) is not None:
+        return "karpathy"
+    has_val = (p := _under(root, captions_file)) is not None and p.is_file()
+    has_train = (p := _under(root, train_captions_file)) is not None and p.is_file()
+    if has_train:
+        return "train2017+val2017" if has_val else "train2017"
+    return "val2017"
+
+
+def layout_splits(kind: str, val2017_fractions: Sequence[float] | None) -> tuple[str, ...]:
+    """The retrieval splits a layout provides."""
+    if kind == "train2017":
+        return ("train", "val")
+    if kind == "val2017" and val2017_fractions is None:
+        return ("test",)
+    return ("train", "val", "test")
+
+
+def retrieval_layout(root: Path, captions_file: Any = CAPTIONS_FILE, train_captions_file: Any = TRAIN_CAPTIONS_FILE,
+                     karpathy_file: Any = KARPATHY_FILE, image_dir: Any = None, val_images: int = 5000,
+                     val2017_fractions: Sequence[float] | None = None, split_seed: int = 0) -> RetrievalLayout:
+    """The retrieval splits of the files under `root` (module docstring, "Retrieval splits")."""
+    kind = _layout_kind(root, captions_file, train_captions_file, karpathy_file)
+    if kind == "karpathy":
+        src = _read_source(root, captions_file, karpathy_file, image_dir)
+        parts = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
+        return RetrievalLayout(kind, {s: _restrict(src, src.images.loc[src.images["split"].isin(w), "image_id"], s,
+                                                   f"Karpathy split {' + '.join(w)}") for s, w in parts.items()}, {})
+    vp, tp = _under(root, captions_file or CAPTIONS_FILE), _under(root, train_captions_file)
+    sources: dict[str, Source] = {}
+    unavailable: dict[str, str] = {}
+    if kind.startswith("train2017"):
+        assert tp is not None
+        train = _official_source(root, tp, None)
+        ids = train.images["image_id"].to_numpy()
+        if 0 < int(val_images) < len(ids):
+            val_ids, train_ids = carve_images(ids, [int(val_images), len(ids) - int(val_images)], split_seed)
+            sources["train"] = _restrict(train, train_ids, "train", f"all but the {int(val_images):,} images carved as "
+                                                                   f"val (split_seed {split_seed})")
+            sources["val"] = _restrict(train, val_ids, "val", f"{int(val_images):,} images carved with split_seed "
+                                                             f"{split_seed}")
+        else:  # the test split stays usable; train / val say why they are not
+            for s in ("train", "val"):
+                unavailable[s] = (f"option val_images must be between 1 and {len(ids) - 1:,} (the {len(ids):,} images of "
+                                  f"{tp.name} less one) to carve the val split from it, got {val_images}")
+        if kind == "train2017+val2017":
+            test = _official_source(root, vp, image_dir)
+            sources["test"] = _restrict(test, test.images["image_id"], "test", "the whole file")
+        else:
+            unavailable["test"] = (f"split 'test' is val2017, and its caption file {vp} is not there (train and val come "
+                                   f"from {tp.name})")
+        return RetrievalLayout(kind, sources, unavailable)
+    if vp is None or not vp.is_file():
+        tried = ", ".join(str(p) for p in (vp, tp, _under(root, karpathy_file)) if p is not None)
+        raise DataError(f"no COCO captions file found (looked for {tried}; data root {root}; see README 'Data layout')",
+                        vp or root)
+    val = _official_source(root, vp, image_dir)
+    if val2017_fractions is None:
+        sources["test"] = _restrict(val, val.images["image_id"], "test", "the whole file")
+        for s in ("train", "val"):
+            unavailable[s] = (f"retrieval split {s!r} needs captions_train2017.json (option train_captions_file, default "
+                              f"{TRAIN_CAPTIONS_FILE}), a Karpathy split file ({KARPATHY_FILE}) or val2017_fractions to "
+                              "carve it from val2017; without them only 'test' (the whole official caption file) is available")
+        return RetrievalLayout(kind, sources, unavailable)
+    ids = val.images["image_id"].to_numpy()
+    shares = [float(f) for f in val2017_fractions]
+    n_train, n_val = (int(round(shares[0] * len(ids))), int(round(shares[1] * len(ids))))
+    parts = carve_images(ids, [n_train, n_val, len(ids) - n_train - n_val], split_seed)
+    for s, part, share in zip(("train", "val", "test"), parts, shares):
+        sources[s] = _restrict(val, part, s, f"{share:.0%} of its images, carved with split_seed {split_seed}")
+    return RetrievalLayout(kind, sources, unavailable)
+
+
+def _split_source(layout: RetrievalLayout, split: str, path: Path | None) -> Source:
+    if split in layout.sources:
+        return layout.sources[split]
+    if split in layout.unavailable:
+        raise DataError(layout.unavailable[split], path)
+    raise DataError(f"no retrieval split {split!r}; splits: {', '.join(layout.sources)}", path)
 
 
 class _DirIndex:
@@ -669,13 +795,19 @@ class CocoCaptionsDataset(MultimodalDataset):
         fractions: Sequence[float] = (0.7, 0.15, 0.15),
         include_missing_images: bool = False,
         cache_dir: str | None = None,
+        train_captions_file: str = TRAIN_CAPTIONS_FILE,
+        val_images: int = 5000,
+        val2017_fractions: Sequence[float] | None = None,
+        split_seed: int = 0,
     ):
         super().__init__(data_dir, mode=mode, captions_file=captions_file, karpathy_file=karpathy_file, image_dir=image_dir,
                          image_size=image_size, image_encoder=image_encoder, text_encoder=text_encoder,
                          text_model=text_model, image_weights=image_weights, max_tokens=max_tokens, seed=seed,
                          negatives_per_image=negatives_per_image, hard_pool=hard_pool,
                          max_negative_similarity=max_negative_similarity, fractions=list(fractions),
-                         include_missing_images=include_missing_images)
+                         include_missing_images=include_missing_images, train_captions_file=train_captions_file,
+                         val_images=val_images, split_seed=split_seed,
+                         val2017_fractions=None if val2017_fractions is None else list(val2017_fractions))
         if mode not in MODES:
             raise SpecError(f"coco-captions: mode {mode!r} is not one of {', '.join(MODES)}")
         if image_encoder not in IMAGE_ENCODERS:
@@ -684,6 +816,11 @@ class CocoCaptionsDataset(MultimodalDataset):
             raise SpecError(f"coco-captions: text_encoder {text_encoder!r} is not one of {', '.join(TEXT_ENCODERS)}")
         if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
             raise SpecError("coco-captions: fractions must be three non-negative numbers summing to 1")
+        if val2017_fractions is not None and (len(val2017_fractions) != 3 or min(val2017_fractions) < 0
+                                              or min(val2017_fractions[:2]) <= 0
+                                              or abs(sum(val2017_fractions) - 1.0) > 1e-6):
+            raise SpecError("coco-captions: val2017_fractions must be three shares (train, val, test) summing to 1, "
+                            "train and val above 0 (or null: val2017 is the test split only)")
         if negatives_per_image is not None and int(negatives_per_image) < 0:
             raise SpecError("coco-captions: negatives_per_image must be >= 0 (or null: as many as positives)")
         self.mode = mode
@@ -695,9 +832,12 @@ class CocoCaptionsDataset(MultimodalDataset):
         self.fractions = tuple(float(f) for f in fractions)
         self.include_missing_images = bool(include_missing_images)
         self.cache_dir = cache_dir
-        if mode == "retrieval" and _karpathy_path(self.root, self._karpathy_option()) is None:
-            self.split_names = ("test",)  # the official caption file is the test gallery; no train / val
+        self.train_captions_file, self.val_images, self.split_seed = train_captions_file, int(val_images), int(split_seed)
+        self.val2017_fractions = None if val2017_fractions is None else tuple(float(f) for f in val2017_fractions)
+        if mode == "retrieval":
+            self.split_names = layout_splits(self.layout_kind(), self.val2017_fractions)
         self._source: Source | None = None
+        self._layout: RetrievalLayout | None = None
         self._match: dict[str, Split] | None = None
         self._retrieval: dict[str, Split] = {}
 
@@ -708,6 +848,23 @@ class CocoCaptionsDataset(MultimodalDataset):
         if self.karpathy_file is None:
             return KARPATHY_FILE if self.mode == "retrieval" else None
         return self.karpathy_file
+
+    def layout_kind(self) -> str:
+        """karpathy, train2017+val2017, train2017 or val2017 (which caption files exist)."""
+        return _layout_kind(self.root, self.captions_file, self.train_captions_file, self._karpathy_option())
+
+    def fingerprint(self) -> str:
+        import hashlib
+
+        # the same options on another layout are other data
+        return hashlib.sha256(f"{super().fingerprint()}:{self.layout_kind()}".encode()).hexdigest()[:16]
+
+    def retrieval_layout(self) -> RetrievalLayout:
+        if self._layout is None:
+            self._layout = retrieval_layout(self.root, self.captions_file, self.train_captions_file,
+                                            self._karpathy_option(), self.image_dir, self.val_images,
+                                            self.val2017_fractions, self.split_seed)
+        return self._layout
 
     def source(self) -> Source:
         if self._source is None:
@@ -745,7 +902,7 @@ class CocoCaptionsDataset(MultimodalDataset):
     def _load_retrieval(self, split: str) -> Split:
         if split in self._retrieval:
             return self._retrieval[split]
-        src = _retrieval_subset(self.source(), split)
+        src = _split_source(self.retrieval_layout(), split, _under(self.root, self.captions_file))
         files = resolve_image_files(src.images, src.coco_root, src.image_dir)
         row_of = {int(i): r for r, i in enumerate(src.images["image_id"])}
         target = np.array([row_of[int(i)] for i in src.captions["image_id"]], dtype=np.int64)
@@ -753,7 +910,8 @@ class CocoCaptionsDataset(MultimodalDataset):
                                                         np.arange(len(src.captions)), src,
                                                         f"of retrieval split {split!r}")
         ids = [f"coco-{int(c)}" for c in src.captions["caption_id"]]
-        info.update({"mode": "retrieval", "source": str(src.path), "source_kind": src.kind,
+        info.update({"mode": "retrieval", "source": str(src.path), "source_kind": src.kind, "source_note": src.note,
+                     "layout": self.layout_kind(),
                      "gallery_images": len(src.images), "captions": len(src.captions),
                      "missing_images": info["absent"], "unreadable_images": info["unreadable"]})
         out = Split(split, ids, mods, present, torch.from_numpy(target), lengths, info)
@@ -762,9 +920,34 @@ class CocoCaptionsDataset(MultimodalDataset):
 
     # -- match -------------------------------------------------------------------------------
 
+    def _match_source(self) -> tuple[Source, dict[int, str], list[Path | None]]:
+        """(images and captions, split of each image id, file of each image row) for coco-match."""
+        kind = _layout_kind(self.root, self.captions_file, self.train_captions_file, self._karpathy_option())
+        if kind == "karpathy":
+            src = self.source()
+            split_of = {int(i): "train" if s == "restval" else s for i, s in zip(src.images["image_id"], src.images["split"])}
+            return src, split_of, resolve_image_files(src.images, src.coco_root, src.image_dir)
+        if kind == "train2017+val2017":  # train2017 -> train / val in the shares of fractions; val2017 -> test
+            train = _official_source(self.root, _under(self.root, self.train_captions_file), None)
+            test = self.source()
+            f_train, f_val = self.fractions[0], self.fractions[1]
+            shares = (f_train / (f_train + f_val), f_val / (f_train + f_val), 0.0)
+            split_of = {int(i): match_split_of(i, shares) for i in train.images["image_id"]}
+            split_of |= {int(i): "test" for i in test.images["image_id"]}
+            # rows: train2017's then val2017's (each sorted), so each split's rows stay in id order
+            both = Source("official", test.path, pd.concat([train.images, test.images], ignore_index=True),
+                          pd.concat([train.captions, test.captions], ignore_index=True), test.image_dir, test.coco_root,
+                          f"{train.path.name} (train, val) + {test.path.name} (test)")
+            files = (resolve_image_files(train.images, train.coco_root, train.image_dir)
+                     + resolve_image_files(test.images, test.coco_root, test.image_dir))
+            return both, split_of, files
+        src = self.source() if kind == "val2017" else _official_source(self.root, _under(self.root, self.train_captions_file),
+                                                                      None)
+        split_of = {int(i): match_split_of(i, self.fractions) for i in src.images["image_id"]}
+        return src, split_of, resolve_image_files(src.images, src.coco_root, src.image_dir)
+
     def _build_match(self) -> dict[str, Split]:
-        src = self.source()
-        files_all = resolve_image_files(src.images, src.coco_root, src.image_dir)
+        src, split_of, files_all = self._match_source()
         keep = [i for i, f in enumerate(files_all) if f is not None or self.include_missing_images]
         if not keep:
             raise DataError(f"coco-match: none of the {len(files_all):,} images of {src.path.name} is on disk "
@@ -775,7 +958,7 @@ class CocoCaptionsDataset(MultimodalDataset):
         captions = src.captions[src.captions["image_id"].isin(set(image_ids))].reset_index(drop=True)
         texts = captions["caption"].tolist()
         emb, _ = minilm_embeddings(texts, self._cache(), self.text_model)
-        image_split = {i: match_split_of(i, self.fractions) for i in image_ids}
+        image_split = {i: split_of[i] for i in image_ids}
         pairs = match_pairs(captions, emb, image_split, self.seed, self.negatives_per_image, self.hard_pool,
                             self.max_negative_similarity)
         row_of = {i: r for r, i in enumerate(image_ids)}
@@ -812,17 +995,15 @@ class CocoCaptionsDataset(MultimodalDataset):
         return self._match[split]
 
     def check_split(self, split: str) -> None:
-        if split not in self.split_names and self.mode == "retrieval" and split in ("train", "val"):
-            raise DataError(f"retrieval split {split!r} needs a Karpathy split file (option karpathy_file, default "
-                            f"{KARPATHY_FILE}); without one only 'test' (the whole official caption file) is available",
-                            _under(self.root, self.captions_file))
+        if split not in self.split_names and self.mode == "retrieval" and split in ("train", "val", "test"):
+            _split_source(self.retrieval_layout(), split, _under(self.root, self.captions_file))  # raises why
         super().check_split(split)
 
     def load_retrieval_gallery(self, split: str) -> tuple[list[int], list[int], np.ndarray]:
         """(image ids, caption ids, caption_image_index) of `split`, from this dataset's caption
         file (the same one :meth:`load_split` uses); reads no image."""
         self.check_split(split)
-        return _gallery(_retrieval_subset(self.source(), split))
+        return _gallery(_split_source(self.retrieval_layout(), split, _under(self.root, self.captions_file)))
 
     def available_splits(self) -> list[str]:
         return list(self.split_names)
@@ -834,6 +1015,19 @@ class CocoCaptionsDataset(MultimodalDataset):
         out = {"captions": str(cp) + ("" if cp and cp.is_file() else " (missing)")}
         out["karpathy"] = str(kp) if kp else (f"{_under(self.root, kp_option)} (absent)" if kp_option else "not used")
         out["images"] = str(_under(self.root, self.image_dir) or (_default_image_dir(cp) if cp else self.root / COCO_DIR))
+        if self.mode == "retrieval":
+            tp = _under(self.root, self.train_captions_file)
+            out["train_captions"] = str(tp) + ("" if tp and tp.is_file() else " (missing)")
+            out["layout"] = self.layout_kind()
+            try:
+                layout = self.retrieval_layout()
+            except DataError as exc:
+                out["splits"] = str(exc)
+                return out
+            for split, src in layout.sources.items():
+                out[f"split {split}"] = f"{src.path} ({src.note}: {len(src.images):,} images, {len(src.captions):,} captions)"
+            for split, why in layout.unavailable.items():
+                out[f"split {split}"] = f"unavailable: {why}"
         return out
 
 
@@ -847,7 +1041,8 @@ def _retrieval_source(root: str | os.PathLike | None, split: str, captions_file:
     root_path = data_root(root)
     if karpathy_file is None:
         karpathy_file = KARPATHY_FILE
-    return _retrieval_subset(_read_source(root_path, captions_file, karpathy_file, image_dir), split)
+    layout = retrieval_layout(root_path, captions_file or CAPTIONS_FILE, TRAIN_CAPTIONS_FILE, karpathy_file, image_dir)
+    return _split_source(layout, split, _under(root_path, captions_file or CAPTIONS_FILE))
 
 
 def load_retrieval_gallery(root: str | os.PathLike | None, split: str = "test", captions_file: str | None = None,

@@ -258,8 +258,8 @@ def train_seeds(
     if out_dirs is not None and len(out_dirs) != len(seeds):
         raise MMBenchError(f"train_seeds: {len(out_dirs)} run folders for {len(seeds)} seeds")
     spec = get_task(cfg.task)
-    if spec.target.type == "retrieval":
-        raise MMBenchError(f"task {spec.name!r} is a retrieval task: evaluate embeddings with `mmbench evaluate --predictions`")
+    if spec.target.type == "retrieval":  # the dual encoder: one seed after the other
+        vectorize = False
     device = resolve_device(cfg.device)
     amp = _autocast_dtype(cfg.precision, device)
     if splits is None:

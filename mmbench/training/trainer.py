@@ -581,7 +581,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Mu
     if meta.get("format") != MODEL_FORMAT or "config" not in meta:
         raise MMBenchError("not an mmbench model checkpoint (no config in its metadata)", path)
     config = json.loads(meta["config"])
-    model = MultimodalModel(config)
+    if config.get("architecture") == "dual-encoder":
+        from mmbench.models.dual_encoder import DualEncoder
+
+        model = DualEncoder(config)
+    else:
+        model = MultimodalModel(config)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise MMBenchError(f"checkpoint does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})", path)
@@ -652,14 +657,18 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
            on_epoch: Callable[[int], None] | None) -> TrainResult:
     started = time.perf_counter()
     spec = get_task(cfg.task)
-    if spec.target.type == "retrieval":
-        raise MMBenchError(f"task {spec.name!r} is a retrieval task: evaluate embeddings with `mmbench evaluate --predictions`")
+    if spec.target.type == "retrieval" and ctx.active:
+        raise MMBenchError(f"task {spec.name!r}: the retrieval baseline trains in one process (not under torchrun)")
     device = _ddp_device(cfg.device) if ctx.active else resolve_device(cfg.device)
     amp = _autocast_dtype(cfg.precision, device)
     compile_mode(cfg)  # a bad mode is refused before anything is written
     if splits is None:
         spec = with_dataset_options(spec, cfg.dataset_options)
         splits = load_training_splits(spec, cfg.data_dir)
+    if spec.target.type == "retrieval":
+        from mmbench.training.retrieval import train_retrieval
+
+        return train_retrieval(cfg, out_dir, progress, splits, spec, device, amp)
     train_split, val_split, test_split = splits["train"], splits["validation"], splits["test"]
 
     torch.manual_seed(cfg.seed)
