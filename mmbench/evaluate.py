@@ -65,6 +65,13 @@ def measure_efficiency(model: nn.Module, split: Split, device: torch.device | st
     return out
 
 
+def _item_record(spec: TaskSpec, ids: Any, y_true: np.ndarray, y_clean: np.ndarray) -> dict[str, Any]:
+    """The clean per-item predictions a result keeps for paired significance on the board."""
+    from mmbench.significance import item_record
+
+    return {"test_items": item_record(ids, y_true, y_clean, spec.target.type, spec.target.num_classes)}
+
+
 def evaluate_trained(spec: TaskSpec, trained: Any, test_split: Split, dataset_fingerprint: str, name: str | None = None) -> Result:
     """Score a `TrainResult` on the test split under every condition of the task."""
     if spec.target.type == "retrieval":
@@ -78,7 +85,7 @@ def evaluate_trained(spec: TaskSpec, trained: Any, test_split: Split, dataset_fi
     y_true, y_clean = test_split.targets.cpu().numpy(), run(clean)
     ci = {"clean": {spec.primary_metric: primary_ci(spec, y_true, y_clean, seed=trained.config.seed)}}
     extra = {"best_epoch": trained.best_epoch, "validation": trained.val_metrics, "train_seconds": trained.seconds}
-    extra |= classification_extras(spec, y_true, y_clean)
+    extra |= classification_extras(spec, y_true, y_clean) | _item_record(spec, test_split.ids, y_true, y_clean)
     return make_result(
         task=spec.name,
         name=name or trained.config.fusion,
@@ -244,6 +251,7 @@ def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = N
              "conditions_not_evaluated": [c for c in task_conditions if c not in per_condition]}
     if "clean" in parsed.predictions:
         extra |= classification_extras(spec, labels.targets, parsed.predictions["clean"])
+        extra |= _item_record(spec, labels.ids, labels.targets, parsed.predictions["clean"])
     return make_result(
         task=spec.name, name=name, kind="predictions", primary_metric=spec.primary_metric,
         higher_is_better=spec.primary.higher_is_better, metrics=per_condition,
@@ -320,7 +328,7 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
     _check_finite_metrics(per_condition, ms.source or ms.weights)
     extra["conditions_not_evaluated"] = [c.name for c in spec.conditions() if c.name not in per_condition]
     if "clean" in predictions:
-        extra |= classification_extras(spec, y_true, predictions["clean"])
+        extra |= classification_extras(spec, y_true, predictions["clean"]) | _item_record(spec, split.ids, y_true, predictions["clean"])
     return make_result(
         task=spec.name, name=name, kind="baseline" if ms.kind == "baseline" else "model", fusion=fusion,
         primary_metric=spec.primary_metric, higher_is_better=spec.primary.higher_is_better, metrics=per_condition,

@@ -75,9 +75,14 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return m, s
 
 
-def rank(entries: list[Result]) -> list[dict[str, Any]]:
+def rank(entries: list[Result], significance: bool = True, n_resamples: int = 1000, seed: int = 0,
+         matrix: bool = False) -> list[dict[str, Any]]:
     """One row per (task, name): mean and std over seeds of every clean metric, robustness and
-    efficiency; sorted within each task by the primary metric in its direction."""
+    efficiency; sorted within each task by the primary metric in its direction. With
+    ``significance``, each row also says whether it is distinguishable at 95% from the next
+    rank (paired test over the test items), its ``group`` of ranks that are not, and the
+    task's ``resolvable_difference`` (see :mod:`mmbench.significance`); ``matrix`` adds every
+    pair (``pairwise``)."""
     groups: dict[tuple[str, str], list[Result]] = {}
     for e in entries:
         groups.setdefault((e.task, e.name), []).append(e)
@@ -107,15 +112,22 @@ def rank(entries: list[Result]) -> list[dict[str, Any]]:
     rows.sort(key=key)
     for i, r in enumerate(rows):
         r["rank"] = 1 + sum(1 for o in rows[:i] if o["task"] == r["task"])
+    if significance:
+        from mmbench.significance import annotate_ranking
+
+        annotate_ranking(rows, entries, n_resamples=n_resamples, seed=seed, matrix=matrix)
     return rows
 
 
 def table_columns(rows: list[dict[str, Any]]) -> list[str]:
     primary = rows[0]["primary_metric"] if rows else ""
-    return ["rank", "task", "name", "seeds", primary, "auc_rate", "worst_drop", "params"]
+    group = ["group"] if any(r.get("group") is not None for r in rows) else []
+    return ["rank", *group, "task", "name", "seeds", primary, "auc_rate", "worst_drop", "params"]
 
 
 def format_value(row: dict[str, Any], col: str) -> str:
+    if col == "group":  # "=" marks a rank tied with another (not distinguishable at 95%)
+        return "-" if row.get("group") is None else f"{row['group']}{'=' if row.get('tied') else ''}"
     if col == row.get("primary_metric") and col in row:
         std = row.get(f"{col}_std", 0.0)
         return f"{row[col]:.4f} ± {std:.4f}" if row["seeds"] > 1 else f"{row[col]:.4f}"
@@ -125,6 +137,19 @@ def format_value(row: dict[str, Any], col: str) -> str:
     if isinstance(v, float):
         return f"{v:.4f}"
     return str(v)
+
+
+def significance_note(task_rows: list[dict[str, Any]]) -> str:
+    """One line under a task's table: what the groups mean and what the test set can resolve."""
+    first = task_rows[0]
+    if first.get("group") is None:
+        return ""
+    steps = ", ".join(f"{r['rank']}{'>' if r['distinct_from_next'] else '~'}{r['rank'] + 1}"
+                      for r in task_rows if r.get("distinct_from_next") is not None)
+    return (f"group: ranks not distinguishable at 95% share a group (= tied; paired test over "
+            f"{first['significance_items']} test items: exact McNemar for single-run accuracy, else paired bootstrap "
+            f"with seeds averaged){'; ' + steps if steps else ''}. Smallest resolvable difference at the measured "
+            f"seed spread: {first['resolvable_difference']:.4f}")
 
 
 def _condition_order(name: str) -> tuple:
@@ -161,7 +186,8 @@ def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
         elif fmt == "md":
             lines = [f"### {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             lines += ["| " + " | ".join(b) + " |" for b in body]
-            out.append("\n".join(lines) + "\n")
+            note = significance_note(task_rows)
+            out.append("\n".join(lines + ([""] + [note] if note else [])) + "\n")
         else:
             from rich.console import Console
             from rich.table import Table
@@ -176,5 +202,6 @@ def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
             console = Console(width=max(100, 11 * len(header)), record=True, force_terminal=False)
             with console.capture() as cap:
                 console.print(table)
-            out.append(cap.get())
+            note = significance_note(task_rows)
+            out.append(cap.get() + (note + "\n" if note else ""))
     return "\n".join(out)

@@ -604,7 +604,10 @@ _REPORT_HTML = """{% extends "base.html.j2" %}{% import "macros.j2" as m %}
 <p class="meta">Clean test set, mean ± std over seeds. {{ ci_note }}</p>
 {{ m.table(t.metrics_table, "metrics-" ~ t.slug) }}
 {{ m.figures(t.bar_figures) }}
-{% if t.check_table %}<h3>Reference check</h3>
+{% if t.sig_table %}<h3>Significance</h3>
+<p class="meta">{{ t.sig_note }}</p>
+{{ m.table(t.sig_table, "significance-" ~ t.slug) }}
+{% endif %}{% if t.check_table %}<h3>Reference check</h3>
 <p class="meta">{{ check_note }}</p>
 {{ m.table(t.check_table, "reference-" ~ t.slug) }}
 {% endif %}<h3>Robustness to missing modalities</h3>
@@ -644,7 +647,13 @@ Clean test set, mean ± std over seeds. {{ ci_note }}
 ![{{ f.alt }}]({{ link(f) }})
 
 *{{ f.caption }}*
-{% endfor %}{% if t.check_table %}
+{% endfor %}{% if t.sig_table %}
+### Significance
+
+{{ t.sig_note }}
+
+{{ t.sig_table.markdown() }}
+{% endif %}{% if t.check_table %}
 ### Reference check
 
 {{ check_note }}
@@ -931,6 +940,34 @@ _CHECK_NOTE = ("Mean over this run's seeds (clean test set) against the measured
                "reproduces, 3 standard errors of the difference of the two means (mmbench.reproduce.tolerance).")
 
 
+def _significance_table(rows: list[dict[str, Any]]) -> tuple[Table | None, str]:
+    """The pairwise matrix of one task (rows and columns in rank order): the cell of row A,
+    column B is A - B in the direction of better, its p-value, and * where A and B are
+    distinguishable at 95% (rank(..., matrix=True) fields; see mmbench.significance)."""
+    if not rows or rows[0].get("group") is None:
+        return None, ""
+    from mmbench.leaderboard import significance_note
+
+    names = [r["name"] for r in rows]
+    columns = [Column("name", "entry (group)", "asc", numeric=False)]
+    columns += [Column(f"vs-{n}", f"vs {n}", "desc", f"difference from {n}, p-value; * distinguishable at 95%") for n in names]
+    body = []
+    for r in rows:
+        cells = [_cell(f"{r['name']} ({r['group']}{'=' if r['tied'] else ''})")]
+        for n in names:
+            t = r.get("pairwise", {}).get(f"{r['name']}|{n}")
+            if t is None:
+                other = next(o for o in rows if o["name"] == n)
+                t = other.get("pairwise", {}).get(f"{n}|{r['name']}")
+                t = None if t is None else {**t, "diff": -t["diff"]}
+            cells.append(_cell("-") if t is None else
+                         _cell(f"{t['diff']:+.4f} (p {t['p']:.3g}){' *' if t['distinguishable'] else ''}", t["diff"]))
+        body.append(cells)
+    tests = sorted({t["test"] for r in rows for t in r.get("pairwise", {}).values()})
+    note = significance_note(rows) + f". Tests used: {', '.join(tests) or '-'}."
+    return Table(columns, body, first_is_best=False), note
+
+
 def _check_table(checks: Sequence[Any]) -> Table | None:
     """`mmbench reproduce`'s reference checks of one task (objects with task, fusion, metric,
     mean, reference, reference_std, band, ok and verdict; see mmbench.reproduce.Check)."""
@@ -961,7 +998,7 @@ def _report_context(results: list[Result], title: str, sources: Sequence[str | P
 
     if not results:
         raise MMBenchError("no results to report")
-    rows = rank(results)
+    rows = rank(results, matrix=True)
     groups: dict[tuple[str, str], list[Result]] = {}
     for e in results:
         groups.setdefault((e.task, e.name), []).append(e)
@@ -982,10 +1019,12 @@ def _report_context(results: list[Result], title: str, sources: Sequence[str | P
                              "hib": bool(best["higher_is_better"]), "best": best["name"],
                              "metrics_table": metrics_table, "robust_table": _robust_table(task_rows),
                              "check_table": _check_table([c for c in checks if c.task == task]),
+                             "sig_table": None, "sig_note": "",
                              "eff_table": _eff_table(task_rows),
                              "bar_figures": [_bar_figure(task, task_rows, primary_ci or None)],
                              "robust_figures": [], "robust_notes": [], "eff_figures": [], "eff_notes": [],
                              "confusion_figures": [], "confusion_table": None, "confusion_notes": []}
+        t["sig_table"], t["sig_note"] = _significance_table(task_rows)
         rob = _robustness_figure(task, task_rows, _rate_bands(task_rows, tg))
         if rob is None:
             t["robust_notes"].append("No missing-rate conditions (rate:R) were evaluated, so there is no robustness curve.")

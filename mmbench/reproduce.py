@@ -74,12 +74,15 @@ class Check:
     ok: bool | None
     band: float | None = None  # |mean - reference| allowed (see `tolerance`)
     error: str | None = None  # the (task, fusion) failed: its one-line error; mean is NaN
+    other_data: bool = False  # a reference exists, measured on data of another construction
 
     @property
     def verdict(self) -> str:
         if self.error is not None:
             return f"FAILED: {self.error}"
-        return "no reference" if self.ok is None else ("reproduces" if self.ok else "DIFFERS")
+        if self.ok is None:
+            return "no reference for this construction" if self.other_data else "no reference"
+        return "reproduces" if self.ok else "DIFFERS"
 
 
 def one_line_error(exc: BaseException) -> str:
@@ -113,11 +116,18 @@ def tolerance(ref_std: float, ref_n: int, new_std: float | None, new_n: int) -> 
     return max(3.0 * pooled * math.sqrt(1.0 / ref_n + 1.0 / new_n), 0.01)
 
 
-def check_against_reference(task: str, fusion: str, metric: str, values: list[float], reference: dict[str, Any]) -> Check:
+def check_against_reference(task: str, fusion: str, metric: str, values: list[float], reference: dict[str, Any],
+                            dataset_fingerprint: str | None = None) -> Check:
+    """``dataset_fingerprint``: the data the values were measured on. A reference that records
+    another fingerprint for the task (``dataset_fingerprints``: the data was built another way,
+    e.g. AV-MNIST's pairing) is not compared: the verdict says so."""
     mean = float(np.mean(values))
     # references are keyed by the result name, where "unimodal:audio" is written "unimodal-audio"
     by_fusion = reference.get("results", {}).get(task, {})
     ref = (by_fusion.get(fusion) or by_fusion.get(fusion.replace(":", "-")) or {}).get(metric)
+    measured_on = reference.get("dataset_fingerprints", {}).get(task)
+    if ref is not None and dataset_fingerprint and measured_on and measured_on != dataset_fingerprint:
+        return Check(task, fusion, metric, mean, None, None, None, other_data=True)
     if ref is None:
         return Check(task, fusion, metric, mean, None, None, None)
     new_std = float(np.std(values, ddof=1)) if len(values) > 1 else None
@@ -175,7 +185,8 @@ def run_grid(
                 continue
             results += per_seed
             for metric in [m.name for m in spec.metrics]:
-                checks.append(check_against_reference(task, fusion, metric, [r.metrics["clean"][metric] for r in per_seed], reference))
+                checks.append(check_against_reference(task, fusion, metric, [r.metrics["clean"][metric] for r in per_seed],
+                                                      reference, dataset.fingerprint()))
     return results, checks
 
 
@@ -259,9 +270,18 @@ def finished_run(run_dir: Path, cfg: Any, name: str, dataset_fingerprint: str) -
 def merge_reference(path: Path, new: dict[str, Any]) -> dict[str, Any]:
     """`new` overlaid on the reference file at `path` (task/fusion pairs not re-measured are kept)."""
     old = json.loads(path.read_text()) if path.exists() else {"results": {}}
-    merged = {**old, **{k: v for k, v in new.items() if k != "results"}, "results": dict(old.get("results", {}))}
+    merged = {**old, **{k: v for k, v in new.items() if k not in ("results", "dataset_fingerprints")},
+              "results": dict(old.get("results", {}))}
+    fingerprints = dict(old.get("dataset_fingerprints", {}))
     for task, fusions in new["results"].items():
+        new_fp = new.get("dataset_fingerprints", {}).get(task)
+        if new_fp and fingerprints.get(task) not in (None, new_fp):
+            merged["results"][task] = {}  # re-measured on other data: the old figures no longer apply
         merged["results"].setdefault(task, {}).update(fusions)
+        if new_fp:
+            fingerprints[task] = new_fp
+    if fingerprints:
+        merged["dataset_fingerprints"] = fingerprints
     return merged
 
 
@@ -270,6 +290,7 @@ def reference_from_results(results: list[Any], hardware: str, note: str = "") ->
     from mmbench import __version__
 
     grouped: dict[str, dict[str, dict[str, list[float]]]] = {}
+    fingerprints = {r.task: r.dataset_fingerprint for r in results}
     for r in results:
         for metric, value in r.metrics["clean"].items():
             grouped.setdefault(r.task, {}).setdefault(r.name, {}).setdefault(metric, []).append(value)
@@ -284,4 +305,4 @@ def reference_from_results(results: list[Any], hardware: str, note: str = "") ->
         for fusion, metrics in fus.items():
             for stats in metrics.values():
                 stats.update({"hardware": hardware, "mmbench_version": __version__})
-    return {"mmbench_version": __version__, "note": note, "results": body}
+    return {"mmbench_version": __version__, "note": note, "results": body, "dataset_fingerprints": fingerprints}

