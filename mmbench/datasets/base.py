@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mmbench.data import Split
 from mmbench.errors import DataError, MMBenchError, SpecError
 from mmbench.registry import DATASETS
+
+if TYPE_CHECKING:
+    from mmbench.data import Split
 
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "mmbench" / "data"
 
