@@ -231,16 +231,30 @@ def train(
 
 @app.command()
 def leaderboard(
-    task: Optional[str] = typer.Argument(None),
+    task: Optional[str] = typer.Argument(None, help="A task, or: verify, publish RUNS..., site."),
+    runs: Optional[list[Path]] = typer.Argument(None, help="publish: reproduce output folders (--out) to publish."),
     fmt: str = typer.Option("table", "--format", help="table, md, csv, json or html."),
-    board_dir: Path = typer.Option(Path("leaderboard"), "--dir"),
+    board_dir: Path = typer.Option(Path("leaderboard"), "--dir", help="Board folder (default ./leaderboard)."),
     out: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
+    only: list[str] = typer.Option([], "--task", help="publish: only these tasks' runs (repeatable)."),
+    check: bool = typer.Option(False, "--check", help="site: write nothing; exit 1 if a page differs from the entries."),
 ) -> None:
-    """Rank leaderboard entries by each task's primary metric (`mmbench leaderboard verify` re-checks them)."""
+    """Rank leaderboard entries by each task's primary metric. `leaderboard verify` recomputes
+    every entry from its stored predictions; `leaderboard publish RUNS...` writes the finished
+    runs of `reproduce` output folders as entries with their predictions; `leaderboard site`
+    writes the board's static pages (index.html and one page per task)."""
     if task == "verify":
         from mmbench.cli_evaluate import verify_command
 
         return verify_command(board_dir)
+    if task in ("publish", "site"):
+        from mmbench.cli_board import publish_command, site_command
+
+        return publish_command(runs or [], board_dir, only) if task == "publish" else site_command(board_dir, check)
+    if runs:
+        from mmbench.errors import MMBenchError
+
+        raise MMBenchError(f"unexpected argument {str(runs[0])!r} (only `leaderboard publish` takes folders)")
     from mmbench.errors import MMBenchError
     from mmbench.io import atomic_write_text
     from mmbench.leaderboard import load_entries, rank, render
@@ -256,6 +270,12 @@ def leaderboard(
         text = render_leaderboard_html(rows)
     else:
         text = render(rows, fmt)
+    if fmt in ("table", "md"):
+        from mmbench.published import load_published, published_rows, render_published
+
+        published = published_rows(load_published(board_dir, task))
+        if published:
+            text += "\n\n" + render_published(published)
     if out:
         atomic_write_text(out, text)
         typer.echo(f"wrote {out}")

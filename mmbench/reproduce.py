@@ -130,7 +130,7 @@ def run_grid(
     continues from its last checkpoint: an interrupted grid goes on where it stopped. Without
     it every run is trained from the start."""
     from mmbench.evaluate import evaluate_trained
-    from mmbench.leaderboard import write_entry
+    from mmbench.publish import attach_run_predictions, publish_run
     from mmbench.taskdata import load_training_splits, task_dataset, with_dataset_options
     from mmbench.io import atomic_write_json
     from mmbench.training.multiseed import train_seeds
@@ -164,11 +164,14 @@ def run_grid(
                     note = f"kept: {run_dirs[seed]} finished with this config and data"
                 else:
                     trained = runs[seed]
-                    result = evaluate_trained(spec, trained, splits["test"], dataset.fingerprint(), name=name)
+                    test_predictions: dict[str, Any] = {}
+                    result = evaluate_trained(spec, trained, splits["test"], dataset.fingerprint(), name=name,
+                                              keep_predictions=test_predictions)
+                    result = attach_run_predictions(run_dirs[seed], result, splits["test"].ids, test_predictions)
                     atomic_write_json(run_dirs[seed] / "result.json", result.to_json())
                     note = f"{trained.seconds:.1f}s, best epoch {trained.best_epoch}"
                 if leaderboard_dir:
-                    write_entry(leaderboard_dir, result, skip_unchanged=True)
+                    publish_run(leaderboard_dir, run_dirs[seed], result)
                 per_seed.append(result)
                 log(f"{task:>22} {fusion:>12} seed {seed}: {spec.primary_metric} {result.primary_clean:.4f} ({note})")
             results += per_seed
