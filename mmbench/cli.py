@@ -108,18 +108,25 @@ def data_info(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data root (default $MMBENCH_DATA)."),
     split: Optional[str] = typer.Option(None, "--split"),
     as_json: bool = typer.Option(False, "--json"),
+    set_: list[str] = typer.Option([], "--set", help="Dataset option key=value (repeatable), as for `data prepare`."),
 ) -> None:
-    """Per split: samples, per-modality present counts, class counts, where the files are."""
-    ds = _dataset_or_task(dataset, data_dir)
+    """Per split: samples, per-modality present counts, class counts, where the files are.
+    Counted from the annotation files and the file system: nothing is encoded."""
+    ds = _dataset_or_task(dataset, data_dir, _overrides(set_))
     splits = [split] if split else list(ds.split_names)
     info = {"dataset": ds.name, "root": str(ds.root), "files": ds.locate(),
-            "splits": {s: ds.load_split(s).summary() for s in splits}}
+            "splits": {s: ds.split_summary(s) for s in splits}}
     if as_json:
         return _echo_json(info)
     typer.echo(f"dataset {info['dataset']}  (root {info['root']})")
     for k, v in info["files"].items():
         typer.echo(f"  {k}: {v}")
     for s, summ in info["splits"].items():
+        if "images" in summ:  # image-caption data: images in the annotations and on disk, captions
+            scope = f"  ({summ['scope']})" if "scope" in summ else ""
+            typer.echo(f"  {s:<6} images {summ['images']:,} in the annotations, {summ['images_on_disk']:,} on disk; "
+                       f"captions {summ['captions']:,}{scope}")
+            continue
         present = ", ".join(f"{m} {c}" for m, c in summ["present"].items())
         extra = ""
         if "classes" in summ:
@@ -362,10 +369,19 @@ def _register_extensions() -> None:
 _register_extensions()
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one plain line on stderr (Python's default adds the source file and line)."""
+    typer.echo("warning: " + " ".join(str(message).split()), err=True)
+
+
 def main() -> None:
+    import warnings
+
     from mmbench.errors import MMBenchError
 
     debug = "--debug" in sys.argv[1:]
+    if not debug:
+        warnings.showwarning = _show_warning
     try:
         app(standalone_mode=False)
     except MMBenchError as exc:

@@ -46,6 +46,12 @@ class MultimodalDataset(ABC):
     def locate(self) -> dict[str, str]:
         return {}
 
+    def split_summary(self, split: str) -> dict[str, Any]:
+        """Counts for `mmbench data info` (`Split.summary`'s keys). Loaders that can count from
+        their annotation files and the file system override this so nothing is encoded; the
+        default loads the split."""
+        return self.load_split(split).summary()
+
     # Official files for `mmbench data prepare --download`: dicts of url, path (relative to the
     # data root), sha256 and, for an archive, extract / strip / members (mmbench.download).
     # Empty where there is no public direct download; `download_note` then says where to go.

@@ -242,6 +242,40 @@ class TextModalityDataset(MultimodalDataset):
             part = part.head(self.max_samples)
         return list(part.ids), np.ascontiguousarray(part.targets, dtype=self.target_dtype)
 
+    def split_summary(self, split: str) -> dict[str, Any]:
+        """`Split.summary` counts from the source files alone (no text is encoded)."""
+        self.check_split(split)
+        part = self.parts()[split]
+        if self.max_samples is not None:
+            part = part.head(self.max_samples)
+        n = len(part.ids)
+        choice = self.text_encoder or ("minilm" if part.texts is not None else "features")
+        if choice == "features" and part.text_features is not None:
+            text = part.text_lengths > 0 if part.text_lengths is not None else np.ones(n, dtype=bool)
+        elif part.texts is not None:
+            text = np.array([bool(t.strip()) for t in part.texts], dtype=bool)
+        else:
+            text = np.zeros(n, dtype=bool)
+        present = {"text": int(text.sum())}
+        for name in ("audio", "vision"):
+            values, lengths, flags = (getattr(part, name), getattr(part, f"{name}_lengths"),
+                                      getattr(part, f"{name}_present"))
+            if values is None:
+                present[name] = 0
+            elif flags is not None:
+                present[name] = int(np.asarray(flags, dtype=bool).sum())
+            else:
+                present[name] = int((lengths > 0).sum()) if lengths is not None else n
+        out: dict[str, Any] = {"samples": n, "present": dict(sorted(present.items()))}
+        targets = np.asarray(part.targets)
+        if n and targets.ndim == 1 and np.issubdtype(self.target_dtype, np.integer):
+            counts = np.bincount(targets.astype(np.int64))
+            out["classes"] = {str(i): int(c) for i, c in enumerate(counts.tolist())}
+        elif n and targets.ndim == 1:
+            t = targets.astype(np.float32)
+            out["target"] = {"min": float(t.min()), "max": float(t.max()), "mean": float(t.mean())}
+        return out
+
     def locate(self) -> dict[str, str]:
         self.parts()
         return {"source": str(self._resolved_source), **{f"file{i}": str(p) for i, p in enumerate(self._files)}}
