@@ -3,7 +3,10 @@
 * ``mmbench --help``: target under 0.5 s;
 * ``mmbench evaluate mosi --predictions FILE``: a CSV of predictions for the MOSI test split,
   scored under the task's conditions with the default 1,000 bootstrap resamples; target under
-  3 s end to end on the CPU, with the feature cache warm (one untimed run first).
+  3 s end to end on the CPU, with the feature cache warm (one untimed run first);
+* the same with a cold (empty) feature cache for every run: scoring needs only the labels
+  (no encoding, no torch import), target under 1.5 s on the 2-core CPU machine. The ratio
+  column is cold / warm, measured in the same process.
 
 The console script is run directly (``<python's bin>/mmbench``), not through a version
 manager's shim, which adds its own start-up time; ``python -m mmbench.cli`` is the fallback.
@@ -102,6 +105,16 @@ def run(st: Settings) -> list[Row]:
                         (t < 3.0) if not st.tiny else None, None, None,
                         f"median {sorted(times)[len(times) // 2]:.2f} s; warm cache, 1,000 bootstrap resamples",
                         {"times": times, "command": full}))
+        cold = []
+        for k in range(st.pick(5, 5, 1)):
+            cold_env = dict(env, MMBENCH_CACHE=str(st.work_dir / f"cache-cold-{k}"))
+            cold += _timed_runs(full, cold_env, 1)
+            shutil.rmtree(cold_env["MMBENCH_CACHE"], ignore_errors=True)
+        c = min(cold)
+        rows.append(Row("6", "mmbench evaluate mosi --predictions FILE (cold cache)", c, t, "the warm-cache run",
+                        "s", "< 1.5 s (2-core CPU)", (c < 1.5) if not st.tiny else None, None, None,
+                        f"median {sorted(cold)[len(cold) // 2]:.2f} s; an empty MMBENCH_CACHE each run, 1,000 "
+                        "bootstrap resamples", {"times": cold, "command": full}))
     except Exception as exc:  # noqa: BLE001
         rows.append(error_row("6", "mmbench evaluate mosi --predictions FILE", exc))
     return rows

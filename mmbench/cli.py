@@ -108,19 +108,25 @@ def data_info(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data root (default $MMBENCH_DATA)."),
     split: Optional[str] = typer.Option(None, "--split"),
     as_json: bool = typer.Option(False, "--json"),
-    set_: list[str] = typer.Option([], "--set", help="Dataset option key=value (repeatable), e.g. val_images=1000."),
+    set_: list[str] = typer.Option([], "--set", help="Dataset option key=value (repeatable), as for `data prepare`."),
 ) -> None:
-    """Per split: samples, per-modality present counts, class counts, where the files are."""
+    """Per split: samples, per-modality present counts, class counts, where the files are.
+    Counted from the annotation files and the file system: nothing is encoded."""
     ds = _dataset_or_task(dataset, data_dir, _overrides(set_))
     splits = [split] if split else list(ds.split_names)
     info = {"dataset": ds.name, "root": str(ds.root), "files": ds.locate(),
-            "splits": {s: ds.load_split(s).summary() for s in splits}}
+            "splits": {s: ds.split_summary(s) for s in splits}}
     if as_json:
         return _echo_json(info)
     typer.echo(f"dataset {info['dataset']}  (root {info['root']})")
     for k, v in info["files"].items():
         typer.echo(f"  {k}: {v}")
     for s, summ in info["splits"].items():
+        if "images" in summ:  # image-caption data: images in the annotations and on disk, captions
+            scope = f"  ({summ['scope']})" if "scope" in summ else ""
+            typer.echo(f"  {s:<6} images {summ['images']:,} in the annotations, {summ['images_on_disk']:,} on disk; "
+                       f"captions {summ['captions']:,}{scope}")
+            continue
         present = ", ".join(f"{m} {c}" for m, c in summ["present"].items())
         extra = ""
         if "classes" in summ:
@@ -258,16 +264,30 @@ def train(
 
 @app.command()
 def leaderboard(
-    task: Optional[str] = typer.Argument(None),
+    task: Optional[str] = typer.Argument(None, help="A task, or: verify, publish RUNS..., site."),
+    runs: Optional[list[Path]] = typer.Argument(None, help="publish: reproduce output folders (--out) to publish."),
     fmt: str = typer.Option("table", "--format", help="table, md, csv, json or html."),
-    board_dir: Path = typer.Option(Path("leaderboard"), "--dir"),
+    board_dir: Path = typer.Option(Path("leaderboard"), "--dir", help="Board folder (default ./leaderboard)."),
     out: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
+    only: list[str] = typer.Option([], "--task", help="publish: only these tasks' runs (repeatable)."),
+    check: bool = typer.Option(False, "--check", help="site: write nothing; exit 1 if a page differs from the entries."),
 ) -> None:
-    """Rank leaderboard entries by each task's primary metric (`mmbench leaderboard verify` re-checks them)."""
+    """Rank leaderboard entries by each task's primary metric. `leaderboard verify` recomputes
+    every entry from its stored predictions; `leaderboard publish RUNS...` writes the finished
+    runs of `reproduce` output folders as entries with their predictions; `leaderboard site`
+    writes the board's static pages (index.html and one page per task)."""
     if task == "verify":
         from mmbench.cli_evaluate import verify_command
 
         return verify_command(board_dir)
+    if task in ("publish", "site"):
+        from mmbench.cli_board import publish_command, site_command
+
+        return publish_command(runs or [], board_dir, only) if task == "publish" else site_command(board_dir, check)
+    if runs:
+        from mmbench.errors import MMBenchError
+
+        raise MMBenchError(f"unexpected argument {str(runs[0])!r} (only `leaderboard publish` takes folders)")
     from mmbench.errors import MMBenchError
     from mmbench.io import atomic_write_text
     from mmbench.leaderboard import load_entries, rank, render
@@ -283,6 +303,12 @@ def leaderboard(
         text = render_leaderboard_html(rows)
     else:
         text = render(rows, fmt)
+    if fmt in ("table", "md"):
+        from mmbench.published import load_published, published_rows, render_published
+
+        published = published_rows(load_published(board_dir, task))
+        if published:
+            text += "\n\n" + render_published(published)
     if out:
         atomic_write_text(out, text)
         typer.echo(f"wrote {out}")
@@ -378,10 +404,19 @@ def _register_extensions() -> None:
 _register_extensions()
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one plain line on stderr (Python's default adds the source file and line)."""
+    typer.echo("warning: " + " ".join(str(message).split()), err=True)
+
+
 def main() -> None:
+    import warnings
+
     from mmbench.errors import MMBenchError
 
     debug = "--debug" in sys.argv[1:]
+    if not debug:
+        warnings.showwarning = _show_warning
     try:
         app(standalone_mode=False)
     except MMBenchError as exc:

@@ -73,7 +73,7 @@ def evaluate(
 
     spec = get_task(task)
     if predictions is not None:
-        from mmbench.evaluate import evaluate_predictions
+        from mmbench.scoring import evaluate_predictions
 
         result = evaluate_predictions(spec, predictions, name, data_dir=data_dir, conditions=conditions or None,
                                       n_resamples=resamples)
@@ -194,10 +194,11 @@ def _differences(stored: dict[str, dict[str, float]], recomputed: dict[str, dict
     return out
 
 
-def verify_entry(board_dir: Path, entry: Any, data_dir: Any = None) -> tuple[str, str]:
-    """(status, message) for one entry: OK, DIFFERS, ERROR or SKIP."""
+def verify_entry(board_dir: Path, entry: Any, data_dir: Any = None, labels_cache: dict | None = None) -> tuple[str, str]:
+    """(status, message) for one entry: OK, DIFFERS, ERROR or SKIP. `labels_cache` keeps each
+    task's test labels between entries."""
     from mmbench.errors import MMBenchError
-    from mmbench.evaluate import evaluate_predictions
+    from mmbench.scoring import evaluate_predictions
     from mmbench.io import safe_join, sha256_file
     from mmbench.tasks import get_task
 
@@ -207,11 +208,19 @@ def verify_entry(board_dir: Path, entry: Any, data_dir: Any = None) -> tuple[str
         path = safe_join(board_dir, entry.predictions_file)
         if not path.is_file():
             return "ERROR", f"stored predictions {entry.predictions_file} not found"
-        if entry.submission_hash and sha256_file(path) != entry.submission_hash:
+        # a baseline's submission_hash identifies its weights; its predictions' sha256 is in extra
+        expected = entry.extra.get("predictions_sha256") or (entry.submission_hash if entry.kind == "predictions" else None)
+        if expected and sha256_file(path) != expected:
             return "DIFFERS", f"stored predictions {entry.predictions_file} changed (sha256 does not match the entry)"
         spec = get_task(entry.task)
+        labels = None
+        if spec.target.type != "retrieval":
+            from mmbench.submissions import load_test_labels
+
+            cache = labels_cache if labels_cache is not None else {}
+            labels = cache[entry.task] = cache.get(entry.task) or load_test_labels(spec, data_dir)
         recomputed = evaluate_predictions(spec, path, entry.name, data_dir=data_dir, conditions=list(entry.metrics)
-                                          if spec.target.type != "retrieval" else None, n_resamples=0)
+                                          if spec.target.type != "retrieval" else None, n_resamples=0, labels=labels)
     except MMBenchError as exc:
         return "ERROR", " ".join(str(exc).split())
     diffs = _differences(entry.metrics, recomputed.metrics)
@@ -232,6 +241,8 @@ def verify_command(board_dir) -> None:
     if not files:
         raise MMBenchError(f"no leaderboard entries in {board}")
     counts = {"OK": 0, "DIFFERS": 0, "ERROR": 0, "SKIP": 0}
+    labels_cache: dict = {}
+    failed: list[str] = []
     for f in files:
         try:
             entry = read_entry(f)
@@ -239,8 +250,10 @@ def verify_command(board_dir) -> None:
             status, label, message = "ERROR", f.relative_to(board).as_posix(), " ".join(str(exc).split())
         else:
             label = f"{entry.task}/{entry.name}" + (f" seed {entry.seed}" if entry.seed is not None else "")
-            status, message = verify_entry(board, entry)
+            status, message = verify_entry(board, entry, labels_cache=labels_cache)
         counts[status] += 1
+        if status in ("DIFFERS", "ERROR"):
+            failed.append(label)
         typer.echo(f"{status:<7} {label}: {message}")
     typer.echo(f"verified {len(files)} entries: {counts['OK']} ok, {counts['DIFFERS']} differ, "
                f"{counts['ERROR']} errors, {counts['SKIP']} without stored predictions")
@@ -249,4 +262,5 @@ def verify_command(board_dir) -> None:
         # where click returns an Exit's code instead of exiting with it
         n = counts["DIFFERS"]
         raise MMBenchError(f"leaderboard verification failed: {n} entr{'y differs' if n == 1 else 'ies differ'}, "
-                           f"{counts['ERROR']} could not be checked")
+                           f"{counts['ERROR']} could not be checked: {', '.join(failed[:5])}"
+                           f"{f' (+{len(failed) - 5} more)' if len(failed) > 5 else ''}")

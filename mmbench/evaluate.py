@@ -11,8 +11,10 @@ import torch
 from torch import nn
 
 from mmbench.data import Split
-from mmbench.evaluation.evaluator import apply_condition, evaluate_conditions, outputs_to_predictions, predict, robustness_summary, score
-from mmbench.metrics import bootstrap_ci, confusion_matrix
+from mmbench.evaluation.evaluator import apply_condition, evaluate_conditions, outputs_to_predictions, predict, robustness_summary
+from mmbench.scoring import (  # noqa: F401 - re-exported: scoring moved there (no torch)
+    _check_finite_metrics, _clean_ci, _select_conditions, classification_extras, evaluate_predictions, item_record, primary_ci,
+    score)
 from mmbench.results import Result, make_result
 from mmbench.tasks import TaskSpec
 
@@ -24,11 +26,6 @@ def state_hash(model: nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-dim buffers too
     return h.hexdigest()
-
-
-def primary_ci(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray, seed: int = 0, n_resamples: int = 1000) -> dict[str, float]:
-    metric = spec.primary_metric
-    return bootstrap_ci(lambda t, p: score(spec, t, p)[metric], (y_true, y_pred), n_resamples=n_resamples, seed=seed)
 
 
 @torch.no_grad()
@@ -65,27 +62,22 @@ def measure_efficiency(model: nn.Module, split: Split, device: torch.device | st
     return out
 
 
-def _item_record(spec: TaskSpec, ids: Any, y_true: np.ndarray, y_clean: np.ndarray) -> dict[str, Any]:
-    """The clean per-item predictions a result keeps for paired significance on the board."""
-    from mmbench.significance import item_record
-
-    return {"test_items": item_record(ids, y_true, y_clean, spec.target.type, spec.target.num_classes)}
-
-
-def evaluate_trained(spec: TaskSpec, trained: Any, test_split: Split, dataset_fingerprint: str, name: str | None = None) -> Result:
-    """Score a `TrainResult` on the test split under every condition of the task."""
+def evaluate_trained(spec: TaskSpec, trained: Any, test_split: Split, dataset_fingerprint: str, name: str | None = None,
+                     keep_predictions: dict[str, np.ndarray] | None = None) -> Result:
+    """Score a `TrainResult` on the test split under every condition of the task;
+    `keep_predictions`, when given, receives each condition's test predictions."""
     if spec.target.type == "retrieval":
         return _evaluate_trained_retrieval(spec, trained, test_split, dataset_fingerprint, name)
     model = trained.model
     device = next(model.parameters()).device
     run = lambda s: outputs_to_predictions(predict(model, s, device), spec)  # noqa: E731
-    per_condition = evaluate_conditions(spec, test_split, run)
+    per_condition = evaluate_conditions(spec, test_split, run, keep_predictions=keep_predictions)
     clean = apply_condition(test_split, next(c for c in spec.conditions() if c.name == "clean"), spec.missing.seed) \
         if "clean" in per_condition else test_split
     y_true, y_clean = test_split.targets.cpu().numpy(), run(clean)
     ci = {"clean": {spec.primary_metric: primary_ci(spec, y_true, y_clean, seed=trained.config.seed)}}
     extra = {"best_epoch": trained.best_epoch, "validation": trained.val_metrics, "train_seconds": trained.seconds}
-    extra |= classification_extras(spec, y_true, y_clean) | _item_record(spec, test_split.ids, y_true, y_clean)
+    extra |= classification_extras(spec, y_true, y_clean) | item_record(spec, test_split.ids, y_true, y_clean)
     return make_result(
         task=spec.name,
         name=name or trained.config.fusion,
@@ -105,63 +97,9 @@ def evaluate_trained(spec: TaskSpec, trained: Any, test_split: Split, dataset_fi
     )
 
 
-def classification_extras(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
-    """Clean-condition confusion matrix (rows = truth) and class names, for reports."""
-    if spec.target.type not in ("multiclass", "binary"):
-        return {}
-    from mmbench.evaluation.evaluator import predicted_labels
-
-    cm = confusion_matrix(y_true, predicted_labels(spec, y_pred), spec.target.num_classes)
-    names = spec.target.class_names or [str(i) for i in range(spec.target.num_classes)]
-    return {"confusion_matrix": cm.tolist(), "class_names": names}
-
-
 # --------------------------------------------------------------------------------------------
 # submissions: predictions files and submitted models (see mmbench.submissions, mmbench.sandbox)
 # --------------------------------------------------------------------------------------------
-
-
-def _select_conditions(spec: TaskSpec, conditions: Any) -> list:
-    """The task's conditions, or the named subset of them (names are canonicalised)."""
-    from mmbench.errors import SpecError
-    from mmbench.masks import parse_condition
-
-    task_conditions = spec.conditions()
-    if not conditions:
-        return task_conditions
-    by_name = {c.name: c for c in task_conditions}
-    out = []
-    for text in conditions:
-        for part in str(text).split(","):
-            if not part.strip():
-                continue
-            name = parse_condition(part, spec.modalities).name
-            if name not in by_name:
-                raise SpecError(f"condition {part.strip()!r} is not one of task {spec.name!r}'s conditions "
-                                f"({', '.join(by_name)})")
-            if by_name[name] not in out:
-                out.append(by_name[name])
-    if not out:
-        raise SpecError("--conditions names no condition")
-    return out
-
-
-def _check_finite_metrics(per_condition: dict[str, dict[str, float]], source: Any) -> None:
-    import math
-
-    from mmbench.errors import SubmissionError
-
-    for cond, values in per_condition.items():
-        for metric, v in values.items():
-            if not math.isfinite(v):
-                raise SubmissionError(f"metric {metric!r} under {cond!r} is not finite ({v}); predictions out of range?", source)
-
-
-def _clean_ci(spec: TaskSpec, y_true: np.ndarray, predictions: dict[str, np.ndarray], seed: int, n_resamples: int) -> dict:
-    if n_resamples <= 0 or "clean" not in predictions:
-        return {}
-    ci = primary_ci(spec, y_true, predictions["clean"], seed=seed, n_resamples=n_resamples)
-    return {"clean": {spec.primary_metric: {k: float(v) for k, v in ci.items()}}}
 
 
 def retrieval_gallery(spec: TaskSpec, data_dir: Any = None, dataset: Any = None) -> tuple[list[str], list[str], np.ndarray, str]:
@@ -223,41 +161,6 @@ def _retrieval_result(spec: TaskSpec, name: str, kind: str, image_embeddings: np
         robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
         efficiency=efficiency, dataset_fingerprint=fingerprint, submission_hash=digest, device=device,
         extra={**extra, "conditions_not_evaluated": [c.name for c in spec.conditions() if c.name != "clean"]},
-    )
-
-
-def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = None, conditions: Any = None,
-                         limits: Any = None, seed: int = 0, n_resamples: int = 1000) -> Result:
-    """Score a predictions file (CSV / JSON lines / Parquet, or an embeddings .npz for
-    retrieval) against the task's test labels. Runs no submitted code. Raises
-    SubmissionError (naming the file) for anything malformed; writes nothing."""
-    from pathlib import Path
-
-    from mmbench.submissions import Limits, check_name, load_test_labels, parse_predictions, submission_hash
-
-    check_name(name)
-    limits = limits or Limits.from_env()
-    path = Path(path)
-    if spec.target.type == "retrieval":
-        return _evaluate_retrieval(spec, path, name, data_dir, limits, n_resamples, seed)
-    selected = [c.name for c in _select_conditions(spec, conditions)] if conditions else None
-    labels = load_test_labels(spec, data_dir)
-    parsed = parse_predictions(path, spec, labels, selected, limits)
-    per_condition = {c: score(spec, labels.targets, p) for c, p in parsed.predictions.items()}
-    _check_finite_metrics(per_condition, path)
-    digest, files = submission_hash([path])
-    task_conditions = [c.name for c in spec.conditions()]
-    extra = {"format": parsed.fmt, "rows": parsed.rows, "values": parsed.value_kind, "submission_files": files,
-             "conditions_not_evaluated": [c for c in task_conditions if c not in per_condition]}
-    if "clean" in parsed.predictions:
-        extra |= classification_extras(spec, labels.targets, parsed.predictions["clean"])
-        extra |= _item_record(spec, labels.ids, labels.targets, parsed.predictions["clean"])
-    return make_result(
-        task=spec.name, name=name, kind="predictions", primary_metric=spec.primary_metric,
-        higher_is_better=spec.primary.higher_is_better, metrics=per_condition,
-        confidence_intervals=_clean_ci(spec, labels.targets, parsed.predictions, seed, n_resamples),
-        robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
-        efficiency=None, dataset_fingerprint=labels.fingerprint, submission_hash=digest, extra=extra,
     )
 
 
@@ -328,7 +231,7 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
     _check_finite_metrics(per_condition, ms.source or ms.weights)
     extra["conditions_not_evaluated"] = [c.name for c in spec.conditions() if c.name not in per_condition]
     if "clean" in predictions:
-        extra |= classification_extras(spec, y_true, predictions["clean"]) | _item_record(spec, split.ids, y_true, predictions["clean"])
+        extra |= classification_extras(spec, y_true, predictions["clean"]) | item_record(spec, split.ids, y_true, predictions["clean"])
     return make_result(
         task=spec.name, name=name, kind="baseline" if ms.kind == "baseline" else "model", fusion=fusion,
         primary_metric=spec.primary_metric, higher_is_better=spec.primary.higher_is_better, metrics=per_condition,

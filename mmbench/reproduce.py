@@ -208,7 +208,7 @@ def _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_d
     """Train (or keep) and evaluate every seed of one (task, fusion); its results, in seed order."""
     from mmbench.evaluate import evaluate_trained
     from mmbench.io import atomic_write_json
-    from mmbench.leaderboard import write_entry
+    from mmbench.publish import attach_run_predictions, publish_run
     from mmbench.training.multiseed import train_seeds
     from mmbench.training.trainer import TrainConfig
 
@@ -231,11 +231,15 @@ def _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_d
             note = f"kept: {run_dirs[seed]} finished with this config and data"
         else:
             trained = runs[seed]
-            result = evaluate_trained(spec, trained, splits["test"], dataset.fingerprint(), name=name)
+            test_predictions: dict[str, Any] = {}
+            result = evaluate_trained(spec, trained, splits["test"], dataset.fingerprint(), name=name,
+                                      keep_predictions=test_predictions)
+            if test_predictions:  # retrieval runs keep no per-condition predictions table
+                result = attach_run_predictions(run_dirs[seed], result, splits["test"].ids, test_predictions)
             atomic_write_json(run_dirs[seed] / "result.json", result.to_json())
             note = f"{trained.seconds:.1f}s, best epoch {trained.best_epoch}"
         if leaderboard_dir:
-            write_entry(leaderboard_dir, result, skip_unchanged=True)
+            publish_run(leaderboard_dir, run_dirs[seed], result)
         per_seed.append(result)
         log(f"{task:>22} {fusion:>12} seed {seed}: {spec.primary_metric} {result.primary_clean:.4f} ({note})")
     return per_seed

@@ -62,15 +62,35 @@ def hardware_info(device: str | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
                             "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
     try:
-        import torch
+        if device and device.startswith("cuda"):
+            import torch
 
-        info["torch"] = torch.__version__
-        if device and device.startswith("cuda") and torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+            info["torch"] = torch.__version__
+            if torch.cuda.is_available():
+                info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        else:  # without importing torch (scoring a predictions file never needs it)
+            info["torch"] = _torch_version()
         info["device"] = device or "cpu"
     except ImportError:  # pragma: no cover - torch is a hard dependency
         pass
     return info
+
+
+def _torch_version() -> str:
+    """torch.__version__ (with its local tag, e.g. +cu130) read from torch/version.py."""
+    import importlib.util
+    import re
+    from importlib.metadata import version
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        raise ImportError("torch")
+    try:
+        text = (Path(spec.origin).parent / "version.py").read_text(encoding="utf-8")
+        return re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.M).group(1)
+    except (OSError, AttributeError):
+        return version("torch")
 
 
 def now_iso() -> str:

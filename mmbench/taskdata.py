@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mmbench.data import Split
 from mmbench.datasets.base import MultimodalDataset, load_dataset
 from mmbench.errors import SpecError
 from mmbench.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from mmbench.data import Split
 
 
 def with_dataset_options(spec: TaskSpec, options: dict | None) -> TaskSpec:
@@ -24,6 +27,8 @@ def task_dataset(spec: TaskSpec, data_dir: str | Path | None = None) -> Multimod
 def load_task_split(spec: TaskSpec, role: str, data_dir: str | Path | None = None,
                     dataset: MultimodalDataset | None = None) -> Split:
     """The split playing `role` (train, validation or test), restricted to the task's modalities."""
+    from mmbench.data import Split
+
     split_name = getattr(spec.splits, role)
     if split_name is None:
         raise SpecError(f"task {spec.name!r} has no {role} split", spec.source)

@@ -38,6 +38,9 @@ def test_reproduce_quick_suite_end_to_end(tmp_path, monkeypatch, one_thread):
         assert e.efficiency["params"] > 0 and "auc_rate" in e.robustness
         run = tmp_path / "runs" / e.task / e.name / f"seed{e.seed}"
         assert json.loads((run / "result.json").read_text())["metrics"] == e.metrics
+        # the test predictions of every condition travel with the entry (leaderboard verify)
+        stored = tmp_path / "leaderboard" / e.predictions_file
+        assert stored.read_bytes() == (run / "predictions.parquet").read_bytes()
     out = result.output
     assert "synthetic-synergy: accuracy" in out and "± " in out  # mean ± std over the two seeds
     for f in fusions:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mmbench.data import Split
 from mmbench.errors import DataError, MMBenchError, SpecError
 from mmbench.registry import DATASETS
+
+if TYPE_CHECKING:
+    from mmbench.data import Split
 
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "mmbench" / "data"
 
@@ -43,6 +45,12 @@ class MultimodalDataset(ABC):
 
     def locate(self) -> dict[str, str]:
         return {}
+
+    def split_summary(self, split: str) -> dict[str, Any]:
+        """Counts for `mmbench data info` (`Split.summary`'s keys). Loaders that can count from
+        their annotation files and the file system override this so nothing is encoded; the
+        default loads the split."""
+        return self.load_split(split).summary()
 
     # Official files for `mmbench data prepare --download`: dicts of url, path (relative to the
     # data root), sha256 and, for an archive, extract / strip / members (mmbench.download).

@@ -1005,6 +1005,18 @@ class CocoCaptionsDataset(MultimodalDataset):
         self.check_split(split)
         return _gallery(_split_source(self.retrieval_layout(), split, _under(self.root, self.captions_file)))
 
+    def split_summary(self, split: str) -> dict[str, Any]:
+        """Counts from the caption file and the file system (no image or caption is encoded):
+        images in the annotations, images on disk, captions. In retrieval mode, of `split`'s
+        gallery; in match mode, of the whole caption file (pairs are mined from encoded features)."""
+        self.check_split(split)
+        src = _retrieval_subset(self.source(), split) if self.mode == "retrieval" else self.source()
+        on_disk = sum(f is not None for f in resolve_image_files(src.images, src.coco_root, src.image_dir))
+        out: dict[str, Any] = {"images": len(src.images), "images_on_disk": on_disk, "captions": len(src.captions)}
+        if self.mode == "match":
+            out["scope"] = "whole caption file (match pairs are mined at load time)"
+        return out
+
     def available_splits(self) -> list[str]:
         return list(self.split_names)
 

@@ -56,16 +56,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from mmbench.data import Split
 from mmbench.datasets import sentiment_readers as readers
 from mmbench.datasets.base import MultimodalDataset
 from mmbench.errors import DataError, SpecError
 from mmbench.registry import DATASETS
+
+if TYPE_CHECKING:  # torch is imported where a split is built: labels-only scoring never needs it
+    import torch
+
+    from mmbench.data import Split
 
 SOURCES = ("auto", "mmsa", "multibench", "raw", "label_csv")
 ABSENT_SHAPE = (1,)
@@ -152,12 +155,16 @@ class TextModalityDataset(MultimodalDataset):
         return self._parts
 
     def _device(self) -> str:
+        import torch
+
         if self.encode_device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.encode_device
 
     def _text(self, part: Part) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, Any]]:
         """(values, present, lengths or None, info) for the text modality."""
+        import torch
+
         n = len(part.ids)
         choice = self.text_encoder
         if choice is None:
@@ -188,6 +195,8 @@ class TextModalityDataset(MultimodalDataset):
 
     @staticmethod
     def _modality(n: int, values: np.ndarray | None, lengths: np.ndarray | None, present: np.ndarray | None):
+        import torch
+
         if values is None:
             return torch.zeros((n, *ABSENT_SHAPE)), torch.zeros(n, dtype=torch.bool), None
         if present is None:
@@ -199,6 +208,10 @@ class TextModalityDataset(MultimodalDataset):
         return torch.from_numpy(values), torch.from_numpy(present.astype(bool)), lens
 
     def load_split(self, split: str) -> Split:
+        import torch
+
+        from mmbench.data import Split
+
         self.check_split(split)
         part = self.parts()[split]
         if self.max_samples is not None:
@@ -219,6 +232,49 @@ class TextModalityDataset(MultimodalDataset):
         info = {"dataset": self.name, "source": self._resolved_source, **part.info, **text_info}
         targets = torch.from_numpy(np.ascontiguousarray(part.targets, dtype=self.target_dtype))
         return Split(split, list(part.ids), mods, present, targets, lengths, info)
+
+    def load_labels(self, split: str) -> tuple[list[str], np.ndarray]:
+        """Ids and targets of a split as `load_split` gives them, without encoding any text:
+        what scoring a predictions file needs (no text model, no feature cache)."""
+        self.check_split(split)
+        part = self.parts()[split]
+        if self.max_samples is not None:
+            part = part.head(self.max_samples)
+        return list(part.ids), np.ascontiguousarray(part.targets, dtype=self.target_dtype)
+
+    def split_summary(self, split: str) -> dict[str, Any]:
+        """`Split.summary` counts from the source files alone (no text is encoded)."""
+        self.check_split(split)
+        part = self.parts()[split]
+        if self.max_samples is not None:
+            part = part.head(self.max_samples)
+        n = len(part.ids)
+        choice = self.text_encoder or ("minilm" if part.texts is not None else "features")
+        if choice == "features" and part.text_features is not None:
+            text = part.text_lengths > 0 if part.text_lengths is not None else np.ones(n, dtype=bool)
+        elif part.texts is not None:
+            text = np.array([bool(t.strip()) for t in part.texts], dtype=bool)
+        else:
+            text = np.zeros(n, dtype=bool)
+        present = {"text": int(text.sum())}
+        for name in ("audio", "vision"):
+            values, lengths, flags = (getattr(part, name), getattr(part, f"{name}_lengths"),
+                                      getattr(part, f"{name}_present"))
+            if values is None:
+                present[name] = 0
+            elif flags is not None:
+                present[name] = int(np.asarray(flags, dtype=bool).sum())
+            else:
+                present[name] = int((lengths > 0).sum()) if lengths is not None else n
+        out: dict[str, Any] = {"samples": n, "present": dict(sorted(present.items()))}
+        targets = np.asarray(part.targets)
+        if n and targets.ndim == 1 and np.issubdtype(self.target_dtype, np.integer):
+            counts = np.bincount(targets.astype(np.int64))
+            out["classes"] = {str(i): int(c) for i, c in enumerate(counts.tolist())}
+        elif n and targets.ndim == 1:
+            t = targets.astype(np.float32)
+            out["target"] = {"min": float(t.min()), "max": float(t.max()), "mean": float(t.mean())}
+        return out
 
     def locate(self) -> dict[str, str]:
         self.parts()

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from mmbench.data import Split
 from mmbench.masks import Condition, condition_masks
-from mmbench.metrics import compute_metrics
+from mmbench.scoring import predicted_labels, robustness_summary, score, uses_scores  # noqa: F401 - re-exported
 from mmbench.tasks import TaskSpec
 
 
@@ -31,13 +31,6 @@ def predict(model: nn.Module, split: Split, device: torch.device | str = "cpu", 
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def uses_scores(spec: TaskSpec) -> bool:
-    """A binary task with a score-based metric (auroc): its predictions are label-1 scores."""
-    from mmbench.metrics import METRICS
-
-    return spec.target.type == "binary" and any(METRICS[m.name].needs_scores for m in spec.metrics)
-
-
 def outputs_to_predictions(outputs: Tensor, target: str | TaskSpec) -> np.ndarray:
     """Class labels (argmax of logits), real values (regression), label probabilities
     ``[N, C]`` (multilabel: sigmoid of the logits), or, for a task given as a spec that
@@ -52,19 +45,6 @@ def outputs_to_predictions(outputs: Tensor, target: str | TaskSpec) -> np.ndarra
     return outputs.argmax(-1).numpy().astype(np.int64)
 
 
-def predicted_labels(spec: TaskSpec, y_pred: np.ndarray) -> np.ndarray:
-    """Labels from predictions: label-1 scores above 0.5 for a task that :func:`uses_scores`
-    (what the argmax of two softmax outputs gives), else the predictions themselves."""
-    return (np.asarray(y_pred) > 0.5).astype(np.int64) if uses_scores(spec) else y_pred
-
-
-def score(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """The task's metrics (those listed in the spec) for one set of predictions."""
-    scores = y_pred if uses_scores(spec) else None
-    allm = compute_metrics(spec.target.type, y_true, predicted_labels(spec, y_pred), spec.target.num_classes, scores=scores)
-    return {m.name: float(allm[m.name]) for m in spec.metrics}
-
-
 def apply_condition(split: Split, condition: Condition, seed: int) -> Split:
     masks = condition_masks(condition, split.ids, split.modality_names, seed=seed, split=split.name)
     return split.with_present({m: torch.from_numpy(v) for m, v in masks.items()})
@@ -76,8 +56,10 @@ def evaluate_conditions(
     predict_fn: Callable[[Split], np.ndarray],
     conditions: Sequence[Condition] | None = None,
     seed: int | None = None,
+    keep_predictions: dict[str, np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """{condition name: {metric: value}} for `predict_fn` (Split -> predictions) under each condition."""
+    """{condition name: {metric: value}} for `predict_fn` (Split -> predictions) under each
+    condition; `keep_predictions`, when given, receives each condition's predictions."""
     conditions = list(conditions if conditions is not None else spec.conditions())
     seed = spec.missing.seed if seed is None else seed
     y_true = split.targets.cpu().numpy()
@@ -85,25 +67,7 @@ def evaluate_conditions(
     for cond in conditions:
         preds = predict_fn(apply_condition(split, cond, seed))
         results[cond.name] = score(spec, y_true, preds)
+        if keep_predictions is not None:
+            keep_predictions[cond.name] = preds
     return results
 
-
-def robustness_summary(per_condition: dict[str, dict[str, float]], metric: str, higher_is_better: bool) -> dict[str, Any]:
-    """Drop from clean per condition, and the normalised area under metric-vs-missing-rate
-    (trapezoid over the rates evaluated, with clean as rate 0, divided by the rate span)."""
-    out: dict[str, Any] = {"metric": metric}
-    clean = per_condition.get("clean", {}).get(metric)
-    if clean is not None:
-        sign = 1.0 if higher_is_better else -1.0
-        out["drop_from_clean"] = {c: sign * (clean - v[metric]) for c, v in per_condition.items() if c != "clean"}
-        worst = max(out["drop_from_clean"].values(), default=0.0)
-        out["worst_drop"] = worst
-    rates = sorted((float(c.split(":")[1]), v[metric]) for c, v in per_condition.items() if c.startswith("rate:"))
-    if clean is not None and not any(r == 0.0 for r, _ in rates):
-        rates = [(0.0, clean)] + rates
-    if len(rates) >= 2:
-        xs = np.array([r for r, _ in rates])
-        ys = np.array([v for _, v in rates])
-        out["auc_rate"] = float(np.trapezoid(ys, xs) / (xs[-1] - xs[0]))
-        out["rates"] = {f"{r:g}": v for r, v in rates}
-    return out
