@@ -404,9 +404,10 @@ def _register_extensions() -> None:
 _register_extensions()
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as one plain line on stderr (Python's default adds the source file and line)."""
-    typer.echo("warning: " + " ".join(str(message).split()), err=True)
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as one plain line (Python's default adds the source file and line). Replacing
+    the format, not `warnings.showwarning`, leaves `warnings.catch_warnings(record=True)` working."""
+    return "warning: " + " ".join(str(message).split()) + "\n"
 
 
 def main() -> None:
@@ -416,7 +417,7 @@ def main() -> None:
 
     debug = "--debug" in sys.argv[1:]
     if not debug:
-        warnings.showwarning = _show_warning
+        warnings.formatwarning = _format_warning
     try:
         app(standalone_mode=False)
     except MMBenchError as exc:

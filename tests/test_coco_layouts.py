@@ -141,7 +141,7 @@ def test_cli_data_info_set(tmp_path, monkeypatch, capsys):
     assert rc == 0, err
     info = json.loads(out)
     assert info["files"]["layout"] == "train2017+val2017"
-    assert set(info["splits"]) == {"train", "val", "test"} and info["splits"]["val"]["gallery_items"] == 4
+    assert set(info["splits"]) == {"train", "val", "test"} and info["splits"]["val"]["images"] == 4
     rc, out, err = run_main(["data", "info", "coco-retrieval", "--data-dir", root, "--set", "no_such_option=1"],
                             monkeypatch, capsys)
     assert rc == 1 and "no_such_option" in err and len(err.strip().splitlines()) == 1

@@ -4,12 +4,14 @@ takes `--set key=value` dataset options; warnings reach the user as one plain li
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests._cli import run_main
-from tests._datapaths import real_data_root
+from tests._datapaths import REPO, real_data_root
 
 
 def _no_encoding(monkeypatch):
@@ -28,12 +30,20 @@ def test_coco_retrieval_counts_without_encoding(monkeypatch, capsys):
     root = real_data_root()
     _no_encoding(monkeypatch)
     on_disk = len(list((root / "coco" / "val2017").glob("*.jpg")))
-    rc, out, err = run_main(["data", "info", "coco-retrieval", "--data-dir", root, "--json"], monkeypatch, capsys)
+    # The dataset itself: the whole val2017 caption file is its test split.
+    rc, out, err = run_main(["data", "info", "coco-captions", "--data-dir", root, "--set", "mode=retrieval", "--json"], monkeypatch, capsys)
     assert rc == 0, err
     test = json.loads(out)["splits"]["test"]
     assert test == {"images": 5000, "images_on_disk": on_disk, "captions": 25014}
-    rc, out, err = run_main(["data", "info", "coco-retrieval", "--data-dir", root], monkeypatch, capsys)
+    rc, out, err = run_main(["data", "info", "coco-captions", "--data-dir", root, "--set", "mode=retrieval"], monkeypatch, capsys)
     assert f"images 5,000 in the annotations, {on_disk:,} on disk; captions 25,014" in out
+    # The task carves val2017 into train / val / test (no train2017 here): the splits add up to the file.
+    rc, out, err = run_main(["data", "info", "coco-retrieval", "--data-dir", root, "--json"], monkeypatch, capsys)
+    assert rc == 0, err
+    splits = json.loads(out)["splits"]
+    assert set(splits) == {"train", "val", "test"} and splits["test"]["images"] == 1000
+    totals = {k: sum(s[k] for s in splits.values()) for k in ("images", "images_on_disk", "captions")}
+    assert totals == {"images": 5000, "images_on_disk": on_disk, "captions": 25014}
 
 
 def test_mosi_counts_equal_the_loaded_split(monkeypatch, capsys):
@@ -68,7 +78,10 @@ def test_a_warning_is_one_plain_line(tmp_path: Path, monkeypatch, capsys):
     (tmp_path / "coco" / "val2017").mkdir()
     (tmp_path / "coco" / "annotations" / "captions_val2017.json").write_text(json.dumps(doc))
     (tmp_path / "coco" / "val2017" / "000000000001.jpg").write_bytes(b"\xff\xd8\xff")
-    rc, out, err = run_main(["data", "info", "coco-retrieval", "--data-dir", tmp_path], monkeypatch, capsys)
+    # A separate process, as a user runs it: in-process, pytest records the warning itself.
+    proc = subprocess.run([sys.executable, "-m", "mmbench.cli", "data", "info", "coco-captions", "--data-dir", str(tmp_path),
+                           "--set", "mode=retrieval"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    rc, out, err = proc.returncode, proc.stdout, proc.stderr
     assert rc == 0, err
     assert "images 1 in the annotations, 1 on disk; captions 2" in out
     lines = err.strip().splitlines()

@@ -1010,7 +1010,10 @@ class CocoCaptionsDataset(MultimodalDataset):
         images in the annotations, images on disk, captions. In retrieval mode, of `split`'s
         gallery; in match mode, of the whole caption file (pairs are mined from encoded features)."""
         self.check_split(split)
-        src = _retrieval_subset(self.source(), split) if self.mode == "retrieval" else self.source()
+        if self.mode == "retrieval":
+            src = _split_source(self.retrieval_layout(), split, _under(self.root, self.captions_file))
+        else:
+            src = self.source()
         on_disk = sum(f is not None for f in resolve_image_files(src.images, src.coco_root, src.image_dir))
         out: dict[str, Any] = {"images": len(src.images), "images_on_disk": on_disk, "captions": len(src.captions)}
         if self.mode == "match":
