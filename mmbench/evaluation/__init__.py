@@ -1,3 +1,7 @@
-from mmbench.evaluation.evaluator import evaluate_conditions, predict, robustness_summary
+"""Evaluation: scoring a model or a submission under the task's missing-modality conditions.
 
-__all__ = ["evaluate_conditions", "predict", "robustness_summary"]
+Metrics (`metrics`), the result record (`results`), labels-only scoring of a predictions file
+(`scoring`, imports no torch), scoring a model under conditions (`evaluate`), paired
+significance (`significance`), submissions by kind (`submissions/`) and the sandbox that runs
+submitted models (`sandbox/`). May import `core`, `data`, `models` and `training`.
+"""

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mmbench.data import Split
-from mmbench.masks import Condition, condition_masks
-from mmbench.scoring import predicted_labels, robustness_summary, score, uses_scores  # noqa: F401 - re-exported
-from mmbench.tasks import TaskSpec
+from mmbench.data.samples import Split
+from mmbench.data.masks import Condition, condition_masks
+from mmbench.evaluation.scoring import predicted_labels, robustness_summary, score, uses_scores  # noqa: F401 - re-exported
+from mmbench.data.tasks import TaskSpec
 
 
 @torch.no_grad()
