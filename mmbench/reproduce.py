@@ -206,7 +206,7 @@ def _failed(spec: Any, task: str, fusion: str, exc: Exception, log: Callable[[st
 def _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_dir, device, data_dir, overrides, progress,
               log, vectorize, resume) -> list[Any]:
     """Train (or keep) and evaluate every seed of one (task, fusion); its results, in seed order."""
-    from mmbench.evaluation.evaluate import evaluate_trained
+    from mmbench.evaluation.evaluator import evaluate_trained
     from mmbench.core.io import atomic_write_json
     from mmbench.board.publish import attach_run_predictions, publish_run
     from mmbench.training.multiseed import train_seeds

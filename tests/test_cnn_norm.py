@@ -131,7 +131,7 @@ def test_batch_norm_cnn_trains_and_vmapped_seeds_match():
 
 
 def test_weights_hash_covers_batch_norm_buffers():
-    from mmbench.evaluation.evaluate import state_hash
+    from mmbench.evaluation.evaluator import state_hash
 
     model = _model()
     before = state_hash(model)  # num_batches_tracked is a 0-dim int64 buffer

@@ -123,7 +123,7 @@ def test_retrieval_split_masks_absent_images(data, cache_dir, match):
     assert ds.available_splits() == ["test"]
     with pytest.raises(DataError, match="needs captions_train2017.json"):
         ds.load_split("val")
-    from mmbench.evaluation.evaluate import retrieval_gallery
+    from mmbench.evaluation.evaluator import retrieval_gallery
     from mmbench.data.tasks import load_task_spec
 
     spec = load_task_spec(Path(__file__).resolve().parent.parent / "tasks" / "coco-retrieval.yaml")

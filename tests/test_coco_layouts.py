@@ -239,7 +239,7 @@ def test_training_is_seeded_and_selects_on_validation(trained):
 
 
 def test_checkpoint_scores_like_the_trained_model(trained, tmp_path, monkeypatch, capsys):
-    from mmbench.evaluation.evaluate import evaluate_model, evaluate_trained
+    from mmbench.evaluation.evaluator import evaluate_model, evaluate_trained
     from mmbench.evaluation.metrics import retrieval_metrics
     from mmbench.data.splits import load_task_split, task_dataset, with_dataset_options
     from mmbench.data.tasks import get_task

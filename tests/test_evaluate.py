@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from mmbench.core.errors import SubmissionError
-from mmbench.evaluation.evaluate import evaluate_model, evaluate_predictions
-from mmbench.evaluation.evaluator import robustness_summary, score
+from mmbench.evaluation.evaluator import evaluate_model
+from mmbench.evaluation.scoring import evaluate_predictions, robustness_summary, score
 from mmbench.data.masks import condition_masks
 from mmbench.evaluation.sandbox.runner import SandboxConfig
 from mmbench.data.tasks import get_task

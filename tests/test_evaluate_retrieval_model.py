@@ -22,10 +22,12 @@ import pytest
 import torch
 
 from mmbench.core.errors import MMBenchError, SubmissionError
-from mmbench.evaluation.evaluate import evaluate_model, evaluate_predictions, retrieval_gallery, retrieval_inputs
+from mmbench.evaluation.evaluator import evaluate_model, retrieval_gallery, retrieval_inputs
+from mmbench.evaluation.scoring import evaluate_predictions
 from mmbench.evaluation.metrics import retrieval_metrics
 from mmbench.evaluation.sandbox.runner import SandboxConfig
-from mmbench.evaluation.submissions.tables import Limits, save_retrieval_program
+from mmbench.evaluation.submissions.checks import Limits
+from mmbench.evaluation.submissions.models import save_retrieval_program
 from mmbench.data.tasks import get_task
 from _cli import run_main
 from _cocofiles import write_train2017_stub

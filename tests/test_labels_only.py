@@ -24,7 +24,7 @@ def test_mosi_labels_match_the_full_split_and_score_the_same(tmp_path, monkeypat
     """The labels-only path gives the ids and targets of `load_split`, so a predictions file
     scores exactly as it did when the split (with encoded text) was loaded."""
     from mmbench.data.datasets.sentiment import TextModalityDataset
-    from mmbench.evaluation.evaluate import evaluate_predictions
+    from mmbench.evaluation.scoring import evaluate_predictions
     from mmbench.data.tasks import get_task
 
     root = real_data_root()
@@ -85,7 +85,7 @@ def test_evaluate_predictions_without_pretrained_packages_or_models(tmp_path):
     assert result["kind"] == "predictions" and set(result["metrics"]) == {"clean"}
     assert not (tmp_path / "empty-cache").exists() or not any((tmp_path / "empty-cache").rglob("*.safetensors"))
     # the same numbers as scoring in this process
-    from mmbench.evaluation.evaluate import evaluate_predictions
+    from mmbench.evaluation.scoring import evaluate_predictions
 
     here = evaluate_predictions(get_task("mosi"), preds, "p", data_dir=root, n_resamples=0)
     assert result["metrics"] == here.metrics

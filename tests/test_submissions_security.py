@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from mmbench.core.errors import MMBenchError, SubmissionError
-from mmbench.evaluation.evaluate import evaluate_model, evaluate_predictions
+from mmbench.evaluation.evaluator import evaluate_model
+from mmbench.evaluation.scoring import evaluate_predictions
 from mmbench.evaluation.sandbox.runner import SandboxConfig
 from mmbench.data.tasks import get_task
 from _cli import run_main

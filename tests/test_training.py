@@ -83,7 +83,8 @@ def test_synergy_needs_both_modalities():
     cfg = {"epochs": 8, "batch_size": 64, "embed_dim": 32, "hidden_dim": 64, "lr": 3e-3, "device": "cpu", "patience": 8,
            "dataset_options": options}
     fused = train(TrainConfig(task="synthetic-synergy", fusion="concat", **cfg), progress=False)
-    from mmbench.evaluation.evaluator import apply_condition, outputs_to_predictions, predict
+    from mmbench.data.splits import apply_condition
+    from mmbench.evaluation.evaluator import outputs_to_predictions, predict
     from mmbench.data.masks import parse_condition
     from mmbench.data.splits import load_task_split
     from mmbench.data.tasks import get_task

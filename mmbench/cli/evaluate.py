@@ -45,7 +45,7 @@ def evaluate(
 ) -> None:
     """Score a predictions file or a model on a task under its missing-modality conditions."""
     from mmbench.core.errors import MMBenchError, SubmissionError
-    from mmbench.evaluation.submissions.tables import check_name
+    from mmbench.evaluation.submissions.checks import check_name
 
     if (predictions is None) == (model is None):
         raise MMBenchError("give exactly one of --predictions FILE or --model SPEC")
@@ -78,7 +78,7 @@ def evaluate(
         result = evaluate_predictions(spec, predictions, name, data_dir=data_dir, conditions=conditions or None,
                                       n_resamples=resamples)
     else:
-        from mmbench.evaluation.evaluate import evaluate_model
+        from mmbench.evaluation.evaluator import evaluate_model
         from mmbench.evaluation.sandbox.runner import SandboxConfig
 
         cfg = SandboxConfig(timeout_s=timeout, memory_mb=memory_mb, batch_size=batch_size)

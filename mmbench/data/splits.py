@@ -1,4 +1,5 @@
-"""Load the splits a task spec names, from its dataset loader."""
+"""Load the splits a task spec names, from its dataset loader, and apply a missing-modality
+condition to a split."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from mmbench.core.errors import SpecError
 from mmbench.data.tasks import TaskSpec
 
 if TYPE_CHECKING:
+    from mmbench.data.masks import Condition
     from mmbench.data.samples import Split
 
 
@@ -51,10 +53,19 @@ def load_training_splits(spec: TaskSpec, data_dir: str | Path | None = None,
     dataset = dataset or task_dataset(spec, data_dir)
     splits = {role: load_task_split(spec, role, data_dir, dataset) for role in ("train", "validation", "test")}
     if spec.missing.train:
-        from mmbench.evaluation.evaluator import apply_condition
         from mmbench.data.masks import parse_condition
 
         condition = parse_condition(spec.missing.train, spec.modalities)
         for role in ("train", "validation"):
             splits[role] = apply_condition(splits[role], condition, spec.missing.seed)
     return splits
+
+
+def apply_condition(split: Split, condition: Condition, seed: int) -> Split:
+    """`split` with the presence masks of `condition` (reproducible from `seed` and the ids)."""
+    import torch
+
+    from mmbench.data.masks import condition_masks
+
+    masks = condition_masks(condition, split.ids, split.modality_names, seed=seed, split=split.name)
+    return split.with_present({m: torch.from_numpy(v) for m, v in masks.items()})

@@ -3,7 +3,7 @@ robustness summary, and `evaluate_predictions` for a predictions file.
 
 This path imports neither torch nor any model code, so scoring a file needs only the task's
 ids and labels (a loader's `load_labels`, where it has one) and starts fast. Retrieval
-embeddings (.npz) are scored by mmbench.evaluation.evaluate, which needs torch.
+embeddings (.npz) are scored by mmbench.evaluation.evaluator, which needs torch.
 """
 
 from __future__ import annotations
@@ -132,13 +132,15 @@ def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = N
     SubmissionError (naming the file) for anything malformed; writes nothing."""
     from pathlib import Path
 
-    from mmbench.evaluation.submissions.tables import Limits, check_name, load_test_labels, parse_predictions, submission_hash
+    from mmbench.evaluation.submissions.checks import Limits, check_name, submission_hash
+
+    from mmbench.evaluation.submissions.tables import load_test_labels, parse_predictions
 
     check_name(name)
     limits = limits or Limits.from_env()
     path = Path(path)
     if spec.target.type == "retrieval":
-        from mmbench.evaluation.evaluate import _evaluate_retrieval
+        from mmbench.evaluation.evaluator import _evaluate_retrieval
 
         return _evaluate_retrieval(spec, path, name, data_dir, limits, n_resamples, seed)
     selected = [c.name for c in _select_conditions(spec, conditions)] if conditions else None

@@ -46,7 +46,8 @@ from torch import Tensor, nn
 
 from mmbench.data.samples import Batch, Split
 from mmbench.core.errors import MMBenchError
-from mmbench.evaluation.evaluator import evaluate_conditions, outputs_to_predictions, predict, score
+from mmbench.evaluation.evaluator import evaluate_conditions, outputs_to_predictions, predict
+from mmbench.evaluation.scoring import score
 from mmbench.data.masks import ModalityDropout
 from mmbench.models.model import MultimodalModel
 from mmbench.data.splits import load_training_splits, with_dataset_options

@@ -51,7 +51,7 @@ def embed_gallery(model: DualEncoder, split: Split, device: torch.device | str =
                   batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(image embeddings ``[n_images, D]``, caption embeddings ``[n_captions, D]``,
     caption -> image index, image absent bool) of a retrieval split, in gallery order."""
-    from mmbench.evaluation.evaluate import retrieval_inputs
+    from mmbench.evaluation.evaluator import retrieval_inputs
 
     index = split.targets.cpu().numpy().astype(np.int64)
     inputs = retrieval_inputs(split, index, int(index.max()) + 1 if len(index) else 0)

@@ -54,12 +54,8 @@ from torch import Tensor, nn
 
 from mmbench.data.samples import Batch, Split
 from mmbench.core.errors import DataError, MMBenchError, SpecError
-from mmbench.evaluation.evaluator import (
-    evaluate_conditions,
-    outputs_to_predictions,
-    predict,
-    score,
-)
+from mmbench.evaluation.evaluator import evaluate_conditions, outputs_to_predictions, predict
+from mmbench.evaluation.scoring import score
 from mmbench.core.io import (
     atomic_save_safetensors,
     atomic_write_json,

@@ -343,7 +343,7 @@ def _run(job: dict[str, Any]) -> None:
     extra = {}
     if job.get("efficiency"):
         try:
-            from mmbench.evaluation.evaluate import measure_efficiency
+            from mmbench.evaluation.evaluator import measure_efficiency
 
             extra["efficiency"] = json.dumps(measure_efficiency(model, split, device, batch_size=min(64, n)))
         except MemoryError:
