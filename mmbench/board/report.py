@@ -440,272 +440,28 @@ def _confusion_figure(task: str, name: str, matrix: list[list[float]], labels: l
 
 
 # --------------------------------------------------------------------------------------------
-# templates
+# templates (package data: templates/, static/)
 # --------------------------------------------------------------------------------------------
 
-_CSS = """
-:root{--fg:#1d2433;--muted:#5b6478;--line:#d9dee8;--head:#eef1f7;--accent:#2457c5;--zebra:#f8f9fc}
-*{box-sizing:border-box}
-body{margin:0;padding:24px 32px 48px;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:var(--fg);background:#fff}
-h1{font-size:24px;margin:0 0 4px}
-h2{font-size:19px;margin:32px 0 6px;padding-top:12px;border-top:2px solid var(--line)}
-h3{font-size:15px;margin:20px 0 6px}
-p.meta,.meta{color:var(--muted);margin:2px 0 10px}
-nav a{margin-right:14px;color:var(--accent);text-decoration:none}
-.table-wrap{overflow-x:auto;margin:8px 0 14px;border:1px solid var(--line);border-radius:6px}
-table{border-collapse:collapse;font-variant-numeric:tabular-nums;width:max-content;min-width:100%}
-th,td{padding:5px 10px;border-bottom:1px solid var(--line);white-space:nowrap;text-align:right}
-th.text,td.text{text-align:left}
-thead th{background:var(--head);position:sticky;top:0;cursor:pointer;user-select:none;font-weight:600}
-thead th:hover{background:#e2e7f2}
-thead th::after{content:" \\2195";color:#a3abbd;font-size:11px}
-thead th[aria-sort=ascending]::after{content:" \\25B2";color:var(--accent)}
-thead th[aria-sort=descending]::after{content:" \\25BC";color:var(--accent)}
-tbody tr:nth-child(even){background:var(--zebra)}
-tbody tr:hover{background:#eaf0ff}
-tbody tr.best td{font-weight:600}
-.figures{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
-figure{margin:6px 0;max-width:100%}
-figure img{max-width:100%;height:auto;border:1px solid var(--line);border-radius:4px}
-figcaption{color:var(--muted);font-size:12px;max-width:700px}
-.note{background:#fff8e5;border:1px solid #f0dca0;border-radius:4px;padding:6px 10px;display:inline-block}
-footer{margin-top:36px;color:var(--muted);font-size:12px}
-code{background:#f1f3f8;padding:1px 4px;border-radius:3px}
-"""
 
-_JS = r"""
-(function () {
-  "use strict";
-  function value(td) {
-    var s = td.getAttribute("data-sort");
-    if (s === null) { s = td.textContent.trim(); }
-    if (s === "" || s === "-") { return null; }
-    var n = Number(s);
-    return isNaN(n) ? s.toLowerCase() : n;
-  }
-  function compare(a, b) {
-    if (typeof a === typeof b) { return a < b ? -1 : (a > b ? 1 : 0); }
-    return typeof a === "number" ? -1 : 1;
-  }
-  function sortTable(table, col, desc) {
-    var head = table.tHead.rows[0].cells, idx = -1, i;
-    for (i = 0; i < head.length; i++) {
-      if (head[i].getAttribute("data-col") === col) { idx = i; }
-      head[i].removeAttribute("aria-sort");
-    }
-    if (idx < 0) { return false; }
-    var body = table.tBodies[0];
-    var rows = Array.prototype.slice.call(body.rows).map(function (r, k) {
-      return {row: r, key: value(r.cells[idx]), pos: k};
-    });
-    rows.sort(function (x, y) {
-      if (x.key === null || y.key === null) {  // missing values always last
-        return (x.key === null) - (y.key === null) || x.pos - y.pos;
-      }
-      var c = compare(x.key, y.key);
-      return (desc ? -c : c) || x.pos - y.pos;
-    });
-    rows.forEach(function (r) { body.appendChild(r.row); });
-    head[idx].setAttribute("aria-sort", desc ? "descending" : "ascending");
-    table.setAttribute("data-sorted-by", (desc ? "-" : "") + col);
-    return true;
-  }
-  function sortAll(spec) {
-    var desc = spec.charAt(0) === "-", col = desc ? spec.slice(1) : spec, n = 0;
-    document.querySelectorAll("table.sortable").forEach(function (t) { if (sortTable(t, col, desc)) { n++; } });
-    return n;
-  }
-  document.querySelectorAll("table.sortable").forEach(function (table) {
-    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {
-      th.tabIndex = 0;
-      function go() {
-        var col = th.getAttribute("data-col"), cur = th.getAttribute("aria-sort"), desc;
-        if (cur === "ascending") { desc = true; }
-        else if (cur === "descending") { desc = false; }
-        else { desc = th.getAttribute("data-dir") === "desc"; }
-        sortTable(table, col, desc);
-      }
-      th.addEventListener("click", go);
-      th.addEventListener("keydown", function (e) { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); go(); } });
-    });
-  });
-  function fromHash() {
-    var m = /^#sort=(.+)$/.exec(window.location.hash);
-    if (m) { document.body.setAttribute("data-hash-sorted", String(sortAll(decodeURIComponent(m[1])))); }
-  }
-  window.addEventListener("hashchange", fromHash);
-  fromHash();
-  window.mmbenchSort = sortAll;
-  document.body.setAttribute("data-js", "ready");
-})();
-"""
+def template_loader():
+    """The board's and the report's Jinja templates: package data under mmbench/board/templates/."""
+    import jinja2
 
-_BASE_HTML = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="mmbench {{ version }}">
-<title>{{ title }}</title>
-<style>{{ css }}</style>
-</head>
-<body>
-<header>
-<h1>{{ title }}</h1>
-{% block intro %}{% endblock %}
-{% if tasks|length > 1 %}<nav>{% for t in tasks %}<a href="#task-{{ t.slug }}">{{ t.name }}</a>{% endfor %}</nav>{% endif %}
-</header>
-<main>
-{% block content %}{% endblock %}
-</main>
-<footer>Generated by mmbench {{ version }}. Click a column header to sort; open with <code>#sort=COLUMN</code> (or <code>#sort=-COLUMN</code>) to sort on load.</footer>
-<script>{{ js }}</script>
-</body>
-</html>
-"""
+    return jinja2.PackageLoader("mmbench.board", "templates")
 
-_MACROS = """{% macro table(tab, id) -%}
-<div class="table-wrap"><table class="sortable {{ tab.css }}" id="{{ id }}">
-<thead><tr>{% for c in tab.columns %}<th scope="col" data-col="{{ c.key }}" data-dir="{{ c.dir }}"{% if c.title %} title="{{ c.title }}"{% endif %}{% if not c.numeric %} class="text"{% endif %}>{{ c.label }}</th>{% endfor %}</tr></thead>
-<tbody>
-{% for row in tab.rows %}<tr{% if loop.first and tab.first_is_best %} class="best"{% endif %}>{% for cell in row %}<td{% if cell.sort is not none %} data-sort="{{ cell.sort }}"{% endif %}{% if not tab.columns[loop.index0].numeric %} class="text"{% endif %}>{{ cell.text }}</td>{% endfor %}</tr>
-{% endfor %}</tbody>
-</table></div>
-{%- endmacro %}
-{% macro figures(figs) -%}
-{% if figs %}<div class="figures">{% for f in figs %}<figure id="fig-{{ f.name }}"><img src="{{ f.data_uri }}" alt="{{ f.alt }}" width="{{ f.width }}" height="{{ f.height }}"><figcaption>{{ f.caption }}</figcaption></figure>{% endfor %}</div>{% endif %}
-{%- endmacro %}
-"""
 
-_BOARD_HTML = """{% extends "base.html.j2" %}{% import "macros.j2" as m %}
-{% block intro %}<p class="meta">{{ n_entries }} entries over {{ tasks|length }} task{{ "s" if tasks|length != 1 }}; each task ranked by its primary metric (mean ± std over seeds).</p>{% endblock %}
-{% block content %}
-{% for t in tasks %}
-<section class="task" id="task-{{ t.slug }}" data-task="{{ t.name }}">
-<h2>{{ t.name }}</h2>
-<p class="meta">ranked by <b>{{ t.primary }}</b> ({{ "higher" if t.hib else "lower" }} is better) on the clean test set; robustness: <code>auc_rate</code> = normalised area under {{ t.primary }} vs missing rate, <code>worst_drop</code> = largest drop from clean; <code>{{ t.primary }}@COND</code> = {{ t.primary }} under each missing-modality condition.</p>
-{{ m.table(t.table, "board-" ~ t.slug) }}
-{{ m.figures(t.figures) }}
-{% for n in t.notes %}<p class="note">{{ n }}</p>{% endfor %}
-</section>
-{% endfor %}
-{% if not tasks %}<p class="note">No leaderboard entries.</p>{% endif %}
-{% endblock %}
-"""
+def static_text(name: str) -> str:
+    """A file of mmbench/board/static/ (the pages' CSS and sorting script, inlined into each page)."""
+    from importlib.resources import files
 
-_REPORT_HTML = """{% extends "base.html.j2" %}{% import "macros.j2" as m %}
-{% block intro %}<p class="meta">{{ n_results }} result{{ "s" if n_results != 1 }} ({{ n_entries }} entries after averaging over seeds) over {{ tasks|length }} task{{ "s" if tasks|length != 1 }}, read from {{ sources|length }} file{{ "s" if sources|length != 1 }}.{% if skipped %} {{ skipped }} duplicate result{{ "s" if skipped != 1 }} (same task, name and seed) skipped, keeping the newest.{% endif %}{% if failed %} Failed (task, fusion) rows, without results: {% for f in failed %}{{ f }}{% if not loop.last %}; {% endif %}{% endfor %}.{% endif %}</p>{% endblock %}
-{% block content %}
-{% for t in tasks %}
-<section class="task" id="task-{{ t.slug }}" data-task="{{ t.name }}">
-<h2>{{ t.name }}</h2>
-<p class="meta">primary metric <b>{{ t.primary }}</b> ({{ "higher" if t.hib else "lower" }} is better); best entry: <b>{{ t.best }}</b>.</p>
-<h3>Metrics</h3>
-<p class="meta">Clean test set, mean ± std over seeds. {{ ci_note }}</p>
-{{ m.table(t.metrics_table, "metrics-" ~ t.slug) }}
-{{ m.figures(t.bar_figures) }}
-{% if t.sig_table %}<h3>Significance</h3>
-<p class="meta">{{ t.sig_note }}</p>
-{{ m.table(t.sig_table, "significance-" ~ t.slug) }}
-{% endif %}{% if t.check_table %}<h3>Reference check</h3>
-<p class="meta">{{ check_note }}</p>
-{{ m.table(t.check_table, "reference-" ~ t.slug) }}
-{% endif %}<h3>Robustness to missing modalities</h3>
-{{ m.table(t.robust_table, "robustness-" ~ t.slug) }}
-{{ m.figures(t.robust_figures) }}
-{% for n in t.robust_notes %}<p class="note">{{ n }}</p>{% endfor %}
-<h3>Efficiency</h3>
-{{ m.table(t.eff_table, "efficiency-" ~ t.slug) }}
-{{ m.figures(t.eff_figures) }}
-{% for n in t.eff_notes %}<p class="note">{{ n }}</p>{% endfor %}
-<h3>Per-class confusion of the best model ({{ t.best }})</h3>
-{% if t.confusion_table %}{{ m.figures(t.confusion_figures) }}
-{{ m.table(t.confusion_table, "classes-" ~ t.slug) }}{% endif %}
-{% for n in t.confusion_notes %}<p class="note">{{ n }}</p>{% endfor %}
-</section>
-{% endfor %}
-<h2>Inputs</h2>
-<ul>{% for s in sources %}<li><code>{{ s }}</code></li>{% endfor %}</ul>
-{% endblock %}
-"""
-
-_REPORT_MD = """# {{ title }}
-
-{{ n_results }} result{{ "s" if n_results != 1 }} ({{ n_entries }} entries after averaging over seeds) over {{ tasks|length }} task{{ "s" if tasks|length != 1 }}, read from {{ sources|length }} file{{ "s" if sources|length != 1 }}.{% if skipped %} {{ skipped }} duplicate result{{ "s" if skipped != 1 }} (same task, name and seed) skipped, keeping the newest.{% endif %}{% if failed %} Failed (task, fusion) rows, without results: {% for f in failed %}{{ f }}{% if not loop.last %}; {% endif %}{% endfor %}.{% endif %}
-
-{% for t in tasks %}
-## {{ t.name }}
-
-Primary metric **{{ t.primary }}** ({{ "higher" if t.hib else "lower" }} is better); best entry: **{{ t.best }}**.
-
-### Metrics
-
-Clean test set, mean ± std over seeds. {{ ci_note }}
-
-{{ t.metrics_table.markdown() }}
-{% for f in t.bar_figures %}
-![{{ f.alt }}]({{ link(f) }})
-
-*{{ f.caption }}*
-{% endfor %}{% if t.sig_table %}
-### Significance
-
-{{ t.sig_note }}
-
-{{ t.sig_table.markdown() }}
-{% endif %}{% if t.check_table %}
-### Reference check
-
-{{ check_note }}
-
-{{ t.check_table.markdown() }}
-{% endif %}
-### Robustness to missing modalities
-
-{{ t.robust_table.markdown() }}
-{% for f in t.robust_figures %}
-![{{ f.alt }}]({{ link(f) }})
-
-*{{ f.caption }}*
-{% endfor %}{% for n in t.robust_notes %}
-> {{ n }}
-{% endfor %}
-### Efficiency
-
-{{ t.eff_table.markdown() }}
-{% for f in t.eff_figures %}
-![{{ f.alt }}]({{ link(f) }})
-
-*{{ f.caption }}*
-{% endfor %}{% for n in t.eff_notes %}
-> {{ n }}
-{% endfor %}
-### Per-class confusion of the best model ({{ t.best }})
-{% if t.confusion_table %}{% for f in t.confusion_figures %}
-![{{ f.alt }}]({{ link(f) }})
-
-*{{ f.caption }}*
-{% endfor %}
-{{ t.confusion_table.markdown() }}
-{% endif %}{% for n in t.confusion_notes %}
-> {{ n }}
-{% endfor %}
-{% endfor %}
-## Inputs
-
-{% for s in sources %}- `{{ s }}`
-{% endfor %}
-_Generated by mmbench {{ version }}._
-"""
-
-_TEMPLATES = {"base.html.j2": _BASE_HTML, "macros.j2": _MACROS, "board.html.j2": _BOARD_HTML,
-              "report.html.j2": _REPORT_HTML, "report.md.j2": _REPORT_MD}
+    return files("mmbench.board").joinpath("static", name).read_text(encoding="utf-8")
 
 
 def _env(html: bool):
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.DictLoader(_TEMPLATES), autoescape=html, undefined=jinja2.StrictUndefined,
+    env = jinja2.Environment(loader=template_loader(), autoescape=html, undefined=jinja2.StrictUndefined,
                              trim_blocks=False, lstrip_blocks=False, keep_trailing_newline=True)
     return env
 
@@ -715,7 +471,7 @@ def _common(title: str) -> dict[str, Any]:
 
     from mmbench import __version__
 
-    return {"title": title, "version": __version__, "css": Markup(_CSS), "js": Markup(_JS)}
+    return {"title": title, "version": __version__, "css": Markup(static_text("report.css")), "js": Markup(static_text("sort.js"))}
 
 
 # --------------------------------------------------------------------------------------------

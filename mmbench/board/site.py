@@ -22,43 +22,13 @@ INDEX = "index.html"
 _SHOWN = {"task", "name", "kind", "fusion", "seeds", "primary_metric", "higher_is_better", "rank", "conditions",
           "auc_rate", "worst_drop", "params", "flops_per_sample", "latency_ms_per_batch"}
 
-_NAV = """<nav class="site"><a href="index.html">all tasks</a>{% for t in nav %}<a href="{{ t.href }}"{% if t.current %} aria-current="page"{% endif %}>{{ t.name }}</a>{% endfor %}</nav>"""
-
-_INDEX_HTML = """{% extends "base.html.j2" %}{% import "macros.j2" as m %}
-{% block intro %}<p class="meta">mmbench's measured baselines and submissions, {{ n_entries }} result{{ "s" if n_entries != 1 }} over {{ nav|length }} task{{ "s" if nav|length != 1 }}; every entry with stored predictions is recomputed from the task's labels by <code>mmbench leaderboard verify</code>. Published figures from papers and other tools are listed on each task's page, marked as published and not re-run.</p>
-""" + _NAV + """{% endblock %}
-{% block content %}
-{{ m.table(table, "tasks") }}
-<ul class="task-links">{% for t in nav %}<li><a href="{{ t.href }}">{{ t.name }}</a>: {{ t.description }}</li>{% endfor %}</ul>
-{% endblock %}
-"""
-
-_TASK_HTML = """{% extends "base.html.j2" %}{% import "macros.j2" as m %}
-{% block intro %}<p class="meta">{{ description }}</p>
-""" + _NAV + """{% endblock %}
-{% block content %}
-<section class="task" id="task-{{ slug }}" data-task="{{ task }}">
-<h2>Ranked entries</h2>
-{% if board %}<p class="meta">ranked by <b>{{ primary }}</b> ({{ "higher" if hib else "lower" }} is better) on the clean test set, mean ± std over seeds; robustness: <code>auc_rate</code> = normalised area under {{ primary }} vs missing rate, <code>worst_drop</code> = largest drop from clean; efficiency: parameters, FLOPs per sample, latency per batch; <code>{{ primary }}@COND</code> = {{ primary }} under each missing-modality condition.</p>
-{{ m.table(board, "board-" ~ slug) }}{% else %}<p class="note">No measured entries yet.</p>{% endif %}
-{% if published %}<h2>Published figures (not re-run)</h2>
-<p class="meta">Figures as their sources publish them, not re-run by mmbench: not ranked with the entries above and not verified.</p>
-{{ m.table(published, "published-" ~ slug) }}
-<ul class="sources">{% for s in sources %}<li>{{ s.source }}{% if s.url %}: <a href="{{ s.url }}">{{ s.url }}</a>{% endif %}{% if s.note %}. {{ s.note }}{% endif %}</li>{% endfor %}</ul>{% endif %}
-</section>
-{% endblock %}
-"""
-
-
 def _env():
     import jinja2
 
-    from mmbench.board.report import _env as report_env
+    from mmbench.board.report import template_loader
 
-    return jinja2.Environment(loader=jinja2.ChoiceLoader([jinja2.DictLoader({"site_index.j2": _INDEX_HTML,
-                                                                             "site_task.j2": _TASK_HTML}),
-                                                          report_env(True).loader]),
-                              autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return jinja2.Environment(loader=template_loader(), autoescape=True, undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True)
 
 
 def _extra_keys(rows: list[dict[str, Any]]) -> list[str]:
