@@ -1,6 +1,6 @@
 """Case 3: classification metrics on 10,000,000 predictions with 10 classes.
 
-``mmbench.metrics.classification_metrics`` (accuracy, macro and weighted precision / recall /
+``mmbench.evaluation.metrics.classification_metrics`` (accuracy, macro and weighted precision / recall /
 F1 from one ``np.bincount`` confusion matrix) against scikit-learn computing the same dict the
 way a user would: ``accuracy_score`` and ``precision_recall_fscore_support`` with
 ``labels=range(10), zero_division=0`` for ``average="macro"`` and ``"weighted"``. Target: at
@@ -40,7 +40,7 @@ def sklearn_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 def run(st: Settings) -> list[Row]:
-    from mmbench.metrics import classification_metrics
+    from mmbench.evaluation.metrics import classification_metrics
 
     n = st.pick(10_000_000, 10_000_000, 100_000)
     y, p = make_labels(n)

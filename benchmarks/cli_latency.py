@@ -52,8 +52,8 @@ def _predictions_file(st: Settings, env: dict[str, str]) -> Path:
     """A predictions CSV (id, prediction) for the MOSI test split: truth + noise, seeded."""
     import numpy as np
 
-    from mmbench.submissions import load_test_labels
-    from mmbench.tasks import get_task
+    from mmbench.evaluation.submissions.tables import load_test_labels
+    from mmbench.data.tasks import get_task
 
     old = os.environ.get("MMBENCH_CACHE")
     os.environ["MMBENCH_CACHE"] = env["MMBENCH_CACHE"]

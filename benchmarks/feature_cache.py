@@ -1,4 +1,4 @@
-"""Case 4: the feature cache, cold vs warm (mmbench.cache.FeatureCache).
+"""Case 4: the feature cache, cold vs warm (mmbench.core.cache.FeatureCache).
 
 * AV-MNIST spectrograms: the loader's spectrogram build (read the FSDD wavs, noise, 112-bin
   log-mel) through its cache; cold = empty cache folder, warm = a new dataset object on the
@@ -27,7 +27,7 @@ def _time(fn):
 
 
 def _avmnist(st: Settings) -> Row:
-    from mmbench.datasets.avmnist import AVMNISTDataset
+    from mmbench.data.datasets.avmnist import AVMNISTDataset
 
     cache_dir = st.work_dir / "cache-avmnist"
     n = st.pick(None, None, 40)
@@ -49,7 +49,7 @@ def _avmnist(st: Settings) -> Row:
 
 
 def _mosi(st: Settings) -> Row:
-    from mmbench.datasets.sentiment import MOSIDataset
+    from mmbench.data.datasets.sentiment import MOSIDataset
 
     cache_dir = st.work_dir / "cache-mosi"
     n = st.pick(None, 256, 16)

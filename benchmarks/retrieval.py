@@ -1,4 +1,4 @@
-"""Case 2: image-text retrieval recall@k (mmbench.metrics.retrieval_metrics).
+"""Case 2: image-text retrieval recall@k (mmbench.evaluation.metrics.retrieval_metrics).
 
 COCO-sized: 25,014 captions x 5,000 images x 512-d (COCO val2017's caption counts: 4,987
 images with 5 captions, 12 with 6, 1 with 7), seeded random embeddings with each caption a
@@ -87,7 +87,7 @@ def naive_recalls(img: torch.Tensor, cap: torch.Tensor, index: torch.Tensor, ks=
 
 
 def _coco_case(st: Settings) -> list[Row]:
-    from mmbench.metrics import retrieval_metrics
+    from mmbench.evaluation.metrics import retrieval_metrics
 
     device = st.device
     n_img, dim = st.pick((5000, 512), (5000, 512), (400, 64))
@@ -129,7 +129,7 @@ def _coco_case(st: Settings) -> list[Row]:
 
 def _scale_case(st: Settings) -> list[Row]:
     """1M x 1M x 256 on a GPU: throughput vs the chunked matmul alone, memory vs the chunk."""
-    from mmbench.metrics import retrieval_metrics
+    from mmbench.evaluation.metrics import retrieval_metrics
 
     device = st.device
     n, dim, chunk = st.pick(1_000_000, 1_000_000, 3_000), 256, st.pick(4096, 4096, 512)  # tiny: a CPU test of this code

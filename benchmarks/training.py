@@ -78,7 +78,7 @@ def _gratings(n: int, size: int, labels: torch.Tensor, amplitude: float, gen: to
 
 
 def make_splits(n_train: int, n_val: int, n_test: int, seed: int = 0) -> dict[str, Any]:
-    from mmbench.data import Split
+    from mmbench.data.samples import Split
 
     gen = torch.Generator().manual_seed(seed)
     out = {}
@@ -128,7 +128,7 @@ def _default_step(fusion: str, device: str, splits, epochs: int = 10):
     import torch
 
     from mmbench.models.model import MultimodalModel
-    from mmbench.tasks import get_task
+    from mmbench.data.tasks import get_task
     from mmbench.training.trainer import choose_step_mode, model_config_for
 
     cfg = train_config(fusion, epochs, device)
@@ -190,7 +190,7 @@ def _reference_loop(cfg, splits) -> dict[str, Any]:
     from torch.utils.data import DataLoader
 
     from mmbench.models.model import MultimodalModel
-    from mmbench.tasks import get_task
+    from mmbench.data.tasks import get_task
     from mmbench.training.trainer import model_config_for
 
     device = torch.device(cfg.device)

@@ -17,23 +17,23 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "DATASETS": "mmbench.registry",
-    "ENCODERS": "mmbench.registry",
-    "FUSIONS": "mmbench.registry",
-    "METRICS": "mmbench.metrics",
-    "get_task": "mmbench.tasks",
-    "task_names": "mmbench.tasks",
-    "load_task_spec": "mmbench.tasks",
-    "TaskSpec": "mmbench.tasks",
-    "load_dataset": "mmbench.datasets.base",
-    "Split": "mmbench.data",
-    "Batch": "mmbench.data",
-    "collate": "mmbench.data",
+    "DATASETS": "mmbench.core.registry",
+    "ENCODERS": "mmbench.core.registry",
+    "FUSIONS": "mmbench.core.registry",
+    "METRICS": "mmbench.evaluation.metrics",
+    "get_task": "mmbench.data.tasks",
+    "task_names": "mmbench.data.tasks",
+    "load_task_spec": "mmbench.data.tasks",
+    "TaskSpec": "mmbench.data.tasks",
+    "load_dataset": "mmbench.data.datasets.base",
+    "Split": "mmbench.data.samples",
+    "Batch": "mmbench.data.samples",
+    "collate": "mmbench.data.samples",
     "TrainConfig": "mmbench.training.trainer",
     "train": "mmbench.training.trainer",
     "load_model": "mmbench.training.trainer",
     "MultimodalModel": "mmbench.models.model",
-    "MMBenchError": "mmbench.errors",
+    "MMBenchError": "mmbench.core.errors",
 }
 
 

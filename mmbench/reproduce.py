@@ -18,8 +18,8 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from mmbench.errors import MMBenchError, SpecError
-from mmbench.tasks import builtin_dir, get_task
+from mmbench.core.errors import MMBenchError, SpecError
+from mmbench.data.tasks import builtin_dir, get_task
 
 
 def _read_yaml(path: Path) -> Any:
@@ -161,7 +161,7 @@ def run_grid(
     A (task, fusion) that raises (bad config, a kernel error, out of memory) does not stop the
     grid: it is logged and returned as a check per metric with ``error`` set (its one-line
     error), and the other rows still run; :func:`failed_checks` lists them."""
-    from mmbench.taskdata import load_training_splits, task_dataset, with_dataset_options
+    from mmbench.data.splits import load_training_splits, task_dataset, with_dataset_options
 
     if not seeds:
         raise MMBenchError("reproduce needs at least one seed")
@@ -206,9 +206,9 @@ def _failed(spec: Any, task: str, fusion: str, exc: Exception, log: Callable[[st
 def _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_dir, device, data_dir, overrides, progress,
               log, vectorize, resume) -> list[Any]:
     """Train (or keep) and evaluate every seed of one (task, fusion); its results, in seed order."""
-    from mmbench.evaluate import evaluate_trained
-    from mmbench.io import atomic_write_json
-    from mmbench.publish import attach_run_predictions, publish_run
+    from mmbench.evaluation.evaluator import evaluate_trained
+    from mmbench.core.io import atomic_write_json
+    from mmbench.board.publish import attach_run_predictions, publish_run
     from mmbench.training.multiseed import train_seeds
     from mmbench.training.trainer import TrainConfig
 
@@ -257,7 +257,7 @@ def finished_run(run_dir: Path, cfg: Any, name: str, dataset_fingerprint: str) -
     result is then stale."""
     from pydantic import ValidationError
 
-    from mmbench.results import Result
+    from mmbench.evaluation.results import Result
 
     try:  # fields added to the config since the run was written take their defaults
         trained_with = type(cfg).from_dict(json.loads((run_dir / "config.json").read_text())["train"]).to_dict()

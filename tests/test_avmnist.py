@@ -15,7 +15,7 @@ sf = pytest.importorskip("soundfile")
 
 from _datapaths import real_data_root
 
-from mmbench.datasets.avmnist import (
+from mmbench.data.datasets.avmnist import (
     DEFAULT_AUDIO_SNR_DB,
     AVMNISTDataset,
     DataWarning,
@@ -25,7 +25,7 @@ from mmbench.datasets.avmnist import (
     pair_noise_window,
     read_idx,
 )
-from mmbench.errors import DataError
+from mmbench.core.errors import DataError
 
 # ------------------------------------------------------------------------------------------
 # generated inputs
@@ -184,24 +184,24 @@ def test_cache_hit_on_second_build(fake_root, tmp_path, pairing):
 def test_cache_key_memo_and_invalidation(fake_root, tmp_path, monkeypatch):
     """The key is the recordings' content fingerprint, memoised by their stat: a warm build
     reads no recording to make it, and a changed recording (same size too) changes the key."""
-    import mmbench.io
-    from mmbench import cache as cache_mod
+    import mmbench.core.io
+    from mmbench.core import cache as cache_mod
 
     monkeypatch.setattr(cache_mod, "_RACY_NS", 0)  # the fake recordings were just written
     cache_dir = str(tmp_path / "cache")
     _build = lambda root, **kw: globals()["_build"](root, pairing="recording", **kw)  # noqa: E731 - ids are recordings
     ds1, s1 = _build(fake_root, cache_dir=cache_dir)
     assert ds1.cache.last_hit is False
-    real_fingerprint = mmbench.io.fingerprint_files
+    real_fingerprint = mmbench.core.io.fingerprint_files
 
     def no_reads(*a, **k):
         raise AssertionError("recordings were hashed again")
 
-    monkeypatch.setattr(mmbench.io, "fingerprint_files", no_reads)
+    monkeypatch.setattr(mmbench.core.io, "fingerprint_files", no_reads)
     ds2, s2 = _build(fake_root, cache_dir=cache_dir)
     assert ds2.cache.last_hit is True
     assert torch.equal(s1["test"].modalities["audio"], s2["test"].modalities["audio"])
-    monkeypatch.setattr(mmbench.io, "fingerprint_files", real_fingerprint)
+    monkeypatch.setattr(mmbench.core.io, "fingerprint_files", real_fingerprint)
     rec = fake_root / "fsdd" / "recordings" / "3_bob_2.wav"
     size = rec.stat().st_size
     wave = 0.3 * np.sin(2 * np.pi * 1234 * np.arange(2000) / 8000)  # another tone, same length
@@ -285,7 +285,7 @@ def test_mnist_scale_deterministic_and_noise_per_reuse(scale_root):
     noises = [pair_noise_window(clean, power, -6.0, 5, test.ids[r]) - clean for r in rows]
     assert np.array_equal(pair_noise_window(clean, power, -6.0, 5, test.ids[rows[0]]) - clean, noises[0])
     # ... and they are what the split holds: the pair's own draw at the default SNR, then the spectrogram
-    from mmbench.datasets.avmnist import fsdd_spectrogram
+    from mmbench.data.datasets.avmnist import fsdd_spectrogram
 
     for r in rows:
         noisy = pair_noise_window(clean, power, DEFAULT_AUDIO_SNR_DB, 5, test.ids[r])
@@ -453,8 +453,8 @@ def test_real_audio_snr_and_cache_hit(real):
 
 
 def test_task_specs_parse():
-    pytest.importorskip("mmbench.metrics")
-    from mmbench.tasks import load_task_spec
+    pytest.importorskip("mmbench.evaluation.metrics")
+    from mmbench.data.tasks import load_task_spec
 
     repo = Path(__file__).resolve().parent.parent
     spec = load_task_spec(repo / "tasks" / "avmnist.yaml")

@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmbench.datasets.synthetic import SyntheticDataset
-from mmbench.tasks import get_task
+from mmbench.data.datasets.synthetic import SyntheticDataset
+from mmbench.data.tasks import get_task
 from _cli import run_main
 from _cocofiles import write_train2017_stub
 
@@ -510,7 +510,7 @@ def test_debug_flag_shows_traceback(tmp_path, test_split, monkeypatch, capsys):
     """--debug is the one way to get a traceback (the error still propagates)."""
     p = tmp_path / "preds.csv"
     p.write_text("id,prediction\n")
-    from mmbench.errors import SubmissionError
+    from mmbench.core.errors import SubmissionError
 
     with pytest.raises(SubmissionError, match="no data rows"):
         run_main(["--debug", "evaluate", TASK, "--predictions", str(p)], monkeypatch, capsys)

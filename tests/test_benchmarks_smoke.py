@@ -140,7 +140,7 @@ def test_retrieval_at_scale_branch_runs_on_the_cpu(monkeypatch):
     # case 2's GPU-only "at scale" code at a small size, the CPU standing in for the GPU
     import benchmarks.retrieval as retrieval
     from benchmarks import Settings
-    from mmbench.metrics import retrieval_metrics
+    from mmbench.evaluation.metrics import retrieval_metrics
 
     monkeypatch.setattr(Settings, "cuda", property(lambda self: True))
     st = Settings(tiny=True, device="cpu", log=lambda m: None)

@@ -1,4 +1,4 @@
-"""Tests for mmbench.cache.FeatureCache."""
+"""Tests for mmbench.core.cache.FeatureCache."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 pytest.importorskip("filelock")
 
-from mmbench import cache as cache_mod  # noqa: E402
-from mmbench.cache import CACHE_FORMAT_VERSION, CacheWarning, FeatureCache, default_cache_root  # noqa: E402
+from mmbench.core import cache as cache_mod  # noqa: E402
+from mmbench.core.cache import CACHE_FORMAT_VERSION, CacheWarning, FeatureCache, default_cache_root  # noqa: E402
 
 
 class _Builder:
@@ -200,16 +200,16 @@ def _memos(c: FeatureCache) -> list[Path]:
 
 
 def _no_content_reads(monkeypatch):
-    import mmbench.io
+    import mmbench.core.io
 
     def boom(*a, **k):
         raise AssertionError("contents were read")
 
-    monkeypatch.setattr(mmbench.io, "fingerprint_files", boom)
+    monkeypatch.setattr(mmbench.core.io, "fingerprint_files", boom)
 
 
 def test_files_fingerprint_is_the_content_digest_and_memoised(tmp_path, monkeypatch, no_racy_window):
-    from mmbench.io import fingerprint_files
+    from mmbench.core.io import fingerprint_files
 
     files = _files(tmp_path / "data")
     c = FeatureCache(tmp_path / "cache")
@@ -228,7 +228,7 @@ def test_files_fingerprint_is_the_content_digest_and_memoised(tmp_path, monkeypa
 
 @pytest.mark.parametrize("change", ["same_size_content", "size", "mtime_restored", "touch"])
 def test_files_fingerprint_follows_file_changes(tmp_path, no_racy_window, change):
-    from mmbench.io import fingerprint_files
+    from mmbench.core.io import fingerprint_files
 
     files = _files(tmp_path / "data")
     c = FeatureCache(tmp_path / "cache")
@@ -253,7 +253,7 @@ def test_files_fingerprint_follows_file_changes(tmp_path, no_racy_window, change
 
 
 def test_files_fingerprint_racy_files_are_not_memoised(tmp_path):
-    from mmbench.io import fingerprint_files
+    from mmbench.core.io import fingerprint_files
 
     files = _files(tmp_path / "data")  # written just now: a second write could keep their stat
     c = FeatureCache(tmp_path / "cache")
@@ -267,8 +267,8 @@ def test_files_fingerprint_racy_files_are_not_memoised(tmp_path):
 
 
 def test_files_fingerprint_fallbacks(tmp_path, no_racy_window):
-    from mmbench.errors import DataError
-    from mmbench.io import fingerprint_files
+    from mmbench.core.errors import DataError
+    from mmbench.core.io import fingerprint_files
 
     files = _files(tmp_path / "data")
     c = FeatureCache(tmp_path / "cache")

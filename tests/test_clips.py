@@ -16,8 +16,8 @@ av = pytest.importorskip("av")
 
 from _datapaths import real_data_root
 
-from mmbench.datasets.clips import ClipsDataset, DataWarning, decode_audio, decode_video
-from mmbench.errors import DataError, SpecError
+from mmbench.data.datasets.clips import ClipsDataset, DataWarning, decode_audio, decode_video
+from mmbench.core.errors import DataError, SpecError
 
 # container -> (video codec, audio codec, audio rate); every one ships with PyAV's FFmpeg
 CONTAINERS = {

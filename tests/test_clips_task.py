@@ -21,8 +21,8 @@ av = pytest.importorskip("av")
 from _cli import run_main
 from test_clips import write_clip
 
-from mmbench.datasets.clips import DataWarning
-from mmbench.errors import SpecError
+from mmbench.data.datasets.clips import DataWarning
+from mmbench.core.errors import SpecError
 from mmbench.models.encoders import default_encoder_for
 from mmbench.models.encoders.cnn import CNNEncoder
 from mmbench.models.encoders.video import VideoEncoder
@@ -105,7 +105,7 @@ def test_data_info_counts_clips_and_masks_the_silent_one(data_root, env, monkeyp
 
 # the attention run trains with modality dropout, so it must also work with either modality dropped
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::mmbench.datasets.clips.DataWarning")  # the silent clip, checked above
+@pytest.mark.filterwarnings("ignore::mmbench.data.datasets.clips.DataWarning")  # the silent clip, checked above
 @pytest.mark.parametrize("fusion, modality_dropout", [("concat", 0.0), ("attention", 0.3)])
 def test_train_and_evaluate_learn_the_video_pattern(fusion, modality_dropout, data_root, env, tmp_path, monkeypatch, capsys):
     from mmbench.training.trainer import load_model
@@ -160,7 +160,7 @@ def test_own_spec_with_other_labels_through_the_tasks_path(data_root, env, tmp_p
     """The route docs/datasets.md gives for other labels: a copy of tasks/clips.yaml in MMBENCH_TASKS_PATH."""
     import yaml
 
-    from mmbench import tasks
+    from mmbench.data import tasks
 
     names = ["cat", "dog", "owl"]
     root = tmp_path / "data"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmbench.errors import SpecError
+from mmbench.core.errors import SpecError
 from mmbench.models.encoders.cnn import CNNEncoder, MaskedBatchNorm2d
 from mmbench.training.trainer import TrainConfig, set_memory_format, train
 

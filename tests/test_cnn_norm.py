@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmbench.data import Split
+from mmbench.data.samples import Split
 from mmbench.models.encoders.cnn import CNNEncoder, MaskedBatchNorm2d
 from mmbench.models.model import build_model
 from mmbench.training.trainer import TrainConfig, train
@@ -65,7 +65,7 @@ def test_eval_mode_is_per_sample():
 
 
 def test_bad_norm_is_refused():
-    from mmbench.errors import SpecError
+    from mmbench.core.errors import SpecError
 
     with pytest.raises(SpecError, match="norm must be"):
         CNNEncoder((1, 12, 12), norm="layer")
@@ -131,7 +131,7 @@ def test_batch_norm_cnn_trains_and_vmapped_seeds_match():
 
 
 def test_weights_hash_covers_batch_norm_buffers():
-    from mmbench.evaluate import state_hash
+    from mmbench.evaluation.evaluator import state_hash
 
     model = _model()
     before = state_hash(model)  # num_batches_tracked is a 0-dim int64 buffer

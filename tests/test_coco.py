@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmbench.datasets import coco
-from mmbench.errors import DataError
+from mmbench.data.datasets import coco
+from mmbench.core.errors import DataError
 from _datapaths import real_data_root
 
 VAL = "coco/annotations/captions_val2017.json"
@@ -123,8 +123,8 @@ def test_retrieval_split_masks_absent_images(data, cache_dir, match):
     assert ds.available_splits() == ["test"]
     with pytest.raises(DataError, match="needs captions_train2017.json"):
         ds.load_split("val")
-    from mmbench.evaluate import retrieval_gallery
-    from mmbench.tasks import load_task_spec
+    from mmbench.evaluation.evaluator import retrieval_gallery
+    from mmbench.data.tasks import load_task_spec
 
     spec = load_task_spec(Path(__file__).resolve().parent.parent / "tasks" / "coco-retrieval.yaml")
     image_ids, caption_ids2, index2, _ = retrieval_gallery(spec, data)  # what `mmbench evaluate` scores against
@@ -318,8 +318,8 @@ def test_coco_match_deterministic_by_seed(data, cache_dir, match, monkeypatch):
 
 
 def test_task_specs(data, cache_dir, match):
-    from mmbench.datasets.base import load_dataset
-    from mmbench.tasks import load_task_spec
+    from mmbench.data.datasets.base import load_dataset
+    from mmbench.data.tasks import load_task_spec
 
     repo = Path(__file__).resolve().parent.parent
     spec = load_task_spec(repo / "tasks" / "coco-match.yaml")
@@ -337,7 +337,7 @@ def test_task_specs(data, cache_dir, match):
 
 
 def test_registered_pretrained_encoders(match):
-    from mmbench.registry import ENCODERS
+    from mmbench.core.registry import ENCODERS
 
     img = ENCODERS.get("efficientnet-lite0")((3, 64, 64), out_dim=8)
     img.train()
@@ -362,7 +362,7 @@ def test_registered_pretrained_encoders(match):
 
 
 def test_zero_shot_baseline_beats_chance(data, cache_dir, match):
-    from mmbench.metrics import retrieval_metrics
+    from mmbench.evaluation.metrics import retrieval_metrics
 
     image, present = coco.load_image_embeddings(data, "test", cache_dir=str(cache_dir))
     assert image.shape == (5000, 384) and int(present.sum()) == 159

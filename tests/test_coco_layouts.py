@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmbench.datasets import coco
-from mmbench.errors import DataError, SpecError
+from mmbench.data.datasets import coco
+from mmbench.core.errors import DataError, SpecError
 from _cli import run_main
 from _datapaths import real_data_root
 
@@ -239,10 +239,10 @@ def test_training_is_seeded_and_selects_on_validation(trained):
 
 
 def test_checkpoint_scores_like_the_trained_model(trained, tmp_path, monkeypatch, capsys):
-    from mmbench.evaluate import evaluate_model, evaluate_trained
-    from mmbench.metrics import retrieval_metrics
-    from mmbench.taskdata import load_task_split, task_dataset, with_dataset_options
-    from mmbench.tasks import get_task
+    from mmbench.evaluation.evaluator import evaluate_model, evaluate_trained
+    from mmbench.evaluation.metrics import retrieval_metrics
+    from mmbench.data.splits import load_task_split, task_dataset, with_dataset_options
+    from mmbench.data.tasks import get_task
     from mmbench.training.retrieval import embed_gallery
 
     root, options, (run, _, _) = trained
@@ -260,7 +260,7 @@ def test_checkpoint_scores_like_the_trained_model(trained, tmp_path, monkeypatch
         loaded = evaluate_model(spec, "baseline", run.run_dir / "best.safetensors", "dual", data_dir=root)
     assert loaded.metrics == direct.metrics and loaded.extra["missing_images"] == 1
     # a checkpoint of another task is refused, naming the file
-    from mmbench.errors import SubmissionError
+    from mmbench.core.errors import SubmissionError
 
     other = spec.model_copy(update={"name": "coco-retrieval-other"})
     with pytest.raises(SubmissionError, match=r"best\.safetensors: checkpoint was trained for task 'coco-retrieval'"):
@@ -281,8 +281,8 @@ def test_missing_image_is_placed_opposite_the_captions():
 def test_real_val2017_carve():
     """The coco-retrieval task on the real val2017 file alone: 3,000 / 1,000 / 1,000 images,
     disjoint, every caption in exactly one split (labels only; no image is read)."""
-    from mmbench.taskdata import task_dataset
-    from mmbench.tasks import get_task
+    from mmbench.data.splits import task_dataset
+    from mmbench.data.tasks import get_task
 
     data = real_data_root()
     ds = task_dataset(get_task("coco-retrieval"), data)

@@ -12,8 +12,8 @@ import time
 import pytest
 import torch
 
-from mmbench.errors import MMBenchError
-from mmbench.io import atomic_save_safetensors, load_safetensors
+from mmbench.core.errors import MMBenchError
+from mmbench.core.io import atomic_save_safetensors, load_safetensors
 from mmbench.training.trainer import TrainConfig, load_checked, load_model, train
 
 EPOCHS = 8

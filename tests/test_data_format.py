@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mmbench.data import Split, collate
+from mmbench.data.samples import Split, collate
 
 
 def _sample(i, audio_len=None, image=True):

@@ -15,7 +15,7 @@ from tests._datapaths import REPO, real_data_root
 
 
 def _no_encoding(monkeypatch):
-    from mmbench.datasets import coco, text
+    from mmbench.data.datasets import coco, text
 
     def refuse(*a, **k):
         raise AssertionError("data info encoded something")
@@ -48,7 +48,7 @@ def test_coco_retrieval_counts_without_encoding(monkeypatch, capsys):
 
 def test_mosi_counts_equal_the_loaded_split(monkeypatch, capsys):
     """The counts from the source files are `Split.summary()` of the loaded (encoded) split."""
-    from mmbench.datasets.base import load_dataset
+    from mmbench.data.datasets.base import load_dataset
 
     root = real_data_root()
     ds = load_dataset("mosi", root)

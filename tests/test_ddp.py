@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from mmbench.errors import MMBenchError
+from mmbench.core.errors import MMBenchError
 from mmbench.training.trainer import (
     TrainConfig,
     _read_resume_state,

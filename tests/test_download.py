@@ -1,4 +1,4 @@
-"""Tests for mmbench.download against a real local HTTP server (no internet needed)."""
+"""Tests for mmbench.core.download against a real local HTTP server (no internet needed)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from _httpserver import serve
 
-from mmbench.download import download, download_all
-from mmbench.errors import DataError, SpecError
+from mmbench.core.download import download, download_all
+from mmbench.core.errors import DataError, SpecError
 
 PAYLOAD = bytes((i * 7 + i // 251) % 256 for i in range(300_000))
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

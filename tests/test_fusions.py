@@ -16,10 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmbench.data import Split
-from mmbench.datasets.synthetic import SyntheticDataset
+from mmbench.data.samples import Split
+from mmbench.data.datasets.synthetic import SyntheticDataset
 from mmbench.models.model import MultimodalModel, describe_inputs
-from mmbench.registry import FUSIONS
+from mmbench.core.registry import FUSIONS
 
 NAMES = FUSIONS.names()
 SEQUENCE_AWARE = [n for n in NAMES if FUSIONS.get(n).uses_sequences]

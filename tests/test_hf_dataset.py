@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from _hfdata import image_text_columns, image_text_dict, png_bytes, write_image, write_jsonl
-from mmbench.datasets.hf import HFDataset, decode_image_bytes
-from mmbench.errors import DataError, SpecError
+from mmbench.data.datasets.hf import HFDataset, decode_image_bytes
+from mmbench.core.errors import DataError, SpecError
 from mmbench.models.encoders.pretrained import normalize_pixels
 
 SIZE = 16
@@ -160,8 +160,8 @@ def test_export_reads_back_identical_and_loads_through_hf(tmp_path, monkeypatch,
     import datasets
 
     from _cli import run_main
-    from mmbench.taskdata import load_training_splits
-    from mmbench.tasks import get_task
+    from mmbench.data.splits import load_training_splits
+    from mmbench.data.tasks import get_task
 
     rc, out, err = run_main(["data", "export", "synthetic-synergy", "-o", tmp_path / "exp"], monkeypatch, capsys)
     assert rc == 0, err

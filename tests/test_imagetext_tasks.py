@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from _hfdata import FOOD_CLASSES, make_food101, make_hateful_memes, make_mmimdb, png_bytes, write_jsonl
-from mmbench.datasets.food101 import CLASSES, Food101Dataset
-from mmbench.datasets.hateful_memes import HatefulMemesDataset
-from mmbench.datasets.mmimdb import GENRES, MMIMDbDataset
-from mmbench.errors import DataError
+from mmbench.data.datasets.food101 import CLASSES, Food101Dataset
+from mmbench.data.datasets.hateful_memes import HatefulMemesDataset
+from mmbench.data.datasets.mmimdb import GENRES, MMIMDbDataset
+from mmbench.core.errors import DataError
 
 FAST = {"image_encoder": "pixels", "image_size": 16, "text_encoder": "tokens"}
 
@@ -93,7 +93,7 @@ def test_hf_copies_load_like_the_release_layouts(tmp_path):
     dataset gives the same split as the MM-IMDb release layout."""
     import datasets
 
-    from mmbench.datasets.hf import HFDataset
+    from mmbench.data.datasets.hf import HFDataset
 
     split_ids = make_mmimdb(tmp_path)
     release = MMIMDbDataset(tmp_path, cache_dir=str(tmp_path / "c"), **FAST).load_split("test")
@@ -132,7 +132,7 @@ def test_baselines_train_and_evaluate_on_miniatures(task, miniatures, tmp_path, 
     features, concat fusion) for one epoch; then `mmbench evaluate` of the checkpoint and of a
     predictions file, under the task's conditions including the missing protocol."""
     from _cli import run_main
-    from mmbench.tasks import get_task
+    from mmbench.data.tasks import get_task
 
     env = {"MMBENCH_CACHE": str(miniatures / "cache")}
     args = ["train", task, "--fusion", "concat", "--epochs", "1", "--data-dir", miniatures, "--out", tmp_path / "runs",
@@ -159,8 +159,8 @@ def test_predictions_files_for_multilabel_and_auroc(miniatures, tmp_path, monkey
     from sklearn import metrics as skm
 
     from _cli import run_main
-    from mmbench.submissions import load_test_labels
-    from mmbench.tasks import get_task
+    from mmbench.evaluation.submissions.tables import load_test_labels
+    from mmbench.data.tasks import get_task
 
     env = {"MMBENCH_CACHE": str(miniatures / "cache")}
     rng = np.random.default_rng(0)
@@ -203,6 +203,6 @@ def test_predictions_files_for_multilabel_and_auroc(miniatures, tmp_path, monkey
 
 
 def _result(path):
-    from mmbench.results import Result
+    from mmbench.evaluation.results import Result
 
     return Result.model_validate_json(path.read_text())

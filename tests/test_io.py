@@ -1,4 +1,4 @@
-"""Tests for mmbench.io: atomic writes (incl. SIGKILL'd writers), safetensors, hashing, JSON, paths."""
+"""Tests for mmbench.core.io: atomic writes (incl. SIGKILL'd writers), safetensors, hashing, JSON, paths."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mmbench.errors import DataError
-from mmbench.io import (
+from mmbench.core.errors import DataError
+from mmbench.core.io import (
     atomic_save_safetensors,
     atomic_write_bytes,
     atomic_write_json,
@@ -45,7 +45,7 @@ def test_atomic_write_respects_umask_and_keeps_existing_mode(tmp_path):
     target = tmp_path / "f.txt"
     atomic_write_text(target, "x")
     if os.name == "posix":
-        import mmbench.io as mio
+        import mmbench.core.io as mio
 
         assert target.stat().st_mode & 0o777 == 0o666 & ~mio._UMASK  # not mkstemp's private 0600
     os.chmod(target, 0o640)

@@ -23,13 +23,13 @@ def _mosi_predictions(path, ids, targets):
 def test_mosi_labels_match_the_full_split_and_score_the_same(tmp_path, monkeypatch):
     """The labels-only path gives the ids and targets of `load_split`, so a predictions file
     scores exactly as it did when the split (with encoded text) was loaded."""
-    from mmbench.datasets.sentiment import TextModalityDataset
-    from mmbench.evaluate import evaluate_predictions
-    from mmbench.tasks import get_task
+    from mmbench.data.datasets.sentiment import TextModalityDataset
+    from mmbench.evaluation.scoring import evaluate_predictions
+    from mmbench.data.tasks import get_task
 
     root = real_data_root()
     spec = get_task("mosi")
-    from mmbench.taskdata import task_dataset
+    from mmbench.data.splits import task_dataset
 
     ds = task_dataset(spec, root)
     ids, targets = ds.load_labels("test")
@@ -67,8 +67,8 @@ def test_evaluate_predictions_without_pretrained_packages_or_models(tmp_path):
     model and training code cannot be imported, with an empty feature cache: `evaluate mosi
     --predictions` still scores (what an install without the `pretrained` extra does)."""
     root = real_data_root()
-    from mmbench.taskdata import task_dataset
-    from mmbench.tasks import get_task
+    from mmbench.data.splits import task_dataset
+    from mmbench.data.tasks import get_task
 
     ids, targets = task_dataset(get_task("mosi"), root).load_labels("test")
     preds = _mosi_predictions(tmp_path / "p.csv", ids, targets)
@@ -85,7 +85,7 @@ def test_evaluate_predictions_without_pretrained_packages_or_models(tmp_path):
     assert result["kind"] == "predictions" and set(result["metrics"]) == {"clean"}
     assert not (tmp_path / "empty-cache").exists() or not any((tmp_path / "empty-cache").rglob("*.safetensors"))
     # the same numbers as scoring in this process
-    from mmbench.evaluate import evaluate_predictions
+    from mmbench.evaluation.scoring import evaluate_predictions
 
     here = evaluate_predictions(get_task("mosi"), preds, "p", data_dir=root, n_resamples=0)
     assert result["metrics"] == here.metrics
@@ -93,9 +93,9 @@ def test_evaluate_predictions_without_pretrained_packages_or_models(tmp_path):
 
 def test_fallback_for_loaders_without_a_labels_path(tmp_path):
     """A loader without `load_labels` (synthetic) still gives its labels through `load_split`."""
-    from mmbench.submissions import load_test_labels
-    from mmbench.taskdata import load_task_split
-    from mmbench.tasks import get_task
+    from mmbench.evaluation.submissions.tables import load_test_labels
+    from mmbench.data.splits import load_task_split
+    from mmbench.data.tasks import get_task
 
     spec = get_task("synthetic-synergy")
     labels = load_test_labels(spec)
@@ -106,9 +106,9 @@ def test_fallback_for_loaders_without_a_labels_path(tmp_path):
 @pytest.mark.parametrize("task", ["mosi"])
 def test_labels_only_skips_text_encoding(task, monkeypatch):
     """`load_test_labels` never reaches the text encoder."""
-    from mmbench.datasets import text as text_mod
-    from mmbench.submissions import load_test_labels
-    from mmbench.tasks import get_task
+    from mmbench.data.datasets import text as text_mod
+    from mmbench.evaluation.submissions.tables import load_test_labels
+    from mmbench.data.tasks import get_task
 
     root = real_data_root()
 

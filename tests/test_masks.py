@@ -6,9 +6,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmbench.data import Batch
-from mmbench.errors import SpecError
-from mmbench.masks import (ModalityDropout, condition_masks, expand_conditions, masks_table, parse_condition,
+from mmbench.data.samples import Batch
+from mmbench.core.errors import SpecError
+from mmbench.data.masks import (ModalityDropout, condition_masks, expand_conditions, masks_table, parse_condition,
                            read_masks_table, uniform_hash)
 
 IDS = [f"clip_{i}" for i in range(5000)]

@@ -1,4 +1,4 @@
-"""Tests for mmbench.metrics: scikit-learn / scipy agreement, hand-worked examples, ties, errors."""
+"""Tests for mmbench.evaluation.metrics: scikit-learn / scipy agreement, hand-worked examples, ties, errors."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from scipy import stats
 from sklearn import metrics as skm
 
-from mmbench.errors import DataError
-from mmbench.metrics import (
+from mmbench.core.errors import DataError
+from mmbench.evaluation.metrics import (
     METRICS,
     bootstrap_ci,
     classification_metrics,
@@ -346,7 +346,7 @@ def _make_retrieval_data(n_img, per_image, seed, kind):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(retrieval_cases())
 def test_retrieval_matches_naive_reference(case):
-    import mmbench.metrics as metrics_mod
+    import mmbench.evaluation.metrics as metrics_mod
 
     n_img, per_image, seed, kind, chunk, ks = case
     img, cap, idx = _make_retrieval_data(n_img, per_image, seed, kind)
@@ -440,7 +440,7 @@ def test_retrieval_interval_paths(monkeypatch):
     """Results do not depend on the interval around each image's best own score: an infinite
     one (every score kept, as for low precision) and a wrong one (detected afterwards, the
     pass is repeated) give the same recalls."""
-    import mmbench.metrics as metrics_mod
+    import mmbench.evaluation.metrics as metrics_mod
 
     img, cap, idx = _near_tie_data(seed=4)
     want = retrieval_metrics(img, cap, idx, ks=(1, 3, 10), chunk_size=50)
@@ -468,7 +468,7 @@ def test_retrieval_interval_paths(monkeypatch):
 
 def test_retrieval_bool_count_path(monkeypatch):
     """Galleries of 2**24 images or more count text-to-image ranks from bools, not float flags."""
-    import mmbench.metrics as metrics_mod
+    import mmbench.evaluation.metrics as metrics_mod
 
     img, cap, idx = _near_tie_data(seed=5)
     want = retrieval_metrics(img, cap, idx, ks=(1, 5, 10), chunk_size=300)
@@ -479,7 +479,7 @@ def test_retrieval_bool_count_path(monkeypatch):
 
 
 def test_count_true_is_exact():
-    from mmbench.metrics import _count_true
+    from mmbench.evaluation.metrics import _count_true
 
     gen = torch.Generator().manual_seed(0)
     for rows, cols in ((1, 1), (254, 3), (255, 7), (256, 5), (1023, 40), (600, 33000)):
@@ -490,7 +490,7 @@ def test_count_true_is_exact():
 
 
 def test_retrieval_fixed_shape_pass_with_ties_and_every_interval(monkeypatch):
-    import mmbench.metrics as metrics_mod
+    import mmbench.evaluation.metrics as metrics_mod
 
     img, cap, idx = _near_tie_data(seed=4)
     ks = (1, 2, 5, 10)
@@ -510,7 +510,7 @@ def test_retrieval_fixed_shape_pass_never_reads_values_on_the_host():
     # on "meta" tensors (shapes without values) any host read or data-dependent shape fails:
     # the accelerator pass runs through; the CPU pass's per-chunk nonzero (a device-to-host
     # sync per chunk that stalled the 1M x 1M case on an H200) does not
-    from mmbench.metrics import _retrieval_pass, _retrieval_pass_fixed
+    from mmbench.evaluation.metrics import _retrieval_pass, _retrieval_pass_fixed
 
     n_img, n_cap, d, cs, kmax = 50, 120, 8, 32, 10
     meta = dict(device="meta")

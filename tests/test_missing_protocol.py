@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmbench.errors import SpecError
-from mmbench.masks import condition_masks, expand_conditions, parse_condition
+from mmbench.core.errors import SpecError
+from mmbench.data.masks import condition_masks, expand_conditions, parse_condition
 
 MODS = ["image", "text"]
 IDS = [f"movie{i:04d}" for i in range(1000)]
@@ -67,7 +67,7 @@ def test_masks_cli_exports_protocol_conditions_and_training_masks(tmp_path, monk
     import yaml
 
     from _cli import run_main
-    from mmbench.tasks import builtin_dir
+    from mmbench.data.tasks import builtin_dir
 
     spec = yaml.safe_load((builtin_dir("tasks") / "synthetic-synergy.yaml").read_text())
     spec["name"] = "synergy-missing"
@@ -75,7 +75,7 @@ def test_masks_cli_exports_protocol_conditions_and_training_masks(tmp_path, monk
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "synergy-missing.yaml").write_text(yaml.safe_dump(spec))
     env = {"MMBENCH_TASKS_PATH": str(tmp_path / "tasks")}
-    from mmbench import tasks as tasks_module
+    from mmbench.data import tasks as tasks_module
 
     tasks_module._all_specs.cache_clear()
     try:
@@ -91,8 +91,8 @@ def test_masks_cli_exports_protocol_conditions_and_training_masks(tmp_path, monk
         train = pd.read_csv(tmp_path / "train.csv", dtype={"id": str})
         assert set(train.condition) == {"missing:m0:0.5"} and (train.m0 == 0).sum() == len(train) // 2
 
-        from mmbench.taskdata import load_training_splits
-        from mmbench.tasks import get_task
+        from mmbench.data.splits import load_training_splits
+        from mmbench.data.tasks import get_task
 
         splits = load_training_splits(get_task("synergy-missing"))
         assert np.array_equal(splits["train"].present["m0"].numpy(), train.m0.to_numpy().astype(bool))

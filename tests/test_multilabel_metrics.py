@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-from mmbench.errors import DataError
-from mmbench.metrics import METRICS, binary_score_metrics, bootstrap_ci, compute_metrics, metric_names, multilabel_metrics
+from mmbench.core.errors import DataError
+from mmbench.evaluation.metrics import METRICS, binary_score_metrics, bootstrap_ci, compute_metrics, metric_names, multilabel_metrics
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

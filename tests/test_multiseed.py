@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from mmbench.data import Split
+from mmbench.data.samples import Split
 from mmbench.training.multiseed import StackedModels, train_seeds
 from mmbench.training.trainer import TrainConfig, train
 

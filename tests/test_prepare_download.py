@@ -23,17 +23,17 @@ from _cli import run_main
 from _datapaths import real_data_root
 from _httpserver import serve
 
-from mmbench.archive import extract_archive, is_extracted
-from mmbench.datasets.avmnist import (
+from mmbench.core.archive import extract_archive, is_extracted
+from mmbench.data.datasets.avmnist import (
     FSDD_DOWNLOAD,
     FSDD_NAME,
     MNIST_DOWNLOADS,
     AVMNISTDataset,
 )
-from mmbench.datasets.base import load_dataset
-from mmbench.download import MIRROR_ENV, _plan_entry, download_all, mirror_url
-from mmbench.errors import DataError, MMBenchError, SpecError
-from mmbench.registry import DATASETS
+from mmbench.data.datasets.base import load_dataset
+from mmbench.core.download import MIRROR_ENV, _plan_entry, download_all, mirror_url
+from mmbench.core.errors import DataError, MMBenchError, SpecError
+from mmbench.core.registry import DATASETS
 
 STRIP = FSDD_DOWNLOAD["strip"]
 FSDD_URL_PATH = urllib.parse.urlsplit(FSDD_DOWNLOAD["url"]).path

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from mmbench.cli import app
-from mmbench.leaderboard import load_entries
+from mmbench.board.entries import load_entries
 
 
 @pytest.fixture
@@ -72,9 +72,9 @@ def test_reference_of_another_construction_is_not_compared(tmp_path):
     """AV-MNIST's reference was measured on the one-pair-per-recording construction: a run on
     the MNIST-scale default (another dataset fingerprint) gets "no reference for this
     construction", a run on the old construction is compared as before."""
-    from mmbench.datasets.avmnist import AVMNISTDataset
+    from mmbench.data.datasets.avmnist import AVMNISTDataset
     from mmbench.reproduce import check_against_reference, load_reference, merge_reference, reference_from_results
-    from mmbench.tasks import get_task
+    from mmbench.data.tasks import get_task
 
     reference = load_reference()
     options = get_task("avmnist").dataset.options

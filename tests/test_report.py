@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mmbench.errors import MMBenchError
-from mmbench.leaderboard import load_entries, rank, write_entry
-from mmbench.report import collect_results, render_leaderboard_html, render_report_html, write_report
-from mmbench.results import make_result
+from mmbench.core.errors import MMBenchError
+from mmbench.board.entries import load_entries, rank, write_entry
+from mmbench.board.report import collect_results, render_leaderboard_html, render_report_html, write_report
+from mmbench.evaluation.results import make_result
 
 CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium (/usr/bin/chromium) is not installed "
@@ -286,7 +286,7 @@ def test_report_markdown(board, tmp_path):
 
 
 def test_report_with_reference_checks(tmp_path):
-    from mmbench.report import write_results_report
+    from mmbench.board.report import write_results_report
     from mmbench.reproduce import check_against_reference
 
     results = [_classification(f, s) for f in ("add", "concat") for s in (0, 1)]

@@ -17,11 +17,11 @@ import pytest
 import torch
 from _datapaths import real_data_root
 
-from mmbench.datasets import load_dataset
-from mmbench.datasets import sentiment_readers as R
-from mmbench.datasets import text as text_mod
-from mmbench.datasets.meld import EMOTION_CLASSES, SENTIMENT_CLASSES, read_meld_csv
-from mmbench.errors import DataError, SpecError
+from mmbench.data.datasets import load_dataset
+from mmbench.data.datasets import sentiment_readers as R
+from mmbench.data.datasets import text as text_mod
+from mmbench.data.datasets.meld import EMOTION_CLASSES, SENTIMENT_CLASSES, read_meld_csv
+from mmbench.core.errors import DataError, SpecError
 
 MOSI_ID = re.compile(r"^[A-Za-z0-9_-]{11}_\d+$")
 
@@ -172,7 +172,7 @@ def test_real_meld_counts_and_classes(real_root, tmp_path):
 
 @needs_minilm
 def test_train_mosi_end_to_end(real_root, tmp_path, monkeypatch):
-    pytest.importorskip("mmbench.metrics")
+    pytest.importorskip("mmbench.evaluation.metrics")
     from mmbench.training.trainer import TrainConfig, train
 
     monkeypatch.setenv("MMBENCH_DATA", str(real_root))
@@ -553,7 +553,7 @@ def test_left_align_keeps_end_padded_and_moves_front_padded():
 
 @needs_minilm
 def test_text_cache_key_changes_with_options(tmp_path, tiny_model):
-    from mmbench.cache import FeatureCache
+    from mmbench.core.cache import FeatureCache
 
     cache = FeatureCache(tmp_path)
     texts = ["a fine film", "not good at all", "a fine film"]

@@ -52,7 +52,7 @@ COMPLETE = ("synthetic-redundant", "synthetic-unique", "synthetic-synergy", "mos
 def test_the_board_holds_the_reference_baselines_with_predictions():
     """The rows of baselines/reference.json on the board have all the reference's seeds (every
     row for the COMPLETE tasks), each entry with stored predictions (a small Parquet file)."""
-    from mmbench.leaderboard import load_entries
+    from mmbench.board.entries import load_entries
 
     reference = json.loads((REPO / "baselines" / "reference.json").read_text())["results"]
     entries = load_entries(BOARD)
@@ -129,7 +129,7 @@ def test_verify_fails_on_a_tampered_predictions_file_naming_the_entry(tmp_path, 
 def test_committed_pages_match_the_entries():
     """leaderboard/index.html and the task pages are what `mmbench leaderboard site` renders
     from the entries (regenerate with `mmbench leaderboard site` after changing entries)."""
-    from mmbench.site import site_differences
+    from mmbench.board.site import site_differences
 
     assert site_differences(BOARD) == []
 
@@ -164,7 +164,7 @@ def test_pages_are_self_contained_and_linked():
 
 
 def test_published_rows_are_shown_apart_and_never_ranked(monkeypatch, capsys):
-    from mmbench.leaderboard import load_entries, rank
+    from mmbench.board.entries import load_entries, rank
 
     rows = rank(load_entries(BOARD, "mosi")) if (BOARD / "mosi").is_dir() else []
     assert all(r["name"] not in ("TFN", "LMF", "MulT", "MISA", "Self-MM") for r in rows)

@@ -10,10 +10,10 @@ import pytest
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
-from mmbench.leaderboard import rank, render
-from mmbench.metrics import compute_metrics
-from mmbench.results import make_result
-from mmbench.significance import (
+from mmbench.board.entries import rank, render
+from mmbench.evaluation.metrics import compute_metrics
+from mmbench.evaluation.results import make_result
+from mmbench.evaluation.significance import (
     bootstrap_values,
     exact_binomial_two_sided,
     item_record,
@@ -51,7 +51,7 @@ def test_bootstrap_accuracy_averages_seeds_like_the_generic_path():
     seeds = [np.where(rng.random(200) < 0.7, y, rng.integers(0, 3, 200)) for _ in range(3)]
     items = [{**_items(y, p), "targets": y, "predictions": p} for p in seeds]
     fast = bootstrap_values(items, "accuracy", n_resamples=50, seed=4)
-    from mmbench.significance import bootstrap_resamples
+    from mmbench.evaluation.significance import bootstrap_resamples
 
     slow = np.concatenate([[np.mean([np.mean(p[row] == y[row]) for p in seeds]) for row in idx]
                            for idx in bootstrap_resamples(200, 50, 4)])
@@ -149,7 +149,7 @@ def test_board_without_comparable_items_has_no_significance():
 
 
 def test_report_shows_the_pairwise_matrix(tmp_path):
-    from mmbench.report import render_report_markdown
+    from mmbench.board.report import render_report_markdown
 
     rng = np.random.default_rng(5)
     y = rng.integers(0, 3, 150)

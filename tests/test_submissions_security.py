@@ -20,10 +20,11 @@ import pandas as pd
 import pytest
 import torch
 
-from mmbench.errors import MMBenchError, SubmissionError
-from mmbench.evaluate import evaluate_model, evaluate_predictions
-from mmbench.sandbox import SandboxConfig
-from mmbench.tasks import get_task
+from mmbench.core.errors import MMBenchError, SubmissionError
+from mmbench.evaluation.evaluator import evaluate_model
+from mmbench.evaluation.scoring import evaluate_predictions
+from mmbench.evaluation.sandbox.runner import SandboxConfig
+from mmbench.data.tasks import get_task
 from _cli import run_main
 
 TASK = "synthetic-synergy"
@@ -77,7 +78,7 @@ def no_unpickling(monkeypatch):
         def __init__(self, *a, **k):
             boom()
 
-    from mmbench.registry import DATASETS
+    from mmbench.core.registry import DATASETS
 
     DATASETS.names()  # import every loader first (some define pickle.Unpickler subclasses)
     monkeypatch.setattr(pickle, "load", boom)
@@ -88,7 +89,7 @@ def no_unpickling(monkeypatch):
 
 @pytest.fixture(scope="module")
 def good_predictions(tmp_path_factory):
-    from mmbench.datasets.synthetic import SyntheticDataset
+    from mmbench.data.datasets.synthetic import SyntheticDataset
 
     s = SyntheticDataset(**SPEC.dataset.options).load_split("test")
     p = tmp_path_factory.mktemp("good") / "good.csv"
@@ -425,9 +426,9 @@ def test_sandbox_env_and_workdir(tmp_path, monkeypatch, good_predictions):
 
 def test_sandbox_inputs_hold_no_labels(tmp_path):
     """The file handed to the worker has modality tensors and masks only."""
-    from mmbench.io import load_safetensors
-    from mmbench.sandbox import _write_inputs
-    from mmbench.taskdata import load_task_split
+    from mmbench.core.io import load_safetensors
+    from mmbench.evaluation.sandbox.runner import _write_inputs
+    from mmbench.data.splits import load_task_split
 
     split = load_task_split(SPEC, "test")
     _write_inputs(tmp_path / "in.safetensors", split, SPEC.conditions(), 0)

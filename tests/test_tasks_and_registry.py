@@ -7,8 +7,8 @@ import textwrap
 import pytest
 import yaml
 
-from mmbench.errors import MMBenchError, SpecError
-from mmbench.tasks import get_task, load_task_spec, parse_task_spec, task_names
+from mmbench.core.errors import MMBenchError, SpecError
+from mmbench.data.tasks import get_task, load_task_spec, parse_task_spec, task_names
 
 VALID = yaml.safe_load(textwrap.dedent("""
     name: demo
@@ -97,7 +97,7 @@ def test_registries_are_complete_in_a_fresh_interpreter():
 
 
 def test_unknown_name_lists_known_and_duplicates_refused():
-    from mmbench.registry import FUSIONS, Registry
+    from mmbench.core.registry import FUSIONS, Registry
 
     with pytest.raises(MMBenchError, match="unknown fusion 'nope'; known: .*concat"):
         FUSIONS.get("nope")
@@ -108,7 +108,7 @@ def test_unknown_name_lists_known_and_duplicates_refused():
 
 
 def test_task_path_extension(tmp_path, monkeypatch):
-    import mmbench.tasks as tasks
+    import mmbench.data.tasks as tasks
 
     (tmp_path / "extra.yaml").write_text(yaml.safe_dump(_with(name="extra-task")))
     monkeypatch.setenv("MMBENCH_TASKS_PATH", str(tmp_path))

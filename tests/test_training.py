@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mmbench.training.trainer as trainer_mod
-from mmbench.errors import MMBenchError
+from mmbench.core.errors import MMBenchError
 from mmbench.training.trainer import TrainConfig, load_model, train
 
 FAST = dict(epochs=4, batch_size=64, embed_dim=16, hidden_dim=32, lr=3e-3, device="cpu",
@@ -83,10 +83,11 @@ def test_synergy_needs_both_modalities():
     cfg = {"epochs": 8, "batch_size": 64, "embed_dim": 32, "hidden_dim": 64, "lr": 3e-3, "device": "cpu", "patience": 8,
            "dataset_options": options}
     fused = train(TrainConfig(task="synthetic-synergy", fusion="concat", **cfg), progress=False)
-    from mmbench.evaluation.evaluator import apply_condition, outputs_to_predictions, predict
-    from mmbench.masks import parse_condition
-    from mmbench.taskdata import load_task_split
-    from mmbench.tasks import get_task
+    from mmbench.data.splits import apply_condition
+    from mmbench.evaluation.evaluator import outputs_to_predictions, predict
+    from mmbench.data.masks import parse_condition
+    from mmbench.data.splits import load_task_split
+    from mmbench.data.tasks import get_task
 
     spec = get_task("synthetic-synergy")
     spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"options": spec.dataset.options | options})})
@@ -109,7 +110,7 @@ def test_compile_gives_the_same_run():
 
 
 def test_compile_mode_reaches_torch_compile(monkeypatch, tmp_path):
-    from mmbench.errors import SpecError
+    from mmbench.core.errors import SpecError
     from mmbench.training.trainer import compile_mode
 
     assert compile_mode(TrainConfig(task="t", fusion="concat")) is None  # inductor's default mode

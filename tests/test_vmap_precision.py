@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from mmbench.data import Split
+from mmbench.data.samples import Split
 from mmbench.models.model import MultimodalModel, describe_inputs
-from mmbench.registry import FUSIONS
+from mmbench.core.registry import FUSIONS
 from mmbench.training.multiseed import StackedModels
 
 K = 3

@@ -1,17 +1,30 @@
-"""Run a model over a split under the task's missing-modality conditions and score it."""
+"""Scoring a model under the task's missing-modality conditions, and the `Result` it makes.
+
+`predict` runs a model over a split, `evaluate_conditions` scores any Split -> predictions
+function under each condition; `evaluate_trained`, `evaluate_model` (a submitted factory,
+`.pt2` program or baseline checkpoint, run in the sandbox) and the retrieval paths turn those
+scores into a validated `Result`. Scoring a predictions file needs no torch and lives in
+mmbench.evaluation.scoring.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mmbench.data import Split
-from mmbench.masks import Condition, condition_masks
-from mmbench.scoring import predicted_labels, robustness_summary, score, uses_scores  # noqa: F401 - re-exported
-from mmbench.tasks import TaskSpec
+from mmbench.data.masks import Condition
+from mmbench.data.samples import Split
+from mmbench.data.splits import apply_condition
+from mmbench.data.tasks import TaskSpec
+from mmbench.evaluation.results import Result, make_result
+from mmbench.evaluation.scoring import (
+    _check_finite_metrics, _clean_ci, _select_conditions, classification_extras, item_record, primary_ci,
+    robustness_summary, score, uses_scores)
 
 
 @torch.no_grad()
@@ -45,11 +58,6 @@ def outputs_to_predictions(outputs: Tensor, target: str | TaskSpec) -> np.ndarra
     return outputs.argmax(-1).numpy().astype(np.int64)
 
 
-def apply_condition(split: Split, condition: Condition, seed: int) -> Split:
-    masks = condition_masks(condition, split.ids, split.modality_names, seed=seed, split=split.name)
-    return split.with_present({m: torch.from_numpy(v) for m, v in masks.items()})
-
-
 def evaluate_conditions(
     spec: TaskSpec,
     split: Split,
@@ -71,3 +79,362 @@ def evaluate_conditions(
             keep_predictions[cond.name] = preds
     return results
 
+
+def state_hash(model: nn.Module) -> str:
+    """sha256 over the model's parameter names and bytes: identifies the exact weights."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-dim buffers too
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def measure_efficiency(model: nn.Module, split: Split, device: torch.device | str, batch_size: int = 64, repeats: int = 5) -> dict[str, Any]:
+    """Parameters, FLOPs per sample (torch's FlopCounterMode), median latency per batch, peak GPU memory."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = torch.device(device)
+    model.eval()
+    b = split.batch(torch.arange(min(batch_size, len(split)))).to(device)
+    counter = FlopCounterMode(display=False)
+    with torch.enable_grad(), counter:  # the counter's module tracker needs autograd on
+        model(b.modalities, b.present, b.lengths)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        model(b.modalities, b.present, b.lengths)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    out = {
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "flops_per_sample": float(counter.get_total_flops() / len(b)),
+        "latency_ms_per_batch": float(np.median(times[1:]) * 1000),
+        "batch_size": len(b),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        out["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def evaluate_trained(spec: TaskSpec, trained: Any, test_split: Split, dataset_fingerprint: str, name: str | None = None,
+                     keep_predictions: dict[str, np.ndarray] | None = None) -> Result:
+    """Score a `TrainResult` on the test split under every condition of the task;
+    `keep_predictions`, when given, receives each condition's test predictions."""
+    if spec.target.type == "retrieval":
+        return _evaluate_trained_retrieval(spec, trained, test_split, dataset_fingerprint, name)
+    model = trained.model
+    device = next(model.parameters()).device
+    run = lambda s: outputs_to_predictions(predict(model, s, device), spec)  # noqa: E731
+    per_condition = evaluate_conditions(spec, test_split, run, keep_predictions=keep_predictions)
+    clean = apply_condition(test_split, next(c for c in spec.conditions() if c.name == "clean"), spec.missing.seed) \
+        if "clean" in per_condition else test_split
+    y_true, y_clean = test_split.targets.cpu().numpy(), run(clean)
+    ci = {"clean": {spec.primary_metric: primary_ci(spec, y_true, y_clean, seed=trained.config.seed)}}
+    extra = {"best_epoch": trained.best_epoch, "validation": trained.val_metrics, "train_seconds": trained.seconds}
+    extra |= classification_extras(spec, y_true, y_clean) | item_record(spec, test_split.ids, y_true, y_clean)
+    return make_result(
+        task=spec.name,
+        name=name or trained.config.fusion,
+        kind="baseline",
+        fusion=trained.config.fusion,
+        seed=trained.config.seed,
+        primary_metric=spec.primary_metric,
+        higher_is_better=spec.primary.higher_is_better,
+        metrics=per_condition,
+        confidence_intervals=ci,
+        robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
+        efficiency=measure_efficiency(model, test_split, device),
+        dataset_fingerprint=dataset_fingerprint,
+        submission_hash=state_hash(model),
+        device=str(device),
+        extra=extra,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# submissions: predictions files and submitted models (see mmbench.evaluation.submissions, mmbench.evaluation.sandbox)
+# --------------------------------------------------------------------------------------------
+
+
+def retrieval_gallery(spec: TaskSpec, data_dir: Any = None, dataset: Any = None) -> tuple[list[str], list[str], np.ndarray, str]:
+    """(image ids, caption ids, caption -> image index, dataset fingerprint) of a retrieval
+    task's test split, from the dataset loader's labels-only gallery reader."""
+    import importlib
+
+    from mmbench.core.errors import SpecError
+    from mmbench.data.splits import task_dataset
+
+    dataset = task_dataset(spec, data_dir) if dataset is None else dataset
+    split = spec.splits.test
+    method = getattr(dataset, "load_retrieval_gallery", None)
+    if callable(method):
+        gallery = method(split)
+    else:
+        fn = getattr(importlib.import_module(type(dataset).__module__), "load_retrieval_gallery", None)
+        if fn is None:
+            raise SpecError(f"task {spec.name!r}: dataset {spec.dataset.name!r} provides no retrieval gallery", spec.source)
+        import inspect
+
+        params = inspect.signature(fn).parameters
+        options = {k: v for k, v in dataset.options.items() if k in params and k not in ("root", "split")}
+        gallery = fn(dataset.root, split, **options)
+    image_ids, caption_ids, caption_image_index = gallery
+    return ([str(i) for i in image_ids], [str(i) for i in caption_ids], np.asarray(caption_image_index, dtype=np.int64),
+            dataset.fingerprint())
+
+
+def _evaluate_retrieval(spec: TaskSpec, path: Any, name: str, data_dir: Any, limits: Any, n_resamples: int, seed: int) -> Result:
+    from pathlib import Path
+
+    from mmbench.evaluation.submissions.checks import submission_hash
+
+    from mmbench.evaluation.submissions.retrieval import parse_retrieval
+
+    image_ids, caption_ids, cap_index, fingerprint = retrieval_gallery(spec, data_dir)
+    sub = parse_retrieval(path, image_ids, caption_ids, cap_index, limits)
+    digest, files = submission_hash([Path(path)])
+    return _retrieval_result(spec, name, "predictions", sub.image_embeddings, sub.caption_embeddings,
+                             sub.caption_image_index, path, fingerprint, digest, efficiency=None,
+                             extra={"format": "npz", "images": len(image_ids), "captions": len(caption_ids),
+                                    "embedding_dim": sub.dim, "submission_files": files})
+
+
+def _retrieval_result(spec: TaskSpec, name: str, kind: str, image_embeddings: np.ndarray,
+                      caption_embeddings: np.ndarray, caption_image_index: np.ndarray, source: Any,
+                      fingerprint: str, digest: str, efficiency: Any, extra: dict[str, Any],
+                      device: str | None = None) -> Result:
+    """The Result of checked retrieval embeddings (from an .npz or a model): recall@k under the
+    clean condition, the only one a retrieval gallery has."""
+    from mmbench.evaluation.metrics import retrieval_metrics
+
+    allm = retrieval_metrics(torch.from_numpy(image_embeddings), torch.from_numpy(caption_embeddings),
+                             torch.from_numpy(caption_image_index))
+    per_condition = {"clean": {m.name: float(allm[m.name]) for m in spec.metrics}}
+    _check_finite_metrics(per_condition, source)
+    return make_result(
+        task=spec.name, name=name, kind=kind, primary_metric=spec.primary_metric,
+        higher_is_better=spec.primary.higher_is_better, metrics=per_condition, confidence_intervals={},
+        robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
+        efficiency=efficiency, dataset_fingerprint=fingerprint, submission_hash=digest, device=device,
+        extra={**extra, "conditions_not_evaluated": [c.name for c in spec.conditions() if c.name != "clean"]},
+    )
+
+
+def _input_mismatch(trained: dict[str, Any], test: dict[str, Any], task: str) -> str:
+    """What differs between a checkpoint's inputs and the task's test data, per modality."""
+    def shape(d: dict[str, Any] | None) -> str:
+        return "absent" if d is None else ("sequence of " if d.get("sequence") else "") + str(list(d.get("shape", [])))
+
+    diffs = [f"{m}: trained on {shape(trained.get(m))}, test data {shape(test.get(m))}"
+             for m in sorted(set(trained) | set(test)) if trained.get(m) != test.get(m)]
+    return (f"checkpoint's input shapes do not match the task's test data ({'; '.join(diffs)}); task {task!r} "
+            "decodes with its spec's dataset options, so a model trained with other ones (--set dataset_options...) "
+            "needs a task spec of its own (MMBENCH_TASKS_PATH)")
+
+
+def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, device: str = "cpu", data_dir: Any = None,
+                   conditions: Any = None, sandbox_config: Any = None, limits: Any = None, seed: int = 0,
+                   n_resamples: int = 1000) -> Result:
+    """Score a submitted model under the task's conditions: `baseline` + safetensors weights
+    (loaded in-process, nothing unpickled), or `file.py:factory` / `program.pt2` (run in a
+    separate, limited process by mmbench.evaluation.sandbox.runner). On a retrieval task the factory's model or
+    the .pt2 provides one encoder per modality (see `_evaluate_retrieval_model`). Writes nothing."""
+    from mmbench.core.errors import SubmissionError
+    from mmbench.models.model import describe_inputs
+    from mmbench.evaluation.submissions.checks import Limits, check_name, submission_hash
+    from mmbench.evaluation.submissions.models import parse_model_spec
+    from mmbench.data.splits import load_task_split, task_dataset
+    from mmbench.training.trainer import load_model, resolve_device
+
+    check_name(name)
+    limits = limits or Limits.from_env()
+    if spec.target.type == "retrieval":
+        return _evaluate_retrieval_model(spec, model_spec, weights, name, device, data_dir, conditions, sandbox_config,
+                                         limits)
+    ms = parse_model_spec(model_spec, weights, limits)
+    conds = _select_conditions(spec, conditions)
+    dev = resolve_device(device)
+    dataset = task_dataset(spec, data_dir)
+    split = load_task_split(spec, "test", data_dir, dataset)
+    y_true = split.targets.cpu().numpy()
+    digest, files = submission_hash(ms.files)
+    extra: dict[str, Any] = {"model": ms.kind, "submission_files": files}
+    fusion = None
+    if ms.kind == "baseline":
+        model, config = load_model(ms.weights, dev)
+        if config.get("task") != spec.name:
+            raise SubmissionError(f"checkpoint was trained for task {config.get('task')!r}, not {spec.name!r}", ms.weights)
+        if config.get("inputs") != describe_inputs(split):
+            raise SubmissionError(_input_mismatch(config.get("inputs") or {}, describe_inputs(split), spec.name), ms.weights)
+        fusion = config.get("fusion")
+
+        def run(s: Split) -> np.ndarray:
+            out = predict(model, s, dev)
+            if not torch.isfinite(out).all():
+                raise SubmissionError("model outputs contain NaN or infinity", ms.weights)
+            return outputs_to_predictions(out, spec)
+
+        predictions = {c.name: run(apply_condition(split, c, spec.missing.seed)) for c in conds}
+        efficiency = measure_efficiency(model, split, dev)
+        extra["state_hash"] = state_hash(model)
+    else:
+        from mmbench.evaluation.sandbox.runner import SandboxConfig, run_model
+
+        out = run_model(ms, spec, split, conds, str(dev), sandbox_config or SandboxConfig())
+        predictions = {c: outputs_to_predictions(torch.from_numpy(a), spec) for c, a in out.outputs.items()}
+        efficiency = out.efficiency
+        extra["sandbox_seconds"] = round(out.seconds, 3)
+    per_condition = {c: score(spec, y_true, p) for c, p in predictions.items()}
+    _check_finite_metrics(per_condition, ms.source or ms.weights)
+    extra["conditions_not_evaluated"] = [c.name for c in spec.conditions() if c.name not in per_condition]
+    if "clean" in predictions:
+        extra |= classification_extras(spec, y_true, predictions["clean"]) | item_record(spec, split.ids, y_true, predictions["clean"])
+    return make_result(
+        task=spec.name, name=name, kind="baseline" if ms.kind == "baseline" else "model", fusion=fusion,
+        primary_metric=spec.primary_metric, higher_is_better=spec.primary.higher_is_better, metrics=per_condition,
+        confidence_intervals=_clean_ci(spec, y_true, predictions, seed, n_resamples),
+        robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
+        efficiency=efficiency, dataset_fingerprint=dataset.fingerprint(), submission_hash=digest,
+        device=str(dev), extra=extra,
+    )
+
+
+def retrieval_inputs(split: Split, caption_image_index: np.ndarray, n_images: int) -> dict[str, dict[str, Any]]:
+    """What a retrieval model encodes, in gallery order: one row per image (the image modality
+    of its first caption's sample; the split holds one sample per caption) and one per caption,
+    each with its presence mask and, for a sequence modality, its lengths."""
+    from mmbench.core.errors import DataError
+
+    missing = [m for m in ("image", "text") if m not in split.modalities]
+    if missing:
+        raise DataError(f"a retrieval split needs modalities image and text; split {split.name!r} has "
+                        f"{', '.join(split.modality_names)}")
+    index = np.asarray(caption_image_index, dtype=np.int64)
+    if len(split) != len(index) or not np.array_equal(split.targets.cpu().numpy(), index):
+        raise DataError(f"the dataset's split {split.name!r} does not match its retrieval gallery "
+                        f"({len(split)} samples, {len(index)} captions)")
+    rows, first = np.unique(index, return_index=True)
+    if not np.array_equal(rows, np.arange(n_images)):
+        raise DataError(f"{n_images - len(rows)} gallery image(s) have no caption")
+
+    def rows_of(m: str, at: torch.Tensor | None) -> dict[str, Any]:
+        pick = (lambda t: t) if at is None else (lambda t: t.index_select(0, at))
+        return {"x": pick(split.modalities[m]), "present": pick(split.present[m]),
+                "lengths": pick(split.lengths[m]) if m in split.lengths else None}
+
+    return {"image": rows_of("image", torch.from_numpy(first.astype(np.int64))), "text": rows_of("text", None)}
+
+
+def _permute(inputs: dict[str, Any], order: np.ndarray) -> dict[str, Any]:
+    idx = torch.from_numpy(order)
+    return {k: (v.index_select(0, idx) if v is not None else None) for k, v in inputs.items()}
+
+
+def _evaluate_retrieval_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, device: str, data_dir: Any,
+                              conditions: Any, sandbox_config: Any, limits: Any) -> Result:
+    """A retrieval model, run in the sandbox worker: ``encode_image(image[, present])`` on every
+    gallery image and ``encode_text(text[, present][, lengths])`` on every caption, in batches,
+    each returning ``[B, D]``. The embeddings pass the .npz checks and are scored like an .npz."""
+    from mmbench.core.errors import SubmissionError
+    from mmbench.evaluation.sandbox.runner import SandboxConfig, run_retrieval_model
+    from mmbench.evaluation.submissions.checks import submission_hash
+    from mmbench.evaluation.submissions.models import check_retrieval_program, parse_model_spec
+    from mmbench.evaluation.submissions.retrieval import check_embeddings
+    from mmbench.data.splits import load_task_split, task_dataset
+    from mmbench.training.trainer import resolve_device
+
+    ms = parse_model_spec(model_spec, weights, limits)
+    if ms.kind == "exported":
+        check_retrieval_program(ms.source)
+    if conditions and [c.name for c in _select_conditions(spec, conditions)] != ["clean"]:
+        raise SubmissionError(f"task {spec.name!r}: retrieval models are scored under the clean condition only")
+    dev = resolve_device(device)
+    dataset = task_dataset(spec, data_dir)
+    image_ids, caption_ids, cap_index, fingerprint = retrieval_gallery(spec, data_dir, dataset)
+    test_split = load_task_split(spec, "test", data_dir, dataset)
+    if ms.kind == "baseline":
+        return _evaluate_retrieval_checkpoint(spec, ms.weights, name, dev, test_split, cap_index, image_ids,
+                                              caption_ids, fingerprint, limits, submission_hash(ms.files))
+    inputs = retrieval_inputs(test_split, cap_index, len(image_ids))
+    # rows go out in a fresh random order: the gallery's order (captions grouped by image) would reveal the answers
+    rng = np.random.default_rng()
+    order = {m: rng.permutation(len(v["x"])) for m, v in inputs.items()}
+    out = run_retrieval_model(ms, spec, {m: _permute(v, order[m]) for m, v in inputs.items()}, str(dev),
+                              sandbox_config or SandboxConfig(), max_dim=limits.max_embedding_dim)
+    emb = {}
+    for m, sent in out.outputs.items():
+        emb[m] = np.empty_like(sent)
+        emb[m][order[m]] = sent
+    source = ms.source
+    absent = ~inputs["image"]["present"].cpu().numpy().astype(bool)
+    dim = check_embeddings(source, emb["image"], emb["text"], limits,
+                           labels=("model output for images", "model output for captions"),
+                           row_names=(image_ids, caption_ids), image_absent=absent)
+    digest, files = submission_hash(ms.files)
+    return _retrieval_result(spec, name, "model", emb["image"], emb["text"], cap_index, source, fingerprint, digest,
+                             efficiency=out.efficiency, device=str(dev),
+                             extra={"model": ms.kind, "images": len(image_ids), "captions": len(caption_ids),
+                                    "embedding_dim": dim, "missing_images": int(absent.sum()),
+                                    "submission_files": files, "sandbox_seconds": round(out.seconds, 3)})
+
+
+def _retrieval_baseline_result(spec: TaskSpec, model: nn.Module, test_split: Split, device: torch.device, name: str,
+                               fingerprint: str, digest: str, source: Any, limits: Any, extra: dict[str, Any],
+                               row_names: Any = None) -> Result:
+    """Embed the test gallery with a trained dual encoder and score it like an .npz."""
+    from mmbench.evaluation.submissions.checks import Limits
+    from mmbench.evaluation.submissions.retrieval import check_embeddings
+    from mmbench.training.retrieval import embed_gallery
+
+    image, text, index, absent = embed_gallery(model, test_split, device)
+    dim = check_embeddings(source, image, text, limits or Limits.from_env(),
+                           labels=("model output for images", "model output for captions"), row_names=row_names,
+                           image_absent=absent)
+    return _retrieval_result(spec, name, "baseline", image, text, index, source, fingerprint, digest,
+                             efficiency={"params": int(sum(p.numel() for p in model.parameters()))}, device=str(device),
+                             extra={**extra, "images": len(image), "captions": len(text), "embedding_dim": dim,
+                                    "missing_images": int(absent.sum())})
+
+
+def _evaluate_trained_retrieval(spec: TaskSpec, trained: Any, test_split: Split, dataset_fingerprint: str,
+                                name: str | None) -> Result:
+    model = trained.model
+    result = _retrieval_baseline_result(spec, model, test_split, next(model.parameters()).device,
+                                        name or trained.config.fusion, dataset_fingerprint, state_hash(model),
+                                        trained.run_dir, None,
+                                        {"best_epoch": trained.best_epoch, "validation": trained.val_metrics,
+                                         "train_seconds": trained.seconds})
+    return result.model_copy(update={"fusion": trained.config.fusion, "seed": trained.config.seed})
+
+
+def _evaluate_retrieval_checkpoint(spec: TaskSpec, weights: Any, name: str, device: torch.device, test_split: Split,
+                                   cap_index: np.ndarray, image_ids: list[str], caption_ids: list[str],
+                                   fingerprint: str, limits: Any, hashed: tuple[str, Any]) -> Result:
+    """`--model baseline --weights best.safetensors` on a retrieval task: the dual encoder that
+    `mmbench train` wrote, loaded in-process (safetensors, digest checked, nothing unpickled)."""
+    from mmbench.core.errors import SubmissionError
+    from mmbench.models.dual_encoder import DualEncoder
+    from mmbench.models.model import describe_inputs
+    from mmbench.training.trainer import load_model
+
+    model, config = load_model(weights, device)
+    if not isinstance(model, DualEncoder):
+        raise SubmissionError(f"checkpoint is a {config.get('fusion')!r} classifier, not a retrieval dual encoder", weights)
+    if config.get("task") != spec.name:
+        raise SubmissionError(f"checkpoint was trained for task {config.get('task')!r}, not {spec.name!r}", weights)
+    if config.get("inputs") != describe_inputs(test_split):
+        raise SubmissionError(_input_mismatch(config.get("inputs") or {}, describe_inputs(test_split), spec.name), weights)
+    if not np.array_equal(test_split.targets.cpu().numpy(), cap_index):
+        raise SubmissionError("the task's test split does not match its retrieval gallery", weights)
+    digest, files = hashed
+    result = _retrieval_baseline_result(spec, model, test_split, device, name, fingerprint, digest, weights, limits,
+                                        {"model": "baseline", "state_hash": state_hash(model), "submission_files": files},
+                                        row_names=(image_ids, caption_ids))
+    return result.model_copy(update={"fusion": config.get("fusion"), "seed": config.get("seed")})

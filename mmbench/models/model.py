@@ -14,10 +14,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from mmbench.data import Split
+from mmbench.data.samples import Split
 from mmbench.models.encoders import default_encoder_for
 from mmbench.models.fusions.base import masked
-from mmbench.registry import ENCODERS, FUSIONS
+from mmbench.core.registry import ENCODERS, FUSIONS
 
 
 def describe_inputs(split: Split) -> dict[str, dict[str, Any]]:

@@ -1,3 +1,8 @@
+"""Training: a task's model trained seed by seed (`trainer`), K seeds vmapped together
+(`multiseed`) and the retrieval dual encoder (`retrieval`). May import `core`, `data`, `models`
+and `evaluation` (the evaluator scores each epoch on the validation split).
+"""
+
 from mmbench.training.trainer import TrainConfig, TrainResult, train
 
 __all__ = ["TrainConfig", "TrainResult", "train"]

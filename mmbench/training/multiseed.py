@@ -44,13 +44,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmbench.data import Batch, Split
-from mmbench.errors import MMBenchError
-from mmbench.evaluation.evaluator import evaluate_conditions, outputs_to_predictions, predict, score
-from mmbench.masks import ModalityDropout
+from mmbench.data.samples import Batch, Split
+from mmbench.core.errors import MMBenchError
+from mmbench.evaluation.evaluator import evaluate_conditions, outputs_to_predictions, predict
+from mmbench.evaluation.scoring import score
+from mmbench.data.masks import ModalityDropout
 from mmbench.models.model import MultimodalModel
-from mmbench.taskdata import load_training_splits, with_dataset_options
-from mmbench.tasks import get_task
+from mmbench.data.splits import load_training_splits, with_dataset_options
+from mmbench.data.tasks import get_task
 from mmbench.training.trainer import (
     EpochProgress,
     TrainConfig,
@@ -457,7 +458,7 @@ def _modality_dropout(drop: ModalityDropout, mods, present, lengths, targets, ge
 def _write_run(result: TrainResult) -> None:
     import json
 
-    from mmbench.io import atomic_write_json, atomic_write_text
+    from mmbench.core.io import atomic_write_json, atomic_write_text
 
     run_dir = result.run_dir
     assert run_dir is not None

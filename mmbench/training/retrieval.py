@@ -13,7 +13,7 @@ the captions with a Generator seeded by (seed, epoch) and takes batches of ``bat
 captions whose image is missing are dropped from the loss (:func:`contrastive_loss`). After
 every epoch the missing-image vector is placed opposite the training captions
 (:meth:`~mmbench.models.dual_encoder.DualEncoder.place_missing_image`) and the validation gallery is embedded and scored with
-:func:`mmbench.metrics.retrieval_metrics`; the best epoch's weights (highest ``mean_recall``)
+:func:`mmbench.evaluation.metrics.retrieval_metrics`; the best epoch's weights (highest ``mean_recall``)
 are kept, and training stops after ``patience`` epochs without improvement.
 
 The run folder holds config.json, log.jsonl (one line per epoch), best.safetensors (weights,
@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmbench.data import Split
-from mmbench.errors import MMBenchError
+from mmbench.data.samples import Split
+from mmbench.core.errors import MMBenchError
 from mmbench.models.dual_encoder import ARCHITECTURE, DualEncoder, contrastive_loss
 from mmbench.models.model import describe_inputs
-from mmbench.tasks import TaskSpec
+from mmbench.data.tasks import TaskSpec
 
 
 def dual_encoder_config(cfg: Any, spec: TaskSpec, train_split: Split) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def embed_gallery(model: DualEncoder, split: Split, device: torch.device | str =
                   batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(image embeddings ``[n_images, D]``, caption embeddings ``[n_captions, D]``,
     caption -> image index, image absent bool) of a retrieval split, in gallery order."""
-    from mmbench.evaluate import retrieval_inputs
+    from mmbench.evaluation.evaluator import retrieval_inputs
 
     index = split.targets.cpu().numpy().astype(np.int64)
     inputs = retrieval_inputs(split, index, int(index.max()) + 1 if len(index) else 0)
@@ -68,7 +68,7 @@ def embed_gallery(model: DualEncoder, split: Split, device: torch.device | str =
 
 
 def validation_metrics(model: DualEncoder, split: Split, device: torch.device, batch_size: int) -> dict[str, float]:
-    from mmbench.metrics import retrieval_metrics
+    from mmbench.evaluation.metrics import retrieval_metrics
 
     image, text, index, _ = embed_gallery(model, split, device, batch_size)
     return {k: float(v) for k, v in retrieval_metrics(image, text, index).items()}
@@ -77,7 +77,7 @@ def validation_metrics(model: DualEncoder, split: Split, device: torch.device, b
 def train_retrieval(cfg: Any, out_dir: str | Path | None, progress: bool, splits: dict[str, Split], spec: TaskSpec,
                     device: torch.device, amp: torch.dtype | None) -> Any:
     """One seeded run of the dual encoder; returns a TrainResult (test_metrics: the test split's recalls)."""
-    from mmbench.io import atomic_write_json, atomic_write_text
+    from mmbench.core.io import atomic_write_json, atomic_write_text
     from mmbench.training.trainer import EpochProgress, TrainResult, _epoch_generator, save_model
 
     started = time.perf_counter()

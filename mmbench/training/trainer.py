@@ -52,24 +52,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmbench.data import Batch, Split
-from mmbench.errors import DataError, MMBenchError, SpecError
-from mmbench.evaluation.evaluator import (
-    evaluate_conditions,
-    outputs_to_predictions,
-    predict,
-    score,
-)
-from mmbench.io import (
+from mmbench.data.samples import Batch, Split
+from mmbench.core.errors import DataError, MMBenchError, SpecError
+from mmbench.evaluation.evaluator import evaluate_conditions, outputs_to_predictions, predict
+from mmbench.evaluation.scoring import score
+from mmbench.core.io import (
     atomic_save_safetensors,
     atomic_write_json,
     atomic_write_text,
     load_safetensors,
 )
-from mmbench.masks import ModalityDropout
+from mmbench.data.masks import ModalityDropout
 from mmbench.models.model import MultimodalModel, describe_inputs
-from mmbench.taskdata import load_training_splits, with_dataset_options
-from mmbench.tasks import TaskSpec, get_task
+from mmbench.data.splits import load_training_splits, with_dataset_options
+from mmbench.data.tasks import TaskSpec, get_task
 
 CHECKPOINT_FORMAT = "mmbench-checkpoint-v1"
 MODEL_FORMAT = "mmbench-model-v1"

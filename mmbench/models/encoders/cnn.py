@@ -4,7 +4,7 @@ import torch
 from torch import Tensor, nn
 
 from mmbench.models.encoders.base import Encoded, Encoder
-from mmbench.registry import ENCODERS
+from mmbench.core.registry import ENCODERS
 
 
 def _eager_cpu(*tensors: Tensor) -> bool:
@@ -101,7 +101,7 @@ class CNNEncoder(Encoder):
                  norm: str = "group"):
         super().__init__()
         if norm not in ("group", "batch"):
-            from mmbench.errors import SpecError
+            from mmbench.core.errors import SpecError
 
             raise SpecError(f"cnn encoder: norm must be 'group' or 'batch', got {norm!r}")
         in_ch = sample_shape[0] if len(sample_shape) == 3 else 1

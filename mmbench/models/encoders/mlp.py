@@ -3,7 +3,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from mmbench.models.encoders.base import Encoded, Encoder
-from mmbench.registry import ENCODERS
+from mmbench.core.registry import ENCODERS
 
 
 @ENCODERS.register("mlp")

@@ -38,9 +38,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from mmbench.errors import MMBenchError, SpecError
+from mmbench.core.errors import MMBenchError, SpecError
 from mmbench.models.encoders.base import Encoded, Encoder
-from mmbench.registry import ENCODERS
+from mmbench.core.registry import ENCODERS
 
 __all__ = [
     "EFFICIENTNET_DIM",

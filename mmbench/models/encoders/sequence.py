@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from mmbench.models.encoders.base import Encoded, Encoder
-from mmbench.registry import ENCODERS
+from mmbench.core.registry import ENCODERS
 
 
 def _mask(lengths: Tensor | None, batch: int, steps: int, device) -> Tensor:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mmbench.errors import SpecError
+from mmbench.core.errors import SpecError
 from mmbench.models.encoders.base import Encoded, Encoder
 from mmbench.models.encoders.cnn import CNNEncoder
 from mmbench.models.encoders.sequence import GRUEncoder, _mask, _masked_mean
-from mmbench.registry import ENCODERS
+from mmbench.core.registry import ENCODERS
 
 TEMPORAL = ("mean", "conv", "gru")
 

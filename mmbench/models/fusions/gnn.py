@@ -4,7 +4,7 @@ import torch
 from torch import Tensor, nn
 
 from mmbench.models.fusions.base import Fusion, masked
-from mmbench.registry import FUSIONS
+from mmbench.core.registry import FUSIONS
 
 # edge relations of the modality graph; each has its own message weights (R-GCN style)
 SELF, CROSS, TEMPORAL, STEP_TO_SUMMARY, SUMMARY_TO_STEP = range(5)

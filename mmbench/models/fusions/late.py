@@ -3,7 +3,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from mmbench.models.fusions.base import Fusion, masked, presence_matrix
-from mmbench.registry import FUSIONS
+from mmbench.core.registry import FUSIONS
 
 
 @FUSIONS.register("late")

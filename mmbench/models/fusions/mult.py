@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from mmbench.models.fusions.base import Fusion, masked, presence_matrix
-from mmbench.registry import FUSIONS
+from mmbench.core.registry import FUSIONS
 
 
 def _positions(steps: int, dim: int, like: Tensor) -> Tensor:

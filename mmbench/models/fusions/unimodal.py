@@ -4,7 +4,7 @@ import torch
 from torch import Tensor, nn
 
 from mmbench.models.fusions.base import Fusion, masked
-from mmbench.registry import FUSIONS
+from mmbench.core.registry import FUSIONS
 
 
 @FUSIONS.register("unimodal")

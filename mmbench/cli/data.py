@@ -1,0 +1,127 @@
+"""`mmbench data info|masks|export|prepare`: inspect, prepare and mask datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from mmbench.cli.common import echo_json, overrides
+
+
+data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Inspect, prepare and mask datasets.")
+
+
+def _dataset_or_task(name: str, data_dir: Optional[Path], options: Optional[dict[str, Any]] = None):
+    """A dataset by registry name, or the dataset (with its options) that a task uses;
+    `options` are laid over either."""
+    from mmbench.data.datasets.base import load_dataset
+    from mmbench.core.errors import SpecError
+    from mmbench.core.registry import DATASETS
+    from mmbench.data.tasks import get_task, task_names
+
+    base: dict[str, Any] = {}
+    if name not in DATASETS and name in task_names():
+        spec = get_task(name)
+        name, base = spec.dataset.name, dict(spec.dataset.options)
+    if not options:
+        return load_dataset(name, data_dir, **base)
+    try:
+        return load_dataset(name, data_dir, **(base | options))
+    except TypeError as exc:  # a keyword the loader does not take
+        raise SpecError(f"dataset {name!r}: bad option in --set ({exc})") from None
+
+
+def data_info(
+    dataset: str = typer.Argument(..., help="Dataset or task name."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data root (default $MMBENCH_DATA)."),
+    split: Optional[str] = typer.Option(None, "--split"),
+    as_json: bool = typer.Option(False, "--json"),
+    set_: list[str] = typer.Option([], "--set", help="Dataset option key=value (repeatable), as for `data prepare`."),
+) -> None:
+    """Per split: samples, per-modality present counts, class counts, where the files are.
+    Counted from the annotation files and the file system: nothing is encoded."""
+    ds = _dataset_or_task(dataset, data_dir, overrides(set_))
+    splits = [split] if split else list(ds.split_names)
+    info = {"dataset": ds.name, "root": str(ds.root), "files": ds.locate(),
+            "splits": {s: ds.split_summary(s) for s in splits}}
+    if as_json:
+        return echo_json(info)
+    typer.echo(f"dataset {info['dataset']}  (root {info['root']})")
+    for k, v in info["files"].items():
+        typer.echo(f"  {k}: {v}")
+    for s, summ in info["splits"].items():
+        if "images" in summ:  # image-caption data: images in the annotations and on disk, captions
+            scope = f"  ({summ['scope']})" if "scope" in summ else ""
+            typer.echo(f"  {s:<6} images {summ['images']:,} in the annotations, {summ['images_on_disk']:,} on disk; "
+                       f"captions {summ['captions']:,}{scope}")
+            continue
+        present = ", ".join(f"{m} {c}" for m, c in summ["present"].items())
+        extra = ""
+        if "classes" in summ:
+            extra = "  classes " + " ".join(f"{k}:{v}" for k, v in summ["classes"].items())
+        elif "target" in summ:
+            extra = "  target min {min:.3f} max {max:.3f} mean {mean:.3f}".format(**summ["target"])
+        typer.echo(f"  {s:<6} {summ['samples']:>7} samples  present: {present}{extra}")
+
+
+def data_masks(
+    task: str = typer.Argument(...),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (id, condition, one 0/1 column per modality)."),
+    split: str = typer.Option("test", "--split", help="Split role: train, validation or test."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+) -> None:
+    """Export the exact missing-modality masks of a task's conditions, for predictions-file submitters."""
+    from mmbench.core.io import atomic_write_text
+    from mmbench.data.masks import masks_table
+    from mmbench.data.splits import load_task_split
+    from mmbench.data.tasks import get_task
+
+    spec = get_task(task)
+    s = load_task_split(spec, split, data_dir)
+    conditions = spec.conditions()
+    if split in ("train", "validation") and spec.missing.train:  # the masks training actually applies
+        from mmbench.data.masks import parse_condition
+
+        conditions = [parse_condition(spec.missing.train, spec.modalities)]
+    table = masks_table(conditions, s.ids, spec.modalities, spec.missing.seed, s.name)
+    atomic_write_text(out, table.to_csv(index=False))
+    typer.echo(f"wrote {len(table)} rows ({len(conditions)} conditions x {len(s)} samples) to {out}")
+
+
+def data_export(
+    task: str = typer.Argument(...),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (datasets.load_from_disk reads it)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+) -> None:
+    """Write a task's splits as a Hugging Face dataset: modalities, presence, target, ids."""
+    from mmbench.data.export import export_task
+    from mmbench.data.tasks import get_task
+
+    rows = export_task(get_task(task), out, data_dir)
+    typer.echo(f"wrote {', '.join(f'{r} {n}' for r, n in rows.items())} rows to {out}")
+
+
+def data_prepare(
+    dataset: str = typer.Argument(..., help="Dataset or task name."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+    download: bool = typer.Option(False, "--download", help="Fetch the official files (SHA-256 checked, resumable)."),
+    mirror: Optional[str] = typer.Option(None, "--mirror", help="With --download: fetch from this mirror, which "
+                                         "replaces scheme and host of each official URL, keeping the path "
+                                         "(default $MMBENCH_DOWNLOAD_MIRROR)."),
+    set_: list[str] = typer.Option([], "--set", help="Dataset option key=value (repeatable), e.g. mnist=idx."),
+) -> None:
+    """Verify a dataset's inputs and build its derived files (spectrograms, encoded features)."""
+    ds = _dataset_or_task(dataset, data_dir, overrides(set_))
+    for key, value in ds.prepare(download=download, mirror=mirror).items():
+        typer.echo(f"  {key}: {value}")
+    typer.echo(f"dataset {ds.name} ready under {ds.root}")
+
+
+def register(app: typer.Typer) -> None:
+    data_app.command("info")(data_info)
+    data_app.command("masks")(data_masks)
+    data_app.command("export")(data_export)
+    data_app.command("prepare")(data_prepare)
+    app.add_typer(data_app, name="data")

@@ -1,0 +1,266 @@
+"""CLI commands of this area; `register(app)` is called by mmbench.cli.
+
+`mmbench evaluate TASK (--predictions FILE | --model SPEC [--weights FILE]) ...` scores a
+submission, and `verify_command` (run by `mmbench leaderboard verify`) recomputes every
+leaderboard entry that has stored predictions. Every check runs before anything is written:
+a refused submission leaves no result file, no entry and no copied predictions behind.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)
+
+
+def evaluate(
+    task: str = typer.Argument(..., help="Task name, or a task spec .yaml file."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", "-p",
+                                               help="Predictions file: CSV, JSON lines or Parquet (id, [condition], prediction "
+                                                    "or score_0..score_{C-1}); .npz embeddings for retrieval. Runs no code."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="'baseline' (with --weights), 'path/to/file.py:build' (run isolated) or a "
+                                             "torch.export 'model.pt2'. Retrieval: the model has encode_image and "
+                                             "encode_text (a .pt2: two programs of those names)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="safetensors weights for --model."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Submission name (default: the file's stem)."),
+    conditions: list[str] = typer.Option([], "--conditions", "-c",
+                                         help="Only these of the task's conditions (repeatable or comma-separated)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the result JSON here (atomically)."),
+    board_dir: Optional[Path] = typer.Option(None, "--leaderboard", help="Add the result to this leaderboard folder."),
+    device: str = typer.Option("cpu", "--device", help="cpu, auto, cuda or cuda:N (model submissions)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+    timeout: float = typer.Option(600.0, "--timeout", help="Wall-clock seconds a sandboxed model may run."),
+    memory_mb: int = typer.Option(8192, "--memory-mb", help="Address-space limit of a sandboxed model (MB; CPU only)."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Batch size for sandboxed models (rows per encoder call "
+                                                               "for retrieval)."),
+    resamples: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CI (0 = none)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result JSON."),
+) -> None:
+    """Score a predictions file or a model on a task under its missing-modality conditions."""
+    from mmbench.core.errors import MMBenchError, SubmissionError
+    from mmbench.evaluation.submissions.checks import check_name
+
+    if (predictions is None) == (model is None):
+        raise MMBenchError("give exactly one of --predictions FILE or --model SPEC")
+    if weights is not None and model is None:
+        raise MMBenchError("--weights goes with --model (for --predictions there are no weights)")
+    if timeout <= 0 or memory_mb <= 0 or batch_size <= 0 or resamples < 0:
+        raise MMBenchError("--timeout, --memory-mb and --batch-size must be positive, --bootstrap >= 0")
+    if name is None:
+        source = predictions if predictions is not None else _model_source(model, weights)
+        name = source.stem if source is not None else None
+        if name is None:
+            raise SubmissionError("give a --name for this submission")
+        try:
+            check_name(name)
+        except SubmissionError:
+            raise SubmissionError(f"cannot use the file name {name!r} as the submission name (letters, digits, '.', '_', "
+                                  "'+', '-'); give --name", source) from None
+    check_name(name)
+    if output is not None and output.is_dir():
+        raise MMBenchError("--output is a directory; give a file name", output)
+    if board_dir is not None and board_dir.exists() and not board_dir.is_dir():
+        raise MMBenchError("--leaderboard is not a directory", board_dir)
+
+    from mmbench.data.tasks import get_task
+
+    spec = get_task(task)
+    if predictions is not None:
+        from mmbench.evaluation.scoring import evaluate_predictions
+
+        result = evaluate_predictions(spec, predictions, name, data_dir=data_dir, conditions=conditions or None,
+                                      n_resamples=resamples)
+    else:
+        from mmbench.evaluation.evaluator import evaluate_model
+        from mmbench.evaluation.sandbox.runner import SandboxConfig
+
+        cfg = SandboxConfig(timeout_s=timeout, memory_mb=memory_mb, batch_size=batch_size)
+        result = evaluate_model(spec, model, weights, name, device=device, data_dir=data_dir,
+                                conditions=conditions or None, sandbox_config=cfg, n_resamples=resamples)
+
+    stored: tuple[Path, bytes] | None = None
+    if board_dir is not None and predictions is not None:
+        stored = _prepare_copy(board_dir, result, predictions)
+        result = result.model_copy(update={"predictions_file": stored[0].relative_to(board_dir).as_posix()})
+
+    # everything is validated: now write (result file, stored predictions, leaderboard entry)
+    from mmbench.core.io import atomic_write_bytes, atomic_write_json
+
+    written = []
+    if output is not None:
+        atomic_write_json(output, result.to_json())
+        written.append(f"result {output}")
+    if board_dir is not None:
+        from filelock import FileLock
+
+        from mmbench.core.io import safe_join
+        from mmbench.board.entries import write_entry
+
+        task_dir = safe_join(board_dir, result.task)
+        task_dir.mkdir(parents=True, exist_ok=True)
+        # one submitter of a name at a time: the stored copy and the entry must belong together
+        with FileLock(str(task_dir / f".{result.name}.submit.lock")):
+            if stored is not None:
+                atomic_write_bytes(stored[0], stored[1])
+            entry = write_entry(board_dir, result)
+        written.append(f"leaderboard entry {entry}")
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        _print_summary(result)
+    for w in written:
+        typer.echo(f"wrote {w}", err=as_json)  # keep stdout pure JSON with --json
+
+
+def _model_source(model: str | None, weights: Path | None) -> Path | None:
+    import re
+
+    if model is None:
+        return None
+    if model == "baseline":
+        return weights
+    m = re.match(r"^(.+\.py):\w+$", model)
+    return Path(m.group(1)) if m else Path(model)
+
+
+def _prepare_copy(board_dir: Path, result: Any, predictions: Path) -> tuple[Path, bytes]:
+    """Destination and bytes of the stored copy; the bytes must be what was evaluated."""
+    import hashlib
+
+    from mmbench.core.errors import SubmissionError
+    from mmbench.core.io import safe_join
+
+    data = predictions.read_bytes()
+    if hashlib.sha256(data).hexdigest() != result.submission_hash:
+        raise SubmissionError("file changed while it was being evaluated; submit it again", predictions)
+    ext = predictions.suffix.lower()
+    dest = safe_join(safe_join(safe_join(board_dir, result.task), "predictions"), f"{result.name}{ext}")
+    return dest, data
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _print_summary(result: Any) -> None:
+    pm = result.primary_metric
+    typer.echo(f"{result.task}  {result.name}  ({result.kind}, {len(result.metrics)} condition"
+               f"{'s' if len(result.metrics) != 1 else ''})")
+    clean = result.metrics.get("clean")
+    if clean:
+        ci = result.confidence_intervals.get("clean", {}).get(pm)
+        ci_text = f"  95% CI [{ci['low']:.4f}, {ci['high']:.4f}]" if ci and math.isfinite(ci.get("low", math.nan)) else ""
+        typer.echo("  clean: " + "  ".join(f"{k} {_fmt(v)}" for k, v in clean.items()) + ci_text)
+    for cond, values in result.metrics.items():
+        if cond != "clean":
+            typer.echo(f"  {cond}: {pm} {_fmt(values.get(pm))}")
+    rob = result.robustness
+    parts = [f"{k} {_fmt(rob[k])}" for k in ("worst_drop", "auc_rate") if k in rob]
+    if parts:
+        typer.echo("  robustness: " + "  ".join(parts))
+    eff = result.efficiency or {}
+    if eff:
+        typer.echo("  efficiency: " + "  ".join(f"{k} {_fmt(eff[k])}" for k in ("params", "flops_per_sample", "latency_ms_per_batch")
+                                                if k in eff))
+
+
+# --------------------------------------------------------------------------------------------
+# leaderboard verify
+# --------------------------------------------------------------------------------------------
+
+
+def _differences(stored: dict[str, dict[str, float]], recomputed: dict[str, dict[str, float]]) -> list[str]:
+    out = []
+    for cond in sorted(set(stored) | set(recomputed)):
+        if cond not in recomputed:
+            out.append(f"{cond}: not recomputed")
+            continue
+        if cond not in stored:
+            out.append(f"{cond}: not in the entry")
+            continue
+        for metric in sorted(set(stored[cond]) | set(recomputed[cond])):
+            a, b = stored[cond].get(metric), recomputed[cond].get(metric)
+            if a is None or b is None or not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9):
+                out.append(f"{cond} {metric}: entry {a} recomputed {b}")
+    return out
+
+
+def verify_entry(board_dir: Path, entry: Any, data_dir: Any = None, labels_cache: dict | None = None) -> tuple[str, str]:
+    """(status, message) for one entry: OK, DIFFERS, ERROR or SKIP. `labels_cache` keeps each
+    task's test labels between entries."""
+    from mmbench.core.errors import MMBenchError
+    from mmbench.evaluation.scoring import evaluate_predictions
+    from mmbench.core.io import safe_join, sha256_file
+    from mmbench.data.tasks import get_task
+
+    if not entry.predictions_file:
+        return "SKIP", "no stored predictions"
+    try:
+        path = safe_join(board_dir, entry.predictions_file)
+        if not path.is_file():
+            return "ERROR", f"stored predictions {entry.predictions_file} not found"
+        # a baseline's submission_hash identifies its weights; its predictions' sha256 is in extra
+        expected = entry.extra.get("predictions_sha256") or (entry.submission_hash if entry.kind == "predictions" else None)
+        if expected and sha256_file(path) != expected:
+            return "DIFFERS", f"stored predictions {entry.predictions_file} changed (sha256 does not match the entry)"
+        spec = get_task(entry.task)
+        labels = None
+        if spec.target.type != "retrieval":
+            from mmbench.evaluation.submissions.tables import load_test_labels
+
+            cache = labels_cache if labels_cache is not None else {}
+            labels = cache[entry.task] = cache.get(entry.task) or load_test_labels(spec, data_dir)
+        recomputed = evaluate_predictions(spec, path, entry.name, data_dir=data_dir, conditions=list(entry.metrics)
+                                          if spec.target.type != "retrieval" else None, n_resamples=0, labels=labels)
+    except MMBenchError as exc:
+        return "ERROR", " ".join(str(exc).split())
+    diffs = _differences(entry.metrics, recomputed.metrics)
+    if diffs:
+        return "DIFFERS", "; ".join(diffs[:3]) + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "")
+    return "OK", f"{len(entry.metrics)} condition(s) match"
+
+
+def verify_command(board_dir) -> None:
+    """Recompute every entry with stored predictions; one line per entry; exit 1 if any differ."""
+    from mmbench.core.errors import DataError, MMBenchError
+    from mmbench.board.entries import read_entry
+
+    board = Path(board_dir)
+    if not board.is_dir():
+        raise MMBenchError("leaderboard folder not found", board)
+    files = sorted(f for d in sorted(board.iterdir()) if d.is_dir() for f in d.glob("*.json"))
+    if not files:
+        raise MMBenchError(f"no leaderboard entries in {board}")
+    counts = {"OK": 0, "DIFFERS": 0, "ERROR": 0, "SKIP": 0}
+    labels_cache: dict = {}
+    failed: list[str] = []
+    for f in files:
+        try:
+            entry = read_entry(f)
+        except DataError as exc:
+            status, label, message = "ERROR", f.relative_to(board).as_posix(), " ".join(str(exc).split())
+        else:
+            label = f"{entry.task}/{entry.name}" + (f" seed {entry.seed}" if entry.seed is not None else "")
+            status, message = verify_entry(board, entry, labels_cache=labels_cache)
+        counts[status] += 1
+        if status in ("DIFFERS", "ERROR"):
+            failed.append(label)
+        typer.echo(f"{status:<7} {label}: {message}")
+    typer.echo(f"verified {len(files)} entries: {counts['OK']} ok, {counts['DIFFERS']} differ, "
+               f"{counts['ERROR']} errors, {counts['SKIP']} without stored predictions")
+    if counts["DIFFERS"] or counts["ERROR"]:
+        # an exception, not typer.Exit: mmbench.cli.main runs the app with standalone_mode=False,
+        # where click returns an Exit's code instead of exiting with it
+        n = counts["DIFFERS"]
+        raise MMBenchError(f"leaderboard verification failed: {n} entr{'y differs' if n == 1 else 'ies differ'}, "
+                           f"{counts['ERROR']} could not be checked: {', '.join(failed[:5])}"
+                           f"{f' (+{len(failed) - 5} more)' if len(failed) > 5 else ''}")

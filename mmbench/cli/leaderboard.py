@@ -1,0 +1,97 @@
+"""`mmbench leaderboard [TASK]` (rank entries), `leaderboard verify`, `leaderboard publish RUNS...`
+and `leaderboard site`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def publish_command(runs: list[Path], board_dir: Path, tasks: list[str]) -> None:
+    """Write every finished run under `runs` as an entry of `board_dir`, with its predictions."""
+    from mmbench.core.errors import MMBenchError
+    from mmbench.board.publish import publish_runs
+
+    if not runs:
+        raise MMBenchError("leaderboard publish needs the reproduce output folder(s) (its --out), e.g. runs")
+    written = publish_runs(board_dir, runs, tasks or None)
+    per_task: dict[str, int] = {}
+    for path in written:
+        per_task[path.parent.name] = per_task.get(path.parent.name, 0) + 1
+    for task, n in sorted(per_task.items()):
+        typer.echo(f"  {task}: {n} entries")
+    typer.echo(f"published {len(written)} runs to {board_dir}; refresh its pages with `mmbench leaderboard site`")
+
+
+def site_command(board_dir: Path, check: bool) -> None:
+    from mmbench.core.errors import MMBenchError
+    from mmbench.board.site import site_differences, write_site
+
+    if not Path(board_dir).is_dir():
+        raise MMBenchError("leaderboard folder not found", board_dir)
+    if check:
+        diffs = site_differences(board_dir)
+        if diffs:
+            raise MMBenchError(f"leaderboard pages out of date ({'; '.join(diffs[:3])}); run `mmbench leaderboard site "
+                               f"--dir {board_dir}`", board_dir)
+        typer.echo(f"the pages of {board_dir} match its entries")
+        return
+    for path in write_site(board_dir):
+        typer.echo(f"wrote {path}")
+
+
+def leaderboard(
+    task: Optional[str] = typer.Argument(None, help="A task, or: verify, publish RUNS..., site."),
+    runs: Optional[list[Path]] = typer.Argument(None, help="publish: reproduce output folders (--out) to publish."),
+    fmt: str = typer.Option("table", "--format", help="table, md, csv, json or html."),
+    board_dir: Path = typer.Option(Path("leaderboard"), "--dir", help="Board folder (default ./leaderboard)."),
+    out: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
+    only: list[str] = typer.Option([], "--task", help="publish: only these tasks' runs (repeatable)."),
+    check: bool = typer.Option(False, "--check", help="site: write nothing; exit 1 if a page differs from the entries."),
+) -> None:
+    """Rank leaderboard entries by each task's primary metric. `leaderboard verify` recomputes
+    every entry from its stored predictions; `leaderboard publish RUNS...` writes the finished
+    runs of `reproduce` output folders as entries with their predictions; `leaderboard site`
+    writes the board's static pages (index.html and one page per task)."""
+    if task == "verify":
+        from mmbench.cli.evaluate import verify_command
+
+        return verify_command(board_dir)
+    if task in ("publish", "site"):
+        return publish_command(runs or [], board_dir, only) if task == "publish" else site_command(board_dir, check)
+    if runs:
+        from mmbench.core.errors import MMBenchError
+
+        raise MMBenchError(f"unexpected argument {str(runs[0])!r} (only `leaderboard publish` takes folders)")
+    from mmbench.core.errors import MMBenchError
+    from mmbench.core.io import atomic_write_text
+    from mmbench.board.entries import load_entries, rank, render
+
+    if fmt not in ("table", "md", "csv", "json", "html"):
+        raise MMBenchError(f"--format must be table, md, csv, json or html, not {fmt!r}")
+    rows = rank(load_entries(board_dir, task))
+    if not rows:
+        raise MMBenchError(f"no leaderboard entries{' for ' + task if task else ''} in {board_dir}")
+    if fmt == "html":
+        from mmbench.board.report import render_leaderboard_html
+
+        text = render_leaderboard_html(rows)
+    else:
+        text = render(rows, fmt)
+    if fmt in ("table", "md"):
+        from mmbench.board.published import load_published, published_rows, render_published
+
+        published = published_rows(load_published(board_dir, task))
+        if published:
+            text += "\n\n" + render_published(published)
+    if out:
+        atomic_write_text(out, text)
+        typer.echo(f"wrote {out}")
+    else:
+        typer.echo(text)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(leaderboard)

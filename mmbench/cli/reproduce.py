@@ -1,0 +1,90 @@
+"""`mmbench reproduce --suite NAME`: train, evaluate and rank a grid of baselines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mmbench.cli.common import overrides
+
+
+def reproduce(
+    suite: str = typer.Option("quick", "--suite", help="quick or full (see baselines/suites.yaml)."),
+    tasks_: list[str] = typer.Option([], "--tasks", help="Restrict to these tasks (repeatable)."),
+    fusions_: list[str] = typer.Option([], "--fusions", help="Restrict to these fusions (repeatable)."),
+    seeds: list[int] = typer.Option([], "--seeds", help="Use these seeds (repeatable)."),
+    device: str = typer.Option("auto", "--device"),
+    out: Path = typer.Option(Path("runs"), "--out"),
+    board_dir: Path = typer.Option(Path("leaderboard"), "--leaderboard"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+    set_: list[str] = typer.Option([], "--set", help="Override a config field for every run: key=value."),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+    write_reference: Optional[Path] = typer.Option(
+        None, "--write-reference", help="Record this run's mean/std per metric as the reference in this JSON file."),
+    threads: int = typer.Option(1, "--threads", help="CPU threads for torch (the baselines are small: one thread "
+                                "avoids thread start-up costs that dominate on small CPUs; raise it for big models)."),
+    report: Optional[Path] = typer.Option(
+        None, "--report", help="Report of this grid with its reference checks (.html or .md); default OUT/report.html."),
+    resume: bool = typer.Option(
+        True, "--resume/--no-resume", help="Keep runs in OUT that finished with the same config and data (their "
+        "result.json); train only the rest. --no-resume trains every run again."),
+    vectorize: Optional[bool] = typer.Option(
+        None, "--vectorize/--one-by-one", help="Train a baseline's seeds all at once (vmapped over the seeds) or one "
+        "after the other; default: at once on CUDA, one by one elsewhere."),
+) -> None:
+    """Train, evaluate and rank a suite of baselines; check each against the measured reference."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    from mmbench.board.entries import load_entries, rank, render
+    from mmbench.reproduce import load_suite, run_grid
+
+    s = load_suite(suite)
+    t = tasks_ or s["tasks"]
+    f = fusions_ or s["fusions"]
+    sd = seeds or s["seeds"]
+    typer.echo(f"reproducing suite {suite}: {len(t)} tasks x {len(f)} fusions x {len(sd)} seeds")
+    results, checks = run_grid(t, f, sd, out, board_dir, device, str(data_dir) if data_dir else None,
+                               overrides(set_), progress=not no_progress, log=typer.echo, vectorize=vectorize,
+                               resume=resume)
+    typer.echo("")
+    entries = [e for e in load_entries(board_dir) if e.task in t]
+    typer.echo(render(rank(entries), "table"))
+    if write_reference:
+        from mmbench.core.io import atomic_write_json
+        from mmbench.reproduce import merge_reference, reference_from_results
+        from mmbench.evaluation.results import hardware_info
+
+        hw = hardware_info(device if device != "auto" else None)
+        label = f"{hw.get('gpu') or hw['cpu']} ({hw['cpu_count']} cores), torch {hw.get('torch')}"
+        ref = reference_from_results(results, label, note=f"mmbench reproduce --suite {suite}, seeds {sd}")
+        atomic_write_json(write_reference, merge_reference(write_reference, ref))
+        typer.echo(f"wrote the reference for {len(results)} runs to {write_reference}")
+    typer.echo("reference check (mean over seeds vs baselines/reference.json; band: 3 standard errors of the "
+               "difference of the two means):")
+    for c in checks:
+        ref = f"{c.reference:.4f} ± {c.reference_std:.4f}" if c.reference is not None else "-"
+        band = f"band ±{c.band:.4f}" if c.band is not None else ""
+        mean = "-     " if c.error is not None else f"{c.mean:.4f}"
+        typer.echo(f"  {c.task:<22} {c.fusion:<12} {c.metric:<14} {mean}  ref {ref:<18} {band:<13} {c.verdict}")
+    from mmbench.board.report import write_results_report
+    from mmbench.reproduce import failed_checks, run_folder
+
+    if results:
+        runs = sorted({str(run_folder(out, r.task, r.name, r.seed)) for r in results})
+        path = write_results_report(results, report or out / "report.html", f"mmbench reproduce --suite {suite}", runs,
+                                    checks=checks)
+        typer.echo(f"wrote {path}")
+    failed = failed_checks(checks)
+    if failed:  # the other rows ran and are written; the exit status says the grid is incomplete
+        from mmbench.core.errors import MMBenchError
+
+        for c in failed:
+            typer.echo(f"failed: {c.task} {c.fusion}: {c.error}", err=True)
+        raise MMBenchError(f"{len(failed)} of {len(t) * len(f)} (task, fusion) rows failed (listed above)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(reproduce)

@@ -1,0 +1,83 @@
+"""`mmbench train TASK --fusion NAME`: train a task's model (config from `baselines/`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mmbench.cli.common import overrides
+
+
+def train(
+    task: str = typer.Argument(...),
+    fusion: Optional[str] = typer.Option(None, "--fusion", "-f", help="Fusion name (see `mmbench fusions`); a "
+                                         "retrieval task trains its dual encoder (default dual-encoder)."),
+    seed: list[int] = typer.Option([0], "--seed", help="Repeat for several seeds."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    out: Path = typer.Option(Path("runs"), "--out", help="Runs folder; each run goes to OUT/TASK/FUSION/seedN."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML training config (default: baselines/)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config field: key=value (repeatable)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+    modality_dropout: Optional[float] = typer.Option(None, "--modality-dropout"),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    compile_backend: Optional[str] = typer.Option(None, "--compile-backend",
+                                                  help="torch.compile backend (default inductor; eager for a quick check)."),
+    compile_mode: Optional[str] = typer.Option(None, "--compile-mode", help="torch.compile mode with inductor: default, "
+                                               "reduce-overhead (CUDA graphs: small models on a GPU), max-autotune."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16 autocast on CUDA), bf16, fp16 or fp32."),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+) -> None:
+    """Train a fusion model on a task (config from baselines/, overridable).
+
+    Data parallel: `torchrun --nproc_per_node K -m mmbench.cli train ...` trains on K processes
+    (one per GPU, or gloo on the CPU); batch_size is per process, so the global batch is
+    batch_size x K. Only rank 0 writes the run folder and prints.
+    """
+    import yaml
+
+    from mmbench.core.errors import SpecError
+    from mmbench.reproduce import baseline_config
+    from mmbench.data.tasks import get_task
+    from mmbench.training.trainer import TrainConfig, distributed_session
+    from mmbench.training.trainer import train as run_train
+
+    if fusion is None:
+        if get_task(task).target.type != "retrieval":
+            raise SpecError("give --fusion (see `mmbench fusions`)")
+        fusion = "dual-encoder"
+    base = baseline_config(task, fusion)
+    if config:
+        base |= yaml.safe_load(config.read_text()) or {}
+    base |= overrides(set_)
+    base["device"] = device
+    if epochs is not None:
+        base["epochs"] = epochs
+    if data_dir:
+        base["data_dir"] = str(data_dir)
+    if modality_dropout is not None:
+        base["modality_dropout"] = modality_dropout
+    if compile_:
+        base["compile"] = True
+    if compile_backend:
+        base["compile_backend"] = compile_backend
+    if compile_mode:
+        base["compile_mode"] = compile_mode
+    if precision:
+        base["precision"] = precision
+    cfgs = [TrainConfig.from_dict(base | {"seed": s}, str(config or "baselines")) for s in seed]
+    with distributed_session(device) as dist:  # one process group for every seed under torchrun
+        for cfg in cfgs:
+            run_dir = out / task / fusion.replace(":", "-") / f"seed{cfg.seed}"
+            result = run_train(cfg, run_dir, progress=not no_progress)
+            if dist.is_main:
+                metrics = " ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
+                workers = f" on {dist.world} processes" if dist.active else ""
+                typer.echo(f"{task} {fusion} seed {cfg.seed}{workers}: best epoch {result.best_epoch}, "
+                           f"test {metrics}  -> {run_dir}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)

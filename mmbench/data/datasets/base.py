@@ -1,0 +1,101 @@
+"""What every dataset loader provides, and where data is found."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmbench.core.errors import DataError, MMBenchError, SpecError
+from mmbench.core.registry import DATASETS
+
+if TYPE_CHECKING:
+    from mmbench.data.samples import Split
+
+DEFAULT_DATA_ROOT = Path.home() / ".cache" / "mmbench" / "data"
+
+
+def data_root(data_dir: str | Path | None = None) -> Path:
+    """`--data-dir`, else `$MMBENCH_DATA`, else ~/.cache/mmbench/data."""
+    if data_dir:
+        return Path(data_dir)
+    env = os.environ.get("MMBENCH_DATA")
+    return Path(env) if env else DEFAULT_DATA_ROOT
+
+
+class MultimodalDataset(ABC):
+    """A loader: options in the constructor, one `Split` of stacked tensors per split name.
+
+    Subclasses set `name`, `modalities` and `split_names`, and implement `load_split`.
+    `locate()` reports where the files were found, for `mmbench data info`.
+    """
+
+    name: str = ""
+    modalities: tuple[str, ...] = ()
+    split_names: tuple[str, ...] = ("train", "val", "test")
+    needs_files: bool = True
+
+    def __init__(self, data_dir: str | Path | None = None, **options: Any):
+        self.root = data_root(data_dir)
+        self.options = options
+
+    @abstractmethod
+    def load_split(self, split: str) -> Split: ...
+
+    def locate(self) -> dict[str, str]:
+        return {}
+
+    def split_summary(self, split: str) -> dict[str, Any]:
+        """Counts for `mmbench data info` (`Split.summary`'s keys). Loaders that can count from
+        their annotation files and the file system override this so nothing is encoded; the
+        default loads the split."""
+        return self.load_split(split).summary()
+
+    # Official files for `mmbench data prepare --download`: dicts of url, path (relative to the
+    # data root), sha256 and, for an archive, extract / strip / members (mmbench.core.download).
+    # Empty where there is no public direct download; `download_note` then says where to go.
+    downloads: tuple[dict[str, Any], ...] = ()
+    download_note: str = "place the files as README 'Data layout' shows"
+
+    def prepare(self, download: bool = False, mirror: str | None = None) -> dict[str, str]:
+        """Fetch (optionally) and verify the inputs, and build derived files. The default
+        downloads `downloads` (from `mirror` if given) then loads every split, which verifies
+        the inputs."""
+        report: dict[str, str] = {}
+        if mirror and not download:
+            raise SpecError("a download mirror only applies with --download")
+        if download:
+            if not self.needs_files:
+                raise MMBenchError(f"dataset {self.name!r} is generated, there is nothing to download")
+            entries = self.downloads
+            if not entries:
+                raise MMBenchError(f"dataset {self.name!r} has no public direct download: {self.download_note}")
+            from mmbench.core.download import download_all
+
+            paths = download_all([dict(d) for d in entries], self.root, mirror=mirror)
+            report["downloaded"] = ", ".join(str(p.relative_to(self.root)) for p in dict.fromkeys(paths))
+        for split in self.split_names:
+            report[split] = f"{len(self.load_split(split))} samples"
+        return report
+
+    def fingerprint(self) -> str:
+        """Identifies the exact data a result was computed on (recorded in result files)."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps([self.name, self.options], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def check_split(self, split: str) -> None:
+        if split not in self.split_names:
+            raise DataError(f"dataset {self.name!r} has no split {split!r}; splits: {', '.join(self.split_names)}")
+
+    def require(self, path: Path, what: str) -> Path:
+        if not path.exists():
+            raise DataError(f"{what} not found (data root {self.root}; see README 'Data layout')", path)
+        return path
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, **options: Any) -> MultimodalDataset:
+    cls = DATASETS.get(name)
+    return cls(data_dir, **options)

@@ -1,0 +1,71 @@
+"""Load the splits a task spec names, from its dataset loader, and apply a missing-modality
+condition to a split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mmbench.data.datasets.base import MultimodalDataset, load_dataset
+from mmbench.core.errors import SpecError
+from mmbench.data.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from mmbench.data.masks import Condition
+    from mmbench.data.samples import Split
+
+
+def with_dataset_options(spec: TaskSpec, options: dict | None) -> TaskSpec:
+    """The spec with its dataset options overlaid by `options` (e.g. a smaller synthetic set)."""
+    if not options:
+        return spec
+    return spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"options": spec.dataset.options | options})})
+
+
+def task_dataset(spec: TaskSpec, data_dir: str | Path | None = None) -> MultimodalDataset:
+    return load_dataset(spec.dataset.name, data_dir, **spec.dataset.options)
+
+
+def load_task_split(spec: TaskSpec, role: str, data_dir: str | Path | None = None,
+                    dataset: MultimodalDataset | None = None) -> Split:
+    """The split playing `role` (train, validation or test), restricted to the task's modalities."""
+    from mmbench.data.samples import Split
+
+    split_name = getattr(spec.splits, role)
+    if split_name is None:
+        raise SpecError(f"task {spec.name!r} has no {role} split", spec.source)
+    dataset = dataset or task_dataset(spec, data_dir)
+    split = dataset.load_split(split_name)
+    missing = [m for m in spec.modalities if m not in split.modalities]
+    if missing:
+        raise SpecError(f"task {spec.name!r} uses modality {missing[0]!r} that dataset {spec.dataset.name!r} "
+                        f"does not provide (it has {', '.join(split.modality_names)})", spec.source)
+    keep = set(spec.modalities)
+    return Split(split.name, split.ids, {k: v for k, v in split.modalities.items() if k in keep},
+                 {k: v for k, v in split.present.items() if k in keep}, split.targets,
+                 {k: v for k, v in split.lengths.items() if k in keep}, split.info)
+
+
+def load_training_splits(spec: TaskSpec, data_dir: str | Path | None = None,
+                         dataset: MultimodalDataset | None = None) -> dict[str, Split]:
+    """The train, validation and test splits of a task, from one loaded dataset; the spec's
+    ``missing.train`` condition (if any) applied to train and validation."""
+    dataset = dataset or task_dataset(spec, data_dir)
+    splits = {role: load_task_split(spec, role, data_dir, dataset) for role in ("train", "validation", "test")}
+    if spec.missing.train:
+        from mmbench.data.masks import parse_condition
+
+        condition = parse_condition(spec.missing.train, spec.modalities)
+        for role in ("train", "validation"):
+            splits[role] = apply_condition(splits[role], condition, spec.missing.seed)
+    return splits
+
+
+def apply_condition(split: Split, condition: Condition, seed: int) -> Split:
+    """`split` with the presence masks of `condition` (reproducible from `seed` and the ids)."""
+    import torch
+
+    from mmbench.data.masks import condition_masks
+
+    masks = condition_masks(condition, split.ids, split.modality_names, seed=seed, split=split.name)
+    return split.with_present({m: torch.from_numpy(v) for m, v in masks.items()})

@@ -1,0 +1,164 @@
+"""Scoring predictions against a task's labels: the metrics, their bootstrap CI and the
+robustness summary, and `evaluate_predictions` for a predictions file.
+
+This path imports neither torch nor any model code, so scoring a file needs only the task's
+ids and labels (a loader's `load_labels`, where it has one) and starts fast. Retrieval
+embeddings (.npz) are scored by mmbench.evaluation.evaluator, which needs torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mmbench.evaluation.metrics import bootstrap_ci, compute_metrics, confusion_matrix
+from mmbench.evaluation.results import Result, make_result
+
+if TYPE_CHECKING:
+    from mmbench.data.tasks import TaskSpec
+
+
+def uses_scores(spec: TaskSpec) -> bool:
+    """A binary task with a score-based metric (auroc): its predictions are label-1 scores."""
+    from mmbench.evaluation.metrics import METRICS
+
+    return spec.target.type == "binary" and any(METRICS[m.name].needs_scores for m in spec.metrics)
+
+
+def predicted_labels(spec: TaskSpec, y_pred: np.ndarray) -> np.ndarray:
+    """Labels from predictions: label-1 scores above 0.5 for a task that :func:`uses_scores`
+    (what the argmax of two softmax outputs gives), else the predictions themselves."""
+    return (np.asarray(y_pred) > 0.5).astype(np.int64) if uses_scores(spec) else y_pred
+
+
+def score(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """The task's metrics (those listed in the spec) for one set of predictions."""
+    scores = y_pred if uses_scores(spec) else None
+    allm = compute_metrics(spec.target.type, y_true, predicted_labels(spec, y_pred), spec.target.num_classes, scores=scores)
+    return {m.name: float(allm[m.name]) for m in spec.metrics}
+
+
+def item_record(spec: TaskSpec, ids: Any, y_true: np.ndarray, y_clean: np.ndarray) -> dict[str, Any]:
+    """The clean per-item predictions a result keeps for paired significance on the board."""
+    from mmbench.evaluation.significance import item_record as record
+
+    return {"test_items": record(ids, y_true, y_clean, spec.target.type, spec.target.num_classes)}
+
+
+def robustness_summary(per_condition: dict[str, dict[str, float]], metric: str, higher_is_better: bool) -> dict[str, Any]:
+    """Drop from clean per condition, and the normalised area under metric-vs-missing-rate
+    (trapezoid over the rates evaluated, with clean as rate 0, divided by the rate span)."""
+    out: dict[str, Any] = {"metric": metric}
+    clean = per_condition.get("clean", {}).get(metric)
+    if clean is not None:
+        sign = 1.0 if higher_is_better else -1.0
+        out["drop_from_clean"] = {c: sign * (clean - v[metric]) for c, v in per_condition.items() if c != "clean"}
+        worst = max(out["drop_from_clean"].values(), default=0.0)
+        out["worst_drop"] = worst
+    rates = sorted((float(c.split(":")[1]), v[metric]) for c, v in per_condition.items() if c.startswith("rate:"))
+    if clean is not None and not any(r == 0.0 for r, _ in rates):
+        rates = [(0.0, clean)] + rates
+    if len(rates) >= 2:
+        xs = np.array([r for r, _ in rates])
+        ys = np.array([v for _, v in rates])
+        out["auc_rate"] = float(np.trapezoid(ys, xs) / (xs[-1] - xs[0]))
+        out["rates"] = {f"{r:g}": v for r, v in rates}
+    return out
+
+
+def primary_ci(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray, seed: int = 0, n_resamples: int = 1000) -> dict[str, float]:
+    metric = spec.primary_metric
+    return bootstrap_ci(lambda t, p: score(spec, t, p)[metric], (y_true, y_pred), n_resamples=n_resamples, seed=seed)
+
+
+def classification_extras(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """Clean-condition confusion matrix (rows = truth) and class names, for reports."""
+    if spec.target.type not in ("multiclass", "binary"):
+        return {}
+    cm = confusion_matrix(y_true, predicted_labels(spec, y_pred), spec.target.num_classes)
+    names = spec.target.class_names or [str(i) for i in range(spec.target.num_classes)]
+    return {"confusion_matrix": cm.tolist(), "class_names": names}
+
+
+def _select_conditions(spec: TaskSpec, conditions: Any) -> list:
+    """The task's conditions, or the named subset of them (names are canonicalised)."""
+    from mmbench.core.errors import SpecError
+    from mmbench.data.masks import parse_condition
+
+    task_conditions = spec.conditions()
+    if not conditions:
+        return task_conditions
+    by_name = {c.name: c for c in task_conditions}
+    out = []
+    for text in conditions:
+        for part in str(text).split(","):
+            if not part.strip():
+                continue
+            name = parse_condition(part, spec.modalities).name
+            if name not in by_name:
+                raise SpecError(f"condition {part.strip()!r} is not one of task {spec.name!r}'s conditions "
+                                f"({', '.join(by_name)})")
+            if by_name[name] not in out:
+                out.append(by_name[name])
+    if not out:
+        raise SpecError("--conditions names no condition")
+    return out
+
+
+def _check_finite_metrics(per_condition: dict[str, dict[str, float]], source: Any) -> None:
+    import math
+
+    from mmbench.core.errors import SubmissionError
+
+    for cond, values in per_condition.items():
+        for metric, v in values.items():
+            if not math.isfinite(v):
+                raise SubmissionError(f"metric {metric!r} under {cond!r} is not finite ({v}); predictions out of range?", source)
+
+
+def _clean_ci(spec: TaskSpec, y_true: np.ndarray, predictions: dict[str, np.ndarray], seed: int, n_resamples: int) -> dict:
+    if n_resamples <= 0 or "clean" not in predictions:
+        return {}
+    ci = primary_ci(spec, y_true, predictions["clean"], seed=seed, n_resamples=n_resamples)
+    return {"clean": {spec.primary_metric: {k: float(v) for k, v in ci.items()}}}
+
+
+def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = None, conditions: Any = None,
+                         limits: Any = None, seed: int = 0, n_resamples: int = 1000, labels: Any = None) -> Result:
+    """Score a predictions file (CSV / JSON lines / Parquet, or an embeddings .npz for
+    retrieval) against the task's test labels (`labels`: already loaded `TestLabels`, e.g.
+    when verifying many entries of one task). Runs no submitted code. Raises
+    SubmissionError (naming the file) for anything malformed; writes nothing."""
+    from pathlib import Path
+
+    from mmbench.evaluation.submissions.checks import Limits, check_name, submission_hash
+
+    from mmbench.evaluation.submissions.tables import load_test_labels, parse_predictions
+
+    check_name(name)
+    limits = limits or Limits.from_env()
+    path = Path(path)
+    if spec.target.type == "retrieval":
+        from mmbench.evaluation.evaluator import _evaluate_retrieval
+
+        return _evaluate_retrieval(spec, path, name, data_dir, limits, n_resamples, seed)
+    selected = [c.name for c in _select_conditions(spec, conditions)] if conditions else None
+    labels = labels if labels is not None else load_test_labels(spec, data_dir)
+    parsed = parse_predictions(path, spec, labels, selected, limits)
+    per_condition = {c: score(spec, labels.targets, p) for c, p in parsed.predictions.items()}
+    _check_finite_metrics(per_condition, path)
+    digest, files = submission_hash([path])
+    task_conditions = [c.name for c in spec.conditions()]
+    extra = {"format": parsed.fmt, "rows": parsed.rows, "values": parsed.value_kind, "submission_files": files,
+             "conditions_not_evaluated": [c for c in task_conditions if c not in per_condition]}
+    if "clean" in parsed.predictions:
+        extra |= classification_extras(spec, labels.targets, parsed.predictions["clean"])
+        extra |= item_record(spec, labels.ids, labels.targets, parsed.predictions["clean"])
+    return make_result(
+        task=spec.name, name=name, kind="predictions", primary_metric=spec.primary_metric,
+        higher_is_better=spec.primary.higher_is_better, metrics=per_condition,
+        confidence_intervals=_clean_ci(spec, labels.targets, parsed.predictions, seed, n_resamples),
+        robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
+        efficiency=None, dataset_fingerprint=labels.fingerprint, submission_hash=digest, extra=extra,
+    )

@@ -1,0 +1,1 @@
+"""Submissions, parsed and checked before anything runs; nothing here runs submitted code."""
