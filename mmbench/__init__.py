@@ -34,6 +34,8 @@ _LAZY = {
     "load_model": "mmbench.training.trainer",
     "MultimodalModel": "mmbench.models.model",
     "MMBenchError": "mmbench.core.errors",
+    # for submitters: the documented way to write a retrieval-model submission (README)
+    "save_retrieval_program": "mmbench.evaluation.submissions.models",
 }
 
 

@@ -127,7 +127,7 @@ def check_retrieval_program(path: Path) -> None:
     if missing:
         raise SubmissionError(f"a retrieval .pt2 must hold two exported programs named {' and '.join(RETRIEVAL_PROGRAMS)}; "
                               f"this one holds {', '.join(names) or 'none'} (write it with "
-                              "mmbench.evaluation.submissions.models.save_retrieval_program)", path)
+                              "mmbench.save_retrieval_program)", path)
 
 
 def save_retrieval_program(path: str | Path, encode_image: Any, encode_text: Any) -> Path:
