@@ -69,29 +69,31 @@ def test_reference_check_finds_unimodal_rows_by_result_name():
 
 
 def test_reference_of_another_construction_is_not_compared(tmp_path):
-    """AV-MNIST's reference was measured on the one-pair-per-recording construction: a run on
-    the MNIST-scale default (another dataset fingerprint) gets "no reference for this
-    construction", a run on the old construction is compared as before."""
+    """AV-MNIST's reference was measured on the task's construction (MNIST-scale pairing at
+    the calibrated defaults; baselines/reference.json records its dataset fingerprint): a run
+    on that data is compared, a run on another construction (one pair per recording) gets
+    "no reference for this construction"."""
     from mmbench.data.datasets.avmnist import AVMNISTDataset
     from mmbench.reproduce import check_against_reference, load_reference, merge_reference, reference_from_results
     from mmbench.data.tasks import get_task
 
     reference = load_reference()
     options = get_task("avmnist").dataset.options
-    old = AVMNISTDataset(None, **{**options, "pairing": "recording", "image_pca_remove": 175}).fingerprint()
-    new = AVMNISTDataset(None, **options).fingerprint()
-    assert reference["dataset_fingerprints"]["avmnist"] == old != new
+    current = AVMNISTDataset(None, **options).fingerprint()
+    other_data = AVMNISTDataset(None, **{**options, "pairing": "recording", "image_pca_remove": 175}).fingerprint()
+    assert reference["dataset_fingerprints"]["avmnist"] == current != other_data
     mean = reference["results"]["avmnist"]["add"]["accuracy"]["mean"]
-    same = check_against_reference("avmnist", "add", "accuracy", [mean] * 5, reference, old)
+    same = check_against_reference("avmnist", "add", "accuracy", [mean] * 5, reference, current)
     assert same.ok is True and same.verdict == "reproduces"
-    other = check_against_reference("avmnist", "add", "accuracy", [mean] * 5, reference, new)
+    other = check_against_reference("avmnist", "add", "accuracy", [mean] * 5, reference, other_data)
     assert other.ok is None and other.reference is None and other.verdict == "no reference for this construction"
     # tasks without a recorded fingerprint are compared as before
     mosi = reference["results"]["mosi"]["add"]["acc2_non0"]["mean"]
     assert check_against_reference("mosi", "add", "acc2_non0", [mosi] * 5, reference, "anything").ok is True
-    # re-measuring on the new data replaces the task's old figures and records the new fingerprint
+    # re-measuring on other data replaces the task's figures and records the new fingerprint
     path = tmp_path / "reference.json"
     path.write_text(json.dumps(reference))
+    new = other_data
 
     class R:  # the fields reference_from_results reads
         def __init__(self, name, acc):

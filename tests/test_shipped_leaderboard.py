@@ -46,7 +46,7 @@ def _have_real_data() -> bool:
 
 # tasks whose every reference row (fusions and unimodal rows) is on the board; the others'
 # rows are added as their grids are run (each row present has all its seeds)
-COMPLETE = ("synthetic-redundant", "synthetic-unique", "synthetic-synergy", "mosi")
+COMPLETE = ("synthetic-redundant", "synthetic-unique", "synthetic-synergy", "mosi", "avmnist")
 
 
 def test_the_board_holds_the_reference_baselines_with_predictions():
