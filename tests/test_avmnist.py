@@ -17,6 +17,7 @@ from _datapaths import real_data_root
 
 from mmbench.data.datasets.avmnist import (
     DEFAULT_AUDIO_SNR_DB,
+    DEFAULT_IMAGE_PCA_REMOVE,
     AVMNISTDataset,
     DataWarning,
     add_noise,
@@ -463,3 +464,14 @@ def test_task_specs_parse():
     for uni, modality in (("avmnist-image", "image"), ("avmnist-audio", "audio")):
         s = load_task_spec(repo / "tasks" / f"{uni}.yaml")
         assert s.modalities == [modality] and s.dataset == spec.dataset
+
+
+def test_dataset_defaults_are_the_tasks_calibrated_options():
+    """`load_dataset("avmnist")` builds the data the references were measured on: its defaults
+    are the avmnist task's options (the calibration of docs/datasets.md)."""
+    from mmbench.data.datasets.avmnist import AVMNISTDataset
+    from mmbench.data.tasks import get_task
+
+    options = get_task("avmnist").dataset.options
+    assert options["image_pca_remove"] == DEFAULT_IMAGE_PCA_REMOVE and options["audio_snr_db"] == DEFAULT_AUDIO_SNR_DB
+    assert AVMNISTDataset(None).fingerprint() == AVMNISTDataset(None, **options).fingerprint()

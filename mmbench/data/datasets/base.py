@@ -80,11 +80,23 @@ class MultimodalDataset(ABC):
         return report
 
     def fingerprint(self) -> str:
-        """Identifies the exact data a result was computed on (recorded in result files)."""
+        """Identifies the exact data a result was computed on (recorded in result files).
+        Numbers count by value: ``audio_snr_db: -14`` in a YAML file and ``-14.0`` as a
+        Python default build the same data, so they give the same fingerprint."""
         import hashlib
         import json
 
-        return hashlib.sha256(json.dumps([self.name, self.options], sort_keys=True, default=str).encode()).hexdigest()[:16]
+        def canonical(x: Any) -> Any:
+            if isinstance(x, float) and x.is_integer():
+                return int(x)
+            if isinstance(x, dict):
+                return {k: canonical(v) for k, v in x.items()}
+            if isinstance(x, (list, tuple)):
+                return [canonical(v) for v in x]
+            return x
+
+        return hashlib.sha256(json.dumps([self.name, canonical(self.options)], sort_keys=True, default=str).encode()
+                              ).hexdigest()[:16]
 
     def check_split(self, split: str) -> None:
         if split not in self.split_names:
