@@ -28,7 +28,7 @@ def test_reproduce_quick_suite_end_to_end(tmp_path, monkeypatch, one_thread):
             "--set", "epochs=2", "--set", "dataset_options.n_samples=300", "--set", "embed_dim=8", "--set", "hidden_dim=16"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    entries = load_entries(tmp_path / "leaderboard")
+    entries = load_entries(tmp_path / "runs" / "leaderboard")  # OUT/leaderboard by default
     tasks = {"synthetic-redundant", "synthetic-unique", "synthetic-synergy"}
     fusions = {"concat", "add", "attention", "gnn"}
     assert {(e.task, e.name, e.seed) for e in entries} == {(t, f, s) for t in tasks for f in fusions for s in (0, 1)}
@@ -39,7 +39,7 @@ def test_reproduce_quick_suite_end_to_end(tmp_path, monkeypatch, one_thread):
         run = tmp_path / "runs" / e.task / e.name / f"seed{e.seed}"
         assert json.loads((run / "result.json").read_text())["metrics"] == e.metrics
         # the test predictions of every condition travel with the entry (leaderboard verify)
-        stored = tmp_path / "leaderboard" / e.predictions_file
+        stored = tmp_path / "runs" / "leaderboard" / e.predictions_file
         assert stored.read_bytes() == (run / "predictions.parquet").read_bytes()
     out = result.output
     assert "synthetic-synergy: accuracy" in out and "± " in out  # mean ± std over the two seeds
@@ -220,7 +220,9 @@ def test_a_failing_row_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch, c
     assert rc == 1, out + err
     error = "RuntimeError: LSE is not correctly aligned (strideH)"
     assert f"attention FAILED: {error}" in out
-    assert {(e.name, e.seed) for e in load_entries(tmp_path / "leaderboard")} == {("concat", 0), ("add", 0)}
+    # entries go to OUT/leaderboard by default: a run from a clone never rewrites the shipped ./leaderboard
+    assert {(e.name, e.seed) for e in load_entries(tmp_path / "runs" / "leaderboard")} == {("concat", 0), ("add", 0)}
+    assert not (tmp_path / "leaderboard").exists()
     assert out.index("attention FAILED") < out.index("add seed 0")  # the row after the failure still ran
     failed_rows = [line for line in out.splitlines() if line.strip().startswith("synthetic-unique       attention")]
     assert len(failed_rows) == 2 and all(line.endswith(f"FAILED: {error}") for line in failed_rows)  # 2 metrics

@@ -17,7 +17,9 @@ def reproduce(
     seeds: list[int] = typer.Option([], "--seeds", help="Use these seeds (repeatable)."),
     device: str = typer.Option("auto", "--device"),
     out: Path = typer.Option(Path("runs"), "--out"),
-    board_dir: Path = typer.Option(Path("leaderboard"), "--leaderboard"),
+    board_dir: Optional[Path] = typer.Option(
+        None, "--leaderboard", help="Folder for this grid's leaderboard entries; default OUT/leaderboard, so a run never "
+        "rewrites the board shipped in ./leaderboard (name that folder to add to it on purpose)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
     set_: list[str] = typer.Option([], "--set", help="Override a config field for every run: key=value."),
     no_progress: bool = typer.Option(False, "--no-progress"),
@@ -45,6 +47,7 @@ def reproduce(
     t = tasks_ or s["tasks"]
     f = fusions_ or s["fusions"]
     sd = seeds or s["seeds"]
+    board_dir = board_dir or out / "leaderboard"
     typer.echo(f"reproducing suite {suite}: {len(t)} tasks x {len(f)} fusions x {len(sd)} seeds")
     results, checks = run_grid(t, f, sd, out, board_dir, device, str(data_dir) if data_dir else None,
                                overrides(set_), progress=not no_progress, log=typer.echo, vectorize=vectorize,
