@@ -713,3 +713,25 @@ def test_unreadable_inputs_and_unknown_target_type():
         mosi_metrics([[1.0, 2.0], [1.0]], [0.0, 0.0])
     with pytest.raises(DataError, match="unknown target type"):
         metric_names("ranking")
+
+
+def test_single_metric_equals_the_full_set_and_the_ci_is_unchanged():
+    """The bootstrap computes the primary metric alone: the same value as compute_metrics gives
+    (every MOSI metric, a classification one through the fallback), and so the same CI."""
+    from mmbench.data.tasks import get_task
+    from mmbench.evaluation.metrics import bootstrap_ci, compute_metrics, single_metric
+    from mmbench.evaluation.scoring import primary_ci, score
+
+    rng = np.random.default_rng(3)
+    t = np.round(rng.uniform(-3, 3, 300) * 3) / 3  # MOSI-like, with exact zeros
+    t[:20] = 0.0
+    p = t + rng.normal(0, 1.2, 300)
+    full = compute_metrics("regression", t, p)
+    for name, value in full.items():
+        assert single_metric("regression", name, t, p) == value, name
+    assert np.isnan(single_metric("regression", "acc2_non0", np.zeros(5), np.ones(5)))
+    y, yp = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    assert single_metric("multiclass", "f1_macro", y, yp, 4) == compute_metrics("multiclass", y, yp, 4)["f1_macro"]
+    spec = get_task("mosi")
+    before = bootstrap_ci(lambda a, b: score(spec, a, b)[spec.primary_metric], (t, p), n_resamples=200, seed=7)
+    assert primary_ci(spec, t, p, seed=7, n_resamples=200) == before

@@ -278,30 +278,48 @@ def mosi_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
 
     Values are not rounded (MMSA rounds to 4 decimals for display).
     """
+    t, p = _mosi_inputs(y_true, y_pred)
+    return {name: fn(t, p) for name, fn in MOSI_METRIC_FNS.items()}
+
+
+def _mosi_inputs(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
     t = _reals(y_true, "y_true")
     p = _reals(y_pred, "y_pred")
     _same_length(t, p, "y_true", "y_pred")
+    return t, p
 
-    truth_has0 = t >= 0
-    pred_has0 = p >= 0
+
+def _acc2_non0(t: np.ndarray, p: np.ndarray) -> float:
     nz = t != 0
-    truth_non0 = t[nz] > 0
-    pred_non0 = p[nz] > 0
+    return float(np.mean((t[nz] > 0) == (p[nz] > 0))) if nz.any() else float("nan")
 
-    out: dict[str, float] = {}
-    out["acc2_has0"] = float(np.mean(truth_has0 == pred_has0))
-    out["f1_has0"] = _binary_weighted_f1(truth_has0, pred_has0)
-    if truth_non0.size:
-        out["acc2_non0"] = float(np.mean(truth_non0 == pred_non0))
-        out["f1_non0"] = _binary_weighted_f1(truth_non0, pred_non0)
-    else:
-        out["acc2_non0"] = float("nan")
-        out["f1_non0"] = float("nan")
-    out["acc7"] = float(np.mean(np.round(np.clip(p, -3.0, 3.0)) == np.round(np.clip(t, -3.0, 3.0))))
-    out["acc5"] = float(np.mean(np.round(np.clip(p, -2.0, 2.0)) == np.round(np.clip(t, -2.0, 2.0))))
-    out["mae"] = float(np.mean(np.abs(p - t)))
-    out["corr"] = _pearson(p, t)
-    return out
+
+def _f1_non0(t: np.ndarray, p: np.ndarray) -> float:
+    nz = t != 0
+    return _binary_weighted_f1(t[nz] > 0, p[nz] > 0) if nz.any() else float("nan")
+
+
+# mosi_metrics' definitions, one function each, so that one of them can be computed alone
+MOSI_METRIC_FNS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "acc2_has0": lambda t, p: float(np.mean((t >= 0) == (p >= 0))),
+    "f1_has0": lambda t, p: _binary_weighted_f1(t >= 0, p >= 0),
+    "acc2_non0": _acc2_non0,
+    "f1_non0": _f1_non0,
+    "acc7": lambda t, p: float(np.mean(np.round(np.clip(p, -3.0, 3.0)) == np.round(np.clip(t, -3.0, 3.0)))),
+    "acc5": lambda t, p: float(np.mean(np.round(np.clip(p, -2.0, 2.0)) == np.round(np.clip(t, -2.0, 2.0)))),
+    "mae": lambda t, p: float(np.mean(np.abs(p - t))),
+    "corr": lambda t, p: _pearson(p, t),
+}
+
+
+def single_metric(target_type: str, name: str, y_true: Any, y_pred: Any, num_classes: int | None = None,
+                  scores: Any = None) -> float:
+    """``compute_metrics(...)[name]``, computing only that metric where it can be computed
+    alone (the sentiment-regression metrics): the bootstrap evaluates one metric on 1,000
+    resamples, and MOSI's eight metrics together cost eight times one."""
+    if target_type == "regression" and name in MOSI_METRIC_FNS:
+        return MOSI_METRIC_FNS[name](*_mosi_inputs(y_true, y_pred))
+    return float(compute_metrics(target_type, y_true, y_pred, num_classes, scores=scores)[name])
 
 
 # --------------------------------------------------------------------------- retrieval

@@ -68,8 +68,15 @@ def robustness_summary(per_condition: dict[str, dict[str, float]], metric: str, 
 
 
 def primary_ci(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray, seed: int = 0, n_resamples: int = 1000) -> dict[str, float]:
-    metric = spec.primary_metric
-    return bootstrap_ci(lambda t, p: score(spec, t, p)[metric], (y_true, y_pred), n_resamples=n_resamples, seed=seed)
+    from mmbench.evaluation.metrics import single_metric
+
+    metric, target = spec.primary_metric, spec.target
+
+    def primary(t: np.ndarray, p: np.ndarray) -> float:  # = score(spec, t, p)[metric], the one metric alone
+        return single_metric(target.type, metric, t, predicted_labels(spec, p), target.num_classes,
+                             scores=p if uses_scores(spec) else None)
+
+    return bootstrap_ci(primary, (y_true, y_pred), n_resamples=n_resamples, seed=seed)
 
 
 def classification_extras(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
