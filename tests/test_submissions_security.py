@@ -497,3 +497,24 @@ def test_model_size_limits(tmp_path, monkeypatch):
     monkeypatch.setenv("MMBENCH_MAX_MODEL_BYTES", "lots")
     with pytest.raises(SubmissionError, match="is not a number"):
         evaluate_model(SPEC, "baseline", w, "big")
+
+
+def test_csv_table_reads_what_pandas_reads(tmp_path):
+    """The predictions CSV is read with Python's csv module (no pandas import on the scoring
+    path): every cell equals pandas' string reading of the same file (quoted commas and
+    newlines, CRLF, a BOM, blank lines), and a short row is refused naming its line."""
+    import pandas as pd
+
+    from mmbench.evaluation.submissions.tables import read_table
+
+    text = '\ufeffid,prediction,note\r\n"a,1",0.5,"two\nlines"\r\n\r\nb,-1e-3,""\r\nc,  7 ,"say ""hi"""\r\n'
+    path = tmp_path / "p.csv"
+    path.write_text(text, encoding="utf-8", newline="")
+    table = read_table(path)
+    expected = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+    assert list(table.columns) == list(expected.columns) and table.rows == len(expected) == 3
+    for c in expected.columns:
+        assert table.columns[c].tolist() == expected[c].tolist()
+    path.write_text("id,prediction\na,1\nb\n", encoding="utf-8")
+    with pytest.raises(MMBenchError, match=r"row on line 3 has 1 field\(s\), the header 2"):
+        read_table(path)

@@ -93,35 +93,43 @@ def _decode_utf8(path: Path, raw: bytes) -> str:
 
 
 def _read_csv(path: Path, limits: Limits) -> RawTable:
-    import pandas as pd
+    """Every cell as a string (Python's csv module: RFC 4180 quoting, blank lines skipped; no
+    pandas, whose import alone is most of a cold `evaluate --predictions`)."""
+    import csv
 
     text = _decode_utf8(path, path.read_bytes())
     if not text.strip():
         raise SubmissionError("CSV file has no content", path)
     if "\x00" in text:
         raise SubmissionError("CSV file contains NUL bytes (binary data?)", path)
+    csv.field_size_limit(max(csv.field_size_limit(), len(text)))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False,
-                            skip_blank_lines=True, engine="c")
-    except pd.errors.EmptyDataError:
-        raise SubmissionError("CSV file has no header row", path) from None
-    except (pd.errors.ParserError, ValueError, UnicodeError) as exc:
-        raise SubmissionError(f"malformed CSV: {one_line(exc)}", path) from None
-    cols = [str(c) for c in frame.columns]
-    unnamed = [c for c in cols if c.startswith("Unnamed:")]
-    if unnamed:
-        raise SubmissionError(f"CSV header has an empty column name (column {cols.index(unnamed[0]) + 1}); "
+        rows = [(reader.line_num, row) for row in reader if row]
+    except csv.Error as exc:
+        raise SubmissionError(f"malformed CSV: line {reader.line_num}: {one_line(exc)}", path) from None
+    if not rows:
+        raise SubmissionError("CSV file has no header row", path)
+    cols = rows[0][1]
+    if "" in cols:
+        raise SubmissionError(f"CSV header has an empty column name (column {cols.index('') + 1}); "
                               "is there a trailing comma or an index column?", path)
-    dupes = sorted({c for c in cols if re.sub(r"\.\d+$", "", c) in cols and c != re.sub(r"\.\d+$", "", c)})
+    dupes = sorted({c for c in cols if cols.count(c) > 1})
     if dupes:
         raise SubmissionError(f"CSV header repeats a column name ({dupes[0]!r})", path)
-    if len(frame) > limits.max_rows:
-        raise SubmissionError(f"{len(frame):,} rows, over the limit of {limits.max_rows:,} (MMBENCH_MAX_ROWS)", path)
+    body = rows[1:]
+    if len(body) > limits.max_rows:
+        raise SubmissionError(f"{len(body):,} rows, over the limit of {limits.max_rows:,} (MMBENCH_MAX_ROWS)", path)
+    for line, row in body:
+        if len(row) != len(cols):
+            raise SubmissionError(f"malformed CSV: the row on line {line} has {len(row)} field(s), the header "
+                                  f"{len(cols)} (a truncated file, or a comma inside an unquoted value?)", path)
     columns = {}
-    for c in cols:
-        values = frame[c].to_numpy(dtype=object)
+    for k, c in enumerate(cols):
+        values = np.empty(len(body), dtype=object)
+        values[:] = [row[k] for _, row in body]
         columns[c] = values
-    return RawTable(columns, "csv", len(frame))
+    return RawTable(columns, "csv", len(body))
 
 
 def _reject_constant(name: str) -> Any:
