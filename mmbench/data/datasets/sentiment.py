@@ -342,6 +342,19 @@ class _CMUSentiment(TextModalityDataset):
                         f"{', CMUMOSI_features_raw_2way.pkl' if self.has_raw else ''} or label.csv "
                         f"(data root {self.root}; see README 'Data layout')", d)
 
+    def load_labels(self, split: str) -> tuple[list[str], np.ndarray]:
+        """As the base class; from the transcripts-and-fold pickle (``raw``) the labels are read
+        alone: no audio join, no table (what a cold labels-only scoring waits for)."""
+        if self._parts is None and self.has_raw:
+            source, path = self._find()
+            if source == "raw":
+                self.check_split(split)
+                ids, labels, splits = readers.mosi_raw_2way_labels(path)
+                keep = [i for i, s in enumerate(splits) if s == split][: self.max_samples]
+                targets = labels[keep].astype(np.float32)  # as _from_table stores them
+                return [ids[i] for i in keep], np.ascontiguousarray(targets, dtype=self.target_dtype)
+        return super().load_labels(split)
+
     def read_parts(self) -> dict[str, Part]:
         source, path = self._find()
         self._resolved_source, self._files = source, [path]

@@ -39,9 +39,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from mmbench.core.errors import DataError
+
+
+class _LazyPandas:
+    """pandas, imported on first use: the labels-only scoring path reads MOSI's labels without
+    it (importing pandas takes longer than the rest of a cold `evaluate --predictions`)."""
+
+    def __getattr__(self, name: str) -> Any:
+        import pandas
+
+        return getattr(pandas, name)
+
+
+pd = _LazyPandas()
 
 __all__ = [
     "SPLIT_ALIASES",
@@ -541,10 +553,8 @@ def _shift(x: np.ndarray, start: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 
 
-def read_mosi_raw_2way(path: str | Path, label_range: tuple[float, float] | None = SENTIMENT_RANGE) -> pd.DataFrame:
-    """``CMUMOSI_features_raw_2way.pkl`` -> ``id, video_id, text, label, split`` (one row per
-    clip; videos in train, val, test order, clips in each video's order)."""
-    path = Path(path)
+def _mosi_raw_2way_rows(path: Path) -> list[tuple[str, str, str, float, str]]:
+    """(clip id, video id, text, label, split) per clip of ``CMUMOSI_features_raw_2way.pkl``."""
     data = load_pickle(path)
     if not isinstance(data, (list, tuple)) or len(data) < 7:
         raise DataError("not a CMUMOSI_features_raw_2way pickle: expected a list of 7 items "
@@ -570,7 +580,27 @@ def read_mosi_raw_2way(path: str | Path, label_range: tuple[float, float] | None
                 except (TypeError, ValueError, IndexError):
                     raise DataError(f"clip {normalize_clip_id(cid)!r}: label {lab!r} is not a number", path) from None
                 rows.append((normalize_clip_id(cid), vid, _decode(sent), value, split))
-    df = pd.DataFrame(rows, columns=["id", "video_id", "text", "label", "split"])
+    return rows
+
+
+def mosi_raw_2way_labels(path: str | Path, label_range: tuple[float, float] | None = SENTIMENT_RANGE
+                         ) -> tuple[list[str], np.ndarray, list[str]]:
+    """(clip ids, labels, splits) of ``CMUMOSI_features_raw_2way.pkl``, in the order and with the
+    checks of :func:`read_mosi_raw_2way`, without building a table (no pandas)."""
+    path = Path(path)
+    rows = _mosi_raw_2way_rows(path)
+    ids = [r[0] for r in rows]
+    labels = np.array([r[3] for r in rows], dtype=np.float64)
+    _check_unique(ids, path, "clip id")
+    _check_labels(labels, ids, path, label_range)
+    return ids, labels, [r[4] for r in rows]
+
+
+def read_mosi_raw_2way(path: str | Path, label_range: tuple[float, float] | None = SENTIMENT_RANGE) -> pd.DataFrame:
+    """``CMUMOSI_features_raw_2way.pkl`` -> ``id, video_id, text, label, split`` (one row per
+    clip; videos in train, val, test order, clips in each video's order)."""
+    path = Path(path)
+    df = pd.DataFrame(_mosi_raw_2way_rows(path), columns=["id", "video_id", "text", "label", "split"])
     _check_unique(df["id"].tolist(), path, "clip id")
     _check_labels(df["label"].to_numpy(), df["id"].tolist(), path, label_range)
     return df
