@@ -31,7 +31,7 @@ _LAZY = {
     "collate": "mmbench.data.samples",
     "TrainConfig": "mmbench.training.trainer",
     "train": "mmbench.training.trainer",
-    "load_model": "mmbench.training.trainer",
+    "load_model": "mmbench.models.checkpoint",
     "MultimodalModel": "mmbench.models.model",
     "MMBenchError": "mmbench.core.errors",
     # for submitters: the documented way to write a retrieval-model submission (README)

@@ -21,8 +21,6 @@ UPWARD = {
     ("mmbench.data.datasets.coco", "mmbench.models.encoders.pretrained"): "frozen image/text features are encoded on load",
     ("mmbench.data.datasets.hf", "mmbench.models.encoders.pretrained"): "frozen image/text features are encoded on load",
     ("mmbench.data.datasets.text", "mmbench.models.encoders.pretrained"): "frozen text features are encoded on load",
-    ("mmbench.evaluation.evaluator", "mmbench.training.trainer"): "a baseline checkpoint is read by the trainer's load_model",
-    ("mmbench.evaluation.evaluator", "mmbench.training.retrieval"): "the retrieval baseline's gallery is embedded as in training",
 }
 
 

@@ -251,7 +251,7 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
     from mmbench.evaluation.submissions.checks import Limits, check_name, submission_hash
     from mmbench.evaluation.submissions.models import parse_model_spec
     from mmbench.data.splits import load_task_split, task_dataset
-    from mmbench.training.trainer import load_model, resolve_device
+    from mmbench.models.checkpoint import load_model, resolve_device
 
     check_name(name)
     limits = limits or Limits.from_env()
@@ -332,6 +332,25 @@ def retrieval_inputs(split: Split, caption_image_index: np.ndarray, n_images: in
     return {"image": rows_of("image", torch.from_numpy(first.astype(np.int64))), "text": rows_of("text", None)}
 
 
+@torch.no_grad()
+def embed_gallery(model: Any, split: Split, device: torch.device | str = "cpu",
+                  batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(image embeddings ``[n_images, D]``, caption embeddings ``[n_captions, D]``,
+    caption -> image index, image absent bool) of a retrieval split, in gallery order."""
+    index = split.targets.cpu().numpy().astype(np.int64)
+    inputs = retrieval_inputs(split, index, int(index.max()) + 1 if len(index) else 0)
+    model.eval()
+    device = torch.device(device)
+
+    def run(encode, part: dict[str, Any]) -> np.ndarray:
+        out = [encode(part["x"][i:i + batch_size].to(device), part["present"][i:i + batch_size].to(device)).float().cpu()
+               for i in range(0, len(part["x"]), batch_size)]
+        return torch.cat(out).numpy()
+
+    absent = ~inputs["image"]["present"].cpu().numpy().astype(bool)
+    return run(model.encode_image, inputs["image"]), run(model.encode_text, inputs["text"]), index, absent
+
+
 def _permute(inputs: dict[str, Any], order: np.ndarray) -> dict[str, Any]:
     idx = torch.from_numpy(order)
     return {k: (v.index_select(0, idx) if v is not None else None) for k, v in inputs.items()}
@@ -348,7 +367,7 @@ def _evaluate_retrieval_model(spec: TaskSpec, model_spec: str, weights: Any, nam
     from mmbench.evaluation.submissions.models import check_retrieval_program, parse_model_spec
     from mmbench.evaluation.submissions.retrieval import check_embeddings
     from mmbench.data.splits import load_task_split, task_dataset
-    from mmbench.training.trainer import resolve_device
+    from mmbench.models.checkpoint import resolve_device
 
     ms = parse_model_spec(model_spec, weights, limits)
     if ms.kind == "exported":
@@ -391,7 +410,6 @@ def _retrieval_baseline_result(spec: TaskSpec, model: nn.Module, test_split: Spl
     """Embed the test gallery with a trained dual encoder and score it like an .npz."""
     from mmbench.evaluation.submissions.checks import Limits
     from mmbench.evaluation.submissions.retrieval import check_embeddings
-    from mmbench.training.retrieval import embed_gallery
 
     image, text, index, absent = embed_gallery(model, test_split, device)
     dim = check_embeddings(source, image, text, limits or Limits.from_env(),
@@ -422,7 +440,7 @@ def _evaluate_retrieval_checkpoint(spec: TaskSpec, weights: Any, name: str, devi
     from mmbench.core.errors import SubmissionError
     from mmbench.models.dual_encoder import DualEncoder
     from mmbench.models.model import describe_inputs
-    from mmbench.training.trainer import load_model
+    from mmbench.models.checkpoint import load_model
 
     model, config = load_model(weights, device)
     if not isinstance(model, DualEncoder):

@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from mmbench.evaluation.evaluator import embed_gallery  # noqa: F401 - also used by callers of this module
 from mmbench.data.samples import Split
 from mmbench.core.errors import MMBenchError
 from mmbench.models.dual_encoder import ARCHITECTURE, DualEncoder, contrastive_loss
@@ -44,27 +44,6 @@ def dual_encoder_config(cfg: Any, spec: TaskSpec, train_split: Split) -> dict[st
     return {"architecture": ARCHITECTURE, "task": spec.name, "target_type": spec.target.type,
             "modalities": list(spec.modalities), "inputs": describe_inputs(train_split), "fusion": cfg.fusion,
             "embed_dim": cfg.embed_dim, "hidden_dim": cfg.hidden_dim, "dropout": cfg.dropout, "seed": cfg.seed}
-
-
-@torch.no_grad()
-def embed_gallery(model: DualEncoder, split: Split, device: torch.device | str = "cpu",
-                  batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(image embeddings ``[n_images, D]``, caption embeddings ``[n_captions, D]``,
-    caption -> image index, image absent bool) of a retrieval split, in gallery order."""
-    from mmbench.evaluation.evaluator import retrieval_inputs
-
-    index = split.targets.cpu().numpy().astype(np.int64)
-    inputs = retrieval_inputs(split, index, int(index.max()) + 1 if len(index) else 0)
-    model.eval()
-    device = torch.device(device)
-
-    def run(encode, part: dict[str, Any]) -> np.ndarray:
-        out = [encode(part["x"][i:i + batch_size].to(device), part["present"][i:i + batch_size].to(device)).float().cpu()
-               for i in range(0, len(part["x"]), batch_size)]
-        return torch.cat(out).numpy()
-
-    absent = ~inputs["image"]["present"].cpu().numpy().astype(bool)
-    return run(model.encode_image, inputs["image"]), run(model.encode_text, inputs["text"]), index, absent
 
 
 def validation_metrics(model: DualEncoder, split: Split, device: torch.device, batch_size: int) -> dict[str, float]:
