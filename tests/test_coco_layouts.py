@@ -243,7 +243,7 @@ def test_checkpoint_scores_like_the_trained_model(trained, tmp_path, monkeypatch
     from mmbench.evaluation.metrics import retrieval_metrics
     from mmbench.data.splits import load_task_split, task_dataset, with_dataset_options
     from mmbench.data.tasks import get_task
-    from mmbench.training.retrieval import embed_gallery
+    from mmbench.evaluation.evaluator import embed_gallery
 
     root, options, (run, _, _) = trained
     spec = with_dataset_options(get_task("coco-retrieval"), options)

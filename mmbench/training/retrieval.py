@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmbench.evaluation.evaluator import embed_gallery  # noqa: F401 - also used by callers of this module
+from mmbench.evaluation.evaluator import embed_gallery
 from mmbench.data.samples import Split
 from mmbench.core.errors import MMBenchError
 from mmbench.models.dual_encoder import ARCHITECTURE, DualEncoder, contrastive_loss

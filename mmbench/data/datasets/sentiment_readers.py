@@ -553,8 +553,9 @@ def _shift(x: np.ndarray, start: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 
 
-def _mosi_raw_2way_rows(path: Path) -> list[tuple[str, str, str, float, str]]:
-    """(clip id, video id, text, label, split) per clip of ``CMUMOSI_features_raw_2way.pkl``."""
+def _mosi_raw_2way_rows(path: Path, label_range: tuple[float, float] | None) -> list[tuple[str, str, str, float, str]]:
+    """(clip id, video id, text, label, split) per clip of ``CMUMOSI_features_raw_2way.pkl``,
+    clip ids unique and labels finite (and inside `label_range`)."""
     data = load_pickle(path)
     if not isinstance(data, (list, tuple)) or len(data) < 7:
         raise DataError("not a CMUMOSI_features_raw_2way pickle: expected a list of 7 items "
@@ -580,6 +581,9 @@ def _mosi_raw_2way_rows(path: Path) -> list[tuple[str, str, str, float, str]]:
                 except (TypeError, ValueError, IndexError):
                     raise DataError(f"clip {normalize_clip_id(cid)!r}: label {lab!r} is not a number", path) from None
                 rows.append((normalize_clip_id(cid), vid, _decode(sent), value, split))
+    ids = [r[0] for r in rows]
+    _check_unique(ids, path, "clip id")
+    _check_labels(np.array([r[3] for r in rows], dtype=np.float64), ids, path, label_range)
     return rows
 
 
@@ -587,23 +591,14 @@ def mosi_raw_2way_labels(path: str | Path, label_range: tuple[float, float] | No
                          ) -> tuple[list[str], np.ndarray, list[str]]:
     """(clip ids, labels, splits) of ``CMUMOSI_features_raw_2way.pkl``, in the order and with the
     checks of :func:`read_mosi_raw_2way`, without building a table (no pandas)."""
-    path = Path(path)
-    rows = _mosi_raw_2way_rows(path)
-    ids = [r[0] for r in rows]
-    labels = np.array([r[3] for r in rows], dtype=np.float64)
-    _check_unique(ids, path, "clip id")
-    _check_labels(labels, ids, path, label_range)
-    return ids, labels, [r[4] for r in rows]
+    rows = _mosi_raw_2way_rows(Path(path), label_range)
+    return [r[0] for r in rows], np.array([r[3] for r in rows], dtype=np.float64), [r[4] for r in rows]
 
 
 def read_mosi_raw_2way(path: str | Path, label_range: tuple[float, float] | None = SENTIMENT_RANGE) -> pd.DataFrame:
     """``CMUMOSI_features_raw_2way.pkl`` -> ``id, video_id, text, label, split`` (one row per
     clip; videos in train, val, test order, clips in each video's order)."""
-    path = Path(path)
-    df = pd.DataFrame(_mosi_raw_2way_rows(path), columns=["id", "video_id", "text", "label", "split"])
-    _check_unique(df["id"].tolist(), path, "clip id")
-    _check_labels(df["label"].to_numpy(), df["id"].tolist(), path, label_range)
-    return df
+    return pd.DataFrame(_mosi_raw_2way_rows(Path(path), label_range), columns=["id", "video_id", "text", "label", "split"])
 
 
 AUDIO_IDS_COLUMNS = ("pickle_split", "pickle_video_index", "utt_pos", "mosi_clip_id")
