@@ -215,6 +215,24 @@ def _ident_cells(row: dict[str, Any]) -> list[dict[str, Any]]:
             _value_cell(row, "seeds")]
 
 
+def _verdict_columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """Compact letters and the 95% rank interval (mmbench.evaluation.significance), when the
+    task has them."""
+    if not any(r.get("letters") is not None for r in rows):
+        return []
+    return [Column("letters", "letters", "asc", "rows sharing a letter are not distinguishable (Holm, 0.05)", numeric=False),
+            Column("rank_interval", "rank 95%", "asc", "95% bootstrap interval of the rank")]
+
+
+def _verdict_cells(row: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if not any(r.get("letters") is not None for r in rows):
+        return []
+    from mmbench.board.entries import format_value
+
+    ri = row.get("rank_interval")
+    return [_cell(row.get("letters") or "-"), _cell(format_value(row, "rank_interval"), ri[0] if ri else None)]
+
+
 def _conditions(rows: list[dict[str, Any]]) -> list[str]:
     return sorted({c for r in rows for c in r.get("conditions", {})}, key=_cond_key)
 
@@ -232,7 +250,7 @@ def _board_table(rows: list[dict[str, Any]]) -> Table:
     metrics = _metrics_of(rows)
     conds = _conditions(rows)
     effs = _eff_keys(rows)
-    cols = _ident_columns()
+    cols = _ident_columns() + _verdict_columns(rows)
     cols += [Column(m, m + (" (primary)" if m == primary else ""), "desc" if m != primary else _best_dir(hib),
                     "clean test set, mean ± std over seeds") for m in metrics]
     cols += [Column("auc_rate", "auc_rate", _best_dir(hib), f"normalised area under {primary} vs missing rate"),
@@ -241,7 +259,7 @@ def _board_table(rows: list[dict[str, Any]]) -> Table:
     cols += [Column(f"{primary}@{c}", f"{primary}@{c}", _best_dir(hib), f"{primary} under condition {c}") for c in conds]
     body = []
     for r in rows:
-        cells = _ident_cells(r) + [_metric_cell(r, m) for m in metrics]
+        cells = _ident_cells(r) + _verdict_cells(r, rows) + [_metric_cell(r, m) for m in metrics]
         cells += [_value_cell(r, "auc_rate"), _value_cell(r, "worst_drop")]
         cells += [_value_cell(r, k) for k in effs]
         cells += [_cell(_fmt(r["conditions"][c]), r["conditions"][c]) if c in r.get("conditions", {}) else _cell("-")
@@ -493,9 +511,11 @@ def render_leaderboard_html(rows: list[dict[str, Any]], title: str = "mmbench le
             figs.append(rob)
         else:
             notes.append("No missing-rate conditions (rate:R) were evaluated for this task, so there is no robustness curve.")
+        from mmbench.board.entries import significance_note
+
         tasks.append({"name": task, "slug": _slug(task), "primary": task_rows[0]["primary_metric"],
                       "hib": bool(task_rows[0]["higher_is_better"]), "table": _board_table(task_rows),
-                      "figures": figs, "notes": notes})
+                      "sig_note": significance_note(task_rows), "figures": figs, "notes": notes})
     ctx = _common(title) | {"tasks": tasks, "n_entries": len(rows)}
     return _env(True).get_template("board.html.j2").render(**ctx)
 
@@ -698,30 +718,24 @@ _CHECK_NOTE = ("Mean over this run's seeds (clean test set) against the measured
 
 def _significance_table(rows: list[dict[str, Any]]) -> tuple[Table | None, str]:
     """The pairwise matrix of one task (rows and columns in rank order): the cell of row A,
-    column B is A - B in the direction of better, its p-value, and * where A and B are
-    distinguishable at 95% (rank(..., matrix=True) fields; see mmbench.evaluation.significance)."""
-    if not rows or rows[0].get("group") is None:
+    column B is A - B in the direction of better, its Holm-adjusted p-value, and * where the
+    pair differs (p_holm < 0.05, the board's one rule; see mmbench.evaluation.significance)."""
+    if not rows or rows[0].get("letters") is None:
         return None, ""
     from mmbench.board.entries import significance_note
 
     names = [r["name"] for r in rows]
-    columns = [Column("name", "entry (group)", "asc", numeric=False)]
-    columns += [Column(f"vs-{n}", f"vs {n}", "desc", f"difference from {n}, p-value; * distinguishable at 95%") for n in names]
+    columns = [Column("name", "entry (letters)", "asc", numeric=False)]
+    columns += [Column(f"vs-{n}", f"vs {n}", "desc", f"difference from {n}, Holm-adjusted p; * differs") for n in names]
     body = []
     for r in rows:
-        cells = [_cell(f"{r['name']} ({r['group']}{'=' if r['tied'] else ''})")]
+        cells = [_cell(f"{r['name']} ({r['letters']})")]
         for n in names:
-            t = r.get("pairwise", {}).get(f"{r['name']}|{n}")
-            if t is None:
-                other = next(o for o in rows if o["name"] == n)
-                t = other.get("pairwise", {}).get(f"{n}|{r['name']}")
-                t = None if t is None else {**t, "diff": -t["diff"]}
+            t = (r.get("pairwise") or {}).get(n)
             cells.append(_cell("-") if t is None else
-                         _cell(f"{t['diff']:+.4f} (p {t['p']:.3g}){' *' if t['distinguishable'] else ''}", t["diff"]))
+                         _cell(f"{t['diff']:+.4f} ({t['p_holm_display']}){' *' if t['significant'] else ''}", t["diff"]))
         body.append(cells)
-    tests = sorted({t["test"] for r in rows for t in r.get("pairwise", {}).values()})
-    note = significance_note(rows) + f". Tests used: {', '.join(tests) or '-'}."
-    return Table(columns, body, first_is_best=False), note
+    return Table(columns, body, first_is_best=False), significance_note(rows)
 
 
 def _check_table(checks: Sequence[Any]) -> Table | None:

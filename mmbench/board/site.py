@@ -20,7 +20,8 @@ INDEX = "index.html"
 # rank() keys the board table already shows (or that are not columns); any other scalar key a
 # ranking adds (e.g. significance groups) is shown as a column of its own
 _SHOWN = {"task", "name", "kind", "fusion", "seeds", "primary_metric", "higher_is_better", "rank", "conditions",
-          "auc_rate", "worst_drop", "params", "flops_per_sample", "latency_ms_per_batch"}
+          "auc_rate", "worst_drop", "params", "flops_per_sample", "latency_ms_per_batch", "letters",
+          "seed_variance_known"}
 
 def _env():
     import jinja2
@@ -84,7 +85,7 @@ def _index_table(tasks: list[dict[str, Any]]):
 
 def render_site(board_dir: str | Path, title: str = "mmbench leaderboard") -> dict[str, str]:
     """{file name: HTML} of every page of the board in `board_dir`."""
-    from mmbench.board.entries import load_entries, rank
+    from mmbench.board.entries import load_entries, rank, significance_note
     from mmbench.board.published import load_published, published_rows
     from mmbench.board.report import _common, _slug
     from mmbench.data.tasks import get_task, task_names
@@ -109,7 +110,7 @@ def render_site(board_dir: str | Path, title: str = "mmbench leaderboard") -> di
         ctx = _common(f"{title}: {t}") | {
             "tasks": [], "task": t, "slug": _slug(t), "description": description[t], "primary": primary,
             "hib": bool(task_rows[0]["higher_is_better"]) if task_rows else True,
-            "board": _board(task_rows) if task_rows else None,
+            "board": _board(task_rows) if task_rows else None, "sig_note": significance_note(task_rows),
             "published": _published_table(task_pub, primary) if task_pub else None, "sources": sources,
             "nav": [n | {"current": n["name"] == t} for n in nav]}
         pages[f"{_slug(t)}.html"] = env.get_template("site_task.j2").render(**ctx)
