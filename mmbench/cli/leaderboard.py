@@ -50,6 +50,7 @@ def leaderboard(
     out: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
     only: list[str] = typer.Option([], "--task", help="publish: only these tasks' runs (repeatable)."),
     check: bool = typer.Option(False, "--check", help="site: write nothing; exit 1 if a page differs from the entries."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="verify: the data root (default $MMBENCH_DATA)."),
 ) -> None:
     """Rank leaderboard entries by each task's primary metric. `leaderboard verify` recomputes
     every entry from its stored predictions; `leaderboard publish RUNS...` writes the finished
@@ -58,7 +59,7 @@ def leaderboard(
     if task == "verify":
         from mmbench.cli.evaluate import verify_command
 
-        return verify_command(board_dir)
+        return verify_command(board_dir, data_dir)
     if task in ("publish", "site"):
         return publish_command(runs or [], board_dir, only) if task == "publish" else site_command(board_dir, check)
     if runs:

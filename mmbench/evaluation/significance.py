@@ -75,6 +75,30 @@ def item_record(ids: Any, targets: Any, predictions: Any, target_type: str, num_
             "num_classes": num_classes}
 
 
+def item_record_differences(stored: dict[str, Any] | None, recomputed: dict[str, Any] | None) -> str | None:
+    """How an entry's stored per-item record differs from the one recomputed from its stored
+    predictions (None when they agree; a missing stored record is not a difference)."""
+    if stored is None:
+        return None
+    if recomputed is None:
+        return "the entry has per-item records, its stored predictions give none"
+    for key in ("target_type", "num_classes"):
+        if stored.get(key) != recomputed.get(key):
+            return f"{key} {stored.get(key)!r}, recomputed {recomputed.get(key)!r}"
+    if sorted(stored["ids"]) != sorted(recomputed["ids"]) or len(stored["ids"]) != len(stored["predictions"]):
+        return f"{len(stored['ids'])} test ids stored, {len(recomputed['ids'])} recomputed, or other ids"
+    pos = {i: k for k, i in enumerate(recomputed["ids"])}
+    take = np.array([pos[i] for i in stored["ids"]])
+    for key in ("targets", "predictions"):
+        a, b = np.asarray(stored[key], dtype=float), np.asarray(recomputed[key], dtype=float)[take]
+        bad = np.flatnonzero(~np.isclose(a, b, rtol=1e-6, atol=1e-9))
+        if bad.size:
+            k = int(bad[0])
+            return (f"{key} differ on {bad.size} of {len(a)} items (first: id {stored['ids'][k]!r}, stored {a[k]:g}, "
+                    f"recomputed {b[k]:g})")
+    return None
+
+
 def metric_value(target_type: str, num_classes: int | None, metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
     from mmbench.evaluation.metrics import compute_metrics
 
