@@ -26,7 +26,7 @@ import numpy as np
 # classification metrics computed from per-class (tp, predicted, true) counts
 _PRF = {f"{k}_{avg}" for k in ("precision", "recall", "f1") for avg in ("macro", "weighted")} | {"precision", "recall", "f1"}
 _REGRESSION = {"acc2_has0", "acc2_non0", "f1_has0", "f1_non0", "acc7", "acc5", "mae", "corr"}
-_CELLS = 4_000_000  # item-count cells per block of resamples (bounds memory: ~16 MB per block)
+BLOCK_CELLS = 4_000_000  # item-count cells per block of resamples (bounds memory: ~16 MB per block)
 
 
 def vectorised(metric: str, target_type: str) -> bool:
@@ -39,7 +39,7 @@ def vectorised(metric: str, target_type: str) -> bool:
 def item_weights(n: int, n_resamples: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     """Blocks of item-count rows ``[b, n]`` (float32; each row sums to n), ``n_resamples`` rows
     in all, drawn with replacement from `rng` (blocks of a fixed size: deterministic)."""
-    block = max(1, min(n_resamples, _CELLS // max(n, 1)))
+    block = max(1, min(n_resamples, BLOCK_CELLS // max(n, 1)))
     for start in range(0, n_resamples, block):
         b = min(block, n_resamples - start)
         idx = rng.integers(0, n, size=(b, n))
