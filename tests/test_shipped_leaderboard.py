@@ -180,6 +180,34 @@ def test_site_check_flags_a_changed_entry(tmp_path, monkeypatch, capsys):
     assert rc == 0, err
 
 
+def test_docs_tables_are_the_boards():
+    """docs/baselines.md's measured tables are generated from the shipped entries (issue 24):
+    regenerate with `mmbench leaderboard docs docs/baselines.md` after changing entries."""
+    from mmbench.board.doctables import doc_table_differences
+
+    text = (REPO / "docs" / "baselines.md").read_text(encoding="utf-8")
+    assert "<!-- board-table mosi |" in text and "<!-- board-table avmnist |" in text and "<!-- board-summary -->" in text
+    assert doc_table_differences(REPO / "docs" / "baselines.md", BOARD) == []
+
+
+def test_docs_check_flags_a_changed_entry(tmp_path, monkeypatch, capsys):
+    board = _board_copy(tmp_path, with_real_data=True)
+    doc = tmp_path / "baselines.md"
+    shutil.copy(REPO / "docs" / "baselines.md", doc)
+    rc, out, err = run_main(["leaderboard", "docs", doc, "--check", "--dir", board], monkeypatch, capsys)
+    assert rc == 0, err
+    path = sorted((board / "mosi").glob("concat__seed0.json"))[0]
+    entry = json.loads(path.read_text())
+    entry["metrics"]["clean"]["mae"] += 0.05  # a column of the MOSI table
+    path.write_text(json.dumps(entry))
+    rc, out, err = run_main(["leaderboard", "docs", doc, "--check", "--dir", board], monkeypatch, capsys)
+    assert rc == 1 and "docs tables out of date" in err and "board-table mosi" in err
+    rc, out, err = run_main(["leaderboard", "docs", doc, "--dir", board], monkeypatch, capsys)
+    assert rc == 0 and f"wrote {doc}" in out
+    rc, out, err = run_main(["leaderboard", "docs", doc, "--check", "--dir", board], monkeypatch, capsys)
+    assert rc == 0, err
+
+
 def test_pages_are_self_contained_and_linked():
     pages = {p.name: p.read_text(encoding="utf-8") for p in BOARD.glob("*.html")}
     assert "index.html" in pages
