@@ -64,15 +64,22 @@ DEFAULT_RESAMPLES = 2000
 # ------------------------------------------------------------------------------------------
 
 
-def item_record(ids: Any, targets: Any, predictions: Any, target_type: str, num_classes: int | None) -> dict[str, Any]:
+def item_record(ids: Any, targets: Any, predictions: Any, target_type: str, num_classes: int | None,
+                scores: bool = False) -> dict[str, Any]:
     """What a result stores (``extra["test_items"]``) for paired tests: the clean condition's
-    prediction for every test id, with its target."""
+    prediction for every test id, with its target. With `scores` (a binary task scored from
+    label-1 scores, such as AUROC) the predictions are the real-valued scores and the record
+    says so (``"scores": true``); labels are then ``score > 0.5``. Multi-label probabilities
+    are stored as their 0/1 label sets (``score > 0.5``)."""
     preds = np.asarray(predictions)
-    as_list = preds.astype(float).tolist() if target_type == "regression" else preds.astype(np.int64).tolist()
+    if target_type == "multilabel" and preds.dtype.kind == "f":
+        preds = preds > 0.5  # the label sets every multi-label metric reads (metrics.multilabel_metrics)
+    real = target_type == "regression" or scores
+    as_list = preds.astype(float).tolist() if real else preds.astype(np.int64).tolist()
     targs = np.asarray(targets)
     return {"ids": [str(i) for i in ids], "targets": targs.astype(float).tolist() if target_type == "regression"
             else targs.astype(np.int64).tolist(), "predictions": as_list, "target_type": target_type,
-            "num_classes": num_classes}
+            "num_classes": num_classes} | ({"scores": True} if scores else {})
 
 
 def item_record_differences(stored: dict[str, Any] | None, recomputed: dict[str, Any] | None) -> str | None:
@@ -91,18 +98,14 @@ def item_record_differences(stored: dict[str, Any] | None, recomputed: dict[str,
     take = np.array([pos[i] for i in stored["ids"]])
     for key in ("targets", "predictions"):
         a, b = np.asarray(stored[key], dtype=float), np.asarray(recomputed[key], dtype=float)[take]
-        bad = np.flatnonzero(~np.isclose(a, b, rtol=1e-6, atol=1e-9))
+        if a.shape != b.shape:
+            return f"{key} of shape {a.shape} stored, {b.shape} recomputed"
+        bad = np.flatnonzero(~np.isclose(a, b, rtol=1e-6, atol=1e-9).reshape(len(a), -1).all(axis=1))
         if bad.size:
             k = int(bad[0])
-            return (f"{key} differ on {bad.size} of {len(a)} items (first: id {stored['ids'][k]!r}, stored {a[k]:g}, "
-                    f"recomputed {b[k]:g})")
+            return (f"{key} differ on {bad.size} of {len(a)} items (first: id {stored['ids'][k]!r}, stored "
+                    f"{a[k].tolist()}, recomputed {b[k].tolist()})")
     return None
-
-
-def metric_value(target_type: str, num_classes: int | None, metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    from mmbench.evaluation.metrics import compute_metrics
-
-    return float(compute_metrics(target_type, y_true, y_pred, num_classes)[metric])
 
 
 # ------------------------------------------------------------------------------------------
@@ -328,18 +331,19 @@ def _caption(metric: str, items: int, seeds: list[int], single: list[str], n_pai
 
 def significance_from_arrays(task: str, names: list[str], y: Any, preds: list[Any], metric: str, target_type: str,
                              num_classes: int | None, higher_is_better: bool, n_resamples: int = DEFAULT_RESAMPLES,
-                             seed: Any = 0, alpha: float = ALPHA) -> TaskSignificance:
+                             seed: Any = 0, alpha: float = ALPHA, scores: bool = False) -> TaskSignificance:
     """The verdicts for entries `names` (best first) with ``preds[e]`` the ``[seeds, n]``
-    predictions of entry e on the shared items with targets `y`; `seed` seeds the resamples."""
+    predictions of entry e on the shared items with targets `y` (label-1 scores with
+    `scores`); `seed` seeds the resamples."""
     from mmbench.evaluation.resampling import resampled_metric, two_level_values
 
     y = np.asarray(y)
     preds = [np.atleast_2d(np.asarray(p)) for p in preds]
     n_pairs = len(names) * (len(names) - 1) // 2
     b = max(int(n_resamples), math.ceil(2 * n_pairs / alpha)) if n_pairs / (n_resamples + 1) >= alpha else int(n_resamples)
-    values = two_level_values(y, preds, metric, target_type, num_classes, b, seed)
+    values = two_level_values(y, preds, metric, target_type, num_classes, b, seed, scores=scores)
     ones = np.ones((1, len(y)), np.float32)
-    point = [float(resampled_metric(metric, target_type, num_classes, y, p, ones).mean()) for p in preds]
+    point = [float(resampled_metric(metric, target_type, num_classes, y, p, ones, scores).mean()) for p in preds]
     sign = 1.0 if higher_is_better else -1.0
     raw = []
     linear_acc = metric == "accuracy" and target_type in ("multiclass", "binary")
@@ -352,7 +356,8 @@ def significance_from_arrays(task: str, names: list[str], y: Any, preds: list[An
             p = (1.0 + np.count_nonzero(dev >= abs(d) - 1e-12)) / (b + 1) if d != 0 else 1.0
             test = "two-level-bootstrap" if len(preds[i]) > 1 or len(preds[j]) > 1 else "item-bootstrap"
             if linear_acc and len(preds[i]) == 1 and len(preds[j]) == 1:
-                p, test = mcnemar_exact(preds[i][0] == y, preds[j][0] == y)["p"], "mcnemar-exact"
+                la, lb = ((p[0] > 0.5).astype(np.int64) if scores else p[0] for p in (preds[i], preds[j]))
+                p, test = mcnemar_exact(la == y, lb == y)["p"], "mcnemar-exact"
             raw.append((i, j, d, d - q, d + q, min(1.0, p), test, float(np.std(dist, ddof=1)) if b > 1 else 0.0))
     adjusted = holm([r[5] for r in raw])
     pairs = []
@@ -418,9 +423,8 @@ def task_significance(task: str, ordered_names: list[str], groups: dict[str, lis
             if y is None:
                 y = np.asarray(it["targets"])[take]
         preds.append(np.stack(seeds))
-    sig = significance_from_arrays(task, ordered_names, y, preds, metric, first["target_type"], first["num_classes"],
-                                   higher_is_better, n_resamples, task_seed(task, seed))
-    return sig
+    return significance_from_arrays(task, ordered_names, y, preds, metric, first["target_type"], first["num_classes"],
+                                    higher_is_better, n_resamples, task_seed(task, seed), scores=bool(first.get("scores")))
 
 
 def annotate_ranking(rows: list[dict[str, Any]], entries: list[Any], n_resamples: int = DEFAULT_RESAMPLES,
