@@ -318,14 +318,18 @@ class TaskSignificance:
 
 def _caption(metric: str, items: int, seeds: list[int], single: list[str], n_pairs: int, b: int, mcnemar: bool,
              mdd: float | None) -> str:
+    if n_pairs == 0:
+        return f"One entry, scored on {items:,} test items: no pair to test."
     lo, hi = min(seeds), max(seeds)
-    seed_text = f"{lo} seed{'s' if lo > 1 else ''} per entry" if lo == hi else f"{lo}-{hi} seeds per entry"
-    unknown = (f" (seed variance unknown for the single run{'s' if len(single) > 1 else ''} {', '.join(single)})"
-               if single and hi > 1 else " (single runs: seed variance unknown)" if single else "")
-    return (f"Two-level paired bootstrap of {metric} over the {items:,} test items and each entry's seeds "
-            f"({seed_text}{unknown}; B = {b:,} resamples){', exact McNemar for pairs of single runs' if mcnemar else ''}; "
-            f"all {n_pairs} pair{'s' if n_pairs != 1 else ''} tested, p-values Holm-adjusted: rows sharing a letter "
-            f"are not distinguishable at family-wise alpha {ALPHA:g}, rank intervals are 95% bootstrap intervals"
+    if hi == 1:
+        head = f"Paired bootstrap of {metric} over the {items:,} test items (single runs: seed variance unknown; B = {b:,} resamples)"
+    else:
+        unknown = f", seed variance unknown for the single run{'s' if len(single) > 1 else ''} {', '.join(single)}" if single else ""
+        head = (f"Two-level paired bootstrap of {metric} over the {items:,} test items and each entry's seeds "
+                f"({lo if lo == hi else f'{lo}-{hi}'} seeds per entry{unknown}; B = {b:,} resamples)")
+    return (f"{head}{', exact McNemar p-values for pairs of single runs' if mcnemar else ''}; "
+            f"{'the one pair' if n_pairs == 1 else f'all {n_pairs} pairs'} tested, p-values Holm-adjusted: rows sharing a "
+            f"letter are not distinguishable at family-wise alpha {ALPHA:g}, rank intervals are 95% bootstrap intervals"
             + (f", and a difference below {mdd:.4f} is not detected with 80% power." if mdd is not None else "."))
 
 
