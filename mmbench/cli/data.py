@@ -19,22 +19,19 @@ def _dataset_or_task(name: str, data_dir: Optional[Path], options: Optional[dict
     from mmbench.data.datasets.base import load_dataset
     from mmbench.core.errors import SpecError
     from mmbench.core.registry import DATASETS
-    from mmbench.data.tasks import get_task, task_names
+    from mmbench.data.splits import task_dataset, with_dataset_options
+    from mmbench.data.tasks import get_task, is_spec_path, task_names
 
-    base: dict[str, Any] = {}
-    if name not in DATASETS and name in task_names():
-        spec = get_task(name)
-        name, base = spec.dataset.name, dict(spec.dataset.options)
-    if not options:
-        return load_dataset(name, data_dir, **base)
+    if is_spec_path(name) or (name not in DATASETS and name in task_names()):
+        return task_dataset(with_dataset_options(get_task(name), options), data_dir)
     try:
-        return load_dataset(name, data_dir, **(base | options))
-    except TypeError as exc:  # a keyword the loader does not take
-        raise SpecError(f"dataset {name!r}: bad option in --set ({exc})") from None
+        return load_dataset(name, data_dir, **(options or {}))
+    except SpecError as exc:  # an option the loader does not take
+        raise SpecError(f"dataset {name!r}: {exc} (in --set)") from None
 
 
 def data_info(
-    dataset: str = typer.Argument(..., help="Dataset or task name."),
+    dataset: str = typer.Argument(..., help="Dataset or task name, or a task spec .yaml file."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data root (default $MMBENCH_DATA)."),
     split: Optional[str] = typer.Option(None, "--split"),
     as_json: bool = typer.Option(False, "--json"),
@@ -67,7 +64,7 @@ def data_info(
 
 
 def data_masks(
-    task: str = typer.Argument(...),
+    task: str = typer.Argument(..., help="Task name, or a task spec .yaml file."),
     out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (id, condition, one 0/1 column per modality)."),
     split: str = typer.Option("test", "--split", help="Split role: train, validation or test."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
@@ -91,7 +88,7 @@ def data_masks(
 
 
 def data_export(
-    task: str = typer.Argument(...),
+    task: str = typer.Argument(..., help="Task name, or a task spec .yaml file."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write (datasets.load_from_disk reads it)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
 ) -> None:
@@ -104,7 +101,7 @@ def data_export(
 
 
 def data_prepare(
-    dataset: str = typer.Argument(..., help="Dataset or task name."),
+    dataset: str = typer.Argument(..., help="Dataset or task name, or a task spec .yaml file."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
     download: bool = typer.Option(False, "--download", help="Fetch the official files (SHA-256 checked, resumable)."),
     mirror: Optional[str] = typer.Option(None, "--mirror", help="With --download: fetch from this mirror, which "

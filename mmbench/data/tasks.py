@@ -209,14 +209,14 @@ def _error_line(err: dict) -> str:
     return f"{path or '(top level)'}: {msg}"
 
 
-def _todos(data: Any, path: str = "") -> list[tuple[str, str]]:
+def todo_values(data: Any, path: str = "") -> list[tuple[str, str]]:
     """(field path, text) of every value `mmbench tasks init` left as a TODO."""
     if isinstance(data, str):
         return [(path, data)] if data.startswith("TODO") else []
     if isinstance(data, dict):
-        return [t for k, v in data.items() for t in _todos(v, f"{path}.{k}" if path else str(k))]
+        return [t for k, v in data.items() for t in todo_values(v, f"{path}.{k}" if path else str(k))]
     if isinstance(data, list):
-        return [t for i, v in enumerate(data) for t in _todos(v, f"{path}.{i}")]
+        return [t for i, v in enumerate(data) for t in todo_values(v, f"{path}.{i}")]
     return []
 
 
@@ -224,7 +224,7 @@ def parse_task_spec(data: Any, source: str = "<spec>") -> TaskSpec:
     """A validated spec; any problem is one `SpecError` line `SOURCE: field.path: problem`."""
     if not isinstance(data, dict):
         raise SpecError("a task spec must be a YAML mapping", source)
-    todo = _todos(data)
+    todo = todo_values(data)
     if todo:
         more = f" (and {len(todo) - 1} more TODOs)" if len(todo) > 1 else ""
         raise SpecError(f"{todo[0][0]}: still a TODO, fill it in: {todo[0][1]}{more}", source)
