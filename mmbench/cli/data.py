@@ -14,18 +14,21 @@ data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Inspec
 
 
 def _dataset_or_task(name: str, data_dir: Optional[Path], options: Optional[dict[str, Any]] = None):
-    """A dataset by registry name, or the dataset (with its options) that a task uses;
-    `options` are laid over either."""
+    """(A dataset by registry name, or the dataset (with its options) that a task uses, and a
+    context that names the task's spec file in its spec errors); `options` are laid over either."""
+    from contextlib import nullcontext
+
     from mmbench.data.datasets.base import load_dataset
     from mmbench.core.errors import SpecError
     from mmbench.core.registry import DATASETS
-    from mmbench.data.splits import task_dataset, with_dataset_options
+    from mmbench.data.splits import naming_the_spec, task_dataset, with_dataset_options
     from mmbench.data.tasks import get_task, is_spec_path, task_names
 
     if is_spec_path(name) or (name not in DATASETS and name in task_names()):
-        return task_dataset(with_dataset_options(get_task(name), options), data_dir)
+        spec = with_dataset_options(get_task(name), options)
+        return task_dataset(spec, data_dir), naming_the_spec(spec)
     try:
-        return load_dataset(name, data_dir, **(options or {}))
+        return load_dataset(name, data_dir, **(options or {})), nullcontext()
     except SpecError as exc:  # an option the loader does not take
         raise SpecError(f"dataset {name!r}: {exc} (in --set)") from None
 
@@ -39,10 +42,11 @@ def data_info(
 ) -> None:
     """Per split: samples, per-modality present counts, class counts, where the files are.
     Counted from the annotation files and the file system: nothing is encoded."""
-    ds = _dataset_or_task(dataset, data_dir, overrides(set_))
-    splits = [split] if split else list(ds.split_names)
-    info = {"dataset": ds.name, "root": str(ds.root), "files": ds.locate(),
-            "splits": {s: ds.split_summary(s) for s in splits}}
+    ds, naming = _dataset_or_task(dataset, data_dir, overrides(set_))
+    with naming:
+        splits = [split] if split else list(ds.split_names)
+        info = {"dataset": ds.name, "root": str(ds.root), "files": ds.locate(),
+                "splits": {s: ds.split_summary(s) for s in splits}}
     if as_json:
         return echo_json(info)
     typer.echo(f"dataset {info['dataset']}  (root {info['root']})")
@@ -110,9 +114,10 @@ def data_prepare(
     set_: list[str] = typer.Option([], "--set", help="Dataset option key=value (repeatable), e.g. mnist=idx."),
 ) -> None:
     """Verify a dataset's inputs and build its derived files (spectrograms, encoded features)."""
-    ds = _dataset_or_task(dataset, data_dir, overrides(set_))
-    for key, value in ds.prepare(download=download, mirror=mirror).items():
-        typer.echo(f"  {key}: {value}")
+    ds, naming = _dataset_or_task(dataset, data_dir, overrides(set_))
+    with naming:
+        for key, value in ds.prepare(download=download, mirror=mirror).items():
+            typer.echo(f"  {key}: {value}")
     typer.echo(f"dataset {ds.name} ready under {ds.root}")
 
 
