@@ -35,7 +35,7 @@ def baselines_dir() -> Path:
 
 def config_file(name_or_path: str | Path, root: Path | None = None) -> Path:
     """A training config: the file if it exists, else the built-in baseline config of that name
-    (``mosi__late``, ``mosi__late.yaml`` or ``baselines/mosi__late.yaml`` all name one), so a
+    (``mosi``, ``mosi.yaml`` or ``baselines/mosi.yaml`` all name one), so a
     wheel install, which has no ``baselines/`` folder, finds the configs it ships."""
     path = Path(name_or_path)
     if path.is_file():

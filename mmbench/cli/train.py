@@ -19,7 +19,7 @@ def train(
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     out: Path = typer.Option(Path("runs"), "--out", help="Runs folder; each run goes to OUT/TASK/FUSION/seedN."),
     config: Optional[str] = typer.Option(None, "--config", help="YAML training config file, or a built-in baseline "
-                                         "config by name (e.g. mosi__late; default: the task's baseline config)."),
+                                         "config by name (e.g. mosi; default: the task's baseline config)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config field: key=value (repeatable)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
     modality_dropout: Optional[float] = typer.Option(None, "--modality-dropout"),
