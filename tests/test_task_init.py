@@ -237,3 +237,19 @@ def test_data_info_on_an_hf_task_encodes_nothing(tmp_path, monkeypatch, capsys):
     rc, out, err = run_main(["data", "info", tmp_path / "two.yaml", "--json"], monkeypatch, capsys)
     assert rc == 0, err
     assert json.loads(out)["splits"]["test"]["classes"] == {"0": 3, "1": 3}
+
+
+def test_the_task_spec_reference_is_current_and_covers_every_field():
+    from pathlib import Path
+
+    from mmbench.data.taskdoc import MODELS, task_spec_reference
+
+    text = task_spec_reference()
+    doc = Path(__file__).resolve().parent.parent / "docs" / "task-spec.md"
+    assert doc.read_text(encoding="utf-8") == text, "run: python -m mmbench.data.taskdoc docs/task-spec.md"
+    for model in MODELS:
+        for name, info in model.model_fields.items():
+            assert info.exclude or f"| `{name}` |" in text, (model.__name__, name)
+    assert "one of: `multiclass`, `binary`, `regression`, `retrieval`, `multilabel`" in text
+    for kind in ("synthetic", "mosi", "hf"):
+        assert f"### `{kind}`:" in text

@@ -38,9 +38,8 @@ class _Strict(BaseModel):
 class DatasetRef(_Strict):
     """Which loader reads the data (`mmbench data info NAME` lists a loader's splits)."""
 
-    name: str = Field(description="a registered dataset loader: synthetic, avmnist, mosi, mosei, mmimdb, food101, "
-                                  "hateful_memes, meld, coco, clips, hf, or one added through the mmbench.datasets "
-                                  "entry points")
+    name: str = Field(description="a registered dataset loader (the built-in ones are listed under Dataset options "
+                                  "below; more come through the mmbench.datasets entry points)")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the loader (docs/datasets.md "
                                     "lists each loader's); an unknown one is refused, naming the nearest")
 
