@@ -253,3 +253,21 @@ def test_the_task_spec_reference_is_current_and_covers_every_field():
     assert "one of: `multiclass`, `binary`, `regression`, `retrieval`, `multilabel`" in text
     for kind in ("synthetic", "mosi", "hf"):
         assert f"### `{kind}`:" in text
+
+
+def test_fusions_prints_each_whole_description_wrapped(monkeypatch, capsys):
+    from mmbench.core.registry import FUSIONS
+
+    monkeypatch.setenv("COLUMNS", "80")
+    rc, out, err = run_main(["fusions"], monkeypatch, capsys)
+    assert rc == 0, err
+    assert max(map(len, out.splitlines())) <= 80
+    blocks: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        if not line.startswith(" "):
+            name, _, line = line.partition(" ")
+            blocks[name] = []
+        blocks[name].append(line.strip())
+    assert sorted(blocks) == FUSIONS.names()
+    for name, cls in FUSIONS.items():
+        assert " ".join(blocks[name]) == " ".join(cls.__doc__.split("\n\n")[0].split()), name

@@ -93,7 +93,7 @@ def fusions(as_json: bool = typer.Option(False, "--json")) -> None:
     width = max(60, shutil.get_terminal_size((100, 24)).columns)
     for r in rows:
         typer.echo(textwrap.fill(r["description"] or "-", width=width, initial_indent=f"{r['name']:<12} ",
-                                 subsequent_indent=" " * 13))
+                                 subsequent_indent=" " * 13, break_on_hyphens=False))
 
 
 def register(app: typer.Typer) -> None:
