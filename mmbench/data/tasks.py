@@ -209,9 +209,9 @@ def _error_line(err: dict) -> str:
 
 
 def todo_values(data: Any, path: str = "") -> list[tuple[str, str]]:
-    """(field path, text) of every value `mmbench tasks init` left as a TODO."""
+    """(field path, text) of every value `mmbench tasks init` left as a `TODO: ...`."""
     if isinstance(data, str):
-        return [(path, data)] if data.startswith("TODO") else []
+        return [(path, data)] if data.startswith("TODO:") else []
     if isinstance(data, dict):
         return [t for k, v in data.items() for t in todo_values(v, f"{path}.{k}" if path else str(k))]
     if isinstance(data, list):
