@@ -108,6 +108,7 @@ def test_every_feature_kind_is_inferred(tmp_path, monkeypatch, capsys):
     assert rc == 0 and json.loads(out)["splits"]["dev"]["present"] == {"seq": 6, "tabular": 6}, err
 
     spec, _ = init(monkeypatch, capsys, "reg", tmp_path / "reg.jsonl", tmp_path / "reg.yaml")
+    (tmp_path / "reg.yaml.orig").write_text((tmp_path / "reg.yaml").read_text())
     assert spec["target"] == {"type": "regression"} and spec["primary_metric"] == "mae"
     assert spec["dataset"]["options"]["id"] == "id"
     assert spec["dataset"]["options"]["modalities"] == {"x": {"column": "x", "type": "features"}}
@@ -123,6 +124,18 @@ def test_every_feature_kind_is_inferred(tmp_path, monkeypatch, capsys):
                       modalities={"x": {"column": "x", "type": "features"}}).load_split("train")
     assert split.targets.tolist() == [i * 0.25 for i in range(6)]
     assert json.loads(out)["splits"]["train"]["target"]["max"] == 1.25
+    assert "# validation: SPLIT  # no validation split found" in (tmp_path / "reg.yaml.orig").read_text()
+
+    spec["splits"]["validation"] = "train"  # one epoch of a regression task and of a multilabel one
+    (tmp_path / "reg.yaml").write_text(yaml.safe_dump(spec))
+    ml = yaml.safe_load((tmp_path / "ml.yaml").read_text())
+    ml["modalities"] = ["tabular"]  # (the [3, 2] array would get the default CNN encoder: too small for it)
+    (tmp_path / "ml.yaml").write_text(yaml.safe_dump(ml))
+    for task, metric in (("reg", "mae"), ("ml", "f1_micro")):
+        rc, out, err = run_main(["train", tmp_path / f"{task}.yaml", "--fusion", "concat", "--epochs", "1", "--out",
+                                 tmp_path / "runs", "--no-progress", "--device", "cpu"], monkeypatch, capsys)
+        assert rc == 0, err
+        assert f"{task} concat seed 0: best epoch 0, test {metric} " in out
 
     spec, err = init(monkeypatch, capsys, "int", tmp_path / "int", tmp_path / "int.yaml")
     assert "fill in the TODOs before use: splits.test, target.type, target.num_classes" in err

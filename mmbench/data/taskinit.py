@@ -235,6 +235,8 @@ def _render(name: str, source: str, where: dict[str, str], d: Draft, splits: dic
         lines.append(f"  {role}: {_flow(split)}")
     if "train" not in splits:
         lines.append("  # train: SPLIT  # no train split found: needed by `mmbench train`")
+    if "validation" not in splits:
+        lines.append("  # validation: SPLIT  # no validation split found: `mmbench train` needs one to pick the best epoch")
     lines.append(f"modalities: {_flow(modalities)}  # what the model sees (names from dataset.options.modalities)")
     lines.append(f"target:  # {d.target_note or 'what is predicted'}")
     for k, v in d.target_spec.items():
