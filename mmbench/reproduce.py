@@ -33,6 +33,23 @@ def baselines_dir() -> Path:
     return builtin_dir("baselines")
 
 
+def config_file(name_or_path: str | Path, root: Path | None = None) -> Path:
+    """A training config: the file if it exists, else the built-in baseline config of that name
+    (``mosi``, ``mosi.yaml`` or ``baselines/mosi.yaml`` all name one), so a
+    wheel install, which has no ``baselines/`` folder, finds the configs it ships."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    root = root or baselines_dir()
+    stem = path.name.removesuffix(".yaml").removesuffix(".yml")
+    if (root / f"{stem}.yaml").is_file():
+        return root / f"{stem}.yaml"
+    from mmbench.data.tasks import nearest
+
+    known = [p.stem for p in root.glob("*.yaml") if p.stem != "suites"]
+    raise SpecError(f"config not found: not a file, nor a built-in baseline config{nearest(stem, known)}", path)
+
+
 def load_suite(name: str, root: Path | None = None) -> dict[str, Any]:
     root = root or baselines_dir()
     suites = _read_yaml(root / "suites.yaml") or {}

@@ -129,7 +129,7 @@ def test_bad_inputs_are_one_clear_error(stored, tmp_path, monkeypatch):
         load(stored, "val", path="disk", splits={"val": "dev"})
     with pytest.raises(SpecError, match="exactly one of"):
         load(stored, path="disk", hub="someone/data")
-    with pytest.raises(SpecError, match="type 'audio'"):
+    with pytest.raises(SpecError, match="modalities.a.type: 'audio' is not one of"):
         load(stored, path="disk", modalities={"a": {"column": "caption", "type": "audio"}})
     with pytest.raises(DataError, match="not found"):
         load(stored, path="nowhere")

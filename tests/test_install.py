@@ -49,3 +49,56 @@ def test_ci_runs_the_readme_commands_in_a_fresh_venv():
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout.strip()
     assert line == 'pip install -e ".[dev,pretrained]"'
+
+
+def test_the_wheel_ships_the_board_and_configs_and_shows_them_outside_a_checkout(tmp_path):
+    """Build the wheel, unpack it and run it from a folder outside the checkout: the shipped
+    board (entries, published rows, predictions) and the baseline configs are package data, a
+    local ./leaderboard takes precedence, and the output says which board it shows."""
+    import os
+    import shutil
+    import sys
+    import zipfile
+
+    from mmbench.board.entries import load_entries, rank, render
+
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path / "dist"), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next((tmp_path / "dist").glob("mmbench-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        z.extractall(tmp_path / "site")
+    board = "mmbench/_builtin/leaderboard/"
+    shipped = {p.relative_to(REPO / "leaderboard").as_posix() for p in (REPO / "leaderboard").rglob("*") if p.is_file()}
+    assert {board + p for p in shipped} <= names
+    assert any(n.startswith(board + "published/") for n in names)
+    assert any(n.startswith(board + "mosi/predictions/") for n in names)
+    assert "mmbench/_builtin/baselines/mosi.yaml" in names and "mmbench/_builtin/tasks/mosi.yaml" in names
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MMBENCH_TASKS_PATH",)} | {"PYTHONPATH": str(tmp_path / "site")}
+
+    def run(*args):
+        return subprocess.run([sys.executable, *args], cwd=elsewhere, capture_output=True, text=True, env=env, timeout=120)
+
+    got = run("-m", "mmbench.cli", "leaderboard", "mosi", "--format", "csv")
+    assert got.returncode == 0, got.stderr
+    assert got.stderr.startswith(f"showing the board shipped with mmbench ({tmp_path / 'site' / board.rstrip('/')}")
+    want = render(rank(load_entries(REPO / "leaderboard", "mosi")), "csv")
+    assert got.stdout.strip().splitlines() == want.strip().splitlines()
+
+    entry = sorted((REPO / "leaderboard" / "mosi").glob("*.json"))[0]
+    (elsewhere / "leaderboard" / "mosi").mkdir(parents=True)
+    shutil.copy(entry, elsewhere / "leaderboard" / "mosi" / entry.name)
+    got = run("-m", "mmbench.cli", "leaderboard", "mosi", "--format", "csv")
+    assert got.returncode == 0 and got.stderr.startswith("showing the board in ./leaderboard"), got.stderr
+    assert len(got.stdout.strip().splitlines()) == 2  # the header and the one local entry
+
+    got = run("-c", "import mmbench; from mmbench.reproduce import config_file; print(mmbench.__file__); "
+                    "print(config_file('baselines/mosi.yaml')); print(config_file('mosi'))")
+    assert got.returncode == 0, got.stderr
+    home = tmp_path / "site" / "mmbench"
+    assert got.stdout.split() == [str(home / "__init__.py"), str(home / "_builtin" / "baselines" / "mosi.yaml"),
+                                  str(home / "_builtin" / "baselines" / "mosi.yaml")]

@@ -39,8 +39,8 @@ def test_valid_spec_parses_and_expands_conditions():
 
 
 @pytest.mark.parametrize("changes, field", [
-    ({"primary_metric": "f1"}, "(top level)"),
-    ({"target": {"type": "multiclass"}}, "target"),
+    ({"primary_metric": "f1"}, "primary_metric"),
+    ({"target": {"type": "multiclass"}}, "target.num_classes"),
     ({"target": {"type": "ordinal", "num_classes": 3}}, "target.type"),
     ({"metrics": [{"name": "accuracy"}]}, "metrics.0.higher_is_better"),
     ({"metrics": [{"name": "nonsense", "higher_is_better": True}], "primary_metric": "nonsense"}, "metrics.0.name"),
@@ -48,6 +48,14 @@ def test_valid_spec_parses_and_expands_conditions():
     ({"metrics": [{"name": "accuracy", "higher_is_better": False}]}, "metrics.0.higher_is_better"),
     ({"modalities": []}, "modalities"),
     ({"modalities": ["m0", "m0"]}, "modalities"),
+    ({"target": {"type": "binary", "num_classes": 3}}, "target.num_classes"),
+    ({"target": {"type": "binary", "num_classes": 2, "class_names": ["a"]}}, "target.class_names"),
+    ({"target": {"type": "binary", "num_classes": 2, "class_names": ["a", "a"]}}, "target.class_names"),
+    ({"target": {"type": "regression", "num_classes": 2}, "metrics": [{"name": "mae", "higher_is_better": False}],
+      "primary_metric": "mae"}, "target.num_classes"),
+    ({"dataset": {"name": "synthetic", "options": {"num_classes": 3}}}, "dataset.options.num_classes"),
+    ({"dataset": {"name": "hf", "options": {"class_names": ["a", "b"]}}}, "dataset.options.class_names"),
+    ({"dataset": {"name": "hf", "options": {"splits": {"test": "test"}}}}, "dataset.options.splits"),
     ({"name": "Bad Name!"}, "name"),
     ({"splits": {"train": "train"}}, "splits.test"),
     ({"missing": {"conditions": ["drop:smell"]}}, "missing.conditions"),
@@ -57,8 +65,26 @@ def test_invalid_spec_names_the_field(changes, field):
     with pytest.raises(SpecError) as err:
         parse_task_spec(_with(**changes), "demo.yaml")
     message = str(err.value)
-    assert message.startswith("demo.yaml: ")
-    assert field in message, message
+    assert message.startswith(f"demo.yaml: {field}: "), message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("changes, line", [
+    ({"target": {"type": "binary", "num_classes": 2, "clas_names": ["a", "b"]}},
+     "demo.yaml: target.clas_names: unknown field; did you mean 'class_names'?"),
+    ({"missing": {"sed": 1}}, "demo.yaml: missing.sed: unknown field; did you mean 'seed'?"),
+    ({"metrics": [{"name": "accuracy", "higher_is_better": True, "higher_is_beter": 1}]},
+     "demo.yaml: metrics.0.higher_is_beter: unknown field; did you mean 'higher_is_better'?"),
+    ({"splits": {"train": "train", "tset": "test"}}, "demo.yaml: splits.tset: unknown field; did you mean 'test'?"),
+    ({"metrics": [{"name": "acuracy", "higher_is_better": True}], "primary_metric": "acuracy"},
+     "demo.yaml: metrics.0.name: unknown metric 'acuracy'; did you mean 'accuracy'?"),
+    ({"target": {"type": "binary", "num_classes": "TODO: 2 for a binary target"}},
+     "demo.yaml: target.num_classes: still a TODO, fill it in: TODO: 2 for a binary target"),
+])
+def test_unknown_keys_name_the_nearest_field_and_todos_are_refused(changes, line):
+    with pytest.raises(SpecError) as err:
+        parse_task_spec(_with(**changes), "demo.yaml")
+    assert str(err.value).startswith(line), str(err.value)
 
 
 def test_spec_file_errors(tmp_path):
@@ -111,10 +137,14 @@ def test_task_path_extension(tmp_path, monkeypatch):
     import mmbench.data.tasks as tasks
 
     (tmp_path / "extra.yaml").write_text(yaml.safe_dump(_with(name="extra-task")))
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(_with(name="broken-task", primary_metric="f1")))
     monkeypatch.setenv("MMBENCH_TASKS_PATH", str(tmp_path))
     tasks._all_specs.cache_clear()
     try:
-        assert "extra-task" in task_names()
+        with pytest.warns(UserWarning, match="broken.yaml: primary_metric"):
+            assert "extra-task" in task_names() and "broken-task" not in task_names()
+        with pytest.raises(SpecError, match="broken.yaml: primary_metric: 'f1' is not in metrics"):
+            get_task("broken-task")
     finally:
         monkeypatch.delenv("MMBENCH_TASKS_PATH")
         tasks._all_specs.cache_clear()

@@ -1,15 +1,24 @@
-"""`mmbench tasks` and `mmbench fusions`: what the registries hold."""
+"""`mmbench tasks [show|init]` and `mmbench fusions`: what the registries hold, and new task specs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 from mmbench.cli.common import echo_json
 
+tasks_app = typer.Typer(rich_markup_mode=None, invoke_without_command=True,
+                        help="List the registered tasks; `tasks show`, `tasks init`.")
 
-def tasks(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """List the registered tasks."""
+
+@tasks_app.callback()
+def tasks(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List the registered tasks (a broken spec on the path is warned about, naming its file,
+    and left out). `tasks show NAME` prints one resolved; `tasks init NAME --hf PATH` drafts one."""
+    if ctx.invoked_subcommand is not None:
+        return
     from mmbench.data.tasks import get_task, task_names
 
     rows = []
@@ -24,17 +33,69 @@ def tasks(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
                    f"{r['primary_metric']:<12} {r['description']}")
 
 
+@tasks_app.command("show")
+def tasks_show(task: str = typer.Argument(..., help="Task name, or a task spec .yaml file."),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Print a task's spec resolved: every field, defaults filled in."""
+    import yaml
+
+    from mmbench.data.tasks import get_task
+
+    spec = get_task(task)
+    data = spec.model_dump(mode="json")
+    if as_json:
+        return echo_json(data)
+    typer.echo(f"# {spec.name}, from {spec.source}")
+    typer.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110).rstrip())
+
+
+@tasks_app.command("init")
+def tasks_init(
+    name: str = typer.Argument(..., help="The new task's name."),
+    hf: str = typer.Option(..., "--hf", help="A Hugging Face dataset: a save_to_disk folder, a folder or file of "
+                           "Parquet / Arrow / JSON lines, or a Hub id (owner/name)."),
+    out: Optional[Path] = typer.Option(None, "--output", "-o", help="Spec file to write (default: print it)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --output file."),
+) -> None:
+    """Draft a commented task spec from a dataset's features; what they cannot say is a TODO."""
+    from mmbench.core.errors import MMBenchError
+    from mmbench.core.io import atomic_write_text
+    from mmbench.data.taskinit import draft_task_spec, todo_fields
+    from mmbench.data.tasks import parse_task_spec
+
+    if out is not None and out.exists() and not force:
+        raise MMBenchError("the file exists (give --force to overwrite it)", out)
+    text = draft_task_spec(name, hf)
+    todo = todo_fields(text)
+    if not todo:
+        import yaml
+
+        parse_task_spec(yaml.safe_load(text), str(out or "<drafted spec>"))  # the draft is valid as it stands
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        atomic_write_text(out, text)
+        typer.echo(f"wrote {out}")
+    if todo:
+        typer.echo(f"fill in the TODOs before use: {', '.join(todo)}", err=True)
+
+
 def fusions(as_json: bool = typer.Option(False, "--json")) -> None:
     """List the registered fusion methods."""
+    import shutil
+    import textwrap
+
     from mmbench.core.registry import FUSIONS
 
-    rows = [{"name": n, "description": (cls.__doc__ or "").strip().split("\n")[0]} for n, cls in FUSIONS.items()]
+    rows = [{"name": n, "description": " ".join((cls.__doc__ or "").split("\n\n")[0].split())} for n, cls in FUSIONS.items()]
     if as_json:
         return echo_json(rows)
+    width = max(60, shutil.get_terminal_size((100, 24)).columns)
     for r in rows:
-        typer.echo(f"{r['name']:<12} {r['description']}")
+        typer.echo(textwrap.fill(r["description"] or "-", width=width, initial_indent=f"{r['name']:<12} ",
+                                 subsequent_indent=" " * 13, break_on_hyphens=False))
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(tasks)
+    app.add_typer(tasks_app, name="tasks")
     app.command()(fusions)

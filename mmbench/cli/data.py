@@ -14,27 +14,27 @@ data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Inspec
 
 
 def _dataset_or_task(name: str, data_dir: Optional[Path], options: Optional[dict[str, Any]] = None):
-    """A dataset by registry name, or the dataset (with its options) that a task uses;
-    `options` are laid over either."""
+    """(A dataset by registry name, or the dataset (with its options) that a task uses, and a
+    context that names the task's spec file in its spec errors); `options` are laid over either."""
+    from contextlib import nullcontext
+
     from mmbench.data.datasets.base import load_dataset
     from mmbench.core.errors import SpecError
     from mmbench.core.registry import DATASETS
-    from mmbench.data.tasks import get_task, task_names
+    from mmbench.data.splits import naming_the_spec, task_dataset, with_dataset_options
+    from mmbench.data.tasks import get_task, is_spec_path, task_names
 
-    base: dict[str, Any] = {}
-    if name not in DATASETS and name in task_names():
-        spec = get_task(name)
-        name, base = spec.dataset.name, dict(spec.dataset.options)
-    if not options:
-        return load_dataset(name, data_dir, **base)
+    if is_spec_path(name) or (name not in DATASETS and name in task_names()):
+        spec = with_dataset_options(get_task(name), options)
+        return task_dataset(spec, data_dir), naming_the_spec(spec)
     try:
-        return load_dataset(name, data_dir, **(base | options))
-    except TypeError as exc:  # a keyword the loader does not take
-        raise SpecError(f"dataset {name!r}: bad option in --set ({exc})") from None
+        return load_dataset(name, data_dir, **(options or {})), nullcontext()
+    except SpecError as exc:  # an option the loader does not take
+        raise SpecError(f"dataset {name!r}: {exc} (in --set)") from None
 
 
 def data_info(
-    dataset: str = typer.Argument(..., help="Dataset or task name."),
+    dataset: str = typer.Argument(..., help="Dataset or task name, or a task spec .yaml file."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data root (default $MMBENCH_DATA)."),
     split: Optional[str] = typer.Option(None, "--split"),
     as_json: bool = typer.Option(False, "--json"),
@@ -42,10 +42,11 @@ def data_info(
 ) -> None:
     """Per split: samples, per-modality present counts, class counts, where the files are.
     Counted from the annotation files and the file system: nothing is encoded."""
-    ds = _dataset_or_task(dataset, data_dir, overrides(set_))
-    splits = [split] if split else list(ds.split_names)
-    info = {"dataset": ds.name, "root": str(ds.root), "files": ds.locate(),
-            "splits": {s: ds.split_summary(s) for s in splits}}
+    ds, naming = _dataset_or_task(dataset, data_dir, overrides(set_))
+    with naming:
+        splits = [split] if split else list(ds.split_names)
+        info = {"dataset": ds.name, "root": str(ds.root), "files": ds.locate(),
+                "splits": {s: ds.split_summary(s) for s in splits}}
     if as_json:
         return echo_json(info)
     typer.echo(f"dataset {info['dataset']}  (root {info['root']})")
@@ -67,7 +68,7 @@ def data_info(
 
 
 def data_masks(
-    task: str = typer.Argument(...),
+    task: str = typer.Argument(..., help="Task name, or a task spec .yaml file."),
     out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (id, condition, one 0/1 column per modality)."),
     split: str = typer.Option("test", "--split", help="Split role: train, validation or test."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
@@ -91,7 +92,7 @@ def data_masks(
 
 
 def data_export(
-    task: str = typer.Argument(...),
+    task: str = typer.Argument(..., help="Task name, or a task spec .yaml file."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write (datasets.load_from_disk reads it)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
 ) -> None:
@@ -104,7 +105,7 @@ def data_export(
 
 
 def data_prepare(
-    dataset: str = typer.Argument(..., help="Dataset or task name."),
+    dataset: str = typer.Argument(..., help="Dataset or task name, or a task spec .yaml file."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
     download: bool = typer.Option(False, "--download", help="Fetch the official files (SHA-256 checked, resumable)."),
     mirror: Optional[str] = typer.Option(None, "--mirror", help="With --download: fetch from this mirror, which "
@@ -113,9 +114,10 @@ def data_prepare(
     set_: list[str] = typer.Option([], "--set", help="Dataset option key=value (repeatable), e.g. mnist=idx."),
 ) -> None:
     """Verify a dataset's inputs and build its derived files (spectrograms, encoded features)."""
-    ds = _dataset_or_task(dataset, data_dir, overrides(set_))
-    for key, value in ds.prepare(download=download, mirror=mirror).items():
-        typer.echo(f"  {key}: {value}")
+    ds, naming = _dataset_or_task(dataset, data_dir, overrides(set_))
+    with naming:
+        for key, value in ds.prepare(download=download, mirror=mirror).items():
+            typer.echo(f"  {key}: {value}")
     typer.echo(f"dataset {ds.name} ready under {ds.root}")
 
 

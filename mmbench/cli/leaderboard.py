@@ -97,7 +97,10 @@ def leaderboard(
     from mmbench.core.errors import MMBenchError
     from mmbench.core.io import atomic_write_text
     from mmbench.board.entries import load_entries, rank, render
+    from mmbench.board.location import board_folder
 
+    board_dir, which = board_folder(board_dir)
+    typer.echo(f"showing {which}", err=True)
     if fmt not in ("table", "md", "csv", "json", "html"):
         raise MMBenchError(f"--format must be table, md, csv, json or html, not {fmt!r}")
     rows = rank(load_entries(board_dir, task))

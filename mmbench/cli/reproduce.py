@@ -12,7 +12,7 @@ from mmbench.cli.common import overrides
 
 def reproduce(
     suite: str = typer.Option("quick", "--suite", help="quick or full (see baselines/suites.yaml)."),
-    tasks_: list[str] = typer.Option([], "--tasks", help="Restrict to these tasks (repeatable)."),
+    tasks_: list[str] = typer.Option([], "--tasks", help="Restrict to these tasks (repeatable; a name or a task spec .yaml file)."),
     fusions_: list[str] = typer.Option([], "--fusions", help="Restrict to these fusions (repeatable)."),
     seeds: list[int] = typer.Option([], "--seeds", help="Use these seeds (repeatable)."),
     device: str = typer.Option("auto", "--device"),
@@ -43,8 +43,10 @@ def reproduce(
     from mmbench.board.entries import load_entries, rank, render
     from mmbench.reproduce import load_suite, run_grid
 
+    from mmbench.data.tasks import get_task
+
     s = load_suite(suite)
-    t = tasks_ or s["tasks"]
+    t = [get_task(x).name for x in tasks_] or s["tasks"]  # a spec file is known by its name from here on
     f = fusions_ or s["fusions"]
     sd = seeds or s["seeds"]
     board_dir = board_dir or out / "leaderboard"

@@ -11,14 +11,15 @@ from mmbench.cli.common import overrides
 
 
 def train(
-    task: str = typer.Argument(...),
+    task: str = typer.Argument(..., help="Task name, or a task spec .yaml file."),
     fusion: Optional[str] = typer.Option(None, "--fusion", "-f", help="Fusion name (see `mmbench fusions`); a "
                                          "retrieval task trains its dual encoder (default dual-encoder)."),
     seed: list[int] = typer.Option([0], "--seed", help="Repeat for several seeds."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     out: Path = typer.Option(Path("runs"), "--out", help="Runs folder; each run goes to OUT/TASK/FUSION/seedN."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML training config (default: baselines/)."),
+    config: Optional[str] = typer.Option(None, "--config", help="YAML training config file, or a built-in baseline "
+                                         "config by name (e.g. mosi; default: the task's baseline config)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config field: key=value (repeatable)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
     modality_dropout: Optional[float] = typer.Option(None, "--modality-dropout"),
@@ -39,18 +40,24 @@ def train(
     import yaml
 
     from mmbench.core.errors import SpecError
-    from mmbench.reproduce import baseline_config
+    from mmbench.reproduce import baseline_config, config_file
     from mmbench.data.tasks import get_task
     from mmbench.training.trainer import TrainConfig, distributed_session
     from mmbench.training.trainer import train as run_train
 
+    spec = get_task(task)  # a spec file is known by its name from here on
+    task = spec.name
     if fusion is None:
-        if get_task(task).target.type != "retrieval":
+        if spec.target.type != "retrieval":
             raise SpecError("give --fusion (see `mmbench fusions`)")
         fusion = "dual-encoder"
     base = baseline_config(task, fusion)
     if config:
-        base |= yaml.safe_load(config.read_text()) or {}
+        config = str(config_file(config))
+        try:
+            base |= yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise SpecError(f"invalid YAML: {exc}".replace("\n", " "), config) from None
     base |= overrides(set_)
     base["device"] = device
     if epochs is not None:

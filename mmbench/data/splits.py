@@ -3,6 +3,8 @@ condition to a split."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,8 +24,23 @@ def with_dataset_options(spec: TaskSpec, options: dict | None) -> TaskSpec:
     return spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"options": spec.dataset.options | options})})
 
 
+@contextmanager
+def naming_the_spec(spec: TaskSpec) -> Iterator[None]:
+    """A spec error raised without a file (a loader's option check) names the task's spec file."""
+    try:
+        yield
+    except SpecError as exc:
+        if exc.path is None and spec.source:
+            raise SpecError(str(exc), spec.source) from None
+        raise
+
+
 def task_dataset(spec: TaskSpec, data_dir: str | Path | None = None) -> MultimodalDataset:
-    return load_dataset(spec.dataset.name, data_dir, **spec.dataset.options)
+    from mmbench.core.registry import DATASETS
+
+    with naming_the_spec(spec):
+        options = DATASETS.get(spec.dataset.name).task_options(spec) | spec.dataset.options
+        return load_dataset(spec.dataset.name, data_dir, **options)
 
 
 def load_task_split(spec: TaskSpec, role: str, data_dir: str | Path | None = None,
@@ -35,7 +52,8 @@ def load_task_split(spec: TaskSpec, role: str, data_dir: str | Path | None = Non
     if split_name is None:
         raise SpecError(f"task {spec.name!r} has no {role} split", spec.source)
     dataset = dataset or task_dataset(spec, data_dir)
-    split = dataset.load_split(split_name)
+    with naming_the_spec(spec):
+        split = dataset.load_split(split_name)
     missing = [m for m in spec.modalities if m not in split.modalities]
     if missing:
         raise SpecError(f"task {spec.name!r} uses modality {missing[0]!r} that dataset {spec.dataset.name!r} "

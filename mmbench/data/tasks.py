@@ -10,7 +10,10 @@ a folder or a list of spec files).
 
 from __future__ import annotations
 
+import difflib
 import os
+import typing
+import warnings
 from functools import lru_cache
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -28,55 +31,102 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Cross-field checks raise ValueError("<field>: <problem>"); the field is relative to the model
+# that raised it, and `parse_task_spec` joins it onto the model's place in the spec.
+
+
 class DatasetRef(_Strict):
-    name: str
-    options: dict[str, Any] = Field(default_factory=dict)
+    """Which loader reads the data (`mmbench data info NAME` lists a loader's splits)."""
+
+    name: str = Field(description="a registered dataset loader (the built-in ones are listed under Dataset options "
+                                  "below; more come through the mmbench.datasets entry points)")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the loader (docs/datasets.md "
+                                    "lists each loader's); an unknown one is refused, naming the nearest")
+
+    @model_validator(mode="after")
+    def _given_once(self) -> "DatasetRef":
+        if self.name == "hf":  # the hf loader takes these from the task itself
+            for key, place in HF_TASK_FIELDS.items():
+                if key in self.options:
+                    raise ValueError(f"options.{key}: give it once, as the task's {place} (the hf loader reads it from there)")
+        return self
+
+
+# hf options that a task spec gives in its own fields instead: option -> the task field
+HF_TASK_FIELDS = {"target_type": "target.type", "class_names": "target.class_names",
+                  "num_classes": "target.num_classes", "splits": "splits"}
 
 
 class Splits(_Strict):
-    train: str | None = None
-    validation: str | None = None
-    test: str
+    """Which of the dataset's splits plays each role."""
+
+    train: str | None = Field(default=None, description="the split trained on (needed by `mmbench train`)")
+    validation: str | None = Field(default=None, description="the split that picks the best epoch")
+    test: str = Field(description="the split scored by `mmbench evaluate` and the leaderboard")
 
 
 class Target(_Strict):
-    type: TargetType
-    num_classes: int | None = Field(default=None, ge=2)
-    class_names: list[str] | None = None
-    range: tuple[float, float] | None = None
+    """What is predicted."""
+
+    type: TargetType = Field(description="multiclass (one class index), binary (two classes), multilabel (a 0/1 "
+                                         "vector), regression (one number) or retrieval (image-caption matching)")
+    num_classes: int | None = Field(default=None, ge=2, description="number of classes (multiclass, binary: 2, "
+                                    "multilabel: labels)")
+    class_names: list[str] | None = Field(default=None, description="one name per class index, in index order; for a "
+                                          "ClassLabel column, its names in the same order")
+    range: tuple[float, float] | None = Field(default=None, description="regression: the [low, high] range of the "
+                                              "target (predictions are clipped to it)")
 
     @model_validator(mode="after")
     def _classes(self) -> "Target":
-        if self.type in ("multiclass", "binary", "multilabel") and self.num_classes is None:
-            raise ValueError(f"num_classes is required for a {self.type} target")
+        classed = self.type in ("multiclass", "binary", "multilabel")
+        if classed and self.num_classes is None:
+            raise ValueError(f"num_classes: required for a {self.type} target")
         if self.type == "binary" and self.num_classes != 2:
-            raise ValueError("a binary target has num_classes 2")
-        if self.class_names is not None and len(self.class_names) != self.num_classes:
-            raise ValueError(f"class_names has {len(self.class_names)} names for {self.num_classes} classes")
+            raise ValueError(f"num_classes: a binary target has 2 classes, not {self.num_classes} (use multiclass)")
+        if not classed:
+            for key in ("num_classes", "class_names"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: a {self.type} target has no classes")
+        elif self.range is not None:
+            raise ValueError(f"range: only a regression target has a range, not a {self.type} one")
+        if self.class_names is not None:
+            if len(self.class_names) != self.num_classes:
+                raise ValueError(f"class_names: {len(self.class_names)} names for {self.num_classes} classes")
+            if len(set(self.class_names)) != len(self.class_names):
+                raise ValueError("class_names: the names must be unique")
         return self
 
 
 class MetricRef(_Strict):
-    name: str
-    higher_is_better: bool
+    """One metric computed on every condition."""
+
+    name: str = Field(description="a metric of the target type (docs/baselines.md lists them; `mmbench.METRICS`)")
+    higher_is_better: bool = Field(description="the metric's direction; must match the metric's own")
 
 
 class Missing(_Strict):
-    seed: int = 0
-    conditions: list[str] = Field(default_factory=lambda: ["clean"])
-    # a condition applied to the train and validation splits for training (e.g. missing:both:0.7)
-    train: str | None = None
+    """The missing-modality protocol (docs/datasets.md)."""
+
+    seed: int = Field(default=0, description="seed of the random masks")
+    conditions: list[str] = Field(default_factory=lambda: ["clean"], description="conditions evaluated: clean, "
+                                  "drop:M, drop-each, rate:P, pattern:M+N, patterns, missing:M:P")
+    train: str | None = Field(default=None, description="one condition applied to the train and validation splits for "
+                              "training (e.g. missing:both:0.7)")
 
 
 class TaskSpec(_Strict):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    description: str = ""
+    """A task: `tasks/*.yaml`, a folder on `MMBENCH_TASKS_PATH`, or a spec file given by path."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="the task's name: lower-case letters, digits, "
+                      "'.', '_' and '-'")
+    description: str = Field(default="", description="one line shown by `mmbench tasks`")
     dataset: DatasetRef
     splits: Splits
-    modalities: list[str] = Field(min_length=1)
+    modalities: list[str] = Field(min_length=1, description="the modalities the model sees, by the loader's names")
     target: Target
     metrics: list[MetricRef] = Field(min_length=1)
-    primary_metric: str
+    primary_metric: str = Field(description="the metric that ranks the leaderboard; one of metrics")
     missing: Missing = Field(default_factory=Missing)
     source: str | None = Field(default=None, exclude=True)
 
@@ -91,7 +141,11 @@ class TaskSpec(_Strict):
     def _consistent(self) -> "TaskSpec":
         names = [m.name for m in self.metrics]
         if self.primary_metric not in names:
-            raise ValueError(f"primary_metric {self.primary_metric!r} is not in metrics ({', '.join(names)})")
+            raise ValueError(f"primary_metric: {self.primary_metric!r} is not in metrics ({', '.join(names)})")
+        for key, place in (("num_classes", "num_classes"), ("class_names", "class_names"), ("target_type", "type")):
+            mine, theirs = self.dataset.options.get(key), getattr(self.target, place)
+            if mine is not None and theirs is not None and (list(mine) if key == "class_names" else mine) != theirs:
+                raise ValueError(f"dataset.options.{key}: {mine!r} differs from target.{place} {theirs!r}")
         from mmbench.data.masks import expand_conditions
 
         try:
@@ -115,19 +169,71 @@ class TaskSpec(_Strict):
         return expand_conditions(self.missing.conditions, self.modalities)
 
 
-def _field_path(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (`Target`, `list[MetricRef]`, `Missing | None`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_model_of, typing.get_args(annotation)) if m is not None), None)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = TaskSpec
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        model = _model_of(field.annotation) if field is not None else None
+    return model
+
+
+def nearest(word: str, choices: Any) -> str:
+    """'; did you mean X?' for the closest of `choices`, else the list of them."""
+    choices = sorted(map(str, choices))
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f" (one of: {', '.join(choices)})"
+
+
+def _error_line(err: dict) -> str:
+    """One pydantic error as `field.path: problem`."""
+    loc = tuple(err["loc"])
+    path = ".".join(map(str, loc))
+    if err["type"] == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        fields = [f for f, info in model.model_fields.items() if not info.exclude] if model else []
+        return f"{path}: unknown field" + (nearest(str(loc[-1]), fields) if fields else "")
+    msg = err["msg"].removeprefix("Value error, ")
+    head, sep, rest = msg.partition(": ")
+    if sep and head.replace(".", "").replace("_", "").isalnum() and " " not in head:  # "<field>: problem"
+        path, msg = ".".join(p for p in (path, head) if p), rest
+    return f"{path or '(top level)'}: {msg}"
+
+
+def todo_values(data: Any, path: str = "") -> list[tuple[str, str]]:
+    """(field path, text) of every value `mmbench tasks init` left as a `TODO: ...`."""
+    if isinstance(data, str):
+        return [(path, data)] if data.startswith("TODO:") else []
+    if isinstance(data, dict):
+        return [t for k, v in data.items() for t in todo_values(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(data, list):
+        return [t for i, v in enumerate(data) for t in todo_values(v, f"{path}.{i}")]
+    return []
 
 
 def parse_task_spec(data: Any, source: str = "<spec>") -> TaskSpec:
+    """A validated spec; any problem is one `SpecError` line `SOURCE: field.path: problem`."""
     if not isinstance(data, dict):
         raise SpecError("a task spec must be a YAML mapping", source)
+    todo = todo_values(data)
+    if todo:
+        more = f" (and {len(todo) - 1} more TODOs)" if len(todo) > 1 else ""
+        raise SpecError(f"{todo[0][0]}: still a TODO, fill it in: {todo[0][1]}{more}", source)
     try:
         spec = TaskSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise SpecError(f"field '{_field_path(err['loc'])}': {err['msg']}{more}", source) from None
+        # a misspelt key is also a missing one: name the misspelling first
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise SpecError(_error_line(errors[0]) + more, source) from None
     _check_metrics(spec, source)
     return spec.model_copy(update={"source": source})
 
@@ -138,12 +244,12 @@ def _check_metrics(spec: TaskSpec, source: str) -> None:
     for i, metric in enumerate(spec.metrics):
         info = METRICS.get(metric.name)
         if info is None:
-            raise SpecError(f"field 'metrics.{i}.name': unknown metric {metric.name!r}; known: {', '.join(sorted(METRICS))}", source)
+            raise SpecError(f"metrics.{i}.name: unknown metric {metric.name!r}{nearest(metric.name, METRICS)}", source)
         allowed = {info.target_type, *info.also} | ({"multiclass", "binary"} if info.target_type == "multiclass" else set())
         if spec.target.type not in allowed:
-            raise SpecError(f"field 'metrics.{i}.name': {metric.name!r} is a {info.target_type} metric, task target is {spec.target.type}", source)
+            raise SpecError(f"metrics.{i}.name: {metric.name!r} is a {info.target_type} metric, task target is {spec.target.type}", source)
         if metric.higher_is_better != info.higher_is_better:
-            raise SpecError(f"field 'metrics.{i}.higher_is_better': {metric.name!r} is {'higher' if info.higher_is_better else 'lower'}-is-better", source)
+            raise SpecError(f"metrics.{i}.higher_is_better: {metric.name!r} is {'higher' if info.higher_is_better else 'lower'}-is-better", source)
 
 
 # libyaml's safe loader where PyYAML has it (the same YAML, several times faster: every command
@@ -185,26 +291,74 @@ def _spec_files() -> list[Path]:
     return files
 
 
+def _broken_name(path: Path) -> str:
+    """The name a spec that failed to load claims (its `name:` if readable, else the file stem)."""
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
+        if isinstance(data, dict) and isinstance(data.get("name"), str):
+            return data["name"]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        pass
+    return path.stem
+
+
 @lru_cache(maxsize=1)
-def _all_specs() -> dict[str, TaskSpec]:
+def _registered() -> tuple[dict[str, TaskSpec], dict[str, SpecError]]:
+    """({name: spec} of every valid spec, {name: its error} of every broken one). A broken spec
+    is warned about once (naming its file) and does not hide the others; using it raises its error."""
     specs: dict[str, TaskSpec] = {}
+    broken: dict[str, SpecError] = {}
     for path in _spec_files():
-        spec = load_task_spec(path)
-        if spec.name in specs:
-            raise SpecError(f"task {spec.name!r} is defined twice (also in {specs[spec.name].source})", path)
+        try:
+            spec = load_task_spec(path)
+            if spec.name in specs:
+                raise SpecError(f"name: task {spec.name!r} is defined twice (also in {specs[spec.name].source})", path)
+        except SpecError as exc:
+            broken.setdefault(_broken_name(path), exc)
+            warnings.warn(f"skipping task spec: {exc}", stacklevel=2)
+            continue
         specs[spec.name] = spec
-    return specs
+    return specs, broken
+
+
+def _all_specs() -> dict[str, TaskSpec]:
+    return _registered()[0] | _from_paths
+
+
+_all_specs.cache_clear = _registered.cache_clear  # type: ignore[attr-defined]
+
+# specs given by path in this process, by name: a command that takes a spec file passes its
+# name on (run folders, training configs), and this finds it again
+_from_paths: dict[str, TaskSpec] = {}
 
 
 def task_names() -> list[str]:
     return sorted(_all_specs())
 
 
-def get_task(name_or_path: str) -> TaskSpec:
-    """A registered task by name, or a spec file by path."""
-    if name_or_path.endswith((".yaml", ".yml")):
-        return load_task_spec(name_or_path)
-    specs = _all_specs()
-    if name_or_path not in specs:
-        raise MMBenchError(f"unknown task {name_or_path!r}; known: {', '.join(sorted(specs))}")
-    return specs[name_or_path]
+def is_spec_path(name_or_path: str | Path) -> bool:
+    return str(name_or_path).endswith((".yaml", ".yml"))
+
+
+def get_task(name_or_path: str | Path) -> TaskSpec:
+    """A registered task by name, or a spec file by path (relative or absolute). A spec read by
+    path is known by its name for the rest of the process; it may not reuse a registered
+    task's name with other content."""
+    if is_spec_path(name_or_path):
+        spec = load_task_spec(name_or_path)
+        other = _registered()[0].get(spec.name)
+        if other is not None and other.model_dump() != spec.model_dump():
+            raise SpecError(f"name: {spec.name!r} is already the name of the task in {other.source}; rename this one",
+                            spec.source)
+        _from_paths[spec.name] = spec
+        return spec
+    name = str(name_or_path)
+    specs, broken = _registered()
+    if name in _from_paths:
+        return _from_paths[name]
+    if name in specs:
+        return specs[name]
+    if name in broken:
+        raise broken[name]
+    hint = " (a spec file is given by its path, ending .yaml)" if Path(name).exists() else ""
+    raise MMBenchError(f"unknown task {name!r}; known: {', '.join(task_names())}{hint}")

@@ -46,6 +46,12 @@ class MultimodalDataset(ABC):
     def locate(self) -> dict[str, str]:
         return {}
 
+    @classmethod
+    def task_options(cls, spec: Any) -> dict[str, Any]:
+        """Options this loader takes from a task spec's own fields (the `hf` loader: its target
+        and class names), laid under the spec's `dataset.options`."""
+        return {}
+
     def split_summary(self, split: str) -> dict[str, Any]:
         """Counts for `mmbench data info` (`Split.summary`'s keys). Loaders that can count from
         their annotation files and the file system override this so nothing is encoded; the
@@ -108,6 +114,33 @@ class MultimodalDataset(ABC):
         return path
 
 
+def option_names(cls: type) -> set[str] | None:
+    """The keyword options a loader class takes (its constructors' keywords along the class
+    chain), or None where one takes any keyword itself."""
+    import inspect
+
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - {"self", "data_dir"}
+        if klass is MultimodalDataset or not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names
+    return None
+
+
+def check_options(name: str, options: dict[str, Any], where: str = "dataset.options") -> None:
+    """Refuse an option the loader does not take, naming the nearest one it does."""
+    from mmbench.data.tasks import nearest
+
+    known = option_names(DATASETS.get(name))
+    for key in options:
+        if known is not None and key not in known:
+            raise SpecError(f"{where}.{key}: dataset {name!r} has no option {key!r}{nearest(key, known)}")
+
+
 def load_dataset(name: str, data_dir: str | Path | None = None, **options: Any) -> MultimodalDataset:
+    check_options(name, options)
     cls = DATASETS.get(name)
     return cls(data_dir, **options)

@@ -24,8 +24,15 @@ The column mapping (task spec ``dataset.options``)::
     modalities:
       image: {column: img, type: image}       # a datasets Image feature (or bytes / path values)
       text: {column: caption, type: text}     # strings
-      meta: {columns: [a, b], type: features} # numeric columns or one list column, concatenated
+      meta: {columns: [a, b], type: features} # numeric columns, or one list / array column
+      audio: {column: a, type: features, present: present_audio, lengths: length_audio}
     splits: {train: train, val: validation, test: test}   # mmbench name -> the dataset's split
+
+In a task spec, ``target_type``, ``class_names``, ``num_classes`` and ``splits`` are not options:
+the task's ``target`` and ``splits`` give them (the task's splits name the dataset's splits).
+A modality's ``present`` names a bool column (``present_<m>`` as ``mmbench data export`` writes
+it): a row where it is False is missing (zero-filled) whatever its values; ``lengths`` names an
+int column of sequence lengths (``length_<m>``).
 
 A ``None`` value is a missing modality (``present`` False, zero-filled slot), never a blank
 input; an empty string is a present, empty text. A multilabel target is a list of label
@@ -62,6 +69,7 @@ from mmbench.core.errors import DataError, SpecError
 from mmbench.core.registry import DATASETS
 
 MODALITY_TYPES = ("image", "text", "features")
+MODALITY_KEYS = ("column", "columns", "type", "present", "lengths")
 TARGET_TYPES = ("multiclass", "binary", "multilabel", "regression")
 FILE_FORMATS = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".json": "json"}
 _IMAGE_RECIPE = "hf-bytes-rgb-short-side-resize-center-crop-v1"
@@ -97,7 +105,7 @@ def open_hf(root: Path, path: str | None = None, data_files: dict[str, Any] | No
     """{split name: datasets.Dataset} from exactly one of `path`, `data_files`, `hub`."""
     given = [k for k, v in (("path", path), ("data_files", data_files), ("hub", hub)) if v]
     if len(given) != 1:
-        raise SpecError(f"hf: give exactly one of the options path, data_files, hub (got {', '.join(given) or 'none'})")
+        raise SpecError(f"dataset.options: give exactly one of the options path, data_files, hub (got {', '.join(given) or 'none'})")
     datasets = _quiet_datasets()
     where: Any = hub
     try:
@@ -107,7 +115,7 @@ def open_hf(root: Path, path: str | None = None, data_files: dict[str, Any] | No
             files = {s: [str(_under(root, f)) for f in ([fs] if isinstance(fs, str) else fs)] for s, fs in data_files.items()}
             formats = {_file_format(Path(f)) for fs in files.values() for f in fs}
             if len(formats) != 1:
-                raise SpecError(f"hf: data_files mix formats ({', '.join(sorted(formats))})")
+                raise SpecError(f"dataset.options.data_files: the files mix formats ({', '.join(sorted(formats))})")
             for f in (f for fs in files.values() for f in fs):
                 if not Path(f).is_file():
                     raise DataError("hf data file not found", f)
@@ -170,7 +178,7 @@ def image_bytes_modality(blobs: Sequence[bytes | None], names: Sequence[str], im
     from mmbench.models.encoders import pretrained
 
     if image_encoder not in ("efficientnet", "pixels"):
-        raise SpecError(f"hf: image_encoder {image_encoder!r} is not one of efficientnet, pixels")
+        raise SpecError(f"dataset.options.image_encoder: {image_encoder!r} is not one of efficientnet, pixels")
     size = int(image_size)
     rows = [i for i, b in enumerate(blobs) if b is not None]
     h = hashlib.sha256(b"mmbench-image-bytes-v1\0")
@@ -242,31 +250,62 @@ def _image_blobs(ds: Any, column: str, where: str, root: Path) -> list[bytes | N
     return out
 
 
-def _feature_rows(ds: Any, columns: Sequence[str], where: str) -> tuple[np.ndarray, np.ndarray]:
-    """(float32 ``[N, D]``, present ``[N]``): numeric columns and list columns concatenated; a
-    row with a None in any of them is missing."""
-    parts, present = [], np.ones(len(ds), dtype=bool)
-    for column in columns:
-        values = _column(ds, column, where)
-        missing = np.array([v is None for v in values])
-        present &= ~missing
-        width = next((len(v) if isinstance(v, (list, tuple)) else 1 for v in values if v is not None), 1)
-        block = np.zeros((len(values), width), dtype=np.float32)
+def _feature_block(ds: Any, column: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 ``[N, *shape]``, present ``[N]``) of one numeric column: numbers (shape 1),
+    lists or fixed-shape arrays; a None row is missing."""
+    if column not in ds.column_names:
+        raise DataError(f"{where}: no column {column!r} (columns: {', '.join(ds.column_names)})")
+    fast = ds.with_format("numpy")[column]  # one array when every row has the same numeric shape
+    if isinstance(fast, np.ndarray) and fast.dtype.kind in "biuf" and fast.ndim >= 1:
+        block = fast.astype(np.float32).reshape(len(ds), -1) if fast.ndim == 1 else fast.astype(np.float32)
+        present = np.ones(len(ds), dtype=bool)
+    else:
+        values = list(ds[column])
+        present = np.array([v is not None for v in values], dtype=bool)
+        shape = next((np.shape(v) for v in values if v is not None), ()) or (1,)
+        block = np.zeros((len(values), *shape), dtype=np.float32)
         for i, v in enumerate(values):
             if v is None:
                 continue
-            row = np.asarray(v if isinstance(v, (list, tuple)) else [v], dtype=object)
-            if row.shape != (width,) or any(x is None for x in row):
-                raise DataError(f"{where}: column {column!r} row {i}: expected {width} numbers, got {v!r}"[:300])
             try:
-                block[i] = row.astype(np.float64)
+                row = np.asarray(v, dtype=np.float64)
             except (TypeError, ValueError):
                 raise DataError(f"{where}: column {column!r} row {i}: {v!r} is not numeric"[:300]) from None
-        if not np.isfinite(block).all():
-            i = int(np.argwhere(~np.isfinite(block))[0][0])
-            raise DataError(f"{where}: column {column!r} row {i}: non-finite value (NaN or infinity)")
-        parts.append(block)
-    return np.concatenate(parts, axis=1), present
+            if row.shape != shape and not (row.ndim == 0 and shape == (1,)):
+                raise DataError(f"{where}: column {column!r} row {i}: expected shape {shape}, got {row.shape}")
+            block[i] = row.reshape(shape)
+    if not np.isfinite(block).all():
+        i = int(np.argwhere(~np.isfinite(block))[0][0])
+        raise DataError(f"{where}: column {column!r} row {i}: non-finite value (NaN or infinity)")
+    return block, present
+
+
+def _feature_rows(ds: Any, columns: Sequence[str], where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 ``[N, D]`` or ``[N, *shape]``, present ``[N]``): numeric columns and list columns
+    concatenated, or one array column as it is; a row with a None in any of them is missing."""
+    blocks = [_feature_block(ds, column, where) for column in columns]
+    if len(blocks) == 1:
+        return blocks[0]
+    if any(b.ndim != 2 for b, _ in blocks):
+        raise DataError(f"{where}: columns {', '.join(columns)}: only numbers and flat lists can be concatenated; "
+                        "give an array column alone")
+    return np.concatenate([b for b, _ in blocks], axis=1), np.logical_and.reduce([p for _, p in blocks])
+
+
+def _valid_rows(ds: Any, column: str, where: str) -> np.ndarray:
+    """Rows whose value in `column` is not None, read from the Arrow table (nothing decoded)."""
+    if column not in ds.column_names:
+        raise DataError(f"{where}: no column {column!r} (columns: {', '.join(ds.column_names)})")
+    arr = ds.with_format("arrow")[column]
+    return np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _flag_column(ds: Any, column: str, where: str) -> np.ndarray:
+    """A bool presence column (None counts as False)."""
+    values = _column(ds, column, where)
+    if any(v is not None and not isinstance(v, (bool, np.bool_, int, np.integer)) for v in values):
+        raise DataError(f"{where}: presence column {column!r} must hold true / false")
+    return np.array([bool(v) for v in values], dtype=bool)
 
 
 def _label_index(value: Any, names: Sequence[str] | None, n_classes: int | None, where: str, row: Any) -> int:
@@ -309,23 +348,29 @@ class HFDataset(MultimodalDataset):
                          split_name=split_name, image_encoder=image_encoder, image_size=image_size,
                          text_encoder=text_encoder, max_tokens=max_tokens)
         if not target:
-            raise SpecError("hf: option 'target' (the target column) is required")
+            raise SpecError("dataset.options.target: required (the hf dataset's target column)")
         if not modalities or not isinstance(modalities, dict):
-            raise SpecError("hf: option 'modalities' ({name: {column: ..., type: image|text|features}}) is required")
+            raise SpecError("dataset.options.modalities: required ({name: {column: ..., type: image|text|features}})")
         self.mapping: dict[str, dict[str, Any]] = {}
+        from mmbench.data.tasks import nearest
+
         for m, spec in modalities.items():
             spec = {"column": spec} if isinstance(spec, str) else dict(spec or {})
+            for key in spec:
+                if key not in MODALITY_KEYS:
+                    raise SpecError(f"dataset.options.modalities.{m}.{key}: unknown key{nearest(str(key), MODALITY_KEYS)}")
             kind = spec.get("type", "text")
             if kind not in MODALITY_TYPES:
-                raise SpecError(f"hf: modalities.{m}.type {kind!r} is not one of {', '.join(MODALITY_TYPES)}")
+                raise SpecError(f"dataset.options.modalities.{m}.type: {kind!r} is not one of {', '.join(MODALITY_TYPES)}")
             cols = spec.get("columns") or ([spec["column"]] if spec.get("column") else [])
             if not cols or (kind != "features" and len(cols) != 1):
-                raise SpecError(f"hf: modalities.{m} needs 'column'" + (" or 'columns'" if kind == "features" else ""))
-            self.mapping[m] = {"type": kind, "columns": [str(c) for c in cols]}
+                raise SpecError(f"dataset.options.modalities.{m}: needs 'column'" + (" or 'columns'" if kind == "features" else ""))
+            self.mapping[m] = {"type": kind, "columns": [str(c) for c in cols], "present": spec.get("present"),
+                               "lengths": spec.get("lengths")}
         if target_type not in TARGET_TYPES:
-            raise SpecError(f"hf: target_type {target_type!r} is not one of {', '.join(TARGET_TYPES)}")
+            raise SpecError(f"target.type: {target_type!r} is not one of {', '.join(TARGET_TYPES)}")
         if target_format not in ("labels", "multi_hot"):
-            raise SpecError(f"hf: target_format {target_format!r} is not one of labels, multi_hot")
+            raise SpecError(f"dataset.options.target_format: {target_format!r} is not one of labels, multi_hot")
         self.modalities = tuple(sorted(self.mapping))
         self.target, self.target_type, self.id_column = target, target_type, id
         self.class_names, self.num_classes, self.target_format = class_names, num_classes, target_format
@@ -335,6 +380,11 @@ class HFDataset(MultimodalDataset):
         self.image_encoder, self.image_size, self.text_encoder = image_encoder, int(image_size), text_encoder
         self.max_tokens, self.cache_dir, self.image_weights, self.text_model = int(max_tokens), cache_dir, image_weights, text_model
         self._data: dict[str, Any] | None = None
+
+    @classmethod
+    def task_options(cls, spec: Any) -> dict[str, Any]:
+        return {"target_type": spec.target.type, "num_classes": spec.target.num_classes,
+                "class_names": spec.target.class_names}
 
     @property
     def data(self) -> dict[str, Any]:
@@ -396,22 +446,66 @@ class HFDataset(MultimodalDataset):
             else:
                 feats, ok = _feature_rows(ds, spec["columns"], where)
                 modalities[m], present[m] = torch.from_numpy(feats), torch.from_numpy(ok)
+            if spec["present"]:
+                present[m] = present[m] & torch.from_numpy(_flag_column(ds, spec["present"], where))
+                modalities[m][~present[m]] = 0
+            if spec["lengths"]:
+                lengths[m] = torch.tensor([int(v or 0) for v in _column(ds, spec["lengths"], where)], dtype=torch.long)
+                lengths[m][~present[m]] = 0
         info = {"source_split": source_split, "target_type": self.target_type}
         if self.class_names:
             info["class_names"] = list(self.class_names)
         return Split(split, ids, modalities, present, targets, lengths, info)
 
+    def split_summary(self, split: str) -> dict[str, Any]:
+        """Samples, presence and class counts from the target, id and presence columns: no
+        image is decoded, no text encoded."""
+        self.check_split(split)
+        source_split = self._source_name(split)
+        ds, where = self.data[source_split], f"hf split {source_split!r}"
+        ids = [str(v) for v in _column(ds, self.id_column, where)] if self.id_column else \
+            [f"{split}-{i}" for i in range(len(ds))]
+        targets = self._targets(ds, ids, where)
+        present = {}
+        for m, spec in self.mapping.items():
+            ok = np.logical_and.reduce([_valid_rows(ds, c, where) for c in spec["columns"]])
+            if spec["present"]:
+                ok &= _flag_column(ds, spec["present"], where)
+            present[m] = int(ok.sum())
+        out: dict[str, Any] = {"samples": len(ds), "present": dict(sorted(present.items()))}
+        if self.target_type in ("multiclass", "binary") and len(ds):
+            counts = torch.bincount(targets, minlength=int(self.num_classes or 0))
+            out["classes"] = {str(i): int(c) for i, c in enumerate(counts.tolist())}
+        elif self.target_type == "regression" and len(ds):
+            out["target"] = {"min": float(targets.min()), "max": float(targets.max()), "mean": float(targets.mean())}
+        return out
+
     def _class_names(self, ds: Any) -> list[str] | None:
+        """The class names: given ones, checked against a ClassLabel target's own names, else
+        the ClassLabel's."""
         import datasets
 
-        if self.class_names:
-            return list(self.class_names)
         feature = ds.features.get(self.target)
         inner = getattr(feature, "feature", None)
-        for f in (feature, inner):
-            if isinstance(f, datasets.ClassLabel):
-                return list(f.names)
-        return None
+        label = next((f for f in (feature, inner) if isinstance(f, datasets.ClassLabel)), None)
+        if label is None:
+            return list(self.class_names) if self.class_names else None
+        col = f"column {self.target!r}"
+        if self.target_type == "regression":
+            raise SpecError(f"target.type: regression, but {col} is a ClassLabel ({', '.join(label.names)}); use "
+                            f"{'binary' if label.num_classes == 2 else 'multiclass'}")
+        if (label is inner) != (self.target_type == "multilabel"):
+            raise SpecError(f"target.type: {self.target_type}, but {col} is a "
+                            + ("list of ClassLabels: use multilabel" if label is inner else "ClassLabel: one class per row"))
+        if self.num_classes is not None and self.num_classes != label.num_classes:
+            raise SpecError(f"target.num_classes: {self.num_classes}, but {col} is a ClassLabel of {label.num_classes} "
+                            f"names ({', '.join(label.names)})")
+        if self.class_names and list(self.class_names) != list(label.names):
+            order = " (same names, other order: the index order must be the ClassLabel's)" \
+                if sorted(self.class_names) == sorted(label.names) else ""
+            raise SpecError(f"target.class_names: {list(self.class_names)} differ from the names of the ClassLabel "
+                            f"{col}: {list(label.names)}{order}")
+        return list(label.names)
 
     def _targets(self, ds: Any, ids: list[str], where: str) -> Tensor:
         values = _column(ds, self.target, where)
@@ -432,7 +526,7 @@ class HFDataset(MultimodalDataset):
         if self.target_type != "multilabel":
             return torch.tensor([_label_index(v, names, c, where, ids[i]) for i, v in enumerate(values)], dtype=torch.long)
         if c is None:
-            raise SpecError(f"hf: a multilabel target needs class_names or num_classes (column {self.target!r})")
+            raise SpecError(f"target.num_classes: a multilabel target needs class_names or num_classes (column {self.target!r})")
         out = np.zeros((len(values), c), dtype=np.float32)
         for i, v in enumerate(values):
             if not isinstance(v, (list, tuple)):
