@@ -44,11 +44,18 @@ def data_info(
     Counted from the annotation files and the file system: nothing is encoded."""
     ds = _dataset_or_task(dataset, data_dir, overrides(set_))
     splits = [split] if split else list(ds.split_names)
-    info = {"dataset": ds.name, "root": str(ds.root), "files": ds.locate(),
+    info = {"dataset": ds.name, "root": str(ds.root), "protocol": ds.protocol(), "files": ds.locate(),
             "splits": {s: ds.split_summary(s) for s in splits}}
+    test_set = _task_test_set(dataset, ds, data_dir, bool(set_))
+    if test_set is not None:
+        info["test_set"] = test_set
     if as_json:
         return echo_json(info)
     typer.echo(f"dataset {info['dataset']}  (root {info['root']})")
+    typer.echo(f"  protocol: {info['protocol']}")
+    if test_set is not None:
+        typer.echo(f"  test set of task {test_set['task']}: split {test_set['split']!r}, {test_set['items']:,} items, "
+                   f"fingerprint {test_set['fingerprint']}")
     for k, v in info["files"].items():
         typer.echo(f"  {k}: {v}")
     for s, summ in info["splits"].items():
@@ -64,6 +71,22 @@ def data_info(
         elif "target" in summ:
             extra = "  target min {min:.3f} max {max:.3f} mean {mean:.3f}".format(**summ["target"])
         typer.echo(f"  {s:<6} {summ['samples']:>7} samples  present: {present}{extra}")
+
+
+def _task_test_set(name: str, ds: Any, data_dir: Optional[Path], overridden: bool) -> dict[str, Any] | None:
+    """The test set (protocol, split, items, fingerprint) when `name` is a task (a name that is
+    also a dataset: the task's, with its own options); None for a dataset alone."""
+    from mmbench.core.registry import DATASETS
+    from mmbench.data.tasks import get_task, task_names
+
+    if name not in task_names():
+        return None
+    from mmbench.data.testset import task_test_set
+
+    spec = get_task(name)
+    ts = task_test_set(spec, data_dir, ds if overridden or name not in DATASETS else None)
+    return {"task": spec.name, "protocol": ts.protocol, "split": ts.split, "items": len(ts.ids),
+            "fingerprint": ts.fingerprint}
 
 
 def data_masks(

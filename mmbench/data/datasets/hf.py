@@ -166,7 +166,7 @@ def image_bytes_modality(blobs: Sequence[bytes | None], names: Sequence[str], im
                          where: str = "image") -> tuple[Tensor, Tensor]:
     """(``[N, 1280]`` features or normalised pixels ``[N, 3, S, S]``, present ``[N]``) for encoded
     images (None = missing). `names` name the rows in errors. Cached by the bytes' SHA-256."""
-    from mmbench.data.datasets.coco import _cache, _weights_fingerprint
+    from mmbench.data.datasets.coco_features import feature_cache, weights_fingerprint
     from mmbench.models.encoders import pretrained
 
     if image_encoder not in ("efficientnet", "pixels"):
@@ -194,12 +194,12 @@ def image_bytes_modality(blobs: Sequence[bytes | None], names: Sequence[str], im
     else:
         weights = pretrained.efficientnet_weights_path(weights_path)
         namespace, dim = "hf-efficientnet-lite0", (pretrained.EFFICIENTNET_DIM,)
-        options.update({"model": "efficientnet-lite0", "weights": _weights_fingerprint(weights), "pooling": "mean"})
+        options.update({"model": "efficientnet-lite0", "weights": weights_fingerprint(weights), "pooling": "mean"})
         build = lambda: {"values": pretrained.encode_images(pixels(), weights_path=weights)}  # noqa: E731
     out = torch.zeros((len(blobs), *dim), dtype=torch.float32)
     present = torch.zeros(len(blobs), dtype=torch.bool)
     if rows:
-        values = _cache(cache).get_or_build(namespace, h.hexdigest(), options, build)["values"]
+        values = feature_cache(cache).get_or_build(namespace, h.hexdigest(), options, build)["values"]
         values = pretrained.normalize_pixels(values) if image_encoder == "pixels" else values.float()
         idx = torch.tensor(rows)
         out[idx] = values
@@ -375,9 +375,9 @@ class HFDataset(MultimodalDataset):
         modalities: dict[str, Tensor] = {}
         present: dict[str, Tensor] = {}
         lengths: dict[str, Tensor] = {}
-        from mmbench.data.datasets.coco import _cache
+        from mmbench.data.datasets.coco_features import feature_cache
 
-        cache = _cache(self.cache_dir)
+        cache = feature_cache(self.cache_dir)
         for m, spec in self.mapping.items():
             col = spec["columns"][0]
             if spec["type"] == "image":
@@ -450,7 +450,7 @@ def text_modality(values: Sequence[str | None], text_encoder: str = "minilm", ca
                   text_model: str | None = None, max_tokens: int = 64) -> tuple[Tensor, Tensor, Tensor | None]:
     """(``[N, 384]`` MiniLM embeddings or token ids ``[N, T]``, present ``[N]``, lengths or None)
     for texts where None is missing: only present texts are encoded, missing rows are zeros."""
-    from mmbench.data.datasets.coco import text_features
+    from mmbench.data.datasets.coco_features import text_features
 
     rows = [i for i, v in enumerate(values) if v is not None]
     present = torch.zeros(len(values), dtype=torch.bool)

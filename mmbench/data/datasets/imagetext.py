@@ -54,10 +54,10 @@ class ImageTextDataset(MultimodalDataset):
 
     def make_split(self, split: str, ids: list[str], files: list[Path | None], texts: list[str | None],
                    targets: Tensor, info: dict[str, Any]) -> Split:
-        from mmbench.data.datasets.coco import _cache, image_features
+        from mmbench.data.datasets.coco_features import feature_cache, image_features
         from mmbench.data.datasets.hf import text_modality
 
-        cache = _cache(self.cache_dir)
+        cache = feature_cache(self.cache_dir)
         image, image_ok, image_info = image_features(files, self.image_encoder, self.image_size, cache, self.image_weights)
         text, text_ok, lengths = text_modality(texts, self.text_encoder, cache, self.text_model, self.max_tokens)
         info = info | {"absent_images": image_info["absent"], "unreadable_images": image_info["unreadable"],
