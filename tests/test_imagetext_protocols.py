@@ -252,3 +252,27 @@ def test_labels_only_never_decodes_images(tmp_path, monkeypatch):
             ids, targets = ds.load_labels("test")
             assert len(ids) == len(targets) == ds.split_summary("test")["samples"] > 0
     assert np.asarray(MMIMDbDataset(tmp_path).load_labels("test")[1]).shape[1] == len(GENRES)
+
+
+def test_masks_csv_keeps_leading_zeros_and_encodes_nothing(tmp_path, monkeypatch, capsys):
+    import csv
+
+    import pandas as pd
+
+    from mmbench.data.datasets import coco_features
+
+    monkeypatch.setattr(coco_features, "image_features", lambda *a, **k: pytest.fail("images encoded for masks"))
+    split_ids = make_mmimdb(tmp_path)
+    out = tmp_path / "masks.csv"
+    rc, _, err = run_main(["data", "masks", "mmimdb", "--out", out, "--data-dir", tmp_path], monkeypatch, capsys)
+    assert rc == 0, err
+    with open(out, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[1][0] == split_ids["test"][0] == "0001012" and '"0001012"' in out.read_text()
+    assert pd.read_csv(out, dtype={"id": str})["id"].iloc[0] == "0001012"  # as docs/datasets.md says
+
+
+def test_values_in_messages_print_as_numbers():
+    from mmbench.evaluation.submissions.checks import show_values
+
+    assert show_values(np.array([1.5, 2.0])) == "1.5, 2.0" and show_values([np.int64(3), "a"]) == "3, 'a'"

@@ -102,15 +102,32 @@ def data_masks(
     from mmbench.data.tasks import get_task
 
     spec = get_task(task)
-    s = load_task_split(spec, split, data_dir)
+    if split not in ("train", "validation", "test"):
+        from mmbench.core.errors import SpecError
+
+        raise SpecError(f"--split must be train, validation or test, not {split!r}")
+    split_name = getattr(spec.splits, split)
+    if split_name is None:
+        s = load_task_split(spec, split, data_dir)  # says why the task has no such split
+    if spec.target.type == "retrieval":
+        s = load_task_split(spec, split, data_dir)
+        ids = s.ids
+    else:  # the ids alone, from the annotation files: nothing is encoded
+        from mmbench.data.splits import task_dataset
+        from mmbench.data.testset import split_labels
+
+        ids = split_labels(task_dataset(spec, data_dir), split_name)[0]
     conditions = spec.conditions()
     if split in ("train", "validation") and spec.missing.train:  # the masks training actually applies
         from mmbench.data.masks import parse_condition
 
         conditions = [parse_condition(spec.missing.train, spec.modalities)]
-    table = masks_table(conditions, s.ids, spec.modalities, spec.missing.seed, s.name)
-    atomic_write_text(out, table.to_csv(index=False))
-    typer.echo(f"wrote {len(table)} rows ({len(conditions)} conditions x {len(s)} samples) to {out}")
+    table = masks_table(conditions, ids, spec.modalities, spec.missing.seed, split_name)
+    import csv
+
+    # ids are quoted (strings): leading zeros survive a reader that types columns (docs/datasets.md)
+    atomic_write_text(out, table.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC))
+    typer.echo(f"wrote {len(table)} rows ({len(conditions)} conditions x {len(ids)} samples) to {out}")
 
 
 def data_export(
