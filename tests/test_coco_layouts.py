@@ -98,6 +98,22 @@ def test_train2017_and_val2017(tmp_path):
     assert "captions_val2017.json" in files["split test"] and "4 images carved" in files["split val"]
 
 
+def test_test_set_is_the_same_with_and_without_train2017(tmp_path):
+    """coco-retrieval's test set (ids, caption-to-image map, fingerprint) does not depend on
+    whether train2017 is on disk."""
+    from mmbench.data.tasks import get_task
+    from mmbench.data.testset import task_test_set
+
+    spec = get_task("coco-retrieval")
+    both = task_test_set(spec, _root(tmp_path / "both"))
+    alone = task_test_set(spec, _root(tmp_path / "alone", train=False))
+    assert both.gallery == alone.gallery == [str(i) for i in VAL_IDS]
+    assert both.ids == alone.ids and np.array_equal(both.targets, alone.targets)
+    assert both.fingerprint == alone.fingerprint and both.protocol == "coco-val2017-5k"
+    carve = task_test_set(get_task("coco-retrieval-val2017-carve"), _root(tmp_path / "alone", train=False))
+    assert carve.fingerprint != alone.fingerprint and set(carve.gallery) < set(alone.gallery)
+
+
 def test_only_train2017_refuses_test_clearly(tmp_path):
     ds = _ds(_root(tmp_path, val=False), tmp_path)
     assert ds.layout_kind() == "train2017" and ds.split_names == ("train", "val")

@@ -276,3 +276,11 @@ def test_values_in_messages_print_as_numbers():
     from mmbench.evaluation.submissions.checks import show_values
 
     assert show_values(np.array([1.5, 2.0])) == "1.5, 2.0" and show_values([np.int64(3), "a"]) == "3, 'a'"
+
+
+def test_food101_malformed_csv_names_the_line(tmp_path):
+    make_food101(tmp_path)
+    csv = tmp_path / "food101" / "texts" / "test_titles.csv"
+    csv.write_text(csv.read_text() + "x.jpg," + "t" * 200_000 + ",pizza\n")  # over csv's field size limit
+    with pytest.raises(DataError, match=r"test_titles.csv: line 7: malformed CSV"):
+        Food101Dataset(tmp_path).load_labels("test")

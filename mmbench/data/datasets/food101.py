@@ -59,8 +59,9 @@ def read_titles(path: Path) -> list[tuple[str, str | None, str, int]]:
     """(file, title or None, class, line) per row of a ``*_titles.csv``."""
     rows = []
     with open(path, encoding="utf-8", errors="strict", newline="") as fh:
+        reader = csv.reader(fh)
         try:
-            for line, row in enumerate(csv.reader(fh), start=1):
+            for line, row in enumerate(reader, start=1):
                 if not row or (line == 1 and row[-1].strip().lower() in ("class", "label")):
                     continue
                 if len(row) < 3:
@@ -69,7 +70,7 @@ def read_titles(path: Path) -> list[tuple[str, str | None, str, int]]:
         except UnicodeDecodeError as exc:
             raise DataError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from None
         except csv.Error as exc:
-            raise DataError(f"malformed CSV: {exc}", path) from None
+            raise DataError(f"line {reader.line_num}: malformed CSV ({exc})", path) from None
     return rows
 
 
