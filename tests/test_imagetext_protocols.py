@@ -125,6 +125,9 @@ def test_missing_images_folder_is_refused_unless_text_only(tmp_path):
                                         r"images folder is missing .*text_only: true"):
         HatefulMemesDataset(tmp_path, **FAST).load_split("test")
     assert not (tmp_path / "cache").exists()
+    (base / "img.tar.gz").write_bytes(b"")
+    with pytest.raises(DataError, match=r"img.tar.gz is there: unpack it"):
+        HatefulMemesDataset(tmp_path, **FAST).load_split("test")
     split = HatefulMemesDataset(tmp_path, text_only=True, cache_dir=str(tmp_path / "cache"), **FAST).load_split("test")
     assert not split.present["image"].any() and split.present["text"].all()
     # scoring needs the labels only: they load without images

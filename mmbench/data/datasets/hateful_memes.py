@@ -155,6 +155,10 @@ class HatefulMemesDataset(ImageTextDataset):
                 return cand
         return self.base
 
+    def images_hint(self) -> str:
+        archive = next((p for p in (self.base / "img.tar.gz", self.dir / "img.tar.gz") if p.is_file()), None)
+        return f"; {archive} is there: unpack it where it lies (it holds img/)" if archive else ""
+
     def locate(self) -> dict[str, str]:
         """Only files that exist; the protocol and what it reads."""
         base = self.base

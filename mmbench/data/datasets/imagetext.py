@@ -102,9 +102,13 @@ class ImageTextDataset(MultimodalDataset):
         if rows.ids and all(f is None for f in rows.files) and not self.text_only:
             where = "is missing" if not rows.image_dir.is_dir() else "holds none of them"
             raise DataError(f"none of the {len(rows.ids):,} images of split {split!r} is on disk: the images folder "
-                            f"{where} (unpack the images there, or set text_only: true for an explicit text-only run)",
-                            rows.image_dir)
+                            f"{where}{self.images_hint()} (unpack the images there, or set text_only: true for an "
+                            "explicit text-only run)", rows.image_dir)
         return self.make_split(split, rows.ids, rows.files, rows.texts, rows.targets, rows.info)
+
+    def images_hint(self) -> str:
+        """More about absent images (e.g. an archive not unpacked), for the refusal above."""
+        return ""
 
     def make_split(self, split: str, ids: list[str], files: list[Path | None], texts: list[str | None],
                    targets: np.ndarray, info: dict[str, Any]) -> Split:
