@@ -353,3 +353,11 @@ def test_match_mode_trains_on_train2017_and_tests_on_val2017(tmp_path):
     assert split_images["val"] and not split_images["train"] & split_images["val"]
     shares = (0.7 / 0.85, 0.15 / 0.85, 0.0)
     assert split_images["val"] == {i for i in on_disk_train if coco.match_split_of(int(i), shares) == "val"}
+
+
+def test_cli_train_with_val2017_alone_stops_in_one_line(tmp_path, monkeypatch, capsys):
+    root = _root(tmp_path, train=False)
+    rc, out, err = run_main(["train", "coco-retrieval", "--epochs", "1", "--data-dir", root, "--out", tmp_path / "runs"],
+                            monkeypatch, capsys)
+    assert rc == 1 and "training coco-retrieval needs train2017" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
