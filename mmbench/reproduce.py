@@ -233,7 +233,8 @@ def _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_d
             trained = runs[seed]
             test_predictions: dict[str, Any] = {}
             result = with_test_set(evaluate_trained(spec, trained, splits["test"], dataset.fingerprint(), name=name,
-                                                    keep_predictions=test_predictions), spec, dataset=dataset)
+                                                    keep_predictions=test_predictions), spec, dataset=dataset,
+                                   loaded=splits["test"])
             if test_predictions:  # retrieval runs keep no per-condition predictions table
                 result = attach_run_predictions(run_dirs[seed], result, splits["test"].ids, test_predictions)
             atomic_write_json(run_dirs[seed] / "result.json", result.to_json())

@@ -34,6 +34,10 @@ def test_fingerprint_matches_an_independent_recomputation():
             h.update(f"\0{m}\0".encode() + np.packbits(masks[m]).tobytes())
     assert ts.fingerprint == "ts1-" + h.hexdigest()[:16]
     assert task_test_set(spec).fingerprint == ts.fingerprint  # stable across runs
+    from mmbench.data.splits import load_task_split
+
+    # from a split already loaded (reproduce, evaluate --model): the same fingerprint
+    assert task_test_set(spec, loaded=load_task_split(spec, "test")).fingerprint == ts.fingerprint
 
 
 def test_fingerprint_changes_with_ids_targets_protocol_and_masks():

@@ -87,9 +87,10 @@ def split_labels(dataset: MultimodalDataset, split: str) -> tuple[list[str], np.
     return [str(i) for i in loaded.ids], loaded.targets.cpu().numpy()
 
 
-def task_test_set(spec: TaskSpec, data_dir: str | Path | None = None, dataset: MultimodalDataset | None = None) -> TestSet:
+def task_test_set(spec: TaskSpec, data_dir: str | Path | None = None, dataset: MultimodalDataset | None = None,
+                  loaded: Any = None) -> TestSet:
     """The task's test set and its fingerprint, from the annotation files (no image is decoded,
-    nothing is encoded)."""
+    nothing is encoded); `loaded`, the test split already loaded, gives its ids and targets."""
     from mmbench.data.masks import condition_masks
     from mmbench.data.splits import task_dataset
 
@@ -99,6 +100,8 @@ def task_test_set(spec: TaskSpec, data_dir: str | Path | None = None, dataset: M
     if spec.target.type == "retrieval":
         image_ids, caption_ids, index = dataset.load_retrieval_gallery(split)  # type: ignore[attr-defined]
         ids, targets, gallery = [str(c) for c in caption_ids], np.asarray(index, dtype=np.int64), [str(i) for i in image_ids]
+    elif loaded is not None:
+        ids, targets = [str(i) for i in loaded.ids], loaded.targets.cpu().numpy()
     else:
         ids, targets = split_labels(dataset, split)
     mask_ids = ids if gallery is None else gallery  # retrieval masks the gallery's images

@@ -123,12 +123,13 @@ def measure_efficiency(model: nn.Module, split: Split, device: torch.device | st
     return out
 
 
-def with_test_set(result: Result, spec: TaskSpec, data_dir: Any = None, dataset: Any = None) -> Result:
+def with_test_set(result: Result, spec: TaskSpec, data_dir: Any = None, dataset: Any = None,
+                  loaded: Split | None = None) -> Result:
     """`result` with the fingerprint and protocol of the task's test set (mmbench.data.testset),
-    read from the annotation files."""
+    read from the annotation files (or from `loaded`, the test split already loaded)."""
     from mmbench.data.testset import task_test_set, testset_fields
 
-    return result.model_copy(update=testset_fields(task_test_set(spec, data_dir, dataset)))
+    return result.model_copy(update=testset_fields(task_test_set(spec, data_dir, dataset, loaded)))
 
 
 def evaluate_trained(spec: TaskSpec, trained: Any, test_split: Split, dataset_fingerprint: str, name: str | None = None,
@@ -316,7 +317,7 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
         efficiency=efficiency, dataset_fingerprint=dataset.fingerprint(), submission_hash=digest,
         device=str(dev), extra=extra,
     )
-    return with_test_set(result, spec, data_dir, dataset)
+    return with_test_set(result, spec, data_dir, dataset, split)
 
 
 def retrieval_inputs(split: Split, caption_image_index: np.ndarray, n_images: int) -> dict[str, dict[str, Any]]:
