@@ -21,10 +21,11 @@ carve): classes are the 101 Food-101 classes in sorted order (:data:`CLASSES`), 
 release's test set, and ``val`` is ``val_fraction`` (10%) of the training rows by a seeded hash
 of the file name (``split_seed``), ``train`` the rest (see
 :mod:`mmbench.data.datasets.imagetext`). Sample ids are the file names. A CSV row whose class is
-not a Food-101 class, a file name listed twice, a ``class_idx.json`` that is not the 101
-classes indexed 0..100, or a ``split.json`` file without a title row is a
-:class:`~mmbench.core.errors.DataError` naming the file and, for a CSV, the line; a photo
-absent or undecodable is a missing image; an empty title is a missing text.
+not a Food-101 class, a file name listed twice, or a ``class_idx.json`` that is not the 101
+classes indexed 0..100 is a :class:`~mmbench.core.errors.DataError` naming the file and, for a CSV, the line; a photo
+absent or undecodable is a missing image; an empty title is a missing text. A file of
+``split.json`` without a title row is left out, as the papers' preparation skips samples
+without a text, with one warning giving the count and the first file.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ risotto samosa sashimi scallops seaweed_salad shrimp_and_grits spaghetti_bologne
 spring_rolls steak strawberry_shortcake sushi tacos takoyaki tiramisu tuna_tartare waffles
 """.split()))
 assert len(CLASSES) == 101
+
+
+class Food101Warning(UserWarning):
+    """Files of the papers' split.json without a title row (left out, as the papers do)."""
 
 
 def read_titles(path: Path) -> list[tuple[str, str | None, str, int]]:
@@ -134,10 +139,13 @@ class Food101Dataset(ImageTextDataset):
                 raise DataError(f"no {split!r} list of file names", split_path)
             by_file = {r[0]: r for r in rows}
             missing = [f for f in table[split] if f not in by_file]
-            if missing:
-                raise DataError(f"{len(missing)} file(s) of split {split!r} have no row in {path.name} (first: "
-                                f"{missing[0]!r})", split_path)
-            rows = [by_file[f] for f in table[split]]
+            if missing:  # the papers' make_arrow skips samples without a text ("ignore no text data")
+                import warnings
+
+                warnings.warn(f"food101: {len(missing)} of {len(table[split])} files of split {split!r} in {split_path} "
+                              f"have no row in {path.name} and are left out, as the papers' preparation does (first: "
+                              f"{missing[0]!r})", Food101Warning, stacklevel=3)
+            rows = [by_file[f] for f in table[split] if f in by_file]
             for file, _, cls, _ in rows:
                 if file[:file.rfind("_")] != cls:
                     raise DataError(f"file {file!r} of split {split!r} is not named after its class {cls!r}", split_path)
