@@ -126,3 +126,34 @@ def test_documented_fingerprints_match(task):
     docs = (Path(__file__).resolve().parent.parent / "docs" / "datasets.md").read_text()
     fp = task_test_set(get_task(task), real_data_root()).fingerprint
     assert f"| {task} |" in docs and fp in docs
+
+
+def test_retrieval_embeddings_carry_their_claimed_test_set(tmp_path):
+    """An .npz may hold `test_set_fingerprint`: scored when it matches the test set here,
+    refused (naming both) when it does not; the result stores the fingerprint."""
+    from mmbench.core.errors import SubmissionError
+    from mmbench.evaluation.scoring import evaluate_predictions
+
+    root = tmp_path / "data"
+    ann = root / "coco" / "annotations"
+    ann.mkdir(parents=True)
+    images = [{"id": 10 + i, "file_name": f"{10 + i:012d}.jpg"} for i in range(6)]
+    anns = [{"id": 900 + k, "image_id": 10 + k // 3, "caption": f"caption {k}"} for k in range(18)]
+    (ann / "captions_val2017.json").write_text(json.dumps({"images": images, "annotations": anns}))
+    spec = get_task("coco-retrieval")
+    ts = task_test_set(spec, root)
+    assert ts.protocol == "coco-val2017-5k" and ts.gallery == [str(10 + i) for i in range(6)]
+    rng = np.random.default_rng(0)
+    arrays = dict(image_ids=np.arange(10, 16), image_embeddings=rng.normal(size=(6, 4)).astype(np.float32),
+                  caption_ids=np.arange(900, 918), caption_embeddings=rng.normal(size=(18, 4)).astype(np.float32))
+    good = tmp_path / "good.npz"
+    np.savez(good, **arrays, test_set_fingerprint=np.array(ts.fingerprint))
+    assert evaluate_predictions(spec, good, "g", data_dir=root, n_resamples=0).test_set_fingerprint == ts.fingerprint
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays, test_set_fingerprint=np.array("ts1-0123456789abcdef"))
+    with pytest.raises(SubmissionError, match=rf"bad.npz: the embeddings claim test set ts1-0123456789abcdef, .*{ts.fingerprint}"):
+        evaluate_predictions(spec, bad, "b", data_dir=root, n_resamples=0)
+    odd = tmp_path / "odd.npz"
+    np.savez(odd, **arrays, test_set_fingerprint=np.array([1, 2]))
+    with pytest.raises(SubmissionError, match="'test_set_fingerprint' must be one string"):
+        evaluate_predictions(spec, odd, "o", data_dir=root, n_resamples=0)

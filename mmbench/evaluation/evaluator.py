@@ -216,7 +216,13 @@ def _evaluate_retrieval(spec: TaskSpec, path: Any, name: str, data_dir: Any, lim
                                sub.caption_image_index, path, fingerprint, digest, efficiency=None,
                                extra={"format": "npz", "images": len(image_ids), "captions": len(caption_ids),
                                       "embedding_dim": sub.dim, "submission_files": files})
-    return with_test_set(result, spec, data_dir, dataset)
+    result = with_test_set(result, spec, data_dir, dataset)
+    if sub.claimed_test_set is not None and sub.claimed_test_set != result.test_set_fingerprint:
+        from mmbench.core.errors import SubmissionError
+
+        raise SubmissionError(f"the embeddings claim test set {sub.claimed_test_set}, but task {spec.name!r} here has test "
+                              f"set {result.test_set_fingerprint} (protocol {result.protocol}): other test items", path)
+    return result
 
 
 def _retrieval_result(spec: TaskSpec, name: str, kind: str, image_embeddings: np.ndarray,
