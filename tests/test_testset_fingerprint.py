@@ -157,3 +157,19 @@ def test_retrieval_embeddings_carry_their_claimed_test_set(tmp_path):
     np.savez(odd, **arrays, test_set_fingerprint=np.array([1, 2]))
     with pytest.raises(SubmissionError, match="'test_set_fingerprint' must be one string"):
         evaluate_predictions(spec, odd, "o", data_dir=root, n_resamples=0)
+
+
+def test_site_pages_of_a_split_task_say_why(tmp_path, monkeypatch, capsys):
+    from mmbench.board.entries import read_entry, write_entry
+    from mmbench.board.site import render_site
+
+    preds, _ = _predictions(tmp_path)
+    board = tmp_path / "board"
+    rc, out, err = run_main(["evaluate", TASK, "-p", preds, "--name", "here", "--leaderboard", board, "--bootstrap", "0"],
+                            monkeypatch, capsys)
+    assert rc == 0, err
+    here = read_entry(board / TASK / "here.json")
+    write_entry(board, here.model_copy(update={"name": "old", "test_set_fingerprint": None, "protocol": None}))
+    pages = render_site(board)
+    legacy = next(html for name, html in pages.items() if "legacy" in name)
+    assert "made before fingerprints existed" in legacy and "never against another" in legacy
