@@ -90,17 +90,25 @@ def test_evaluate_stores_and_checks_the_fingerprint(tmp_path, monkeypatch, capsy
     assert rc == 0 and "no test-set fingerprint stored" in out
 
 
-def test_board_ranks_each_test_set_apart(tmp_path, monkeypatch, capsys):
-    from mmbench.board.entries import rank, read_entry, render, write_entry
+def _board_with_legacy(tmp_path, monkeypatch, capsys):
+    """A board holding `here` (scored now, with its fingerprint) and `old` (the same, legacy)."""
+    from mmbench.board.entries import read_entry, write_entry
 
-    preds, labels = _predictions(tmp_path)
+    preds, _ = _predictions(tmp_path)
     board = tmp_path / "board"
     rc, out, err = run_main(["evaluate", TASK, "-p", preds, "--name", "here", "--leaderboard", board, "--bootstrap", "0"],
                             monkeypatch, capsys)
     assert rc == 0, err
     here = read_entry(board / TASK / "here.json")
-    write_entry(board, here.model_copy(update={"name": "elsewhere", "test_set_fingerprint": "ts1-aaaaaaaaaaaaaaaa"}))
     write_entry(board, here.model_copy(update={"name": "old", "test_set_fingerprint": None, "protocol": None}))
+    return board, here
+
+
+def test_board_ranks_each_test_set_apart(tmp_path, monkeypatch, capsys):
+    from mmbench.board.entries import rank, render, write_entry
+
+    board, here = _board_with_legacy(tmp_path, monkeypatch, capsys)
+    write_entry(board, here.model_copy(update={"name": "elsewhere", "test_set_fingerprint": "ts1-aaaaaaaaaaaaaaaa"}))
     from mmbench.board.entries import load_entries
 
     rows = rank(load_entries(board), significance=False)
@@ -160,16 +168,9 @@ def test_retrieval_embeddings_carry_their_claimed_test_set(tmp_path):
 
 
 def test_site_pages_of_a_split_task_say_why(tmp_path, monkeypatch, capsys):
-    from mmbench.board.entries import read_entry, write_entry
     from mmbench.board.site import render_site
 
-    preds, _ = _predictions(tmp_path)
-    board = tmp_path / "board"
-    rc, out, err = run_main(["evaluate", TASK, "-p", preds, "--name", "here", "--leaderboard", board, "--bootstrap", "0"],
-                            monkeypatch, capsys)
-    assert rc == 0, err
-    here = read_entry(board / TASK / "here.json")
-    write_entry(board, here.model_copy(update={"name": "old", "test_set_fingerprint": None, "protocol": None}))
+    board, _ = _board_with_legacy(tmp_path, monkeypatch, capsys)
     pages = render_site(board)
     legacy = next(html for name, html in pages.items() if "legacy" in name)
     assert "made before fingerprints existed" in legacy and "never against another" in legacy
