@@ -223,7 +223,7 @@ def _failed(spec: Any, task: str, fusion: str, exc: Exception, log: Callable[[st
 def _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_dir, device, data_dir, overrides, progress,
               log, vectorize, resume) -> list[Any]:
     """Train (or keep) and evaluate every seed of one (task, fusion); its results, in seed order."""
-    from mmbench.evaluation.evaluator import evaluate_trained
+    from mmbench.evaluation.evaluator import evaluate_trained, with_test_set
     from mmbench.core.io import atomic_write_json
     from mmbench.board.publish import attach_run_predictions, publish_run
     from mmbench.training.multiseed import train_seeds
@@ -249,8 +249,9 @@ def _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_d
         else:
             trained = runs[seed]
             test_predictions: dict[str, Any] = {}
-            result = evaluate_trained(spec, trained, splits["test"], dataset.fingerprint(), name=name,
-                                      keep_predictions=test_predictions)
+            result = with_test_set(evaluate_trained(spec, trained, splits["test"], dataset.fingerprint(), name=name,
+                                                    keep_predictions=test_predictions), spec, dataset=dataset,
+                                   loaded=splits["test"])
             if test_predictions:  # retrieval runs keep no per-condition predictions table
                 result = attach_run_predictions(run_dirs[seed], result, splits["test"].ids, test_predictions)
             atomic_write_json(run_dirs[seed] / "result.json", result.to_json())

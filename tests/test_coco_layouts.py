@@ -98,6 +98,22 @@ def test_train2017_and_val2017(tmp_path):
     assert "captions_val2017.json" in files["split test"] and "4 images carved" in files["split val"]
 
 
+def test_test_set_is_the_same_with_and_without_train2017(tmp_path):
+    """coco-retrieval's test set (ids, caption-to-image map, fingerprint) does not depend on
+    whether train2017 is on disk."""
+    from mmbench.data.tasks import get_task
+    from mmbench.data.testset import task_test_set
+
+    spec = get_task("coco-retrieval")
+    both = task_test_set(spec, _root(tmp_path / "both"))
+    alone = task_test_set(spec, _root(tmp_path / "alone", train=False))
+    assert both.gallery == alone.gallery == [str(i) for i in VAL_IDS]
+    assert both.ids == alone.ids and np.array_equal(both.targets, alone.targets)
+    assert both.fingerprint == alone.fingerprint and both.protocol == "coco-val2017-5k"
+    carve = task_test_set(get_task("coco-retrieval-val2017-carve"), _root(tmp_path / "alone", train=False))
+    assert carve.fingerprint != alone.fingerprint and set(carve.gallery) < set(alone.gallery)
+
+
 def test_only_train2017_refuses_test_clearly(tmp_path):
     ds = _ds(_root(tmp_path, val=False), tmp_path)
     assert ds.layout_kind() == "train2017" and ds.split_names == ("train", "val")
@@ -110,12 +126,18 @@ def test_only_val2017_carve_and_whole_file(tmp_path):
     root = _root(tmp_path, train=False)
     whole = _ds(root, tmp_path)
     assert whole.split_names == ("test",) and _gallery_ids(whole, "test") == VAL_IDS
-    with pytest.raises(DataError, match="needs captions_train2017.json"):
+    with pytest.raises(DataError, match="training coco-retrieval needs train2017") as err:
         whole.load_split("train")
+    assert "\n" not in str(err.value) and "coco-retrieval-val2017-carve" in str(err.value)
+    assert whole.protocol() == "coco-val2017-5k"
     carved = _ds(root, tmp_path, val2017_fractions=[0.5, 0.25, 0.25])
     parts = [_gallery_ids(carved, s) for s in ("train", "val", "test")]
     assert [len(p) for p in parts] == [4, 2, 2] and sorted(sum(parts, [])) == VAL_IDS
-    assert carved.fingerprint() != _ds(_root(tmp_path / "b"), tmp_path, val2017_fractions=[0.5, 0.25, 0.25]).fingerprint()
+    assert carved.protocol() == "coco-val2017-carve-50-25-25-seed0" and carved.layout_kind() == "val2017-carve"
+    # the carve is asked for explicitly, so train2017 on disk does not change it
+    beside_train = _ds(_root(tmp_path / "b"), tmp_path, val2017_fractions=[0.5, 0.25, 0.25])
+    assert [_gallery_ids(beside_train, s) for s in ("train", "val", "test")] == parts
+    assert beside_train.protocol() == carved.protocol()
     with pytest.raises(SpecError, match="val2017_fractions"):
         _ds(root, tmp_path, val2017_fractions=[0.5, 0.5])
 
@@ -279,14 +301,15 @@ def test_missing_image_is_placed_opposite_the_captions():
 
 
 def test_real_val2017_carve():
-    """The coco-retrieval task on the real val2017 file alone: 3,000 / 1,000 / 1,000 images,
-    disjoint, every caption in exactly one split (labels only; no image is read)."""
+    """The coco-retrieval-val2017-carve task on the real val2017 file: 3,000 / 1,000 / 1,000
+    images, disjoint, every caption in exactly one split (labels only; no image is read); the
+    coco-retrieval task tests on all 5,000 images of the same file and cannot train."""
     from mmbench.data.splits import task_dataset
     from mmbench.data.tasks import get_task
 
     data = real_data_root()
-    ds = task_dataset(get_task("coco-retrieval"), data)
-    assert ds.layout_kind() == "val2017" and ds.split_names == ("train", "val", "test")
+    ds = task_dataset(get_task("coco-retrieval-val2017-carve"), data)
+    assert ds.layout_kind() == "val2017-carve" and ds.split_names == ("train", "val", "test")
     galleries = {s: ds.load_retrieval_gallery(s) for s in ds.split_names}
     assert [len(g[0]) for g in galleries.values()] == [3000, 1000, 1000]
     images = [set(g[0]) for g in galleries.values()]
@@ -297,6 +320,10 @@ def test_real_val2017_carve():
     parts = coco.carve_images(whole["image_id"], [3000, 1000, 1000], 0)
     assert [sorted(g[0]) for g in galleries.values()] == [p.tolist() for p in parts]
     assert "split test" in ds.locate() and "20% of its images" in ds.locate()["split test"]
+    standard = task_dataset(get_task("coco-retrieval"), data)
+    assert standard.split_names == ("test",) and standard.protocol() == "coco-val2017-5k"
+    image_ids, caption_ids, _ = standard.load_retrieval_gallery("test")
+    assert image_ids == sorted(whole["image_id"].tolist()) and len(caption_ids) == 25014
 
 
 def test_cli_train_and_evaluate_baseline(trained, tmp_path, monkeypatch, capsys):
@@ -326,3 +353,11 @@ def test_match_mode_trains_on_train2017_and_tests_on_val2017(tmp_path):
     assert split_images["val"] and not split_images["train"] & split_images["val"]
     shares = (0.7 / 0.85, 0.15 / 0.85, 0.0)
     assert split_images["val"] == {i for i in on_disk_train if coco.match_split_of(int(i), shares) == "val"}
+
+
+def test_cli_train_with_val2017_alone_stops_in_one_line(tmp_path, monkeypatch, capsys):
+    root = _root(tmp_path, train=False)
+    rc, out, err = run_main(["train", "coco-retrieval", "--epochs", "1", "--data-dir", root, "--out", tmp_path / "runs"],
+                            monkeypatch, capsys)
+    assert rc == 1 and "training coco-retrieval needs train2017" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()

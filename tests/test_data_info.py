@@ -37,11 +37,25 @@ def test_coco_retrieval_counts_without_encoding(monkeypatch, capsys):
     assert test == {"images": 5000, "images_on_disk": on_disk, "captions": 25014}
     rc, out, err = run_main(["data", "info", "coco-captions", "--data-dir", root, "--set", "mode=retrieval"], monkeypatch, capsys)
     assert f"images 5,000 in the annotations, {on_disk:,} on disk; captions 25,014" in out
-    # The task carves val2017 into train / val / test (no train2017 here): the splits add up to the file.
+    # The task tests on the whole file (no train2017 here, so it has no train / val), and prints
+    # the test set's fingerprint: the one docs/datasets.md lists for val2017
     rc, out, err = run_main(["data", "info", "coco-retrieval", "--data-dir", root, "--json"], monkeypatch, capsys)
     assert rc == 0, err
-    splits = json.loads(out)["splits"]
+    info = json.loads(out)
+    assert set(info["splits"]) == {"test"} and info["splits"]["test"] == test
+    assert info["test_set"] == {"task": "coco-retrieval", "protocol": "coco-val2017-5k", "split": "test",
+                                "items": 25014, "fingerprint": "ts1-b5a921ac9ec3cf6f"}
+    rc, out, err = run_main(["data", "info", "coco-retrieval", "--data-dir", root], monkeypatch, capsys)
+    assert "protocol: coco-val2017-5k" in out and "fingerprint ts1-b5a921ac9ec3cf6f" in out
+    # The explicit carve task cuts val2017 into train / val / test: the splits add up to the file.
+    rc, out, err = run_main(["data", "info", "coco-retrieval-val2017-carve", "--data-dir", root, "--json"],
+                            monkeypatch, capsys)
+    assert rc == 0, err
+    carve = json.loads(out)
+    splits = carve["splits"]
     assert set(splits) == {"train", "val", "test"} and splits["test"]["images"] == 1000
+    assert carve["test_set"]["protocol"] == "coco-val2017-carve-60-20-20-seed0"
+    assert carve["test_set"]["fingerprint"] != info["test_set"]["fingerprint"]
     totals = {k: sum(s[k] for s in splits.values()) for k in ("images", "images_on_disk", "captions")}
     assert totals == {"images": 5000, "images_on_disk": on_disk, "captions": 25014}
 

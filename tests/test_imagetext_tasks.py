@@ -68,24 +68,22 @@ def test_food101_release_layout_validation_carve_and_errors(tmp_path):
         ds.load_split("test")
 
 
-def test_hateful_memes_unlabelled_test_is_refused_labelled_one_loads(tmp_path):
+def test_hateful_memes_phase1_tests_on_dev(tmp_path):
+    """Phase 1 (test.jsonl without labels): test = dev.jsonl, val = a seeded share of train
+    (more layouts in tests/test_imagetext_protocols.py)."""
     make_hateful_memes(tmp_path)
     ds = HatefulMemesDataset(tmp_path, val_fraction=0.3, cache_dir=str(tmp_path / "c"), **FAST)
-    with pytest.raises(DataError, match="test.jsonl: 4 of 4 memes have no label .*cannot be evaluated on without labels"):
-        ds.load_split("test")
-    assert ds.prepare()["test"].startswith("no labels") and ds.prepare()["dev"] == "6 samples"
-    dev = ds.load_split("dev")
-    assert dev.ids == [str(10012 + i) for i in range(6)] and dev.targets.tolist() == [0, 1, 0, 1, 0, 1]
-    assert dev.present["image"].tolist() == [i != 1 for i in range(6)]
-    assert dev.present["text"].tolist() == [i != 2 for i in range(6)]
+    assert ds.protocol() == "hateful-memes-phase1"
+    assert ds.prepare()["test"] == "6 samples"
+    test = ds.load_split("test")
+    assert test.ids == [str(10012 + i) for i in range(6)] and test.targets.tolist() == [0, 1, 0, 1, 0, 1]
+    assert test.present["image"].tolist() == [i != 1 for i in range(6)]
+    assert test.present["text"].tolist() == [i != 2 for i in range(6)]
     train, val = ds.load_split("train"), ds.load_split("val")
     assert sorted(train.ids + val.ids) == [str(10000 + i) for i in range(12)] and len(val) > 0
-    make_hateful_memes(tmp_path / "seen", test_labels=True)
-    (tmp_path / "seen" / "hateful_memes" / "test.jsonl").rename(tmp_path / "seen" / "hateful_memes" / "test_seen.jsonl")
-    assert len(HatefulMemesDataset(tmp_path / "seen", **FAST).load_split("test")) == 4
     write_jsonl(tmp_path / "hateful_memes" / "dev.jsonl", [{"id": 1, "img": "img/1.png", "text": "x", "label": 2}])
     with pytest.raises(DataError, match="dev.jsonl: line 1: label 2 is not 0 or 1"):
-        ds.load_split("dev")
+        HatefulMemesDataset(tmp_path, **FAST).load_split("test")
 
 
 def test_hf_copies_load_like_the_release_layouts(tmp_path):

@@ -119,3 +119,42 @@ def test_labels_only_skips_text_encoding(task, monkeypatch):
     monkeypatch.setattr(text_mod, "text_features", refuse)
     labels = load_test_labels(get_task(task), root)
     assert len(labels.ids) == 686
+
+
+@pytest.mark.parametrize("task", ["hateful-memes", "mmimdb", "food101"])
+def test_image_text_predictions_score_without_torch_or_models(task, tmp_path):
+    """`evaluate TASK --predictions` for the image-text tasks reads labels and masks only: in a
+    process where torch, pandas, the pretrained packages and mmbench's model code cannot be
+    imported, a generated miniature (its images present) scores, and the result carries the
+    protocol and test-set fingerprint that `data info` prints."""
+    import json
+
+    from _hfdata import make_food101, make_hateful_memes, make_mmimdb
+    from mmbench.data.tasks import get_task
+    from mmbench.data.testset import task_test_set
+
+    {"hateful-memes": make_hateful_memes, "mmimdb": make_mmimdb, "food101": make_food101}[task](tmp_path)
+    test_set = task_test_set(get_task(task), tmp_path)
+    rng = np.random.default_rng(0)
+    if task == "mmimdb":
+        header = "id," + ",".join(f"score_{k}" for k in range(23))
+        rows = [f'"{i}",' + ",".join(f"{v:.4f}" for v in rng.random(23)) for i in test_set.ids]
+    elif task == "hateful-memes":
+        header, rows = "id,score", [f"{i},{v:.4f}" for i, v in zip(test_set.ids, rng.random(len(test_set.ids)))]
+    else:
+        header, rows = "id,prediction", [f"{i},{int(t)}" for i, t in zip(test_set.ids, test_set.targets)]
+    preds = tmp_path / "p.csv"
+    preds.write_text(header + "\n" + "\n".join(rows) + "\n")
+    script = tmp_path / "blocked.py"
+    script.write_text(textwrap.dedent(BLOCKER))
+    env = {"PYTHONPATH": f"{REPO}{__import__('os').pathsep}{REPO / 'tests'}", "MMBENCH_CACHE": str(tmp_path / "cache"),
+           "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, str(script), "evaluate", task, "--predictions", str(preds), "--data-dir",
+                          str(tmp_path), "--bootstrap", "0", "--conditions", "clean", "--json"], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    result = json.loads(res.stdout)
+    assert result["test_set_fingerprint"] == test_set.fingerprint and result["protocol"] == test_set.protocol
+    assert not (tmp_path / "cache").exists()
+    if task == "food101":
+        assert result["metrics"]["clean"]["accuracy"] == 1.0

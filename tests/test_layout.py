@@ -19,6 +19,9 @@ STAGES = ["core", "data", "models", "evaluation", "training", "board", "reproduc
 UPWARD = {
     ("mmbench.data.tasks", "mmbench.evaluation.metrics"): "a task spec's metric names are checked against the metric table",
     ("mmbench.data.datasets.coco", "mmbench.models.encoders.pretrained"): "frozen image/text features are encoded on load",
+    # COCO's image and text features moved to their own module (coco.py split along its concerns)
+    ("mmbench.data.datasets.coco_features", "mmbench.models.encoders.pretrained"):
+        "frozen image/text features are encoded on load",
     ("mmbench.data.datasets.hf", "mmbench.models.encoders.pretrained"): "frozen image/text features are encoded on load",
     ("mmbench.data.datasets.text", "mmbench.models.encoders.pretrained"): "frozen text features are encoded on load",
 }

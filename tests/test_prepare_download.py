@@ -92,7 +92,7 @@ def _leftovers(folder: Path) -> list[str]:
     """Names a failed run must not leave: archives, partial downloads, markers, temp folders."""
     if not folder.exists():
         return []
-    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+    return sorted(p.name for p in folder.iterdir())  # no lock file beside the data
 
 
 # ---------------------------------------------------------------------------------------------

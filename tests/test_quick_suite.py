@@ -36,6 +36,7 @@ def test_reproduce_quick_suite_end_to_end(tmp_path, monkeypatch, one_thread):
         assert set(e.metrics) >= {"clean", "drop:m0", "drop:m1", "rate:0.5", "pattern:m0"}
         assert 0.0 <= e.metrics["clean"]["accuracy"] <= 1.0
         assert e.efficiency["params"] > 0 and "auc_rate" in e.robustness
+        assert e.protocol == "synthetic" and e.test_set_fingerprint.startswith("ts1-")  # which test set it was scored on
         run = tmp_path / "runs" / e.task / e.name / f"seed{e.seed}"
         assert json.loads((run / "result.json").read_text())["metrics"] == e.metrics
         # the test predictions of every condition travel with the entry (leaderboard verify)

@@ -84,6 +84,9 @@ def rank(entries: list[Result], significance: bool = True, n_resamples: int | No
     ``pairwise`` (the row's line of the pairwise matrix) and ``significance`` (test, B, pairs,
     mdd, caption); see :func:`mmbench.evaluation.significance.annotate_ranking`. ``matrix``
     is kept for callers of the earlier API (the matrix is always there)."""
+    from mmbench.board.testsets import partition_by_test_set
+
+    entries = partition_by_test_set(entries)  # entries of different test sets are never ranked together
     groups: dict[tuple[str, str], list[Result]] = {}
     for e in entries:
         groups.setdefault((e.task, e.name), []).append(e)
@@ -160,6 +163,8 @@ def _condition_order(name: str) -> tuple:
 
 def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
     """Rows as text: table (rich), md, csv or json. HTML lives in mmbench.board.report."""
+    from mmbench.board.testsets import test_set_note
+
     if fmt == "json":
         return json.dumps(rows, indent=2)
     by_task: dict[str, list[dict[str, Any]]] = {}
@@ -186,7 +191,7 @@ def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
         elif fmt == "md":
             lines = [f"### {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             lines += ["| " + " | ".join(b) + " |" for b in body]
-            note = significance_note(task_rows)
+            note = "\n".join(x for x in (significance_note(task_rows), test_set_note(task)) if x)
             out.append("\n".join(lines + ([""] + [note] if note else [])) + "\n")
         else:
             from rich.console import Console
@@ -202,6 +207,6 @@ def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
             console = Console(width=max(100, 11 * len(header)), record=True, force_terminal=False)
             with console.capture() as cap:
                 console.print(table)
-            note = significance_note(task_rows)
+            note = "\n".join(x for x in (significance_note(task_rows), test_set_note(task)) if x)
             out.append(cap.get() + (note + "\n" if note else ""))
     return "\n".join(out)

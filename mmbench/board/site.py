@@ -96,7 +96,10 @@ def render_site(board_dir: str | Path, title: str = "mmbench leaderboard") -> di
     if not names:
         raise MMBenchError(f"no leaderboard entries or published tables in {board_dir}")
     known = set(task_names())
-    description = {t: get_task(t).description if t in known else "" for t in names}
+    from mmbench.board.testsets import test_set_note
+
+    # a task split by test set (<task>@<fingerprint>) gets a page per test set, saying why
+    description = {t: get_task(t).description if t in known else test_set_note(t) for t in names}
     nav = [{"name": t, "href": f"{_slug(t)}.html", "description": description[t]} for t in names]
     env = _env()
     pages: dict[str, str] = {}

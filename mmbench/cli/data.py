@@ -45,11 +45,18 @@ def data_info(
     ds, naming = _dataset_or_task(dataset, data_dir, overrides(set_))
     with naming:
         splits = [split] if split else list(ds.split_names)
-        info = {"dataset": ds.name, "root": str(ds.root), "files": ds.locate(),
+        info = {"dataset": ds.name, "root": str(ds.root), "protocol": ds.protocol(), "files": ds.locate(),
                 "splits": {s: ds.split_summary(s) for s in splits}}
+        test_set = _task_test_set(dataset, ds, data_dir, bool(set_))
+    if test_set is not None:
+        info["test_set"] = test_set
     if as_json:
         return echo_json(info)
     typer.echo(f"dataset {info['dataset']}  (root {info['root']})")
+    typer.echo(f"  protocol: {info['protocol']}")
+    if test_set is not None:
+        typer.echo(f"  test set of task {test_set['task']}: split {test_set['split']!r}, {test_set['items']:,} items, "
+                   f"fingerprint {test_set['fingerprint']}")
     for k, v in info["files"].items():
         typer.echo(f"  {k}: {v}")
     for s, summ in info["splits"].items():
@@ -67,6 +74,22 @@ def data_info(
         typer.echo(f"  {s:<6} {summ['samples']:>7} samples  present: {present}{extra}")
 
 
+def _task_test_set(name: str, ds: Any, data_dir: Optional[Path], overridden: bool) -> dict[str, Any] | None:
+    """The test set (protocol, split, items, fingerprint) when `name` is a task (a name that is
+    also a dataset: the task's, with its own options); None for a dataset alone."""
+    from mmbench.core.registry import DATASETS
+    from mmbench.data.tasks import get_task, is_spec_path, task_names
+
+    if not (is_spec_path(name) or name in task_names()):
+        return None
+    from mmbench.data.testset import task_test_set
+
+    spec = get_task(name)
+    ts = task_test_set(spec, data_dir, ds if overridden or name not in DATASETS else None)
+    return {"task": spec.name, "protocol": ts.protocol, "split": ts.split, "items": len(ts.ids),
+            "fingerprint": ts.fingerprint}
+
+
 def data_masks(
     task: str = typer.Argument(..., help="Task name, or a task spec .yaml file."),
     out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (id, condition, one 0/1 column per modality)."),
@@ -80,15 +103,32 @@ def data_masks(
     from mmbench.data.tasks import get_task
 
     spec = get_task(task)
-    s = load_task_split(spec, split, data_dir)
+    if split not in ("train", "validation", "test"):
+        from mmbench.core.errors import SpecError
+
+        raise SpecError(f"--split must be train, validation or test, not {split!r}")
+    split_name = getattr(spec.splits, split)
+    if split_name is None:
+        s = load_task_split(spec, split, data_dir)  # says why the task has no such split
+    if spec.target.type == "retrieval":
+        s = load_task_split(spec, split, data_dir)
+        ids = s.ids
+    else:  # the ids alone, from the annotation files: nothing is encoded
+        from mmbench.data.splits import task_dataset
+        from mmbench.data.testset import split_labels
+
+        ids = split_labels(task_dataset(spec, data_dir), split_name)[0]
     conditions = spec.conditions()
     if split in ("train", "validation") and spec.missing.train:  # the masks training actually applies
         from mmbench.data.masks import parse_condition
 
         conditions = [parse_condition(spec.missing.train, spec.modalities)]
-    table = masks_table(conditions, s.ids, spec.modalities, spec.missing.seed, s.name)
-    atomic_write_text(out, table.to_csv(index=False))
-    typer.echo(f"wrote {len(table)} rows ({len(conditions)} conditions x {len(s)} samples) to {out}")
+    table = masks_table(conditions, ids, spec.modalities, spec.missing.seed, split_name)
+    import csv
+
+    # ids are quoted (strings): leading zeros survive a reader that types columns (docs/datasets.md)
+    atomic_write_text(out, table.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC))
+    typer.echo(f"wrote {len(table)} rows ({len(conditions)} conditions x {len(ids)} samples) to {out}")
 
 
 def data_export(

@@ -42,6 +42,9 @@ def evaluate(
                                                                "for retrieval)."),
     resamples: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CI (0 = none)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result JSON."),
+    test_set: Optional[str] = typer.Option(None, "--test-set", help="The test-set fingerprint the submission was made "
+                                           "for (`mmbench data info TASK` prints it): refused if this machine's "
+                                           "test set differs."),
 ) -> None:
     """Score a predictions file or a model on a task under its missing-modality conditions."""
     from mmbench.core.errors import MMBenchError, SubmissionError
@@ -85,6 +88,10 @@ def evaluate(
         result = evaluate_model(spec, model, weights, name, device=device, data_dir=data_dir,
                                 conditions=conditions or None, sandbox_config=cfg, n_resamples=resamples)
 
+    if test_set is not None and result.test_set_fingerprint != test_set:
+        raise SubmissionError(f"the submission claims test set {test_set}, but task {spec.name!r} here has test set "
+                              f"{result.test_set_fingerprint} (protocol {result.protocol}): other test items, targets or "
+                              "masks; nothing was written", predictions or _model_source(model, weights))
     stored: tuple[Path, bytes] | None = None
     if board_dir is not None and predictions is not None:
         stored = _prepare_copy(board_dir, result, predictions)
@@ -223,13 +230,17 @@ def verify_entry(board_dir: Path, entry: Any, data_dir: Any = None, labels_cache
                                           if spec.target.type != "retrieval" else None, n_resamples=0, labels=labels)
     except MMBenchError as exc:
         return "ERROR", " ".join(str(exc).split())
+    if entry.test_set_fingerprint and recomputed.test_set_fingerprint != entry.test_set_fingerprint:
+        return "DIFFERS", (f"scored on test set {entry.test_set_fingerprint} ({entry.protocol}); the test set here is "
+                           f"{recomputed.test_set_fingerprint} ({recomputed.protocol})")
     diffs = _differences(entry.metrics, recomputed.metrics)
     items = item_record_differences(entry.extra.get("test_items"), recomputed.extra.get("test_items"))
     if items:
         diffs.append(f"extra.test_items: {items}")
     if diffs:
         return "DIFFERS", "; ".join(diffs[:3]) + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "")
-    return "OK", f"{len(entry.metrics)} condition(s) and the per-item records match"
+    legacy = "" if entry.test_set_fingerprint else "; no test-set fingerprint stored (entry made before they existed)"
+    return "OK", f"{len(entry.metrics)} condition(s) and the per-item records match{legacy}"
 
 
 def task_labels(spec: Any, data_dir: Any = None, cache: dict | None = None) -> Any:

@@ -104,6 +104,14 @@ def leaderboard(
     if fmt not in ("table", "md", "csv", "json", "html"):
         raise MMBenchError(f"--format must be table, md, csv, json or html, not {fmt!r}")
     rows = rank(load_entries(board_dir, task))
+    if not rows and fmt in ("table", "md"):  # a task with published figures only: show them
+        from mmbench.board.published import load_published, published_rows, render_published
+
+        published = published_rows(load_published(board_dir, task))
+        if published:
+            typer.echo(f"no measured entries{' for ' + task if task else ''} in {board_dir}\n\n"
+                       + render_published(published))
+            return
     if not rows:
         raise MMBenchError(f"no leaderboard entries{' for ' + task if task else ''} in {board_dir}")
     if fmt == "html":

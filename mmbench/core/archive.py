@@ -274,11 +274,10 @@ def _open(archive: Path, fmt: str) -> Iterator[Any]:
 
 
 def _lock(target: Path, archive_name: str):
-    try:
-        from filelock import FileLock
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return FileLock(str(target / f".{archive_name}.lock"))
+    """Serialises extractions of one archive into `target` (the lock lives in the cache, not beside the data)."""
+    from mmbench.core.io import data_lock
+
+    return data_lock(target / archive_name)
 
 
 def extract_archive(

@@ -224,8 +224,8 @@ def download(
       :class:`DataError` names the URL, the expected and the actual digest.
     - Network/HTTP failures raise :class:`DataError` naming the URL; a transfer cut short keeps the
       ``.part`` so calling again resumes it.
-    - Concurrent downloads of the same ``dest`` serialize on a ``filelock`` at ``.<name>.lock``
-      next to it (the lock file is left behind, as filelock does).
+    - Concurrent downloads of the same ``dest`` serialize on a ``filelock`` kept under
+      ``<cache root>/locks/`` (:func:`mmbench.core.io.data_lock`), so no lock file is left beside the data.
     """
     dest = Path(dest)
     expected = _normalize_sha256(sha256, url)
@@ -241,12 +241,9 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
 
-    try:
-        from filelock import FileLock
+    from mmbench.core.io import data_lock
 
-        lock = FileLock(str(dest.with_name(f".{dest.name}.lock")))
-    except ImportError:  # pragma: no cover
-        lock = contextlib.nullcontext()
+    lock = data_lock(dest)  # under the cache: no .lock file is left beside the data
 
     with lock:
         # Someone else may have finished this download while we waited for the lock.

@@ -123,6 +123,15 @@ def measure_efficiency(model: nn.Module, split: Split, device: torch.device | st
     return out
 
 
+def with_test_set(result: Result, spec: TaskSpec, data_dir: Any = None, dataset: Any = None,
+                  loaded: Split | None = None) -> Result:
+    """`result` with the fingerprint and protocol of the task's test set (mmbench.data.testset),
+    read from the annotation files (or from `loaded`, the test split already loaded)."""
+    from mmbench.data.testset import task_test_set, testset_fields
+
+    return result.model_copy(update=testset_fields(task_test_set(spec, data_dir, dataset, loaded)))
+
+
 def evaluate_trained(spec: TaskSpec, trained: Any, test_split: Split, dataset_fingerprint: str, name: str | None = None,
                      keep_predictions: dict[str, np.ndarray] | None = None) -> Result:
     """Score a `TrainResult` on the test split under every condition of the task;
@@ -197,13 +206,23 @@ def _evaluate_retrieval(spec: TaskSpec, path: Any, name: str, data_dir: Any, lim
 
     from mmbench.evaluation.submissions.retrieval import parse_retrieval
 
-    image_ids, caption_ids, cap_index, fingerprint = retrieval_gallery(spec, data_dir)
+    from mmbench.data.splits import task_dataset
+
+    dataset = task_dataset(spec, data_dir)
+    image_ids, caption_ids, cap_index, fingerprint = retrieval_gallery(spec, data_dir, dataset)
     sub = parse_retrieval(path, image_ids, caption_ids, cap_index, limits)
     digest, files = submission_hash([Path(path)])
-    return _retrieval_result(spec, name, "predictions", sub.image_embeddings, sub.caption_embeddings,
-                             sub.caption_image_index, path, fingerprint, digest, efficiency=None,
-                             extra={"format": "npz", "images": len(image_ids), "captions": len(caption_ids),
-                                    "embedding_dim": sub.dim, "submission_files": files})
+    result = _retrieval_result(spec, name, "predictions", sub.image_embeddings, sub.caption_embeddings,
+                               sub.caption_image_index, path, fingerprint, digest, efficiency=None,
+                               extra={"format": "npz", "images": len(image_ids), "captions": len(caption_ids),
+                                      "embedding_dim": sub.dim, "submission_files": files})
+    result = with_test_set(result, spec, data_dir, dataset)
+    if sub.claimed_test_set is not None and sub.claimed_test_set != result.test_set_fingerprint:
+        from mmbench.core.errors import SubmissionError
+
+        raise SubmissionError(f"the embeddings claim test set {sub.claimed_test_set}, but task {spec.name!r} here has test "
+                              f"set {result.test_set_fingerprint} (protocol {result.protocol}): other test items", path)
+    return result
 
 
 def _retrieval_result(spec: TaskSpec, name: str, kind: str, image_embeddings: np.ndarray,
@@ -256,8 +275,8 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
     check_name(name)
     limits = limits or Limits.from_env()
     if spec.target.type == "retrieval":
-        return _evaluate_retrieval_model(spec, model_spec, weights, name, device, data_dir, conditions, sandbox_config,
-                                         limits)
+        return with_test_set(_evaluate_retrieval_model(spec, model_spec, weights, name, device, data_dir, conditions,
+                                                       sandbox_config, limits), spec, data_dir)
     ms = parse_model_spec(model_spec, weights, limits)
     conds = _select_conditions(spec, conditions)
     dev = resolve_device(device)
@@ -296,7 +315,7 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
     extra["conditions_not_evaluated"] = [c.name for c in spec.conditions() if c.name not in per_condition]
     if "clean" in predictions:
         extra |= classification_extras(spec, y_true, predictions["clean"]) | item_record(spec, split.ids, y_true, predictions["clean"])
-    return make_result(
+    result = make_result(
         task=spec.name, name=name, kind="baseline" if ms.kind == "baseline" else "model", fusion=fusion,
         primary_metric=spec.primary_metric, higher_is_better=spec.primary.higher_is_better, metrics=per_condition,
         confidence_intervals=_clean_ci(spec, y_true, predictions, seed, n_resamples),
@@ -304,6 +323,7 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
         efficiency=efficiency, dataset_fingerprint=dataset.fingerprint(), submission_hash=digest,
         device=str(dev), extra=extra,
     )
+    return with_test_set(result, spec, data_dir, dataset, split)
 
 
 def retrieval_inputs(split: Split, caption_image_index: np.ndarray, n_images: int) -> dict[str, dict[str, Any]]:

@@ -29,6 +29,9 @@ class Result(BaseModel):
     robustness: dict[str, Any] = Field(default_factory=dict)
     efficiency: dict[str, Any] | None = None
     dataset_fingerprint: str
+    # which test set the result was scored on (mmbench.data.testset); None in entries made before it existed
+    test_set_fingerprint: str | None = None
+    protocol: str | None = None
     submission_hash: str | None = None
     predictions_file: str | None = None
     mmbench_version: str

@@ -142,6 +142,7 @@ def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = N
     from mmbench.evaluation.submissions.checks import Limits, check_name, submission_hash
 
     from mmbench.evaluation.submissions.tables import load_test_labels, parse_predictions
+    from mmbench.data.testset import testset_fields
 
     check_name(name)
     limits = limits or Limits.from_env()
@@ -168,4 +169,5 @@ def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = N
         confidence_intervals=_clean_ci(spec, labels.targets, parsed.predictions, seed, n_resamples),
         robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
         efficiency=None, dataset_fingerprint=labels.fingerprint, submission_hash=digest, extra=extra,
+        **testset_fields(labels.test_set),
     )

@@ -85,6 +85,11 @@ class MultimodalDataset(ABC):
             report[split] = f"{len(self.load_split(split))} samples"
         return report
 
+    def protocol(self) -> str:
+        """The name of the evaluation protocol the splits follow (part of the test-set
+        fingerprint, :mod:`mmbench.data.testset`); loaders with several protocols name theirs."""
+        return self.name
+
     def fingerprint(self) -> str:
         """Identifies the exact data a result was computed on (recorded in result files).
         Numbers count by value: ``audio_snr_db: -14`` in a YAML file and ``-14.0`` as a

@@ -50,21 +50,27 @@ the options; a second load reads the cache and never runs a model.
   (int64). The evaluator reads the gallery with :func:`load_retrieval_gallery` (captions JSON
   only, no images); :func:`zero_shot_embeddings` gives a simple zero-shot baseline (below).
 
-**Retrieval splits** (:func:`retrieval_layout`), by the files present, first match wins:
+**Retrieval splits** (:func:`retrieval_layout`). The test set is fixed by the task, never by
+which other files are on disk: Karpathy's 5k test split when ``dataset_coco.json`` is given,
+otherwise val2017's 5,000 images and 25,014 captions. Train and val, first match wins:
 
+0. *val2017 carve*, only when asked for (option ``val2017_fractions``, the task
+   ``coco-retrieval-val2017-carve`` sets ``[0.6, 0.2, 0.2]``): train / val / test are those
+   shares of val2017's images (3,000 / 1,000 / 1,000), whatever else is on disk. Its test set
+   is a part of val2017, a different protocol (``coco-val2017-carve-60-20-20-seed0``) with its
+   own test-set fingerprint, so it is never ranked with the standard one.
 1. *Karpathy* (option ``karpathy_file``, default ``coco/dataset_coco.json`` in this mode;
    ``""`` to never use one): ``train`` = train + restval (113,287 images), ``val`` and
-   ``test`` (5,000 each) are Karpathy's.
+   ``test`` (5,000 each) are Karpathy's (protocol ``coco-karpathy-5k``).
 2. *train2017 + val2017* (``train_captions_file``, default
    ``coco/annotations/captions_train2017.json``, and ``captions_file``): ``val`` =
    ``val_images`` (default 5,000) train2017 images, ``train`` = the other 113,287;
-   ``test`` = the whole val2017 file (5,000 images, 25,014 captions).
+   ``test`` = the whole val2017 file (protocol ``coco-val2017-5k``).
 3. *train2017 alone*: ``train`` and ``val`` as above; ``test`` is refused with one line
    saying that val2017's caption file is not there.
-4. *val2017 alone*: with ``val2017_fractions`` (the coco-retrieval task sets ``[0.6, 0.2,
-   0.2]``), train / val / test are those shares of val2017's images (3,000 / 1,000 / 1,000);
-   without (the loader's default, ``null``), ``test`` is the whole file and train / val are
-   refused (today's evaluation-only layout).
+4. *val2017 alone*: ``test`` is the whole file (the same ``coco-val2017-5k`` test set as in
+   2); ``train`` / ``val`` (so ``mmbench train coco-retrieval``) stop with one line saying
+   that training needs train2017.
 
 Every carve (:func:`carve_images`) cuts a ``numpy.random.default_rng(split_seed)``
 permutation (default seed 0) of the sorted image ids, so it depends on the ids and the seed
@@ -108,14 +114,10 @@ zero vectors and ``present`` False.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
-import json
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,14 +129,23 @@ from torch import Tensor
 from mmbench.data.samples import Split
 from mmbench.data.datasets.base import MultimodalDataset, data_root
 from mmbench.core.errors import DataError, SpecError
-from mmbench.core.io import read_json, safe_join
 from mmbench.core.registry import DATASETS
+from mmbench.data.datasets.coco_annotations import read_coco_captions, read_karpathy
+from mmbench.data.datasets.coco_features import (IMAGE_ENCODERS, TEXT_ENCODERS, CocoDataWarning, decode_image_file,
+                                                 feature_cache, image_features, load_image_pixels, minilm_embeddings,
+                                                 text_features)
+from mmbench.data.datasets.coco_layout import (CAPTIONS_FILE, COCO_DIR, KARPATHY_FILE, TRAIN_CAPTIONS_FILE,
+                                               RetrievalLayout, Source, carve_images, default_image_dir,
+                                               karpathy_path, layout_kind_of, layout_splits, official_source,
+                                               retrieval_protocol,
+                                               read_source, resolve_image_files, retrieval_layout, split_source, under)
 
 __all__ = [
     "CAPTIONS_FILE",
     "KARPATHY_FILE",
     "CocoCaptionsDataset",
     "CocoDataWarning",
+    "carve_images",
     "decode_image_file",
     "image_features",
     "load_caption_embeddings",
@@ -152,543 +163,8 @@ __all__ = [
     "zero_shot_embeddings",
 ]
 
-CAPTIONS_FILE = "coco/annotations/captions_val2017.json"
-TRAIN_CAPTIONS_FILE = "coco/annotations/captions_train2017.json"
-#: Without train2017, train / val / test are carved from val2017's images in these shares.
-VAL2017_FRACTIONS = (0.6, 0.2, 0.2)  # what the coco-retrieval task sets (the loader's default: none)
-KARPATHY_FILE = "coco/dataset_coco.json"
-COCO_DIR = "coco"
-IMAGE_ENCODERS = ("pixels", "efficientnet")
-TEXT_ENCODERS = ("minilm", "tokens")
 MODES = ("match", "retrieval")
-KARPATHY_SPLITS = ("train", "val", "test", "restval")
-#: Bump when the meaning of a cached tensor changes.
-_PIXELS_RECIPE = "rgb-short-side-resize-center-crop-v1"
 _ZERO_SHOT_PROMPT = "a photo of a {}."
-
-
-class CocoDataWarning(UserWarning):
-    """Some COCO images were absent or unreadable; their image modality was masked."""
-
-
-# ------------------------------------------------------------------------------------------
-# readers
-# ------------------------------------------------------------------------------------------
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _check_items(items: Any, where: str, fields: dict[str, tuple[type, ...]], path: Path, hint: str) -> None:
-    if not isinstance(items, list):
-        raise DataError(f"{where!r} must be a list, got {type(items).__name__}{hint}", path)
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise DataError(f"{where}[{i}] must be an object, got {type(item).__name__}{hint}", path)
-        for key, types in fields.items():
-            if key not in item:
-                raise DataError(f"{where}[{i}] has no {key!r}{hint}", path)
-            value = item[key]
-            ok = _is_int(value) if types == (int,) else isinstance(value, types)
-            if not ok:
-                want = "an integer" if types == (int,) else "a string" if types == (str,) else "/".join(t.__name__ for t in types)
-                raise DataError(f"{where}[{i}].{key} must be {want}, got {value!r}"[:200], path)
-
-
-def _first_duplicate(values: Sequence[Any]) -> Any:
-    seen: set = set()
-    for v in values:
-        if v in seen:
-            return v
-        seen.add(v)
-    return None
-
-
-def _tables(images: pd.DataFrame, captions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    images = images.sort_values("image_id", kind="stable").reset_index(drop=True)
-    captions = captions.sort_values(["image_id", "caption_id"], kind="stable").reset_index(drop=True)
-    return images, captions
-
-
-def read_coco_captions(json_path: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The official ``captions_<split><year>.json`` -> (images, captions) tables.
-
-    images: ``image_id, file_name, filepath ("" here), split (the file's split, e.g. val2017),
-    height, width, license``; captions: ``caption_id, image_id, caption``. Both sorted by image
-    id (then caption id). Raises DataError for malformed JSON or a wrong layout.
-    """
-    from pycocotools.coco import COCO
-
-    path = Path(json_path)
-    data = read_json(path)
-    hint = " (expected the official COCO captions format: images, annotations)"
-    if not isinstance(data, dict):
-        raise DataError(f"top level must be an object, got {type(data).__name__}{hint}", path)
-    for key in ("images", "annotations"):
-        if key not in data:
-            raise DataError(f"missing key {key!r}{hint}", path)
-    _check_items(data["images"], "images", {"id": (int,), "file_name": (str,)}, path, hint)
-    _check_items(data["annotations"], "annotations", {"id": (int,), "image_id": (int,), "caption": (str,)}, path, hint)
-    dup = _first_duplicate([im["id"] for im in data["images"]])
-    if dup is not None:
-        raise DataError(f"image id {dup} appears twice in 'images'", path)
-    dup = _first_duplicate([a["id"] for a in data["annotations"]])
-    if dup is not None:
-        raise DataError(f"annotation id {dup} appears twice in 'annotations'", path)
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        coco.createIndex()
-    unknown = sorted(set(coco.imgToAnns) - set(coco.imgs))
-    if unknown:
-        raise DataError(f"{len(unknown)} caption image_id(s) are not in 'images' (first: {unknown[0]})", path)
-    split = path.stem.split("_", 1)[1] if path.stem.startswith("captions_") and "_" in path.stem else ""
-    imgs = [coco.imgs[i] for i in coco.getImgIds()]
-    images = pd.DataFrame({
-        "image_id": np.array([im["id"] for im in imgs], dtype=np.int64),
-        "file_name": [im["file_name"] for im in imgs],
-        "filepath": [""] * len(imgs),
-        "split": [split] * len(imgs),
-        "height": [im.get("height") for im in imgs],
-        "width": [im.get("width") for im in imgs],
-        "license": [im.get("license") for im in imgs],
-    })
-    anns = list(coco.anns.values())
-    captions = pd.DataFrame({
-        "caption_id": np.array([a["id"] for a in anns], dtype=np.int64),
-        "image_id": np.array([a["image_id"] for a in anns], dtype=np.int64),
-        "caption": [a["caption"] for a in anns],
-    })
-    return _tables(images, captions)
-
-
-def read_karpathy(json_path: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Karpathy's ``dataset_coco.json`` -> (images, captions) tables like :func:`read_coco_captions`.
-
-    images: ``image_id`` (cocoid), ``file_name`` (filename), ``filepath`` (e.g. val2014),
-    ``split`` (train / val / test / restval); captions: ``caption_id`` (sentid), ``image_id``,
-    ``caption`` (the raw sentence).
-    """
-    path = Path(json_path)
-    data = read_json(path)
-    hint = " (expected Karpathy's dataset_coco.json: images with filepath, filename, cocoid, split, sentences)"
-    if not isinstance(data, dict):
-        raise DataError(f"top level must be an object, got {type(data).__name__}{hint}", path)
-    if "images" not in data:
-        raise DataError(f"missing key 'images'{hint}", path)
-    _check_items(data["images"], "images", {"filename": (str,), "cocoid": (int,), "split": (str,), "sentences": (list,)},
-                 path, hint)
-    rows, caps = [], []
-    for i, im in enumerate(data["images"]):
-        if im["split"] not in KARPATHY_SPLITS:
-            raise DataError(f"images[{i}].split is {im['split']!r}; expected one of {', '.join(KARPATHY_SPLITS)}", path)
-        filepath = im.get("filepath", "")
-        if not isinstance(filepath, str):
-            raise DataError(f"images[{i}].filepath must be a string, got {filepath!r}", path)
-        rows.append((im["cocoid"], im["filename"], filepath, im["split"]))
-        _check_items(im["sentences"], f"images[{i}].sentences", {"raw": (str,), "sentid": (int,)}, path, hint)
-        caps.extend((s["sentid"], im["cocoid"], s["raw"]) for s in im["sentences"])
-    dup = _first_duplicate([r[0] for r in rows])
-    if dup is not None:
-        raise DataError(f"cocoid {dup} appears twice in 'images'", path)
-    dup = _first_duplicate([c[0] for c in caps])
-    if dup is not None:
-        raise DataError(f"sentid {dup} appears twice", path)
-    images = pd.DataFrame(rows, columns=["image_id", "file_name", "filepath", "split"]).astype({"image_id": np.int64})
-    captions = pd.DataFrame(caps, columns=["caption_id", "image_id", "caption"]).astype(
-        {"caption_id": np.int64, "image_id": np.int64})
-    return _tables(images, captions)
-
-
-# ------------------------------------------------------------------------------------------
-# where the files are
-# ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Source:
-    """The caption file a split comes from and its (images, captions) tables."""
-
-    kind: str  # "karpathy" | "official"
-    path: Path
-    images: pd.DataFrame
-    captions: pd.DataFrame
-    image_dir: Path | None  # where official file names are looked up
-    coco_root: Path  # base of Karpathy filepaths and of the 2017 fallbacks
-    note: str = ""  # how this split was made from the file (for `data info`)
-
-
-def _under(root: Path, rel: str | os.PathLike | None) -> Path | None:
-    if rel is None or str(rel) == "":
-        return None
-    p = Path(rel).expanduser()
-    return p if p.is_absolute() else root / p
-
-
-def _default_image_dir(captions_path: Path) -> Path:
-    stem = captions_path.stem
-    split = stem.split("_", 1)[1] if stem.startswith("captions_") and "_" in stem else "val2017"
-    parent = captions_path.parent
-    base = parent.parent if parent.name == "annotations" else parent
-    return base / split
-
-
-def _karpathy_path(root: Path, karpathy_file: str | os.PathLike | None) -> Path | None:
-    p = _under(root, karpathy_file)
-    return p if p is not None and p.is_file() else None
-
-
-def _official_source(root: Path, cp: Path, image_dir: str | os.PathLike | None) -> Source:
-    images, captions = read_coco_captions(cp)
-    img_dir = _under(root, image_dir) or _default_image_dir(cp)
-    return Source("official", cp, images, captions, img_dir, cp.parent.parent if cp.parent.name == "annotations" else cp.parent)
-
-
-def _read_source(root: Path, captions_file: str | os.PathLike | None, karpathy_file: str | os.PathLike | None,
-                 image_dir: str | os.PathLike | None, prefer_karpathy: bool = True) -> Source:
-    kp = _karpathy_path(root, karpathy_file) if prefer_karpathy else None
-    coco_root = root / COCO_DIR
-    if kp is not None:
-        images, captions = read_karpathy(kp)
-        return Source("karpathy", kp, images, captions, _under(root, image_dir), coco_root)
-    cp = _under(root, captions_file or CAPTIONS_FILE)
-    assert cp is not None
-    if not cp.is_file():
-        where = f" or Karpathy file {_under(root, karpathy_file)}" if karpathy_file else ""
-        raise DataError(f"COCO captions file not found{where} (data root {root}; see README 'Data layout')", cp)
-    return _official_source(root, cp, image_dir)
-
-
-def _restrict(src: Source, image_ids: Any, split: str, note: str) -> Source:
-    """`src` cut to `image_ids` (images without a caption are left out, with a warning)."""
-    images = src.images[src.images["image_id"].isin(set(int(i) for i in image_ids))]
-    captions = src.captions[src.captions["image_id"].isin(set(images["image_id"].tolist()))]
-    with_caps = images["image_id"].isin(set(captions["image_id"].tolist()))
-    if not with_caps.all():
-        warnings.warn(f"coco: {int((~with_caps).sum())} image(s) of split {split!r} have no caption and are left out of "
-                      f"the retrieval gallery ({src.path.name})", CocoDataWarning, stacklevel=3)
-        images = images[with_caps]
-    if not len(images):
-        raise DataError(f"retrieval split {split!r} has no images with captions", src.path)
-    images, captions = _tables(images, captions)
-    return Source(src.kind, src.path, images, captions, src.image_dir, src.coco_root, note)
-
-
-def carve_images(image_ids: Sequence[int], sizes: Sequence[int], seed: int) -> list[np.ndarray]:
-    """Disjoint parts of `image_ids` of the given sizes (the last part takes the rest): a
-    ``numpy.random.default_rng(seed)`` permutation of the ids sorted ascending, cut in order,
-    so the carve depends only on the set of ids and the seed, never on which files are on disk."""
-    ids = np.sort(np.asarray(image_ids, dtype=np.int64))
-    perm = ids[np.random.default_rng(int(seed)).permutation(len(ids))]
-    cuts = np.cumsum([int(k) for k in sizes[:-1]])
-    return [np.sort(part) for part in np.split(perm, cuts)]
-
-
-@dataclass
-class RetrievalLayout:
-    """Where each retrieval split comes from: ``kind`` is karpathy, train2017+val2017,
-    train2017 or val2017; ``sources`` holds the split's images and captions, ``unavailable``
-    why a split cannot be made from the files present."""
-
-    kind: str
-    sources: dict[str, Source]
-    unavailable: dict[str, str]
-
-
-def _layout_kind(root: Path, captions_file: Any, train_captions_file: Any, karpathy_file: Any) -> str:
-    """The layout from which files exist (nothing is read)."""
-    if _karpathy_path(root, karpathy_file) is not None:
-        return "karpathy"
-    has_val = (p := _under(root, captions_file)) is not None and p.is_file()
-    has_train = (p := _under(root, train_captions_file)) is not None and p.is_file()
-    if has_train:
-        return "train2017+val2017" if has_val else "train2017"
-    return "val2017"
-
-
-def layout_splits(kind: str, val2017_fractions: Sequence[float] | None) -> tuple[str, ...]:
-    """The retrieval splits a layout provides."""
-    if kind == "train2017":
-        return ("train", "val")
-    if kind == "val2017" and val2017_fractions is None:
-        return ("test",)
-    return ("train", "val", "test")
-
-
-def retrieval_layout(root: Path, captions_file: Any = CAPTIONS_FILE, train_captions_file: Any = TRAIN_CAPTIONS_FILE,
-                     karpathy_file: Any = KARPATHY_FILE, image_dir: Any = None, val_images: int = 5000,
-                     val2017_fractions: Sequence[float] | None = None, split_seed: int = 0) -> RetrievalLayout:
-    """The retrieval splits of the files under `root` (module docstring, "Retrieval splits")."""
-    kind = _layout_kind(root, captions_file, train_captions_file, karpathy_file)
-    if kind == "karpathy":
-        src = _read_source(root, captions_file, karpathy_file, image_dir)
-        parts = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
-        return RetrievalLayout(kind, {s: _restrict(src, src.images.loc[src.images["split"].isin(w), "image_id"], s,
-                                                   f"Karpathy split {' + '.join(w)}") for s, w in parts.items()}, {})
-    vp, tp = _under(root, captions_file or CAPTIONS_FILE), _under(root, train_captions_file)
-    sources: dict[str, Source] = {}
-    unavailable: dict[str, str] = {}
-    if kind.startswith("train2017"):
-        assert tp is not None
-        train = _official_source(root, tp, None)
-        ids = train.images["image_id"].to_numpy()
-        if 0 < int(val_images) < len(ids):
-            val_ids, train_ids = carve_images(ids, [int(val_images), len(ids) - int(val_images)], split_seed)
-            sources["train"] = _restrict(train, train_ids, "train", f"all but the {int(val_images):,} images carved as "
-                                                                   f"val (split_seed {split_seed})")
-            sources["val"] = _restrict(train, val_ids, "val", f"{int(val_images):,} images carved with split_seed "
-                                                             f"{split_seed}")
-        else:  # the test split stays usable; train / val say why they are not
-            for s in ("train", "val"):
-                unavailable[s] = (f"option val_images must be between 1 and {len(ids) - 1:,} (the {len(ids):,} images of "
-                                  f"{tp.name} less one) to carve the val split from it, got {val_images}")
-        if kind == "train2017+val2017":
-            test = _official_source(root, vp, image_dir)
-            sources["test"] = _restrict(test, test.images["image_id"], "test", "the whole file")
-        else:
-            unavailable["test"] = (f"split 'test' is val2017, and its caption file {vp} is not there (train and val come "
-                                   f"from {tp.name})")
-        return RetrievalLayout(kind, sources, unavailable)
-    if vp is None or not vp.is_file():
-        tried = ", ".join(str(p) for p in (vp, tp, _under(root, karpathy_file)) if p is not None)
-        raise DataError(f"no COCO captions file found (looked for {tried}; data root {root}; see README 'Data layout')",
-                        vp or root)
-    val = _official_source(root, vp, image_dir)
-    if val2017_fractions is None:
-        sources["test"] = _restrict(val, val.images["image_id"], "test", "the whole file")
-        for s in ("train", "val"):
-            unavailable[s] = (f"retrieval split {s!r} needs captions_train2017.json (option train_captions_file, default "
-                              f"{TRAIN_CAPTIONS_FILE}), a Karpathy split file ({KARPATHY_FILE}) or val2017_fractions to "
-                              "carve it from val2017; without them only 'test' (the whole official caption file) is available")
-        return RetrievalLayout(kind, sources, unavailable)
-    ids = val.images["image_id"].to_numpy()
-    shares = [float(f) for f in val2017_fractions]
-    n_train, n_val = (int(round(shares[0] * len(ids))), int(round(shares[1] * len(ids))))
-    parts = carve_images(ids, [n_train, n_val, len(ids) - n_train - n_val], split_seed)
-    for s, part, share in zip(("train", "val", "test"), parts, shares):
-        sources[s] = _restrict(val, part, s, f"{share:.0%} of its images, carved with split_seed {split_seed}")
-    return RetrievalLayout(kind, sources, unavailable)
-
-
-def _split_source(layout: RetrievalLayout, split: str, path: Path | None) -> Source:
-    if split in layout.sources:
-        return layout.sources[split]
-    if split in layout.unavailable:
-        raise DataError(layout.unavailable[split], path)
-    raise DataError(f"no retrieval split {split!r}; splits: {', '.join(layout.sources)}", path)
-
-
-class _DirIndex:
-    """File names per folder, listed once (fast existence checks for thousands of images)."""
-
-    def __init__(self) -> None:
-        self._names: dict[Path, set[str]] = {}
-
-    def exists(self, path: Path) -> bool:
-        parent = path.parent
-        if parent not in self._names:
-            try:
-                self._names[parent] = {e.name for e in os.scandir(parent) if e.is_file()}
-            except OSError:
-                self._names[parent] = set()
-        return path.name in self._names[parent]
-
-
-def resolve_image_files(images: pd.DataFrame, coco_root: str | os.PathLike,
-                        image_dir: str | os.PathLike | None = None) -> list[Path | None]:
-    """The file of each image row (None where absent): ``image_dir/file_name``, then
-    ``coco_root/filepath/file_name``, then the 2017 names ``coco_root/{val,train}2017/{id:012d}.jpg``."""
-    coco_root = Path(coco_root)
-    index = _DirIndex()
-    out: list[Path | None] = []
-    for image_id, name, filepath in zip(images["image_id"], images["file_name"], images["filepath"]):
-        candidates = []
-        if image_dir is not None:
-            candidates.append(safe_join(image_dir, name))
-        if filepath:
-            candidates.append(safe_join(coco_root, f"{filepath}/{name}"))
-        candidates += [coco_root / "val2017" / f"{int(image_id):012d}.jpg", coco_root / "train2017" / f"{int(image_id):012d}.jpg"]
-        out.append(next((c for c in candidates if index.exists(c)), None))
-    return out
-
-
-# ------------------------------------------------------------------------------------------
-# images
-# ------------------------------------------------------------------------------------------
-
-
-def decode_image_file(path: str | os.PathLike, image_size: int = 224) -> Tensor:
-    """uint8 RGB ``[3, S, S]``: decoded with torchvision (grayscale -> 3 channels), shorter side
-    resized to S (antialiased), centre crop. Raises (RuntimeError / OSError) on unreadable files."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
-    from torchvision.transforms.v2 import functional as F
-
-    img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-    img = F.resize(img, [int(image_size)], antialias=True)
-    return F.center_crop(img, [int(image_size), int(image_size)]).contiguous()
-
-
-def load_image_pixels(paths: Sequence[Path], image_size: int = 224) -> tuple[Tensor, Tensor, dict[str, str]]:
-    """(uint8 ``[N, 3, S, S]``, ok bool ``[N]``, {file: error} for files that failed to decode)."""
-    out = torch.zeros((len(paths), 3, image_size, image_size), dtype=torch.uint8)
-    ok = torch.zeros(len(paths), dtype=torch.bool)
-    problems: dict[str, str] = {}
-    for i, p in enumerate(paths):
-        try:
-            out[i] = decode_image_file(p, image_size)
-            ok[i] = True
-        except Exception as exc:  # noqa: BLE001 - corrupt / truncated / not an image: masked, reported
-            problems[str(p)] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-    return out, ok, problems
-
-
-def _files_fingerprint(paths: Sequence[Path], base: Path) -> str:
-    """SHA-256 over (name relative to base, size, mtime_ns) in the given order."""
-    h = hashlib.sha256(b"mmbench-coco-images-v1\0")
-    for p in paths:
-        st = p.stat()
-        try:
-            name = p.relative_to(base).as_posix()
-        except ValueError:
-            name = p.as_posix()
-        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
-def _weights_fingerprint(path: Path) -> str:
-    st = path.stat()
-    return f"{path.name}:{st.st_size}"
-
-
-def _cache(cache: Any) -> Any:
-    from mmbench.core.cache import FeatureCache
-
-    if cache is None or isinstance(cache, (str, os.PathLike)):
-        return FeatureCache(cache)
-    return cache
-
-
-def _problems_tensor(problems: dict[str, str]) -> Tensor:
-    """{file: error} as JSON bytes in a uint8 tensor, so it rides along in a cache entry."""
-    return torch.tensor(list(json.dumps(problems, sort_keys=True).encode()), dtype=torch.uint8)
-
-
-def _problems_from(t: Tensor | None) -> dict[str, str]:
-    if t is None or not t.numel():
-        return {}
-    try:
-        return json.loads(bytes(t.tolist()).decode())
-    except ValueError:
-        return {}
-
-
-def _warn_unreadable(problems: dict[str, str], total: int, show: int = 3) -> None:
-    if not problems:
-        return
-    first = "; ".join(f"{name}: {why}" for name, why in list(problems.items())[:show])
-    more = f"; and {len(problems) - show} more" if len(problems) > show else ""
-    warnings.warn(f"coco: {len(problems)} of {total} image files could not be decoded; their image is masked "
-                  f"({first}{more})", CocoDataWarning, stacklevel=3)
-
-
-def image_features(files: Sequence[Path | None], image_encoder: str = "efficientnet", image_size: int = 224,
-                   cache: Any = None, weights_path: str | None = None, base: Path | None = None
-                   ) -> tuple[Tensor, Tensor, dict[str, Any]]:
-    """The image modality for `files` (None = absent): (tensor ``[N, ...]``, zero where not ok;
-    ok bool ``[N]``; info with ``absent`` and ``unreadable`` counts). ``pixels`` -> normalised
-    float ``[N, 3, S, S]``; ``efficientnet`` -> ``[N, 1280]``. Cached (see the module
-    docstring); files that cannot be decoded are masked and warned about on every load."""
-    from mmbench.models.encoders import pretrained
-
-    if image_encoder not in IMAGE_ENCODERS:
-        raise SpecError(f"coco: image_encoder {image_encoder!r} is not one of {', '.join(IMAGE_ENCODERS)}")
-    image_size = int(image_size)
-    if image_size < 8:
-        raise SpecError(f"coco: image_size must be at least 8, got {image_size}")
-    rows = [i for i, f in enumerate(files) if f is not None]
-    present = [Path(files[i]) for i in rows]  # type: ignore[arg-type]
-    n = len(files)
-    options: dict[str, Any] = {"image_size": image_size, "recipe": _PIXELS_RECIPE}
-    if image_encoder == "pixels":
-        namespace, dim = "coco-pixels", (3, image_size, image_size)
-
-        def build() -> dict[str, Tensor]:
-            px, ok, problems = load_image_pixels(present, image_size)
-            return {"values": px, "ok": ok, "problems": _problems_tensor(problems)}
-    else:
-        weights = pretrained.efficientnet_weights_path(weights_path)
-        namespace, dim = "coco-efficientnet-lite0", (pretrained.EFFICIENTNET_DIM,)
-        options.update({"model": "efficientnet-lite0", "weights": _weights_fingerprint(weights), "pooling": "mean"})
-
-        def build() -> dict[str, Tensor]:
-            px, ok, problems = load_image_pixels(present, image_size)
-            feats = torch.zeros((len(present), *dim), dtype=torch.float32)
-            idx = torch.nonzero(ok).flatten()
-            if len(idx):
-                feats[idx] = pretrained.encode_images(px[idx], weights_path=weights)
-            return {"values": feats, "ok": ok, "problems": _problems_tensor(problems)}
-
-    hit = None
-    if present:
-        cache = _cache(cache)
-        base = base or Path(os.path.commonpath([str(p.parent) for p in present]))
-        got = cache.get_or_build(namespace, _files_fingerprint(present, base), options, build,
-                                 meta={"n_images": str(len(present))})
-        hit = bool(cache.last_hit)
-        if got["ok"].shape[0] != len(present) or got["values"].shape[1:] != dim:
-            raise DataError(f"image feature cache entry {cache.last_key} does not match the {len(present)} images", cache.root)
-        values = got["values"]
-        values = pretrained.normalize_pixels(values) if image_encoder == "pixels" else values.float()
-        ok_present = got["ok"].to(torch.bool)
-        problems = _problems_from(got.get("problems"))
-    else:
-        values, ok_present, problems = torch.zeros((0, *dim)), torch.zeros(0, dtype=torch.bool), {}
-    out = torch.zeros((n, *dim), dtype=torch.float32)
-    ok = torch.zeros(n, dtype=torch.bool)
-    if rows:
-        idx = torch.tensor(rows)
-        ok[idx] = ok_present
-        out[idx] = torch.where(ok_present.view((-1,) + (1,) * len(dim)), values, torch.zeros(()))
-    _warn_unreadable(problems, len(present))
-    info = {"images": n, "absent": n - len(present), "unreadable": len(present) - int(ok_present.sum()),
-            "image_encoder": image_encoder, "image_cache": "none" if hit is None else "hit" if hit else "miss"}
-    return out, ok, info
-
-
-# ------------------------------------------------------------------------------------------
-# text
-# ------------------------------------------------------------------------------------------
-
-
-def minilm_embeddings(texts: Sequence[str], cache: Any = None, model_path: str | None = None,
-                      batch_size: int = 64) -> tuple[Tensor, bool]:
-    """(float32 ``[N, 384]`` L2-normalised MiniLM embeddings, cache hit?). Cached by
-    :func:`mmbench.data.datasets.text.text_features` (the same entries as the sentiment loaders)."""
-    from mmbench.data.datasets.text import text_features
-    from mmbench.models.encoders import pretrained
-
-    texts = [str(t) for t in texts]
-    if not texts:
-        return torch.zeros((0, pretrained.MINILM_DIM)), False
-    path = pretrained.minilm_path(model_path, option="text_model")
-    got = text_features(texts, path, _cache(cache), max_length=128, batch_size=batch_size)
-    return torch.from_numpy(got["features"]), got["info"]["cache"] == "hit"
-
-
-def text_features(texts: Sequence[str], text_encoder: str = "minilm", cache: Any = None,
-                  model_path: str | None = None, max_tokens: int = 64) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
-    """The text modality: (``[N, 384]`` embeddings or int64 token ids ``[N, T]``, lengths or
-    None, info)."""
-    from mmbench.models.encoders import pretrained
-
-    if text_encoder not in TEXT_ENCODERS:
-        raise SpecError(f"coco: text_encoder {text_encoder!r} is not one of {', '.join(TEXT_ENCODERS)}")
-    if text_encoder == "tokens":
-        ids, lengths = pretrained.tokenize_texts(list(texts), model_path, max_length=int(max_tokens))
-        return ids, lengths, {"text_encoder": "tokens"}
-    feats, hit = minilm_embeddings(texts, cache, model_path)
-    return feats, None, {"text_encoder": "minilm", "text_cache": "hit" if hit else "miss"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -835,7 +311,7 @@ class CocoCaptionsDataset(MultimodalDataset):
         self.train_captions_file, self.val_images, self.split_seed = train_captions_file, int(val_images), int(split_seed)
         self.val2017_fractions = None if val2017_fractions is None else tuple(float(f) for f in val2017_fractions)
         if mode == "retrieval":
-            self.split_names = layout_splits(self.layout_kind(), self.val2017_fractions)
+            self.split_names = layout_splits(self.layout_kind())
         self._source: Source | None = None
         self._layout: RetrievalLayout | None = None
         self._match: dict[str, Split] | None = None
@@ -851,7 +327,14 @@ class CocoCaptionsDataset(MultimodalDataset):
 
     def layout_kind(self) -> str:
         """karpathy, train2017+val2017, train2017 or val2017 (which caption files exist)."""
-        return _layout_kind(self.root, self.captions_file, self.train_captions_file, self._karpathy_option())
+        return layout_kind_of(self.root, self.captions_file, self.train_captions_file, self._karpathy_option(),
+                              self.val2017_fractions if self.mode == "retrieval" else None)
+
+    def protocol(self) -> str:
+        """The test set's name (module docstring, "Retrieval splits"); coco-match's is its layout."""
+        if self.mode == "retrieval":
+            return retrieval_protocol(self.layout_kind(), self.val2017_fractions, self.split_seed)
+        return f"coco-match-{self.layout_kind()}"
 
     def fingerprint(self) -> str:
         import hashlib
@@ -868,11 +351,11 @@ class CocoCaptionsDataset(MultimodalDataset):
 
     def source(self) -> Source:
         if self._source is None:
-            self._source = _read_source(self.root, self.captions_file, self._karpathy_option(), self.image_dir)
+            self._source = read_source(self.root, self.captions_file, self._karpathy_option(), self.image_dir)
         return self._source
 
     def _cache(self) -> Any:
-        return _cache(self.cache_dir)
+        return feature_cache(self.cache_dir)
 
     def _check_pixels_memory(self, rows: int) -> None:
         if self.image_encoder == "pixels":
@@ -902,7 +385,7 @@ class CocoCaptionsDataset(MultimodalDataset):
     def _load_retrieval(self, split: str) -> Split:
         if split in self._retrieval:
             return self._retrieval[split]
-        src = _split_source(self.retrieval_layout(), split, _under(self.root, self.captions_file))
+        src = split_source(self.retrieval_layout(), split, under(self.root, self.captions_file))
         files = resolve_image_files(src.images, src.coco_root, src.image_dir)
         row_of = {int(i): r for r, i in enumerate(src.images["image_id"])}
         target = np.array([row_of[int(i)] for i in src.captions["image_id"]], dtype=np.int64)
@@ -922,13 +405,13 @@ class CocoCaptionsDataset(MultimodalDataset):
 
     def _match_source(self) -> tuple[Source, dict[int, str], list[Path | None]]:
         """(images and captions, split of each image id, file of each image row) for coco-match."""
-        kind = _layout_kind(self.root, self.captions_file, self.train_captions_file, self._karpathy_option())
+        kind = layout_kind_of(self.root, self.captions_file, self.train_captions_file, self._karpathy_option())
         if kind == "karpathy":
             src = self.source()
             split_of = {int(i): "train" if s == "restval" else s for i, s in zip(src.images["image_id"], src.images["split"])}
             return src, split_of, resolve_image_files(src.images, src.coco_root, src.image_dir)
         if kind == "train2017+val2017":  # train2017 -> train / val in the shares of fractions; val2017 -> test
-            train = _official_source(self.root, _under(self.root, self.train_captions_file), None)
+            train = official_source(self.root, under(self.root, self.train_captions_file), None)
             test = self.source()
             f_train, f_val = self.fractions[0], self.fractions[1]
             shares = (f_train / (f_train + f_val), f_val / (f_train + f_val), 0.0)
@@ -941,7 +424,7 @@ class CocoCaptionsDataset(MultimodalDataset):
             files = (resolve_image_files(train.images, train.coco_root, train.image_dir)
                      + resolve_image_files(test.images, test.coco_root, test.image_dir))
             return both, split_of, files
-        src = self.source() if kind == "val2017" else _official_source(self.root, _under(self.root, self.train_captions_file),
+        src = self.source() if kind == "val2017" else official_source(self.root, under(self.root, self.train_captions_file),
                                                                       None)
         split_of = {int(i): match_split_of(i, self.fractions) for i in src.images["image_id"]}
         return src, split_of, resolve_image_files(src.images, src.coco_root, src.image_dir)
@@ -996,14 +479,14 @@ class CocoCaptionsDataset(MultimodalDataset):
 
     def check_split(self, split: str) -> None:
         if split not in self.split_names and self.mode == "retrieval" and split in ("train", "val", "test"):
-            _split_source(self.retrieval_layout(), split, _under(self.root, self.captions_file))  # raises why
+            split_source(self.retrieval_layout(), split, under(self.root, self.captions_file))  # raises why
         super().check_split(split)
 
     def load_retrieval_gallery(self, split: str) -> tuple[list[int], list[int], np.ndarray]:
         """(image ids, caption ids, caption_image_index) of `split`, from this dataset's caption
         file (the same one :meth:`load_split` uses); reads no image."""
         self.check_split(split)
-        return _gallery(_split_source(self.retrieval_layout(), split, _under(self.root, self.captions_file)))
+        return _gallery(split_source(self.retrieval_layout(), split, under(self.root, self.captions_file)))
 
     def split_summary(self, split: str) -> dict[str, Any]:
         """Counts from the caption file and the file system (no image or caption is encoded):
@@ -1011,7 +494,7 @@ class CocoCaptionsDataset(MultimodalDataset):
         gallery; in match mode, of the whole caption file (pairs are mined from encoded features)."""
         self.check_split(split)
         if self.mode == "retrieval":
-            src = _split_source(self.retrieval_layout(), split, _under(self.root, self.captions_file))
+            src = split_source(self.retrieval_layout(), split, under(self.root, self.captions_file))
         else:
             src = self.source()
         on_disk = sum(f is not None for f in resolve_image_files(src.images, src.coco_root, src.image_dir))
@@ -1025,13 +508,13 @@ class CocoCaptionsDataset(MultimodalDataset):
 
     def locate(self) -> dict[str, str]:
         kp_option = self._karpathy_option()
-        kp = _karpathy_path(self.root, kp_option)
-        cp = _under(self.root, self.captions_file)
+        kp = karpathy_path(self.root, kp_option)
+        cp = under(self.root, self.captions_file)
         out = {"captions": str(cp) + ("" if cp and cp.is_file() else " (missing)")}
-        out["karpathy"] = str(kp) if kp else (f"{_under(self.root, kp_option)} (absent)" if kp_option else "not used")
-        out["images"] = str(_under(self.root, self.image_dir) or (_default_image_dir(cp) if cp else self.root / COCO_DIR))
+        out["karpathy"] = str(kp) if kp else (f"{under(self.root, kp_option)} (absent)" if kp_option else "not used")
+        out["images"] = str(under(self.root, self.image_dir) or (default_image_dir(cp) if cp else self.root / COCO_DIR))
         if self.mode == "retrieval":
-            tp = _under(self.root, self.train_captions_file)
+            tp = under(self.root, self.train_captions_file)
             out["train_captions"] = str(tp) + ("" if tp and tp.is_file() else " (missing)")
             out["layout"] = self.layout_kind()
             try:
@@ -1057,7 +540,7 @@ def _retrieval_source(root: str | os.PathLike | None, split: str, captions_file:
     if karpathy_file is None:
         karpathy_file = KARPATHY_FILE
     layout = retrieval_layout(root_path, captions_file or CAPTIONS_FILE, TRAIN_CAPTIONS_FILE, karpathy_file, image_dir)
-    return _split_source(layout, split, _under(root_path, captions_file or CAPTIONS_FILE))
+    return split_source(layout, split, under(root_path, captions_file or CAPTIONS_FILE))
 
 
 def load_retrieval_gallery(root: str | os.PathLike | None, split: str = "test", captions_file: str | None = None,
@@ -1090,7 +573,7 @@ def load_caption_embeddings(root: str | os.PathLike | None, split: str = "test",
                             cache_dir: str | None = None) -> Tensor:
     """float32 ``[n_captions, 384]`` MiniLM embeddings in gallery caption order (cached)."""
     src = _retrieval_source(root, split, captions_file, karpathy_file)
-    return minilm_embeddings(src.captions["caption"].tolist(), _cache(cache_dir), text_model)[0]
+    return minilm_embeddings(src.captions["caption"].tolist(), feature_cache(cache_dir), text_model)[0]
 
 
 def _class_text_embeddings(cache: Any, text_model: str | None) -> Tensor:
@@ -1116,7 +599,7 @@ def load_image_embeddings(root: str | os.PathLike | None, split: str = "test", k
     if kind not in ("zeroshot", "efficientnet"):
         raise SpecError(f"coco: image embedding kind {kind!r} is not one of zeroshot, efficientnet")
     src = _retrieval_source(root, split, captions_file, karpathy_file, image_dir)
-    cache = _cache(cache_dir)
+    cache = feature_cache(cache_dir)
     files = resolve_image_files(src.images, src.coco_root, src.image_dir)
     feats, ok, _ = image_features(files, "efficientnet", image_size, cache, image_weights, base=src.coco_root)
     if kind == "efficientnet":

@@ -1,21 +1,34 @@
 """Hateful Memes (Kiela et al., 2020): is the meme (image + its overlaid text) hateful? Binary.
 
-Layout under ``<data root>/hateful_memes`` (option ``dir``), as the challenge released it::
+Folder ``<data root>/hateful_memes`` (option ``dir``). The released zip unpacks to a ``data/``
+folder: the annotation files are looked for in ``hateful_memes/`` and then in
+``hateful_memes/data/``; images (``img/<id>.png``, the ``img`` field of each line, as
+``img.tar.gz`` unpacks) beside the annotation files, then in ``hateful_memes/``::
 
-    hateful_memes/img/<id>.png
-    hateful_memes/train.jsonl          {"id": 42953, "img": "img/42953.png", "label": 0, "text": "..."}
-    hateful_memes/dev.jsonl            (or dev_seen.jsonl; option dev_file)
-    hateful_memes/test.jsonl           (or test_seen.jsonl; option test_file)
+    hateful_memes[/data]/img/42953.png
+    hateful_memes[/data]/train.jsonl   {"id": 42953, "img": "img/42953.png", "label": 0, "text": "..."}
+    ...
 
-Splits: ``train`` and ``val`` (``val_fraction`` of ``train.jsonl`` by a hash of the id, see
-:mod:`mmbench.data.datasets.imagetext`), ``dev`` and ``test``. Labels 0 (not hateful) / 1
-(hateful). The phase-1 ``test.jsonl`` has no labels: loading it is refused with a message
-saying so (it cannot be evaluated on; use ``dev``); a test file with labels (``test_seen``,
-released after the challenge) loads. Ids are the ``id`` values as strings. The image is
-``img`` relative to the folder (a missing or undecodable file is a missing image); an empty
-text is a missing text. A line that is not a JSON object, lacks ``id`` / ``img`` / ``text``,
-has a label other than 0 / 1, or repeats an id is a :class:`~mmbench.core.errors.DataError` naming
-the file and the line.
+**Protocols** (option ``protocol``; ``auto``, the default, picks the first whose files are there):
+
+- ``phase2-seen``: the phase-2 release (``dev_seen``, ``test_seen`` labelled, ``dev_unseen``,
+  ``test_unseen``): train = ``train.jsonl``, val = ``dev_seen.jsonl``, test =
+  ``test_seen.jsonl``, as the missing-modality papers (MMP, CVPR 2023) evaluate;
+- ``phase2-unseen``: the same release, val = ``dev_unseen``, test = ``test_unseen`` (never
+  chosen by ``auto``: the task ``hateful-memes-unseen`` names it);
+- ``papers``: the papers' prepared layout (their DATA.md renames ``test_seen`` to a labelled
+  ``test.jsonl``): train, val = ``dev.jsonl``, test = ``test.jsonl``;
+- ``phase1``: the phase-1 release, whose ``test.jsonl`` has no labels: test = ``dev.jsonl``,
+  val = a seeded ``val_fraction`` (10%) of ``train.jsonl`` (``split_seed``, see
+  :mod:`mmbench.data.datasets.imagetext`), train = the rest.
+
+The protocol's name (``hateful-memes-phase2-seen``, ...) is :meth:`protocol`, shown by ``data
+info`` and part of the test-set fingerprint. Labels 0 (not hateful) / 1 (hateful). Ids are the
+``id`` values as strings. A missing or undecodable image is a missing image; an empty text a
+missing text. A line that is not a JSON object, lacks ``id`` / ``img`` / ``text``, has a text
+that is not a string, a label other than 0 / 1, or repeats an id is a
+:class:`~mmbench.core.errors.DataError` naming the file and the line; a split file of the
+protocol without labels is refused the same way.
 """
 
 from __future__ import annotations
@@ -24,10 +37,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mmbench.data.samples import Split
-from mmbench.data.datasets.imagetext import ImageTextDataset, as_long, one_line
-from mmbench.core.errors import DataError
+from mmbench.data.datasets.imagetext import ImageTextDataset, Rows, as_long, existing, one_line
+from mmbench.core.errors import DataError, SpecError
 from mmbench.core.registry import DATASETS
+
+PROTOCOLS = {  # name -> (val file or None for a carve of train, test file)
+    "phase2-seen": ("dev_seen.jsonl", "test_seen.jsonl"),
+    "phase2-unseen": ("dev_unseen.jsonl", "test_unseen.jsonl"),
+    "papers": ("dev.jsonl", "test.jsonl"),
+    "phase1": (None, "dev.jsonl"),
+}
 
 
 class UnlabeledSplitError(DataError):
@@ -53,6 +72,8 @@ def read_memes(path: Path) -> list[dict[str, Any]]:
         missing = [k for k in ("id", "img", "text") if k not in row]
         if missing:
             raise DataError(f"line {line}: no {missing[0]!r} field", path)
+        if row["text"] is not None and not isinstance(row["text"], str):
+            raise DataError(f"line {line}: text must be a string, got {type(row['text']).__name__}", path)
         label = row.get("label")
         if label is not None and (isinstance(label, bool) or label not in (0, 1)):
             raise DataError(f"line {line}: label {label!r} is not 0 or 1", path)
@@ -65,56 +86,115 @@ def read_memes(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def has_labels(path: Path) -> bool:
+    """Does the first meme of the file carry a label (phase 1's test.jsonl does not)?"""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for raw in fh:
+            if raw.strip():
+                try:
+                    row = json.loads(raw)
+                except json.JSONDecodeError:
+                    return True  # read_memes names the line
+                return isinstance(row, dict) and row.get("label") is not None
+    return False
+
+
 @DATASETS.register("hateful-memes")
 class HatefulMemesDataset(ImageTextDataset):
-    """Hateful Memes in its release layout; see the module docstring."""
+    """Hateful Memes in its release layouts and protocols; see the module docstring."""
 
     name = "hateful-memes"
-    split_names = ("train", "val", "dev", "test")
+    split_names = ("train", "val", "test")
     download_note = "Hateful Memes is distributed under its own licence (hatefulmemeschallenge.com); unpack it under hateful_memes/"
 
-    def __init__(self, data_dir=None, dir: str = "hateful_memes", dev_file: str | None = None,
-                 test_file: str | None = None, **options: Any):
-        super().__init__(data_dir, dir=dir, dev_file=dev_file, test_file=test_file, **options)
+    def __init__(self, data_dir=None, dir: str = "hateful_memes", protocol: str = "auto", **options: Any):
+        super().__init__(data_dir, dir=dir, protocol=protocol, **options)
+        if protocol != "auto" and protocol not in PROTOCOLS:
+            raise SpecError(f"hateful-memes: protocol {protocol!r} is not one of auto, {', '.join(PROTOCOLS)}")
         self.dir = self.root / dir
-        self.files = {"train": "train.jsonl", "dev": dev_file, "test": test_file}
+        self.requested = protocol
+        self._chosen: str | None = None
 
-    def _file(self, part: str) -> Path:
-        name = self.files[part]
-        if name is None:
-            name = next((f for f in (f"{part}.jsonl", f"{part}_seen.jsonl") if (self.dir / f).is_file()), f"{part}.jsonl")
-        return self.require(self.dir / name, f"Hateful Memes {part} file")
+    @property
+    def base(self) -> Path:
+        """The folder holding the annotation files: ``dir`` or the release zip's ``dir/data``."""
+        for cand in (self.dir, self.dir / "data"):
+            if (cand / "train.jsonl").is_file():
+                return cand
+        return self.dir
+
+    def chosen(self) -> str:
+        """The protocol in use (``auto`` resolved from the files present)."""
+        if self._chosen is None:
+            if self.requested != "auto":
+                self._chosen = self.requested
+            else:
+                base = self.base
+                if (base / "test_seen.jsonl").is_file():
+                    self._chosen = "phase2-seen"
+                elif (base / "test.jsonl").is_file() and has_labels(base / "test.jsonl"):
+                    self._chosen = "papers"
+                elif (base / "dev.jsonl").is_file():
+                    self._chosen = "phase1"
+                else:
+                    self.require(base / "train.jsonl", "Hateful Memes train.jsonl")
+                    raise DataError("no protocol's files found: expected test_seen.jsonl (phase 2), a labelled "
+                                    "test.jsonl with dev.jsonl (the papers' layout) or dev.jsonl (phase 1)", base)
+        return self._chosen
+
+    def protocol(self) -> str:
+        return f"hateful-memes-{self.chosen()}"
+
+    def split_files(self) -> dict[str, str]:
+        val, test = PROTOCOLS[self.chosen()]
+        return {"train": "train.jsonl", "val": val or "train.jsonl", "test": test}
+
+    def image_dir(self) -> Path:
+        for cand in (self.base, self.dir):
+            if (cand / "img").is_dir():
+                return cand
+        return self.base
+
+    def images_hint(self) -> str:
+        archive = next((p for p in (self.base / "img.tar.gz", self.dir / "img.tar.gz") if p.is_file()), None)
+        return f"; {archive} is there: unpack it where it lies (it holds img/)" if archive else ""
 
     def locate(self) -> dict[str, str]:
-        return {part: str(self.dir / (self.files[part] or f"{part}.jsonl")) for part in ("train", "dev", "test")} | \
-            {"images": str(self.dir / "img")}
+        """Only files that exist; the protocol and what it reads."""
+        base = self.base
+        out = {"protocol": self.protocol()}
+        for split, name in self.split_files().items():
+            path = base / name
+            how = " (less the val carve)" if split == "train" and self.chosen() == "phase1" else ""
+            how = f" ({self.val_fraction:.0%} of it, split_seed {self.split_seed})" if split == "val" and \
+                self.chosen() == "phase1" else how
+            out[split] = f"{path}{how}" if path.is_file() else f"{path} (missing)"
+        test = base / "test.jsonl"
+        if self.chosen() == "phase1" and test.is_file():
+            out["unlabelled"] = f"{test} (phase-1 test file without labels: not used; the test split is dev.jsonl)"
+        images = self.image_dir() / "img"
+        out["images"] = str(images) if images.is_dir() else f"{images} (missing)"
+        return out
 
     def prepare(self, download: bool = False, mirror: str | None = None) -> dict[str, str]:
-        """Verify every split; an unlabelled test file is reported, not an error."""
         if download:
             return super().prepare(download, mirror)
-        report = {}
-        for split in self.split_names:
-            try:
-                report[split] = f"{len(self.load_split(split))} samples"
-            except UnlabeledSplitError:
-                report[split] = "no labels (cannot be evaluated on; the tasks test on dev)"
-        return report
+        return {"protocol": self.protocol()} | {s: f"{len(self.load_split(s))} samples" for s in self.split_names}
 
-    def load_split(self, split: str) -> Split:
-        self.check_split(split)
-        part = "train" if split == "val" else split
-        path = self._file(part)
-        rows = read_memes(path)
-        unlabeled = [r for r in rows if r["label"] is None]
+    def rows(self, split: str) -> Rows:
+        name = self.split_files()[split]
+        path = self.require(self.base / name, f"Hateful Memes {name} (protocol {self.protocol()})")
+        memes = read_memes(path)
+        unlabeled = [r for r in memes if r["label"] is None]
         if unlabeled:
-            raise UnlabeledSplitError(f"{len(unlabeled)} of {len(rows)} memes have no label (first: line {unlabeled[0]['line']}); "
-                            f"the {part} split cannot be evaluated on without labels (the challenge kept the test "
-                            "labels): evaluate on 'dev', or give a labelled file (test_file: test_seen.jsonl)", path)
-        if part == "train":
-            val = self.in_val([r["id"] for r in rows])
-            rows = [r for r, v in zip(rows, val) if v == (split == "val")]
-        files = [self.dir / r["img"] for r in rows]
-        return self.make_split(split, [r["id"] for r in rows], [f if f.is_file() else None for f in files],
-                               [r["text"] for r in rows], as_long(r["label"] for r in rows),
-                               {"class_names": ["not-hateful", "hateful"], "files": [str(path)]})
+            raise UnlabeledSplitError(f"{len(unlabeled)} of {len(memes)} memes have no label (first: line "
+                                      f"{unlabeled[0]['line']}); split {split!r} of protocol {self.protocol()} needs "
+                                      "labels", path)
+        if self.chosen() == "phase1" and split in ("train", "val"):
+            val = self.in_val([r["id"] for r in memes])
+            memes = [r for r, v in zip(memes, val) if v == (split == "val")]
+        image_dir = self.image_dir()
+        files = existing([image_dir / r["img"] for r in memes])
+        return Rows([r["id"] for r in memes], files, [r["text"] for r in memes], as_long(r["label"] for r in memes),
+                    image_dir / "img", {"class_names": ["not-hateful", "hateful"], "files": [str(path)],
+                                        "protocol": self.protocol()})

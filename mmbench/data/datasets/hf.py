@@ -174,7 +174,7 @@ def image_bytes_modality(blobs: Sequence[bytes | None], names: Sequence[str], im
                          where: str = "image") -> tuple[Tensor, Tensor]:
     """(``[N, 1280]`` features or normalised pixels ``[N, 3, S, S]``, present ``[N]``) for encoded
     images (None = missing). `names` name the rows in errors. Cached by the bytes' SHA-256."""
-    from mmbench.data.datasets.coco import _cache, _weights_fingerprint
+    from mmbench.data.datasets.coco_features import feature_cache, weights_fingerprint
     from mmbench.models.encoders import pretrained
 
     if image_encoder not in ("efficientnet", "pixels"):
@@ -202,12 +202,12 @@ def image_bytes_modality(blobs: Sequence[bytes | None], names: Sequence[str], im
     else:
         weights = pretrained.efficientnet_weights_path(weights_path)
         namespace, dim = "hf-efficientnet-lite0", (pretrained.EFFICIENTNET_DIM,)
-        options.update({"model": "efficientnet-lite0", "weights": _weights_fingerprint(weights), "pooling": "mean"})
+        options.update({"model": "efficientnet-lite0", "weights": weights_fingerprint(weights), "pooling": "mean"})
         build = lambda: {"values": pretrained.encode_images(pixels(), weights_path=weights)}  # noqa: E731
     out = torch.zeros((len(blobs), *dim), dtype=torch.float32)
     present = torch.zeros(len(blobs), dtype=torch.bool)
     if rows:
-        values = _cache(cache).get_or_build(namespace, h.hexdigest(), options, build)["values"]
+        values = feature_cache(cache).get_or_build(namespace, h.hexdigest(), options, build)["values"]
         values = pretrained.normalize_pixels(values) if image_encoder == "pixels" else values.float()
         idx = torch.tensor(rows)
         out[idx] = values
@@ -425,9 +425,9 @@ class HFDataset(MultimodalDataset):
         modalities: dict[str, Tensor] = {}
         present: dict[str, Tensor] = {}
         lengths: dict[str, Tensor] = {}
-        from mmbench.data.datasets.coco import _cache
+        from mmbench.data.datasets.coco_features import feature_cache
 
-        cache = _cache(self.cache_dir)
+        cache = feature_cache(self.cache_dir)
         for m, spec in self.mapping.items():
             col = spec["columns"][0]
             if spec["type"] == "image":
@@ -457,15 +457,26 @@ class HFDataset(MultimodalDataset):
             info["class_names"] = list(self.class_names)
         return Split(split, ids, modalities, present, targets, lengths, info)
 
+    def load_labels(self, split: str) -> tuple[list[str], Tensor]:
+        """(ids, targets) of `split` from the id and target columns: no image is decoded, no
+        text encoded (the test-set fingerprint and labels-only scoring read this)."""
+        self.check_split(split)
+        source_split = self._source_name(split)
+        ds, where = self.data[source_split], f"hf split {source_split!r}"
+        return self._ids_and_targets(ds, split, where)
+
+    def _ids_and_targets(self, ds: Any, split: str, where: str) -> tuple[list[str], Tensor]:
+        ids = [str(v) for v in _column(ds, self.id_column, where)] if self.id_column else \
+            [f"{split}-{i}" for i in range(len(ds))]
+        return ids, self._targets(ds, ids, where)
+
     def split_summary(self, split: str) -> dict[str, Any]:
         """Samples, presence and class counts from the target, id and presence columns: no
         image is decoded, no text encoded."""
         self.check_split(split)
         source_split = self._source_name(split)
         ds, where = self.data[source_split], f"hf split {source_split!r}"
-        ids = [str(v) for v in _column(ds, self.id_column, where)] if self.id_column else \
-            [f"{split}-{i}" for i in range(len(ds))]
-        targets = self._targets(ds, ids, where)
+        ids, targets = self._ids_and_targets(ds, split, where)
         present = {}
         for m, spec in self.mapping.items():
             ok = np.logical_and.reduce([_valid_rows(ds, c, where) for c in spec["columns"]])
@@ -544,7 +555,7 @@ def text_modality(values: Sequence[str | None], text_encoder: str = "minilm", ca
                   text_model: str | None = None, max_tokens: int = 64) -> tuple[Tensor, Tensor, Tensor | None]:
     """(``[N, 384]`` MiniLM embeddings or token ids ``[N, T]``, present ``[N]``, lengths or None)
     for texts where None is missing: only present texts are encoded, missing rows are zeros."""
-    from mmbench.data.datasets.coco import text_features
+    from mmbench.data.datasets.coco_features import text_features
 
     rows = [i for i, v in enumerate(values) if v is not None]
     present = torch.zeros(len(values), dtype=torch.bool)

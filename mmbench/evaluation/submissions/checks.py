@@ -61,7 +61,10 @@ def one_line(text: Any, limit: int = 300) -> str:
 
 
 def show_values(values: Sequence[Any], k: int = 3) -> str:
-    shown = ", ".join(repr(v) for v in list(values)[:k])
+    """The first `k` values as Python writes them: numpy scalars as plain numbers (``1.5``, not
+    ``np.float64(1.5)``)."""
+    shown = ", ".join(repr(v.item() if hasattr(v, "item") and getattr(v, "ndim", None) == 0 else v)
+                      for v in list(values)[:k])
     return shown + (", ..." if len(values) > k else "")
 
 

@@ -19,6 +19,9 @@ from mmbench.evaluation.submissions.tables import table_format
 
 
 NPZ_KEYS = ("image_ids", "image_embeddings", "caption_ids", "caption_embeddings")
+#: Optional: the test-set fingerprint the embeddings were made for (`mmbench data info TASK`), a
+#: string array of one element; `evaluate` refuses the file if the test set here differs.
+CLAIM_KEY = "test_set_fingerprint"
 
 
 @dataclass
@@ -27,6 +30,7 @@ class RetrievalSubmission:
     caption_embeddings: np.ndarray  # aligned to the gallery's caption order
     caption_image_index: np.ndarray
     dim: int
+    claimed_test_set: str | None = None
 
 
 def _npz_headers(path: Path, limits: Limits) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -40,8 +44,9 @@ def _npz_headers(path: Path, limits: Limits) -> dict[str, tuple[tuple[int, ...],
                 if not info.filename.endswith(".npy"):
                     raise SubmissionError(f"unexpected member {info.filename!r} in the .npz archive", path)
                 key = info.filename[:-4]
-                if key not in NPZ_KEYS:
-                    raise SubmissionError(f"unexpected array {key!r}; expected exactly {', '.join(NPZ_KEYS)}", path)
+                if key not in NPZ_KEYS and key != CLAIM_KEY:
+                    raise SubmissionError(f"unexpected array {key!r}; expected exactly {', '.join(NPZ_KEYS)} (and "
+                                          f"optionally {CLAIM_KEY})", path)
                 with zf.open(info) as fh:
                     version = np.lib.format.read_magic(fh)
                     reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
@@ -56,6 +61,9 @@ def _npz_headers(path: Path, limits: Limits) -> dict[str, tuple[tuple[int, ...],
     missing = [k for k in NPZ_KEYS if k not in headers]
     if missing:
         raise SubmissionError(f"missing array {missing[0]!r}; the .npz must hold {', '.join(NPZ_KEYS)}", path)
+    claim = headers.pop(CLAIM_KEY, None)
+    if claim is not None and (claim[1].kind != "U" or math.prod(claim[0]) != 1 or claim[1].itemsize > 4 * 64):
+        raise SubmissionError(f"array {CLAIM_KEY!r} must be one string (the fingerprint `mmbench data info` prints)", path)
     total = 0
     for key, (shape, dtype) in headers.items():
         if dtype.hasobject:
@@ -71,7 +79,7 @@ def _npz_headers(path: Path, limits: Limits) -> dict[str, tuple[tuple[int, ...],
         total += math.prod(shape) * dtype.itemsize
     if total > limits.max_file_bytes:
         raise SubmissionError(f"arrays hold {total:,} bytes uncompressed, over the limit of {limits.max_file_bytes:,} bytes", path)
-    return headers
+    return headers | ({CLAIM_KEY: claim} if claim is not None else {})
 
 
 def _npz_ids(path: Path, key: str, arr: np.ndarray) -> list[str]:
@@ -169,6 +177,7 @@ def parse_retrieval(path: str | Path, image_ids: Sequence[Any], caption_ids: Seq
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in NPZ_KEYS}
+            claimed = str(npz[CLAIM_KEY].reshape(-1)[0]) if CLAIM_KEY in headers else None
     except SubmissionError:
         raise
     except Exception as exc:  # zlib.error, ValueError, EOFError for corrupt members
@@ -189,4 +198,4 @@ def parse_retrieval(path: str | Path, image_ids: Sequence[Any], caption_ids: Seq
     cap_order = _align(path, "caption", cap_ids, gal_cap)
     return RetrievalSubmission(np.ascontiguousarray(img_emb[img_order], dtype=np.float32),
                                np.ascontiguousarray(cap_emb[cap_order], dtype=np.float32),
-                               np.asarray(caption_image_index, dtype=np.int64), int(img_emb.shape[1]))
+                               np.asarray(caption_image_index, dtype=np.int64), int(img_emb.shape[1]), claimed)

@@ -37,26 +37,21 @@ class TestLabels:
     targets: np.ndarray
     fingerprint: str
     index: dict[str, int] = field(default_factory=dict)
+    test_set: Any = None  # mmbench.data.testset.TestSet: protocol and test-set fingerprint
 
     def __post_init__(self) -> None:
         self.index = {i: k for k, i in enumerate(self.ids)}
 
 
 def load_test_labels(spec, data_dir: str | Path | None = None) -> TestLabels:
-    """Ids and targets of the task's test split (a loader's labels-only path when it has one)."""
+    """Ids and targets of the task's test split (a loader's labels-only path when it has one),
+    with the test set's protocol and fingerprint."""
     from mmbench.data.splits import task_dataset
+    from mmbench.data.testset import task_test_set
 
     dataset = task_dataset(spec, data_dir)
-    split_name = spec.splits.test
-    labels_fn = getattr(dataset, "load_labels", None)
-    if callable(labels_fn):
-        ids, targets = labels_fn(split_name)
-        ids = [str(i) for i in ids]
-        targets = np.asarray(targets.cpu().numpy() if hasattr(targets, "cpu") else targets)
-    else:
-        split = dataset.load_split(split_name)
-        ids, targets = [str(i) for i in split.ids], split.targets.cpu().numpy()
-    return TestLabels(ids, targets, dataset.fingerprint())
+    test_set = task_test_set(spec, data_dir, dataset)
+    return TestLabels(test_set.ids, test_set.targets, dataset.fingerprint(), test_set=test_set)
 
 
 # --------------------------------------------------------------------------------------------

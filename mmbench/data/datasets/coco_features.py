@@ -1,0 +1,206 @@
+"""Image and text features of the image-text loaders (COCO, MM-IMDb, UPMC Food-101, Hateful
+Memes): decoded, resized pixels or frozen EfficientNet-Lite0 features for image files, MiniLM
+embeddings or token ids for texts, stored in :class:`~mmbench.core.cache.FeatureCache`. An image
+file that is absent or cannot be decoded is a missing image (zero-filled, masked), reported with
+one :class:`ImageDataWarning` naming the dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mmbench.core.errors import DataError, SpecError
+
+IMAGE_ENCODERS = ("pixels", "efficientnet")
+TEXT_ENCODERS = ("minilm", "tokens")
+#: Bump when the meaning of a cached tensor changes.
+_PIXELS_RECIPE = "rgb-short-side-resize-center-crop-v1"
+
+
+class ImageDataWarning(UserWarning):
+    """Some images were absent or unreadable; their image modality was masked."""
+
+
+#: The name COCO's tests and users know the warning by.
+CocoDataWarning = ImageDataWarning
+
+
+def decode_image_file(path: str | os.PathLike, image_size: int = 224) -> Tensor:
+    """uint8 RGB ``[3, S, S]``: decoded with torchvision (grayscale -> 3 channels), shorter side
+    resized to S (antialiased), centre crop. Raises (RuntimeError / OSError) on unreadable files."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+    from torchvision.transforms.v2 import functional as F
+
+    img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+    img = F.resize(img, [int(image_size)], antialias=True)
+    return F.center_crop(img, [int(image_size), int(image_size)]).contiguous()
+
+
+def load_image_pixels(paths: Sequence[Path], image_size: int = 224) -> tuple[Tensor, Tensor, dict[str, str]]:
+    """(uint8 ``[N, 3, S, S]``, ok bool ``[N]``, {file: error} for files that failed to decode)."""
+    out = torch.zeros((len(paths), 3, image_size, image_size), dtype=torch.uint8)
+    ok = torch.zeros(len(paths), dtype=torch.bool)
+    problems: dict[str, str] = {}
+    for i, p in enumerate(paths):
+        try:
+            out[i] = decode_image_file(p, image_size)
+            ok[i] = True
+        except Exception as exc:  # noqa: BLE001 - corrupt / truncated / not an image: masked, reported
+            problems[str(p)] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return out, ok, problems
+
+
+def _files_fingerprint(paths: Sequence[Path], base: Path) -> str:
+    """SHA-256 over (name relative to base, size, mtime_ns) in the given order."""
+    h = hashlib.sha256(b"mmbench-coco-images-v1\0")
+    for p in paths:
+        st = p.stat()
+        try:
+            name = p.relative_to(base).as_posix()
+        except ValueError:
+            name = p.as_posix()
+        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def weights_fingerprint(path: Path) -> str:
+    st = path.stat()
+    return f"{path.name}:{st.st_size}"
+
+
+def feature_cache(cache: Any) -> Any:
+    from mmbench.core.cache import FeatureCache
+
+    if cache is None or isinstance(cache, (str, os.PathLike)):
+        return FeatureCache(cache)
+    return cache
+
+
+def _problems_tensor(problems: dict[str, str]) -> Tensor:
+    """{file: error} as JSON bytes in a uint8 tensor, so it rides along in a cache entry."""
+    return torch.tensor(list(json.dumps(problems, sort_keys=True).encode()), dtype=torch.uint8)
+
+
+def _problems_from(t: Tensor | None) -> dict[str, str]:
+    if t is None or not t.numel():
+        return {}
+    try:
+        return json.loads(bytes(t.tolist()).decode())
+    except ValueError:
+        return {}
+
+
+def _warn_unreadable(problems: dict[str, str], total: int, dataset: str, show: int = 3) -> None:
+    if not problems:
+        return
+    first = "; ".join(f"{name}: {why}" for name, why in list(problems.items())[:show])
+    more = f"; and {len(problems) - show} more" if len(problems) > show else ""
+    warnings.warn(f"{dataset}: {len(problems)} of {total} image files could not be decoded; their image is masked "
+                  f"({first}{more})", CocoDataWarning, stacklevel=3)
+
+
+def image_features(files: Sequence[Path | None], image_encoder: str = "efficientnet", image_size: int = 224,
+                   cache: Any = None, weights_path: str | None = None, base: Path | None = None,
+                   dataset: str = "coco") -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """The image modality for `files` (None = absent): (tensor ``[N, ...]``, zero where not ok;
+    ok bool ``[N]``; info with ``absent`` and ``unreadable`` counts). ``pixels`` -> normalised
+    float ``[N, 3, S, S]``; ``efficientnet`` -> ``[N, 1280]``. Cached (see the module
+    docstring); files that cannot be decoded are masked and warned about on every load."""
+    from mmbench.models.encoders import pretrained
+
+    if image_encoder not in IMAGE_ENCODERS:
+        raise SpecError(f"{dataset}: image_encoder {image_encoder!r} is not one of {', '.join(IMAGE_ENCODERS)}")
+    image_size = int(image_size)
+    if image_size < 8:
+        raise SpecError(f"{dataset}: image_size must be at least 8, got {image_size}")
+    rows = [i for i, f in enumerate(files) if f is not None]
+    present = [Path(files[i]) for i in rows]  # type: ignore[arg-type]
+    n = len(files)
+    options: dict[str, Any] = {"image_size": image_size, "recipe": _PIXELS_RECIPE}
+    if image_encoder == "pixels":
+        namespace, dim = "coco-pixels", (3, image_size, image_size)
+
+        def build() -> dict[str, Tensor]:
+            px, ok, problems = load_image_pixels(present, image_size)
+            return {"values": px, "ok": ok, "problems": _problems_tensor(problems)}
+    else:
+        weights = pretrained.efficientnet_weights_path(weights_path)
+        namespace, dim = "coco-efficientnet-lite0", (pretrained.EFFICIENTNET_DIM,)
+        options.update({"model": "efficientnet-lite0", "weights": weights_fingerprint(weights), "pooling": "mean"})
+
+        def build() -> dict[str, Tensor]:
+            px, ok, problems = load_image_pixels(present, image_size)
+            feats = torch.zeros((len(present), *dim), dtype=torch.float32)
+            idx = torch.nonzero(ok).flatten()
+            if len(idx):
+                feats[idx] = pretrained.encode_images(px[idx], weights_path=weights)
+            return {"values": feats, "ok": ok, "problems": _problems_tensor(problems)}
+
+    hit = None
+    if present:
+        cache = feature_cache(cache)
+        base = base or Path(os.path.commonpath([str(p.parent) for p in present]))
+        got = cache.get_or_build(namespace, _files_fingerprint(present, base), options, build,
+                                 meta={"n_images": str(len(present))})
+        hit = bool(cache.last_hit)
+        if got["ok"].shape[0] != len(present) or got["values"].shape[1:] != dim:
+            raise DataError(f"image feature cache entry {cache.last_key} does not match the {len(present)} images", cache.root)
+        values = got["values"]
+        values = pretrained.normalize_pixels(values) if image_encoder == "pixels" else values.float()
+        ok_present = got["ok"].to(torch.bool)
+        problems = _problems_from(got.get("problems"))
+    else:
+        values, ok_present, problems = torch.zeros((0, *dim)), torch.zeros(0, dtype=torch.bool), {}
+    out = torch.zeros((n, *dim), dtype=torch.float32)
+    ok = torch.zeros(n, dtype=torch.bool)
+    if rows:
+        idx = torch.tensor(rows)
+        ok[idx] = ok_present
+        out[idx] = torch.where(ok_present.view((-1,) + (1,) * len(dim)), values, torch.zeros(()))
+    _warn_unreadable(problems, len(present), dataset)
+    info = {"images": n, "absent": n - len(present), "unreadable": len(present) - int(ok_present.sum()),
+            "image_encoder": image_encoder, "image_cache": "none" if hit is None else "hit" if hit else "miss"}
+    return out, ok, info
+
+
+# ------------------------------------------------------------------------------------------
+# text
+# ------------------------------------------------------------------------------------------
+
+
+def minilm_embeddings(texts: Sequence[str], cache: Any = None, model_path: str | None = None,
+                      batch_size: int = 64) -> tuple[Tensor, bool]:
+    """(float32 ``[N, 384]`` L2-normalised MiniLM embeddings, cache hit?). Cached by
+    :func:`mmbench.data.datasets.text.text_features` (the same entries as the sentiment loaders)."""
+    from mmbench.data.datasets.text import text_features
+    from mmbench.models.encoders import pretrained
+
+    texts = [str(t) for t in texts]
+    if not texts:
+        return torch.zeros((0, pretrained.MINILM_DIM)), False
+    path = pretrained.minilm_path(model_path, option="text_model")
+    got = text_features(texts, path, feature_cache(cache), max_length=128, batch_size=batch_size)
+    return torch.from_numpy(got["features"]), got["info"]["cache"] == "hit"
+
+
+def text_features(texts: Sequence[str], text_encoder: str = "minilm", cache: Any = None,
+                  model_path: str | None = None, max_tokens: int = 64) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
+    """The text modality: (``[N, 384]`` embeddings or int64 token ids ``[N, T]``, lengths or
+    None, info)."""
+    from mmbench.models.encoders import pretrained
+
+    if text_encoder not in TEXT_ENCODERS:
+        raise SpecError(f"coco: text_encoder {text_encoder!r} is not one of {', '.join(TEXT_ENCODERS)}")
+    if text_encoder == "tokens":
+        ids, lengths = pretrained.tokenize_texts(list(texts), model_path, max_length=int(max_tokens))
+        return ids, lengths, {"text_encoder": "tokens"}
+    feats, hit = minilm_embeddings(texts, cache, model_path)
+    return feats, None, {"text_encoder": "minilm", "text_cache": "hit" if hit else "miss"}
