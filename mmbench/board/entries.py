@@ -112,6 +112,9 @@ def rank(entries: list[Result], significance: bool = True, n_resamples: int = 10
     rows.sort(key=key)
     for i, r in enumerate(rows):
         r["rank"] = 1 + sum(1 for o in rows[:i] if o["task"] == r["task"])
+    from mmbench.board.robustness import annotate_robustness
+
+    annotate_robustness(rows, entries)  # relative/effective robustness (MultiBench), mean and std over seeds
     if significance:
         from mmbench.evaluation.significance import annotate_ranking
 

@@ -1,0 +1,126 @@
+"""Robustness to missing modalities that does not reward weak models: MultiBench's relative and
+effective robustness, per seed, with their spread over seeds.
+
+Definitions (MultiBench, Liang et al. 2021, ``eval_scripts/robustness.py`` of
+https://github.com/pliang279/MultiBench):
+
+- **relative robustness** (``relative_robustness_helper``): the area under the curve of the
+  metric against the noise level, by the trapezoid rule. MultiBench's levels are 0, 0.1, ..., 1
+  (spacing 0.1); mmbench's are the task's missing rates (0 = the clean test set, then every
+  ``rate:R`` condition), not evenly spaced, so the trapezoids use the actual spacing and the
+  area is divided by the rate range: the value is the mean of the metric over the missing rates,
+  in the metric's own units (equal to the evaluation's ``auc_rate``). MultiBench then max-min
+  normalises over the methods it lists; mmbench does not, so an entry's value does not change
+  when other entries are added.
+- **effective robustness** (``effective_robustness_helper``): the metric curve ``f`` minus the
+  late-fusion curve ``lf`` shifted to start at ``f``'s clean value,
+  ``sum(f - (lf + f[0] - lf[0]))``. The reference is the task's ``late`` entry (its mean curve
+  over seeds); mmbench averages the difference over the rate range by the same trapezoid rule
+  as relative robustness (MultiBench sums over its evenly spaced levels), so both are in metric
+  units. Positive: the entry loses less than late fusion does from the same starting point.
+  Without a ``late`` entry on the task the value is not defined (None).
+
+For a lower-is-better metric both are kept in the metric's own direction (a lower relative
+robustness is better; effective robustness is then negative where the entry degrades less).
+Each is computed per seed from that seed's curve; a row carries the mean over seeds and the
+sample standard deviation (``_std``; 0 for a single run).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+REFERENCE_FUSION = "late"
+
+
+def rate_of(condition: str) -> float | None:
+    """The missing rate of a condition name: 0 for ``clean``, R for ``rate:R``, else None."""
+    if condition == "clean":
+        return 0.0
+    if not condition.startswith("rate:"):
+        return None
+    try:
+        r = float(condition.split(":", 1)[1])
+    except ValueError:
+        return None
+    return r if math.isfinite(r) else None
+
+
+def rate_curve(metrics: dict[str, dict[str, float]], metric: str) -> dict[float, float]:
+    """{missing rate: metric} of one result's conditions (clean = rate 0)."""
+    out = {}
+    for cond, vals in metrics.items():
+        r = rate_of(cond)
+        v = vals.get(metric)
+        if r is not None and isinstance(v, (int, float)) and math.isfinite(v):
+            out[r] = float(v)
+    return out
+
+
+def _trapezoid_mean(xs: Sequence[float], ys: Sequence[float]) -> float:
+    area = sum((xs[i + 1] - xs[i]) * (ys[i] + ys[i + 1]) / 2.0 for i in range(len(xs) - 1))
+    return area / (xs[-1] - xs[0])
+
+
+def relative_robustness(curve: dict[float, float]) -> float | None:
+    """Trapezoid area under the metric-vs-missing-rate curve divided by the rate range (None
+    without a clean value and at least one other rate)."""
+    if 0.0 not in curve or len(curve) < 2:
+        return None
+    xs = sorted(curve)
+    return _trapezoid_mean(xs, [curve[x] for x in xs])
+
+
+def effective_robustness(curve: dict[float, float], reference: dict[float, float]) -> float | None:
+    """Mean over the rate range (trapezoid) of ``f - (lf + f(0) - lf(0))`` on the rates both
+    curves have; None without a clean value in both and another common rate."""
+    common = sorted(set(curve) & set(reference))
+    if 0.0 not in common or len(common) < 2:
+        return None
+    shift = curve[0.0] - reference[0.0]
+    return _trapezoid_mean(common, [curve[x] - (reference[x] + shift) for x in common])
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, s
+
+
+def reference_curve(results: list[Any], metric: str) -> dict[float, float]:
+    """The mean curve over seeds of the reference entry's results (rates every seed has)."""
+    curves = [rate_curve(r.metrics, metric) for r in results]
+    common = set.intersection(*(set(c) for c in curves)) if curves else set()
+    return {x: sum(c[x] for c in curves) / len(curves) for x in common}
+
+
+def robustness_fields(results: list[Any], metric: str, reference: dict[float, float] | None) -> dict[str, float | None]:
+    """``relative_robustness``, ``effective_robustness`` and their ``_std`` over one entry's
+    seeds (``results``: its seeds' Result records); None where a value is not defined."""
+    out: dict[str, float | None] = {}
+    curves = [rate_curve(r.metrics, metric) for r in results]
+    for key, fn in (("relative_robustness", relative_robustness),
+                    ("effective_robustness", (lambda c: effective_robustness(c, reference)) if reference else None)):
+        vals = [v for c in curves if fn is not None and (v := fn(c)) is not None]
+        if vals and len(vals) == len(curves):
+            out[key], out[f"{key}_std"] = _mean_std(vals)
+        else:
+            out[key], out[f"{key}_std"] = None, None
+    return out
+
+
+def annotate_robustness(rows: list[dict[str, Any]], entries: list[Any]) -> list[dict[str, Any]]:
+    """Add ``relative_robustness``, ``effective_robustness`` and their ``_std`` to every row of
+    :func:`mmbench.board.entries.rank` (in place, and returned), on each task's primary metric."""
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for e in entries:
+        groups.setdefault((e.task, e.name), []).append(e)
+    refs: dict[str, dict[float, float] | None] = {}
+    for r in rows:
+        task, metric = r["task"], r["primary_metric"]
+        if task not in refs:
+            late = groups.get((task, REFERENCE_FUSION))
+            refs[task] = reference_curve(late, metric) if late else None
+        r.update(robustness_fields(groups[(task, r["name"])], metric, refs[task]))
+    return rows
