@@ -75,14 +75,15 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return m, s
 
 
-def rank(entries: list[Result], significance: bool = True, n_resamples: int = 1000, seed: int = 0,
-         matrix: bool = False) -> list[dict[str, Any]]:
+def rank(entries: list[Result], significance: bool = True, n_resamples: int | None = None, seed: int = 0,
+         matrix: bool = True) -> list[dict[str, Any]]:
     """One row per (task, name): mean and std over seeds of every clean metric, robustness and
     efficiency; sorted within each task by the primary metric in its direction. With
-    ``significance``, each row also says whether it is distinguishable at 95% from the next
-    rank (paired test over the test items), its ``group`` of ranks that are not, and the
-    task's ``resolvable_difference`` (see :mod:`mmbench.evaluation.significance`); ``matrix`` adds every
-    pair (``pairwise``)."""
+    ``significance``, each row also carries the task's verdicts (two-level bootstrap over test
+    items and seeds, all pairs, Holm): ``letters``, ``rank_interval``, ``seed_variance_known``,
+    ``pairwise`` (the row's line of the pairwise matrix) and ``significance`` (test, B, pairs,
+    mdd, caption); see :func:`mmbench.evaluation.significance.annotate_ranking`. ``matrix``
+    is kept for callers of the earlier API (the matrix is always there)."""
     groups: dict[tuple[str, str], list[Result]] = {}
     for e in entries:
         groups.setdefault((e.task, e.name), []).append(e)
@@ -114,21 +115,24 @@ def rank(entries: list[Result], significance: bool = True, n_resamples: int = 10
     annotate_robustness(rows, entries)  # relative/effective robustness (MultiBench), mean and std over seeds
     annotate_efficiency(rows, entries)  # median over seeds, with device, precision and batch size
     if significance:
-        from mmbench.evaluation.significance import annotate_ranking
+        from mmbench.evaluation.significance import DEFAULT_RESAMPLES, annotate_ranking
 
-        annotate_ranking(rows, entries, n_resamples=n_resamples, seed=seed, matrix=matrix)
+        annotate_ranking(rows, entries, n_resamples=n_resamples or DEFAULT_RESAMPLES, seed=seed)
     return rows
 
 
 def table_columns(rows: list[dict[str, Any]]) -> list[str]:
     primary = rows[0]["primary_metric"] if rows else ""
-    group = ["group"] if any(r.get("group") is not None for r in rows) else []
-    return ["rank", *group, "task", "name", "seeds", primary, "auc_rate", "worst_drop", "params"]
+    sig = ["letters", "rank_interval"] if any(r.get("letters") is not None for r in rows) else []
+    return ["rank", *sig, "task", "name", "seeds", primary, "auc_rate", "worst_drop", "params"]
 
 
 def format_value(row: dict[str, Any], col: str) -> str:
-    if col == "group":  # "=" marks a rank tied with another (not distinguishable at 95%)
-        return "-" if row.get("group") is None else f"{row['group']}{'=' if row.get('tied') else ''}"
+    if col == "rank_interval":  # the 95% bootstrap interval of the rank
+        ri = row.get("rank_interval")
+        return "-" if ri is None else (str(ri[0]) if ri[0] == ri[1] else f"{ri[0]}-{ri[1]}")
+    if col == "seeds" and row.get("seed_variance_known") is False:
+        return f"{row['seeds']}†"  # a single run: its seed variance is unknown
     if col == row.get("primary_metric") and col in row:
         std = row.get(f"{col}_std", 0.0)
         return f"{row[col]:.4f} ± {std:.4f}" if row["seeds"] > 1 else f"{row[col]:.4f}"
@@ -141,16 +145,12 @@ def format_value(row: dict[str, Any], col: str) -> str:
 
 
 def significance_note(task_rows: list[dict[str, Any]]) -> str:
-    """One line under a task's table: what the groups mean and what the test set can resolve."""
-    first = task_rows[0]
-    if first.get("group") is None:
+    """One line under a task's table: the caption of its verdicts (what the letters mean)."""
+    sig = task_rows[0].get("significance") if task_rows else None
+    if not sig:
         return ""
-    steps = ", ".join(f"{r['rank']}{'>' if r['distinct_from_next'] else '~'}{r['rank'] + 1}"
-                      for r in task_rows if r.get("distinct_from_next") is not None)
-    return (f"group: ranks not distinguishable at 95% share a group (= tied; paired test over "
-            f"{first['significance_items']} test items: exact McNemar for single-run accuracy, else paired bootstrap "
-            f"with seeds averaged){'; ' + steps if steps else ''}. Smallest resolvable difference at the measured "
-            f"seed spread: {first['resolvable_difference']:.4f}")
+    single = any(r.get("seed_variance_known") is False for r in task_rows)
+    return sig["caption"] + (" † single run: seed variance unknown." if single else "")
 
 
 def _condition_order(name: str) -> tuple:

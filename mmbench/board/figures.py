@@ -240,7 +240,9 @@ def heatmap_figure(task: str, rows: list[dict[str, Any]], caption: str) -> Figur
     for i in range(n):
         for j in range(n):
             if np.isfinite(d[i, j]):
-                ax.text(j, i, f"{d[i, j]:+.3f}{'*' if sig[i, j] else ''}", ha="center", va="center",
+                text = f"{d[i, j]:+.3f}"
+                text = "0.000" if float(text) == 0 else text  # no "-0.000"
+                ax.text(j, i, f"{text}{'*' if sig[i, j] else ''}", ha="center", va="center",
                         fontsize=7 if n <= 12 else 5, color="white" if abs(d[i, j]) > 0.6 * lim else "black")
     ax.set_xticks(range(n), names, rotation=45, ha="right")
     ax.set_yticks(range(n), names)

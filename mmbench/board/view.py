@@ -56,9 +56,10 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
     for e in results:
         groups.setdefault(e.name, []).append(e)
     chance = chance_level(results, primary, hib)
-    sig = rows[0].get("significance") or {}
+    from mmbench.board.entries import significance_note
+
     view.update(primary=primary, hib=hib, chance=chance, summary=decision_summary(rows, chance),
-                entries=T.entries_table(rows), sig_note=str(sig.get("caption") or ""),
+                entries=T.entries_table(rows), sig_note=significance_note(rows),
                 robust_table=T.robustness_table(rows), eff_table=T.efficiency_table(rows),
                 eff_note=devices_note(rows), cond_table=T.conditions_table(rows),
                 robust_note=ROBUSTNESS_NOTE.format(primary=primary, rates=T.rate_range(rows)))

@@ -1,28 +1,53 @@
-"""Paired significance between entries of one task scored on the same test items.
+"""Verdicts a task's entries support: a two-level paired bootstrap over test items and seeds,
+every pair tested and Holm-adjusted, compact letters, rank intervals and one minimum
+detectable difference.
 
 Every result stores its clean per-item predictions (``extra["test_items"]``: ids, targets,
-predictions, target type, class count), so two entries of a task can be compared item by
-item on the board without the data:
+predictions, target type, class count), so the entries of a task are compared item by item
+without the data. :func:`task_significance` (entries) and :func:`significance_from_arrays`
+(arrays) return a frozen :class:`TaskSignificance`:
 
-- **paired bootstrap** of the primary metric: the test items are resampled with replacement
-  (the same resamples, seeded, for every entry of the task), each entry's metric is computed
-  on every resample for each of its seeds and averaged over the seeds; the difference of two
-  entries' values over the resamples gives a 95% percentile interval and a two-sided p-value.
-- **exact McNemar** for accuracy when both entries are single runs: of the items exactly one
-  of the two gets right, how many each gets; two-sided exact binomial test at 1/2 (the same
-  p-value as ``scipy.stats.binomtest(b, b + c, 0.5)``).
+- **the test** (:mod:`mmbench.evaluation.resampling`): B seeded resamples; each draws the
+  test items with replacement, the same draw for both entries of a pair (paired), and draws
+  each entry's seeds with replacement, independently per entry; an entry's value on a resample
+  is the mean over its drawn seeds of the primary metric on the drawn items (any metric). So
+  the seed spread of each entry is part of the test, not only the test-set sampling
+  (Bouthillier et al. 2021, "Accounting for variance in machine learning benchmarks", MLSys;
+  Dror et al. 2019, "Deep dominance", ACL). The two-sided p is from the centred bootstrap
+  distribution: ``p = (1 + #{|d*_b - d| >= |d|}) / (B + 1)`` with ``d`` the observed difference
+  and ``d*_b`` its resampled values, and the 95% interval is the symmetric interval
+  ``d +- q`` with ``q`` the 95% quantile of ``|d*_b - d|`` (Hall 1988; Davison & Hinkley 1997,
+  sec. 4.4 and 5.2), the interval that inverts the same test. Pairs of single-run entries
+  scored by accuracy use the exact McNemar test instead (McNemar 1947; Dietterich 1998), and
+  a single-run entry's row says that its seed variance is unknown.
+- **all pairs, corrected**: every pair of the task is tested; p-values are adjusted with
+  Holm's step-down procedure (Holm 1979, "A simple sequentially rejective multiple test
+  procedure", Scand. J. Statist. 6), which controls the family-wise error over the task's
+  pairs. One rule gives every verdict and marker: a pair differs iff ``p_holm < 0.05``.
+- **compact letters**: Piepho's insert-and-absorb algorithm (Piepho 2004, "An algorithm for a
+  letter-based representation of all-pairwise comparisons", J. Comput. Graph. Statist. 13):
+  two rows share a letter iff their pair does not differ; letters are given in rank order.
+- **rank intervals**: the 2.5% and 97.5% quantiles of each entry's rank over the same
+  resamples (rank 1 + number of entries strictly better; Hall & Miller 2009, "Using the
+  bootstrap to quantify the authority of an empirical ranking", Ann. Statist. 37).
+- **minimum detectable difference** (:func:`minimum_detectable_difference`): the true
+  difference a pair of the task's typical entries needs to be found with 80% power at
+  family-wise alpha 0.05 over the task's m pairs (the Bonferroni bound, which Holm's first
+  step uses): ``(z_{1-alpha/(2m)} + z_{0.8}) * s``, ``s`` the median over pairs of the
+  bootstrap standard deviation of the difference (the power analysis of Card et al. 2020,
+  "With little power comes great responsibility", EMNLP).
 
-Two entries are *distinguishable at 95%* when the test's p-value is below 0.05 (for the
-bootstrap: when the interval excludes 0). :func:`annotate_ranking` marks, for each rank,
-whether it is distinguishable from the next, groups consecutive ranks that are not (a new
-group starts after each distinguishable step) and states the smallest difference the task's
-test set resolves at the measured seed spread (:func:`resolvable_difference`).
+A p-value at the resampling floor ``1/(B+1)`` is shown as ``p < 1/(B+1)`` (:func:`format_p`),
+never as an exact value. B is raised where the floor would make every Holm-adjusted p at
+least alpha (``m / (B + 1) >= alpha``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -30,7 +55,8 @@ import numpy as np
 from mmbench.core.errors import DataError
 
 ALPHA = 0.05
-Z_975 = 1.959963984540054  # the standard normal's 97.5% quantile
+POWER = 0.8
+DEFAULT_RESAMPLES = 2000
 
 
 # ------------------------------------------------------------------------------------------
@@ -80,78 +106,248 @@ def mcnemar_exact(correct_a: Any, correct_b: Any) -> dict[str, float]:
     return {"b": only_a, "c": only_b, "p": exact_binomial_two_sided(only_a, only_a + only_b)}
 
 
-def bootstrap_resamples(n: int, n_resamples: int, seed: int, chunk: int = 100):
-    """Seeded item indices ``[<=chunk, n]`` per block, the same for every entry of a task."""
-    rng = np.random.default_rng(seed)
-    for start in range(0, n_resamples, chunk):
-        yield rng.integers(0, n, size=(min(chunk, n_resamples - start), n))
+# ------------------------------------------------------------------------------------------
+# multiple comparisons, letters, ranks, power
+# ------------------------------------------------------------------------------------------
 
 
-def bootstrap_values(items: list[dict[str, Any]], metric: str, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
-    """An entry's primary metric on each bootstrap resample of the test items, averaged over its
-    seeds (``items``: one aligned test-items record per seed). Accuracy is linear in the items,
-    so it is the resampled mean of the per-item correctness averaged over the seeds; any other
-    metric is computed per resample and seed."""
-    first = items[0]
-    y = np.asarray(first["targets"])
-    preds = [np.asarray(it["predictions"]) for it in items]
-    out = np.empty(n_resamples)
-    pos = 0
-    linear = metric == "accuracy" and first["target_type"] in ("multiclass", "binary")
-    correct = np.mean([p == y for p in preds], axis=0) if linear else None
-    for idx in bootstrap_resamples(len(y), n_resamples, seed):
-        if linear:
-            out[pos : pos + len(idx)] = correct[idx].mean(axis=1)
-        else:
-            for j, row in enumerate(idx):
-                out[pos + j] = np.mean([metric_value(first["target_type"], first["num_classes"], metric, y[row], p[row])
-                                        for p in preds])
-        pos += len(idx)
+def holm(pvalues: Any) -> np.ndarray:
+    """Holm's step-down adjusted p-values (same order as given): the i-th smallest p becomes
+    ``max_{j <= i} min(1, (m - j + 1) p_(j))``."""
+    p = np.asarray(pvalues, dtype=float)
+    m = p.size
+    if m == 0:
+        return p.copy()
+    order = np.argsort(p, kind="stable")
+    stepped = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out = np.empty(m)
+    out[order] = np.maximum.accumulate(stepped)
     return out
 
 
-def paired_test(a: dict[str, Any], b: dict[str, Any], higher_is_better: bool = True) -> dict[str, Any]:
-    """Compare entries ``a`` and ``b`` (from :func:`entry_samples`): the exact McNemar test when
-    both are single runs scored by accuracy, else the paired bootstrap. ``diff`` is a - b in
-    the metric's direction of better (positive: a is better)."""
+def _letter(i: int) -> str:
+    pool = "abcdefghijklmnopqrstuvwxyz"
+    return pool[i] if i < 26 else pool[i // 26 - 1] + pool[i % 26]
+
+
+def compact_letters(names: list[str], differ: set[frozenset[str]]) -> dict[str, str]:
+    """Piepho's (2004) insert-and-absorb compact letter display: for every differing pair,
+    each letter group holding both is split in two (one without each), then groups contained
+    in another are absorbed. Two names share a letter iff their pair is not in `differ`.
+    Letters follow `names`' order (the first name gets "a"); from the 27th group letters
+    have two characters ("aa", "ab", ...)."""
+    pos = {n: i for i, n in enumerate(names)}
+    groups: list[frozenset[str]] = [frozenset(names)] if names else []
+    for pair in sorted(differ, key=lambda p: sorted(pos[n] for n in p)):
+        a, b = sorted(pair, key=pos.__getitem__)
+        split = []
+        for g in groups:
+            split += [g - {a}, g - {b}] if a in g and b in g else [g]
+        split = list(dict.fromkeys(g for g in split if g))
+        groups = [g for g in split if not any(g < h for h in split)]
+    groups.sort(key=lambda g: sorted(pos[n] for n in g))
+    out = {n: "" for n in names}
+    for i, g in enumerate(groups):
+        for n in g:
+            out[n] += _letter(i)
+    return out
+
+
+def rank_intervals(values: np.ndarray, higher_is_better: bool, level: float = 0.95) -> list[tuple[int, int]]:
+    """Per entry (rows of ``values``, ``[entries, B]``), the central `level` interval of its
+    rank over the resamples (rank = 1 + entries strictly better), as (best, worst)."""
+    v = values if higher_is_better else -values
+    ranks = 1 + (v[None, :, :] > v[:, None, :]).sum(axis=1)  # [entries, B]
+    lo = np.quantile(ranks, (1 - level) / 2, axis=1, method="lower")
+    hi = np.quantile(ranks, (1 + level) / 2, axis=1, method="higher")
+    return [(int(a), int(b)) for a, b in zip(lo, hi)]
+
+
+def minimum_detectable_difference(diff_sds: Any, n_pairs: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
+    """The one minimum detectable difference of a task: ``(z_{1-alpha/(2m)} + z_power) * s``,
+    with m = `n_pairs` and s the median of the pairs' bootstrap standard deviations of the
+    difference. None without pairs."""
+    sds = np.asarray(diff_sds, dtype=float)
+    if sds.size == 0 or n_pairs < 1:
+        return None
+    z = NormalDist().inv_cdf
+    return float((z(1 - alpha / (2 * n_pairs)) + z(power)) * np.median(sds))
+
+
+def p_floor(n_resamples: int) -> float:
+    return 1.0 / (n_resamples + 1)
+
+
+def format_p(p: float, n_resamples: int | None = None) -> str:
+    """A p-value for display: ``p < 1/(B+1)`` (B = `n_resamples`, e.g. ``p < 1/2001``) when a
+    bootstrap p is at the resampling floor, else 2 significant digits (``p = 0.031``)."""
+    if n_resamples is not None and p <= p_floor(n_resamples) * (1 + 1e-9):
+        return f"p < 1/{n_resamples + 1}"
+    return "p = 1" if p >= 0.995 else f"p = {p:.2g}"
+
+
+# ------------------------------------------------------------------------------------------
+# the result
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairTest:
+    """One pair ``a`` vs ``b`` (``a`` ranked above ``b``): ``diff`` is a - b in the direction
+    of better (positive: a is better), ``ci_low``/``ci_high`` its 95% interval, ``p`` the raw
+    two-sided p, ``p_holm`` Holm-adjusted over the task's pairs, ``significant`` = p_holm <
+    alpha (the one rule for verdicts and markers), ``p_display``/``p_holm_display`` as shown
+    (:func:`format_p`), ``test`` "two-level-bootstrap", "item-bootstrap" (both single runs)
+    or "mcnemar-exact", ``diff_sd`` the bootstrap standard deviation of the difference."""
+
+    a: str
+    b: str
+    diff: float
+    ci_low: float
+    ci_high: float
+    p: float
+    p_holm: float
+    significant: bool
+    p_display: str
+    p_holm_display: str
+    test: str
+    diff_sd: float
+
+    def oriented(self, first: str) -> PairTest:
+        """The same test read from `first`'s side (diff and interval negated when first is b)."""
+        if first == self.a:
+            return self
+        return PairTest(self.b, self.a, -self.diff, -self.ci_high, -self.ci_low, self.p, self.p_holm, self.significant,
+                        self.p_display, self.p_holm_display, self.test, self.diff_sd)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("diff", "ci_low", "ci_high", "p", "p_holm", "significant", "p_display",
+                                               "p_holm_display", "test")}
+
+
+@dataclass(frozen=True)
+class RowSignificance:
+    """One entry: ``value`` (seed mean of the metric on the test items), ``seeds``,
+    ``letters`` (compact letter display), ``rank_interval`` (best, worst) and
+    ``seed_variance_known`` (False for a single run)."""
+
+    name: str
+    value: float
+    seeds: int
+    letters: str
+    rank_interval: tuple[int, int]
+    seed_variance_known: bool
+
+
+@dataclass(frozen=True)
+class TaskSignificance:
+    """Everything the board, the site and the report show about a task's verdicts.
+
+    Fields: ``task``, ``metric``, ``higher_is_better``, ``items`` (test items), ``n_resamples``
+    (B), ``seed``, ``alpha``, ``rows`` (:class:`RowSignificance`, in the ranked order given),
+    ``pairs`` (:class:`PairTest`, every pair, a ranked above b), ``mdd`` (the minimum
+    detectable difference, None with one entry) and ``caption`` (one sentence stating the
+    test, the seeds, the number of pairs and the correction). :meth:`pair` reads a pair from
+    either side; :meth:`matrix` is the JSON form ``{a: {b: pair}}`` for every ordered pair."""
+
+    task: str
+    metric: str
+    higher_is_better: bool
+    items: int
+    n_resamples: int
+    seed: int
+    alpha: float
+    rows: tuple[RowSignificance, ...]
+    pairs: tuple[PairTest, ...]
+    mdd: float | None
+    caption: str
+    _index: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._index.update({(t.a, t.b): t for t in self.pairs})
+
+    def row(self, name: str) -> RowSignificance:
+        return next(r for r in self.rows if r.name == name)
+
+    def pair(self, a: str, b: str) -> PairTest:
+        t = self._index.get((a, b)) or self._index[(b, a)]
+        return t.oriented(a)
+
+    def matrix(self) -> dict[str, dict[str, dict[str, Any]]]:
+        names = [r.name for r in self.rows]
+        return {a: {b: self.pair(a, b).to_json() for b in names if b != a} for a in names}
+
+    def summary(self) -> dict[str, Any]:
+        """The task-level fields as JSON (what each ranked row carries under ``significance``)."""
+        return {"test": sorted({t.test for t in self.pairs}), "metric": self.metric, "items": self.items,
+                "n_resamples": self.n_resamples, "seed": self.seed, "alpha": self.alpha, "pairs": len(self.pairs),
+                "correction": "holm", "mdd": self.mdd, "caption": self.caption}
+
+
+# ------------------------------------------------------------------------------------------
+# computing it
+# ------------------------------------------------------------------------------------------
+
+
+def _caption(metric: str, items: int, seeds: list[int], single: list[str], n_pairs: int, b: int, mcnemar: bool,
+             mdd: float | None) -> str:
+    lo, hi = min(seeds), max(seeds)
+    seed_text = f"{lo} seed{'s' if lo > 1 else ''} per entry" if lo == hi else f"{lo}-{hi} seeds per entry"
+    unknown = (f" (seed variance unknown for the single run{'s' if len(single) > 1 else ''} {', '.join(single)})"
+               if single and hi > 1 else " (single runs: seed variance unknown)" if single else "")
+    return (f"Two-level paired bootstrap of {metric} over the {items:,} test items and each entry's seeds "
+            f"({seed_text}{unknown}; B = {b:,} resamples){', exact McNemar for pairs of single runs' if mcnemar else ''}; "
+            f"all {n_pairs} pair{'s' if n_pairs != 1 else ''} tested, p-values Holm-adjusted: rows sharing a letter "
+            f"are not distinguishable at family-wise alpha {ALPHA:g}, rank intervals are 95% bootstrap intervals"
+            + (f", and a difference below {mdd:.4f} is not detected with 80% power." if mdd is not None else "."))
+
+
+def significance_from_arrays(task: str, names: list[str], y: Any, preds: list[Any], metric: str, target_type: str,
+                             num_classes: int | None, higher_is_better: bool, n_resamples: int = DEFAULT_RESAMPLES,
+                             seed: Any = 0, alpha: float = ALPHA) -> TaskSignificance:
+    """The verdicts for entries `names` (best first) with ``preds[e]`` the ``[seeds, n]``
+    predictions of entry e on the shared items with targets `y`; `seed` seeds the resamples."""
+    from mmbench.evaluation.resampling import resampled_metric, two_level_values
+
+    y = np.asarray(y)
+    preds = [np.atleast_2d(np.asarray(p)) for p in preds]
+    n_pairs = len(names) * (len(names) - 1) // 2
+    b = max(int(n_resamples), math.ceil(2 * n_pairs / alpha)) if n_pairs / (n_resamples + 1) >= alpha else int(n_resamples)
+    values = two_level_values(y, preds, metric, target_type, num_classes, b, seed)
+    ones = np.ones((1, len(y)), np.float32)
+    point = [float(resampled_metric(metric, target_type, num_classes, y, p, ones).mean()) for p in preds]
     sign = 1.0 if higher_is_better else -1.0
-    diff = sign * (a["value"] - b["value"])
-    d = sign * (a["bootstrap"] - b["bootstrap"])
-    lo, hi = (float(v) for v in np.percentile(d, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)]))
-    n = len(d)
-    p_boot = min(1.0, 2.0 * min((np.sum(d <= 0) + 1) / (n + 1), (np.sum(d >= 0) + 1) / (n + 1)))
-    out = {"diff": float(diff), "ci_low": lo, "ci_high": hi, "diff_std": float(np.std(d, ddof=1)) if n > 1 else 0.0}
-    if a["metric"] == "accuracy" and a["seeds"] == 1 and b["seeds"] == 1 and a.get("correct") is not None:
-        m = mcnemar_exact(a["correct"], b["correct"])
-        out |= {"test": "mcnemar-exact", "p": m["p"], "only_a": m["b"], "only_b": m["c"],
-                "distinguishable": bool(m["p"] < ALPHA)}
-    else:
-        out |= {"test": "paired-bootstrap", "p": float(p_boot), "distinguishable": bool(lo > 0 or hi < 0)}
-    return out
-
-
-# ------------------------------------------------------------------------------------------
-# entries of a task
-# ------------------------------------------------------------------------------------------
-
-
-def entry_samples(name: str, results: list[Any], order: list[str], metric: str, n_resamples: int, seed: int) -> dict[str, Any]:
-    """An entry's seeds aligned to the task's test-id ``order``, with its bootstrap values."""
-    aligned = []
-    for r in results:
-        it = r.extra["test_items"]
-        pos = {i: k for k, i in enumerate(it["ids"])}
-        take = np.array([pos[i] for i in order])
-        aligned.append({**it, "ids": order, "targets": np.asarray(it["targets"])[take],
-                        "predictions": np.asarray(it["predictions"])[take]})
-    y = aligned[0]["targets"]
-    tt, nc = aligned[0]["target_type"], aligned[0]["num_classes"]
-    values = [metric_value(tt, nc, metric, y, a["predictions"]) for a in aligned]
-    single_correct = aligned[0]["predictions"] == y if len(aligned) == 1 and tt in ("multiclass", "binary") else None
-    boot = bootstrap_values(aligned, metric, n_resamples, seed)
-    return {"name": name, "metric": metric, "seeds": len(aligned), "value": float(np.mean(values)),
-            "seed_std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
-            "bootstrap": boot, "test_std": float(np.std(boot, ddof=1)), "correct": single_correct}
+    raw = []
+    linear_acc = metric == "accuracy" and target_type in ("multiclass", "binary")
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            d = sign * (point[i] - point[j])
+            dist = sign * (values[i] - values[j])
+            dev = np.abs(dist - d)
+            q = float(np.quantile(dev, 1 - alpha))
+            p = (1.0 + np.count_nonzero(dev >= abs(d) - 1e-12)) / (b + 1) if d != 0 else 1.0
+            test = "two-level-bootstrap" if len(preds[i]) > 1 or len(preds[j]) > 1 else "item-bootstrap"
+            if linear_acc and len(preds[i]) == 1 and len(preds[j]) == 1:
+                p, test = mcnemar_exact(preds[i][0] == y, preds[j][0] == y)["p"], "mcnemar-exact"
+            raw.append((i, j, d, d - q, d + q, min(1.0, p), test, float(np.std(dist, ddof=1)) if b > 1 else 0.0))
+    adjusted = holm([r[5] for r in raw])
+    pairs = []
+    for (i, j, d, lo, hi, p, test, sd), ph in zip(raw, adjusted):
+        boot = test != "mcnemar-exact"
+        # a raw p at the floor is an upper bound, and so is its adjusted value
+        ph_text = f"p < {ph:.2g}" if boot and p <= p_floor(b) * (1 + 1e-9) else format_p(ph)
+        pairs.append(PairTest(names[i], names[j], float(d), float(lo), float(hi), float(p), float(ph), bool(ph < alpha),
+                              format_p(p, b if boot else None), ph_text, test, sd))
+    letters = compact_letters(list(names), {frozenset((t.a, t.b)) for t in pairs if t.significant})
+    intervals = rank_intervals(values, higher_is_better)
+    rows = tuple(RowSignificance(n, point[e], len(preds[e]), letters[n], intervals[e], len(preds[e]) > 1)
+                 for e, n in enumerate(names))
+    mdd = minimum_detectable_difference([t.diff_sd for t in pairs], len(pairs), alpha)
+    single = [n for n, p in zip(names, preds) if len(p) == 1]
+    caption = _caption(metric, len(y), [len(p) for p in preds], single, len(pairs), b,
+                       any(t.test == "mcnemar-exact" for t in pairs), mdd)
+    return TaskSignificance(task, metric, bool(higher_is_better), len(y), b, int(seed if np.isscalar(seed) else seed[0]),
+                            alpha, rows, tuple(pairs), mdd, caption)
 
 
 def comparable_items(task: str, groups: dict[str, list[Any]]) -> list[str] | None:
@@ -173,81 +369,62 @@ def comparable_items(task: str, groups: dict[str, list[Any]]) -> list[str] | Non
     return sorted(ref) if ref else None
 
 
-def _task_seed(task: str, seed: int) -> list[int]:
+def task_seed(task: str, seed: int) -> list[int]:
+    """The resampling seed of a task: the board's seed and a hash of the task's name."""
     return [seed, int.from_bytes(hashlib.blake2b(task.encode(), digest_size=4).digest(), "little")]
 
 
-def resolvable_difference(samples: list[dict[str, Any]], pair_stds: list[float]) -> float | None:
-    """The smallest difference of two entries' means (seeds averaged) that the task's test set
-    resolves at 95%: ``1.96 * sqrt(s_pair^2 + 2 s_seed^2 / k)``, with ``s_pair`` the median
-    bootstrap standard deviation of a paired difference (test-set sampling; an unpaired
-    ``sqrt(2)`` times an entry's own when there is one entry), ``s_seed`` the median seed
-    standard deviation of the entries and ``k`` their median number of seeds."""
-    if not samples:
-        return None
-    s_pair = float(np.median(pair_stds)) if pair_stds else math.sqrt(2.0) * float(np.median([s["test_std"] for s in samples]))
-    seed_stds = [s["seed_std"] for s in samples if s["seed_std"] is not None]
-    k = float(np.median([s["seeds"] for s in samples]))
-    s_seed = float(np.median(seed_stds)) if seed_stds else 0.0
-    return Z_975 * math.sqrt(s_pair**2 + 2.0 * s_seed**2 / max(k, 1.0))
-
-
 def task_significance(task: str, ordered_names: list[str], groups: dict[str, list[Any]], metric: str,
-                      higher_is_better: bool, n_resamples: int = 1000, seed: int = 0, matrix: bool = False) -> dict[str, Any] | None:
-    """Significance of a task's ranking (``ordered_names`` best first): each rank against the
-    next, groups, the resolvable difference and, with ``matrix``, every pair."""
+                      higher_is_better: bool, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> TaskSignificance | None:
+    """The verdicts for a task's entries (``groups``: name -> its results, one per seed;
+    ``ordered_names`` best first) from their stored test items; None when the entries do not
+    all store test items on the same ids and targets."""
     order = comparable_items(task, {n: groups[n] for n in ordered_names})
     if order is None:
         return None
-    samples = {n: entry_samples(n, groups[n], order, metric, n_resamples, _task_seed(task, seed)) for n in ordered_names}
-    vs_next = {a: paired_test(samples[a], samples[b], higher_is_better) for a, b in zip(ordered_names, ordered_names[1:])}
-    pairs: dict[str, dict[str, Any]] = {}
-    if matrix:
-        for i, a in enumerate(ordered_names):
-            for b in ordered_names[i + 1 :]:
-                pairs[f"{a}|{b}"] = paired_test(samples[a], samples[b], higher_is_better)
-    pair_stds = [t["diff_std"] for t in (pairs or vs_next).values()]
-    group, groups_of = 1, {}
-    for i, name in enumerate(ordered_names):
-        groups_of[name] = group
-        if name in vs_next and vs_next[name]["distinguishable"]:
-            group += 1
-    return {"items": len(order), "n_resamples": n_resamples, "seed": seed, "vs_next": vs_next, "group": groups_of,
-            "test_std": {n: s["test_std"] for n, s in samples.items()},
-            "resolvable_difference": resolvable_difference(list(samples.values()), pair_stds), "pairs": pairs}
+    first = groups[ordered_names[0]][0].extra["test_items"]
+    y, preds = None, []
+    for name in ordered_names:
+        seeds = []
+        for r in sorted(groups[name], key=lambda r: (r.seed is None, r.seed or 0)):
+            it = r.extra["test_items"]
+            pos = {i: k for k, i in enumerate(it["ids"])}
+            take = np.array([pos[i] for i in order])
+            seeds.append(np.asarray(it["predictions"])[take])
+            if y is None:
+                y = np.asarray(it["targets"])[take]
+        preds.append(np.stack(seeds))
+    sig = significance_from_arrays(task, ordered_names, y, preds, metric, first["target_type"], first["num_classes"],
+                                   higher_is_better, n_resamples, task_seed(task, seed))
+    return sig
 
 
-def annotate_ranking(rows: list[dict[str, Any]], entries: list[Any], n_resamples: int = 1000, seed: int = 0,
-                     matrix: bool = False) -> list[dict[str, Any]]:
-    """Add the significance fields to the ranked rows of :func:`mmbench.board.entries.rank` (in
-    place, and returned): per row ``group`` (consecutive ranks not distinguishable share one),
-    ``tied`` (its group has other rows), ``distinct_from_next`` (None for the last) and
-    ``vs_next`` (the test against the next rank), and ``resolvable_difference`` for its task.
-    A task whose entries do not all store test items on the same ids gets None for each."""
+def annotate_ranking(rows: list[dict[str, Any]], entries: list[Any], n_resamples: int = DEFAULT_RESAMPLES,
+                     seed: int = 0) -> dict[str, TaskSignificance | None]:
+    """Add the verdicts to the ranked rows of :func:`mmbench.board.entries.rank` (in place):
+    per row ``letters``, ``rank_interval`` ([best, worst]), ``seed_variance_known``,
+    ``pairwise`` ({other entry: diff, ci_low, ci_high, p, p_holm, significant, p_display,
+    p_holm_display, test}, diff = this row - other in the direction of better) and
+    ``significance`` (:meth:`TaskSignificance.summary`: test, items, B, pairs, correction,
+    mdd, caption); all None for a task whose entries do not all store test items on the same
+    ids. Returns {task: TaskSignificance or None}."""
     by_task: dict[str, dict[str, list[Any]]] = {}
     for e in entries:
         by_task.setdefault(e.task, {}).setdefault(e.name, []).append(e)
+    out: dict[str, TaskSignificance | None] = {}
     for task, groups in by_task.items():
         task_rows = [r for r in rows if r["task"] == task]
         if not task_rows:
             continue
-        names = [r["name"] for r in task_rows]
-        sig = task_significance(task, names, groups, task_rows[0]["primary_metric"], task_rows[0]["higher_is_better"],
-                                n_resamples, seed, matrix)
-        sizes: dict[int, int] = {}
-        if sig:
-            for g in sig["group"].values():
-                sizes[g] = sizes.get(g, 0) + 1
+        sig = task_significance(task, [r["name"] for r in task_rows], groups, task_rows[0]["primary_metric"],
+                                task_rows[0]["higher_is_better"], n_resamples, seed)
+        out[task] = sig
+        matrix = sig.matrix() if sig else {}
         for r in task_rows:
             if sig is None:
-                r.update(group=None, tied=None, distinct_from_next=None, vs_next=None, resolvable_difference=None)
+                r.update(letters=None, rank_interval=None, seed_variance_known=None, pairwise=None, significance=None)
                 continue
-            nxt = sig["vs_next"].get(r["name"])
-            r.update(group=sig["group"][r["name"]], tied=sizes[sig["group"][r["name"]]] > 1,
-                     distinct_from_next=None if nxt is None else nxt["distinguishable"],
-                     vs_next=None if nxt is None else {"name": names[names.index(r["name"]) + 1], **nxt},
-                     resolvable_difference=sig["resolvable_difference"], test_std=sig["test_std"][r["name"]],
-                     significance_items=sig["items"])
-            if matrix:
-                r["pairwise"] = {k: v for k, v in sig["pairs"].items() if k.split("|")[0] == r["name"]}
-    return rows
+            row = sig.row(r["name"])
+            r.update(letters=row.letters, rank_interval=list(row.rank_interval),
+                     seed_variance_known=row.seed_variance_known, pairwise=matrix[r["name"]], significance=sig.summary())
+    return out
