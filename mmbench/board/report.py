@@ -240,6 +240,20 @@ def _published_near(sources: Sequence[str | Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def _board_root(sources: Sequence[str | Path], results: list[Result]) -> Path | None:
+    """The board folder the results' stored predictions live under (an entry file's
+    ``<board>/<task>/<name>.json`` gives ``<board>``), or None."""
+    stored = next((r.predictions_file for r in results if r.predictions_file), None)
+    if stored is None:
+        return None
+    for s in sources:
+        p = Path(s)
+        for d in (p, *p.parents[:3]):
+            if d.is_dir() and (d / stored).is_file():
+                return d
+    return None
+
+
 def _report_context(results: list[Result], title: str, sources: Sequence[str | Path], skipped: int,
                     checks: Sequence[Any] = (), published: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
     from mmbench.board.entries import rank
@@ -251,7 +265,7 @@ def _report_context(results: list[Result], title: str, sources: Sequence[str | P
     tasks = []
     for task, task_rows in by_task(rows).items():
         task_results = [e for e in results if e.task == task]
-        t = task_view(task, task_rows, task_results, [r for r in pub if r["task"] == task])
+        t = task_view(task, task_rows, task_results, [r for r in pub if r["task"] == task], _board_root(sources, task_results))
         best = task_rows[0]
         group = sorted((e for e in task_results if e.name == best["name"]), key=lambda e: (e.seed is None, e.seed or 0))
         t.update(best=best["name"], check_table=_check_table([c for c in checks if c.task == task]),

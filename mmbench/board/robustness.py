@@ -29,6 +29,7 @@ sample standard deviation (``_std``; 0 for a single run).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 REFERENCE_FUSION = "late"
@@ -124,3 +125,116 @@ def annotate_robustness(rows: list[dict[str, Any]], entries: list[Any]) -> list[
             refs[task] = reference_curve(late, metric) if late else None
         r.update(robustness_fields(groups[(task, r["name"])], metric, refs[task]))
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# verdicts on relative robustness: the primary metric's two-level test, on the same draws
+# --------------------------------------------------------------------------------------------
+
+
+def rate_weights(rates: Sequence[float]) -> dict[float, float]:
+    """Trapezoid weights over the rates (0 first) that make ``sum(w_r * f(r))`` the relative
+    robustness: each rate gets half of each neighbouring interval, over the range."""
+    xs = sorted(rates)
+    span = xs[-1] - xs[0]
+    w = {x: 0.0 for x in xs}
+    for a, b in zip(xs, xs[1:]):
+        w[a] += (b - a) / 2 / span
+        w[b] += (b - a) / 2 / span
+    return w
+
+
+def _stored_conditions(board_dir: Path, result: Any, conditions: set[str]) -> dict[str, dict[str, Any]] | None:
+    """{condition: {id: prediction}} from an entry's stored predictions file (None without one)."""
+    if not result.predictions_file:
+        return None
+    path = Path(board_dir) / result.predictions_file
+    if not path.is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    if "prediction" not in table.column_names:
+        return None
+    ids = table.column("id").to_pylist()
+    conds = table.column("condition").to_pylist()
+    preds = table.column("prediction").to_numpy(zero_copy_only=False)
+    out: dict[str, dict[str, Any]] = {c: {} for c in conditions}
+    for i, c, p in zip(ids, conds, preds):
+        if c in out:
+            out[c][i] = p
+    return out
+
+
+def robustness_verdicts(task: str, rows: list[dict[str, Any]], results: list[Any], board_dir: str | Path | None,
+                        n_resamples: int | None = None, seed: int = 0) -> Any:
+    """Letters, rank intervals and the pairwise matrix of a task's entries on relative
+    robustness, from the same two-level bootstrap as the primary metric
+    (:mod:`mmbench.evaluation.significance`): each resample draws the test items (shared by
+    every entry and every missing rate) and each entry's seeds; an entry's value on a resample
+    is the trapezoid-weighted sum over the rates of its metric on those items and seeds.
+    ``rows``: the task's rows; ``results``: its entries. None when an entry lacks stored
+    per-item predictions (``predictions_file`` under ``board_dir``) for a rate or the clean
+    test items."""
+    import numpy as np
+
+    from mmbench.evaluation.resampling import resampled_metric, two_level_values
+    from mmbench.evaluation.significance import (ALPHA, DEFAULT_RESAMPLES, comparable_items, task_seed,
+                                                 verdicts_from_values)
+
+    have = [r for r in rows if r.get("relative_robustness") is not None]
+    if board_dir is None or len(have) < 2:
+        return None
+    hib = bool(rows[0]["higher_is_better"])
+    metric = rows[0]["primary_metric"]
+    names = [r["name"] for r in sorted(have, key=lambda r: -r["relative_robustness"] if hib else r["relative_robustness"])]
+    groups: dict[str, list[Any]] = {}
+    for e in results:
+        groups.setdefault(e.name, []).append(e)
+    order = comparable_items(task, {n: groups[n] for n in names})
+    if order is None:
+        return None
+    rate_sets = [set(rate_curve(e.metrics, metric)) for n in names for e in groups[n]]
+    rates = sorted(set.intersection(*rate_sets))
+    if 0.0 not in rates or len(rates) < 2:
+        return None
+    conds = {f"rate:{x:g}": x for x in rates if x > 0}
+    by_rate: dict[float, list[np.ndarray]] = {x: [] for x in rates}
+    first = groups[names[0]][0].extra["test_items"]
+    y = None
+    for n in names:
+        seeds = {x: [] for x in rates}
+        for r in sorted(groups[n], key=lambda r: (r.seed is None, r.seed or 0)):
+            stored = _stored_conditions(Path(board_dir), r, set(conds))
+            it = r.extra["test_items"]
+            if stored is None or any(len(stored[c]) != len(order) for c in conds):
+                return None
+            pos = {i: k for k, i in enumerate(it["ids"])}
+            take = np.array([pos[i] for i in order])
+            seeds[0.0].append(np.asarray(it["predictions"])[take])
+            for c, x in conds.items():
+                seeds[x].append(np.asarray([stored[c][i] for i in order]))
+            if y is None:
+                y = np.asarray(it["targets"])[take]
+        for x in rates:
+            by_rate[x].append(np.stack(seeds[x]))
+    n_pairs = len(names) * (len(names) - 1) // 2
+    b = int(n_resamples or DEFAULT_RESAMPLES)
+    b = max(b, math.ceil(2 * n_pairs / ALPHA)) if n_pairs / (b + 1) >= ALPHA else b
+    w = rate_weights(rates)
+    tt, nc = first["target_type"], first["num_classes"]
+    rs = task_seed(task, seed)
+    values = sum(w[x] * two_level_values(y, by_rate[x], metric, tt, nc, b, rs) for x in rates)
+    ones = np.ones((1, len(y)), np.float32)
+    point = [sum(w[x] * float(resampled_metric(metric, tt, nc, y, by_rate[x][e], ones).mean()) for x in rates)
+             for e in range(len(names))]
+    return verdicts_from_values(task, names, values, point, [len(groups[n]) for n in names], len(y),
+                                f"relative robustness ({metric} over missing rates 0 to {rates[-1]:g})", hib, b, rs)
+
+
+def annotate_robustness_verdicts(rows: list[dict[str, Any]], sig: Any) -> None:
+    """``robustness_letters`` and ``robustness_rank_interval`` on each of a task's rows (in place)."""
+    for r in rows:
+        row = next((x for x in sig.rows if x.name == r["name"]), None) if sig else None
+        r["robustness_letters"] = row.letters if row else None
+        r["robustness_rank_interval"] = list(row.rank_interval) if row else None

@@ -65,7 +65,7 @@ def render_site(board_dir: str | Path, title: str = "mmbench leaderboard") -> di
         task_rows = sorted((r for r in rows if r["task"] == t), key=lambda r: r["rank"])
         task_pub = [r for r in published if r["task"] == t]
         primary = task_rows[0]["primary_metric"] if task_rows else (get_task(t).primary_metric if t in known else None)
-        view = task_view(t, task_rows, [e for e in entries if e.task == t], task_pub)
+        view = task_view(t, task_rows, [e for e in entries if e.task == t], task_pub, board_dir)
         ctx = page_context(f"{title}: {t}") | {"tasks": [], "t": view, "description": description[t],
                                                "nav": [n | {"current": n["name"] == t} for n in nav]}
         pages[f"{slug(t)}.html"] = env.get_template("site_task.j2").render(**ctx)

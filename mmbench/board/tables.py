@@ -321,3 +321,23 @@ def published_table(pub: list[dict[str, Any]], measured: list[dict[str, Any]], p
         cells.append(cell(r["source"] + (f" ({r['note']})" if r.get("note") else "")))
         body.append(cells)
     return Table(cols, body, css="published", first_is_best=False)
+
+
+def pairwise_table(rows: list[dict[str, Any]]) -> Table | None:
+    """The pairwise matrix of one task (rows and columns in rank order): the cell of row A,
+    column B is A - B in the direction of better, its Holm-adjusted p-value, and * where the
+    pair differs (p_holm < 0.05, the board's one rule; see mmbench.evaluation.significance)."""
+    if not rows or rows[0].get("letters") is None:
+        return None
+    names = [r["name"] for r in rows]
+    columns = [Column("name", "entry (letters)", "asc", numeric=False)]
+    columns += [Column(f"vs-{n}", f"vs {n}", "desc", f"difference from {n}, Holm-adjusted p; * differs") for n in names]
+    body = []
+    for r in rows:
+        cells = [cell(f"{r['name']} ({r['letters']})")]
+        for n in names:
+            t = (r.get("pairwise") or {}).get(n)
+            cells.append(cell("-") if t is None else
+                         cell(f"{t['diff']:+.4f} ({t['p_holm_display']}){' *' if t['significant'] else ''}", t["diff"]))
+        body.append(cells)
+    return Table(columns, body, first_is_best=False)

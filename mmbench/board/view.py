@@ -10,6 +10,7 @@ from typing import Any
 from mmbench.board import figures as F
 from mmbench.board import tables as T
 from mmbench.board.efficiency import devices_note
+from mmbench.board.robustness import annotate_robustness_verdicts, robustness_verdicts
 from mmbench.board.summary import chance_level, decision_summary
 
 
@@ -37,14 +38,16 @@ ROBUSTNESS_NOTE = ("Relative robustness: the mean {primary} over the missing rat
                    "\"largest drop\" is secondary: weak entries have little to drop.")
 
 
-def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], published: list[dict[str, Any]] = ()) -> dict[str, Any]:
+def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], published: list[dict[str, Any]] = (),
+              board_dir: Any = None) -> dict[str, Any]:
     """The shared content of one task (``rows``: its `rank` rows in rank order; ``results``: its
-    entries' Result records; ``published``: its published rows)."""
+    entries' Result records; ``published``: its published rows; ``board_dir``: where the
+    entries' stored predictions are, for the verdicts on relative robustness)."""
     published = list(published)
     view: dict[str, Any] = {"name": task, "slug": T.slug(task), "summary": [], "entries": None, "sig_note": "",
                             "figures_main": [], "heatmap": [], "robust_table": None, "robust_figures": [],
                             "robust_note": "", "eff_table": None, "eff_note": "", "eff_figures": [], "cond_table": None,
-                            "published": None, "sources": [], "chance": None}
+                            "published": None, "sources": [], "chance": None, "robust_sig_note": "", "pairwise": None}
     if published:
         primary = rows[0]["primary_metric"] if rows else None
         view["published"] = T.published_table(published, rows, primary)
@@ -56,10 +59,13 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
     for e in results:
         groups.setdefault(e.name, []).append(e)
     chance = chance_level(results, primary, hib)
+    rsig = robustness_verdicts(task, rows, results, board_dir)
+    annotate_robustness_verdicts(rows, rsig)
+    view["robust_sig_note"] = rsig.caption if rsig else ""
     from mmbench.board.entries import significance_note
 
     view.update(primary=primary, hib=hib, chance=chance, summary=decision_summary(rows, chance),
-                entries=T.entries_table(rows), sig_note=significance_note(rows),
+                entries=T.entries_table(rows), sig_note=significance_note(rows), pairwise=T.pairwise_table(rows),
                 robust_table=T.robustness_table(rows), eff_table=T.efficiency_table(rows),
                 eff_note=devices_note(rows), cond_table=T.conditions_table(rows),
                 robust_note=ROBUSTNESS_NOTE.format(primary=primary, rates=T.rate_range(rows)))
