@@ -15,7 +15,7 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from mmbench.board.tables import is_unimodal, label, num, rate_of, rate_range, slug
+from mmbench.board.tables import fmt_count, is_unimodal, label, num, rate_of, rate_range, slug
 
 # matplotlib's tab20, reordered so that neighbours in rank order differ in hue and lightness
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -205,6 +205,11 @@ def efficiency_figure(task: str, rows: list[dict[str, Any]]) -> Figure | None:
         xs = [x for _, x in pts]
         if min(xs) > 0 and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
+        elif key == "params":  # 100k, 1.5M: tick labels that do not run into each other
+            from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(5))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_count(v)))
         ax.set_xlabel("parameters used" if key == "params" else "latency (ms per batch, median over seeds)")
         ax.set_ylabel(primary)
         ax.set_title(f"{primary} vs {'parameters' if key == 'params' else 'latency'}")

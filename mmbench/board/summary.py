@@ -92,15 +92,17 @@ def robustness_sentence(rows: list[dict[str, Any]]) -> str | None:
     if any(r.get("robustness_letters") is not None for r in have):
         win = _top_letter_rows(have, "robustness_letters", key, hib)
         how = "share the top letter (same two-level test)"
+        alone = "is the most robust, significantly ahead of every other entry (same two-level test)"
     else:
         best = max(have, key=lambda r: r[key]) if hib else min(have, key=lambda r: r[key])
         spread = num(best.get(f"{key}_std")) or 0.0
         win = [r for r in have if abs(r[key] - best[key]) <= spread]
         win.sort(key=lambda r: -r[key] if hib else r[key])
         how = "are within one seed standard deviation of the best (no per-item test)"
+        alone = "is the most robust, more than one seed standard deviation ahead of the next (no per-item test)"
     clean = rows[0]
     if len(win) == 1:
-        text = f"Under missing modalities, by {what}: {_names(win, key)} is the most robust."
+        text = f"Under missing modalities, by {what}: {_names(win, key)} {alone}."
     else:
         text = f"Under missing modalities, by {what}: {_names(win, key)} {how}."
     if clean["name"] not in {r["name"] for r in win} and num(clean.get(key)) is not None:
