@@ -9,6 +9,8 @@ One module per case; each has ``run(settings) -> list[Row]``:
 4. ``feature_cache``   AV-MNIST spectrograms and MOSI MiniLM features, cold vs warm cache
 5. ``decoding``        batched ``torchvision.io.decode_jpeg`` vs PIL one image at a time (COCO)
 6. ``cli_latency``     ``mmbench --help`` and ``mmbench evaluate mosi --predictions FILE``
+7. ``significance``    the board's verdicts for 11 entries x 5 seeds x 10,000 items, 2,000 two-level
+                       resamples, all 55 pairs, vs a loop per resample (identical values)
 
 A row's ``ratio`` is always reference time / mmbench time (above 1 = mmbench is faster);
 ``exact`` is the result of the case's exactness check (None where it has none) and ``met``
@@ -28,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-CASES = ("training", "retrieval", "classification", "feature_cache", "decoding", "cli_latency")
+CASES = ("training", "retrieval", "classification", "feature_cache", "decoding", "cli_latency", "significance")
 REPO = Path(__file__).resolve().parent.parent
 
 

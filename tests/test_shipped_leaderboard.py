@@ -126,6 +126,36 @@ def test_verify_fails_on_a_tampered_predictions_file_naming_the_entry(tmp_path, 
     assert rc == 1 and re.search(rf"DIFFERS {re.escape(label)}: \S+ accuracy: entry", out), out
 
 
+def test_verify_fails_on_edited_per_item_records(tmp_path, monkeypatch, capsys):
+    """The per-item records the significance tests read are recomputed from the stored
+    predictions: an entry whose `extra.test_items` were edited (metrics untouched) fails."""
+    board = _board_copy(tmp_path, with_real_data=False)
+    path = _first_entry(board)
+    entry = json.loads(path.read_text())
+    items = entry["extra"]["test_items"]
+    k = next(i for i, (t, p) in enumerate(zip(items["targets"], items["predictions"])) if t == p)
+    items["predictions"][k] = 1 - items["predictions"][k]  # a right item made wrong, as a flattering edit would
+    path.write_text(json.dumps(entry, indent=2))
+    rc, out, err = run_main(["leaderboard", "verify", "--dir", board], monkeypatch, capsys)
+    label = f"{entry['task']}/{entry['name']} seed {entry['seed']}"
+    assert rc == 1 and f"DIFFERS {label}: extra.test_items: predictions differ on 1 of {len(items['ids'])} items" in out
+    assert f"id {items['ids'][k]!r}" in out and label in err
+
+
+def test_verify_without_the_data_says_once_which_data_root_it_needs(tmp_path, monkeypatch, capsys):
+    board = _board_copy(tmp_path, with_real_data=True)
+    real = [d.name for d in board.iterdir() if d.is_dir() and d.name in REAL_DATA_TASKS]
+    if not real:
+        pytest.skip("the shipped board has no real-data task")
+    monkeypatch.setenv("MMBENCH_DATA", str(tmp_path / "no-data"))
+    rc, out, err = run_main(["leaderboard", "verify", "--dir", board], monkeypatch, capsys)
+    assert rc == 1
+    assert not [ln for ln in out.splitlines() if ln.startswith("ERROR")], out  # not one error per entry
+    assert len(err.strip().splitlines()) == 1 and "MMBENCH_DATA" in err and "--data-dir" in err
+    assert all(t in err for t in real) and str(tmp_path / "no-data") in err
+    assert [ln for ln in out.splitlines() if ln.startswith("OK ")]  # the generated tasks are still verified
+
+
 def test_committed_pages_match_the_entries():
     """leaderboard/index.html and the task pages are what `mmbench leaderboard site` renders
     from the entries (regenerate with `mmbench leaderboard site` after changing entries)."""
@@ -147,6 +177,34 @@ def test_site_check_flags_a_changed_entry(tmp_path, monkeypatch, capsys):
     rc, out, err = run_main(["leaderboard", "site", "--dir", board], monkeypatch, capsys)
     assert rc == 0
     rc, out, err = run_main(["leaderboard", "site", "--check", "--dir", board], monkeypatch, capsys)
+    assert rc == 0, err
+
+
+def test_docs_tables_are_the_boards():
+    """docs/baselines.md's measured tables are generated from the shipped entries (issue 24):
+    regenerate with `mmbench leaderboard docs docs/baselines.md` after changing entries."""
+    from mmbench.board.doctables import doc_table_differences
+
+    text = (REPO / "docs" / "baselines.md").read_text(encoding="utf-8")
+    assert "<!-- board-table mosi |" in text and "<!-- board-table avmnist |" in text and "<!-- board-summary -->" in text
+    assert doc_table_differences(REPO / "docs" / "baselines.md", BOARD) == []
+
+
+def test_docs_check_flags_a_changed_entry(tmp_path, monkeypatch, capsys):
+    board = _board_copy(tmp_path, with_real_data=True)
+    doc = tmp_path / "baselines.md"
+    shutil.copy(REPO / "docs" / "baselines.md", doc)
+    rc, out, err = run_main(["leaderboard", "docs", doc, "--check", "--dir", board], monkeypatch, capsys)
+    assert rc == 0, err
+    path = sorted((board / "mosi").glob("concat__seed0.json"))[0]
+    entry = json.loads(path.read_text())
+    entry["metrics"]["clean"]["mae"] += 0.05  # a column of the MOSI table
+    path.write_text(json.dumps(entry))
+    rc, out, err = run_main(["leaderboard", "docs", doc, "--check", "--dir", board], monkeypatch, capsys)
+    assert rc == 1 and "docs tables out of date" in err and "board-table mosi" in err
+    rc, out, err = run_main(["leaderboard", "docs", doc, "--dir", board], monkeypatch, capsys)
+    assert rc == 0 and f"wrote {doc}" in out
+    rc, out, err = run_main(["leaderboard", "docs", doc, "--check", "--dir", board], monkeypatch, capsys)
     assert rc == 0, err
 
 

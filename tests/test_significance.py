@@ -24,6 +24,7 @@ from mmbench.evaluation.significance import (
     format_p,
     holm,
     item_record,
+    item_record_differences,
     mcnemar_exact,
     minimum_detectable_difference,
     rank_intervals,
@@ -85,6 +86,60 @@ def test_resampled_metrics_equal_compute_metrics(target_type, metrics):
             for b in range(6):
                 ref = compute_metrics(target_type, y[idx[b]], preds[s][idx[b]], c if target_type != "regression" else None)
                 assert got[s, b] == pytest.approx(ref[metric], abs=1e-9), (metric, s, b)
+
+
+def test_resampled_auroc_and_score_labels_equal_compute_metrics():
+    rng = np.random.default_rng(8)
+    n = 200
+    y = rng.integers(0, 2, n)
+    scores = np.stack([np.clip(0.5 * y + rng.normal(0.25, 0.3, n), 0, 1) for _ in range(2)])
+    scores[0, :40] = np.round(scores[0, :40], 1)  # ties between positives and negatives
+    idx = rng.integers(0, n, size=(5, n))
+    w = np.stack([np.bincount(row, minlength=n) for row in idx]).astype(np.float32)
+    auc = resampled_metric("auroc", "binary", 2, y, scores, w, scores=True)
+    acc = resampled_metric("accuracy", "binary", 2, y, scores, w, scores=True)
+    for s in range(2):
+        for b in range(5):
+            t, p = y[idx[b]], scores[s][idx[b]]
+            ref = compute_metrics("binary", t, (p > 0.5).astype(int), 2, scores=p)
+            assert auc[s, b] == pytest.approx(ref["auroc"], abs=1e-12) and acc[s, b] == pytest.approx(ref["accuracy"])
+    # a score task keeps the scores in its per-item record, and the board's test reads them
+    rec = item_record(["a", "b"], [0, 1], [0.25, 0.75], "binary", 2, scores=True)
+    assert rec["predictions"] == [0.25, 0.75] and rec["scores"] is True
+    sig = significance_from_arrays("memes", ["x", "y"], y, [scores[:1], scores[1:]], "auroc", "binary", 2, True, 300,
+                                   seed=0, scores=True)
+    full = np.ones((1, n), np.float32)
+    assert sig.rows[0].value == pytest.approx(float(resampled_metric("auroc", "binary", 2, y, scores[:1], full, True)[0, 0]))
+
+
+def test_resampled_multilabel_metrics_equal_compute_metrics():
+    rng = np.random.default_rng(9)
+    n, c = 120, 5
+    y = (rng.random((n, c)) < 0.3).astype(int)
+    probs = np.clip(0.6 * y[None] + rng.random((2, n, c)) * 0.6, 0, 1)
+    idx = rng.integers(0, n, size=(4, n))
+    w = np.stack([np.bincount(row, minlength=n) for row in idx]).astype(np.float32)
+    for metric in ("accuracy", "hamming_loss", "f1_micro", "f1_macro", "f1_weighted", "f1_samples", "precision_macro",
+                   "recall_macro"):
+        got = resampled_metric(metric, "multilabel", c, y, probs, w)
+        for s in range(2):
+            for b in range(4):
+                ref = compute_metrics("multilabel", y[idx[b]], probs[s][idx[b]], c)[metric]
+                assert got[s, b] == pytest.approx(ref, abs=1e-12), (metric, s, b)
+    rec = item_record(["a"], [[1, 0]], [[0.7, 0.2]], "multilabel", 2)
+    assert rec["predictions"] == [[1, 0]]  # the label set, not truncated probabilities
+
+
+def test_item_record_differences_name_the_first_differing_item():
+    a = item_record(["x", "y", "z"], [0, 1, 2], [0, 1, 1], "multiclass", 3)
+    same_other_order = item_record(["z", "x", "y"], [2, 0, 1], [1, 0, 1], "multiclass", 3)
+    assert item_record_differences(a, same_other_order) is None and item_record_differences(None, a) is None
+    edited = {**a, "predictions": [0, 2, 1]}
+    assert item_record_differences(edited, a) == "predictions differ on 1 of 3 items (first: id 'y', stored 2.0, recomputed 1.0)"
+    assert "other ids" in item_record_differences(a, item_record(["x", "y", "w"], [0, 1, 2], [0, 1, 1], "multiclass", 3))
+    ml = item_record(["x", "y"], [[1, 0], [0, 1]], [[0.9, 0.1], [0.2, 0.8]], "multilabel", 2)
+    ml_edit = {**ml, "predictions": [[1, 0], [1, 1]]}
+    assert item_record_differences(ml_edit, ml) == "predictions differ on 1 of 2 items (first: id 'y', stored [1.0, 1.0], recomputed [0.0, 1.0])"
 
 
 def test_item_weights_are_seeded_counts():
@@ -181,19 +236,21 @@ def test_regression_metric_pairs_and_lower_is_better():
 # ------------------------------------------------------------------------------------------
 
 
-def test_compact_letters_match_the_matrix_on_random_matrices():
+def test_compact_letters_match_the_adjusted_matrix_on_random_matrices():
+    """Random p-value matrices, Holm-adjusted: every pair that differs shares no letter, every
+    other pair shares one (8 entries at most: at most 18 letter groups, Moon-Moser)."""
     rng = np.random.default_rng(7)
     for trial in range(300):
-        k = int(rng.integers(1, 10))
+        k = int(rng.integers(1, 9))
         names = [f"e{i}" for i in range(k)]
-        differ = {frozenset((a, b)) for i, a in enumerate(names) for b in names[i + 1:] if rng.random() < rng.random()}
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+        raw = rng.random(len(pairs)) ** rng.uniform(1, 8)  # from none to most pairs significant
+        adjusted = holm(raw)
+        differ = {frozenset(p) for p, ph in zip(pairs, adjusted) if ph < 0.05}
         letters = compact_letters(names, differ)
         assert letters[names[0]].startswith("a") and all(letters[n] for n in names)
-        for i, a in enumerate(names):
-            for b in names[i + 1:]:
-                share = bool(set(letters[a]) & set(letters[b])) if max(len(letters[a]), len(letters[b])) < 27 else None
-                if share is not None:
-                    assert share == (frozenset((a, b)) not in differ), (trial, letters, a, b)
+        for (a, b), ph in zip(pairs, adjusted):
+            assert bool(set(letters[a]) & set(letters[b])) == (ph >= 0.05), (trial, letters, a, b)
 
 
 def test_compact_letters_hand_worked():

@@ -195,10 +195,13 @@ def _differences(stored: dict[str, dict[str, float]], recomputed: dict[str, dict
 
 
 def verify_entry(board_dir: Path, entry: Any, data_dir: Any = None, labels_cache: dict | None = None) -> tuple[str, str]:
-    """(status, message) for one entry: OK, DIFFERS, ERROR or SKIP. `labels_cache` keeps each
-    task's test labels between entries."""
+    """(status, message) for one entry: OK, DIFFERS, ERROR or SKIP. The metrics of every
+    condition and the per-item records the board's significance reads (``extra.test_items``)
+    are recomputed from the stored predictions. `labels_cache` keeps each task's test labels
+    between entries."""
     from mmbench.core.errors import MMBenchError
     from mmbench.evaluation.scoring import evaluate_predictions
+    from mmbench.evaluation.significance import item_record_differences
     from mmbench.core.io import safe_join, sha256_file
     from mmbench.data.tasks import get_task
 
@@ -215,24 +218,59 @@ def verify_entry(board_dir: Path, entry: Any, data_dir: Any = None, labels_cache
         spec = get_task(entry.task)
         labels = None
         if spec.target.type != "retrieval":
-            from mmbench.evaluation.submissions.tables import load_test_labels
-
-            cache = labels_cache if labels_cache is not None else {}
-            labels = cache[entry.task] = cache.get(entry.task) or load_test_labels(spec, data_dir)
+            labels = task_labels(spec, data_dir, labels_cache)
         recomputed = evaluate_predictions(spec, path, entry.name, data_dir=data_dir, conditions=list(entry.metrics)
                                           if spec.target.type != "retrieval" else None, n_resamples=0, labels=labels)
     except MMBenchError as exc:
         return "ERROR", " ".join(str(exc).split())
     diffs = _differences(entry.metrics, recomputed.metrics)
+    items = item_record_differences(entry.extra.get("test_items"), recomputed.extra.get("test_items"))
+    if items:
+        diffs.append(f"extra.test_items: {items}")
     if diffs:
         return "DIFFERS", "; ".join(diffs[:3]) + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "")
-    return "OK", f"{len(entry.metrics)} condition(s) match"
+    return "OK", f"{len(entry.metrics)} condition(s) and the per-item records match"
 
 
-def verify_command(board_dir) -> None:
-    """Recompute every entry with stored predictions; one line per entry; exit 1 if any differ."""
+def task_labels(spec: Any, data_dir: Any = None, cache: dict | None = None) -> Any:
+    """A task's test labels, loaded once per task (`cache`: task name -> labels, or the
+    MMBenchError that loading raised, raised again for every later entry)."""
+    from mmbench.core.errors import MMBenchError
+    from mmbench.evaluation.submissions.tables import load_test_labels
+
+    cache = cache if cache is not None else {}
+    if spec.name not in cache:
+        try:
+            cache[spec.name] = load_test_labels(spec, data_dir)
+        except MMBenchError as exc:
+            cache[spec.name] = exc
+    if isinstance(cache[spec.name], MMBenchError):
+        raise cache[spec.name]
+    return cache[spec.name]
+
+
+def _data_needed(board: Path, entries: list[Any], data_dir: Any, cache: dict) -> dict[str, str]:
+    """{task: why} for the tasks whose test labels cannot be loaded from the data root."""
+    from mmbench.core.errors import MMBenchError
+    from mmbench.data.tasks import get_task
+
+    out = {}
+    for task in dict.fromkeys(e.task for e in entries if e.predictions_file):
+        try:
+            spec = get_task(task)
+            if spec.target.type != "retrieval":
+                task_labels(spec, data_dir, cache)
+        except MMBenchError as exc:
+            out[task] = " ".join(str(exc).split())
+    return out
+
+
+def verify_command(board_dir, data_dir: Any = None) -> None:
+    """Recompute every entry with stored predictions; one line per entry; exit 1 if any differ.
+    A task whose labels need data that is not there gets one line for all its entries."""
     from mmbench.core.errors import DataError, MMBenchError
     from mmbench.board.entries import read_entry
+    from mmbench.data.datasets.base import data_root
 
     board = Path(board_dir)
     if not board.is_dir():
@@ -243,19 +281,28 @@ def verify_command(board_dir) -> None:
     counts = {"OK": 0, "DIFFERS": 0, "ERROR": 0, "SKIP": 0}
     labels_cache: dict = {}
     failed: list[str] = []
+    parsed: list[tuple[Path, Any]] = []
     for f in files:
         try:
-            entry = read_entry(f)
+            parsed.append((f, read_entry(f)))
         except DataError as exc:
-            status, label, message = "ERROR", f.relative_to(board).as_posix(), " ".join(str(exc).split())
+            parsed.append((f, exc))
+    missing = _data_needed(board, [e for _, e in parsed if not isinstance(e, DataError)], data_dir, labels_cache)
+    unchecked = 0
+    for f, entry in parsed:
+        if isinstance(entry, DataError):
+            status, label, message = "ERROR", f.relative_to(board).as_posix(), " ".join(str(entry).split())
+        elif entry.task in missing and entry.predictions_file:
+            unchecked += 1
+            continue
         else:
             label = f"{entry.task}/{entry.name}" + (f" seed {entry.seed}" if entry.seed is not None else "")
-            status, message = verify_entry(board, entry, labels_cache=labels_cache)
+            status, message = verify_entry(board, entry, data_dir, labels_cache=labels_cache)
         counts[status] += 1
         if status in ("DIFFERS", "ERROR"):
             failed.append(label)
         typer.echo(f"{status:<7} {label}: {message}")
-    typer.echo(f"verified {len(files)} entries: {counts['OK']} ok, {counts['DIFFERS']} differ, "
+    typer.echo(f"verified {len(files) - unchecked} entries: {counts['OK']} ok, {counts['DIFFERS']} differ, "
                f"{counts['ERROR']} errors, {counts['SKIP']} without stored predictions")
     if counts["DIFFERS"] or counts["ERROR"]:
         # an exception, not typer.Exit: mmbench.cli.main runs the app with standalone_mode=False,
@@ -264,3 +311,8 @@ def verify_command(board_dir) -> None:
         raise MMBenchError(f"leaderboard verification failed: {n} entr{'y differs' if n == 1 else 'ies differ'}, "
                            f"{counts['ERROR']} could not be checked: {', '.join(failed[:5])}"
                            f"{f' (+{len(failed) - 5} more)' if len(failed) > 5 else ''}")
+    if missing:
+        tasks = ", ".join(missing)
+        raise MMBenchError(f"{unchecked} entries of {tasks} not verified: their labels need the data, not found under "
+                           f"the data root {data_root(data_dir)}; set MMBENCH_DATA or pass --data-dir "
+                           f"({next(iter(missing))}: {next(iter(missing.values()))})")

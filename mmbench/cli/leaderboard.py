@@ -42,23 +42,52 @@ def site_command(board_dir: Path, check: bool) -> None:
         typer.echo(f"wrote {path}")
 
 
+def docs_command(files: list[Path], board_dir: Path, check: bool) -> None:
+    """Regenerate (or, with --check, compare) the board tables marked in Markdown files."""
+    from mmbench.core.errors import MMBenchError
+    from mmbench.board.doctables import doc_table_differences, write_doc_tables
+
+    if not files:
+        raise MMBenchError("leaderboard docs needs the Markdown file(s) with board-table blocks, e.g. docs/baselines.md")
+    if not Path(board_dir).is_dir():
+        raise MMBenchError("leaderboard folder not found", board_dir)
+    for f in files:
+        if not f.is_file():
+            raise MMBenchError("docs file not found", f)
+    if check:
+        diffs = [d for f in files for d in doc_table_differences(f, board_dir)]
+        if diffs:
+            raise MMBenchError(f"docs tables out of date ({'; '.join(diffs[:3])}); run `mmbench leaderboard docs "
+                               f"{' '.join(map(str, files))} --dir {board_dir}`")
+        typer.echo(f"the board tables of {', '.join(map(str, files))} match {board_dir}")
+        return
+    for f in files:
+        typer.echo(f"{'wrote' if write_doc_tables(f, board_dir) else 'unchanged'} {f}")
+
+
 def leaderboard(
-    task: Optional[str] = typer.Argument(None, help="A task, or: verify, publish RUNS..., site."),
-    runs: Optional[list[Path]] = typer.Argument(None, help="publish: reproduce output folders (--out) to publish."),
+    task: Optional[str] = typer.Argument(None, help="A task, or: verify, publish RUNS..., site, docs FILES...."),
+    runs: Optional[list[Path]] = typer.Argument(None, help="publish: reproduce output folders (--out) to publish; "
+                                                           "docs: Markdown files with board-table blocks."),
     fmt: str = typer.Option("table", "--format", help="table, md, csv, json or html."),
     board_dir: Path = typer.Option(Path("leaderboard"), "--dir", help="Board folder (default ./leaderboard)."),
     out: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
     only: list[str] = typer.Option([], "--task", help="publish: only these tasks' runs (repeatable)."),
-    check: bool = typer.Option(False, "--check", help="site: write nothing; exit 1 if a page differs from the entries."),
+    check: bool = typer.Option(False, "--check", help="site, docs: write nothing; exit 1 if a page or table differs "
+                                                     "from the entries."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="verify: the data root (default $MMBENCH_DATA)."),
 ) -> None:
     """Rank leaderboard entries by each task's primary metric. `leaderboard verify` recomputes
     every entry from its stored predictions; `leaderboard publish RUNS...` writes the finished
     runs of `reproduce` output folders as entries with their predictions; `leaderboard site`
-    writes the board's static pages (index.html and one page per task)."""
+    writes the board's static pages (index.html and one page per task); `leaderboard docs
+    FILES...` regenerates the measured tables marked in Markdown files (mmbench.board.doctables)."""
     if task == "verify":
         from mmbench.cli.evaluate import verify_command
 
-        return verify_command(board_dir)
+        return verify_command(board_dir, data_dir)
+    if task == "docs":
+        return docs_command(runs or [], board_dir, check)
     if task in ("publish", "site"):
         return publish_command(runs or [], board_dir, only) if task == "publish" else site_command(board_dir, check)
     if runs:

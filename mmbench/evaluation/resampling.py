@@ -5,7 +5,10 @@ An item resample is a row of counts ``W[b, i]`` (how often item ``i`` was drawn 
 sums over the items (``W @ indicator`` or ``W @ value``), so the metric of every seed of
 every entry on a block of resamples is a handful of matrix products: no Python loop per
 resample. :func:`resampled_metric` does this for accuracy and the confusion-based
-classification metrics (precision / recall / F1, macro, weighted and of label 1), and for the
+classification metrics (precision / recall / F1, macro, weighted and of label 1), AUROC from
+label-1 scores (a weighted Mann-Whitney U over the sorted scores), the multi-label metrics
+(subset accuracy, Hamming loss, micro / macro / weighted / per-sample F1, macro precision and
+recall), and for the
 sentiment-regression metrics (Acc-2 has0 / non0, F1 has0 / non0, Acc-7, Acc-5, MAE,
 Pearson's r); each equals :func:`mmbench.evaluation.metrics.compute_metrics` on the resampled
 arrays (tests/test_significance.py). Any other metric falls back to one call per resample.
@@ -25,21 +28,16 @@ import numpy as np
 
 # classification metrics computed from per-class (tp, predicted, true) counts
 _PRF = {f"{k}_{avg}" for k in ("precision", "recall", "f1") for avg in ("macro", "weighted")} | {"precision", "recall", "f1"}
+_MULTILABEL = {"accuracy", "hamming_loss", "f1_micro", "f1_macro", "f1_weighted", "f1_samples", "precision_macro",
+               "recall_macro"}
 _REGRESSION = {"acc2_has0", "acc2_non0", "f1_has0", "f1_non0", "acc7", "acc5", "mae", "corr"}
-_CELLS = 4_000_000  # item-count cells per block of resamples (bounds memory: ~16 MB per block)
-
-
-def vectorised(metric: str, target_type: str) -> bool:
-    """Whether :func:`resampled_metric` computes `metric` without a loop over resamples."""
-    if target_type in ("multiclass", "binary"):
-        return metric == "accuracy" or metric in _PRF
-    return target_type == "regression" and metric in _REGRESSION
+BLOCK_CELLS = 4_000_000  # item-count cells per block of resamples (bounds memory: ~16 MB per block)
 
 
 def item_weights(n: int, n_resamples: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     """Blocks of item-count rows ``[b, n]`` (float32; each row sums to n), ``n_resamples`` rows
     in all, drawn with replacement from `rng` (blocks of a fixed size: deterministic)."""
-    block = max(1, min(n_resamples, _CELLS // max(n, 1)))
+    block = max(1, min(n_resamples, BLOCK_CELLS // max(n, 1)))
     for start in range(0, n_resamples, block):
         b = min(block, n_resamples - start)
         idx = rng.integers(0, n, size=(b, n))
@@ -80,6 +78,35 @@ def _classification(metric: str, num_classes: int, y: np.ndarray, preds: np.ndar
     else:  # binary: label 1
         out = per_class[:, :, 1]
     return out.T
+
+
+def _multilabel(metric: str, t: np.ndarray, preds: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """metrics.multilabel_metrics per seed (``preds`` ``[s, n, C]`` 0/1) and resample row."""
+    t = t.astype(bool)
+    p = preds.astype(bool)
+    s, n, c = p.shape
+    if metric in ("accuracy", "hamming_loss", "f1_samples"):
+        if metric == "accuracy":
+            per_item = (p == t).all(axis=2)
+        elif metric == "hamming_loss":
+            per_item = (p != t).mean(axis=2)
+        else:
+            per_item = _div(2.0 * (p & t).sum(axis=2), t.sum(axis=1) + p.sum(axis=2))
+        return (_sums(w, per_item.T) / n).T
+    tp = _sums(w, (p & t).transpose(1, 0, 2).reshape(n, s * c)).reshape(-1, s, c)
+    pred = _sums(w, p.transpose(1, 0, 2).reshape(n, s * c)).reshape(-1, s, c)
+    true = _sums(w, t)[:, None, :]
+    if metric == "f1_micro":
+        return _div(2.0 * tp.sum(axis=2), true.sum(axis=2) + pred.sum(axis=2)).T
+    if metric == "precision_macro":
+        return _div(tp, pred).mean(axis=2).T
+    if metric == "recall_macro":
+        return _div(tp, np.broadcast_to(true, tp.shape)).mean(axis=2).T
+    f1 = _div(2.0 * tp, true + pred)
+    if metric == "f1_macro":
+        return f1.mean(axis=2).T
+    support = true.sum(axis=2)  # f1_weighted
+    return _div((f1 * true).sum(axis=2), support).T
 
 
 def _weighted_binary_f1(w: np.ndarray, mask: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -127,39 +154,67 @@ def _regression(metric: str, t: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.
     return np.clip(r, -1.0, 1.0).T
 
 
+def _auroc(y: np.ndarray, scores: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """AUROC of each seed's scores on each resample: weighted Mann-Whitney U, ties one half
+    (metrics.binary_score_metrics on the resampled arrays); NaN without both classes."""
+    pos = y == 1
+    out = np.empty((len(scores), len(w)))
+    w64 = w.astype(np.float64)
+    n_pos, n_neg = w64 @ pos, w64 @ ~pos
+    for s, sc in enumerate(scores):  # per seed; every resample at once
+        order = np.argsort(sc, kind="mergesort")
+        ss = sc[order]
+        starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
+        ws = w64[:, order]
+        p_g = np.add.reduceat(ws * pos[order], starts, axis=1)
+        n_g = np.add.reduceat(ws * ~pos[order], starts, axis=1)
+        below = np.cumsum(n_g, axis=1) - n_g
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[s] = (p_g * (below + 0.5 * n_g)).sum(axis=1) / (n_pos * n_neg)
+    out[:, (n_pos == 0) | (n_neg == 0)] = np.nan
+    return out
+
+
 def resampled_metric(metric: str, target_type: str, num_classes: int | None, y: np.ndarray, preds: np.ndarray,
-                     w: np.ndarray) -> np.ndarray:
+                     w: np.ndarray, scores: bool = False) -> np.ndarray:
     """`metric` of each seed's predictions (rows of ``preds``, ``[s, n]``) on each item
     resample (rows of the counts ``w``, ``[b, n]``): ``[s, b]``. A row of ones gives the
-    metric on the test set itself."""
+    metric on the test set itself. With `scores`, ``preds`` are label-1 scores of a binary
+    task: AUROC from the scores, the label metrics from ``score > 0.5``."""
     preds = np.atleast_2d(np.asarray(preds))
     y = np.asarray(y)
+    if scores:
+        if metric == "auroc":
+            return _auroc(y, preds.astype(np.float64), w)
+        preds = (preds > 0.5).astype(np.int64)
     if target_type in ("multiclass", "binary") and (metric == "accuracy" or metric in _PRF):
         return _classification(metric, 2 if num_classes is None else int(num_classes), y, preds, w)
     if target_type == "regression" and metric in _REGRESSION:
         return _regression(metric, y.astype(np.float64), preds.astype(np.float64), w)
-    from mmbench.evaluation.significance import metric_value
+    if target_type == "multilabel" and metric in _MULTILABEL:
+        return _multilabel(metric, y, preds.reshape(-1, *y.shape) > 0.5 if preds.dtype.kind == "f" else preds.reshape(-1, *y.shape), w)
+    from mmbench.evaluation.metrics import compute_metrics
 
     out = np.empty((len(preds), len(w)))
-    for b, row in enumerate(w):  # the slow path: a metric without weighted sums (multi-label, auroc)
+    for b, row in enumerate(w):  # the slow path: a metric without weighted sums here
         idx = np.repeat(np.arange(len(y)), row.astype(np.int64))
-        out[:, b] = [metric_value(target_type, num_classes, metric, y[idx], p[idx]) for p in preds]
+        out[:, b] = [compute_metrics(target_type, y[idx], p[idx], num_classes)[metric] for p in preds]
     return out
 
 
 def two_level_values(y: np.ndarray, preds: list[np.ndarray], metric: str, target_type: str, num_classes: int | None,
-                     n_resamples: int, seed: Any, seed_level: bool = True) -> np.ndarray:
+                     n_resamples: int, seed: Any, seed_level: bool = True, scores: bool = False) -> np.ndarray:
     """``[entries, n_resamples]``: each entry's value on each two-level resample. ``preds[e]``
     is entry e's ``[seeds, n]`` predictions on the shared items ``y``. The item draws come
     from ``SeedSequence(seed)``'s first child, entry e's seed draws from child e + 1, so the
     item draws do not depend on the seeds. With ``seed_level=False`` each entry's seeds are
-    averaged with equal weights (the item bootstrap alone)."""
+    averaged with equal weights (the item bootstrap alone). `scores`: see :func:`resampled_metric`."""
     children = np.random.SeedSequence(seed).spawn(len(preds) + 1)
     per_seed = [np.empty((len(p), n_resamples)) for p in preds]
     pos = 0
     for w in item_weights(len(y), n_resamples, np.random.default_rng(children[0])):
         for e, p in enumerate(preds):
-            per_seed[e][:, pos : pos + len(w)] = resampled_metric(metric, target_type, num_classes, y, p, w)
+            per_seed[e][:, pos : pos + len(w)] = resampled_metric(metric, target_type, num_classes, y, p, w, scores)
         pos += len(w)
     out = np.empty((len(preds), n_resamples))
     for e, m in enumerate(per_seed):

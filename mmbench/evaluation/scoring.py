@@ -43,7 +43,7 @@ def item_record(spec: TaskSpec, ids: Any, y_true: np.ndarray, y_clean: np.ndarra
     """The clean per-item predictions a result keeps for paired significance on the board."""
     from mmbench.evaluation.significance import item_record as record
 
-    return {"test_items": record(ids, y_true, y_clean, spec.target.type, spec.target.num_classes)}
+    return {"test_items": record(ids, y_true, y_clean, spec.target.type, spec.target.num_classes, scores=uses_scores(spec))}
 
 
 def robustness_summary(per_condition: dict[str, dict[str, float]], metric: str, higher_is_better: bool) -> dict[str, Any]:

@@ -64,21 +64,48 @@ DEFAULT_RESAMPLES = 2000
 # ------------------------------------------------------------------------------------------
 
 
-def item_record(ids: Any, targets: Any, predictions: Any, target_type: str, num_classes: int | None) -> dict[str, Any]:
+def item_record(ids: Any, targets: Any, predictions: Any, target_type: str, num_classes: int | None,
+                scores: bool = False) -> dict[str, Any]:
     """What a result stores (``extra["test_items"]``) for paired tests: the clean condition's
-    prediction for every test id, with its target."""
+    prediction for every test id, with its target. With `scores` (a binary task scored from
+    label-1 scores, such as AUROC) the predictions are the real-valued scores and the record
+    says so (``"scores": true``); labels are then ``score > 0.5``. Multi-label probabilities
+    are stored as their 0/1 label sets (``score > 0.5``)."""
     preds = np.asarray(predictions)
-    as_list = preds.astype(float).tolist() if target_type == "regression" else preds.astype(np.int64).tolist()
+    if target_type == "multilabel" and preds.dtype.kind == "f":
+        preds = preds > 0.5  # the label sets every multi-label metric reads (metrics.multilabel_metrics)
+    real = target_type == "regression" or scores
+    as_list = preds.astype(float).tolist() if real else preds.astype(np.int64).tolist()
     targs = np.asarray(targets)
     return {"ids": [str(i) for i in ids], "targets": targs.astype(float).tolist() if target_type == "regression"
             else targs.astype(np.int64).tolist(), "predictions": as_list, "target_type": target_type,
-            "num_classes": num_classes}
+            "num_classes": num_classes} | ({"scores": True} if scores else {})
 
 
-def metric_value(target_type: str, num_classes: int | None, metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    from mmbench.evaluation.metrics import compute_metrics
-
-    return float(compute_metrics(target_type, y_true, y_pred, num_classes)[metric])
+def item_record_differences(stored: dict[str, Any] | None, recomputed: dict[str, Any] | None) -> str | None:
+    """How an entry's stored per-item record differs from the one recomputed from its stored
+    predictions (None when they agree; a missing stored record is not a difference)."""
+    if stored is None:
+        return None
+    if recomputed is None:
+        return "the entry has per-item records, its stored predictions give none"
+    for key in ("target_type", "num_classes"):
+        if stored.get(key) != recomputed.get(key):
+            return f"{key} {stored.get(key)!r}, recomputed {recomputed.get(key)!r}"
+    if sorted(stored["ids"]) != sorted(recomputed["ids"]) or len(stored["ids"]) != len(stored["predictions"]):
+        return f"{len(stored['ids'])} test ids stored, {len(recomputed['ids'])} recomputed, or other ids"
+    pos = {i: k for k, i in enumerate(recomputed["ids"])}
+    take = np.array([pos[i] for i in stored["ids"]])
+    for key in ("targets", "predictions"):
+        a, b = np.asarray(stored[key], dtype=float), np.asarray(recomputed[key], dtype=float)[take]
+        if a.shape != b.shape:
+            return f"{key} of shape {a.shape} stored, {b.shape} recomputed"
+        bad = np.flatnonzero(~np.isclose(a, b, rtol=1e-6, atol=1e-9).reshape(len(a), -1).all(axis=1))
+        if bad.size:
+            k = int(bad[0])
+            return (f"{key} differ on {bad.size} of {len(a)} items (first: id {stored['ids'][k]!r}, stored "
+                    f"{a[k].tolist()}, recomputed {b[k].tolist()})")
+    return None
 
 
 # ------------------------------------------------------------------------------------------
@@ -291,35 +318,44 @@ class TaskSignificance:
 
 def _caption(metric: str, items: int, seeds: list[int], single: list[str], n_pairs: int, b: int, mcnemar: bool,
              mdd: float | None) -> str:
+    if n_pairs == 0:
+        return f"One entry, scored on {items:,} test items: no pair to test."
     lo, hi = min(seeds), max(seeds)
-    seed_text = f"{lo} seed{'s' if lo > 1 else ''} per entry" if lo == hi else f"{lo}-{hi} seeds per entry"
-    unknown = (f" (seed variance unknown for the single run{'s' if len(single) > 1 else ''} {', '.join(single)})"
-               if single and hi > 1 else " (single runs: seed variance unknown)" if single else "")
-    return (f"Two-level paired bootstrap of {metric} over the {items:,} test items and each entry's seeds "
-            f"({seed_text}{unknown}; B = {b:,} resamples){', exact McNemar for pairs of single runs' if mcnemar else ''}; "
-            f"all {n_pairs} pair{'s' if n_pairs != 1 else ''} tested, p-values Holm-adjusted: rows sharing a letter "
-            f"are not distinguishable at family-wise alpha {ALPHA:g}, rank intervals are 95% bootstrap intervals"
+    if hi == 1:
+        head = f"Paired bootstrap of {metric} over the {items:,} test items (single runs: seed variance unknown; B = {b:,} resamples)"
+    else:
+        unknown = f", seed variance unknown for the single run{'s' if len(single) > 1 else ''} {', '.join(single)}" if single else ""
+        head = (f"Two-level paired bootstrap of {metric} over the {items:,} test items and each entry's seeds "
+                f"({lo if lo == hi else f'{lo}-{hi}'} seeds per entry{unknown}; B = {b:,} resamples)")
+    return (f"{head}{', exact McNemar p-values for pairs of single runs' if mcnemar else ''}; "
+            f"{'the one pair' if n_pairs == 1 else f'all {n_pairs} pairs'} tested, p-values Holm-adjusted: rows sharing a "
+            f"letter are not distinguishable at family-wise alpha {ALPHA:g}, rank intervals are 95% bootstrap intervals"
             + (f", and a difference below {mdd:.4f} is not detected with 80% power." if mdd is not None else "."))
 
 
 def significance_from_arrays(task: str, names: list[str], y: Any, preds: list[Any], metric: str, target_type: str,
                              num_classes: int | None, higher_is_better: bool, n_resamples: int = DEFAULT_RESAMPLES,
-                             seed: Any = 0, alpha: float = ALPHA) -> TaskSignificance:
+                             seed: Any = 0, alpha: float = ALPHA, scores: bool = False) -> TaskSignificance:
     """The verdicts for entries `names` (best first) with ``preds[e]`` the ``[seeds, n]``
-    predictions of entry e on the shared items with targets `y`; `seed` seeds the resamples."""
+    predictions of entry e on the shared items with targets `y` (label-1 scores with
+    `scores`); `seed` seeds the resamples."""
     from mmbench.evaluation.resampling import resampled_metric, two_level_values
 
     y = np.asarray(y)
     preds = [np.atleast_2d(np.asarray(p)) for p in preds]
     n_pairs = len(names) * (len(names) - 1) // 2
     b = max(int(n_resamples), math.ceil(2 * n_pairs / alpha)) if n_pairs / (n_resamples + 1) >= alpha else int(n_resamples)
-    values = two_level_values(y, preds, metric, target_type, num_classes, b, seed)
+    values = two_level_values(y, preds, metric, target_type, num_classes, b, seed, scores=scores)
     ones = np.ones((1, len(y)), np.float32)
-    point = [float(resampled_metric(metric, target_type, num_classes, y, p, ones).mean()) for p in preds]
+    point = [float(resampled_metric(metric, target_type, num_classes, y, p, ones, scores).mean()) for p in preds]
     linear_acc = metric == "accuracy" and target_type in ("multiclass", "binary")
-    exact = (lambda i, j: mcnemar_exact(preds[i][0] == y, preds[j][0] == y)["p"]) if linear_acc else None
+
+    def exact(i: int, j: int) -> float:
+        la, lb = ((p[0] > 0.5).astype(np.int64) if scores else p[0] for p in (preds[i], preds[j]))
+        return mcnemar_exact(la == y, lb == y)["p"]
+
     return verdicts_from_values(task, names, values, point, [len(p) for p in preds], len(y), metric, higher_is_better,
-                                b, seed, alpha, exact)
+                                b, seed, alpha, exact if linear_acc else None)
 
 
 def verdicts_from_values(task: str, names: list[str], values: np.ndarray, point: list[float], seeds: list[int],
@@ -407,9 +443,8 @@ def task_significance(task: str, ordered_names: list[str], groups: dict[str, lis
             if y is None:
                 y = np.asarray(it["targets"])[take]
         preds.append(np.stack(seeds))
-    sig = significance_from_arrays(task, ordered_names, y, preds, metric, first["target_type"], first["num_classes"],
-                                   higher_is_better, n_resamples, task_seed(task, seed))
-    return sig
+    return significance_from_arrays(task, ordered_names, y, preds, metric, first["target_type"], first["num_classes"],
+                                    higher_is_better, n_resamples, task_seed(task, seed), scores=bool(first.get("scores")))
 
 
 def annotate_ranking(rows: list[dict[str, Any]], entries: list[Any], n_resamples: int = DEFAULT_RESAMPLES,
