@@ -189,3 +189,17 @@ def test_report_and_task_page_agree_on_every_shared_number(board):
     # efficiency is the median over seeds, with the device and precision beside it
     eff = next(r for r in page.tables[f"efficiency-{TASK}"][1:] if r[1] == "lowrank")
     assert eff[5] == "1.50" and eff[6] == "CPU, 2 cores" and eff[7] == "float32"
+
+
+def test_shipped_pages_show_no_raw_python_values():
+    import re
+
+    board = Path(__file__).resolve().parents[1] / "leaderboard"
+    for page in sorted(board.glob("*.html")):
+        parsed = _Tables()
+        parsed.feed(page.read_text(encoding="utf-8"))
+        cells = [c for rows in parsed.tables.values() for row in rows for c in row] + parsed.summary
+        assert cells, page
+        for c in cells:
+            assert c not in ("True", "False", "None", "nan"), (page.name, c)
+            assert "{'" not in c and not re.search(r"\d\.\d{7,}|\de-\d", c), (page.name, c)

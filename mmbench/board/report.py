@@ -80,15 +80,16 @@ def page_context(title: str) -> dict[str, Any]:
 
 
 def render_leaderboard_html(rows: list[dict[str, Any]], title: str = "mmbench leaderboard",
-                            entries: Sequence[Result] = ()) -> str:
+                            entries: Sequence[Result] = (), board_dir: str | Path | None = None) -> str:
     """One self-contained HTML page for `leaderboard.rank()` rows: per task the decision summary,
     the ranked entries with their verdicts, robustness, efficiency and per-condition tables and
     the figures (:func:`mmbench.board.view.task_view`); ``entries`` (the ranked results) add
-    the chance level and the spread bands."""
+    the chance level and the spread bands, ``board_dir`` (where their predictions are stored)
+    the verdicts on relative robustness."""
     tasks = []
     for task, task_rows in by_task(rows).items():
         task_rows = sorted(task_rows, key=lambda r: r.get("rank", 0))
-        tasks.append(task_view(task, task_rows, [e for e in entries if e.task == task]))
+        tasks.append(task_view(task, task_rows, [e for e in entries if e.task == task], board_dir=board_dir))
     ctx = page_context(title) | {"tasks": tasks, "n_entries": len(rows)}
     return _env(True).get_template("board.html.j2").render(**ctx)
 

@@ -31,7 +31,7 @@ def chance_level(results: list[Any], metric: str, higher_is_better: bool) -> flo
     stored with the results (``extra.test_items``); None when none stores them."""
     import numpy as np
 
-    from mmbench.evaluation.significance import metric_value
+    from mmbench.evaluation.metrics import compute_metrics
 
     it = next((r.extra.get("test_items") for r in results if (r.extra or {}).get("test_items")), None)
     if not it or not it.get("targets"):
@@ -47,7 +47,8 @@ def chance_level(results: list[Any], metric: str, higher_is_better: bool) -> flo
     values = []
     for c in candidates:
         try:
-            values.append(metric_value(tt, nc, metric, y, np.full(len(y), c, dtype=y.dtype if tt != "regression" else float)))
+            const = np.full(len(y), c, dtype=y.dtype if tt != "regression" else float)
+            values.append(float(compute_metrics(tt, y, const, nc)[metric]))
         except (KeyError, ValueError):
             return None
     values = [v for v in values if num(v) is not None]

@@ -100,13 +100,14 @@ def leaderboard(
 
     if fmt not in ("table", "md", "csv", "json", "html"):
         raise MMBenchError(f"--format must be table, md, csv, json or html, not {fmt!r}")
-    rows = rank(load_entries(board_dir, task))
+    entries = load_entries(board_dir, task)
+    rows = rank(entries)
     if not rows:
         raise MMBenchError(f"no leaderboard entries{' for ' + task if task else ''} in {board_dir}")
     if fmt == "html":
         from mmbench.board.report import render_leaderboard_html
 
-        text = render_leaderboard_html(rows)
+        text = render_leaderboard_html(rows, entries=entries, board_dir=board_dir)
     else:
         text = render(rows, fmt)
     if fmt in ("table", "md"):
