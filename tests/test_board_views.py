@@ -203,3 +203,29 @@ def test_shipped_pages_show_no_raw_python_values():
         for c in cells:
             assert c not in ("True", "False", "None", "nan"), (page.name, c)
             assert "{'" not in c and not re.search(r"\d\.\d{7,}|\de-\d", c), (page.name, c)
+
+
+def _row(name, clean, rr, rr_std=0.01, **kw):
+    return {"task": "t", "name": name, "fusion": "unimodal" if name.startswith("unimodal-") else name, "seeds": 3,
+            "primary_metric": "accuracy", "higher_is_better": True, "accuracy": clean, "relative_robustness": rr,
+            "relative_robustness_std": rr_std, "conditions": {"rate:0.5": rr}, "letters": None, **kw}
+
+
+def test_without_verdicts_the_sentences_say_so_and_use_the_seed_spread():
+    rows = [_row("a", 0.9, 0.50), _row("b", 0.8, 0.70, 0.02), _row("c", 0.7, 0.69)]
+    summary = decision_summary(rows, None)
+    assert "no difference is tested" in summary[0]
+    # b is best; c is within b's seed spread (0.02); a is the clean leader, ranked last on robustness
+    assert "b (0.700) and c (0.690) are within one seed standard deviation of the best (no per-item test)" in summary[1]
+    assert "The clean leader a is not among them: its relative robustness 0.500 ranks 3 of 3." in summary[1]
+    assert summary[-1] == "No single-modality entries on this task: whether fusion helps is not measured."
+
+
+def test_efficiency_states_where_latencies_were_measured():
+    from mmbench.board.efficiency import devices_note
+
+    same = [{"latency_ms_per_batch": 1.0, "device": "CPU, 2 cores", "precision": "float32", "batch_size": "64"}] * 2
+    assert devices_note(same).startswith("All latencies on this task were measured on CPU, 2 cores; precision float32")
+    mixed = same + [{"latency_ms_per_batch": 2.0, "device": "NVIDIA H200 (cuda)", "precision": "unknown", "batch_size": "64"}]
+    note = devices_note(mixed)
+    assert "2 different devices" in note and "compare them only within a device" in note
