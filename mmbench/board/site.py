@@ -33,10 +33,13 @@ def _index_table(tasks: list[dict[str, Any]]):
 
     cols = [Column("task", "task", "asc", numeric=False), Column("primary", "primary metric", "asc", numeric=False),
             Column("entries", "entries", "desc"), Column("leader", "leader", "asc", numeric=False),
-            Column("best", "leader's primary metric", "desc"), Column("published", "published rows", "desc")]
+            Column("best", "leader's primary metric", "desc"),
+            Column("robust", "most robust", "asc", "highest relative robustness (mean primary metric over the missing "
+                   "rates); see the task page for which entries the evidence separates", numeric=False),
+            Column("published", "published rows", "desc")]
     body = [[cell(t["name"]), cell(t["primary"] or "-"), cell(str(t["entries"]), t["entries"]),
-             cell(t["leader"] or "-"), cell(fmt(t["best"]), t["best"]), cell(str(t["published"]), t["published"])]
-            for t in tasks]
+             cell(t["leader"] or "-"), cell(fmt(t["best"]), t["best"]), cell(t["robust"] or "-"),
+             cell(str(t["published"]), t["published"])] for t in tasks]
     return Table(cols, body, css="tasks", first_is_best=False)
 
 
@@ -45,7 +48,7 @@ def render_site(board_dir: str | Path, title: str = "mmbench leaderboard") -> di
     from mmbench.board.entries import load_entries, rank
     from mmbench.board.published import load_published, published_rows
     from mmbench.board.report import page_context
-    from mmbench.board.tables import slug
+    from mmbench.board.tables import fmt, slug
     from mmbench.board.view import task_view
     from mmbench.data.tasks import get_task, task_names
 
@@ -70,9 +73,12 @@ def render_site(board_dir: str | Path, title: str = "mmbench leaderboard") -> di
                                                "nav": [n | {"current": n["name"] == t} for n in nav]}
         pages[f"{slug(t)}.html"] = env.get_template("site_task.j2").render(**ctx)
         leader = task_rows[0] if task_rows else None
+        rob = [r for r in task_rows if r.get("relative_robustness") is not None]
+        robust = (max if view.get("hib", True) else min)(rob, key=lambda r: r["relative_robustness"]) if rob else None
         summary.append({"name": t, "primary": primary, "entries": sum(r["seeds"] for r in task_rows),
                         "leader": leader["name"] if leader else None,
-                        "best": leader.get(primary) if leader else None, "published": len(task_pub)})
+                        "best": leader.get(primary) if leader else None, "published": len(task_pub),
+                        "robust": f"{robust['name']} ({fmt(robust['relative_robustness'])})" if robust else None})
     ctx = page_context(title) | {"tasks": [], "nav": [n | {"current": False} for n in nav], "table": _index_table(summary),
                             "n_entries": sum(s["entries"] for s in summary)}
     pages[INDEX] = env.get_template("site_index.j2").render(**ctx)
