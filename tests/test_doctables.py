@@ -63,3 +63,13 @@ def test_bad_blocks_are_clear_errors(tmp_path):
         render_doc_tables("<!-- board-table nope | a=accuracy -->\n<!-- /board-table -->\n", board)
     with pytest.raises(DataError, match="has no 'recall'"):
         render_doc_tables("<!-- board-table toy | r=recall -->\n<!-- /board-table -->\n", board)
+
+
+def test_docs_command_refuses_missing_inputs_in_one_line(tmp_path, monkeypatch, capsys):
+    from tests._cli import run_main
+
+    board = _board(tmp_path / "board")
+    rc, out, err = run_main(["leaderboard", "docs", "--dir", board], monkeypatch, capsys)
+    assert rc == 1 and "needs the Markdown file" in err and len(err.strip().splitlines()) == 1
+    rc, out, err = run_main(["leaderboard", "docs", tmp_path / "nope.md", "--dir", board], monkeypatch, capsys)
+    assert rc == 1 and "nope.md" in err and "not found" in err and len(err.strip().splitlines()) == 1

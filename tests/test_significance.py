@@ -110,6 +110,10 @@ def test_resampled_auroc_and_score_labels_equal_compute_metrics():
                                    seed=0, scores=True)
     full = np.ones((1, n), np.float32)
     assert sig.rows[0].value == pytest.approx(float(resampled_metric("auroc", "binary", 2, y, scores[:1], full, True)[0, 0]))
+    # one class only: AUROC is undefined, and so is the test (never a verdict)
+    none = significance_from_arrays("memes", ["x", "y"], np.zeros(n, int), [scores[:1], scores[1:]], "auroc", "binary", 2,
+                                    True, 100, seed=0, scores=True).pairs[0]
+    assert none.test == "undefined" and none.p == 1.0 and not none.significant and math.isnan(none.ci_low)
 
 
 def test_resampled_multilabel_metrics_equal_compute_metrics():

@@ -224,8 +224,9 @@ class PairTest:
     of better (positive: a is better), ``ci_low``/``ci_high`` its 95% interval, ``p`` the raw
     two-sided p, ``p_holm`` Holm-adjusted over the task's pairs, ``significant`` = p_holm <
     alpha (the one rule for verdicts and markers), ``p_display``/``p_holm_display`` as shown
-    (:func:`format_p`), ``test`` "two-level-bootstrap", "item-bootstrap" (both single runs)
-    or "mcnemar-exact", ``diff_sd`` the bootstrap standard deviation of the difference."""
+    (:func:`format_p`), ``test`` "two-level-bootstrap", "item-bootstrap" (both single runs),
+    "mcnemar-exact" or "undefined" (the metric is undefined on the test set: p 1, interval NaN),
+    ``diff_sd`` the bootstrap standard deviation of the difference."""
 
     a: str
     b: str
@@ -351,7 +352,7 @@ def significance_from_arrays(task: str, names: list[str], y: Any, preds: list[An
     linear_acc = metric == "accuracy" and target_type in ("multiclass", "binary")
 
     def exact(i: int, j: int) -> float:
-        la, lb = ((p[0] > 0.5).astype(np.int64) if scores else p[0] for p in (preds[i], preds[j]))
+        la, lb = ((run[0] > 0.5).astype(np.int64) if scores else run[0] for run in (preds[i], preds[j]))
         return mcnemar_exact(la == y, lb == y)["p"]
 
     return verdicts_from_values(task, names, values, point, [len(p) for p in preds], len(y), metric, higher_is_better,
@@ -372,17 +373,21 @@ def verdicts_from_values(task: str, names: list[str], values: np.ndarray, point:
         for j in range(i + 1, len(names)):
             d = sign * (point[i] - point[j])
             dist = sign * (values[i] - values[j])
+            dist = dist[np.isfinite(dist)]  # a resample where the metric is undefined (one class drawn) is left out
+            if not math.isfinite(d) or dist.size < 2:
+                raw.append((i, j, d, math.nan, math.nan, 1.0, "undefined", math.nan))
+                continue
             dev = np.abs(dist - d)
             q = float(np.quantile(dev, 1 - alpha))
             p = (1.0 + np.count_nonzero(dev >= abs(d) - 1e-12)) / (b + 1) if d != 0 else 1.0
             test = "two-level-bootstrap" if len(preds[i]) > 1 or len(preds[j]) > 1 else "item-bootstrap"
             if exact is not None and len(preds[i]) == 1 and len(preds[j]) == 1:
                 p, test = exact(i, j), "mcnemar-exact"
-            raw.append((i, j, d, d - q, d + q, min(1.0, p), test, float(np.std(dist, ddof=1)) if b > 1 else 0.0))
+            raw.append((i, j, d, d - q, d + q, min(1.0, p), test, float(np.std(dist, ddof=1))))
     adjusted = holm([r[5] for r in raw])
     pairs = []
     for (i, j, d, lo, hi, p, test, sd), ph in zip(raw, adjusted):
-        boot = test != "mcnemar-exact"
+        boot = test.endswith("bootstrap")
         # a raw p at the floor is an upper bound, and so is its adjusted value
         ph_text = f"p < {ph:.2g}" if boot and p <= p_floor(b) * (1 + 1e-9) else format_p(ph)
         pairs.append(PairTest(names[i], names[j], float(d), float(lo), float(hi), float(p), float(ph), bool(ph < alpha),
@@ -391,7 +396,7 @@ def verdicts_from_values(task: str, names: list[str], values: np.ndarray, point:
     intervals = rank_intervals(values, higher_is_better)
     rows = tuple(RowSignificance(n, point[e], len(preds[e]), letters[n], intervals[e], len(preds[e]) > 1)
                  for e, n in enumerate(names))
-    mdd = minimum_detectable_difference([t.diff_sd for t in pairs], len(pairs), alpha)
+    mdd = minimum_detectable_difference([t.diff_sd for t in pairs if math.isfinite(t.diff_sd)], len(pairs), alpha)
     single = [n for n, p in zip(names, preds) if len(p) == 1]
     caption = _caption(metric, items, [len(p) for p in preds], single, len(pairs), b,
                        any(t.test == "mcnemar-exact" for t in pairs), mdd)
