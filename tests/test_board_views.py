@@ -188,7 +188,7 @@ def test_report_and_task_page_agree_on_every_shared_number(board):
     assert pub["LMF"][3] == "lowrank" and pub["LMF"][4] == measured[4].split(" ± ")[0]
     # efficiency is the median over seeds, with the device and precision beside it
     eff = next(r for r in page.tables[f"efficiency-{TASK}"][1:] if r[1] == "lowrank")
-    assert eff[5] == "1.50" and eff[6] == "CPU, 2 cores" and eff[7] == "float32"
+    assert eff[5] == "1.50 (1.00-2.00)" and eff[6] == "CPU, 2 cores" and eff[7] == "float32"
 
 
 def test_shipped_pages_show_no_raw_python_values():
@@ -229,3 +229,9 @@ def test_efficiency_states_where_latencies_were_measured():
     mixed = same + [{"latency_ms_per_batch": 2.0, "device": "NVIDIA H200 (cuda)", "precision": "unknown", "batch_size": "64"}]
     note = devices_note(mixed)
     assert "2 different devices" in note and "compare them only within a device" in note
+    # a latency the FLOPs do not explain is named, with its range over seeds
+    rows = [{"name": n, "latency_ms_per_batch": lat, "flops_per_sample": fl, "device": "GPU", "precision": "float32",
+             "batch_size": "64", "latency_ms_range": [lat - 1, lat + 1], "efficiency_seeds": 5}
+            for n, lat, fl in (("a", 4.0, 10.0), ("b", 5.0, 12.0), ("c", 4.5, 11.0), ("slow", 20.0, 3.0), ("big", 30.0, 99.0))]
+    note = devices_note(rows)
+    assert "slow (20.00 ms, 19.00-21.00 ms over its 5 seeds; task median 5.00 ms)" in note and "big" not in note

@@ -57,7 +57,10 @@ def efficiency_fields(results: list[Any]) -> dict[str, Any]:
         if vals:
             m = median(vals)
             out[key] = int(round(m)) if key == "params" else m
-    out["efficiency_seeds"] = sum(1 for r in results if _num((r.efficiency or {}).get("latency_ms_per_batch")) is not None)
+    lat = [v for r in results if (v := _num((r.efficiency or {}).get("latency_ms_per_batch"))) is not None]
+    out["efficiency_seeds"] = len(lat)
+    if len(lat) > 1:
+        out["latency_ms_range"] = [min(lat), max(lat)]
     out["device"] = _one([device_label(r) if r.efficiency else None for r in results])
     out["precision"] = _one([(r.efficiency or {}).get("precision") for r in results])
     out["batch_size"] = _one([(r.efficiency or {}).get("batch_size") for r in results])
@@ -77,6 +80,29 @@ def annotate_efficiency(rows: list[dict[str, Any]], entries: list[Any]) -> list[
     return rows
 
 
+def slow_entries_note(rows: list[dict[str, Any]], factor: float = 3.0) -> str:
+    """One sentence naming the entries whose latency is over ``factor`` times the task's median
+    on the same device while their FLOPs are at most the median: a cost the FLOPs do not
+    explain (the range over seeds says whether it is one slow seed or every seed)."""
+    out = []
+    for dev in sorted({str(r.get("device")) for r in rows}):
+        same = [r for r in rows if str(r.get("device")) == dev and _num(r.get("latency_ms_per_batch")) is not None
+                and _num(r.get("flops_per_sample")) is not None]
+        if len(same) < 3:
+            continue
+        lat = median(r["latency_ms_per_batch"] for r in same)
+        flops = median(r["flops_per_sample"] for r in same)
+        for r in same:
+            if r["latency_ms_per_batch"] > factor * lat and r["flops_per_sample"] <= flops:
+                rng = r.get("latency_ms_range")
+                seeds = (f", {rng[0]:.2f}-{rng[1]:.2f} ms over its {r.get('efficiency_seeds')} seeds" if rng else "")
+                out.append(f"{r['name']} ({r['latency_ms_per_batch']:.2f} ms{seeds}; task median {lat:.2f} ms)")
+    if not out:
+        return ""
+    return ("Slower than its FLOPs explain (over " + f"{factor:g}x the median latency on its device with at most the "
+            "median FLOPs): " + "; ".join(out) + ". The entries do not record why; compare such latencies with care.")
+
+
 def devices_note(rows: list[dict[str, Any]]) -> str:
     """One sentence on where a task's entries were timed: one device, or several (latencies are
     then compared only within a device)."""
@@ -88,7 +114,8 @@ def devices_note(rows: list[dict[str, Any]]) -> str:
     how = (f"precision {', '.join(precisions)}, batch size {', '.join(batches)}; latency is the median over seeds of "
            "each seed's median timed batch after one warm-up call; parameters and FLOPs count only the modules "
            "the model uses.")
+    slow = slow_entries_note(rows)
     if len(devices) == 1:
-        return f"All latencies on this task were measured on {devices[0]}; {how}"
+        return f"All latencies on this task were measured on {devices[0]}; {how}" + (f" {slow}" if slow else "")
     return (f"Latencies on this task were measured on {len(devices)} different devices ({'; '.join(devices)}): "
-            f"compare them only within a device; {how}")
+            f"compare them only within a device; {how}" + (f" {slow}" if slow else ""))

@@ -262,12 +262,14 @@ def efficiency_table(rows: list[dict[str, Any]]) -> Table:
             Column(primary, primary, best_dir(hib)),
             Column("params", "params", "asc", "parameters of the modules the model uses"),
             Column("flops_per_sample", "FLOPs/sample", "asc"),
-            Column("latency_ms_per_batch", "latency ms/batch", "asc", "median over seeds of the median timed batch"),
+            Column("latency_ms_per_batch", "latency ms/batch (range)", "asc",
+                   "median over seeds of the median timed batch (min-max over seeds)"),
             Column("device", "device", "asc", numeric=False), Column("precision", "precision", "asc", numeric=False),
             Column("batch_size", "batch", "asc", numeric=False)]
     body = [[cell(str(r["rank"]), r["rank"]), cell(label(r)), cell(fmt(r.get(primary)), r.get(primary)),
              cell(fmt_params(r.get("params")), r.get("params")), cell(fmt_count(r.get("flops_per_sample")), r.get("flops_per_sample")),
-             cell(fmt(r.get("latency_ms_per_batch"), 2), r.get("latency_ms_per_batch")),
+             cell(fmt(r.get("latency_ms_per_batch"), 2) + (f" ({r['latency_ms_range'][0]:.2f}-{r['latency_ms_range'][1]:.2f})"
+                 if r.get("latency_ms_range") else ""), r.get("latency_ms_per_batch")),
              cell(str(r.get("device", "unknown"))), cell(str(r.get("precision", "unknown"))),
              cell(str(r.get("batch_size", "unknown")))] for r in rows]
     return Table(cols, body, css="efficiency")
