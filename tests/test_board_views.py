@@ -83,9 +83,12 @@ def test_clean_winner_is_not_the_robustness_winner(board, rows):
 
     entries = load_entries(board)
     sig = robustness_verdicts(TASK, rows, entries, board, n_resamples=1000)
-    # the verdicts' point values are the stored relative robustness, recomputed from the per-item predictions
-    for r in sig.rows:
-        assert r.value == pytest.approx(next(x for x in rows if x["name"] == r.name)["relative_robustness"], abs=1e-9)
+    # the verdicts' point values are the stored relative and effective robustness, recomputed from the per-item predictions
+    for key in ("relative", "effective"):
+        for r in sig[key].rows:
+            stored = next(x for x in rows if x["name"] == r.name)[f"{key}_robustness"]
+            assert r.value == pytest.approx(stored, abs=1e-9), (key, r.name)
+    assert [r.name for r in sig["effective"].rows][0] == "mult"  # loses least from its start
     annotate_robustness_verdicts(rows, sig)
     by = {r["name"]: r for r in rows}
     assert by["lowrank"]["letters"] == "a" and "a" not in by["mult"]["letters"]

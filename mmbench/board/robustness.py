@@ -173,6 +173,9 @@ def robustness_verdicts(task: str, rows: list[dict[str, Any]], results: list[Any
     (:mod:`mmbench.evaluation.significance`): each resample draws the test items (shared by
     every entry and every missing rate) and each entry's seeds; an entry's value on a resample
     is the trapezoid-weighted sum over the rates of its metric on those items and seeds.
+    Returns {"relative": TaskSignificance, "effective": TaskSignificance or None (no late
+    entry)}: effective robustness is relative robustness minus the clean value plus a constant
+    of the late curve, so it is tested on the same draws.
     ``rows``: the task's rows; ``results``: its entries. None when an entry lacks stored
     per-item predictions (``predictions_file`` under ``board_dir``) for a rate or the clean
     test items."""
@@ -224,17 +227,34 @@ def robustness_verdicts(task: str, rows: list[dict[str, Any]], results: list[Any
     w = rate_weights(rates)
     tt, nc = first["target_type"], first["num_classes"]
     rs = task_seed(task, seed)
-    values = sum(w[x] * two_level_values(y, by_rate[x], metric, tt, nc, b, rs) for x in rates)
+    per_rate = {x: two_level_values(y, by_rate[x], metric, tt, nc, b, rs) for x in rates}
     ones = np.ones((1, len(y)), np.float32)
-    point = [sum(w[x] * float(resampled_metric(metric, tt, nc, y, by_rate[x][e], ones).mean()) for x in rates)
-             for e in range(len(names))]
-    return verdicts_from_values(task, names, values, point, [len(groups[n]) for n in names], len(y),
-                                f"relative robustness ({metric} over missing rates 0 to {rates[-1]:g})", hib, b, rs)
+    points = {x: np.array([float(resampled_metric(metric, tt, nc, y, by_rate[x][e], ones).mean()) for e in range(len(names))])
+              for x in rates}
+    seeds = [len(groups[n]) for n in names]
+    values = sum(w[x] * per_rate[x] for x in rates)
+    point = sum(w[x] * points[x] for x in rates)
+    out = {"relative": verdicts_from_values(task, names, values, list(point), seeds, len(y),
+                                            f"relative robustness ({metric} over missing rates 0 to {rates[-1]:g})",
+                                            hib, b, rs), "effective": None}
+    late = groups.get(REFERENCE_FUSION)
+    ref = reference_curve(late, metric) if late else {}
+    if all(x in ref for x in rates):
+        # effective robustness = relative robustness - clean value + a constant of the late curve: same draws
+        const = sum(w[x] * ref[x] for x in rates) - ref[0.0]
+        eff_values, eff_point = values - per_rate[0.0] - const, point - points[0.0] - const
+        order = sorted(range(len(names)), key=lambda e: -eff_point[e] if hib else eff_point[e])
+        out["effective"] = verdicts_from_values(task, [names[e] for e in order], eff_values[order],
+                                                [float(eff_point[e]) for e in order], [seeds[e] for e in order], len(y),
+                                                f"effective robustness ({metric}, against late fusion)", hib, b, rs)
+    return out
 
 
-def annotate_robustness_verdicts(rows: list[dict[str, Any]], sig: Any) -> None:
-    """``robustness_letters`` and ``robustness_rank_interval`` on each of a task's rows (in place)."""
-    for r in rows:
-        row = next((x for x in sig.rows if x.name == r["name"]), None) if sig else None
-        r["robustness_letters"] = row.letters if row else None
-        r["robustness_rank_interval"] = list(row.rank_interval) if row else None
+def annotate_robustness_verdicts(rows: list[dict[str, Any]], sig: dict[str, Any] | None) -> None:
+    """``robustness_letters`` (relative robustness) and ``effective_letters`` on each of a
+    task's rows (in place; None where the task has no such verdicts)."""
+    for key, which in (("robustness_letters", "relative"), ("effective_letters", "effective")):
+        verdicts = (sig or {}).get(which)
+        for r in rows:
+            row = next((x for x in verdicts.rows if x.name == r["name"]), None) if verdicts else None
+            r[key] = row.letters if row else None

@@ -237,6 +237,10 @@ def robustness_table(rows: list[dict[str, Any]]) -> Table:
                            numeric=False))
     cols.append(Column("effective_robustness", "effective robustness", best_dir(hib),
                        "mean gap to late fusion's curve shifted to the entry's clean value"))
+    eletters = any(r.get("effective_letters") is not None for r in rows)
+    if eletters:
+        cols.append(Column("effective_letters", "letters", "asc", "the two-level test on effective robustness",
+                           numeric=False))
     cols += [Column(c, f"without {c[5:]}", best_dir(hib), f"{primary} with {c[5:]} missing from every test item")
              for c in drops]
     cols.append(Column("worst_drop", "largest drop", "asc", "secondary: the largest drop from clean over the conditions"))
@@ -248,6 +252,8 @@ def robustness_table(rows: list[dict[str, Any]]) -> Table:
             cells.append(cell(str(r.get("robustness_letters") or "-")))
         cells.append(cell(fmt_pm(r.get("effective_robustness"), r.get("effective_robustness_std")),
                           r.get("effective_robustness")))
+        if eletters:
+            cells.append(cell(str(r.get("effective_letters") or "-")))
         cells += [cell(fmt(r["conditions"].get(c)), r["conditions"].get(c)) for c in drops]
         cells.append(cell(fmt(r.get("worst_drop")), r.get("worst_drop")))
         body.append(cells)

@@ -61,7 +61,10 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
     chance = chance_level(results, primary, hib)
     rsig = robustness_verdicts(task, rows, results, board_dir)
     annotate_robustness_verdicts(rows, rsig)
-    view["robust_sig_note"] = rsig.caption if rsig else ""
+    view["robust_sig_note"] = rsig["relative"].caption if rsig else ""
+    if rsig and rsig["effective"] is not None:
+        view["robust_sig_note"] += (" The letters beside effective robustness come from the same resamples "
+                                    "(effective robustness is relative robustness minus the clean value, up to a constant).")
     from mmbench.board.entries import significance_note
 
     view.update(primary=primary, hib=hib, chance=chance, summary=decision_summary(rows, chance),
