@@ -41,10 +41,11 @@ def device_label(result: Any) -> str:
 
 def _one(values: list[Any]) -> Any:
     """The common value of a field over seeds, ``unknown`` when absent, ``mixed: a, b`` when not one."""
-    vals = list(dict.fromkeys(str(v) for v in values if v is not None and v != ""))
+    kept = [v for v in values if v is not None and v != ""]
+    vals = list(dict.fromkeys(str(v) for v in kept))
     if not vals:
         return UNKNOWN
-    return vals[0] if len(vals) == 1 else "mixed: " + ", ".join(vals)
+    return kept[0] if len(vals) == 1 else "mixed: " + ", ".join(vals)  # one value keeps its type (batch size: int)
 
 
 def efficiency_fields(results: list[Any]) -> dict[str, Any]:
