@@ -114,7 +114,7 @@ def test_templates_and_static_files_are_package_data():
 
     board = files("mmbench.board")
     templates = {"base.html.j2", "macros.j2", "board.html.j2", "report.html.j2", "report.md.j2", "site_index.j2",
-                 "site_task.j2", "site_nav.j2"}
+                 "site_task.j2", "site_nav.j2", "task.j2"}
     assert {p.name for p in board.joinpath("templates").iterdir()} >= templates
     assert set(template_loader().list_templates()) >= templates
     env = jinja2.Environment(loader=template_loader())

@@ -167,22 +167,25 @@ def test_board_html_is_one_static_page(rows):
     assert not re.search(r"""(src|href)=["'](?!data:|#)""", html)
     assert "<link" not in html and "@import" not in html and "url(" not in html
     assert html.count("<script>") == 1 and "<style>" in html
-    # a bar chart and a robustness plot per task, embedded as PNG data URIs
-    assert html.count('src="data:image/png;base64,') == 4
+    # per task: bars, rate curves, efficiency; the drop-one chart where drop conditions exist (CLS)
+    assert html.count('src="data:image/png;base64,') == 7
     parsed = _parse(html)
-    assert set(parsed.tables) == {"board-synthetic-synergy", "board-synthetic-regression"}
+    kinds = ("entries", "robustness", "efficiency", "conditions")
+    assert set(parsed.tables) == {f"{k}-{t}" for k in kinds for t in (CLS, REG)}
     # ranked by the primary metric in its direction, mean ± std over seeds
-    assert _names(parsed, "board-synthetic-synergy") == ["attention", "concat", "add"]
-    assert _names(parsed, "board-synthetic-regression") == ["attention", "concat", "add"]
-    heads = parsed.headers["board-synthetic-synergy"]
-    for col in ("rank", "name", "fusion", "seeds", "accuracy", "f1_macro", "auc_rate", "worst_drop", "params",
-                "latency_ms_per_batch", "accuracy@rate:0.1", "accuracy@rate:0.9", "accuracy@drop:m0"):
-        assert col in heads, col
-    assert heads.index("accuracy@rate:0.1") < heads.index("accuracy@rate:0.9") < heads.index("accuracy@drop:m0")
-    first = dict(zip(heads, parsed.tables["board-synthetic-synergy"][0]))
-    assert first["accuracy"] == "0.9480 ± 0.0071"
-    assert first["params"] == "44,290"
-    assert first["seeds"] == "2"
+    for k in kinds:
+        assert _names(parsed, f"{k}-{CLS}") == ["attention", "concat", "add"]
+        assert _names(parsed, f"{k}-{REG}") == ["attention", "concat", "add"]
+    first = dict(zip(parsed.headers[f"entries-{CLS}"], parsed.tables[f"entries-{CLS}"][0]))
+    assert first["accuracy"] == "0.9480 ± 0.0071" and first["seeds"] == "2" and first["f1_macro"] == "0.9440 ± 0.0071"
+    eff = dict(zip(parsed.headers[f"efficiency-{CLS}"], parsed.tables[f"efficiency-{CLS}"][0]))
+    assert eff["params"] == "44,290" and eff["device"] == "CPU, 16 cores" and eff["batch_size"] == "64"
+    assert eff["precision"] == "unknown"  # not recorded by these entries: never guessed
+    rob = parsed.headers[f"robustness-{CLS}"]
+    assert rob.index("relative_robustness") < rob.index("effective_robustness") < rob.index("drop:m0") < rob.index("worst_drop")
+    heads = parsed.headers[f"conditions-{CLS}"]
+    assert heads.index("rate:0.1") < heads.index("rate:0.9") < heads.index("drop:m0")
+    assert '<details class="conditions">' in html  # the per-condition table is collapsible
     # deterministic: same rows, byte-identical page
     assert render_leaderboard_html(rows) == html
 
@@ -201,7 +204,7 @@ def test_leaderboard_cli_html(board, tmp_path):
     out = tmp_path / "board.html"
     res = CliRunner().invoke(app, ["leaderboard", "--format", "html", "--dir", str(board), "-o", str(out)])
     assert res.exit_code == 0, res.output
-    assert _names(_parse(out.read_text()), "board-synthetic-synergy") == ["attention", "concat", "add"]
+    assert _names(_parse(out.read_text()), "entries-synthetic-synergy") == ["attention", "concat", "add"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -244,16 +247,12 @@ def test_report_html(board, report_html):
     assert "<title>Synthetic report</title>" in html
     assert not re.search(r"""(src|href)=["'](?!data:|#)""", html)
     parsed = _parse(html)
-    for kind in ("metrics", "robustness", "efficiency"):
+    for kind in ("entries", "robustness", "efficiency", "conditions"):
         for task in (CLS, REG):
             assert _names(parsed, f"{kind}-{task}") == ["attention", "concat", "add"]
-    heads = parsed.headers[f"metrics-{CLS}"]
-    best = dict(zip(heads, parsed.tables[f"metrics-{CLS}"][0]))
+    best = dict(zip(parsed.headers[f"entries-{CLS}"], parsed.tables[f"entries-{CLS}"][0]))
     assert best["accuracy"] == "0.9480 ± 0.0071"
-    assert best["accuracy_ci"] == "[0.9260, 0.9690] b"  # bootstrap bounds averaged over seeds
-    assert best["f1_macro_ci"].endswith(" s")  # no stored CI: t-interval over the two seeds
-    reg = dict(zip(parsed.headers[f"metrics-{REG}"], parsed.tables[f"metrics-{REG}"][0]))
-    assert reg["mae_ci"].startswith("[") and reg["mae_ci"].endswith(" s")
+    assert 'id="summary-synthetic-synergy"' in html and "Clean accuracy: attention ranks first" in html
     # per-class confusion of the best model (summed over seeds), and a note where there is none
     classes = parsed.tables[f"classes-{CLS}"]
     assert [c[0] for c in classes] == ["even", "odd"]
@@ -261,7 +260,7 @@ def test_report_html(board, report_html):
     assert f"classes-{REG}" not in parsed.tables
     assert "Per-class confusion not available" in html
     # bars + robustness + efficiency per task, confusion for the classification task
-    for name in (f"{CLS}-bars", f"{CLS}-robustness", f"{CLS}-efficiency", f"{CLS}-confusion",
+    for name in (f"{CLS}-bars", f"{CLS}-robustness", f"{CLS}-drop", f"{CLS}-efficiency", f"{CLS}-confusion",
                  f"{REG}-bars", f"{REG}-robustness", f"{REG}-efficiency"):
         assert f'id="fig-{name}"><img src="data:image/png;base64,' in html, name
     assert f'id="fig-{REG}-confusion"' not in html
@@ -274,9 +273,9 @@ def test_report_markdown(board, tmp_path):
     out = write_report([board / CLS, board / REG], tmp_path / "out" / "summary.md")
     text = out.read_text()
     assert text.startswith("# mmbench report")
-    assert "| # | name | fusion | seeds | accuracy (primary) | accuracy 95% CI |" in text
+    assert "| # | name | accuracy (primary) | seeds | f1_macro |" in text and "### Decision summary" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) == 7 and all(link.startswith("summary_files/") for link in links)
+    assert len(links) == 8 and all(link.startswith("summary_files/") for link in links)
     for link in links:
         png = (out.parent / link).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -297,7 +296,7 @@ def test_report_with_reference_checks(tmp_path):
                                       reference) for f in ("add", "concat")]
     checks.append(check_against_reference(CLS, "add", "f1_macro", [0.5, 0.5], reference))  # no reference row
     text = write_results_report(results, tmp_path / "r.md", "grid", checks=checks).read_text()
-    section = text[text.index("### Reference check"):text.index("### Robustness")]
+    section = text[text.index("### Reference check"):text.index("### Per-class")]
     assert f"| add | accuracy | {means['add']:.4f} | {means['add'] + 0.002:.4f} ± 0.0100 | -0.0020 |" in section
     assert "| reproduces |" in section and "| +0.2000 |" in section and "| DIFFERS |" in section
     assert "| add | f1_macro | 0.5000 | - | - | - | no reference |" in section
@@ -312,7 +311,7 @@ def test_report_without_confusion_or_rates(tmp_path):
     r = _regression("add", 0)
     r = r.model_copy(update={"metrics": {"clean": r.metrics["clean"]}, "robustness": {}, "efficiency": None})
     html = render_report_html([r])
-    assert "No missing-rate conditions" in html and "No efficiency measurements" in html
+    assert "No missing-rate or drop-one conditions" in html and "No latency was measured" in html
     assert "Per-class confusion not available" in html
     bad = _classification("add", 0)
     bad.extra["confusion_matrix"] = [[1, 2], [3]]
@@ -379,24 +378,25 @@ def test_board_in_chromium(rows, tmp_path):
 
     dom = _dump(tmp_path, url)
     assert dom.body.get("data-js") == "ready"  # the inline script ran without errors
-    assert _names(dom, f"board-{CLS}") == ["attention", "concat", "add"]
-    assert _names(dom, f"board-{REG}") == ["attention", "concat", "add"]
-    assert len(dom.tables[f"board-{CLS}"]) == 3 and "data-sorted-by" not in dom.attrs[f"board-{CLS}"]
+    assert _names(dom, f"entries-{CLS}") == ["attention", "concat", "add"]
+    assert _names(dom, f"entries-{REG}") == ["attention", "concat", "add"]
+    assert len(dom.tables[f"entries-{CLS}"]) == 3 and "data-sorted-by" not in dom.attrs[f"entries-{CLS}"]
 
     dom = _dump(tmp_path, url + "#sort=name")  # every table with a `name` column, ascending
-    assert dom.body.get("data-hash-sorted") == "2"
-    assert dom.attrs[f"board-{CLS}"]["data-sorted-by"] == "name"
-    assert _names(dom, f"board-{CLS}") == ["add", "attention", "concat"]
-    assert _names(dom, f"board-{REG}") == ["add", "attention", "concat"]
+    assert dom.body.get("data-hash-sorted") == "8"
+    assert dom.attrs[f"entries-{CLS}"]["data-sorted-by"] == "name"
+    assert _names(dom, f"entries-{CLS}") == ["add", "attention", "concat"]
+    assert _names(dom, f"efficiency-{REG}") == ["add", "attention", "concat"]
 
     dom = _dump(tmp_path, url + "#sort=params")  # numeric (as text "9,474" would sort last)
-    assert _names(dom, f"board-{CLS}") == ["add", "concat", "attention"]
-    assert dom.attrs[f"board-{CLS}"]["data-sorted-by"] == "params"
+    assert _names(dom, f"efficiency-{CLS}") == ["add", "concat", "attention"]
+    assert dom.attrs[f"efficiency-{CLS}"]["data-sorted-by"] == "params"
 
-    dom = _dump(tmp_path, url + "#sort=accuracy%40drop%3Am0")  # a per-condition column, only in one table
-    assert dom.body.get("data-hash-sorted") == "1"
-    assert _names(dom, f"board-{CLS}") == ["concat", "attention", "add"]  # 0.502, 0.537, 0.656
-    assert _names(dom, f"board-{REG}") == ["attention", "concat", "add"]  # untouched
+    dom = _dump(tmp_path, url + "#sort=drop%3Am0")  # a drop-one column: robustness and conditions of CLS only
+    assert dom.body.get("data-hash-sorted") == "2"
+    assert _names(dom, f"conditions-{CLS}") == ["concat", "attention", "add"]  # 0.502, 0.537, 0.656
+    assert _names(dom, f"robustness-{CLS}") == ["concat", "attention", "add"]
+    assert _names(dom, f"conditions-{REG}") == ["attention", "concat", "add"]  # untouched
 
     shot = tmp_path / "shot.png"
     res = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", url)
@@ -409,7 +409,7 @@ def test_report_in_chromium(report_html, tmp_path):
     page = report_html
     dom = _dump(tmp_path, page.as_uri() + "#sort=-seeds")
     assert dom.body.get("data-js") == "ready"
-    assert _names(dom, f"metrics-{CLS}") == ["attention", "concat", "add"]  # equal keys keep their order
+    assert _names(dom, f"entries-{CLS}") == ["attention", "concat", "add"]  # equal keys keep their order
     assert [r[0] for r in dom.tables[f"classes-{CLS}"]] == ["even", "odd"]
     shot = tmp_path / "report.png"
     res = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri())

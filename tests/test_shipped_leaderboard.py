@@ -286,7 +286,7 @@ def test_site_in_chromium(tmp_path):
     link = re.search(r'<a href="([^"]+\.html)">synthetic-unique</a>', dom).group(1)
     page = _dump_dom(tmp_path, urljoin(index, link))  # follow the link to the task page
     assert 'data-task="synthetic-unique"' in page and 'href="index.html"' in page
-    names = _column(page, "board-synthetic-unique", 1)
+    names = _column(page, "entries-synthetic-unique", 1)
     assert len(names) == 4
     page = _dump_dom(tmp_path, urljoin(index, link) + "#sort=name")
-    assert _column(page, "board-synthetic-unique", 1) == sorted(names)
+    assert _column(page, "entries-synthetic-unique", 1) == sorted(names)

@@ -105,10 +105,6 @@ def rank(entries: list[Result], significance: bool = True, n_resamples: int | No
                 row[key] = _mean_std(vals)[0]
         conds = sorted({c for e in group for c in e.metrics if c != "clean"})
         row["conditions"] = {c: _mean_std([e.metrics[c][first.primary_metric] for e in group if c in e.metrics])[0] for c in conds}
-        eff = first.efficiency or {}
-        for key in ("params", "flops_per_sample", "latency_ms_per_batch"):
-            if key in eff:
-                row[key] = eff[key]
         rows.append(row)
     def key(r: dict[str, Any]):
         v = r.get(r["primary_metric"], float("nan"))
@@ -116,6 +112,11 @@ def rank(entries: list[Result], significance: bool = True, n_resamples: int | No
     rows.sort(key=key)
     for i, r in enumerate(rows):
         r["rank"] = 1 + sum(1 for o in rows[:i] if o["task"] == r["task"])
+    from mmbench.board.efficiency import annotate_efficiency
+    from mmbench.board.robustness import annotate_robustness
+
+    annotate_robustness(rows, entries)  # relative/effective robustness (MultiBench), mean and std over seeds
+    annotate_efficiency(rows, entries)  # median over seeds, with device, precision and batch size
     if significance:
         from mmbench.evaluation.significance import DEFAULT_RESAMPLES, annotate_ranking
 

@@ -10,9 +10,11 @@ A file::
     url: https://github.com/thuiar/MMSA/blob/master/results/result-stat.md
     note: other features than mmbench's; compare ordering and gaps
     rows:
-      - {name: TFN, metrics: {acc2_non0: 0.7908, f1_non0: 0.7911}}
+      - {name: TFN, fusion: tensor, metrics: {acc2_non0: 0.7908, f1_non0: 0.7911}}
 
-Metric values use mmbench's scale (fractions for accuracies and recalls).
+``fusion`` (optional) names the mmbench method the published one corresponds to (TFN = tensor,
+LMF = lowrank, MulT = mult): the report and the task page show that entry's measured value
+beside the published one. Metric values use mmbench's scale (fractions for accuracies and recalls).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class PublishedRow(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     metrics: dict[str, float] = Field(min_length=1)
     note: str | None = None
+    fusion: str | None = Field(default=None, min_length=1, max_length=100)  # mmbench's counterpart method
 
 
 class PublishedTable(BaseModel):
@@ -80,7 +83,7 @@ def published_rows(tables: list[PublishedTable]) -> list[dict[str, Any]]:
         for r in t.rows:
             note = "; ".join(x for x in (r.note, t.note) if x)
             out.append({"task": t.task, "name": r.name, "published": True, **r.metrics,
-                        "source": t.source, "url": t.url, "note": note})
+                        "source": t.source, "url": t.url, "note": note, "fusion": r.fusion})
     return out
 
 
@@ -91,6 +94,6 @@ def render_published(rows: list[dict[str, Any]]) -> str:
         lines.append(f"{task}: published figures, not re-run by mmbench (not ranked, not verified)")
         for r in (r for r in rows if r["task"] == task):
             metrics = "  ".join(f"{k} {v:.4f}" for k, v in r.items()
-                                if k not in ("task", "name", "published", "source", "url", "note"))
+                                if k not in ("task", "name", "published", "source", "url", "note", "fusion"))
             lines.append(f"  {r['name']:<12} {metrics}  [{r['source']}]")
     return "\n".join(lines)

@@ -3,9 +3,10 @@
 Pages are self-contained (inline CSS and the sortable-table script of mmbench.board.report, no
 external files) and a pure function of the entries and published tables: no timestamps, so
 the committed pages can be checked against what the entries render (`site_differences`).
-Each task page ranks its entries (`leaderboard.rank`; any extra rank data it returns becomes
-a column), with robustness, efficiency and per-condition columns, and lists the task's
-published reference rows apart, marked "published, not re-run".
+Each task page is :func:`mmbench.board.view.task_view` (the same content as the report's task
+section): the decision summary first, the ranked entries with their letters and rank
+intervals, the pairwise heat map, robustness and efficiency tables, the per-condition results
+in a collapsible table, and the task's published rows apart, marked "published, not re-run".
 """
 
 from __future__ import annotations
@@ -17,11 +18,6 @@ from mmbench.core.errors import MMBenchError
 
 INDEX = "index.html"
 
-# rank() keys the board table already shows (or that are not columns); any other scalar key a
-# ranking adds (e.g. significance groups) is shown as a column of its own
-_SHOWN = {"task", "name", "kind", "fusion", "seeds", "primary_metric", "higher_is_better", "rank", "conditions",
-          "auc_rate", "worst_drop", "params", "flops_per_sample", "latency_ms_per_batch", "letters",
-          "seed_variance_known"}
 
 def _env():
     import jinja2
@@ -32,65 +28,32 @@ def _env():
                               keep_trailing_newline=True)
 
 
-def _extra_keys(rows: list[dict[str, Any]]) -> list[str]:
-    metrics = {k[:-4] for r in rows for k in r if k.endswith("_std")}
-    keys: list[str] = []
-    for r in rows:
-        for k, v in r.items():
-            if k in _SHOWN or k in metrics or k.endswith("_std") or k in keys:
-                continue
-            if v is None or isinstance(v, (bool, int, float, str)):
-                keys.append(k)
-    return keys
-
-
-def _board(rows: list[dict[str, Any]]):
-    from mmbench.board.report import Column, _board_table, _cell, _fmt, _num
-
-    table = _board_table(rows)
-    for key in _extra_keys(rows):
-        numeric = any(_num(r.get(key)) is not None for r in rows)
-        table.columns.append(Column(key, key, "asc", numeric=numeric))
-        for r, cells in zip(rows, table.rows):
-            v = r.get(key)
-            text = "-" if v is None else (_fmt(v) if isinstance(v, float) else str(v))
-            cells.append(_cell(text, v if numeric else None))
-    return table
-
-
-def _published_table(rows: list[dict[str, Any]], primary: str | None):
-    from mmbench.board.report import Column, Table, _cell, _fmt
-
-    skip = {"task", "name", "published", "source", "url", "note"}
-    metrics = list(dict.fromkeys(([primary] if any(primary in r for r in rows) else [])
-                                 + [k for r in rows for k in r if k not in skip]))
-    cols = [Column("name", "name", "asc", numeric=False), Column("status", "status", "asc", numeric=False)]
-    cols += [Column(m, m, "desc") for m in metrics] + [Column("source", "source", "asc", numeric=False)]
-    body = [[_cell(r["name"]), _cell("published, not re-run")] + [_cell(_fmt(r.get(m)), r.get(m)) for m in metrics]
-            + [_cell(r["source"] + (f" ({r['note']})" if r.get("note") else ""))] for r in rows]
-    return Table(cols, body, css="published", first_is_best=False)
-
-
 def _index_table(tasks: list[dict[str, Any]]):
-    from mmbench.board.report import Column, Table, _cell, _fmt
+    from mmbench.board.tables import Column, Table, cell, fmt
 
     cols = [Column("task", "task", "asc", numeric=False), Column("primary", "primary metric", "asc", numeric=False),
             Column("entries", "entries", "desc"), Column("leader", "leader", "asc", numeric=False),
-            Column("best", "leader's primary metric", "desc"), Column("published", "published rows", "desc")]
-    body = [[_cell(t["name"]), _cell(t["primary"] or "-"), _cell(str(t["entries"]), t["entries"]),
-             _cell(t["leader"] or "-"), _cell(_fmt(t["best"]), t["best"]), _cell(str(t["published"]), t["published"])]
-            for t in tasks]
+            Column("best", "leader's primary metric", "desc"),
+            Column("robust", "most robust", "asc", "highest relative robustness (mean primary metric over the missing "
+                   "rates); see the task page for which entries the evidence separates", numeric=False),
+            Column("published", "published rows", "desc")]
+    body = [[cell(t["name"]), cell(t["primary"] or "-"), cell(str(t["entries"]), t["entries"]),
+             cell(t["leader"] or "-"), cell(fmt(t["best"]), t["best"]), cell(t["robust"] or "-"),
+             cell(str(t["published"]), t["published"])] for t in tasks]
     return Table(cols, body, css="tasks", first_is_best=False)
 
 
 def render_site(board_dir: str | Path, title: str = "mmbench leaderboard") -> dict[str, str]:
     """{file name: HTML} of every page of the board in `board_dir`."""
-    from mmbench.board.entries import load_entries, rank, significance_note
+    from mmbench.board.entries import load_entries, rank
     from mmbench.board.published import load_published, published_rows
-    from mmbench.board.report import _common, _slug
+    from mmbench.board.report import page_context
+    from mmbench.board.tables import fmt, slug
+    from mmbench.board.view import task_view
     from mmbench.data.tasks import get_task, task_names
 
-    rows = rank(load_entries(board_dir))
+    entries = load_entries(board_dir)
+    rows = rank(entries)
     published = published_rows(load_published(board_dir))
     names = sorted({r["task"] for r in rows} | {r["task"] for r in published})
     if not names:
@@ -100,7 +63,7 @@ def render_site(board_dir: str | Path, title: str = "mmbench leaderboard") -> di
 
     # a task split by test set (<task>@<fingerprint>) gets a page per test set, saying why
     description = {t: get_task(t).description if t in known else test_set_note(t) for t in names}
-    nav = [{"name": t, "href": f"{_slug(t)}.html", "description": description[t]} for t in names]
+    nav = [{"name": t, "href": f"{slug(t)}.html", "description": description[t]} for t in names]
     env = _env()
     pages: dict[str, str] = {}
     summary = []
@@ -108,20 +71,18 @@ def render_site(board_dir: str | Path, title: str = "mmbench leaderboard") -> di
         task_rows = sorted((r for r in rows if r["task"] == t), key=lambda r: r["rank"])
         task_pub = [r for r in published if r["task"] == t]
         primary = task_rows[0]["primary_metric"] if task_rows else (get_task(t).primary_metric if t in known else None)
-        sources = list({(r["source"], r["url"]): {"source": r["source"], "url": r["url"], "note": ""}
-                        for r in task_pub}.values())
-        ctx = _common(f"{title}: {t}") | {
-            "tasks": [], "task": t, "slug": _slug(t), "description": description[t], "primary": primary,
-            "hib": bool(task_rows[0]["higher_is_better"]) if task_rows else True,
-            "board": _board(task_rows) if task_rows else None, "sig_note": significance_note(task_rows),
-            "published": _published_table(task_pub, primary) if task_pub else None, "sources": sources,
-            "nav": [n | {"current": n["name"] == t} for n in nav]}
-        pages[f"{_slug(t)}.html"] = env.get_template("site_task.j2").render(**ctx)
+        view = task_view(t, task_rows, [e for e in entries if e.task == t], task_pub, board_dir)
+        ctx = page_context(f"{title}: {t}") | {"tasks": [], "t": view, "description": description[t],
+                                               "nav": [n | {"current": n["name"] == t} for n in nav]}
+        pages[f"{slug(t)}.html"] = env.get_template("site_task.j2").render(**ctx)
         leader = task_rows[0] if task_rows else None
+        rob = [r for r in task_rows if r.get("relative_robustness") is not None]
+        robust = (max if view.get("hib", True) else min)(rob, key=lambda r: r["relative_robustness"]) if rob else None
         summary.append({"name": t, "primary": primary, "entries": sum(r["seeds"] for r in task_rows),
                         "leader": leader["name"] if leader else None,
-                        "best": leader.get(primary) if leader else None, "published": len(task_pub)})
-    ctx = _common(title) | {"tasks": [], "nav": [n | {"current": False} for n in nav], "table": _index_table(summary),
+                        "best": leader.get(primary) if leader else None, "published": len(task_pub),
+                        "robust": f"{robust['name']} ({fmt(robust['relative_robustness'])})" if robust else None})
+    ctx = page_context(title) | {"tasks": [], "nav": [n | {"current": False} for n in nav], "table": _index_table(summary),
                             "n_entries": sum(s["entries"] for s in summary)}
     pages[INDEX] = env.get_template("site_index.j2").render(**ctx)
     return pages

@@ -103,7 +103,8 @@ def leaderboard(
     typer.echo(f"showing {which}", err=True)
     if fmt not in ("table", "md", "csv", "json", "html"):
         raise MMBenchError(f"--format must be table, md, csv, json or html, not {fmt!r}")
-    rows = rank(load_entries(board_dir, task))
+    entries = load_entries(board_dir, task)
+    rows = rank(entries)
     if not rows and fmt in ("table", "md"):  # a task with published figures only: show them
         from mmbench.board.published import load_published, published_rows, render_published
 
@@ -117,7 +118,7 @@ def leaderboard(
     if fmt == "html":
         from mmbench.board.report import render_leaderboard_html
 
-        text = render_leaderboard_html(rows)
+        text = render_leaderboard_html(rows, entries=entries, board_dir=board_dir)
     else:
         text = render(rows, fmt)
     if fmt in ("table", "md"):

@@ -91,8 +91,12 @@ def state_hash(model: nn.Module) -> str:
 
 @torch.no_grad()
 def measure_efficiency(model: nn.Module, split: Split, device: torch.device | str, batch_size: int = 64, repeats: int = 5) -> dict[str, Any]:
-    """Parameters, FLOPs per sample (torch's FlopCounterMode), median latency per batch, peak GPU memory."""
+    """Parameters of the modules the output uses (``used_parameter_count``), FLOPs per sample
+    (torch's FlopCounterMode), median latency per batch over ``repeats`` timed calls after one
+    warm-up, the batch size, device and precision (the parameters' dtype), peak GPU memory."""
     from torch.utils.flop_counter import FlopCounterMode
+
+    from mmbench.models.model import used_parameter_count
 
     device = torch.device(device)
     model.eval()
@@ -112,11 +116,12 @@ def measure_efficiency(model: nn.Module, split: Split, device: torch.device | st
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
     out = {
-        "params": int(sum(p.numel() for p in model.parameters())),
+        "params": used_parameter_count(model),
         "flops_per_sample": float(counter.get_total_flops() / len(b)),
         "latency_ms_per_batch": float(np.median(times[1:]) * 1000),
         "batch_size": len(b),
         "device": str(device),
+        "precision": str(next(model.parameters(), torch.zeros(())).dtype).replace("torch.", ""),
     }
     if device.type == "cuda":
         out["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20

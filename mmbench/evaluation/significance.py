@@ -349,9 +349,26 @@ def significance_from_arrays(task: str, names: list[str], y: Any, preds: list[An
     values = two_level_values(y, preds, metric, target_type, num_classes, b, seed, scores=scores)
     ones = np.ones((1, len(y)), np.float32)
     point = [float(resampled_metric(metric, target_type, num_classes, y, p, ones, scores).mean()) for p in preds]
+    linear_acc = metric == "accuracy" and target_type in ("multiclass", "binary")
+
+    def exact(i: int, j: int) -> float:
+        la, lb = ((run[0] > 0.5).astype(np.int64) if scores else run[0] for run in (preds[i], preds[j]))
+        return mcnemar_exact(la == y, lb == y)["p"]
+
+    return verdicts_from_values(task, names, values, point, [len(p) for p in preds], len(y), metric, higher_is_better,
+                                b, seed, alpha, exact if linear_acc else None)
+
+
+def verdicts_from_values(task: str, names: list[str], values: np.ndarray, point: list[float], seeds: list[int],
+                         items: int, metric: str, higher_is_better: bool, b: int, seed: Any = 0, alpha: float = ALPHA,
+                         exact: Any = None) -> TaskSignificance:
+    """The verdicts from each entry's value (``point``) and its ``[entries, b]`` two-level
+    resampled values (:func:`mmbench.evaluation.resampling.two_level_values`, or any
+    statistic built from them on the same draws, e.g. a robustness score); ``exact(i, j)``,
+    when given, is the exact p of a pair of single runs (McNemar)."""
+    preds = [range(k) for k in seeds]  # only their lengths are read below
     sign = 1.0 if higher_is_better else -1.0
     raw = []
-    linear_acc = metric == "accuracy" and target_type in ("multiclass", "binary")
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
             d = sign * (point[i] - point[j])
@@ -364,9 +381,8 @@ def significance_from_arrays(task: str, names: list[str], y: Any, preds: list[An
             q = float(np.quantile(dev, 1 - alpha))
             p = (1.0 + np.count_nonzero(dev >= abs(d) - 1e-12)) / (b + 1) if d != 0 else 1.0
             test = "two-level-bootstrap" if len(preds[i]) > 1 or len(preds[j]) > 1 else "item-bootstrap"
-            if linear_acc and len(preds[i]) == 1 and len(preds[j]) == 1:
-                la, lb = ((run[0] > 0.5).astype(np.int64) if scores else run[0] for run in (preds[i], preds[j]))
-                p, test = mcnemar_exact(la == y, lb == y)["p"], "mcnemar-exact"
+            if exact is not None and len(preds[i]) == 1 and len(preds[j]) == 1:
+                p, test = exact(i, j), "mcnemar-exact"
             raw.append((i, j, d, d - q, d + q, min(1.0, p), test, float(np.std(dist, ddof=1))))
     adjusted = holm([r[5] for r in raw])
     pairs = []
@@ -382,9 +398,9 @@ def significance_from_arrays(task: str, names: list[str], y: Any, preds: list[An
                  for e, n in enumerate(names))
     mdd = minimum_detectable_difference([t.diff_sd for t in pairs if math.isfinite(t.diff_sd)], len(pairs), alpha)
     single = [n for n, p in zip(names, preds) if len(p) == 1]
-    caption = _caption(metric, len(y), [len(p) for p in preds], single, len(pairs), b,
+    caption = _caption(metric, items, [len(p) for p in preds], single, len(pairs), b,
                        any(t.test == "mcnemar-exact" for t in pairs), mdd)
-    return TaskSignificance(task, metric, bool(higher_is_better), len(y), b, int(seed if np.isscalar(seed) else seed[0]),
+    return TaskSignificance(task, metric, bool(higher_is_better), items, b, int(seed if np.isscalar(seed) else seed[0]),
                             alpha, rows, tuple(pairs), mdd, caption)
 
 

@@ -53,6 +53,7 @@ class MultimodalModel(nn.Module):
         hidden = int(config.get("hidden_dim", 128))
         fusion_out = self.outputs if fusion_cls.late else hidden
         self.fusion = fusion_cls({m: encoders[m].out_dim for m in modalities}, fusion_out, **config.get("fusion_options", {}))
+        self.used = [m for m in modalities if m in self.fusion.used_modalities()]
         if fusion_cls.late:
             self.head: nn.Module = nn.Identity()
         else:
@@ -65,7 +66,7 @@ class MultimodalModel(nn.Module):
         kernel without reading the mask (a host sync per layer on CUDA)."""
         lengths = lengths or {}
         pooled, seqs, masks = {}, {}, {}
-        for m in self.modalities:
+        for m in self.used:  # an encoder whose output the fusion ignores is not run
             encoder = self.encoders[m]
             enc = (encoder(modalities[m], lengths.get(m), present=None if m in complete else present[m])
                    if getattr(encoder, "uses_present", False) else encoder(modalities[m], lengths.get(m)))
@@ -76,6 +77,16 @@ class MultimodalModel(nn.Module):
         fused = self.fusion(pooled, present, seqs or None, masks or None) if self.fusion.uses_sequences else self.fusion(pooled, present)
         out = self.head(fused)
         return out.squeeze(-1) if self.outputs == 1 else out
+
+
+def used_parameter_count(model: nn.Module) -> int:
+    """Parameters of the modules a model's output uses: for a :class:`MultimodalModel`, the
+    encoders of the modalities its fusion reads (one for ``unimodal``), the fusion and the head;
+    any other module: all its parameters."""
+    if not isinstance(model, MultimodalModel):
+        return int(sum(p.numel() for p in model.parameters()))
+    used = [model.encoders[m] for m in model.used] + [model.fusion, model.head]
+    return int(sum(p.numel() for mod in used for p in mod.parameters()))
 
 
 def build_model(config: dict[str, Any]) -> MultimodalModel:

@@ -17,6 +17,11 @@ class Fusion(nn.Module):
         self.input_dims = dict(input_dims)
         self.out_dim = out_dim
 
+    def used_modalities(self) -> list[str]:
+        """The modalities whose embeddings the output depends on (all, unless a fusion ignores
+        some): the model runs, and counts the parameters of, only their encoders."""
+        return list(self.modalities)
+
 
 def masked(x: Tensor, present: Tensor) -> Tensor:
     """Zero rows of x [B, ...] whose present [B] is False; `where`, not multiply, so a NaN or

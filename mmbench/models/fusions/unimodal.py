@@ -24,6 +24,9 @@ class UnimodalFusion(Fusion):
         self.mlp = nn.Sequential(nn.Linear(input_dims[modality] + 1, hidden), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(hidden, out_dim))
 
+    def used_modalities(self) -> list[str]:
+        return [self.modality]
+
     def forward(self, embeddings: dict[str, Tensor], present: dict[str, Tensor], sequences=None, masks=None) -> Tensor:
         m = self.modality
         x = masked(embeddings[m], present[m])

@@ -1,0 +1,173 @@
+"""The decision summary of a task: four sentences generated from the ranked rows and their
+verdicts, never written by hand.
+
+1. **Clean winners**: the entries sharing the top letter of the compact letter display (no
+   other entry is significantly better than any of them; two-level bootstrap, Holm).
+2. **Robustness winners**: the same on relative robustness (mean primary metric over the missing
+   rates); where the task has no robustness letters, the entry with the best mean and the
+   entries within one seed standard deviation of it. Says so when the clean winner is not
+   among them, with its place.
+3. **Collapses**: per modality, the entries that fall to near chance when it is missing from
+   every test item: they keep less than :data:`NEAR_CHANCE` of their clean margin over chance
+   (entries that use only that modality are left out: they have nothing left).
+4. **Fusion vs the best single modality**: whether any fusion beats the best single-modality
+   entry with a Holm-adjusted p < 0.05 in the pairwise matrix.
+
+Chance is the best score of a constant prediction on the task's test targets
+(:func:`chance_level`): the majority class for accuracy, the majority sign for MOSI's Acc-2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmbench.board.tables import fmt, is_unimodal, num, rate_range
+
+NEAR_CHANCE = 0.10  # keeps under 10% of its clean margin over chance
+
+
+def chance_level(results: list[Any], metric: str, higher_is_better: bool) -> float | None:
+    """The best value of ``metric`` that one constant prediction reaches on the test targets
+    stored with the results (``extra.test_items``); None when none stores them."""
+    import numpy as np
+
+    from mmbench.evaluation.metrics import compute_metrics
+
+    it = next((r.extra.get("test_items") for r in results if (r.extra or {}).get("test_items")), None)
+    if not it or not it.get("targets"):
+        return None
+    y = np.asarray(it["targets"])
+    tt, nc = it["target_type"], it.get("num_classes")
+    if tt == "regression":
+        candidates = sorted({float(np.mean(y)), float(np.median(y)), 1.0, -1.0})
+    elif tt in ("multiclass", "binary"):
+        candidates = sorted({int(v) for v in np.unique(y)})
+    else:
+        return None
+    values = []
+    for c in candidates:
+        try:
+            const = np.full(len(y), c, dtype=y.dtype if tt != "regression" else float)
+            values.append(float(compute_metrics(tt, y, const, nc)[metric]))
+        except (KeyError, ValueError):
+            return None
+    values = [v for v in values if num(v) is not None]
+    if not values:
+        return None
+    return max(values) if higher_is_better else min(values)
+
+
+def _names(rows: list[dict[str, Any]], key: str) -> str:
+    parts = [f"{r['name']} ({fmt(r.get(key), 3)})" for r in rows]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _top_letter_rows(rows: list[dict[str, Any]], letters_key: str, order_key: str, hib: bool) -> list[dict[str, Any]]:
+    ranked = sorted(rows, key=lambda r: (num(r.get(order_key)) is None, -(num(r.get(order_key)) or 0) if hib else (num(r.get(order_key)) or 0)))
+    top = str(ranked[0].get(letters_key) or "")
+    if not top:
+        return []
+    return [r for r in ranked if set(str(r.get(letters_key) or "")) & set(top[:1])]
+
+
+def clean_sentence(rows: list[dict[str, Any]]) -> str:
+    primary, hib = rows[0]["primary_metric"], bool(rows[0]["higher_is_better"])
+    if rows[0].get("letters") is None:
+        return (f"Clean {primary}: {rows[0]['name']} ranks first ({fmt(rows[0].get(primary), 3)}); the entries store no "
+                "comparable per-item records, so no difference is tested.")
+    win = _top_letter_rows(rows, "letters", primary, hib)
+    if len(win) == 1:
+        return (f"Clean {primary}: {win[0]['name']} ({fmt(win[0].get(primary), 3)}) is the clean winner, "
+                "significantly better than every other entry.")
+    return (f"Clean {primary}: {len(win)} entries share the top letter and are not separated by the evidence: "
+            f"{_names(win, primary)}.")
+
+
+def robustness_sentence(rows: list[dict[str, Any]]) -> str | None:
+    primary, hib = rows[0]["primary_metric"], bool(rows[0]["higher_is_better"])
+    have = [r for r in rows if num(r.get("relative_robustness")) is not None]
+    if not have:
+        return None
+    key = "relative_robustness"
+    what = f"relative robustness (mean {primary} over missing rates {rate_range(rows)})"
+    if any(r.get("robustness_letters") is not None for r in have):
+        win = _top_letter_rows(have, "robustness_letters", key, hib)
+        how = "share the top letter (same two-level test)"
+        alone = "is the most robust, significantly ahead of every other entry (same two-level test)"
+    else:
+        best = max(have, key=lambda r: r[key]) if hib else min(have, key=lambda r: r[key])
+        spread = num(best.get(f"{key}_std")) or 0.0
+        win = [r for r in have if abs(r[key] - best[key]) <= spread]
+        win.sort(key=lambda r: -r[key] if hib else r[key])
+        how = "are within one seed standard deviation of the best (no per-item test)"
+        alone = "is the most robust, more than one seed standard deviation ahead of the next (no per-item test)"
+    clean = rows[0]
+    if len(win) == 1:
+        text = f"Under missing modalities, by {what}: {_names(win, key)} {alone}."
+    else:
+        text = f"Under missing modalities, by {what}: {_names(win, key)} {how}."
+    if clean["name"] not in {r["name"] for r in win} and num(clean.get(key)) is not None:
+        order = sorted(have, key=lambda r: -r[key] if hib else r[key])
+        place = [r["name"] for r in order].index(clean["name"]) + 1
+        text += (f" The clean leader {clean['name']} is not among them: its relative robustness "
+                 f"{fmt(clean[key], 3)} ranks {place} of {len(order)}.")
+    return text
+
+
+def collapse_sentences(rows: list[dict[str, Any]], chance: float | None) -> list[str]:
+    primary, hib = rows[0]["primary_metric"], bool(rows[0]["higher_is_better"])
+    drops = sorted({c for r in rows for c in r.get("conditions", {}) if c.startswith("drop:")})
+    if chance is None or not drops:
+        return []
+    out = []
+    sign = 1.0 if hib else -1.0
+    for c in drops:
+        modality = c[5:]
+        fallen = []
+        for r in rows:
+            clean, under = num(r.get(primary)), num(r.get("conditions", {}).get(c))
+            if clean is None or under is None or str(r["name"]) == f"unimodal-{modality}":
+                continue
+            margin = sign * (clean - chance)
+            if margin > 0 and sign * (under - chance) < NEAR_CHANCE * margin:
+                fallen.append({"name": r["name"], "v": under})
+        if fallen:
+            verb = "falls" if len(fallen) == 1 else "fall"
+            out.append(f"Without {modality}, {_names(fallen, 'v')} {verb} to near chance ({primary} {fmt(chance, 3)}; "
+                       f"near: keeping under {NEAR_CHANCE:.0%} of the clean margin over chance).")
+        else:
+            out.append(f"Without {modality}, no entry falls to near chance ({primary} {fmt(chance, 3)}).")
+    return out
+
+
+def fusion_sentence(rows: list[dict[str, Any]]) -> str:
+    primary = rows[0]["primary_metric"]
+    uni = [r for r in rows if is_unimodal(r)]
+    fusions = [r for r in rows if not is_unimodal(r)]
+    if not uni or not fusions:
+        return f"No {'single-modality' if not uni else 'fusion'} entries on this task: whether fusion helps is not measured."
+    best = uni[0]  # rows are in rank order
+    if best.get("letters") is None:
+        return (f"The best single modality is {best['name']} ({fmt(best.get(primary), 3)}); without per-item records "
+                "no fusion is tested against it.")
+    wins = [f for f in fusions if (t := (f.get("pairwise") or {}).get(best["name"])) and t.get("significant")
+            and num(t.get("diff")) is not None and t["diff"] > 0]
+    if not wins:
+        return (f"No fusion beats the best single modality, {best['name']} ({fmt(best.get(primary), 3)}), by a "
+                "significant margin (Holm-adjusted p < 0.05).")
+    parts = [f"{f['name']} ({(f['pairwise'][best['name']]['diff']):+.3f})" for f in wins]
+    return (f"{len(wins)} of {len(fusions)} fusions beat the best single modality, {best['name']} "
+            f"({fmt(best.get(primary), 3)}), significantly (Holm-adjusted p < 0.05): {', '.join(parts)}.")
+
+
+def decision_summary(rows: list[dict[str, Any]], chance: float | None) -> list[str]:
+    """The task's decision sentences, in order (rows: one task's, in rank order)."""
+    if not rows:
+        return []
+    out = [clean_sentence(rows)]
+    rob = robustness_sentence(rows)
+    if rob:
+        out.append(rob)
+    out += collapse_sentences(rows, chance)
+    out.append(fusion_sentence(rows))
+    return out
