@@ -41,6 +41,10 @@ def evaluate(
     batch_size: int = typer.Option(256, "--batch-size", help="Batch size for sandboxed models (rows per encoder call "
                                                                "for retrieval)."),
     resamples: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CI (0 = none)."),
+    isolation: str = typer.Option("auto", "--isolation",
+                                  help="Model submissions: 'auto' runs the model under bubblewrap (no network, no "
+                                       "files but its own folder) and warns where that is unavailable, 'required' "
+                                       "refuses then, 'none' runs it as a plain process."),
     as_json: bool = typer.Option(False, "--json", help="Print the result JSON."),
 ) -> None:
     """Score a predictions file or a model on a task under its missing-modality conditions."""
@@ -81,7 +85,8 @@ def evaluate(
         from mmbench.evaluation.evaluator import evaluate_model
         from mmbench.evaluation.sandbox.runner import SandboxConfig
 
-        cfg = SandboxConfig(timeout_s=timeout, memory_mb=memory_mb, batch_size=batch_size)
+        cfg = SandboxConfig(timeout_s=timeout, memory_mb=memory_mb, batch_size=batch_size,
+                            isolation=_isolation_mode(isolation, model), denied=_denied(data_dir, board_dir))
         result = evaluate_model(spec, model, weights, name, device=device, data_dir=data_dir,
                                 conditions=conditions or None, sandbox_config=cfg, n_resamples=resamples)
 
@@ -119,6 +124,27 @@ def evaluate(
         _print_summary(result)
     for w in written:
         typer.echo(f"wrote {w}", err=as_json)  # keep stdout pure JSON with --json
+
+
+def _isolation_mode(mode: str, model: str) -> str:
+    """Resolve --isolation before any data is loaded: refuse (required) or warn in one line."""
+    from mmbench.evaluation.sandbox.isolation import BUBBLEWRAP, resolve
+
+    if model == "baseline":  # mmbench's own model, in-process: nothing submitted runs
+        return "none"
+    iso = resolve(mode)
+    if iso.warning:
+        typer.echo(iso.warning, err=True)
+    return "required" if iso.used == BUBBLEWRAP else "none"
+
+
+def _denied(data_dir: Path | None, board_dir: Path | None) -> dict[str, Path]:
+    from mmbench.data.datasets.base import data_root
+
+    out = {"data root": data_root(data_dir)}
+    if board_dir is not None:
+        out["leaderboard"] = board_dir
+    return out
 
 
 def _model_source(model: str | None, weights: Path | None) -> Path | None:
@@ -167,6 +193,8 @@ def _print_summary(result: Any) -> None:
     parts = [f"{k} {_fmt(rob[k])}" for k in ("worst_drop", "auc_rate") if k in rob]
     if parts:
         typer.echo("  robustness: " + "  ".join(parts))
+    if "isolation" in result.extra:
+        typer.echo(f"  isolation: {result.extra['isolation']}")
     eff = result.efficiency or {}
     if eff:
         typer.echo("  efficiency: " + "  ".join(f"{k} {_fmt(eff[k])}" for k in ("params", "flops_per_sample", "latency_ms_per_batch")

@@ -291,6 +291,7 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
         predictions = {c: outputs_to_predictions(torch.from_numpy(a), spec) for c, a in out.outputs.items()}
         efficiency = out.efficiency
         extra["sandbox_seconds"] = round(out.seconds, 3)
+        extra["isolation"] = out.isolation
     per_condition = {c: score(spec, y_true, p) for c, p in predictions.items()}
     _check_finite_metrics(per_condition, ms.source or ms.weights)
     extra["conditions_not_evaluated"] = [c.name for c in spec.conditions() if c.name not in per_condition]
@@ -401,7 +402,8 @@ def _evaluate_retrieval_model(spec: TaskSpec, model_spec: str, weights: Any, nam
                              efficiency=out.efficiency, device=str(dev),
                              extra={"model": ms.kind, "images": len(image_ids), "captions": len(caption_ids),
                                     "embedding_dim": dim, "missing_images": int(absent.sum()),
-                                    "submission_files": files, "sandbox_seconds": round(out.seconds, 3)})
+                                    "submission_files": files, "sandbox_seconds": round(out.seconds, 3),
+                                    "isolation": out.isolation})
 
 
 def _retrieval_baseline_result(spec: TaskSpec, model: nn.Module, test_split: Split, device: torch.device, name: str,

@@ -25,15 +25,34 @@ class _Failure(Exception):
     pass
 
 
+_SUBMISSION = {"folder": None}  # the factory's folder: frames there are the submission's own
+
+
+def _own_frame(exc: BaseException) -> str:
+    """' (at file.py, line N, in fn)' for the innermost frame of the submission's own files."""
+    import os
+
+    folder = _SUBMISSION["folder"]
+    if not folder:
+        return ""
+    where = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if os.path.realpath(frame.filename).startswith(folder + os.sep):
+            where = f" (at {frame.filename}, line {frame.lineno}, in {frame.name})"
+    return where
+
+
 def _guarded(what: str, fn: Any, *args: Any) -> Any:
     """Call submitted code; anything it raises becomes one `_Failure` line starting with `what`
-    (MemoryError passes through: `main` reports it with its own exit code)."""
+    and naming the submission's own file and line, its traceback goes to stderr (MemoryError
+    passes through: `main` reports it with its own exit code)."""
     try:
         return fn(*args)
     except MemoryError:
         raise
     except BaseException as exc:  # noqa: BLE001 - the submission may raise anything, SystemExit included
-        raise _Failure(f"{what} {type(exc).__name__}: {exc}") from None
+        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next, file=sys.stderr)  # from the submission's call
+        raise _Failure(f"{what} {type(exc).__name__}: {exc}{_own_frame(exc)}") from None
 
 
 def _set_limits(job: dict[str, Any]) -> None:
@@ -52,7 +71,7 @@ def _set_limits(job: dict[str, Any]) -> None:
     cap(resource.RLIMIT_CORE, 0)
 
 
-def _one_line(text: Any, limit: int = 400) -> str:
+def _one_line(text: Any, limit: int = 20_000) -> str:
     s = " ".join(str(text).split())
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
@@ -76,6 +95,7 @@ def _build_factory(job: dict[str, Any]):
 
     source = job["source"]
     sys.path.insert(0, os.path.dirname(source))
+    _SUBMISSION["folder"] = os.path.realpath(os.path.dirname(source))
     spec = importlib.util.spec_from_file_location("mmbench_submission", source)
     if spec is None or spec.loader is None:
         raise _Failure(f"cannot import factory file {source}")
