@@ -111,7 +111,7 @@ def test_attempt_is_denied_and_the_model_scores_normally(attempt, world, tmp_pat
 
 
 @needs_bwrap
-def test_entry_records_isolation_and_folder_holding_data_is_refused(world, tmp_path, monkeypatch, capsys):
+def test_entry_records_isolation_and_a_data_root_inside_the_folder_is_hidden(world, tmp_path, monkeypatch, capsys):
     sub, consts = world
     spec = write_model(sub, consts, "nothing")
     board = tmp_path / "board"
@@ -119,11 +119,26 @@ def test_entry_records_isolation_and_folder_holding_data_is_refused(world, tmp_p
     assert rc == 0, stderr
     entry = json.loads((board / TASK / "probe.json").read_text())
     assert entry["extra"]["isolation"] == "bubblewrap"
-    # a submission folder that holds the data root would show it to the model: refused before running
-    (tmp_path / "model.py").write_text((sub / "model.py").read_text())
-    rc, _, stderr, result = evaluate(f"{tmp_path / 'model.py'}:build", tmp_path, monkeypatch, capsys)
-    assert rc == 1 and result is None
-    assert "holds the data root" in stderr and str(tmp_path) in stderr
+    assert entry["extra"]["submission"]["isolation"] == "bubblewrap"
+    # a model whose folder holds the data root gets an empty folder in its place
+    outer = tmp_path / "outer"
+    (outer / "data").mkdir(parents=True)
+    (outer / "data" / "test_labels.csv").write_text("id,label\n")
+    monkeypatch.setenv("MMBENCH_DATA", str(outer / "data"))
+    nested = write_model(outer, {**consts, "DATA": str(outer / "data")}, "data-root")
+    rc, _, stderr, result = evaluate(nested, tmp_path, monkeypatch, capsys)
+    assert rc == 0 and result["extra"]["isolation"] == "bubblewrap", stderr
+    rc, _, stderr, _ = evaluate(nested, tmp_path, monkeypatch, capsys, "--isolation", "none")
+    assert rc == 1 and "LEAKED" in stderr  # the attempt is real
+    # a model straight in the shared temporary folder is refused before it runs
+    import tempfile
+
+    shared = tmp_path / "shared-tmp"
+    shared.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
+    in_tmp = write_model(shared, consts, "nothing")
+    rc, _, stderr, result = evaluate(in_tmp, tmp_path, monkeypatch, capsys)
+    assert rc == 1 and result is None and "put the submission in a folder of its own" in stderr
 
 
 def test_unavailable_isolation_warns_or_refuses(world, tmp_path, monkeypatch, capsys):

@@ -46,7 +46,8 @@ def leaderboard(
     task: Optional[str] = typer.Argument(None, help="A task, or: verify, publish RUNS..., site."),
     runs: Optional[list[Path]] = typer.Argument(None, help="publish: reproduce output folders (--out) to publish."),
     fmt: str = typer.Option("table", "--format", help="table, md, csv, json or html."),
-    board_dir: Path = typer.Option(Path("leaderboard"), "--dir", help="Board folder (default ./leaderboard)."),
+    board_dirs: list[Path] = typer.Option([], "--dir", help="Board folder (default ./leaderboard); repeat it to rank "
+                                                             "several boards together (e.g. yours beside the shipped one)."),
     out: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
     only: list[str] = typer.Option([], "--task", help="publish: only these tasks' runs (repeatable)."),
     check: bool = typer.Option(False, "--check", help="site: write nothing; exit 1 if a page differs from the entries."),
@@ -55,6 +56,7 @@ def leaderboard(
     every entry from its stored predictions; `leaderboard publish RUNS...` writes the finished
     runs of `reproduce` output folders as entries with their predictions; `leaderboard site`
     writes the board's static pages (index.html and one page per task)."""
+    board_dir = _one_board(board_dirs, task)
     if task == "verify":
         from mmbench.cli.evaluate import verify_command
 
@@ -67,11 +69,11 @@ def leaderboard(
         raise MMBenchError(f"unexpected argument {str(runs[0])!r} (only `leaderboard publish` takes folders)")
     from mmbench.core.errors import MMBenchError
     from mmbench.core.io import atomic_write_text
-    from mmbench.board.entries import load_entries, rank, render
+    from mmbench.board.entries import rank, render
 
     if fmt not in ("table", "md", "csv", "json", "html"):
         raise MMBenchError(f"--format must be table, md, csv, json or html, not {fmt!r}")
-    rows = rank(load_entries(board_dir, task))
+    rows = rank(entries_of_boards(board_dirs or [board_dir], task))
     if not rows:
         raise MMBenchError(f"no leaderboard entries{' for ' + task if task else ''} in {board_dir}")
     if fmt == "html":
@@ -91,6 +93,34 @@ def leaderboard(
         typer.echo(f"wrote {out}")
     else:
         typer.echo(text)
+
+
+def _one_board(board_dirs: list[Path], task: str | None) -> Path:
+    """The --dir of a command that works on one board (verify, publish, site); ranking takes several."""
+    from mmbench.core.errors import MMBenchError
+
+    if len(board_dirs) > 1 and task in ("verify", "publish", "site"):
+        raise MMBenchError(f"leaderboard {task} works on one board; give one --dir")
+    return board_dirs[0] if board_dirs else Path("leaderboard")
+
+
+def entries_of_boards(board_dirs: list[Path], task: str | None) -> list:
+    """The entries of every board in one list, for one ranking (significance across all). A name
+    that an earlier board already has is shown as `name [folder]`, so that two boards' entries
+    of one name are never pooled as seeds of one submission."""
+    from mmbench.board.entries import load_entries
+    from mmbench.core.errors import MMBenchError
+
+    entries: list = []
+    for i, d in enumerate(board_dirs):
+        if len(board_dirs) > 1 and not Path(d).is_dir():
+            raise MMBenchError("leaderboard folder not found", d)
+        taken = {(e.task, e.name) for e in entries}
+        for e in load_entries(d, task):
+            if i and (e.task, e.name) in taken:
+                e = e.model_copy(update={"name": f"{e.name} [{Path(d).name or d}]"})
+            entries.append(e)
+    return entries
 
 
 def register(app: typer.Typer) -> None:

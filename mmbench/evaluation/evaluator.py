@@ -23,7 +23,7 @@ from mmbench.data.splits import apply_condition
 from mmbench.data.tasks import TaskSpec
 from mmbench.evaluation.results import Result, make_result
 from mmbench.evaluation.scoring import (
-    _check_finite_metrics, _clean_ci, _select_conditions, classification_extras, item_record, primary_ci,
+    _check_finite_metrics, _clean_ci, select_conditions, check_range, classification_extras, item_record, primary_ci,
     robustness_summary, score, uses_scores)
 
 
@@ -241,11 +241,16 @@ def _input_mismatch(trained: dict[str, Any], test: dict[str, Any], task: str) ->
 
 def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, device: str = "cpu", data_dir: Any = None,
                    conditions: Any = None, sandbox_config: Any = None, limits: Any = None, seed: int = 0,
-                   n_resamples: int = 1000) -> Result:
+                   n_resamples: int = 1000, split_role: str = "test", out_of_range: str = "refuse",
+                   keep_predictions: dict[str, np.ndarray] | None = None) -> Result:
     """Score a submitted model under the task's conditions: `baseline` + safetensors weights
     (loaded in-process, nothing unpickled), or `file.py:factory` / `program.pt2` (run in a
-    separate, limited process by mmbench.evaluation.sandbox.runner). On a retrieval task the factory's model or
-    the .pt2 provides one encoder per modality (see `_evaluate_retrieval_model`). Writes nothing."""
+    separate, isolated process by mmbench.evaluation.sandbox.runner). On a retrieval task the factory's model or
+    the .pt2 provides one encoder per modality (see `_evaluate_retrieval_model`). Writes nothing.
+    `split_role` ``validation`` scores the validation split instead of the test split; a submitted
+    model's regression outputs outside the task's range are refused or, with `out_of_range`
+    ``clip``, clipped (``accept``: neither); `keep_predictions` receives each condition's predictions
+    and, under ``__ids__``, the split's ids in their order."""
     from mmbench.core.errors import SubmissionError
     from mmbench.models.model import describe_inputs
     from mmbench.evaluation.submissions.checks import Limits, check_name, submission_hash
@@ -256,16 +261,20 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
     check_name(name)
     limits = limits or Limits.from_env()
     if spec.target.type == "retrieval":
+        if split_role != "test":
+            raise SubmissionError(f"task {spec.name!r}: retrieval models are scored on the test gallery only")
         return _evaluate_retrieval_model(spec, model_spec, weights, name, device, data_dir, conditions, sandbox_config,
                                          limits)
     ms = parse_model_spec(model_spec, weights, limits)
-    conds = _select_conditions(spec, conditions)
+    conds = select_conditions(spec, conditions)
     dev = resolve_device(device)
     dataset = task_dataset(spec, data_dir)
-    split = load_task_split(spec, "test", data_dir, dataset)
+    split = load_task_split(spec, split_role, data_dir, dataset)
     y_true = split.targets.cpu().numpy()
     digest, files = submission_hash(ms.files)
     extra: dict[str, Any] = {"model": ms.kind, "submission_files": files}
+    if split_role != "test":
+        extra["split"] = split_role
     fusion = None
     if ms.kind == "baseline":
         model, config = load_model(ms.weights, dev)
@@ -289,9 +298,16 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
 
         out = run_model(ms, spec, split, conds, str(dev), sandbox_config or SandboxConfig())
         predictions = {c: outputs_to_predictions(torch.from_numpy(a), spec) for c, a in out.outputs.items()}
+        if out_of_range != "accept":
+            predictions = check_range(spec, predictions, ms.source, clip=out_of_range == "clip")
+            if out_of_range == "clip" and spec.target.type == "regression" and spec.target.range is not None:
+                extra["clipped_to_range"] = list(spec.target.range)
         efficiency = out.efficiency
         extra["sandbox_seconds"] = round(out.seconds, 3)
         extra["isolation"] = out.isolation
+    if keep_predictions is not None:
+        keep_predictions.update(predictions)
+        keep_predictions["__ids__"] = list(split.ids)
     per_condition = {c: score(spec, y_true, p) for c, p in predictions.items()}
     _check_finite_metrics(per_condition, ms.source or ms.weights)
     extra["conditions_not_evaluated"] = [c.name for c in spec.conditions() if c.name not in per_condition]
@@ -373,7 +389,7 @@ def _evaluate_retrieval_model(spec: TaskSpec, model_spec: str, weights: Any, nam
     ms = parse_model_spec(model_spec, weights, limits)
     if ms.kind == "exported":
         check_retrieval_program(ms.source)
-    if conditions and [c.name for c in _select_conditions(spec, conditions)] != ["clean"]:
+    if conditions and [c.name for c in select_conditions(spec, conditions)] != ["clean"]:
         raise SubmissionError(f"task {spec.name!r}: retrieval models are scored under the clean condition only")
     dev = resolve_device(device)
     dataset = task_dataset(spec, data_dir)

@@ -106,17 +106,26 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_submission_folder(folder: Path, denied: dict[str, Path]) -> None:
-    """Refuse to show the worker a folder that is or holds something it must not see."""
+def check_submission_folder(folder: Path) -> None:
+    """Refuse to show the worker a folder that holds the home folder or is a shared temporary folder."""
+    import tempfile
+
     folder = _real(folder)
-    home = _real(Path.home())
-    if folder == Path("/") or _inside(home, folder):
-        raise SubmissionError("the submission's folder holds the home folder; put the submission in a folder of its "
-                              "own (it is shown to the model, read-only)", folder)
-    for what, path in denied.items():
-        if _inside(_real(path), folder):
-            raise SubmissionError(f"the submission's folder holds the {what} ({path}); put the submission in a folder "
-                                  "of its own (it is shown to the model, read-only)", folder)
+    shared = {Path("/"), _real(tempfile.gettempdir()), Path("/tmp"), Path("/var/tmp")}
+    if folder in shared or _inside(_real(Path.home()), folder):
+        raise SubmissionError("the submission's folder is shared with other files (a temporary folder, the home folder); "
+                              "put the submission in a folder of its own (it is shown to the model, read-only)", folder)
+
+
+def hidden_inside(readable: list[Path], denied: dict[str, Path]) -> list[Path]:
+    """The denied folders (the data root, the leaderboard) that lie inside a readable folder:
+    the worker gets an empty folder in their place."""
+    out = []
+    for path in denied.values():
+        rp = _real(path)
+        if rp.is_dir() and any(_inside(rp, _real(r)) for r in readable):
+            out.append(rp)
+    return out
 
 
 def python_paths() -> list[Path]:
@@ -142,9 +151,11 @@ def _gpu_args() -> list[str]:
     return args
 
 
-def bwrap_command(argv: list[str], workdir: Path, readable: list[Path], device: str) -> list[str]:
+def bwrap_command(argv: list[str], workdir: Path, readable: list[Path], device: str,
+                  hidden: list[Path] | None = None) -> list[str]:
     """The command running `argv` in the worker's view: `readable` (files or folders) read-only,
-    `workdir` writable (and the working directory), everything else absent."""
+    `workdir` writable (and the working directory), `hidden` folders inside those empty,
+    everything else absent."""
     exe = shutil.which("bwrap")
     if exe is None:
         raise SubmissionError(f"bwrap is not installed (apt-get install {APT_PACKAGE})")
@@ -154,6 +165,8 @@ def bwrap_command(argv: list[str], workdir: Path, readable: list[Path], device: 
     for p in readable:
         rp = _real(p)  # the job names resolved paths
         args += ["--ro-bind", str(rp), str(rp)]
+    for h in hidden or []:
+        args += ["--tmpfs", str(h), "--remount-ro", str(h)]
     if device.startswith("cuda"):
         args += _gpu_args()
     wd = _real(workdir)

@@ -62,7 +62,7 @@ class SandboxConfig:
     batch_size: int = 256
     keep_dir: bool = False  # debugging: leave the temp dir in place
     isolation: str = "auto"  # auto | required | none (mmbench.evaluation.sandbox.isolation)
-    # what the submission's folder must not hold, as {description: path} (the data root, the leaderboard)
+    # what the worker must not see even inside the submission's folder, {description: path} (data root, leaderboard)
     denied: dict[str, Path] = field(default_factory=dict)
 
 
@@ -161,7 +161,8 @@ def run_model(model_spec, spec, split, conditions: list, device: str, config: Sa
     seed = spec.missing.seed if seed is None else seed
     task_info = {"task": spec.name, "target_type": spec.target.type, "num_classes": spec.target.num_classes,
                  "modalities": list(spec.modalities), "inputs": describe_inputs(split),
-                 "outputs": num_outputs(spec.target.type, spec.target.num_classes)}
+                 "outputs": num_outputs(spec.target.type, spec.target.num_classes),
+                 "range": list(spec.target.range) if spec.target.range is not None else None}
     return _execute(model_spec, task_info, device, config or SandboxConfig(), efficiency,
                     lambda path: _write_inputs(path, split, conditions, seed),
                     lambda path: _read_outputs(path, conditions, len(split), spec, model_spec.source))
@@ -219,7 +220,7 @@ def _execute(model_spec, task_info: dict[str, Any], device: str, config: Sandbox
         import warnings
 
         warnings.warn(iso.warning, stacklevel=3)
-    readable = _submission_paths(model_spec, config) if iso.used == isolation.BUBBLEWRAP else []
+    readable = _submission_paths(model_spec) if iso.used == isolation.BUBBLEWRAP else []
     workdir = Path(tempfile.mkdtemp(prefix="mmbench-sandbox-"))
     started = time.perf_counter()
     try:
@@ -244,7 +245,8 @@ def _execute(model_spec, task_info: dict[str, Any], device: str, config: Sandbox
         env = clean_env(workdir, config.threads, device)
         argv = [sys.executable, "-s", "-m", "mmbench.evaluation.sandbox.worker", "job.json"]
         if iso.used == isolation.BUBBLEWRAP:
-            argv = isolation.bwrap_command(argv, workdir, readable, device)
+            argv = isolation.bwrap_command(argv, workdir, readable, device,
+                                           hidden=isolation.hidden_inside(readable, config.denied))
         with open(workdir / "stdout.log", "wb") as out, open(workdir / "stderr.log", "wb") as err:
             proc = subprocess.Popen(
                 argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -280,7 +282,7 @@ def _execute(model_spec, task_info: dict[str, Any], device: str, config: Sandbox
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _submission_paths(model_spec, config: SandboxConfig) -> list[Path]:
+def _submission_paths(model_spec) -> list[Path]:
     """What the isolated worker may read of the submission: a factory's folder (it may import its
     own modules), a .pt2 file, a weights file."""
     from mmbench.evaluation.sandbox.isolation import check_submission_folder
@@ -289,7 +291,7 @@ def _submission_paths(model_spec, config: SandboxConfig) -> list[Path]:
     if model_spec.source is not None:
         source = Path(model_spec.source).resolve()
         if model_spec.kind == "factory":
-            check_submission_folder(source.parent, config.denied)
+            check_submission_folder(source.parent)
             paths.append(source.parent)
         else:
             paths.append(source)

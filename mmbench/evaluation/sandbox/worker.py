@@ -169,7 +169,28 @@ def _build_exported(job: dict[str, Any]):
         def forward(self, *args: Any) -> Any:
             return gm(*args)
 
-    return Wrapper()
+    wrapper = Wrapper()
+    object.__setattr__(wrapper, "call_target", gm.forward)  # the signature to check: the program's own
+    return wrapper
+
+
+def _check_call(fn: Any, task_info: dict[str, Any]) -> None:
+    """Before any data: the model must take the three arguments mmbench passes (one line if not)."""
+    import inspect
+
+    from mmbench.evaluation.submissions.contract import expected_call
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in params if p.default is p.empty and p.kind != p.VAR_KEYWORD]
+    if len(positional) < 3 or len(required) > 3:
+        taken = ", ".join(p.name for p in params)
+        raise _Failure(f"the model must take the call {expected_call(task_info)}; its forward takes ({taken})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,6 +362,7 @@ def _run(job: dict[str, Any]) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise _Failure("CUDA is not available in the worker")
     model = _build_factory(job) if job["kind"] == "factory" else _build_exported(job)
+    _check_call(getattr(model, "call_target", model.forward), job["task_info"])
     if job["kind"] == "factory":
         model = model.to(device)
     data = split.to(device)

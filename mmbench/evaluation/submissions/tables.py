@@ -42,12 +42,16 @@ class TestLabels:
         self.index = {i: k for k, i in enumerate(self.ids)}
 
 
-def load_test_labels(spec, data_dir: str | Path | None = None) -> TestLabels:
-    """Ids and targets of the task's test split (a loader's labels-only path when it has one)."""
+def load_test_labels(spec, data_dir: str | Path | None = None, role: str = "test") -> TestLabels:
+    """Ids and targets of the task's test split, or of the split playing `role` (validation),
+    from a loader's labels-only path when it has one."""
+    from mmbench.core.errors import SpecError
     from mmbench.data.splits import task_dataset
 
+    split_name = getattr(spec.splits, role)
+    if split_name is None:
+        raise SpecError(f"task {spec.name!r} has no {role} split", spec.source)
     dataset = task_dataset(spec, data_dir)
-    split_name = spec.splits.test
     labels_fn = getattr(dataset, "load_labels", None)
     if callable(labels_fn):
         ids, targets = labels_fn(split_name)
