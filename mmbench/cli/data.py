@@ -68,11 +68,13 @@ def data_info(
 
 def data_masks(
     task: str = typer.Argument(...),
-    out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (id, condition, one 0/1 column per modality)."),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (id, condition, one 0/1 column per modality: "
+                                                      "1 = the model sees it, present in the data and kept)."),
     split: str = typer.Option("test", "--split", help="Split role: train, validation or test."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
 ) -> None:
-    """Export the exact missing-modality masks of a task's conditions, for predictions-file submitters."""
+    """Export the presence a model sees under each of a task's conditions (the data's own
+    presence and the condition's masks), for predictions-file submitters."""
     from mmbench.core.io import atomic_write_text
     from mmbench.data.masks import masks_table
     from mmbench.data.splits import load_task_split
@@ -85,7 +87,8 @@ def data_masks(
         from mmbench.data.masks import parse_condition
 
         conditions = [parse_condition(spec.missing.train, spec.modalities)]
-    table = masks_table(conditions, s.ids, spec.modalities, spec.missing.seed, s.name)
+    table = masks_table(conditions, s.ids, spec.modalities, spec.missing.seed, s.name,
+                        present={m: s.present[m].cpu().numpy() for m in spec.modalities})
     atomic_write_text(out, table.to_csv(index=False))
     typer.echo(f"wrote {len(table)} rows ({len(conditions)} conditions x {len(s)} samples) to {out}")
 
