@@ -491,8 +491,13 @@ def test_cli_end_to_end(fixture, tmp_path, monkeypatch, capsys):
     assert "clean: t2i_recall@1" in stdout and "efficiency: params 20004" in stdout
     result = json.loads(out.read_text())
     entry = json.loads((board / TASK / "my-clip.json").read_text())
-    assert entry["metrics"] == result["metrics"] and entry["kind"] == "model" and entry["predictions_file"] is None
-    assert not (board / TASK / "predictions").exists()  # model submissions store no predictions copy
+    assert entry["metrics"] == result["metrics"] and entry["kind"] == "model"
+    # the embeddings are stored as the .npz a predictions-file submitter would give: verify rescores them
+    assert entry["predictions_file"] == f"{TASK}/predictions/my-clip.npz"
+    assert entry["extra"]["submission"]["isolation"] == entry["extra"]["isolation"]
+    monkeypatch.setenv("MMBENCH_DATA", str(root))
+    rc, stdout, stderr = run_main(["leaderboard", "verify", "--dir", board], monkeypatch, capsys)
+    assert rc == 0 and f"OK      {TASK}/my-clip: 1 condition(s) match" in stdout, stdout + stderr
     rc, stdout, stderr = run_main(["leaderboard", TASK, "--dir", board, "--format", "json"], monkeypatch, capsys)
     assert rc == 0, stderr
     rows = json.loads(stdout)

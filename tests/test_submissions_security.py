@@ -448,7 +448,8 @@ def test_sandbox_failure_through_cli_writes_nothing(tmp_path, monkeypatch, capsy
     rc, stdout, stderr = run_main(["evaluate", TASK, "--model", spec, "--name", "crashy", "--conditions", "clean",
                                    "--leaderboard", board, "--output", out, "--timeout", "120"], monkeypatch, capsys)
     assert rc == 1
-    lines = stderr.strip().splitlines()
+    warning, *lines = stderr.strip().splitlines()
+    assert warning.startswith("warning: no --weights")
     assert lines[0].startswith("error: ") and "sub.py" in lines[0] and "kaputt" in lines[0]
     # the model's own traceback follows, from its own file on (mmbench's worker frames are left out)
     assert lines[1] == "model stderr:" and "Traceback" in lines[2] and "worker.py" not in stderr

@@ -212,9 +212,18 @@ def _model_predictions(board_dir: Path, result: Any, kept: dict) -> tuple[Any, t
 
     from mmbench.board.publish import predictions_parquet, stored_predictions_path
 
-    ids = kept.pop("__ids__")
-    data = predictions_parquet([str(i) for i in ids], kept)
     dest = stored_predictions_path(board_dir, result)
+    if "image_embeddings" in kept:  # a retrieval model: its embeddings, as the .npz a submitter would give
+        import io
+
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v, dtype=np.int64) if k.endswith("_ids") else v for k, v in kept.items()})
+        data, dest = buf.getvalue(), dest.with_suffix(".npz")
+    else:
+        ids = kept.pop("__ids__")
+        data = predictions_parquet([str(i) for i in ids], kept)
     extra = {**result.extra, "predictions_sha256": hashlib.sha256(data).hexdigest()}
     return result.model_copy(update={"predictions_file": dest.relative_to(board_dir).as_posix(), "extra": extra}), (dest, data)
 

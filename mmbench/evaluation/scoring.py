@@ -1,9 +1,9 @@
 """Scoring predictions against a task's labels: the metrics, their bootstrap CI and the
-robustness summary, and `evaluate_predictions` for a predictions file.
+robustness summary (mmbench.evaluation.summaries), and `evaluate_predictions` for a predictions file.
 
 This path imports neither torch nor any model code, so scoring a file needs only the task's
 ids and labels (a loader's `load_labels`, where it has one) and starts fast. Retrieval
-embeddings (.npz) are scored by mmbench.evaluation.evaluator, which needs torch.
+embeddings (.npz) are scored by mmbench.evaluation.retrieval_scoring, which needs torch.
 """
 
 from __future__ import annotations
@@ -14,22 +14,11 @@ import numpy as np
 
 from mmbench.evaluation.metrics import bootstrap_ci, compute_metrics, confusion_matrix
 from mmbench.evaluation.results import Result, make_result
+from mmbench.evaluation.summaries import check_finite_metrics, robustness_summary
+from mmbench.evaluation.targets import predicted_labels, uses_scores
 
 if TYPE_CHECKING:
     from mmbench.data.tasks import TaskSpec
-
-
-def uses_scores(spec: TaskSpec) -> bool:
-    """A binary task with a score-based metric (auroc): its predictions are label-1 scores."""
-    from mmbench.evaluation.metrics import METRICS
-
-    return spec.target.type == "binary" and any(METRICS[m.name].needs_scores for m in spec.metrics)
-
-
-def predicted_labels(spec: TaskSpec, y_pred: np.ndarray) -> np.ndarray:
-    """Labels from predictions: label-1 scores above 0.5 for a task that :func:`uses_scores`
-    (what the argmax of two softmax outputs gives), else the predictions themselves."""
-    return (np.asarray(y_pred) > 0.5).astype(np.int64) if uses_scores(spec) else y_pred
 
 
 def score(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -44,27 +33,6 @@ def item_record(spec: TaskSpec, ids: Any, y_true: np.ndarray, y_clean: np.ndarra
     from mmbench.evaluation.significance import item_record as record
 
     return {"test_items": record(ids, y_true, y_clean, spec.target.type, spec.target.num_classes)}
-
-
-def robustness_summary(per_condition: dict[str, dict[str, float]], metric: str, higher_is_better: bool) -> dict[str, Any]:
-    """Drop from clean per condition, and the normalised area under metric-vs-missing-rate
-    (trapezoid over the rates evaluated, with clean as rate 0, divided by the rate span)."""
-    out: dict[str, Any] = {"metric": metric}
-    clean = per_condition.get("clean", {}).get(metric)
-    if clean is not None:
-        sign = 1.0 if higher_is_better else -1.0
-        out["drop_from_clean"] = {c: sign * (clean - v[metric]) for c, v in per_condition.items() if c != "clean"}
-        if out["drop_from_clean"]:  # with the clean condition alone the robustness is unknown: absent, not 0
-            out["worst_drop"] = max(out["drop_from_clean"].values())
-    rates = sorted((float(c.split(":")[1]), v[metric]) for c, v in per_condition.items() if c.startswith("rate:"))
-    if clean is not None and not any(r == 0.0 for r, _ in rates):
-        rates = [(0.0, clean)] + rates
-    if len(rates) >= 2:
-        xs = np.array([r for r, _ in rates])
-        ys = np.array([v for _, v in rates])
-        out["auc_rate"] = float(np.trapezoid(ys, xs) / (xs[-1] - xs[0]))
-        out["rates"] = {f"{r:g}": v for r, v in rates}
-    return out
 
 
 def primary_ci(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray, seed: int = 0, n_resamples: int = 1000) -> dict[str, float]:
@@ -146,17 +114,6 @@ def check_range(spec: TaskSpec, predictions: dict[str, np.ndarray], source: Any,
     return out
 
 
-def _check_finite_metrics(per_condition: dict[str, dict[str, float]], source: Any) -> None:
-    import math
-
-    from mmbench.core.errors import SubmissionError
-
-    for cond, values in per_condition.items():
-        for metric, v in values.items():
-            if not math.isfinite(v):
-                raise SubmissionError(f"metric {metric!r} under {cond!r} is not finite ({v}); predictions out of range?", source)
-
-
 def _clean_ci(spec: TaskSpec, y_true: np.ndarray, predictions: dict[str, np.ndarray], seed: int, n_resamples: int) -> dict:
     if n_resamples <= 0 or "clean" not in predictions:
         return {}
@@ -185,11 +142,11 @@ def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = N
     path = Path(path)
     if spec.target.type == "retrieval":
         from mmbench.core.errors import SubmissionError
-        from mmbench.evaluation.evaluator import _evaluate_retrieval
+        from mmbench.evaluation.retrieval_scoring import evaluate_embeddings
 
         if split_role != "test":
             raise SubmissionError(f"task {spec.name!r}: retrieval embeddings are scored on the test gallery only", path)
-        return _evaluate_retrieval(spec, path, name, data_dir, limits, n_resamples, seed)
+        return evaluate_embeddings(spec, path, name, data_dir, limits)
     selected = [c.name for c in select_conditions(spec, conditions)] if conditions else None
     labels = labels if labels is not None else load_test_labels(spec, data_dir, split_role)
     parsed = parse_predictions(path, spec, labels, selected, limits)
@@ -198,7 +155,7 @@ def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = N
     if out_of_range != "accept":
         parsed.predictions = check_range(spec, parsed.predictions, path, clip=out_of_range == "clip")
     per_condition = {c: score(spec, labels.targets, p) for c, p in parsed.predictions.items()}
-    _check_finite_metrics(per_condition, path)
+    check_finite_metrics(per_condition, path)
     digest, files = submission_hash([path])
     task_conditions = [c.name for c in spec.conditions()]
     extra = {"format": parsed.fmt, "rows": parsed.rows, "values": parsed.value_kind, "submission_files": files,

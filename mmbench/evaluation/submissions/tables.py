@@ -344,7 +344,7 @@ def _score_submission_rules(spec, cols: dict, score_cols: list[str], path: Path)
     """True for a binary task scored from scores (auroc), which takes one ``score`` column (the
     probability of label 1; label 1 is predicted above 0.5). A multilabel task takes
     ``score_0..score_{C-1}`` (each label's probability; predicted above 0.5)."""
-    from mmbench.evaluation.scoring import uses_scores
+    from mmbench.evaluation.targets import uses_scores
 
     if uses_scores(spec):
         if "score" not in cols or "prediction" in cols or score_cols:
