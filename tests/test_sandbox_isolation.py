@@ -173,3 +173,51 @@ def test_bwrap_view_holds_only_what_the_worker_needs(tmp_path):
     work = (tmp_path / "work").resolve()
     assert [b for b in binds if b.startswith(str(tmp_path))] == [str(sub.resolve()), str(work), str(work / "passwd"),
                                                                  str(work / "group")]
+
+
+@needs_bwrap
+def test_a_hung_isolated_model_is_stopped_with_its_children(tmp_path, monkeypatch, capsys):
+    """The timeout kills bwrap; its PID namespace (the model and every child it started) goes with it."""
+    marker = f"{os.getpid() % 1000 + 7000}.25"  # a sleep length no other process uses
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "model.py").write_text(textwrap.dedent(f'''
+        import subprocess, time
+        def build():
+            subprocess.Popen(["sleep", "{marker}"])
+            time.sleep(600)
+        '''))
+
+    def running() -> list[str]:
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and marker.encode() in (proc / "cmdline").read_bytes():
+                    found.append(proc.name)
+            except OSError:
+                pass
+        return found
+
+    import threading
+    import time
+
+    seen, done = [], threading.Event()
+
+    def watch() -> None:  # the child does start (seen from outside the sandbox)
+        while not done.is_set() and not seen:
+            seen.extend(running())
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        rc, _, err = run_main(["evaluate", TASK, "--model", f"{tmp_path / 'sub' / 'model.py'}:build", "--conditions",
+                               "clean", "--timeout", "8"], monkeypatch, capsys)
+    finally:
+        done.set()
+        watcher.join()
+    assert rc == 1 and "timed out after 8 s" in err
+    assert seen, "the hung model's child never started"
+    deadline = time.monotonic() + 10
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not running(), "a child of the hung model is still running"
