@@ -36,6 +36,7 @@ _LAZY = {
     "MMBenchError": "mmbench.core.errors",
     # for submitters: the documented way to write a retrieval-model submission (README)
     "save_retrieval_program": "mmbench.evaluation.submissions.models",
+    "export_submission": "mmbench.evaluation.submissions.contract",
 }
 
 

@@ -59,7 +59,7 @@ def seeded_board(tmp_path_factory, test_split):
     good = root / "good.csv"
     _good_frame(ids, targets).to_csv(good, index=False)
     proc = subprocess.run([sys.executable, "-m", "mmbench.cli", "evaluate", TASK, "--predictions", str(good),
-                           "--name", "seed-entry", "--leaderboard", str(root / "lb"), "--bootstrap", "0"],
+                           "--name", "seed-entry", "--leaderboard", str(root / "lb"), "--bootstrap", "0", "--allow-partial"],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     return root / "lb"
@@ -454,7 +454,7 @@ def _prepare(case, tmp_path, test_split, seeded_board):
         task = extra[k + 1]
         extra = extra[:k] + extra[k + 2:]
     args = ["evaluate", task, "--predictions", str(path), "--output", str(out), "--leaderboard", str(board),
-            "--bootstrap", "10"]
+            "--bootstrap", "10", "--allow-partial"]  # the corpus's valid rows cover the clean condition only
     if "--name" not in extra and case != "name-from-bad-stem":
         args += ["--name", "sub1"]
     args += extra
@@ -521,6 +521,7 @@ def test_valid_file_is_accepted_after_refusals(tmp_path, test_split, monkeypatch
     ids, targets = test_split
     p = tmp_path / "good.csv"
     _good_frame(ids, targets).to_csv(p, index=False)
-    rc, out, err = run_main(["evaluate", TASK, "--predictions", str(p), "--bootstrap", "10"], monkeypatch, capsys)
+    rc, out, err = run_main(["evaluate", TASK, "--predictions", str(p), "--bootstrap", "10", "--allow-partial"],
+                            monkeypatch, capsys)
     assert rc == 0, err
     assert "clean: accuracy" in out

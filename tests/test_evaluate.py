@@ -165,9 +165,12 @@ def test_cli_writes_result_entry_copy_and_verify(split, tmp_path, monkeypatch, c
     rc, stdout, stderr = run_main(["leaderboard", "verify", "--dir", board], monkeypatch, capsys)
     assert rc == 1 and "changed (sha256" in stdout
 
-    # resubmitting a name bumps its version and keeps the old entry in history/
+    # resubmitting a name is refused; with --force it bumps its version and keeps the old entry in history/
     rc, stdout, stderr = run_main(["evaluate", TASK, "--predictions", preds, "--name", "team-a", "--leaderboard", board,
                                    "--bootstrap", "0"], monkeypatch, capsys)
+    assert rc == 1 and "already has an entry named 'team-a'" in stderr
+    rc, stdout, stderr = run_main(["evaluate", TASK, "--predictions", preds, "--name", "team-a", "--leaderboard", board,
+                                   "--bootstrap", "0", "--force"], monkeypatch, capsys)
     assert rc == 0, stderr
     assert json.loads((board / TASK / "team-a.json").read_text())["version"] == 2
     assert (board / TASK / "history" / "team-a.v1.json").exists()
@@ -178,7 +181,8 @@ def test_cli_writes_result_entry_copy_and_verify(split, tmp_path, monkeypatch, c
 def test_default_name_is_the_file_stem(split, tmp_path, monkeypatch, capsys):
     preds = tmp_path / "baseline-v2.jsonl"
     pd.DataFrame({"id": split.ids, "prediction": split.targets.numpy()}).to_json(preds, orient="records", lines=True)
-    rc, stdout, stderr = run_main(["evaluate", TASK, "-p", preds, "--json", "--bootstrap", "0"], monkeypatch, capsys)
+    rc, stdout, stderr = run_main(["evaluate", TASK, "-p", preds, "--json", "--bootstrap", "0", "--allow-partial"],
+                                  monkeypatch, capsys)
     assert rc == 0, stderr
     assert json.loads(stdout)["name"] == "baseline-v2"
 
@@ -336,7 +340,8 @@ def test_trained_baseline_three_ways(trained, tmp_path, monkeypatch, capsys):
                                    "--output", out, "--leaderboard", board, "--device", "cpu"], monkeypatch, capsys)
     assert rc == 0, stderr
     base = json.loads(out.read_text())
-    assert base["kind"] == "baseline" and base["fusion"] == "concat" and base["predictions_file"] is None
+    assert base["kind"] == "baseline" and base["fusion"] == "concat"
+    assert base["predictions_file"] == f"{TASK}/predictions/concat-2ep.parquet"  # stored: verify rescores it
     assert base["submission_hash"] == hashlib.sha256(best.read_bytes()).hexdigest()
     assert set(base["metrics"]) == {c.name for c in SPEC.conditions()}
     assert base["efficiency"]["params"] > 0 and base["efficiency"]["flops_per_sample"] > 0
@@ -387,7 +392,7 @@ def test_16_concurrent_evaluations(split, tmp_path):
         pred = np.where(rng.random(len(y)) < 0.5 + k / 40, y, 1 - y)
         pd.DataFrame({"id": split.ids, "prediction": pred}).to_csv(p, index=False)
         procs.append(subprocess.Popen([sys.executable, "-m", "mmbench.cli", "evaluate", TASK, "--predictions", str(p),
-                                       "--name", f"n{k}", "--leaderboard", str(board)],
+                                       "--name", f"n{k}", "--leaderboard", str(board), "--allow-partial"],
                                       cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for k, proc in enumerate(procs):
         out, err = proc.communicate(timeout=600)

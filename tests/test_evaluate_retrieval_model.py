@@ -10,6 +10,8 @@ its EfficientNet / MiniLM features are computed once into a module-wide feature 
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
 import textwrap
@@ -316,7 +318,8 @@ def test_worker_gets_shuffled_rows_and_no_labels(fixture, tmp_path):
                                                                "max_embedding_dim"}}
             return Spy(1280, 384)
         ''')
-    r = evaluate_model(SPEC, spec, None, "spy", data_dir=root, sandbox_config=CFG)
+    # without isolation: the spy writes what it is given outside its folder
+    r = evaluate_model(SPEC, spec, None, "spy", data_dir=root, sandbox_config=dataclasses.replace(CFG, isolation="none"))
     assert r.metrics["clean"]["mean_recall"] >= 0
     calls = sorted(report.glob("*.pt"), key=lambda p: int(p.stem.split("-")[1]))
     image_calls = [p for p in calls if p.stem.startswith("image")]
@@ -488,8 +491,13 @@ def test_cli_end_to_end(fixture, tmp_path, monkeypatch, capsys):
     assert "clean: t2i_recall@1" in stdout and "efficiency: params 20004" in stdout
     result = json.loads(out.read_text())
     entry = json.loads((board / TASK / "my-clip.json").read_text())
-    assert entry["metrics"] == result["metrics"] and entry["kind"] == "model" and entry["predictions_file"] is None
-    assert not (board / TASK / "predictions").exists()  # model submissions store no predictions copy
+    assert entry["metrics"] == result["metrics"] and entry["kind"] == "model"
+    # the embeddings are stored as the .npz a predictions-file submitter would give: verify rescores them
+    assert entry["predictions_file"] == f"{TASK}/predictions/my-clip.npz"
+    assert entry["extra"]["submission"]["isolation"] == entry["extra"]["isolation"]
+    monkeypatch.setenv("MMBENCH_DATA", str(root))
+    rc, stdout, stderr = run_main(["leaderboard", "verify", "--dir", board], monkeypatch, capsys)
+    assert rc == 0 and f"OK      {TASK}/my-clip: 1 condition(s) match" in stdout, stdout + stderr
     rc, stdout, stderr = run_main(["leaderboard", TASK, "--dir", board, "--format", "json"], monkeypatch, capsys)
     assert rc == 0, stderr
     rows = json.loads(stdout)
@@ -507,7 +515,7 @@ def test_cli_end_to_end(fixture, tmp_path, monkeypatch, capsys):
     rc, stdout, stderr = run_main(["evaluate", TASK, "--model", bad, "--name", "bad", "--data-dir", root, "--output", out2,
                                    "--leaderboard", board2], monkeypatch, capsys)
     assert rc == 1
-    lines = stderr.strip().splitlines()
+    lines = [ln for ln in stderr.strip().splitlines() if not ln.startswith("warning: no --weights")]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "bad.py" in lines[0] and "NaN or infinity" in lines[0]
     assert not board2.exists() and not out2.exists()
 

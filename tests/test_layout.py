@@ -96,7 +96,7 @@ def test_the_root_package_imports_nothing_and_every_stage_says_what_it_owns():
 
 def test_the_top_level_names_are_the_documented_ones():
     expected = {"DATASETS", "ENCODERS", "FUSIONS", "METRICS", "get_task", "task_names", "load_task_spec", "TaskSpec",
-                "save_retrieval_program",
+                "save_retrieval_program", "export_submission",
                 "load_dataset", "Split", "Batch", "collate", "TrainConfig", "train", "load_model", "MultimodalModel",
                 "MMBenchError"}
     assert set(mmbench._LAZY) == expected

@@ -53,6 +53,8 @@ def main() -> None:
         if debug:
             raise
         typer.echo(f"error: {exc}", err=True)
+        if getattr(exc, "details", None):  # a failed model's own output
+            typer.echo(exc.details, err=True)
         sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)

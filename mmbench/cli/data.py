@@ -91,12 +91,14 @@ def _task_test_set(name: str, ds: Any, data_dir: Optional[Path], overridden: boo
 
 
 def data_masks(
-    task: str = typer.Argument(..., help="Task name, or a task spec .yaml file."),
-    out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (id, condition, one 0/1 column per modality)."),
+    task: str = typer.Argument(...),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (id, condition, one 0/1 column per modality: "
+                                                      "1 = the model sees it, present in the data and kept)."),
     split: str = typer.Option("test", "--split", help="Split role: train, validation or test."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
 ) -> None:
-    """Export the exact missing-modality masks of a task's conditions, for predictions-file submitters."""
+    """Export the presence a model sees under each of a task's conditions (the data's own
+    presence and the condition's masks), for predictions-file submitters."""
     from mmbench.core.io import atomic_write_text
     from mmbench.data.masks import masks_table
     from mmbench.data.splits import load_task_split
@@ -107,28 +109,20 @@ def data_masks(
         from mmbench.core.errors import SpecError
 
         raise SpecError(f"--split must be train, validation or test, not {split!r}")
-    split_name = getattr(spec.splits, split)
-    if split_name is None:
-        s = load_task_split(spec, split, data_dir)  # says why the task has no such split
-    if spec.target.type == "retrieval":
-        s = load_task_split(spec, split, data_dir)
-        ids = s.ids
-    else:  # the ids alone, from the annotation files: nothing is encoded
-        from mmbench.data.splits import task_dataset
-        from mmbench.data.testset import split_labels
-
-        ids = split_labels(task_dataset(spec, data_dir), split_name)[0]
+    # the split is loaded: the presence a model sees is the data's own as well as the condition's
+    s = load_task_split(spec, split, data_dir)
     conditions = spec.conditions()
     if split in ("train", "validation") and spec.missing.train:  # the masks training actually applies
         from mmbench.data.masks import parse_condition
 
         conditions = [parse_condition(spec.missing.train, spec.modalities)]
-    table = masks_table(conditions, ids, spec.modalities, spec.missing.seed, split_name)
+    table = masks_table(conditions, s.ids, spec.modalities, spec.missing.seed, s.name,
+                        present={m: s.present[m].cpu().numpy() for m in spec.modalities})
     import csv
 
     # ids are quoted (strings): leading zeros survive a reader that types columns (docs/datasets.md)
     atomic_write_text(out, table.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC))
-    typer.echo(f"wrote {len(table)} rows ({len(conditions)} conditions x {len(ids)} samples) to {out}")
+    typer.echo(f"wrote {len(table)} rows ({len(conditions)} conditions x {len(s)} samples) to {out}")
 
 
 def data_export(

@@ -41,6 +41,23 @@ def evaluate(
     batch_size: int = typer.Option(256, "--batch-size", help="Batch size for sandboxed models (rows per encoder call "
                                                                "for retrieval)."),
     resamples: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CI (0 = none)."),
+    isolation: str = typer.Option("auto", "--isolation",
+                                  help="Model submissions: 'auto' runs the model under bubblewrap (no network, no "
+                                       "files but its own folder) and warns where that is unavailable, 'required' "
+                                       "refuses then, 'none' runs it as a plain process."),
+    split: str = typer.Option("test", "--split", help="test, or validation: score on the validation split (for "
+                                                       "tuning without the test labels; never written to a leaderboard)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Quick check of a --model: run it on the first N items under "
+                                                              "every condition, print its outputs, score and write nothing."),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help="Accept predictions that leave out some of the "
+                                                                      "task's conditions (robustness then shows as absent)."),
+    clip_range: bool = typer.Option(False, "--clip-range", help="Clip regression predictions to the task's range "
+                                                                "(recorded in the entry) instead of refusing them."),
+    force: bool = typer.Option(False, "--force", help="Replace the leaderboard entry of the same --name (kept in history)."),
+    description: Optional[str] = typer.Option(None, "--description", help="One line about the submission (in the entry)."),
+    url: Optional[str] = typer.Option(None, "--url", help="Where the submission is described: paper, code (in the entry)."),
+    template: Optional[Path] = typer.Option(None, "--template", help="Write a model template for TASK into this folder "
+                                                                      "(model.py: the call contract and a working model)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result JSON."),
     test_set: Optional[str] = typer.Option(None, "--test-set", help="The test-set fingerprint the submission was made "
                                            "for (`mmbench data info TASK` prints it): refused if this machine's "
@@ -50,8 +67,16 @@ def evaluate(
     from mmbench.core.errors import MMBenchError, SubmissionError
     from mmbench.evaluation.submissions.checks import check_name
 
+    if template is not None:
+        return _write_template(task, template)
     if (predictions is None) == (model is None):
         raise MMBenchError("give exactly one of --predictions FILE or --model SPEC")
+    if split not in ("test", "validation"):
+        raise MMBenchError(f"--split must be test or validation, not {split!r}")
+    if split != "test" and board_dir is not None:
+        raise MMBenchError("--split validation scores never go on a leaderboard; leave out --leaderboard")
+    if limit is not None and (model is None or board_dir is not None or output is not None):
+        raise MMBenchError("--limit is a quick check of a --model: it writes nothing (leave out --leaderboard, --output)")
     if weights is not None and model is None:
         raise MMBenchError("--weights goes with --model (for --predictions there are no weights)")
     if timeout <= 0 or memory_mb <= 0 or batch_size <= 0 or resamples < 0:
@@ -75,18 +100,32 @@ def evaluate(
     from mmbench.data.tasks import get_task
 
     spec = get_task(task)
+    if board_dir is not None and not force:
+        _check_new_name(board_dir, spec.name, name)
+    out_of_range = "clip" if clip_range else "refuse"
+    kept: dict = {}
     if predictions is not None:
         from mmbench.evaluation.scoring import evaluate_predictions
 
         result = evaluate_predictions(spec, predictions, name, data_dir=data_dir, conditions=conditions or None,
-                                      n_resamples=resamples)
+                                      n_resamples=resamples, allow_partial=allow_partial, out_of_range=out_of_range,
+                                      split_role=split)
     else:
         from mmbench.evaluation.evaluator import evaluate_model
         from mmbench.evaluation.sandbox.runner import SandboxConfig
 
-        cfg = SandboxConfig(timeout_s=timeout, memory_mb=memory_mb, batch_size=batch_size)
+        cfg = SandboxConfig(timeout_s=timeout, memory_mb=memory_mb, batch_size=batch_size,
+                            isolation=_isolation_mode(isolation, model), denied=_denied(data_dir, board_dir))
+        if weights is None and model != "baseline" and not str(model).endswith(".pt2"):
+            typer.echo("warning: no --weights: the model is scored as build() returns it, untrained unless build() "
+                       "loads trained weights itself", err=True)
+        if limit is not None:
+            return _print_probe(spec, model, weights, limit, device, data_dir, conditions, cfg, split)
         result = evaluate_model(spec, model, weights, name, device=device, data_dir=data_dir,
-                                conditions=conditions or None, sandbox_config=cfg, n_resamples=resamples)
+                                conditions=conditions or None, sandbox_config=cfg, n_resamples=resamples,
+                                split_role=split, out_of_range="accept" if model == "baseline" else out_of_range,
+                                keep_predictions=kept)
+    result = _with_metadata(result, description, url)
 
     if test_set is not None and result.test_set_fingerprint != test_set:
         raise SubmissionError(f"the submission claims test set {test_set}, but task {spec.name!r} here has test set "
@@ -96,6 +135,8 @@ def evaluate(
     if board_dir is not None and predictions is not None:
         stored = _prepare_copy(board_dir, result, predictions)
         result = result.model_copy(update={"predictions_file": stored[0].relative_to(board_dir).as_posix()})
+    elif board_dir is not None and kept:
+        result, stored = _model_predictions(board_dir, result, kept)
 
     # everything is validated: now write (result file, stored predictions, leaderboard entry)
     from mmbench.core.io import atomic_write_bytes, atomic_write_json
@@ -114,6 +155,8 @@ def evaluate(
         task_dir.mkdir(parents=True, exist_ok=True)
         # one submitter of a name at a time: the stored copy and the entry must belong together
         with FileLock(str(task_dir / f".{result.name}.submit.lock")):
+            if not force:
+                _check_new_name(board_dir, result.task, result.name)
             if stored is not None:
                 atomic_write_bytes(stored[0], stored[1])
             entry = write_entry(board_dir, result)
@@ -126,6 +169,104 @@ def evaluate(
         _print_summary(result)
     for w in written:
         typer.echo(f"wrote {w}", err=as_json)  # keep stdout pure JSON with --json
+
+
+def _write_template(task: str, folder: Path) -> None:
+    from mmbench.data.tasks import get_task
+    from mmbench.evaluation.submissions.contract import write_template
+
+    spec = get_task(task)
+    path = write_template(spec, folder)
+    typer.echo(f"wrote {path}: a working model for {spec.name} and its call contract; check it with "
+               f"`mmbench evaluate {spec.name} --model {path}:build --limit 4`")
+
+
+def _check_new_name(board_dir: Path, task: str, name: str) -> None:
+    from mmbench.core.errors import SubmissionError
+    from mmbench.core.io import safe_join
+
+    task_dir = safe_join(Path(board_dir), task)
+    taken = [p for p in (task_dir / f"{name}.json", *task_dir.glob(f"{name}__seed*.json")) if p.is_file()]
+    if taken:
+        raise SubmissionError(f"the leaderboard already has an entry named {name!r} for task {task!r}; choose another "
+                              "--name, or pass --force to replace it (the old entry is kept in history/)", taken[0])
+
+
+def _with_metadata(result: Any, description: str | None, url: str | None) -> Any:
+    """The submission's metadata in the entry: name, description, URL, parameters, isolation."""
+    from mmbench.core.errors import MMBenchError
+
+    meta: dict[str, Any] = {"name": result.name}
+    for key, value in (("description", description), ("url", url)):
+        if value is not None:
+            text = " ".join(value.split())
+            if not text or len(text) > 500:
+                raise MMBenchError(f"--{key} must be one line of 1 to 500 characters")
+            meta[key] = text
+    if url is not None and not url.startswith(("https://", "http://")):
+        raise MMBenchError("--url must start with https:// or http://")
+    params = (result.efficiency or {}).get("params")
+    if params is not None:
+        meta["params"] = params
+    meta["isolation"] = result.extra.get("isolation", "none (no submitted code runs)" if result.kind == "predictions"
+                                         else "none (mmbench's own model)")
+    return result.model_copy(update={"extra": {**result.extra, "submission": meta}})
+
+
+def _model_predictions(board_dir: Path, result: Any, kept: dict) -> tuple[Any, tuple[Path, bytes]]:
+    """A model's predictions stored with its entry, as a parquet file `leaderboard verify` rescores."""
+    import hashlib
+
+    from mmbench.board.publish import predictions_parquet, stored_predictions_path
+
+    dest = stored_predictions_path(board_dir, result)
+    if "image_embeddings" in kept:  # a retrieval model: its embeddings, as the .npz a submitter would give
+        import io
+
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v, dtype=np.int64) if k.endswith("_ids") else v for k, v in kept.items()})
+        data, dest = buf.getvalue(), dest.with_suffix(".npz")
+    else:
+        ids = kept.pop("__ids__")
+        data = predictions_parquet([str(i) for i in ids], kept)
+    extra = {**result.extra, "predictions_sha256": hashlib.sha256(data).hexdigest()}
+    return result.model_copy(update={"predictions_file": dest.relative_to(board_dir).as_posix(), "extra": extra}), (dest, data)
+
+
+def _print_probe(spec: Any, model: str, weights: Path | None, limit: int, device: str, data_dir: Path | None,
+                 conditions: list[str], cfg: Any, split: str) -> None:
+    from mmbench.evaluation.probe import describe_outputs, probe_model
+
+    probe = probe_model(spec, model, weights, limit, device=device, data_dir=data_dir, conditions=conditions or None,
+                        sandbox_config=cfg, split_role=split)
+    what = "modality" if spec.target.type == "retrieval" else "condition"
+    typer.echo(f"{spec.name}: the model's raw outputs on the first {probe.items} {split} items, per {what} "
+               f"(isolation: {probe.isolation}); nothing scored or written")
+    for line in describe_outputs(probe):
+        typer.echo(line)
+
+
+def _isolation_mode(mode: str, model: str) -> str:
+    """Resolve --isolation before any data is loaded: refuse (required) or warn in one line."""
+    from mmbench.evaluation.sandbox.isolation import BUBBLEWRAP, resolve
+
+    if model == "baseline":  # mmbench's own model, in-process: nothing submitted runs
+        return "none"
+    iso = resolve(mode)
+    if iso.warning:
+        typer.echo(iso.warning, err=True)
+    return "required" if iso.used == BUBBLEWRAP else "none"
+
+
+def _denied(data_dir: Path | None, board_dir: Path | None) -> dict[str, Path]:
+    from mmbench.data.datasets.base import data_root
+
+    out = {"data root": data_root(data_dir)}
+    if board_dir is not None:
+        out["leaderboard"] = board_dir
+    return out
 
 
 def _model_source(model: str | None, weights: Path | None) -> Path | None:
@@ -174,6 +315,8 @@ def _print_summary(result: Any) -> None:
     parts = [f"{k} {_fmt(rob[k])}" for k in ("worst_drop", "auc_rate") if k in rob]
     if parts:
         typer.echo("  robustness: " + "  ".join(parts))
+    if "isolation" in result.extra:
+        typer.echo(f"  isolation: {result.extra['isolation']}")
     eff = result.efficiency or {}
     if eff:
         typer.echo("  efficiency: " + "  ".join(f"{k} {_fmt(eff[k])}" for k in ("params", "flops_per_sample", "latency_ms_per_batch")
@@ -227,7 +370,8 @@ def verify_entry(board_dir: Path, entry: Any, data_dir: Any = None, labels_cache
         if spec.target.type != "retrieval":
             labels = task_labels(spec, data_dir, labels_cache)
         recomputed = evaluate_predictions(spec, path, entry.name, data_dir=data_dir, conditions=list(entry.metrics)
-                                          if spec.target.type != "retrieval" else None, n_resamples=0, labels=labels)
+                                          if spec.target.type != "retrieval" else None, n_resamples=0, labels=labels,
+                                          out_of_range="clip" if entry.extra.get("clipped_to_range") else "accept")
     except MMBenchError as exc:
         return "ERROR", " ".join(str(exc).split())
     if entry.test_set_fingerprint and recomputed.test_set_fingerprint != entry.test_set_fingerprint:

@@ -70,7 +70,8 @@ def leaderboard(
     runs: Optional[list[Path]] = typer.Argument(None, help="publish: reproduce output folders (--out) to publish; "
                                                            "docs: Markdown files with board-table blocks."),
     fmt: str = typer.Option("table", "--format", help="table, md, csv, json or html."),
-    board_dir: Path = typer.Option(Path("leaderboard"), "--dir", help="Board folder (default ./leaderboard)."),
+    board_dirs: list[Path] = typer.Option([], "--dir", help="Board folder (default ./leaderboard); repeat it to rank "
+                                                             "several boards together (e.g. yours beside the shipped one)."),
     out: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
     only: list[str] = typer.Option([], "--task", help="publish: only these tasks' runs (repeatable)."),
     check: bool = typer.Option(False, "--check", help="site, docs: write nothing; exit 1 if a page or table differs "
@@ -82,6 +83,7 @@ def leaderboard(
     runs of `reproduce` output folders as entries with their predictions; `leaderboard site`
     writes the board's static pages (index.html and one page per task); `leaderboard docs
     FILES...` regenerates the measured tables marked in Markdown files (mmbench.board.doctables)."""
+    board_dir = _one_board(board_dirs, task)
     if task == "verify":
         from mmbench.cli.evaluate import verify_command
 
@@ -96,14 +98,14 @@ def leaderboard(
         raise MMBenchError(f"unexpected argument {str(runs[0])!r} (only `leaderboard publish` takes folders)")
     from mmbench.core.errors import MMBenchError
     from mmbench.core.io import atomic_write_text
-    from mmbench.board.entries import load_entries, rank, render
+    from mmbench.board.entries import rank, render
     from mmbench.board.location import board_folder
 
     board_dir, which = board_folder(board_dir)
     typer.echo(f"showing {which}", err=True)
     if fmt not in ("table", "md", "csv", "json", "html"):
         raise MMBenchError(f"--format must be table, md, csv, json or html, not {fmt!r}")
-    entries = load_entries(board_dir, task)
+    entries = entries_of_boards(board_dirs or [board_dir], task)
     rows = rank(entries)
     if not rows and fmt in ("table", "md"):  # a task with published figures only: show them
         from mmbench.board.published import load_published, published_rows, render_published
@@ -132,6 +134,34 @@ def leaderboard(
         typer.echo(f"wrote {out}")
     else:
         typer.echo(text)
+
+
+def _one_board(board_dirs: list[Path], task: str | None) -> Path:
+    """The --dir of a command that works on one board (verify, publish, site); ranking takes several."""
+    from mmbench.core.errors import MMBenchError
+
+    if len(board_dirs) > 1 and task in ("verify", "publish", "site"):
+        raise MMBenchError(f"leaderboard {task} works on one board; give one --dir")
+    return board_dirs[0] if board_dirs else Path("leaderboard")
+
+
+def entries_of_boards(board_dirs: list[Path], task: str | None) -> list:
+    """The entries of every board in one list, for one ranking (significance across all). A name
+    that an earlier board already has is shown as `name [folder]`, so that two boards' entries
+    of one name are never pooled as seeds of one submission."""
+    from mmbench.board.entries import load_entries
+    from mmbench.core.errors import MMBenchError
+
+    entries: list = []
+    for i, d in enumerate(board_dirs):
+        if len(board_dirs) > 1 and not Path(d).is_dir():
+            raise MMBenchError("leaderboard folder not found", d)
+        taken = {(e.task, e.name) for e in entries}
+        for e in load_entries(d, task):
+            if i and (e.task, e.name) in taken:
+                e = e.model_copy(update={"name": f"{e.name} [{Path(d).name or d}]"})
+            entries.append(e)
+    return entries
 
 
 def register(app: typer.Typer) -> None:

@@ -22,4 +22,7 @@ class SpecError(MMBenchError):
 
 
 class SubmissionError(MMBenchError):
-    """A submitted model or predictions file is refused."""
+    """A submitted model or predictions file is refused. `details`, when set, is what the
+    model printed (the CLI shows it after the one-line error)."""
+
+    details: str | None = None

@@ -175,8 +175,11 @@ def missing_protocol_masks(missing_type: str, eta: float, ids: Sequence[str], mo
     return keep
 
 
-def masks_table(conditions: Sequence[Condition], ids: Sequence[str], modalities: Sequence[str], seed: int, split: str):
-    """A pandas DataFrame with columns id, condition, <modality>... (1 = keep): the export format."""
+def masks_table(conditions: Sequence[Condition], ids: Sequence[str], modalities: Sequence[str], seed: int, split: str,
+                present: dict[str, np.ndarray] | None = None):
+    """A pandas DataFrame with columns id, condition, <modality>... : the export format. Without
+    `present` a modality column is the condition's keep-mask (1 = keep); with the data's own
+    presence masks it is what the model sees (1 = present: in the data and kept)."""
     import pandas as pd
 
     frames = []
@@ -184,7 +187,8 @@ def masks_table(conditions: Sequence[Condition], ids: Sequence[str], modalities:
         masks = condition_masks(cond, ids, modalities, seed, split)
         frame = pd.DataFrame({"id": list(ids), "condition": cond.name})
         for m in sorted(modalities):
-            frame[m] = masks[m].astype(np.int8)
+            seen = masks[m] & np.asarray(present[m], dtype=bool) if present is not None else masks[m]
+            frame[m] = seen.astype(np.int8)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 

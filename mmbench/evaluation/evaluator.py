@@ -22,9 +22,10 @@ from mmbench.data.samples import Split
 from mmbench.data.splits import apply_condition
 from mmbench.data.tasks import TaskSpec
 from mmbench.evaluation.results import Result, make_result
+from mmbench.evaluation.retrieval_scoring import retrieval_gallery, retrieval_result
 from mmbench.evaluation.scoring import (
-    _check_finite_metrics, _clean_ci, _select_conditions, classification_extras, item_record, primary_ci,
-    robustness_summary, score, uses_scores)
+    _clean_ci, check_finite_metrics, check_range, classification_extras, item_record, primary_ci, robustness_summary, score,
+    select_conditions, uses_scores)
 
 
 @torch.no_grad()
@@ -177,80 +178,6 @@ def evaluate_trained(spec: TaskSpec, trained: Any, test_split: Split, dataset_fi
 # --------------------------------------------------------------------------------------------
 
 
-def retrieval_gallery(spec: TaskSpec, data_dir: Any = None, dataset: Any = None) -> tuple[list[str], list[str], np.ndarray, str]:
-    """(image ids, caption ids, caption -> image index, dataset fingerprint) of a retrieval
-    task's test split, from the dataset loader's labels-only gallery reader."""
-    import importlib
-
-    from mmbench.core.errors import SpecError
-    from mmbench.data.splits import task_dataset
-
-    dataset = task_dataset(spec, data_dir) if dataset is None else dataset
-    split = spec.splits.test
-    method = getattr(dataset, "load_retrieval_gallery", None)
-    if callable(method):
-        gallery = method(split)
-    else:
-        fn = getattr(importlib.import_module(type(dataset).__module__), "load_retrieval_gallery", None)
-        if fn is None:
-            raise SpecError(f"task {spec.name!r}: dataset {spec.dataset.name!r} provides no retrieval gallery", spec.source)
-        import inspect
-
-        params = inspect.signature(fn).parameters
-        options = {k: v for k, v in dataset.options.items() if k in params and k not in ("root", "split")}
-        gallery = fn(dataset.root, split, **options)
-    image_ids, caption_ids, caption_image_index = gallery
-    return ([str(i) for i in image_ids], [str(i) for i in caption_ids], np.asarray(caption_image_index, dtype=np.int64),
-            dataset.fingerprint())
-
-
-def _evaluate_retrieval(spec: TaskSpec, path: Any, name: str, data_dir: Any, limits: Any, n_resamples: int, seed: int) -> Result:
-    from pathlib import Path
-
-    from mmbench.evaluation.submissions.checks import submission_hash
-
-    from mmbench.evaluation.submissions.retrieval import parse_retrieval
-
-    from mmbench.data.splits import task_dataset
-
-    dataset = task_dataset(spec, data_dir)
-    image_ids, caption_ids, cap_index, fingerprint = retrieval_gallery(spec, data_dir, dataset)
-    sub = parse_retrieval(path, image_ids, caption_ids, cap_index, limits)
-    digest, files = submission_hash([Path(path)])
-    result = _retrieval_result(spec, name, "predictions", sub.image_embeddings, sub.caption_embeddings,
-                               sub.caption_image_index, path, fingerprint, digest, efficiency=None,
-                               extra={"format": "npz", "images": len(image_ids), "captions": len(caption_ids),
-                                      "embedding_dim": sub.dim, "submission_files": files})
-    result = with_test_set(result, spec, data_dir, dataset)
-    if sub.claimed_test_set is not None and sub.claimed_test_set != result.test_set_fingerprint:
-        from mmbench.core.errors import SubmissionError
-
-        raise SubmissionError(f"the embeddings claim test set {sub.claimed_test_set}, but task {spec.name!r} here has test "
-                              f"set {result.test_set_fingerprint} (protocol {result.protocol}): other test items", path)
-    return result
-
-
-def _retrieval_result(spec: TaskSpec, name: str, kind: str, image_embeddings: np.ndarray,
-                      caption_embeddings: np.ndarray, caption_image_index: np.ndarray, source: Any,
-                      fingerprint: str, digest: str, efficiency: Any, extra: dict[str, Any],
-                      device: str | None = None) -> Result:
-    """The Result of checked retrieval embeddings (from an .npz or a model): recall@k under the
-    clean condition, the only one a retrieval gallery has."""
-    from mmbench.evaluation.metrics import retrieval_metrics
-
-    allm = retrieval_metrics(torch.from_numpy(image_embeddings), torch.from_numpy(caption_embeddings),
-                             torch.from_numpy(caption_image_index))
-    per_condition = {"clean": {m.name: float(allm[m.name]) for m in spec.metrics}}
-    _check_finite_metrics(per_condition, source)
-    return make_result(
-        task=spec.name, name=name, kind=kind, primary_metric=spec.primary_metric,
-        higher_is_better=spec.primary.higher_is_better, metrics=per_condition, confidence_intervals={},
-        robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
-        efficiency=efficiency, dataset_fingerprint=fingerprint, submission_hash=digest, device=device,
-        extra={**extra, "conditions_not_evaluated": [c.name for c in spec.conditions() if c.name != "clean"]},
-    )
-
-
 def _input_mismatch(trained: dict[str, Any], test: dict[str, Any], task: str) -> str:
     """What differs between a checkpoint's inputs and the task's test data, per modality."""
     def shape(d: dict[str, Any] | None) -> str:
@@ -265,11 +192,16 @@ def _input_mismatch(trained: dict[str, Any], test: dict[str, Any], task: str) ->
 
 def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, device: str = "cpu", data_dir: Any = None,
                    conditions: Any = None, sandbox_config: Any = None, limits: Any = None, seed: int = 0,
-                   n_resamples: int = 1000) -> Result:
+                   n_resamples: int = 1000, split_role: str = "test", out_of_range: str = "refuse",
+                   keep_predictions: dict[str, np.ndarray] | None = None) -> Result:
     """Score a submitted model under the task's conditions: `baseline` + safetensors weights
     (loaded in-process, nothing unpickled), or `file.py:factory` / `program.pt2` (run in a
-    separate, limited process by mmbench.evaluation.sandbox.runner). On a retrieval task the factory's model or
-    the .pt2 provides one encoder per modality (see `_evaluate_retrieval_model`). Writes nothing."""
+    separate, isolated process by mmbench.evaluation.sandbox.runner). On a retrieval task the factory's model or
+    the .pt2 provides one encoder per modality (see `_evaluate_retrieval_model`). Writes nothing.
+    `split_role` ``validation`` scores the validation split instead of the test split; a submitted
+    model's regression outputs outside the task's range are refused or, with `out_of_range`
+    ``clip``, clipped (``accept``: neither); `keep_predictions` receives each condition's predictions
+    and, under ``__ids__``, the split's ids in their order."""
     from mmbench.core.errors import SubmissionError
     from mmbench.models.model import describe_inputs
     from mmbench.evaluation.submissions.checks import Limits, check_name, submission_hash
@@ -280,16 +212,20 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
     check_name(name)
     limits = limits or Limits.from_env()
     if spec.target.type == "retrieval":
+        if split_role != "test":
+            raise SubmissionError(f"task {spec.name!r}: retrieval models are scored on the test gallery only")
         return with_test_set(_evaluate_retrieval_model(spec, model_spec, weights, name, device, data_dir, conditions,
-                                                       sandbox_config, limits), spec, data_dir)
+                                                       sandbox_config, limits, keep_predictions), spec, data_dir)
     ms = parse_model_spec(model_spec, weights, limits)
-    conds = _select_conditions(spec, conditions)
+    conds = select_conditions(spec, conditions)
     dev = resolve_device(device)
     dataset = task_dataset(spec, data_dir)
-    split = load_task_split(spec, "test", data_dir, dataset)
+    split = load_task_split(spec, split_role, data_dir, dataset)
     y_true = split.targets.cpu().numpy()
     digest, files = submission_hash(ms.files)
     extra: dict[str, Any] = {"model": ms.kind, "submission_files": files}
+    if split_role != "test":
+        extra["split"] = split_role
     fusion = None
     if ms.kind == "baseline":
         model, config = load_model(ms.weights, dev)
@@ -313,10 +249,18 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
 
         out = run_model(ms, spec, split, conds, str(dev), sandbox_config or SandboxConfig())
         predictions = {c: outputs_to_predictions(torch.from_numpy(a), spec) for c, a in out.outputs.items()}
+        if out_of_range != "accept":
+            predictions = check_range(spec, predictions, ms.source, clip=out_of_range == "clip")
+            if out_of_range == "clip" and spec.target.type == "regression" and spec.target.range is not None:
+                extra["clipped_to_range"] = list(spec.target.range)
         efficiency = out.efficiency
         extra["sandbox_seconds"] = round(out.seconds, 3)
+        extra["isolation"] = out.isolation
+    if keep_predictions is not None:
+        keep_predictions.update(predictions)
+        keep_predictions["__ids__"] = list(split.ids)
     per_condition = {c: score(spec, y_true, p) for c, p in predictions.items()}
-    _check_finite_metrics(per_condition, ms.source or ms.weights)
+    check_finite_metrics(per_condition, ms.source or ms.weights)
     extra["conditions_not_evaluated"] = [c.name for c in spec.conditions() if c.name not in per_condition]
     if "clean" in predictions:
         extra |= classification_extras(spec, y_true, predictions["clean"]) | item_record(spec, split.ids, y_true, predictions["clean"])
@@ -328,7 +272,8 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
         efficiency=efficiency, dataset_fingerprint=dataset.fingerprint(), submission_hash=digest,
         device=str(dev), extra=extra,
     )
-    return with_test_set(result, spec, data_dir, dataset, split)
+    # a validation-split score is not a test-set result: it carries no test-set fingerprint
+    return with_test_set(result, spec, data_dir, dataset, split) if split_role == "test" else result
 
 
 def retrieval_inputs(split: Split, caption_image_index: np.ndarray, n_images: int) -> dict[str, dict[str, Any]]:
@@ -382,7 +327,8 @@ def _permute(inputs: dict[str, Any], order: np.ndarray) -> dict[str, Any]:
 
 
 def _evaluate_retrieval_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, device: str, data_dir: Any,
-                              conditions: Any, sandbox_config: Any, limits: Any) -> Result:
+                              conditions: Any, sandbox_config: Any, limits: Any,
+                              keep_predictions: dict[str, Any] | None = None) -> Result:
     """A retrieval model, run in the sandbox worker: ``encode_image(image[, present])`` on every
     gallery image and ``encode_text(text[, present][, lengths])`` on every caption, in batches,
     each returning ``[B, D]``. The embeddings pass the .npz checks and are scored like an .npz."""
@@ -397,7 +343,7 @@ def _evaluate_retrieval_model(spec: TaskSpec, model_spec: str, weights: Any, nam
     ms = parse_model_spec(model_spec, weights, limits)
     if ms.kind == "exported":
         check_retrieval_program(ms.source)
-    if conditions and [c.name for c in _select_conditions(spec, conditions)] != ["clean"]:
+    if conditions and [c.name for c in select_conditions(spec, conditions)] != ["clean"]:
         raise SubmissionError(f"task {spec.name!r}: retrieval models are scored under the clean condition only")
     dev = resolve_device(device)
     dataset = task_dataset(spec, data_dir)
@@ -422,11 +368,15 @@ def _evaluate_retrieval_model(spec: TaskSpec, model_spec: str, weights: Any, nam
                            labels=("model output for images", "model output for captions"),
                            row_names=(image_ids, caption_ids), image_absent=absent)
     digest, files = submission_hash(ms.files)
-    return _retrieval_result(spec, name, "model", emb["image"], emb["text"], cap_index, source, fingerprint, digest,
-                             efficiency=out.efficiency, device=str(dev),
-                             extra={"model": ms.kind, "images": len(image_ids), "captions": len(caption_ids),
-                                    "embedding_dim": dim, "missing_images": int(absent.sum()),
-                                    "submission_files": files, "sandbox_seconds": round(out.seconds, 3)})
+    if keep_predictions is not None:  # the .npz a predictions-file submitter would give
+        keep_predictions.update({"image_ids": image_ids, "image_embeddings": emb["image"], "caption_ids": caption_ids,
+                                 "caption_embeddings": emb["text"]})
+    return retrieval_result(spec, name, "model", emb["image"], emb["text"], cap_index, source, fingerprint, digest,
+                            efficiency=out.efficiency, device=str(dev),
+                            extra={"model": ms.kind, "images": len(image_ids), "captions": len(caption_ids),
+                                   "embedding_dim": dim, "missing_images": int(absent.sum()),
+                                   "submission_files": files, "sandbox_seconds": round(out.seconds, 3),
+                                   "isolation": out.isolation})
 
 
 def _retrieval_baseline_result(spec: TaskSpec, model: nn.Module, test_split: Split, device: torch.device, name: str,
@@ -440,10 +390,10 @@ def _retrieval_baseline_result(spec: TaskSpec, model: nn.Module, test_split: Spl
     dim = check_embeddings(source, image, text, limits or Limits.from_env(),
                            labels=("model output for images", "model output for captions"), row_names=row_names,
                            image_absent=absent)
-    return _retrieval_result(spec, name, "baseline", image, text, index, source, fingerprint, digest,
-                             efficiency={"params": int(sum(p.numel() for p in model.parameters()))}, device=str(device),
-                             extra={**extra, "images": len(image), "captions": len(text), "embedding_dim": dim,
-                                    "missing_images": int(absent.sum())})
+    return retrieval_result(spec, name, "baseline", image, text, index, source, fingerprint, digest,
+                            efficiency={"params": int(sum(p.numel() for p in model.parameters()))}, device=str(device),
+                            extra={**extra, "images": len(image), "captions": len(text), "embedding_dim": dim,
+                                   "missing_images": int(absent.sum())})
 
 
 def _evaluate_trained_retrieval(spec: TaskSpec, trained: Any, test_split: Split, dataset_fingerprint: str,

@@ -1,9 +1,9 @@
 """Scoring predictions against a task's labels: the metrics, their bootstrap CI and the
-robustness summary, and `evaluate_predictions` for a predictions file.
+robustness summary (mmbench.evaluation.summaries), and `evaluate_predictions` for a predictions file.
 
 This path imports neither torch nor any model code, so scoring a file needs only the task's
 ids and labels (a loader's `load_labels`, where it has one) and starts fast. Retrieval
-embeddings (.npz) are scored by mmbench.evaluation.evaluator, which needs torch.
+embeddings (.npz) are scored by mmbench.evaluation.retrieval_scoring, which needs torch.
 """
 
 from __future__ import annotations
@@ -14,22 +14,11 @@ import numpy as np
 
 from mmbench.evaluation.metrics import bootstrap_ci, compute_metrics, confusion_matrix
 from mmbench.evaluation.results import Result, make_result
+from mmbench.evaluation.summaries import check_finite_metrics, robustness_summary
+from mmbench.evaluation.targets import predicted_labels, uses_scores
 
 if TYPE_CHECKING:
     from mmbench.data.tasks import TaskSpec
-
-
-def uses_scores(spec: TaskSpec) -> bool:
-    """A binary task with a score-based metric (auroc): its predictions are label-1 scores."""
-    from mmbench.evaluation.metrics import METRICS
-
-    return spec.target.type == "binary" and any(METRICS[m.name].needs_scores for m in spec.metrics)
-
-
-def predicted_labels(spec: TaskSpec, y_pred: np.ndarray) -> np.ndarray:
-    """Labels from predictions: label-1 scores above 0.5 for a task that :func:`uses_scores`
-    (what the argmax of two softmax outputs gives), else the predictions themselves."""
-    return (np.asarray(y_pred) > 0.5).astype(np.int64) if uses_scores(spec) else y_pred
 
 
 def score(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -44,27 +33,6 @@ def item_record(spec: TaskSpec, ids: Any, y_true: np.ndarray, y_clean: np.ndarra
     from mmbench.evaluation.significance import item_record as record
 
     return {"test_items": record(ids, y_true, y_clean, spec.target.type, spec.target.num_classes, scores=uses_scores(spec))}
-
-
-def robustness_summary(per_condition: dict[str, dict[str, float]], metric: str, higher_is_better: bool) -> dict[str, Any]:
-    """Drop from clean per condition, and the normalised area under metric-vs-missing-rate
-    (trapezoid over the rates evaluated, with clean as rate 0, divided by the rate span)."""
-    out: dict[str, Any] = {"metric": metric}
-    clean = per_condition.get("clean", {}).get(metric)
-    if clean is not None:
-        sign = 1.0 if higher_is_better else -1.0
-        out["drop_from_clean"] = {c: sign * (clean - v[metric]) for c, v in per_condition.items() if c != "clean"}
-        worst = max(out["drop_from_clean"].values(), default=0.0)
-        out["worst_drop"] = worst
-    rates = sorted((float(c.split(":")[1]), v[metric]) for c, v in per_condition.items() if c.startswith("rate:"))
-    if clean is not None and not any(r == 0.0 for r, _ in rates):
-        rates = [(0.0, clean)] + rates
-    if len(rates) >= 2:
-        xs = np.array([r for r, _ in rates])
-        ys = np.array([v for _, v in rates])
-        out["auc_rate"] = float(np.trapezoid(ys, xs) / (xs[-1] - xs[0]))
-        out["rates"] = {f"{r:g}": v for r, v in rates}
-    return out
 
 
 def primary_ci(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray, seed: int = 0, n_resamples: int = 1000) -> dict[str, float]:
@@ -88,7 +56,7 @@ def classification_extras(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray
     return {"confusion_matrix": cm.tolist(), "class_names": names}
 
 
-def _select_conditions(spec: TaskSpec, conditions: Any) -> list:
+def select_conditions(spec: TaskSpec, conditions: Any) -> list:
     """The task's conditions, or the named subset of them (names are canonicalised)."""
     from mmbench.core.errors import SpecError
     from mmbench.data.masks import parse_condition
@@ -113,15 +81,37 @@ def _select_conditions(spec: TaskSpec, conditions: Any) -> list:
     return out
 
 
-def _check_finite_metrics(per_condition: dict[str, dict[str, float]], source: Any) -> None:
-    import math
-
+def check_complete(spec: TaskSpec, evaluated: Any, source: Any) -> None:
+    """Refuse predictions that leave out some of the task's conditions (their robustness would
+    look perfect); ``--allow-partial`` (or naming ``--conditions``) skips this check."""
     from mmbench.core.errors import SubmissionError
 
-    for cond, values in per_condition.items():
-        for metric, v in values.items():
-            if not math.isfinite(v):
-                raise SubmissionError(f"metric {metric!r} under {cond!r} is not finite ({v}); predictions out of range?", source)
+    missing = [c.name for c in spec.conditions() if c.name not in evaluated]
+    if missing and spec.target.type != "retrieval":
+        raise SubmissionError(f"predictions cover {len(evaluated)} of task {spec.name!r}'s {len(spec.conditions())} "
+                              f"conditions; missing {', '.join(missing)}. Predict every condition, or pass "
+                              "--allow-partial (the entry then shows the missing robustness as absent)", source)
+
+
+def check_range(spec: TaskSpec, predictions: dict[str, np.ndarray], source: Any, clip: bool = False) -> dict[str, np.ndarray]:
+    """Regression predictions outside the task's declared ``target.range`` are refused, or,
+    with `clip` (``--clip-range``), clipped to it; other tasks pass unchanged."""
+    from mmbench.core.errors import SubmissionError
+
+    if spec.target.type != "regression" or spec.target.range is None:
+        return predictions
+    lo, hi = spec.target.range
+    out = {}
+    for cond, p in predictions.items():
+        p = np.asarray(p, dtype=np.float64)
+        outside = (p < lo) | (p > hi)
+        if outside.any() and not clip:
+            worst = p[outside][np.argmax(np.abs(p[outside]))]
+            raise SubmissionError(f"{int(outside.sum())} of {len(p)} predictions under {cond!r} lie outside task "
+                                  f"{spec.name!r}'s range [{lo:g}, {hi:g}] (e.g. {worst:g}); clip them, or pass "
+                                  "--clip-range to have them clipped (recorded in the entry)", source)
+        out[cond] = np.clip(p, lo, hi)
+    return out
 
 
 def _clean_ci(spec: TaskSpec, y_true: np.ndarray, predictions: dict[str, np.ndarray], seed: int, n_resamples: int) -> dict:
@@ -132,11 +122,15 @@ def _clean_ci(spec: TaskSpec, y_true: np.ndarray, predictions: dict[str, np.ndar
 
 
 def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = None, conditions: Any = None,
-                         limits: Any = None, seed: int = 0, n_resamples: int = 1000, labels: Any = None) -> Result:
+                         limits: Any = None, seed: int = 0, n_resamples: int = 1000, labels: Any = None,
+                         allow_partial: bool = True, out_of_range: str = "accept", split_role: str = "test") -> Result:
     """Score a predictions file (CSV / JSON lines / Parquet, or an embeddings .npz for
     retrieval) against the task's test labels (`labels`: already loaded `TestLabels`, e.g.
     when verifying many entries of one task). Runs no submitted code. Raises
-    SubmissionError (naming the file) for anything malformed; writes nothing."""
+    SubmissionError (naming the file) for anything malformed; writes nothing.
+    `allow_partial=False` refuses a file without every condition (:func:`check_complete`);
+    `out_of_range` is ``accept``, ``refuse`` or ``clip`` (:func:`check_range`); `split_role`
+    ``validation`` scores against the validation split's labels instead."""
     from pathlib import Path
 
     from mmbench.evaluation.submissions.checks import Limits, check_name, submission_hash
@@ -148,18 +142,29 @@ def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = N
     limits = limits or Limits.from_env()
     path = Path(path)
     if spec.target.type == "retrieval":
-        from mmbench.evaluation.evaluator import _evaluate_retrieval
+        from mmbench.core.errors import SubmissionError
+        from mmbench.evaluation.retrieval_scoring import evaluate_embeddings
 
-        return _evaluate_retrieval(spec, path, name, data_dir, limits, n_resamples, seed)
-    selected = [c.name for c in _select_conditions(spec, conditions)] if conditions else None
-    labels = labels if labels is not None else load_test_labels(spec, data_dir)
+        if split_role != "test":
+            raise SubmissionError(f"task {spec.name!r}: retrieval embeddings are scored on the test gallery only", path)
+        return evaluate_embeddings(spec, path, name, data_dir, limits)
+    selected = [c.name for c in select_conditions(spec, conditions)] if conditions else None
+    labels = labels if labels is not None else load_test_labels(spec, data_dir, split_role)
     parsed = parse_predictions(path, spec, labels, selected, limits)
+    if not allow_partial and not conditions:
+        check_complete(spec, parsed.predictions, path)
+    if out_of_range != "accept":
+        parsed.predictions = check_range(spec, parsed.predictions, path, clip=out_of_range == "clip")
     per_condition = {c: score(spec, labels.targets, p) for c, p in parsed.predictions.items()}
-    _check_finite_metrics(per_condition, path)
+    check_finite_metrics(per_condition, path)
     digest, files = submission_hash([path])
     task_conditions = [c.name for c in spec.conditions()]
     extra = {"format": parsed.fmt, "rows": parsed.rows, "values": parsed.value_kind, "submission_files": files,
              "conditions_not_evaluated": [c for c in task_conditions if c not in per_condition]}
+    if out_of_range == "clip" and spec.target.type == "regression" and spec.target.range is not None:
+        extra["clipped_to_range"] = list(spec.target.range)
+    if split_role != "test":
+        extra["split"] = split_role
     if "clean" in parsed.predictions:
         extra |= classification_extras(spec, labels.targets, parsed.predictions["clean"])
         extra |= item_record(spec, labels.ids, labels.targets, parsed.predictions["clean"])

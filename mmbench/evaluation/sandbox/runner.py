@@ -21,8 +21,11 @@ For a retrieval task (:func:`run_retrieval_model`) the inputs are the rows of ea
 (gallery images, captions) with their presence masks, and the worker calls the submission's
 ``encode_image`` / ``encode_text`` batch by batch and writes the embeddings back.
 
-This is process isolation, not a security sandbox: the submission can still read any file
-the user can read and open network connections. See docs/security.md.
+By default (``SandboxConfig.isolation == "auto"``) the worker runs under bubblewrap
+(mmbench.evaluation.sandbox.isolation): it sees the Python environment and its submission
+read-only, its working directory and a private /tmp, and nothing else, with no network and
+its own /proc. Where bubblewrap cannot run, ``auto`` warns and runs it as a plain process,
+``required`` refuses. See docs/security.md.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ class SandboxConfig:
     threads: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     batch_size: int = 256
     keep_dir: bool = False  # debugging: leave the temp dir in place
+    isolation: str = "auto"  # auto | required | none (mmbench.evaluation.sandbox.isolation)
+    # what the worker must not see even inside the submission's folder, {description: path} (data root, leaderboard)
+    denied: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -66,6 +72,7 @@ class SandboxOutput:
     efficiency: dict[str, Any] | None
     seconds: float
     log_tail: str
+    isolation: str = "none"  # the isolation the worker ran under: bubblewrap or none
 
 
 def clean_env(workdir: Path, threads: int, device: str) -> dict[str, str]:
@@ -154,7 +161,8 @@ def run_model(model_spec, spec, split, conditions: list, device: str, config: Sa
     seed = spec.missing.seed if seed is None else seed
     task_info = {"task": spec.name, "target_type": spec.target.type, "num_classes": spec.target.num_classes,
                  "modalities": list(spec.modalities), "inputs": describe_inputs(split),
-                 "outputs": num_outputs(spec.target.type, spec.target.num_classes)}
+                 "outputs": num_outputs(spec.target.type, spec.target.num_classes),
+                 "range": list(spec.target.range) if spec.target.range is not None else None}
     return _execute(model_spec, task_info, device, config or SandboxConfig(), efficiency,
                     lambda path: _write_inputs(path, split, conditions, seed),
                     lambda path: _read_outputs(path, conditions, len(split), spec, model_spec.source))
@@ -205,6 +213,14 @@ def _write_retrieval_inputs(path: Path, inputs: dict[str, dict[str, Any]]) -> No
 def _execute(model_spec, task_info: dict[str, Any], device: str, config: SandboxConfig, efficiency: bool,
              write_inputs, read_outputs, mode: str = "predict") -> SandboxOutput:
     """Start the worker on a fresh temp dir, wait (timeout), turn failures into SubmissionError."""
+    from mmbench.evaluation.sandbox import isolation
+
+    iso = isolation.resolve(config.isolation)
+    if iso.warning and config.isolation == "auto":
+        import warnings
+
+        warnings.warn(iso.warning, stacklevel=3)
+    readable = _submission_paths(model_spec) if iso.used == isolation.BUBBLEWRAP else []
     workdir = Path(tempfile.mkdtemp(prefix="mmbench-sandbox-"))
     started = time.perf_counter()
     try:
@@ -227,10 +243,13 @@ def _execute(model_spec, task_info: dict[str, Any], device: str, config: Sandbox
         }
         (workdir / "job.json").write_text(json.dumps(job))
         env = clean_env(workdir, config.threads, device)
+        argv = [sys.executable, "-s", "-m", "mmbench.evaluation.sandbox.worker", "job.json"]
+        if iso.used == isolation.BUBBLEWRAP:
+            argv = isolation.bwrap_command(argv, workdir, readable, device,
+                                           hidden=isolation.hidden_inside(readable, config.denied))
         with open(workdir / "stdout.log", "wb") as out, open(workdir / "stderr.log", "wb") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-s", "-m", "mmbench.evaluation.sandbox.worker", "job.json"],
-                cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 start_new_session=True, close_fds=True,
             )
             try:
@@ -238,8 +257,8 @@ def _execute(model_spec, task_info: dict[str, Any], device: str, config: Sandbox
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 proc.wait()
-                raise SubmissionError(f"model timed out after {config.timeout_s:g} s and was stopped (--timeout)",
-                                      model_spec.source) from None
+                raise _failure(f"model timed out after {config.timeout_s:g} s and was stopped (--timeout)",
+                               model_spec.source, workdir) from None
             except BaseException:
                 _kill_group(proc)
                 proc.wait()
@@ -247,14 +266,62 @@ def _execute(model_spec, task_info: dict[str, Any], device: str, config: Sandbox
             finally:
                 _kill_group(proc)  # anything the submission left running in its process group
         seconds = time.perf_counter() - started
-        stderr_tail = _tail(workdir / "stderr.log")
+        if iso.used == isolation.BUBBLEWRAP and 128 < rc < 128 + 65:  # bwrap exits 128 + N for a child killed by signal N
+            rc = 128 - rc
+        stderr_tail = _tail(workdir / "stderr.log", ERROR_BYTES)
         if rc != 0:
-            raise SubmissionError(_failure_message(rc, stderr_tail, config), model_spec.source)
-        outputs, eff = read_outputs(workdir / "outputs.safetensors")
-        return SandboxOutput(outputs, eff, seconds, _printable(stderr_tail[-1000:], 1000))
+            raise _failure(_failure_message(rc, stderr_tail, config), model_spec.source, workdir)
+        try:
+            outputs, eff = read_outputs(workdir / "outputs.safetensors")
+        except SubmissionError as exc:
+            exc.details = _model_output(workdir) or None
+            raise
+        return SandboxOutput(outputs, eff, seconds, _printable(stderr_tail[-1000:], 1000), iso.used)
     finally:
         if not config.keep_dir:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _submission_paths(model_spec) -> list[Path]:
+    """What the isolated worker may read of the submission: a factory's folder (it may import its
+    own modules), a .pt2 file, a weights file."""
+    from mmbench.evaluation.sandbox.isolation import check_submission_folder
+
+    paths = []
+    if model_spec.source is not None:
+        source = Path(model_spec.source).resolve()
+        if model_spec.kind == "factory":
+            check_submission_folder(source.parent)
+            paths.append(source.parent)
+        else:
+            paths.append(source)
+    if model_spec.weights is not None:
+        paths.append(Path(model_spec.weights).resolve())
+    return paths
+
+
+OUTPUT_LINES = 60  # lines of the model's own stdout and stderr shown when it fails
+ERROR_BYTES = 1 << 16
+
+
+def _model_output(workdir: Path) -> str:
+    """The end of what the model printed (stdout, then stderr without the worker's error line)."""
+    parts = []
+    for stream in ("stdout", "stderr"):
+        lines = [ln for ln in _tail(workdir / f"{stream}.log", ERROR_BYTES).splitlines()
+                 if not ln.startswith("mmbench-sandbox-error: ")]
+        lines = [ln.rstrip() for ln in lines if ln.strip()]
+        if lines:
+            shown = lines[-OUTPUT_LINES:]
+            head = f"model {stream}" + (f" (last {len(shown)} of its lines)" if len(shown) < len(lines) else "") + ":"
+            parts.append("\n".join([head, *("  " + "".join(ch if ch.isprintable() else " " for ch in ln[:2000]) for ln in shown)]))
+    return "\n".join(parts)
+
+
+def _failure(message: str, source, workdir: Path) -> SubmissionError:
+    exc = SubmissionError(message, source)
+    exc.details = _model_output(workdir) or None
+    return exc
 
 
 def _failure_message(rc: int, stderr_tail: str, config: SandboxConfig) -> str:
@@ -269,11 +336,11 @@ def _failure_message(rc: int, stderr_tail: str, config: SandboxConfig) -> str:
         return f"model process was killed by {name}{hint}"
     memory_words = ("MemoryError", "can't allocate memory", "Cannot allocate memory", "failed to map segment")
     if rc == 3 or (reported and any(w in reported for w in memory_words)):
-        return f"model ran out of memory{memory} and was stopped: {_printable(reported or 'MemoryError', 200)}"
+        return f"model ran out of memory{memory} and was stopped: {_printable(reported or 'MemoryError', 20_000)}"
     if reported:
-        return f"model failed: {_printable(reported)}"
+        return f"model failed: {_printable(reported, 20_000)}"
     last = [ln for ln in stderr_tail.splitlines() if ln.strip()]
-    return f"model process exited with status {rc}: {_printable(last[-1] if last else 'no message')}"
+    return f"model process exited with status {rc}: {_printable(last[-1] if last else 'no message', 20_000)}"
 
 
 def _read_outputs(path: Path, conditions: list, n: int, spec, source) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:

@@ -25,15 +25,34 @@ class _Failure(Exception):
     pass
 
 
+_SUBMISSION = {"folder": None}  # the factory's folder: frames there are the submission's own
+
+
+def _own_frame(exc: BaseException) -> str:
+    """' (at file.py, line N, in fn)' for the innermost frame of the submission's own files."""
+    import os
+
+    folder = _SUBMISSION["folder"]
+    if not folder:
+        return ""
+    where = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if os.path.realpath(frame.filename).startswith(folder + os.sep):
+            where = f" (at {frame.filename}, line {frame.lineno}, in {frame.name})"
+    return where
+
+
 def _guarded(what: str, fn: Any, *args: Any) -> Any:
     """Call submitted code; anything it raises becomes one `_Failure` line starting with `what`
-    (MemoryError passes through: `main` reports it with its own exit code)."""
+    and naming the submission's own file and line, its traceback goes to stderr (MemoryError
+    passes through: `main` reports it with its own exit code)."""
     try:
         return fn(*args)
     except MemoryError:
         raise
     except BaseException as exc:  # noqa: BLE001 - the submission may raise anything, SystemExit included
-        raise _Failure(f"{what} {type(exc).__name__}: {exc}") from None
+        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next, file=sys.stderr)  # from the submission's call
+        raise _Failure(f"{what} {type(exc).__name__}: {exc}{_own_frame(exc)}") from None
 
 
 def _set_limits(job: dict[str, Any]) -> None:
@@ -52,7 +71,7 @@ def _set_limits(job: dict[str, Any]) -> None:
     cap(resource.RLIMIT_CORE, 0)
 
 
-def _one_line(text: Any, limit: int = 400) -> str:
+def _one_line(text: Any, limit: int = 20_000) -> str:
     s = " ".join(str(text).split())
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
@@ -76,6 +95,7 @@ def _build_factory(job: dict[str, Any]):
 
     source = job["source"]
     sys.path.insert(0, os.path.dirname(source))
+    _SUBMISSION["folder"] = os.path.realpath(os.path.dirname(source))
     spec = importlib.util.spec_from_file_location("mmbench_submission", source)
     if spec is None or spec.loader is None:
         raise _Failure(f"cannot import factory file {source}")
@@ -149,7 +169,28 @@ def _build_exported(job: dict[str, Any]):
         def forward(self, *args: Any) -> Any:
             return gm(*args)
 
-    return Wrapper()
+    wrapper = Wrapper()
+    object.__setattr__(wrapper, "call_target", gm.forward)  # the signature to check: the program's own
+    return wrapper
+
+
+def _check_call(fn: Any, task_info: dict[str, Any]) -> None:
+    """Before any data: the model must take the three arguments mmbench passes (one line if not)."""
+    import inspect
+
+    from mmbench.evaluation.submissions.contract import expected_call
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in params if p.default is p.empty and p.kind != p.VAR_KEYWORD]
+    if len(positional) < 3 or len(required) > 3:
+        taken = ", ".join(p.name for p in params)
+        raise _Failure(f"the model must take the call {expected_call(task_info)}; its forward takes ({taken})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,6 +362,7 @@ def _run(job: dict[str, Any]) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise _Failure("CUDA is not available in the worker")
     model = _build_factory(job) if job["kind"] == "factory" else _build_exported(job)
+    _check_call(getattr(model, "call_target", model.forward), job["task_info"])
     if job["kind"] == "factory":
         model = model.to(device)
     data = split.to(device)

@@ -5,6 +5,8 @@ model computes in the sandbox pass the same checks (:func:`check_embeddings`).
 
 from __future__ import annotations
 
+import re
+
 import math
 import zipfile
 from dataclasses import dataclass
@@ -99,8 +101,23 @@ def _npz_ids(path: Path, key: str, arr: np.ndarray) -> list[str]:
     return out
 
 
+PREFIXED_ID = re.compile(r"^coco-(\d+)$")  # coco-398580: the id as `data export` and `data masks` write it
+
+
+def _canonical(submitted: list[str], gallery: set[str]) -> list[str]:
+    """Ids in the gallery's form: a prefixed id (``coco-398580``) becomes its integer id when
+    that is a gallery id and the prefixed form is not."""
+    out = []
+    for i in submitted:
+        m = PREFIXED_ID.match(i) if i not in gallery else None
+        out.append(str(int(m.group(1))) if m and str(int(m.group(1))) in gallery else i)
+    return out
+
+
 def _align(path: Path, what: str, submitted: list[str], gallery: Sequence[str]) -> np.ndarray:
-    """Index into `submitted` for each gallery id (every id exactly once)."""
+    """Index into `submitted` for each gallery id (every id exactly once); ids may be given as
+    integers or in the prefixed form of the task's sample ids (``coco-398580``)."""
+    submitted = _canonical(submitted, set(gallery))
     pos: dict[str, int] = {}
     dup = []
     for k, i in enumerate(submitted):
@@ -112,7 +129,10 @@ def _align(path: Path, what: str, submitted: list[str], gallery: Sequence[str]) 
     gallery_set = set(gallery)
     unknown = [i for i in submitted if i not in gallery_set]
     if unknown:
-        raise SubmissionError(f"{len(unknown)} unknown {what} id(s) not in the test gallery (first: {show_values(unknown)})", path)
+        example = gallery[0] if len(gallery) else "397133"
+        raise SubmissionError(f"{len(unknown)} unknown {what} id(s) not in the test gallery (first: {show_values(unknown)}); "
+                              f"{what} ids are the gallery's integer ids, as integers ({example}) or strings in the "
+                              f"form `data export` and `data masks` write (coco-{example})", path)
     missing = [g for g in gallery if g not in pos]
     if missing:
         raise SubmissionError(f"{len(missing)} of {len(gallery)} {what} id(s) missing (first: {show_values(missing)})", path)

@@ -43,15 +43,23 @@ class TestLabels:
         self.index = {i: k for k, i in enumerate(self.ids)}
 
 
-def load_test_labels(spec, data_dir: str | Path | None = None) -> TestLabels:
-    """Ids and targets of the task's test split (a loader's labels-only path when it has one),
-    with the test set's protocol and fingerprint."""
+def load_test_labels(spec, data_dir: str | Path | None = None, role: str = "test") -> TestLabels:
+    """Ids and targets of the task's test split, or of the split playing `role` (validation),
+    from a loader's labels-only path when it has one; the test split's come with the test set's
+    protocol and fingerprint."""
+    from mmbench.core.errors import SpecError
     from mmbench.data.splits import task_dataset
-    from mmbench.data.testset import task_test_set
+    from mmbench.data.testset import split_labels, task_test_set
 
+    split_name = getattr(spec.splits, role)
+    if split_name is None:
+        raise SpecError(f"task {spec.name!r} has no {role} split", spec.source)
     dataset = task_dataset(spec, data_dir)
-    test_set = task_test_set(spec, data_dir, dataset)
-    return TestLabels(test_set.ids, test_set.targets, dataset.fingerprint(), test_set=test_set)
+    if role == "test":
+        test_set = task_test_set(spec, data_dir, dataset)
+        return TestLabels(test_set.ids, test_set.targets, dataset.fingerprint(), test_set=test_set)
+    ids, targets = split_labels(dataset, split_name)
+    return TestLabels(ids, targets, dataset.fingerprint())
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,7 +343,7 @@ def _score_submission_rules(spec, cols: dict, score_cols: list[str], path: Path)
     """True for a binary task scored from scores (auroc), which takes one ``score`` column (the
     probability of label 1; label 1 is predicted above 0.5). A multilabel task takes
     ``score_0..score_{C-1}`` (each label's probability; predicted above 0.5)."""
-    from mmbench.evaluation.scoring import uses_scores
+    from mmbench.evaluation.targets import uses_scores
 
     if uses_scores(spec):
         if "score" not in cols or "prediction" in cols or score_cols:
