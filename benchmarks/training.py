@@ -455,6 +455,15 @@ def _seeds_only(st: Settings, splits, seeds: list[int], n_train: int, epochs: in
     compiled with CUDA graphs (their step is a pure function since the functional batch norm),
     then eager; each row written as soon as it is measured."""
     fusion, rows = st.fusions[0], []
+    st.log("  the vmapped step, functional batch norm vs in place (eager, fp32) ...")
+    try:
+        t = vmapped_step_timing(st.device, steps=st.pick(12, 6, 3), batch=st.pick(40, 40, 8))
+        _add(st, rows, Row("1", "vmapped step of 5 seeds (fwd + bwd, eager, fp32): functional batch norm", t["functional_ms"] / 1e3,
+                           t["in_place_ms"] / 1e3, "batch norm in place", "s/step", "-", None,
+                           t["max_stat_diff"] < 1e-4, None, f"running statistics after the steps: max |diff| "
+                           f"{t['max_stat_diff']:.1e}", t))
+    except Exception as exc:  # noqa: BLE001
+        _add(st, rows, error_row("1", "vmapped step, functional vs in-place batch norm", exc))
     st.log(f"  {fusion}: reference loop ...")
     try:
         ref = run_reference(train_config(fusion, epochs, st.device), splits)
@@ -468,15 +477,16 @@ def _seeds_only(st: Settings, splits, seeds: list[int], n_train: int, epochs: in
 
 
 
-def vmapped_step_timing(device: str, k: int = 5, steps: int = 12, batch: int = 40) -> dict[str, Any]:
+def vmapped_step_timing(device: str, k: int = 5, steps: int = 6, batch: int = 40) -> dict[str, Any]:
     """The vmapped step's forward + backward for `k` AV-MNIST concat models (eager, fp32, every
     row present), with batch norm handing its statistics back (the functional step, what
-    `train_seeds` runs) against batch norm writing them in place (the step before issue 29):
-    ms per step, and how far the running statistics of the two end apart after `steps` steps."""
+    `train_seeds` runs) against batch norm writing them in place (the step before issue 29),
+    steps of the two interleaved: best ms per step of each, and how far the running statistics
+    of the two end apart after `steps` steps."""
+    from mmbench.data.tasks import get_task
     from mmbench.models.model import MultimodalModel
     from mmbench.training.multiseed import StackedModels
     from mmbench.training.trainer import batch_norm_layers, model_config_for
-    from mmbench.data.tasks import get_task
 
     splits = make_splits(k * batch, 8, 8, seed=3)
     cfg = train_config("concat", 1, device, precision="fp32", dropout=0.0, fusion_options={"dropout": 0.0})
@@ -490,26 +500,27 @@ def vmapped_step_timing(device: str, k: int = 5, steps: int = 12, batch: int = 4
     present = {m: v[rows] for m, v in data.present.items()}
     targets = data.targets[rows]
     loss = lambda out, y: nn.functional.cross_entropy(out.float(), y.long())  # noqa: E731
-    out: dict[str, Any] = {}
-    finals = {}
+    stacks = {}
     for label in ("in_place", "functional"):
         stacked = StackedModels(models, device, ("audio", "image")).train()
         if label == "in_place":  # the modules' own forward: vmapped in-place updates of the stacked buffers
             for _, norm in batch_norm_layers(stacked.base):
                 del norm.forward
-        step = stacked.loss_step(loss)
-        times = []
-        for _ in range(steps):
+        stacks[label] = (stacked, stacked.loss_step(loss))
+    times: dict[str, list[float]] = {label: [] for label in stacks}
+    for _ in range(steps):
+        for label, (stacked, step) in stacks.items():
             sync(device)
             t0 = time.perf_counter()
             losses, new = step(stacked.params, stacked.buffers, mods, present, {}, targets)
             stacked.set_buffers(new)
             losses.sum().backward()
             sync(device)
-            times.append(time.perf_counter() - t0)
-        out[f"{label}_ms"] = 1e3 * min(times[2:])
-        finals[label] = {n: b.detach().clone() for n, b in stacked.buffers.items()}
+            times[label].append(time.perf_counter() - t0)
+    out: dict[str, Any] = {f"{label}_ms": 1e3 * min(t[1:]) for label, t in times.items()}
+    out["times_s"] = times
     out["ratio"] = out["in_place_ms"] / out["functional_ms"]
-    out["max_stat_diff"] = max(float((finals["in_place"][n].double() - finals["functional"][n].double()).abs().max())
-                               for n in finals["functional"])
+    bufs = {label: st.buffers for label, (st, _) in stacks.items()}
+    out["max_stat_diff"] = max(float((bufs["in_place"][n].double() - bufs["functional"][n].double()).abs().max())
+                               for n in bufs["functional"])
     return out

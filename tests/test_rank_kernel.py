@@ -49,7 +49,7 @@ def test_the_interpreter_runs_these_tests():
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", __file__],
                          env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    assert re.search(r"\b8 passed", run.stdout) and "skipped" in run.stdout, run.stdout[-2000:]
+    assert re.search(r"\b9 passed", run.stdout) and "skipped" in run.stdout, run.stdout[-2000:]
 
 
 def _check(img, cap, idx, ks, device, chunk=4096):
@@ -157,3 +157,19 @@ def test_dispatch_uses_the_kernel_only_where_it_runs(monkeypatch):
     img, cap, idx = _make_retrieval_data(6, [2] * 6, 0, "signs")
     assert {k: v for k, v in retrieval_metrics(img, cap, idx, ks=(1, 2)).items()} == pytest.approx(
         _reference_retrieval(img, cap, idx, (1, 2)), abs=1e-12)
+
+
+@kernel_test
+def test_the_benchmarks_kernel_checks_run(device):
+    # benchmarks/retrieval.py's GPU-only checks (the kernel against the chunked pass, the tile
+    # sweep) at toy sizes, so a GPU session does not meet their first Python error
+    from benchmarks import Settings
+    from benchmarks.retrieval import _kernel_checks
+
+    before = dict(rank_kernel.DEFAULT_BLOCKS)
+    try:
+        rows = _kernel_checks(Settings(tiny=True, device=device, log=lambda m: None), dim=16, chunk=32)
+    finally:
+        rank_kernel.DEFAULT_BLOCKS.update(before)
+    assert rows[0].exact is True and rows[1].extra["best"] in rows[1].extra["times"]
+

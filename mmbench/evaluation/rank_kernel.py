@@ -128,8 +128,11 @@ if triton is not None:
                 for k0 in range(0, D, BK):
                     ks = k0 + tl.arange(0, BK)
                     k_ok = ks < D
-                    a = tl.load(cap + rows[:, None] * D + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-                    bt = tl.load(img + cols[None, :] * D + ks[:, None], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+                    # 64-bit offsets: n x d passes 2**31 from about 8M rows of 256
+                    a = tl.load(cap + rows.to(tl.int64)[:, None] * D + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
+                                other=0.0)
+                    bt = tl.load(img + cols.to(tl.int64)[None, :] * D + ks[:, None], mask=k_ok[:, None] & col_ok[None, :],
+                                 other=0.0)
                     acc = tl.dot(a, bt, acc, input_precision=PRECISION)
                 valid = row_ok[:, None] & col_ok[None, :]
                 chi = tl.load(c_hi + rows, mask=row_ok, other=0.0)

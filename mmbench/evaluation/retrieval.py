@@ -18,7 +18,7 @@ import numpy as np
 from mmbench.core.errors import DataError
 from mmbench.evaluation.arrays import as_1d, to_numpy
 
-__all__ = ["retrieval_metrics"]
+__all__ = ["kernel_used", "retrieval_metrics"]
 
 
 def _check_ks(ks: Any) -> tuple[int, ...]:
@@ -422,6 +422,14 @@ def _recalls(t2i_rank, i2t_rank, ks: tuple[int, ...]) -> dict[str, float]:
         six = [out[f"{d}_recall@{k}"] for d in ("t2i", "i2t") for k in (1, 5, 10)]
         out["mean_recall"] = float(np.mean(six))
     return out
+
+
+def kernel_used(device: Any, dtype: Any = None) -> bool:
+    """Whether :func:`retrieval_metrics` computes the ranks with the fused Triton kernel by
+    default on `device` for `dtype` (default float32)."""
+    import torch
+
+    return _use_rank_kernel(None, torch.device(device), torch.float32 if dtype is None else dtype)
 
 
 def _use_rank_kernel(kernel: bool | None, device, dtype) -> bool:

@@ -20,6 +20,11 @@ Every seed follows exactly the recipe of :func:`mmbench.training.trainer.train`:
 * with ``bn_recalibration``, each seed's batch-norm statistics recomputed before each
   validation on its own seeded training rows (:func:`_recalibrate_batch_norm`).
 
+The step is a pure function (:meth:`StackedModels.loss_step`): batch norm hands the new running
+statistics back (:mod:`mmbench.models.functional_norm`) instead of writing the stacked buffers,
+and the loop copies them in after the step. Nothing the step reads is written inside it, so on
+CUDA it compiles with CUDA graphs like the single-seed step (``choose_step_mode``).
+
 Because AdamW and the clipping are elementwise per seed and the per-seed losses are summed
 before the backward pass, seed k's gradients and updates are those of seed k alone; results
 equal one-by-one training up to floating-point rounding (batched kernels sum in another
