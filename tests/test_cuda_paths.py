@@ -116,18 +116,9 @@ def test_batch_norm_cnns_train_with_modality_dropout():
 def test_vmapped_batch_norm_seeds_on_the_device_match_one_by_one():
     # issue 29: the vmapped step's batch norm hands its running statistics back (functional);
     # on the device the seeds still follow their one-by-one runs, the statistics included
-    from tests.test_multiseed import _assert_same_run, _image_splits
+    from tests.test_multiseed import _image_splits, bn_config, vectorised_matches_one_by_one
 
-    splits = _image_splits()
-    enc = {"channels": 8, "blocks": 2, "norm": "batch"}
-    cfg = TrainConfig(task="avmnist", fusion="concat", epochs=2, batch_size=40, embed_dim=16, hidden_dim=16, lr=3e-4,
-                      device=DEVICE, precision="fp32", dropout=0.0, fusion_options={"dropout": 0.0},
-                      encoders={"image": enc, "audio": dict(enc)})
-    seeds = [0, 2]
-    vec = train_seeds(cfg, seeds, splits=splits, vectorize=True)
-    for s, v in zip(seeds, vec):
-        one = train(TrainConfig(**{**cfg.to_dict(), "seed": s}), progress=False, splits=splits)
-        _assert_same_run(v, one)
+    vectorised_matches_one_by_one(bn_config(device=DEVICE, precision="fp32"), [0, 2], _image_splits())
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs need CUDA")

@@ -95,19 +95,30 @@ def test_cnn_encoders_with_vmap_match():
         _assert_same_run(v, one)
 
 
-def test_batch_norm_recalibration_vectorised_matches_one_by_one():
-    # batch-norm CNNs (the AV-MNIST baselines' encoders) with the statistics recomputed before
-    # each validation: each seed on its own rows, as its one-by-one run does
-    splits = _image_splits()
+def bn_config(**over) -> TrainConfig:
+    """A small run of the AV-MNIST baselines' batch-norm CNNs, every dropout at 0."""
     enc = {"channels": 8, "blocks": 2, "norm": "batch"}
-    cfg = TrainConfig(task="avmnist", fusion="concat", epochs=3, batch_size=40, embed_dim=16, hidden_dim=16, lr=3e-4,
-                      device="cpu", dropout=0.0, fusion_options={"dropout": 0.0}, bn_recalibration=70,
-                      encoders={"image": enc, "audio": dict(enc)})
-    seeds = [0, 2]
+    return TrainConfig(**{**dict(task="avmnist", fusion="concat", epochs=2, batch_size=40, embed_dim=16, hidden_dim=16,
+                                 lr=3e-4, device="cpu", dropout=0.0, fusion_options={"dropout": 0.0},
+                                 encoders={"image": enc, "audio": dict(enc)}), **over})
+
+
+def vectorised_matches_one_by_one(cfg: TrainConfig, seeds: list[int], splits) -> list:
+    """`train_seeds` vectorised, each seed checked against its own `train` run; the results."""
     vec = train_seeds(cfg, seeds, splits=splits, vectorize=True)
     for s, v in zip(seeds, vec):
         one = train(TrainConfig(**{**cfg.to_dict(), "seed": s}), progress=False, splits=splits)
         _assert_same_run(v, one)
+    return vec
+
+
+def test_batch_norm_recalibration_vectorised_matches_one_by_one():
+    # batch-norm CNNs (the AV-MNIST baselines' encoders) with the statistics recomputed before
+    # each validation: each seed on its own rows, as its one-by-one run does
+    splits = _image_splits()
+    cfg = bn_config(epochs=3, bn_recalibration=70)
+    seeds = [0, 2]
+    vec = vectorised_matches_one_by_one(cfg, seeds, splits)
     # the statistics are the recalibrated ones, not the training run's moving averages
     plain = train_seeds(TrainConfig(**{**cfg.to_dict(), "bn_recalibration": 0}), seeds[:1], splits=splits,
                         vectorize=True)[0]
@@ -253,13 +264,6 @@ def test_batch_norm_running_statistics_match_one_by_one_without_recalibration():
     present = dict(splits["train"].present)
     present["audio"] = torch.arange(len(splits["train"])) % 4 != 0
     splits["train"] = splits["train"].with_present(present)
-    enc = {"channels": 8, "blocks": 2, "norm": "batch"}
-    cfg = TrainConfig(task="avmnist", fusion="concat", epochs=2, batch_size=40, embed_dim=16, hidden_dim=16, lr=3e-4,
-                      device="cpu", dropout=0.0, fusion_options={"dropout": 0.0}, encoders={"image": enc, "audio": dict(enc)})
-    seeds = [0, 2]
-    vec = train_seeds(cfg, seeds, splits=splits, vectorize=True)
-    for s, v in zip(seeds, vec):
-        one = train(TrainConfig(**{**cfg.to_dict(), "seed": s}), progress=False, splits=splits)
-        _assert_same_run(v, one)  # state dicts: the running statistics included
-        # the best epoch's model: 3 steps an epoch
+    vec = vectorised_matches_one_by_one(bn_config(), [0, 2], splits)  # state dicts: the running statistics included
+    for v in vec:  # the best epoch's model: 3 steps an epoch
         assert int(v.model.state_dict()["encoders.audio.features.1.num_batches_tracked"]) == 3 * (v.best_epoch + 1)
