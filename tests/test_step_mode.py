@@ -46,10 +46,12 @@ def test_eager_where_compiling_does_not_pay_or_is_not_cuda():
     ("gru", "GRUEncoder not yet measured"),
     ("distributed", "DistributedDataParallel"),
     ("vectorised_gru", "GRUEncoder not yet measured"),
+    ("vectorised_ragged", "last batch of each epoch is shorter"),
 ])
 def test_fallbacks_say_why(case, expected):
     model = _model({"name": "gru"}, (3,), True) if "gru" in case else _model()
-    mode = choose_step_mode(CFG, CUDA, model, LONG, distributed=case == "distributed", vectorised=case.startswith("vectorised"))
+    mode = choose_step_mode(CFG, CUDA, model, LONG, distributed=case == "distributed", vectorised=case.startswith("vectorised"),
+                            static_shapes=case != "vectorised_ragged")
     assert not mode.compile and mode.fallback and expected in mode.reason, mode
 
 

@@ -344,7 +344,7 @@ def train_seeds(
 
     if compile is None:  # the trainer's choice for this step (on CUDA: see choose_step_mode)
         step_mode = choose_step_mode(cfg, device, stacked.base, cfg.epochs * math.ceil(len(train_split) / cfg.batch_size),
-                                     vectorised=True)
+                                     vectorised=True, static_shapes=len(train_split) % cfg.batch_size == 0)
         log_step_mode(step_mode, f"{spec.name} {cfg.fusion} seeds {','.join(map(str, seeds))}")
         use_compile: bool | str = (step_mode.mode or True) if step_mode.compile else False
     else:

@@ -51,7 +51,7 @@ class StepMode:
 
 
 def choose_step_mode(cfg: TrainConfig, device: torch.device, model: nn.Module, steps: int,
-                     distributed: bool = False, vectorised: bool = False) -> StepMode:
+                     distributed: bool = False, vectorised: bool = False, static_shapes: bool = True) -> StepMode:
     """The fastest step that gives the trainer's results for this run.
 
     An explicit ``cfg.compile`` is kept as asked. Otherwise (``cfg.auto_compile``) a CUDA run
@@ -59,7 +59,8 @@ def choose_step_mode(cfg: TrainConfig, device: torch.device, model: nn.Module, s
     long enough to repay compiling (``CUDA_GRAPH_MIN_STEPS``); elsewhere it runs eager.
     The seeds vmapped together (``vectorised``) qualify like one seed: their step is a pure
     function (batch norm hands back its new running statistics, :mod:`mmbench.models.functional_norm`,
-    instead of writing the stacked buffers, which made inductor skip CUDA graphs before).
+    instead of writing the stacked buffers, which made inductor skip CUDA graphs before) where
+    their shapes are static (``static_shapes``: every batch full, so one graph serves the run).
     """
     if cfg.compile:
         return StepMode(True, compile_mode(cfg), f"compile requested (mode {cfg.compile_mode})")
@@ -73,6 +74,9 @@ def choose_step_mode(cfg: TrainConfig, device: torch.device, model: nn.Module, s
     why_not = None
     if distributed:
         why_not = "CUDA graphs are not yet measured under DistributedDataParallel"
+    elif vectorised and not static_shapes:
+        why_not = ("the last batch of each epoch is shorter (training rows not a multiple of batch_size): "
+                   "the vmapped step would be compiled and captured twice")
     elif cfg.compile_backend != "inductor":
         why_not = f"backend {cfg.compile_backend!r} has no CUDA graphs"
     else:
