@@ -45,6 +45,7 @@ class Settings:
     fusions: tuple[str, ...] = ("concat", "attention", "gnn")  # case 1's fusions
     train_rows: int | None = None  # case 1's training rows (default: 55,000 in a full run)
     proof: bool = False  # the GPU session's short form: case 1 without the optional variants, case 2 at scale only
+    seeds_only: bool = False  # case 1: the reference loop and the 5 vmapped seeds only (compiled, then eager)
     # called with each row as soon as it is measured (and again when a row is completed later):
     # the harness writes its JSON then, so a time box that cuts a case loses no finished row
     emit: Callable[["Row"], None] = lambda row: None

@@ -33,6 +33,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--proof", action="store_true",
                    help="The GPU session's short form: case 1 = reference, trainer default, the 10-epoch default step "
                         "and 5 vectorised seeds; case 2 = the 1M x 1M case only.")
+    p.add_argument("--seeds-only", action="store_true",
+                   help="Case 1: only the reference loop and `reproduce`'s 5 vmapped seeds (compiled with CUDA graphs, "
+                        "then eager) -- issue 29's measurement.")
     p.add_argument("--tiny", action="store_true", help="Smoke-test sizes (CI): checks completion and exactness only.")
     p.add_argument("--keep-work", action="store_true", help="Keep the scratch folder (caches, predictions files).")
     return p.parse_args(argv)
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     st = Settings(quick=args.quick or args.tiny, tiny=args.tiny, device=device, data_dir=data_root(args.data_dir),
                   work_dir=work, log=lambda m: print(m, file=sys.stderr, flush=True),
                   fusions=tuple(f.strip() for f in args.fusions.split(",") if f.strip()), train_rows=args.train_rows,
-                  proof=args.proof)
+                  proof=args.proof, seeds_only=args.seeds_only)
     info = machine_info(device)
     st.log(f"mmbench benchmarks ({st.size}) on {device}: {info['cpu']}, {info['cpu_count']} CPUs"
            + (f", {info['gpu']}" if "gpu" in info else "") + f"; load average {info['load_average']}")

@@ -11,6 +11,10 @@
 #                                                      # scale; <= 8 files in $OUT (the rest in all.tar.gz)
 #   bash benchmarks/gpu_session.sh avmnist             # issue 19 (after `prepare fsdd`), ONE device call,
 #                                                      # timeout_s 600: AV-MNIST calibration sweep + references
+#   bash benchmarks/gpu_session.sh i29                 # issue 29, ONE device call, timeout_s 600: <= 8 min with
+#                                                      # setup: CUDA tests of the functional batch norm and the
+#                                                      # fused retrieval kernel, case 2 at scale (kernel), case 1's
+#                                                      # 5 seeds compiled with CUDA graphs on 55,000 pairs
 #   bash benchmarks/gpu_session.sh all                 # ONE device call, timeout_s 600: everything,
 #                                                      # most important first, each step time-boxed
 #   bash benchmarks/gpu_session.sh train FUSION        # or part by part, where more time is lent
@@ -26,7 +30,7 @@
 #
 # Results land in $OUT (the device tool's output folder) or ./gpu-results.
 set -euo pipefail
-part=${1:?usage: benchmarks/gpu_session.sh prepare [fsdd] | proof | avmnist | all | train FUSION | other | paths}
+part=${1:?usage: benchmarks/gpu_session.sh prepare [fsdd] | proof | i29 | avmnist | all | train FUSION | other | paths}
 out=${OUT:-gpu-results}
 
 if [[ ${GPU_SESSION_DRY:-0} == 1 ]]; then
@@ -96,6 +100,34 @@ proof() {  # issue 14: one call of at most 9 minutes, setup included; at most 8 
     [[ -f $out/$f ]] && cp "$out/$f" "$final/$f"
   done
   tar -czf "$final/all.tar.gz" -C "$out" .  # everything else (run folders, logs) in one archive
+  rm -rf "$out"; out=$final
+  ls "$out" | wc -l | xargs echo "files in $out:"
+}
+
+i29() {  # issue 29: one call of at most 8 minutes, setup included; at most 8 files in $out
+  # budgets: 100 + 100 + 230 = 430 s, plus the setup (~25 s): ~455 s. A step cut by its box stops
+  # at SIGINT within seconds (the benchmarks write the rows they measured and exit 130); `timeout -k 15`
+  # kills one that does not, so at most ~500 s in the worst case: under the call's 600 s.
+  local final=$out t_start=$SECONDS
+  out=$(mktemp -d)
+  setup
+  # the kernel compiled (its interpreter run is the CPU's), the functional batch norm on the device,
+  # the vmapped seeds' step under CUDA graphs (inductor's skip counter), the CPU checks of that step
+  step 100 tests python3 -m pytest -q -p no:cacheprovider -rs tests/test_rank_kernel.py tests/test_cuda_paths.py \
+    tests/test_multiseed.py::test_functional_batch_norm_step_writes_nothing_and_returns_each_seeds_statistics \
+    tests/test_multiseed.py::test_compiled_functional_step_writes_no_input \
+    -k "not interpreter_runs and not default_precision_learns"
+  # case 2: the fused kernel against the chunked pass (200,000^2, same recalls), its tile sweep, then
+  # 1M x 1M x 256 against the bare chunked matmul, IEEE float32 (the target) and tf32x3
+  bench retrieval 100 --cases retrieval --proof
+  # case 1: the reference loop, then 5 seeds vmapped and compiled with CUDA graphs, then eager, 55,000 pairs
+  local rows=(); [[ $dev == cuda ]] && rows=(--train-rows "${I29_TRAIN_ROWS:-55000}")
+  bench training-seeds 230 --cases training --fusions concat --proof --seeds-only "${rows[@]}"
+  echo "== i29: $((SECONDS - t_start))s in all" | tee -a "$out/steps.log"
+  mkdir -p "$final"
+  for f in steps.log gpu.txt tests.log retrieval.json retrieval.log training-seeds.json training-seeds.log; do
+    [[ -f $out/$f ]] && cp "$out/$f" "$final/$f"
+  done
   rm -rf "$out"; out=$final
   ls "$out" | wc -l | xargs echo "files in $out:"
 }
@@ -176,6 +208,8 @@ avmnist() {  # issue 19: calibrate AV-MNIST's degradation on the GPU, then re-me
 case $part in
   proof)
     proof ;;
+  i29)
+    i29 ;;
   avmnist)
     avmnist ;;
   finish)  # what `h200` leaves when its time runs out: the CUDA tests alone, then case 1 for attention

@@ -127,16 +127,69 @@ def _coco_case(st: Settings) -> list[Row]:
     return [row]
 
 
+def _unit_pairs(n: int, dim: int, device: str, seed: int = 0):
+    gen = torch.Generator(device=device).manual_seed(seed)
+    img = torch.nn.functional.normalize(torch.randn(n, dim, generator=gen, device=device), dim=1)
+    cap = torch.nn.functional.normalize(img + 0.5 * torch.randn(n, dim, generator=gen, device=device), dim=1)
+    return img, cap, torch.arange(n, device=device)
+
+
+def _kernel_checks(st: Settings, dim: int, chunk: int) -> list[Row]:
+    """On CUDA with triton: the fused kernel against the chunked pass at 200,000 x 200,000 (same
+    recalls; both timed), then a sweep of its tile shapes at 250,000 x 250,000 whose fastest is
+    used at scale (the defaults were chosen without a GPU)."""
+    from mmbench.evaluation import rank_kernel
+    from mmbench.evaluation.metrics import retrieval_metrics
+
+    device, rows = st.device, []
+    n = st.pick(200_000, 200_000, 96)  # tiny: the interpreter's test of this code (tests/test_rank_kernel.py)
+    img, cap, index = _unit_pairs(n, dim, device, seed=1)
+    call = lambda kernel: retrieval_metrics(img, cap, index, ks=KS, chunk_size=chunk, device=device, kernel=kernel)  # noqa: E731
+    call(True)  # compiles the kernel
+    res = interleaved({"kernel": lambda: call(True), "chunked": lambda: call(False)}, repeats=2, device=device)
+    same = res["kernel"]["result"] == res["chunked"]["result"]
+    rows.append(_emitted(st, Row(
+        "2", f"retrieval {n:,} x {n:,} x {dim}: fused kernel vs the chunked pass", res["kernel"]["best"],
+        res["chunked"]["best"], "chunked pass (before issue 29)", "s", "same recalls", None, same, res["kernel"]["peak_mb"],
+        f"recalls {res['kernel']['result']}", {"kernel": res["kernel"]["result"], "chunked": res["chunked"]["result"]})))
+    n = st.pick(250_000, 250_000, 64)
+    img, cap, index = _unit_pairs(n, dim, device, seed=2)
+    precision = rank_kernel.input_precision()
+    candidates = [rank_kernel.DEFAULT_BLOCKS[precision], rank_kernel.Blocks(128, 128, 32, 8, 3),
+                  rank_kernel.Blocks(64, 64, 32, 4, 3), rank_kernel.Blocks(128, 64, 32, 4, 4), rank_kernel.Blocks(64, 128, 16, 4, 4)]
+    times: dict[str, float] = {}
+    for blocks in dict.fromkeys(candidates):
+        rank_kernel.DEFAULT_BLOCKS[precision] = blocks
+        try:
+            call(True)  # compile
+            times[repr(blocks)] = timed(lambda: call(True), device)[0]
+        except Exception as exc:  # noqa: BLE001 - a shape the compiler refuses: the next one
+            times[repr(blocks)] = float("inf")
+            st.log(f"  kernel {blocks}: {type(exc).__name__}: {exc}")
+    best = min(times, key=times.get)
+    rank_kernel.DEFAULT_BLOCKS[precision] = next(b for b in candidates if repr(b) == best)
+    flops = 2.0 * n * n * dim
+    rows.append(_emitted(st, Row(
+        "2", f"fused kernel tile sweep, {n:,} x {n:,} x {dim} ({precision})", times[best], None, "-", "s", "-", None, None,
+        None, f"fastest {best}: {flops / times[best] / 1e12:.1f} TFLOP/s; "
+              + "; ".join(f"{k} {v:.3f} s" for k, v in times.items()), {"times": times, "best": best})))
+    return rows
+
+
 def _scale_case(st: Settings) -> list[Row]:
     """1M x 1M x 256 on a GPU: throughput vs the chunked matmul alone, memory vs the chunk."""
     from mmbench.evaluation.metrics import retrieval_metrics
+    from mmbench.evaluation.retrieval import kernel_used
 
     device = st.device
     n, dim, chunk = st.pick(1_000_000, 1_000_000, 3_000), 256, st.pick(4096, 4096, 512)  # tiny: a CPU test of this code
-    gen = torch.Generator(device=device).manual_seed(0)
-    img = torch.nn.functional.normalize(torch.randn(n, dim, generator=gen, device=device), dim=1)
-    cap = torch.nn.functional.normalize(img + 0.5 * torch.randn(n, dim, generator=gen, device=device), dim=1)
-    index = torch.arange(n, device=device)
+    rows = []
+    if kernel_used(device, torch.float32) and not st.tiny:
+        try:
+            rows += _kernel_checks(st, dim, chunk)
+        except Exception as exc:  # noqa: BLE001
+            rows.append(_emitted(st, error_row("2", "fused retrieval kernel checks", exc)))
+    img, cap, index = _unit_pairs(n, dim, device)
     buf = torch.empty(chunk, n, device=device)
 
     def bare():
@@ -155,15 +208,32 @@ def _scale_case(st: Settings) -> list[Row]:
     inputs_mb = 2 * n * dim * 4 / 2**20
     bound_mb = 3 * chunk_mb + inputs_mb
     flops = 2.0 * n * n * dim
-    return [_emitted(st, Row(
-        "2", f"retrieval at scale, {n:,} x {n:,} x {dim} (chunk {chunk})", t_mm, t_bare, "chunked matmul alone", "s",
+    how = "fused kernel" if kernel_used(device, torch.float32) else "chunked pass"
+    rows.append(_emitted(st, Row(
+        "2", f"retrieval at scale, {n:,} x {n:,} x {dim} (chunk {chunk}, {how})", t_mm, t_bare, "chunked matmul alone", "s",
         ">= 0.5x matmul throughput; memory <= 3 chunks", None if st.tiny else (t_bare / t_mm >= 0.5) and peak <= bound_mb,
         None, peak,
         f"{flops / t_mm / 1e12:.1f} vs {flops / t_bare / 1e12:.1f} TFLOP/s; peak {peak:,.0f} MiB = "
         f"{(peak - inputs_mb) / chunk_mb:.1f} chunks of scores ({chunk_mb:,.0f} MiB each) + inputs",
         {"recalls": got, "chunk_size": chunk, "chunk_mb": chunk_mb, "memory_bound_mb": bound_mb,
          "tflops": flops / t_mm / 1e12, "matmul_tflops": flops / t_bare / 1e12},
-    ))]
+    )))
+    if kernel_used(device, torch.float32) and not st.tiny:
+        # the kernel's products as three TF32 ones (torch's "high" float32 precision; the bare
+        # matmul above stays IEEE float32): about float32's accuracy on the tensor cores
+        before = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("high")
+        try:
+            retrieval_metrics(img[:50_000], cap[:50_000], index[:50_000], ks=KS, chunk_size=chunk, device=device)  # compile
+            t_x3, got_x3, _ = timed(lambda: retrieval_metrics(img, cap, index, ks=KS, chunk_size=chunk, device=device), device)
+        finally:
+            torch.set_float32_matmul_precision(before)
+        rows.append(_emitted(st, Row(
+            "2", f"retrieval at scale, {n:,} x {n:,} x {dim}, fused kernel in tf32x3", t_x3, t_bare,
+            "chunked matmul alone (IEEE float32)", "s", ">= 0.5x matmul throughput", t_bare / t_x3 >= 0.5, None, None,
+            f"{flops / t_x3 / 1e12:.1f} vs {flops / t_bare / 1e12:.1f} TFLOP/s; recalls {got_x3} (IEEE: {got})",
+            {"recalls": got_x3, "tflops": flops / t_x3 / 1e12})))
+    return rows
 
 
 def _emitted(st: Settings, row: Row) -> Row:

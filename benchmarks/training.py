@@ -243,13 +243,21 @@ def run_multiseed(cfg, splits, seeds, compile=None) -> dict[str, Any]:
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     stamps = [_now()]
+    skips = _cudagraph_skips()
     with PeakMemory(cfg.device) as mem:
         results = train_seeds(cfg, seeds, splits=splits, vectorize=True, compile=compile,
                               on_epoch=lambda e: (sync(cfg.device), stamps.append(_now())))
     epochs, epochs_cpu = _epochs(stamps)
     return {"epoch_s": epochs, "epoch_cpu_s": epochs_cpu, "total_s": time.perf_counter() - t0,
             "cpu_s": time.process_time() - cpu0, "peak_mb": mem.peak_mb,
+            "cudagraph_skips": _cudagraph_skips() - skips,  # inductor's count of graphs it ran without CUDA graphs
             "val_accuracy": [[h["val"]["accuracy"] for h in r.history] for r in results]}
+
+
+def _cudagraph_skips() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["cudagraph_skips"])
 
 
 def steady(epoch_s: list[float]) -> float:
@@ -355,7 +363,9 @@ def _reproduce_row(st: Settings, fusion: str, label: str, compile: str | None, r
     return Row(
         "1", name, n_train / rate, n_train / ref_rate, "reference loop, seeds one by one", "s/seed-epoch",
         ">= 10x seed-epochs/s (H100)", (rate / ref_rate >= 10.0) if not (st.quick or st.tiny) else None, None,
-        ms.get("peak_mb"), f"{rate:,.0f} vs {ref_rate:,.0f} seed-samples/s",
+        ms.get("peak_mb"), f"{rate:,.0f} vs {ref_rate:,.0f} seed-samples/s; val acc (last epoch) "
+        f"{', '.join(f'{a[-1]:.3f}' for a in ms['val_accuracy'] if a)} vs {ref['val_accuracy'][-1]:.3f}"
+        + (f"; CUDA graphs skipped {ms['cudagraph_skips']}x" if compile else ""),
         {"seeds": seeds, "n_train": n_train, "multiseed": ms, "seed_samples_per_s": rate,
          "reference_seed_samples_per_s": ref_rate},
     )
@@ -371,6 +381,8 @@ def run(st: Settings) -> list[Row]:
     seeds = list(range(5))
     st.log(f"  data: {n_train:,} train / {n_val:,} val pairs of [1,28,28] + [1,112,112], 10 classes")
     splits = make_splits(n_train, n_val, n_test)
+    if st.seeds_only:
+        return _seeds_only(st, splits, seeds, n_train, epochs)
     rows: list[Row] = []
     speed_target = 5.0 if st.cuda else 1.5
     target = f">= {speed_target:g}x per epoch ({'H100' if st.cuda else 'CPU'}), acc within 1 pt"
@@ -436,3 +448,79 @@ def run(st: Settings) -> list[Row]:
     except Exception as exc:  # noqa: BLE001
         _add(st, rows, error_row("1", "reproduce: vectorised == one by one", exc))
     return rows
+
+
+def _seeds_only(st: Settings, splits, seeds: list[int], n_train: int, epochs: int) -> list[Row]:
+    """Issue 29's measurement: the reference loop, then `reproduce`'s seeds vmapped together,
+    compiled with CUDA graphs (their step is a pure function since the functional batch norm),
+    then eager; each row written as soon as it is measured."""
+    fusion, rows = st.fusions[0], []
+    st.log("  the vmapped step, functional batch norm vs in place (eager, fp32) ...")
+    try:
+        t = vmapped_step_timing(st.device, steps=st.pick(12, 6, 3), batch=st.pick(40, 40, 8))
+        _add(st, rows, Row("1", "vmapped step of 5 seeds (fwd + bwd, eager, fp32): functional batch norm", t["functional_ms"] / 1e3,
+                           t["in_place_ms"] / 1e3, "batch norm in place", "s/step", "-", None,
+                           t["max_stat_diff"] < 1e-4, None, f"running statistics after the steps: max |diff| "
+                           f"{t['max_stat_diff']:.1e}", t))
+    except Exception as exc:  # noqa: BLE001
+        _add(st, rows, error_row("1", "vmapped step, functional vs in-place batch norm", exc))
+    st.log(f"  {fusion}: reference loop ...")
+    try:
+        ref = run_reference(train_config(fusion, epochs, st.device), splits)
+    except Exception as exc:  # noqa: BLE001
+        _add(st, rows, error_row("1", f"train {fusion} (reference)", exc))
+        return rows
+    # on a CPU dry run the compiled variant is left out (inductor's C++ build takes minutes there)
+    for label, compile in ((("compiled, CUDA graphs", "reduce-overhead"),) if st.cuda else ()) + (("eager", None),):
+        _add(st, rows, _reproduce_row(st, fusion, label, compile, ref, splits, seeds, n_train, epochs))
+    return rows
+
+
+
+def vmapped_step_timing(device: str, k: int = 5, steps: int = 6, batch: int = 40) -> dict[str, Any]:
+    """The vmapped step's forward + backward for `k` AV-MNIST concat models (eager, fp32, every
+    row present), with batch norm handing its statistics back (the functional step, what
+    `train_seeds` runs) against batch norm writing them in place (the step before issue 29),
+    steps of the two interleaved: best ms per step of each, and how far the running statistics
+    of the two end apart after `steps` steps."""
+    from mmbench.data.tasks import get_task
+    from mmbench.models.model import MultimodalModel
+    from mmbench.training.multiseed import StackedModels
+    from mmbench.training.trainer import batch_norm_layers, model_config_for
+
+    splits = make_splits(k * batch, 8, 8, seed=3)
+    cfg = train_config("concat", 1, device, precision="fp32", dropout=0.0, fusion_options={"dropout": 0.0})
+    models = []
+    for s in range(k):
+        torch.manual_seed(s)
+        models.append(MultimodalModel(model_config_for(cfg, get_task("avmnist"), splits["train"])))
+    data = splits["train"].to(device)
+    rows = torch.arange(k * batch, device=device).view(k, batch)
+    mods = {m: v[rows] for m, v in data.modalities.items()}
+    present = {m: v[rows] for m, v in data.present.items()}
+    targets = data.targets[rows]
+    loss = lambda out, y: nn.functional.cross_entropy(out.float(), y.long())  # noqa: E731
+    stacks = {}
+    for label in ("in_place", "functional"):
+        stacked = StackedModels(models, device, ("audio", "image")).train()
+        if label == "in_place":  # the modules' own forward: vmapped in-place updates of the stacked buffers
+            for _, norm in batch_norm_layers(stacked.base):
+                del norm.forward
+        stacks[label] = (stacked, stacked.loss_step(loss))
+    times: dict[str, list[float]] = {label: [] for label in stacks}
+    for _ in range(steps):
+        for label, (stacked, step) in stacks.items():
+            sync(device)
+            t0 = time.perf_counter()
+            losses, new = step(stacked.params, stacked.buffers, mods, present, {}, targets)
+            stacked.set_buffers(new)
+            losses.sum().backward()
+            sync(device)
+            times[label].append(time.perf_counter() - t0)
+    out: dict[str, Any] = {f"{label}_ms": 1e3 * min(t[1:]) for label, t in times.items()}
+    out["times_s"] = times
+    out["ratio"] = out["in_place_ms"] / out["functional_ms"]
+    bufs = {label: st.buffers for label, (st, _) in stacks.items()}
+    out["max_stat_diff"] = max(float((bufs["in_place"][n].double() - bufs["functional"][n].double()).abs().max())
+                               for n in bufs["functional"])
+    return out

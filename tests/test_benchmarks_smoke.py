@@ -145,7 +145,7 @@ def test_retrieval_at_scale_branch_runs_on_the_cpu(monkeypatch):
     monkeypatch.setattr(Settings, "cuda", property(lambda self: True))
     st = Settings(tiny=True, device="cpu", log=lambda m: None)
     (row,) = retrieval._scale_case(st)
-    assert row.name == "retrieval at scale, 3,000 x 3,000 x 256 (chunk 512)" and row.ratio > 0
+    assert row.name == "retrieval at scale, 3,000 x 3,000 x 256 (chunk 512, chunked pass)" and row.ratio > 0
     gen = torch.Generator().manual_seed(0)  # the case's own data, scored here without chunks
     img = torch.nn.functional.normalize(torch.randn(3000, 256, generator=gen), dim=1)
     cap = torch.nn.functional.normalize(img + 0.5 * torch.randn(3000, 256, generator=gen), dim=1)

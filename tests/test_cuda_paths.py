@@ -111,3 +111,42 @@ def test_batch_norm_cnns_train_with_modality_dropout():
             assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in r.history)
             state = r.model.state_dict()
             assert all(torch.isfinite(v.float()).all() for k, v in state.items() if "running" in k)
+
+
+def test_vmapped_batch_norm_seeds_on_the_device_match_one_by_one():
+    # issue 29: the vmapped step's batch norm hands its running statistics back (functional);
+    # on the device the seeds still follow their one-by-one runs, the statistics included
+    from tests.test_multiseed import _image_splits, bn_config, vectorised_matches_one_by_one
+
+    vectorised_matches_one_by_one(bn_config(device=DEVICE, precision="fp32"), [0, 2], _image_splits())
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs need CUDA")
+def test_compiled_vmapped_step_runs_in_cuda_graphs():
+    # the step `train_seeds` compiles by default on CUDA: inductor with CUDA graphs, which it
+    # skips for a graph that mutates its inputs (the in-place batch norm before issue 29)
+    from torch._dynamo.utils import counters
+
+    from mmbench.training.multiseed import StackedModels
+    from tests.test_multiseed import _bn_models, _per_seed_batches
+
+    models, split = _bn_models(k=3, missing=True)
+    stacked = StackedModels([m.to(DEVICE) for m in models], DEVICE).train()
+    _, mods, present, lengths, targets = (x if not isinstance(x, dict) else {k: v.to(DEVICE) for k, v in x.items()}
+                                          for x in _per_seed_batches(split, 3))
+    targets = targets.to(DEVICE)
+    loss = lambda out, y: torch.nn.functional.cross_entropy(out.float(), y.long())  # noqa: E731
+    step = stacked.loss_step(loss)
+    want_losses, want_new = step(stacked.params, stacked.buffers, mods, present, lengths, targets)
+    for t in (*stacked.params.values(), *stacked.buffers.values()):
+        torch._dynamo.mark_static_address(t)
+    compiled = torch.compile(step, mode="reduce-overhead")
+    skips = counters["inductor"]["cudagraph_skips"]
+    for _ in range(3):  # recorded, then replayed
+        losses, new = compiled(stacked.params, stacked.buffers, mods, present, lengths, targets)
+        got_losses, got_new = losses.detach().clone(), {n: t.clone() for n, t in new.items()}
+        losses.sum().backward()
+    assert counters["inductor"]["cudagraph_skips"] == skips
+    torch.testing.assert_close(got_losses, want_losses.detach(), rtol=1e-4, atol=1e-5)
+    for name, t in want_new.items():
+        torch.testing.assert_close(got_new[name], t, rtol=1e-4, atol=1e-5)

@@ -346,14 +346,14 @@ def _make_retrieval_data(n_img, per_image, seed, kind):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(retrieval_cases())
 def test_retrieval_matches_naive_reference(case):
-    import mmbench.evaluation.metrics as metrics_mod
+    import mmbench.evaluation.retrieval as retrieval_mod
 
     n_img, per_image, seed, kind, chunk, ks = case
     img, cap, idx = _make_retrieval_data(n_img, per_image, seed, kind)
     ref = _reference_retrieval(img, cap, idx, ks)
     for fixed in (False, True):  # the CPU's pass and the accelerators' fixed-shape one
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(metrics_mod, "_fixed_shape_passes", lambda device: fixed)
+            mp.setattr(retrieval_mod, "_fixed_shape_passes", lambda device: fixed)
             for dtype in (torch.float32, torch.float64):
                 got = retrieval_metrics(img, cap, idx, ks=ks, chunk_size=chunk, dtype=dtype)
                 for key, value in ref.items():
@@ -440,27 +440,27 @@ def test_retrieval_interval_paths(monkeypatch):
     """Results do not depend on the interval around each image's best own score: an infinite
     one (every score kept, as for low precision) and a wrong one (detected afterwards, the
     pass is repeated) give the same recalls."""
-    import mmbench.evaluation.metrics as metrics_mod
+    import mmbench.evaluation.retrieval as retrieval_mod
 
     img, cap, idx = _near_tie_data(seed=4)
     want = retrieval_metrics(img, cap, idx, ks=(1, 3, 10), chunk_size=50)
     assert want == pytest.approx(_reference_retrieval(img, cap, idx, (1, 3, 10)), abs=1e-12)
     passes = []
-    real_pass = metrics_mod._retrieval_pass
+    real_pass = retrieval_mod._retrieval_pass
 
     def counting_pass(*args):
         passes.append(args[3])  # lo
         return real_pass(*args)
 
-    monkeypatch.setattr(metrics_mod, "_retrieval_pass", counting_pass)
-    monkeypatch.setattr(metrics_mod, "_matmul_unit_roundoff", lambda dtype: 2.0**-4)  # a bound too coarse to use
+    monkeypatch.setattr(retrieval_mod, "_retrieval_pass", counting_pass)
+    monkeypatch.setattr(retrieval_mod, "_matmul_unit_roundoff", lambda dtype: 2.0**-4)  # a bound too coarse to use
     assert retrieval_metrics(img, cap, idx, ks=(1, 3, 10), chunk_size=50) == want
     assert len(passes) == 1 and bool(torch.isinf(passes[0]).all())
     monkeypatch.undo()
-    monkeypatch.setattr(metrics_mod, "_retrieval_pass", counting_pass)
+    monkeypatch.setattr(retrieval_mod, "_retrieval_pass", counting_pass)
     passes.clear()
     # an interval that misses every best own score (as if the product rounded beyond the bound)
-    monkeypatch.setattr(metrics_mod, "_own_score_brackets", lambda cap, img, idx, cs: (
+    monkeypatch.setattr(retrieval_mod, "_own_score_brackets", lambda cap, img, idx, cs: (
         torch.full((img.shape[0],), 0.3, dtype=img.dtype), torch.full((img.shape[0],), 0.30001, dtype=img.dtype)))
     assert retrieval_metrics(img, cap, idx, ks=(1, 3, 10), chunk_size=50) == want
     assert len(passes) == 2 and bool(torch.isinf(passes[1]).all())
@@ -468,18 +468,18 @@ def test_retrieval_interval_paths(monkeypatch):
 
 def test_retrieval_bool_count_path(monkeypatch):
     """Galleries of 2**24 images or more count text-to-image ranks from bools, not float flags."""
-    import mmbench.evaluation.metrics as metrics_mod
+    import mmbench.evaluation.retrieval as retrieval_mod
 
     img, cap, idx = _near_tie_data(seed=5)
     want = retrieval_metrics(img, cap, idx, ks=(1, 5, 10), chunk_size=300)
-    monkeypatch.setattr(metrics_mod, "_FLOAT_COUNTS_BELOW", 0)
+    monkeypatch.setattr(retrieval_mod, "_FLOAT_COUNTS_BELOW", 0)
     assert retrieval_metrics(img, cap, idx, ks=(1, 5, 10), chunk_size=300) == want
     ref = _reference_retrieval(img, cap, idx, (1, 5, 10))
     assert {k: want[k] for k in ref} == pytest.approx(ref, abs=1e-12)
 
 
 def test_count_true_is_exact():
-    from mmbench.evaluation.metrics import _count_true
+    from mmbench.evaluation.retrieval import _count_true
 
     gen = torch.Generator().manual_seed(0)
     for rows, cols in ((1, 1), (254, 3), (255, 7), (256, 5), (1023, 40), (600, 33000)):
@@ -490,17 +490,17 @@ def test_count_true_is_exact():
 
 
 def test_retrieval_fixed_shape_pass_with_ties_and_every_interval(monkeypatch):
-    import mmbench.evaluation.metrics as metrics_mod
+    import mmbench.evaluation.retrieval as retrieval_mod
 
     img, cap, idx = _near_tie_data(seed=4)
     ks = (1, 2, 5, 10)
     want = _reference_retrieval(img, cap, idx, ks)
-    monkeypatch.setattr(metrics_mod, "_fixed_shape_passes", lambda device: True)
+    monkeypatch.setattr(retrieval_mod, "_fixed_shape_passes", lambda device: True)
     for chunk in (7, 50, 4096):
         assert {k: v for k, v in retrieval_metrics(img, cap, idx, ks=ks, chunk_size=chunk).items() if k in want} == want
-    monkeypatch.setattr(metrics_mod, "_matmul_unit_roundoff", lambda dtype: 2.0**-4)  # infinite interval
+    monkeypatch.setattr(retrieval_mod, "_matmul_unit_roundoff", lambda dtype: 2.0**-4)  # infinite interval
     assert {k: v for k, v in retrieval_metrics(img, cap, idx, ks=ks, chunk_size=50).items() if k in want} == want
-    monkeypatch.setattr(metrics_mod, "_own_score_brackets", lambda cap, img, idx, cs: (  # a wrong one: repeated
+    monkeypatch.setattr(retrieval_mod, "_own_score_brackets", lambda cap, img, idx, cs: (  # a wrong one: repeated
         torch.full((img.shape[0],), 0.3, dtype=img.dtype), torch.full((img.shape[0],), 0.30001, dtype=img.dtype)))
     assert {k: v for k, v in retrieval_metrics(img, cap, idx, ks=ks, chunk_size=50).items() if k in want} == want
     assert 0.0 < want["i2t_recall@1"] < want["i2t_recall@10"] < 1.0
@@ -510,7 +510,7 @@ def test_retrieval_fixed_shape_pass_never_reads_values_on_the_host():
     # on "meta" tensors (shapes without values) any host read or data-dependent shape fails:
     # the accelerator pass runs through; the CPU pass's per-chunk nonzero (a device-to-host
     # sync per chunk that stalled the 1M x 1M case on an H200) does not
-    from mmbench.evaluation.metrics import _retrieval_pass, _retrieval_pass_fixed
+    from mmbench.evaluation.retrieval import _retrieval_pass, _retrieval_pass_fixed
 
     n_img, n_cap, d, cs, kmax = 50, 120, 8, 32, 10
     meta = dict(device="meta")

@@ -95,19 +95,30 @@ def test_cnn_encoders_with_vmap_match():
         _assert_same_run(v, one)
 
 
-def test_batch_norm_recalibration_vectorised_matches_one_by_one():
-    # batch-norm CNNs (the AV-MNIST baselines' encoders) with the statistics recomputed before
-    # each validation: each seed on its own rows, as its one-by-one run does
-    splits = _image_splits()
+def bn_config(**over) -> TrainConfig:
+    """A small run of the AV-MNIST baselines' batch-norm CNNs, every dropout at 0."""
     enc = {"channels": 8, "blocks": 2, "norm": "batch"}
-    cfg = TrainConfig(task="avmnist", fusion="concat", epochs=3, batch_size=40, embed_dim=16, hidden_dim=16, lr=3e-4,
-                      device="cpu", dropout=0.0, fusion_options={"dropout": 0.0}, bn_recalibration=70,
-                      encoders={"image": enc, "audio": dict(enc)})
-    seeds = [0, 2]
+    return TrainConfig(**{**dict(task="avmnist", fusion="concat", epochs=2, batch_size=40, embed_dim=16, hidden_dim=16,
+                                 lr=3e-4, device="cpu", dropout=0.0, fusion_options={"dropout": 0.0},
+                                 encoders={"image": enc, "audio": dict(enc)}), **over})
+
+
+def vectorised_matches_one_by_one(cfg: TrainConfig, seeds: list[int], splits) -> list:
+    """`train_seeds` vectorised, each seed checked against its own `train` run; the results."""
     vec = train_seeds(cfg, seeds, splits=splits, vectorize=True)
     for s, v in zip(seeds, vec):
         one = train(TrainConfig(**{**cfg.to_dict(), "seed": s}), progress=False, splits=splits)
         _assert_same_run(v, one)
+    return vec
+
+
+def test_batch_norm_recalibration_vectorised_matches_one_by_one():
+    # batch-norm CNNs (the AV-MNIST baselines' encoders) with the statistics recomputed before
+    # each validation: each seed on its own rows, as its one-by-one run does
+    splits = _image_splits()
+    cfg = bn_config(epochs=3, bn_recalibration=70)
+    seeds = [0, 2]
+    vec = vectorised_matches_one_by_one(cfg, seeds, splits)
     # the statistics are the recalibrated ones, not the training run's moving averages
     plain = train_seeds(TrainConfig(**{**cfg.to_dict(), "bn_recalibration": 0}), seeds[:1], splits=splits,
                         vectorize=True)[0]
@@ -167,3 +178,92 @@ def test_default_on_cpu_is_the_trainer_itself():
     got = train_seeds(cfg, [4])[0]
     want = train(TrainConfig(**{**cfg.to_dict(), "seed": 4}), progress=False)
     assert got.history == want.history and got.test_metrics == want.test_metrics
+
+
+# --------------------------------------------------------------------------------------------
+# functional batch norm (issue 29): the vmapped step returns the new running statistics
+# --------------------------------------------------------------------------------------------
+
+
+def _bn_models(k=3, missing=False):
+    from mmbench.models.model import MultimodalModel, describe_inputs
+
+    split = _image_splits(n_train=16)["train"]
+    if missing:  # rows without audio: the masked batch norm's static route under vmap
+        present = dict(split.present)
+        present["audio"] = torch.arange(len(split)) % 3 != 0
+        split = split.with_present(present)
+    enc = {"channels": 8, "blocks": 2, "norm": "batch"}
+    config = {"inputs": describe_inputs(split), "target_type": "classification", "num_classes": 10, "fusion": "concat",
+              "fusion_options": {"dropout": 0.0}, "encoders": {"image": dict(enc), "audio": dict(enc)},
+              "embed_dim": 8, "hidden_dim": 8, "dropout": 0.0}
+    models = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        models.append(MultimodalModel(config).train())
+    return models, split
+
+
+def _per_seed_batches(split, k):
+    """Each model its own rows (a different slice per seed), with a leading K axis."""
+    rows = [torch.arange(i, i + 12) for i in range(k)]
+    stack = lambda d: {m: torch.stack([v[r] for r in rows]) for m, v in d.items()}  # noqa: E731
+    return rows, stack(split.modalities), stack(split.present), stack(split.lengths), torch.stack([split.targets[r] for r in rows])
+
+
+@pytest.mark.parametrize("missing", [False, True], ids=["complete", "masked"])
+def test_functional_batch_norm_step_writes_nothing_and_returns_each_seeds_statistics(missing):
+    models, split = _bn_models(missing=missing)
+    complete = () if missing else ("audio", "image")
+    stacked = StackedModels(models, "cpu", complete).train()
+    rows, mods, present, lengths, targets = _per_seed_batches(split, len(models))
+    step = stacked.loss_step(lambda out, y: torch.nn.functional.cross_entropy(out.float(), y.long()))
+    inputs = {**stacked.params, **stacked.buffers}
+    before = {n: (t.detach().clone(), t._version) for n, t in inputs.items()}
+    losses, new = step(stacked.params, stacked.buffers, mods, present, lengths, targets)
+    for n, t in inputs.items():  # not one input written, not even a version bump
+        assert t._version == before[n][1] and torch.equal(t.detach(), before[n][0]), n
+    assert set(new) == {n for n in stacked.buffers if n.rsplit(".", 1)[-1] in
+                        ("running_mean", "running_var", "num_batches_tracked")}
+    for k, (m, r) in enumerate(zip(models, rows)):  # the in-place forward of each model on its own rows
+        sub = lambda d: {name: v[r] for name, v in d.items()}  # noqa: E731
+        out = m(sub(split.modalities), sub(split.present), sub(split.lengths), complete)
+        loss = torch.nn.functional.cross_entropy(out.float(), split.targets[r].long())
+        assert float(losses[k].detach()) == pytest.approx(float(loss.detach()), rel=1e-5)
+        for name, b in m.named_buffers():
+            torch.testing.assert_close(new[name][k], b, rtol=1e-5, atol=1e-6, msg=name)
+            assert not torch.equal(b, before[name][0][k]) or "num_batches" in name  # the statistics did move
+    stacked.set_buffers(new)
+    for name, b in stacked.buffers.items():
+        assert torch.equal(b, new[name])
+
+
+def test_compiled_functional_step_writes_no_input():
+    # traced by dynamo and AOTAutograd ("aot_eager": seconds on the CPU): a step that mutated
+    # an input would have it written back by AOTAutograd's wrapper (a version bump here), and
+    # inductor would skip CUDA graphs for it
+    models, split = _bn_models(k=2, missing=True)
+    stacked = StackedModels(models, "cpu").train()
+    rows, mods, present, lengths, targets = _per_seed_batches(split, 2)
+    step = stacked.loss_step(lambda out, y: torch.nn.functional.cross_entropy(out.float(), y.long()))
+    eager_losses, eager_new = step(stacked.params, stacked.buffers, mods, present, lengths, targets)
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    versions = {n: t._version for n, t in {**stacked.params, **stacked.buffers}.items()}
+    losses, new = compiled(stacked.params, stacked.buffers, mods, present, lengths, targets)
+    losses.sum().backward()
+    assert {n: t._version for n, t in {**stacked.params, **stacked.buffers}.items()} == versions
+    torch.testing.assert_close(losses, eager_losses)
+    for name in eager_new:
+        torch.testing.assert_close(new[name], eager_new[name])
+
+
+def test_batch_norm_running_statistics_match_one_by_one_without_recalibration():
+    # the moving averages themselves (no recalibration overwrites them), with rows missing in
+    # every batch: the vmapped static route against each seed's own in-place run
+    splits = _image_splits()
+    present = dict(splits["train"].present)
+    present["audio"] = torch.arange(len(splits["train"])) % 4 != 0
+    splits["train"] = splits["train"].with_present(present)
+    vec = vectorised_matches_one_by_one(bn_config(), [0, 2], splits)  # state dicts: the running statistics included
+    for v in vec:  # the best epoch's model: 3 steps an epoch
+        assert int(v.model.state_dict()["encoders.audio.features.1.num_batches_tracked"]) == 3 * (v.best_epoch + 1)

@@ -20,6 +20,11 @@ Every seed follows exactly the recipe of :func:`mmbench.training.trainer.train`:
 * with ``bn_recalibration``, each seed's batch-norm statistics recomputed before each
   validation on its own seeded training rows (:func:`_recalibrate_batch_norm`).
 
+The step is a pure function (:meth:`StackedModels.loss_step`): batch norm hands the new running
+statistics back (:mod:`mmbench.models.functional_norm`) instead of writing the stacked buffers,
+and the loop copies them in after the step. Nothing the step reads is written inside it, so on
+CUDA it compiles with CUDA graphs like the single-seed step (``choose_step_mode``).
+
 Because AdamW and the clipping are elementwise per seed and the per-seed losses are summed
 before the backward pass, seed k's gradients and updates are those of seed k alone; results
 equal one-by-one training up to floating-point rounding (batched kernels sum in another
@@ -49,22 +54,16 @@ from mmbench.core.errors import MMBenchError
 from mmbench.evaluation.evaluator import evaluate_conditions, outputs_to_predictions, predict
 from mmbench.evaluation.scoring import score
 from mmbench.data.masks import ModalityDropout
+from mmbench.models.functional_norm import batch_norm_step
 from mmbench.models.model import MultimodalModel
 from mmbench.data.splits import load_training_splits, with_dataset_options
 from mmbench.data.tasks import get_task
+from mmbench.training.config import EpochProgress, TrainConfig, TrainResult, autocast_dtype, epoch_generator, loss_fn
+from mmbench.training.step_mode import choose_step_mode, compile_mode, log_step_mode
 from mmbench.training.trainer import (
-    EpochProgress,
-    TrainConfig,
-    TrainResult,
-    _autocast_dtype,
-    _epoch_generator,
-    _loss_fn,
     averaged_batches,
     batch_norm_layers,
-    choose_step_mode,
-    compile_mode,
     complete_modalities,
-    log_step_mode,
     model_config_for,
     recalibration_rows,
     resolve_device,
@@ -96,22 +95,57 @@ class StackedModels:
         for module in self.base.modules():
             if hasattr(module, "vectorised"):  # layers with a vmappable formulation of their own
                 module.vectorised = True
-        for _, norm in batch_norm_layers(self.base):
-            norm.forward = _in_statistics_dtype(norm, norm.forward)  # type: ignore[method-assign]
+        # batch norm hands its new running statistics back instead of writing them (the step
+        # is then a pure function of its inputs: CUDA graphs capture it whole)
+        self._new_stats: dict[str, Tensor] = {}
+        for name, norm in batch_norm_layers(self.base):
+            norm.forward = _in_statistics_dtype(norm, _functional_norm(norm, name, self._new_stats))  # type: ignore[method-assign]
         self._fns: dict[bool, Any] = {}
 
     def _fn(self, shared: bool):
+        """The vmapped model: ``(params, buffers, modalities, present, lengths) -> (outputs,
+        new buffers)``, a pure function (the new running statistics of the batch norms that
+        ran in training mode, by buffer name; the inputs are never written)."""
         if shared not in self._fns:
             from torch.func import functional_call, vmap
 
-            base, complete = self.base, self.complete
+            base, complete, sink = self.base, self.complete, self._new_stats
 
             def one(params, buffers, modalities, present, lengths):
-                return functional_call(base, (params, buffers), (modalities, present, lengths, complete))
+                sink.clear()
+                out = functional_call(base, (params, buffers), (modalities, present, lengths, complete))
+                new = dict(sink)
+                sink.clear()
+                return out, new
 
             in_dims = (0, 0, None, None, None) if shared else (0, 0, 0, 0, 0)
             self._fns[shared] = vmap(one, in_dims=in_dims, randomness="different")
         return self._fns[shared]
+
+    def loss_step(self, loss: Callable[[Tensor, Tensor], Tensor]) -> Callable[..., tuple[Tensor, dict[str, Tensor]]]:
+        """The training step's forward as a pure function: ``(params, buffers, modalities,
+        present, lengths, targets) -> (K losses, new buffers)``, each model on its own batch
+        (inputs with a leading K axis). Nothing it is given is written, so ``torch.compile``
+        can capture it whole in CUDA graphs; the caller hands the new buffers to
+        :meth:`set_buffers`."""
+        from torch.func import vmap
+
+        batched_loss = vmap(loss)
+        fn = self._fn(False)
+
+        def step(params, buffers, modalities, present, lengths, targets):
+            out, new = fn(params, buffers, modalities, present, lengths)
+            return batched_loss(out, targets), new
+
+        return step
+
+    @torch.no_grad()
+    def set_buffers(self, new: dict[str, Tensor]) -> None:
+        """Copy a step's new running statistics into the stacked buffers (their storage stays
+        put: a CUDA graph that reads them keeps reading the current values)."""
+        if new:
+            names = list(new)
+            torch._foreach_copy_([self.buffers[n] for n in names], [new[n] for n in names])
 
     def train(self, mode: bool = True) -> "StackedModels":
         self.base.train(mode)
@@ -123,7 +157,9 @@ class StackedModels:
     def forward(self, modalities: dict[str, Tensor], present: dict[str, Tensor], lengths: dict[str, Tensor],
                 shared: bool = False) -> Tensor:
         with vmappable_attention():
-            return self._fn(shared)(self.params, self.buffers, modalities, present, lengths)
+            out, new = self._fn(shared)(self.params, self.buffers, modalities, present, lengths)
+        self.set_buffers(new)
+        return out
 
     __call__ = forward
 
@@ -211,6 +247,20 @@ def _in_statistics_dtype(norm: nn.Module, forward: Callable[..., Tensor]) -> Cal
     return run
 
 
+def _functional_norm(norm: nn.Module, name: str, sink: dict[str, Tensor]) -> Callable[..., Tensor]:
+    """`norm`'s forward for the vmapped call: its output, with the new running statistics put
+    into `sink` under their buffer names (:func:`~mmbench.models.functional_norm.batch_norm_step`)."""
+
+    def run(x: Tensor, *args: Any) -> Tensor:
+        out, stats = batch_norm_step(norm, x, *args)  # type: ignore[arg-type]
+        if stats is not None:
+            for key, value in zip(("running_mean", "running_var", "num_batches_tracked"), stats):
+                sink[f"{name}.{key}"] = value
+        return out
+
+    return run
+
+
 def _gather(data: Split, index: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
     """Rows `index` of a split's tensors (any index shape: the result keeps it as leading dims)."""
     flat = index.reshape(-1)
@@ -262,7 +312,7 @@ def train_seeds(
     if spec.target.type == "retrieval":  # the dual encoder: one seed after the other
         vectorize = False
     device = resolve_device(cfg.device)
-    amp = _autocast_dtype(cfg.precision, device)
+    amp = autocast_dtype(cfg.precision, device)
     if splits is None:
         splits = load_training_splits(with_dataset_options(spec, cfg.dataset_options), cfg.data_dir)
     if vectorize is None:
@@ -291,24 +341,25 @@ def train_seeds(
     # fused AdamW on CUDA: one kernel for all stacked parameters (elementwise, so per seed)
     opt = torch.optim.AdamW(stacked.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             **({"fused": True} if device.type == "cuda" else {}))
-    loss_fn = _loss_fn(spec.target.type)
-    batched_loss = torch.func.vmap(loss_fn)
 
     if compile is None:  # the trainer's choice for this step (on CUDA: see choose_step_mode)
         step_mode = choose_step_mode(cfg, device, stacked.base, cfg.epochs * math.ceil(len(train_split) / cfg.batch_size),
-                                     vectorised=True)
+                                     vectorised=True, static_shapes=len(train_split) % cfg.batch_size == 0)
         log_step_mode(step_mode, f"{spec.name} {cfg.fusion} seeds {','.join(map(str, seeds))}")
         use_compile: bool | str = (step_mode.mode or True) if step_mode.compile else False
     else:
         use_compile = compile
 
-    def step_losses(params, buffers, mods, present, lengths, targets):
-        out = stacked._fn(False)(params, buffers, mods, present, lengths)
-        return batched_loss(out, targets)
-
+    step_losses = stacked.loss_step(loss_fn(spec.target.type))
     if use_compile:
         mode_cfg = replace(cfg, compile_mode=use_compile) if isinstance(use_compile, str) else cfg
-        step_fn = torch.compile(step_losses, backend=cfg.compile_backend, mode=compile_mode(mode_cfg))
+        mode = compile_mode(mode_cfg)
+        if device.type == "cuda" and mode is not None and "no-cudagraphs" not in mode:
+            # parameters (stepped in place by AdamW) and buffers (copied into by set_buffers) keep
+            # their storage: CUDA graphs read them where they are instead of copying them in
+            for t in (*stacked.params.values(), *stacked.buffers.values()):
+                torch._dynamo.mark_static_address(t)
+        step_fn = torch.compile(step_losses, backend=cfg.compile_backend, mode=mode)
     else:
         step_fn = step_losses
 
@@ -330,7 +381,7 @@ def train_seeds(
         active = [stale[i] < cfg.patience for i in range(k)]
         if not any(active):
             break
-        gens = [_epoch_generator(s, epoch) for s in seeds]
+        gens = [epoch_generator(s, epoch) for s in seeds]
         torch.manual_seed(seeds[0] * 1_000_003 + epoch)  # dropout masks: reproducible, not per-seed
         perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(data.targets.device)
         stacked.train()
@@ -344,7 +395,8 @@ def train_seeds(
             if mod_dropout is not None:
                 mods, present, lengths = _modality_dropout(mod_dropout, mods, present, lengths, targets, gens, ids[:b])
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None), vmappable_attention():
-                losses = step_fn(stacked.params, stacked.buffers, mods, present, lengths, targets)
+                losses, new_buffers = step_fn(stacked.params, stacked.buffers, mods, present, lengths, targets)
+            stacked.set_buffers(new_buffers)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             if cfg.max_grad_norm:

@@ -38,6 +38,8 @@ from mmbench.core.errors import MMBenchError
 from mmbench.models.dual_encoder import ARCHITECTURE, DualEncoder, contrastive_loss
 from mmbench.models.model import describe_inputs
 from mmbench.data.tasks import TaskSpec
+from mmbench.models.checkpoint import save_model
+from mmbench.training.config import EpochProgress, TrainResult, epoch_generator
 
 
 def dual_encoder_config(cfg: Any, spec: TaskSpec, train_split: Split) -> dict[str, Any]:
@@ -54,10 +56,9 @@ def validation_metrics(model: DualEncoder, split: Split, device: torch.device, b
 
 
 def train_retrieval(cfg: Any, out_dir: str | Path | None, progress: bool, splits: dict[str, Split], spec: TaskSpec,
-                    device: torch.device, amp: torch.dtype | None) -> Any:
+                    device: torch.device, amp: torch.dtype | None) -> TrainResult:
     """One seeded run of the dual encoder; returns a TrainResult (test_metrics: the test split's recalls)."""
     from mmbench.core.io import atomic_write_json, atomic_write_text
-    from mmbench.training.trainer import EpochProgress, TrainResult, _epoch_generator, save_model
 
     started = time.perf_counter()
     if cfg.fusion != ARCHITECTURE:
@@ -83,7 +84,7 @@ def train_retrieval(cfg: Any, out_dir: str | Path | None, progress: bool, splits
     for epoch in range(cfg.epochs):
         if stale >= cfg.patience:
             break
-        perm = torch.randperm(len(data), generator=_epoch_generator(cfg.seed, epoch)).to(device)
+        perm = torch.randperm(len(data), generator=epoch_generator(cfg.seed, epoch)).to(device)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout masks
         model.train()
         loss_sum, steps = torch.zeros((), dtype=torch.float64, device=device), 0

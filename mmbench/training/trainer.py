@@ -44,7 +44,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,65 +71,26 @@ from mmbench.models.checkpoint import (  # noqa: F401 - load_model, load_checked
 from mmbench.models.model import MultimodalModel, describe_inputs
 from mmbench.data.splits import load_training_splits, with_dataset_options
 from mmbench.data.tasks import TaskSpec, get_task
+from mmbench.training.config import (  # noqa: F401 - TrainConfig, TrainResult re-exported
+    EpochProgress,
+    TrainConfig,
+    TrainResult,
+    autocast_dtype,
+    epoch_generator,
+    loss_fn,
+)
+from mmbench.training.retrieval import train_retrieval
+from mmbench.training.step_mode import (  # noqa: F401 - the step's choice re-exported
+    COMPILE_MODES,
+    CUDA_GRAPH_ENCODERS,
+    CUDA_GRAPH_MIN_STEPS,
+    StepMode,
+    choose_step_mode,
+    compile_mode,
+    log_step_mode,
+)
 
 CHECKPOINT_FORMAT = "mmbench-checkpoint-v1"
-
-
-@dataclass
-class TrainConfig:
-    task: str
-    fusion: str
-    seed: int = 0
-    epochs: int = 30
-    batch_size: int = 64  # per process: under torchrun the global batch is batch_size x WORLD_SIZE
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    embed_dim: int = 64
-    hidden_dim: int = 128
-    dropout: float = 0.1
-    fusion_options: dict[str, Any] = field(default_factory=dict)
-    encoders: dict[str, dict[str, Any]] = field(default_factory=dict)
-    patience: int = 8
-    modality_dropout: float = 0.0
-    max_grad_norm: float | None = 1.0
-    device: str = "auto"
-    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 elsewhere
-    memory_format: str = "auto"  # auto = channels-last CNN activations on the CPU where it pays
-    bn_recalibration: int = 0  # >0: before each evaluation, batch-norm statistics from this many training rows
-    compile: bool = False
-    compile_backend: str = "inductor"  # torch.compile backend ("eager", "aot_eager" for quick checks)
-    compile_mode: str = "default"  # inductor's mode: "reduce-overhead" adds CUDA graphs (launch-bound small models)
-    auto_compile: bool = True  # on CUDA without `compile`: compile with CUDA graphs where that is faster (choose_step_mode)
-    eval_batch_size: int = 1024
-    data_dir: str | None = None
-    dataset_options: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SpecError(f"unknown config field {unknown[0]!r}; known: {', '.join(sorted(known))}", source)
-        for required in ("task", "fusion"):
-            if not data.get(required):
-                raise SpecError(f"config field {required!r} is required", source)
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path | None
-    config: TrainConfig
-    model_config: dict[str, Any]
-    best_epoch: int
-    val_metrics: dict[str, float]
-    test_metrics: dict[str, float]
-    history: list[dict[str, Any]]
-    model: nn.Module
-    seconds: float
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,88 +264,6 @@ def _gather(data: Split, index: Tensor, index_cpu: Tensor, device: torch.device,
                  {k: take(v) for k, v in data.lengths.items()})
 
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def compile_mode(cfg: TrainConfig) -> str | None:
-    """The ``mode`` for ``torch.compile``: `cfg.compile_mode` with inductor; other backends take none."""
-    if cfg.compile_mode not in COMPILE_MODES:
-        raise SpecError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, not {cfg.compile_mode!r}")
-    return None if cfg.compile_mode == "default" or cfg.compile_backend != "inductor" else cfg.compile_mode
-
-
-# Measured on an H200 (2026-12-04, benchmarks case 1: AV-MNIST batch-norm CNNs, batch 40):
-# per epoch of 1,375 steps eager 11.5 s, compiled with CUDA graphs 4.12 s (same validation
-# accuracy), i.e. ~5.4 ms saved per step; compiling costs ~30 s (a 2-epoch synthetic run took
-# 37 s compiled, 10 s eager). Below this many steps per run, eager is the faster choice.
-CUDA_GRAPH_MIN_STEPS = 5_000
-# encoders whose compiled step has run with CUDA graphs (cnn: the case above; mlp: `mmbench
-# train synthetic-synergy --compile` on the H200). Others stay eager until measured.
-CUDA_GRAPH_ENCODERS = ("CNNEncoder", "MLPEncoder")
-
-
-@dataclass(frozen=True)
-class StepMode:
-    """How the training step runs: compiled or not, inductor's mode, and why."""
-
-    compile: bool
-    mode: str | None
-    reason: str
-    fallback: bool = False  # a faster mode was wanted but the step does not allow it
-
-
-def choose_step_mode(cfg: TrainConfig, device: torch.device, model: nn.Module, steps: int,
-                     distributed: bool = False, vectorised: bool = False) -> StepMode:
-    """The fastest step that gives the trainer's results for this run.
-
-    An explicit ``cfg.compile`` is kept as asked. Otherwise (``cfg.auto_compile``) a CUDA run
-    is compiled with CUDA graphs (``reduce-overhead``) when the step allows it and the run is
-    long enough to repay compiling (``CUDA_GRAPH_MIN_STEPS``); elsewhere it runs eager.
-    """
-    if cfg.compile:
-        return StepMode(True, compile_mode(cfg), f"compile requested (mode {cfg.compile_mode})")
-    if not cfg.auto_compile:
-        return StepMode(False, None, "auto_compile off")
-    if device.type != "cuda":
-        return StepMode(False, None, f"eager on {device.type} (CUDA graphs are a CUDA feature)")
-    if steps < CUDA_GRAPH_MIN_STEPS:
-        return StepMode(False, None, f"eager: {steps:,} steps are too few to repay compiling "
-                                     f"(CUDA graphs from {CUDA_GRAPH_MIN_STEPS:,})")
-    why_not = None
-    if distributed:
-        why_not = "CUDA graphs are not yet measured under DistributedDataParallel"
-    elif vectorised and batch_norm_layers(model):
-        why_not = ("the vmapped step updates the stacked batch-norm statistics in place (mutated inputs: "
-                   "inductor skips CUDA graphs), and compiling it did not finish in 240 s on an H200")
-    elif vectorised:
-        why_not = "the compiled vmapped step is not yet measured with CUDA graphs"
-    elif cfg.compile_backend != "inductor":
-        why_not = f"backend {cfg.compile_backend!r} has no CUDA graphs"
-    else:
-        unverified = sorted({type(m).__name__ for m in getattr(model, "encoders", {}).values()}
-                            - set(CUDA_GRAPH_ENCODERS))
-        if unverified:
-            why_not = f"encoder(s) {', '.join(unverified)} not yet measured under CUDA graphs"
-    if why_not:
-        return StepMode(False, None, f"eager: {why_not}", fallback=True)
-    return StepMode(True, "reduce-overhead", f"compiled with CUDA graphs ({steps:,} steps)")
-
-
-def log_step_mode(mode: StepMode, what: str) -> None:
-    """Fallbacks are warnings (a faster mode was not possible), choices info."""
-    import logging
-
-    logger = logging.getLogger("mmbench.training")
-    (logger.warning if mode.fallback else logger.info)("%s: %s", what, mode.reason)
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    try:
-        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
-    except KeyError:
-        raise SpecError(f"precision must be auto, bf16, fp16 or fp32, not {precision!r}") from None
 
 
 def set_memory_format(model: nn.Module, memory_format: str, device: torch.device) -> None:
@@ -457,17 +336,6 @@ def complete_modalities(split: Split, modality_dropout: bool) -> tuple[str, ...]
     `complete`, read on the host once instead of once per batch-norm layer and step."""
     return () if modality_dropout else tuple(sorted(m for m, p in split.present.items() if bool(p.all())))
 
-
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-
-
-def _loss_fn(target_type: str):
-    if target_type == "regression":
-        return lambda out, y: nn.functional.l1_loss(out.float(), y.float())
-    if target_type == "multilabel":  # one sigmoid per label
-        return lambda out, y: nn.functional.binary_cross_entropy_with_logits(out.float(), y.float())
-    return lambda out, y: nn.functional.cross_entropy(out.float(), y.long())
 
 
 def model_config_for(cfg: TrainConfig, spec: TaskSpec, train_split: Split) -> dict[str, Any]:
@@ -576,14 +444,12 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
     if spec.target.type == "retrieval" and ctx.active:
         raise MMBenchError(f"task {spec.name!r}: the retrieval baseline trains in one process (not under torchrun)")
     device = _ddp_device(cfg.device) if ctx.active else resolve_device(cfg.device)
-    amp = _autocast_dtype(cfg.precision, device)
+    amp = autocast_dtype(cfg.precision, device)
     compile_mode(cfg)  # a bad mode is refused before anything is written
     if splits is None:
         spec = with_dataset_options(spec, cfg.dataset_options)
         splits = load_training_splits(spec, cfg.data_dir)
     if spec.target.type == "retrieval":
-        from mmbench.training.retrieval import train_retrieval
-
         return train_retrieval(cfg, out_dir, progress, splits, spec, device, amp)
     train_split, val_split, test_split = splits["train"], splits["validation"], splits["test"]
 
@@ -594,7 +460,7 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
     # fused AdamW on CUDA: one kernel for all parameters (a small model's step is launch-bound)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             **({"fused": True} if device.type == "cuda" else {}))
-    loss_fn = _loss_fn(spec.target.type)
+    criterion = loss_fn(spec.target.type)
     dropout = ModalityDropout(cfg.modality_dropout) if cfg.modality_dropout > 0 else None
     complete = complete_modalities(train_split, dropout is not None)
 
@@ -658,7 +524,7 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
     for epoch in range(start_epoch, cfg.epochs):
         if stale >= cfg.patience:
             break
-        gen = _epoch_generator(cfg.seed, epoch)
+        gen = epoch_generator(cfg.seed, epoch)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch + (ctx.rank << 40))
         perm = shard_permutation(torch.randperm(n, generator=gen), ctx.rank, ctx.world)
         # rank 0 of 1 draws modality dropout from the shuffle's generator (as always); ranks of a
@@ -675,7 +541,7 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
                 batch = dropout(batch, drop_gen)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 out = step_model(batch.modalities, batch.present, batch.lengths, complete)
-                loss = loss_fn(out, batch.targets)
+                loss = criterion(out, batch.targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.max_grad_norm:
@@ -762,26 +628,3 @@ def _write_epoch(run_dir, cfg, model, model_config, opt, record, history, best_s
                                 "stale": stale, "world_size": world, "history": history}),
     }
     _save_checked(run_dir / "last.safetensors", tensors, meta)
-
-
-class EpochProgress:
-    """A rich progress bar over epochs (silent when disabled or not a terminal)."""
-
-    def __init__(self, enabled: bool, total: int, label: str):
-        self._p = None
-        if enabled:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
-                               TimeElapsedColumn(), transient=True)
-            self._p.start()
-            self._task = self._p.add_task(label, total=total, status="")
-
-    def advance(self, k: int, status: str = "") -> None:
-        if self._p is not None:
-            self._p.update(self._task, advance=k, status=status)
-
-    def close(self) -> None:
-        if self._p is not None:
-            self._p.stop()
-

@@ -61,6 +61,17 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
 
     def _static(self, x: Tensor, present: Tensor) -> Tensor:
         """No indexing by the mask and no host reads: works under torch.compile and vmap."""
+        y, (mean, var, count) = self.static_step(x, present)
+        with torch.no_grad():
+            self.running_mean.copy_(mean)
+            self.running_var.copy_(var)
+            self.num_batches_tracked.copy_(count)
+        return y
+
+    def static_step(self, x: Tensor, present: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+        """The static route without side effects: (output, (new running_mean, running_var,
+        num_batches_tracked)); the module's buffers are only read
+        (:func:`mmbench.models.functional_norm.batch_norm_step` hands these back under vmap)."""
         keep = present.to(torch.bool).view(-1, 1, 1, 1)
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         xz = torch.where(keep, x, zero)
@@ -75,14 +86,15 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         with torch.no_grad():
             m = self.momentum * enough.to(self.running_mean.dtype)
             unbiased = var.detach() * (count / (count - 1).clamp_min(1))
-            self.running_mean.mul_(1 - m).add_(m * mean.detach())
-            self.running_var.mul_(1 - m).add_(m * unbiased)
-            self.num_batches_tracked.add_(enough.to(self.num_batches_tracked.dtype))
+            new_mean = self.running_mean * (1 - m) + m * mean.detach()
+            new_var = self.running_var * (1 - m) + m * unbiased
+            new_count = self.num_batches_tracked + enough.to(self.num_batches_tracked.dtype)
         # per-sample [B, C, 1, 1] statistics: the missing samples' copies are constants
         mean = torch.where(keep, mean.view(1, -1, 1, 1), mean.detach().view(1, -1, 1, 1))
         invstd = torch.rsqrt(var.view(1, -1, 1, 1) + self.eps)
         invstd = torch.where(keep, invstd, invstd.detach())
-        return (x - mean) * invstd * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return (x - mean) * invstd * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1), \
+            (new_mean, new_var, new_count)
 
 
 @ENCODERS.register("cnn")
