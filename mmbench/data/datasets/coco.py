@@ -691,6 +691,17 @@ def text_features(texts: Sequence[str], text_encoder: str = "minilm", cache: Any
     return feats, None, {"text_encoder": "minilm", "text_cache": "hit" if hit else "miss"}
 
 
+def text_vocabulary(modality: str, text_encoder: str, model_path: str | None = None) -> dict[str, Any]:
+    """The ``Split.info`` entry naming the tokenizer of a `modality` loaded by
+    :func:`text_features` (``vocab_size``, ``pad_id``); empty for embeddings."""
+    from mmbench.data.samples import vocabulary_info
+    from mmbench.models.encoders import pretrained
+
+    if text_encoder != "tokens":
+        return {}
+    return vocabulary_info(modality, pretrained.tokenizer_info(model_path))
+
+
 # ------------------------------------------------------------------------------------------
 # coco-match pairs
 # ------------------------------------------------------------------------------------------
@@ -895,7 +906,7 @@ class CocoCaptionsDataset(MultimodalDataset):
         if img_info["absent"] and what:
             warnings.warn(f"coco: {img_info['absent']:,} of {len(files):,} images {what} are not on disk; their image "
                           f"modality is masked ({src.path.name})", CocoDataWarning, stacklevel=4)
-        return modalities, present, seq, {**img_info, **txt_info}
+        return modalities, present, seq, {**img_info, **txt_info, **text_vocabulary("text", self.text_encoder, self.text_model)}
 
     # -- retrieval ---------------------------------------------------------------------------
 

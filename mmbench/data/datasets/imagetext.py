@@ -54,14 +54,14 @@ class ImageTextDataset(MultimodalDataset):
 
     def make_split(self, split: str, ids: list[str], files: list[Path | None], texts: list[str | None],
                    targets: Tensor, info: dict[str, Any]) -> Split:
-        from mmbench.data.datasets.coco import _cache, image_features
+        from mmbench.data.datasets.coco import _cache, image_features, text_vocabulary
         from mmbench.data.datasets.hf import text_modality
 
         cache = _cache(self.cache_dir)
         image, image_ok, image_info = image_features(files, self.image_encoder, self.image_size, cache, self.image_weights)
         text, text_ok, lengths = text_modality(texts, self.text_encoder, cache, self.text_model, self.max_tokens)
         info = info | {"absent_images": image_info["absent"], "unreadable_images": image_info["unreadable"],
-                       "missing_texts": int((~text_ok).sum())}
+                       "missing_texts": int((~text_ok).sum())} | text_vocabulary("text", self.text_encoder, self.text_model)
         return Split(split, ids, {"image": image, "text": text}, {"image": image_ok, "text": text_ok}, targets,
                      {"text": lengths} if lengths is not None else {}, info)
 
