@@ -146,3 +146,29 @@ def test_one_epoch_through_the_cli_on_token_and_small_array_modalities(tmp_path,
     assert inputs["grid"] == {"shape": [3, 2], "sequence": False}
     assert inputs["text"] == {"shape": [], "sequence": True, "tokens": True, **tokenizer_info()}
     assert (run / "metrics.json").is_file()
+
+
+def test_seeds_vectorised_train_the_token_and_array_encoders_as_one_by_one():
+    from mmbench.training.multiseed import train_seeds
+    from mmbench.training.trainer import TrainConfig, train
+
+    def split(name: str, n: int, seed: int) -> Split:  # the label: whether token 5 occurs
+        g = torch.Generator().manual_seed(seed)
+        lengths = torch.randint(0, 8, (n,), generator=g)
+        ids = torch.randint(1, 30, (n, 8), generator=g)
+        ids[torch.arange(8)[None, :] >= lengths[:, None]] = 0
+        y = (ids == 5).any(1).long()
+        return Split(name, [f"{name}{i}" for i in range(n)], {"m0": ids, "m1": torch.randn(n, 3, 2, generator=g)},
+                     {"m0": lengths > 0, "m1": torch.ones(n, dtype=torch.bool)}, y, {"m0": lengths},
+                     {VOCABULARIES: {"m0": {"vocab_size": 30, "pad_id": 0}}})
+
+    splits = {"train": split("train", 40, 0), "validation": split("validation", 20, 1), "test": split("test", 20, 2)}
+    cfg = TrainConfig(task="synthetic-synergy", fusion="concat", epochs=1, batch_size=16, embed_dim=8, hidden_dim=16,
+                      lr=3e-4, device="cpu", dropout=0.0, fusion_options={"dropout": 0.0}, encoders={"m1": {"dropout": 0.0}})
+    for vec in train_seeds(cfg, [0, 1], splits=splits, vectorize=True):
+        one = train(TrainConfig(**{**cfg.to_dict(), "seed": vec.config.seed}), splits=splits, progress=False)
+        assert vec.test_metrics == pytest.approx(one.test_metrics, abs=1e-9)
+        sv, so = vec.model.state_dict(), one.model.state_dict()
+        assert "encoders.m0.embed.weight" in sv and sv.keys() == so.keys()
+        for name in sv:
+            torch.testing.assert_close(sv[name], so[name], rtol=1e-3, atol=2e-4, msg=name)

@@ -39,6 +39,7 @@ def test_image_text_classlabel_set_init_info_and_one_epoch(tmp_path, monkeypatch
     spec, _ = init(monkeypatch, capsys, "demo", tmp_path / "data", spec_file, fast=False)
     text = spec_file.read_text()
     assert text.count("#") > 15  # every field commented
+    assert "    # text_encoder: tokens  # text as token ids, embedded by a trained encoder" in text
     assert spec["dataset"]["options"] == {
         "path": str((tmp_path / "data").resolve()), "id": "uid", "target": "label",
         "modalities": {"image": {"column": "image", "type": "image"}, "caption": {"column": "caption", "type": "text"},
