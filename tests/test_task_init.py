@@ -39,6 +39,7 @@ def test_image_text_classlabel_set_init_info_and_one_epoch(tmp_path, monkeypatch
     spec, _ = init(monkeypatch, capsys, "demo", tmp_path / "data", spec_file, fast=False)
     text = spec_file.read_text()
     assert text.count("#") > 15  # every field commented
+    assert "    # text_encoder: tokens  # text as token ids, embedded by a trained encoder" in text
     assert spec["dataset"]["options"] == {
         "path": str((tmp_path / "data").resolve()), "id": "uid", "target": "label",
         "modalities": {"image": {"column": "image", "type": "image"}, "caption": {"column": "caption", "type": "text"},
@@ -46,7 +47,7 @@ def test_image_text_classlabel_set_init_info_and_one_epoch(tmp_path, monkeypatch
     assert spec["target"] == {"type": "multiclass", "num_classes": 3, "class_names": ["c0", "c1", "c2"]}
     assert spec["splits"] == {"train": "train", "validation": "validation", "test": "test"}
     assert spec["modalities"] == ["image", "caption", "meta"] and spec["primary_metric"] == "accuracy"
-    spec["dataset"]["options"] |= {"image_encoder": "pixels", "image_size": 16}  # text: frozen MiniLM embeddings
+    spec["dataset"]["options"] |= FAST  # the caption as token ids: the default encoder embeds them
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
 
     rc, out, err = run_main(["data", "info", spec_file, "--json"], monkeypatch, capsys)
@@ -128,9 +129,6 @@ def test_every_feature_kind_is_inferred(tmp_path, monkeypatch, capsys):
 
     spec["splits"]["validation"] = "train"  # one epoch of a regression task and of a multilabel one
     (tmp_path / "reg.yaml").write_text(yaml.safe_dump(spec))
-    ml = yaml.safe_load((tmp_path / "ml.yaml").read_text())
-    ml["modalities"] = ["tabular"]  # (the [3, 2] array would get the default CNN encoder: too small for it)
-    (tmp_path / "ml.yaml").write_text(yaml.safe_dump(ml))
     for task, metric in (("reg", "mae"), ("ml", "f1_micro")):
         rc, out, err = run_main(["train", tmp_path / f"{task}.yaml", "--fusion", "concat", "--epochs", "1", "--out",
                                  tmp_path / "runs", "--no-progress", "--device", "cpu"], monkeypatch, capsys)

@@ -99,6 +99,18 @@ def collate(
     return Batch([str(s["id"]) for s in samples], modalities, present, targets, lengths)
 
 
+VOCABULARIES = "vocabularies"
+
+
+def vocabulary_info(modality: str, text_info: dict[str, Any]) -> dict[str, Any]:
+    """``{VOCABULARIES: {modality: {vocab_size, pad_id}}}`` from a text loader's info, to merge
+    into ``Split.info``; empty when the info has no tokenizer facts (embeddings, not tokens)."""
+    if "vocab_size" not in text_info:
+        return {}
+    return {VOCABULARIES: {modality: {"vocab_size": int(text_info["vocab_size"]),
+                                      "pad_id": int(text_info.get("pad_id", 0))}}}
+
+
 @dataclass
 class Split:
     """One dataset split held as stacked tensors (index-gatherable, movable to a device).
@@ -106,7 +118,9 @@ class Split:
     ``modalities[name]`` is ``[N, ...]`` with the fill value where ``present[name]`` is False;
     sequence modalities are padded along axis 1 and listed in ``lengths``. ``info`` carries
     loader facts (counts of unreadable files, class names); ``info["mode"] == "retrieval"``
-    marks targets that index a retrieval gallery rather than classes.
+    marks targets that index a retrieval gallery rather than classes; ``info[VOCABULARIES]``
+    (``{modality: {"vocab_size": int, "pad_id": int}}``) gives the tokenizer of each modality
+    of token ids (see :func:`vocabulary_info`), which the default token encoder embeds.
     """
 
     name: str

@@ -230,6 +230,9 @@ def _render(name: str, source: str, where: dict[str, str], d: Draft, splits: dic
         lines.append(f"      {m}: {_flow(spec)}  # {d.notes[m]}")
     for skipped in d.skipped:
         lines.append(f"      # not mapped: {skipped}")
+    if any(spec.get("type") == "text" for spec in d.modalities.values()):
+        lines.append("    # text_encoder: tokens  # text as token ids, embedded by a trained encoder (default: frozen MiniLM "
+                     "sentence embeddings)")
     lines.append(f"splits:  # role: the dataset's split (it has: {', '.join(names)})")
     for role, split in splits.items():
         lines.append(f"  {role}: {_flow(split)}")

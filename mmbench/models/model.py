@@ -12,21 +12,30 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from mmbench.data.samples import Split
+from mmbench.data.samples import VOCABULARIES, Split
 from mmbench.models.encoders import default_encoder_for
 from mmbench.models.fusions.base import masked
 from mmbench.core.registry import ENCODERS, FUSIONS
 
 
 def describe_inputs(split: Split) -> dict[str, dict[str, Any]]:
-    """Per-modality input description {name: {shape: per-sample shape, sequence: bool}}."""
+    """Per-modality input description {name: {shape: per-sample shape, sequence: bool}}; a
+    modality of token ids (a sequence of integer ids) adds ``tokens: true`` and, where its loader
+    gives them (``Split.info["vocabularies"]``), the tokenizer's ``vocab_size`` and ``pad_id``."""
     out = {}
+    vocabularies = (getattr(split, "info", None) or {}).get(VOCABULARIES) or {}
     for name in split.modality_names:
         is_seq = name in split.lengths
-        shape = tuple(split.modalities[name].shape[2:] if is_seq else split.modalities[name].shape[1:])
+        values = split.modalities[name]
+        shape = tuple(values.shape[2:] if is_seq else values.shape[1:])
         out[name] = {"shape": list(shape), "sequence": is_seq}
+        if is_seq and not shape and not values.dtype.is_floating_point and values.dtype != torch.bool:
+            out[name]["tokens"] = True
+            vocab = vocabularies.get(name) or {}
+            out[name].update({k: int(vocab[k]) for k in ("vocab_size", "pad_id") if k in vocab})
     return out
 
 
@@ -45,8 +54,13 @@ class MultimodalModel(nn.Module):
         encoders = {}
         for m in modalities:
             spec = dict((config.get("encoders") or {}).get(m, {}))
-            name = spec.pop("name", None) or default_encoder_for(tuple(inputs[m]["shape"]), inputs[m]["sequence"])
-            encoders[m] = ENCODERS.get(name)(tuple(inputs[m]["shape"]), out_dim=emb, **spec)
+            about = inputs[m]
+            name = spec.pop("name", None) or default_encoder_for(tuple(about["shape"]), about["sequence"],
+                                                                 bool(about.get("tokens")))
+            encoder_cls = ENCODERS.get(name)
+            if about.get("tokens") and getattr(encoder_cls, "takes_vocabulary", False):
+                spec = {k: about[k] for k in ("vocab_size", "pad_id") if k in about} | spec
+            encoders[m] = encoder_cls(tuple(about["shape"]), out_dim=emb, **spec)
         self.encoders = nn.ModuleDict(encoders)
         self.outputs = num_outputs(config["target_type"], config.get("num_classes"))
         fusion_cls = FUSIONS.get(config["fusion"])

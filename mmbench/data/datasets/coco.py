@@ -133,7 +133,7 @@ from mmbench.core.registry import DATASETS
 from mmbench.data.datasets.coco_annotations import read_coco_captions, read_karpathy
 from mmbench.data.datasets.coco_features import (IMAGE_ENCODERS, TEXT_ENCODERS, CocoDataWarning, decode_image_file,
                                                  feature_cache, image_features, load_image_pixels, minilm_embeddings,
-                                                 text_features)
+                                                 text_features, text_vocabulary)
 from mmbench.data.datasets.coco_layout import (CAPTIONS_FILE, COCO_DIR, KARPATHY_FILE, TRAIN_CAPTIONS_FILE,
                                                RetrievalLayout, Source, carve_images, default_image_dir,
                                                karpathy_path, layout_kind_of, layout_splits, official_source,
@@ -378,7 +378,7 @@ class CocoCaptionsDataset(MultimodalDataset):
         if img_info["absent"] and what:
             warnings.warn(f"coco: {img_info['absent']:,} of {len(files):,} images {what} are not on disk; their image "
                           f"modality is masked ({src.path.name})", CocoDataWarning, stacklevel=4)
-        return modalities, present, seq, {**img_info, **txt_info}
+        return modalities, present, seq, {**img_info, **txt_info, **text_vocabulary("text", self.text_encoder, self.text_model)}
 
     # -- retrieval ---------------------------------------------------------------------------
 

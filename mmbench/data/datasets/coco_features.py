@@ -204,3 +204,14 @@ def text_features(texts: Sequence[str], text_encoder: str = "minilm", cache: Any
         return ids, lengths, {"text_encoder": "tokens"}
     feats, hit = minilm_embeddings(texts, cache, model_path)
     return feats, None, {"text_encoder": "minilm", "text_cache": "hit" if hit else "miss"}
+
+
+def text_vocabulary(modality: str, text_encoder: str, model_path: str | None = None) -> dict[str, Any]:
+    """The ``Split.info`` entry naming the tokenizer of a `modality` loaded by
+    :func:`text_features` (``vocab_size``, ``pad_id``); empty for embeddings."""
+    from mmbench.data.samples import vocabulary_info
+    from mmbench.models.encoders import pretrained
+
+    if text_encoder != "tokens":
+        return {}
+    return vocabulary_info(modality, pretrained.tokenizer_info(model_path))

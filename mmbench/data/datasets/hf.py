@@ -45,7 +45,8 @@ Images decode with torchvision (RGB), shorter side resized to ``image_size`` (22
 centre-cropped; ``image_encoder: efficientnet`` (default) gives frozen EfficientNet-Lite0
 features ``[1280]``, ``pixels`` the normalised pixels ``[3, S, S]``. ``text_encoder: minilm``
 (default) gives frozen MiniLM sentence embeddings ``[384]``, ``tokens`` MiniLM token ids with
-lengths. Both are cached in :class:`~mmbench.core.cache.FeatureCache`, keyed by the SHA-256 of the
+lengths (and the tokenizer's ``vocab_size`` / ``pad_id`` in ``Split.info["vocabularies"]``, which
+the default ``embedding`` encoder embeds; docs/architecture.md). Both are cached in :class:`~mmbench.core.cache.FeatureCache`, keyed by the SHA-256 of the
 image bytes or the exact strings. An image whose bytes cannot be decoded is a
 :class:`~mmbench.core.errors.DataError` naming the split, column and row id.
 """
@@ -63,7 +64,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmbench.data.samples import Split
+from mmbench.data.samples import VOCABULARIES, Split
 from mmbench.data.datasets.base import MultimodalDataset
 from mmbench.core.errors import DataError, SpecError
 from mmbench.core.registry import DATASETS
@@ -425,7 +426,8 @@ class HFDataset(MultimodalDataset):
         modalities: dict[str, Tensor] = {}
         present: dict[str, Tensor] = {}
         lengths: dict[str, Tensor] = {}
-        from mmbench.data.datasets.coco_features import feature_cache
+        vocabularies: dict[str, dict[str, int]] = {}
+        from mmbench.data.datasets.coco_features import feature_cache, text_vocabulary
 
         cache = feature_cache(self.cache_dir)
         for m, spec in self.mapping.items():
@@ -443,6 +445,7 @@ class HFDataset(MultimodalDataset):
                                                                   self.max_tokens)
                 if length is not None:
                     lengths[m] = length
+                    vocabularies |= text_vocabulary(m, self.text_encoder, self.text_model).get(VOCABULARIES, {})
             else:
                 feats, ok = _feature_rows(ds, spec["columns"], where)
                 modalities[m], present[m] = torch.from_numpy(feats), torch.from_numpy(ok)
@@ -453,6 +456,8 @@ class HFDataset(MultimodalDataset):
                 lengths[m] = torch.tensor([int(v or 0) for v in _column(ds, spec["lengths"], where)], dtype=torch.long)
                 lengths[m][~present[m]] = 0
         info = {"source_split": source_split, "target_type": self.target_type}
+        if vocabularies:
+            info[VOCABULARIES] = vocabularies
         if self.class_names:
             info["class_names"] = list(self.class_names)
         return Split(split, ids, modalities, present, targets, lengths, info)

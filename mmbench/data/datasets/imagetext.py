@@ -114,7 +114,7 @@ class ImageTextDataset(MultimodalDataset):
                    targets: np.ndarray, info: dict[str, Any]) -> Split:
         import torch
 
-        from mmbench.data.datasets.coco_features import feature_cache, image_features
+        from mmbench.data.datasets.coco_features import feature_cache, image_features, text_vocabulary
         from mmbench.data.datasets.hf import text_modality
         from mmbench.data.samples import Split
 
@@ -123,7 +123,8 @@ class ImageTextDataset(MultimodalDataset):
                                                      self.image_weights, dataset=self.name)
         text, text_ok, lengths = text_modality(texts, self.text_encoder, cache, self.text_model, self.max_tokens)
         info = info | {"protocol": self.protocol(), "absent_images": image_info["absent"],
-                       "unreadable_images": image_info["unreadable"], "missing_texts": int((~text_ok).sum())}
+                       "unreadable_images": image_info["unreadable"], "missing_texts": int((~text_ok).sum())} \
+            | text_vocabulary("text", self.text_encoder, self.text_model)
         return Split(split, ids, {"image": image, "text": text}, {"image": image_ok, "text": text_ok},
                      torch.from_numpy(np.ascontiguousarray(targets)),
                      {"text": lengths} if lengths is not None else {}, info)

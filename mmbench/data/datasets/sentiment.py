@@ -210,7 +210,7 @@ class TextModalityDataset(MultimodalDataset):
     def load_split(self, split: str) -> Split:
         import torch
 
-        from mmbench.data.samples import Split
+        from mmbench.data.samples import Split, vocabulary_info
 
         self.check_split(split)
         part = self.parts()[split]
@@ -229,7 +229,8 @@ class TextModalityDataset(MultimodalDataset):
             mods[name], present[name] = v, p
             if ln is not None:
                 lengths[name] = ln
-        info = {"dataset": self.name, "source": self._resolved_source, **part.info, **text_info}
+        info = {"dataset": self.name, "source": self._resolved_source, **part.info, **text_info,
+                **vocabulary_info("text", text_info)}
         targets = torch.from_numpy(np.ascontiguousarray(part.targets, dtype=self.target_dtype))
         return Split(split, list(part.ids), mods, present, targets, lengths, info)
 

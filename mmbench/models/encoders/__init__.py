@@ -4,6 +4,6 @@ Encoders never use BatchNorm: in training mode its batch statistics would mix th
 values of missing modalities into the features of present ones.
 """
 
-from mmbench.models.encoders.base import Encoded, Encoder, default_encoder_for
+from mmbench.models.encoders.base import CNN_MIN_SIDE, Encoded, Encoder, default_encoder_for
 
-__all__ = ["Encoded", "Encoder", "default_encoder_for"]
+__all__ = ["CNN_MIN_SIDE", "Encoded", "Encoder", "default_encoder_for"]

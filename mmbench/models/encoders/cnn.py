@@ -116,6 +116,12 @@ class CNNEncoder(Encoder):
             from mmbench.core.errors import SpecError
 
             raise SpecError(f"cnn encoder: norm must be 'group' or 'batch', got {norm!r}")
+        if len(sample_shape) not in (2, 3) or min(int(d) for d in sample_shape[-2:]) < 2**blocks:
+            from mmbench.core.errors import SpecError
+
+            raise SpecError(f"cnn encoder: per-sample shape {tuple(sample_shape)} is not an [H, W] or [C, H, W] image "
+                            f"with sides of at least {2**blocks} ({blocks} pooling stages); use the mlp encoder for "
+                            "small arrays, or fewer blocks")
         in_ch = sample_shape[0] if len(sample_shape) == 3 else 1
         layers: list[nn.Module] = []
         ch = in_ch

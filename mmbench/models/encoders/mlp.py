@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 from torch import Tensor, nn
 
 from mmbench.models.encoders.base import Encoded, Encoder
@@ -8,11 +10,12 @@ from mmbench.core.registry import ENCODERS
 
 @ENCODERS.register("mlp")
 class MLPEncoder(Encoder):
-    """Feature vector [B, F] -> [B, out_dim] through `layers` Linear-GELU-LayerNorm blocks."""
+    """Fixed-shape array [B, *shape] -> flattened [B, prod(shape)] -> [B, out_dim] through `layers`
+    Linear-GELU-LayerNorm blocks (a vector [B, F] is the common case)."""
 
     def __init__(self, sample_shape: tuple[int, ...], out_dim: int = 64, hidden: int = 128, layers: int = 2, dropout: float = 0.1):
         super().__init__()
-        dims = [int(sample_shape[-1])] + [hidden] * (layers - 1) + [out_dim]
+        dims = [math.prod(int(d) for d in sample_shape)] + [hidden] * (layers - 1) + [out_dim]
         blocks: list[nn.Module] = []
         for i in range(len(dims) - 1):
             blocks += [nn.Linear(dims[i], dims[i + 1]), nn.GELU(), nn.LayerNorm(dims[i + 1])]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -13,6 +14,11 @@ def _mask(lengths: Tensor | None, batch: int, steps: int, device) -> Tensor:
     if lengths is None:
         return torch.ones(batch, steps, dtype=torch.bool, device=device)
     return torch.arange(steps, device=device)[None, :] < lengths[:, None]
+
+
+def _step_size(sample_shape: tuple[int, ...]) -> int:
+    """Features per step: a step of any fixed shape is read flattened."""
+    return math.prod(int(d) for d in sample_shape)
 
 
 def _masked_mean(seq: Tensor, mask: Tensor) -> Tensor:
@@ -57,7 +63,7 @@ def gru_steps(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor)
 
 @ENCODERS.register("gru")
 class GRUEncoder(Encoder):
-    """Sequence [B, T, F] (+ lengths) -> bidirectional GRU states projected to out_dim;
+    """Sequence [B, T, F] (+ lengths; steps of more dims are flattened) -> bidirectional GRU states projected to out_dim;
     pooled = masked mean over real steps (padding never enters the pooled vector).
 
     Each direction runs as its own one-layer GRU over the padded batch; the backward one reads
@@ -68,7 +74,7 @@ class GRUEncoder(Encoder):
 
     def __init__(self, sample_shape: tuple[int, ...], out_dim: int = 64, hidden: int = 64, layers: int = 1):
         super().__init__()
-        self.inp = nn.Linear(int(sample_shape[-1]), hidden)
+        self.inp = nn.Linear(_step_size(sample_shape), hidden)
         self.gru = nn.GRU(hidden, hidden, num_layers=layers, batch_first=True, bidirectional=True)
         self.out = nn.Linear(2 * hidden, out_dim)
         self.out_dim = out_dim
@@ -89,7 +95,7 @@ class GRUEncoder(Encoder):
         b, t = x.shape[:2]
         mask = _mask(lengths, b, t, x.device)
         keep = mask.unsqueeze(-1)
-        h = self.inp(x.float()) * keep
+        h = self.inp(x.flatten(2).float()) * keep
         backward = _reverse_index(lengths, b, t, x.device)
         for layer in range(self.gru.num_layers):
             forward_states = self._direction(h, layer, "")
@@ -101,12 +107,12 @@ class GRUEncoder(Encoder):
 
 @ENCODERS.register("transformer")
 class TransformerEncoder(Encoder):
-    """Sequence [B, T, F] -> pre-norm transformer with learned positions and a key-padding
+    """Sequence [B, T, F] (steps of more dims flattened) -> pre-norm transformer with learned positions and a key-padding
     mask; pooled = masked mean over real steps."""
 
     def __init__(self, sample_shape: tuple[int, ...], out_dim: int = 64, layers: int = 2, heads: int = 4, max_len: int = 1024):
         super().__init__()
-        self.inp = nn.Linear(int(sample_shape[-1]), out_dim)
+        self.inp = nn.Linear(_step_size(sample_shape), out_dim)
         self.pos = nn.Parameter(torch.zeros(1, max_len, out_dim))
         layer = nn.TransformerEncoderLayer(out_dim, heads, 2 * out_dim, dropout=0.1, batch_first=True, norm_first=True)
         self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
@@ -118,5 +124,5 @@ class TransformerEncoder(Encoder):
         # a fully padded row (missing modality) would give NaN attention: let it see step 0
         safe = mask.clone()
         safe[:, 0] = True
-        seq = self.body(self.inp(x.float()) + self.pos[:, :t], src_key_padding_mask=~safe)
+        seq = self.body(self.inp(x.flatten(2).float()) + self.pos[:, :t], src_key_padding_mask=~safe)
         return Encoded(_masked_mean(seq, mask), seq, mask)
