@@ -68,7 +68,7 @@ def test_template_states_the_contract_and_scores(template, tmp_path, monkeypatch
     # its predictions are stored: verify rescores the model entry (no more "no stored predictions")
     assert entry["predictions_file"] == "synthetic-synergy/predictions/tmpl.parquet"
     rc, out, err = run_main(["leaderboard", "verify", "--dir", board], monkeypatch, capsys)
-    assert rc == 0 and f"OK      {TASK}/tmpl: {len(conditions)} condition(s) match" in out, out + err
+    assert rc == 0 and f"OK      {TASK}/tmpl: {len(conditions)} condition(s) and the per-item records match" in out, out + err
     stored = pd.read_parquet(board / entry["predictions_file"])
     assert len(stored) == len(conditions) * 600 and set(stored["condition"]) == set(conditions)
     # a tampered prediction is caught

@@ -465,7 +465,7 @@ def test_loader_reports_the_file(tmp_path):
     _raises_naming(empty / "sentiment" / "mosi", lambda: load_dataset("mosi", empty, source="mmsa").load_split("train"), "not found")
     with pytest.raises(SpecError, match="source"):
         load_dataset("mosei", tmp_path, source="raw")
-    with pytest.raises(SpecError, match="unknown dataset option 'text_encodr'"):
+    with pytest.raises(SpecError, match="dataset 'mosi' has no option 'text_encodr'; did you mean 'text_encoder'"):
         load_dataset("mosi", tmp_path, text_encodr="tokens")
 
 

@@ -523,3 +523,18 @@ def test_csv_table_reads_what_pandas_reads(tmp_path):
     path.write_text("id,prediction\na,1\nb\n", encoding="utf-8")
     with pytest.raises(MMBenchError, match=r"row on line 3 has 1 field\(s\), the header 2"):
         read_table(path)
+
+
+def test_reading_a_long_csv_field_leaves_the_csv_module_limit_as_it_was(tmp_path):
+    """The csv module's field limit is process-wide: a predictions file with a long cell raises it
+    for its own read only, so a dataset's CSV read later in the process is still protected."""
+    import csv
+
+    from mmbench.evaluation.submissions.tables import read_table
+
+    before = csv.field_size_limit()
+    path = tmp_path / "preds.csv"
+    path.write_text("id,prediction\n" + "x" * (before + 10) + ",1\n")
+    table = read_table(path)
+    assert table.rows == 1 and len(table.columns["id"][0]) == before + 10
+    assert csv.field_size_limit() == before

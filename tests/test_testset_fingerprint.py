@@ -69,12 +69,12 @@ def test_evaluate_stores_and_checks_the_fingerprint(tmp_path, monkeypatch, capsy
     fp = labels.test_set.fingerprint
     board = tmp_path / "board"
     rc, out, err = run_main(["evaluate", TASK, "-p", preds, "--name", "a", "--leaderboard", board, "--bootstrap", "0",
-                             "--test-set", fp, "--json"], monkeypatch, capsys)
+                             "--allow-partial", "--test-set", fp, "--json"], monkeypatch, capsys)
     assert rc == 0, err
     result = json.loads(out)
     assert result["test_set_fingerprint"] == fp and result["protocol"] == "synthetic"
     rc, out, err = run_main(["evaluate", TASK, "-p", preds, "--name", "b", "--leaderboard", board, "--bootstrap", "0",
-                             "--test-set", "ts1-0000000000000000"], monkeypatch, capsys)
+                             "--allow-partial", "--test-set", "ts1-0000000000000000"], monkeypatch, capsys)
     assert rc == 1 and "claims test set ts1-0000000000000000" in err and fp in err
     assert not (board / TASK / "b.json").exists() and not (board / TASK / "predictions" / "b.csv").exists()
     rc, out, err = run_main(["leaderboard", "verify", "--dir", board], monkeypatch, capsys)
@@ -96,7 +96,8 @@ def _board_with_legacy(tmp_path, monkeypatch, capsys):
 
     preds, _ = _predictions(tmp_path)
     board = tmp_path / "board"
-    rc, out, err = run_main(["evaluate", TASK, "-p", preds, "--name", "here", "--leaderboard", board, "--bootstrap", "0"],
+    rc, out, err = run_main(["evaluate", TASK, "-p", preds, "--name", "here", "--leaderboard", board, "--bootstrap", "0",
+                             "--allow-partial"],
                             monkeypatch, capsys)
     assert rc == 0, err
     here = read_entry(board / TASK / "here.json")

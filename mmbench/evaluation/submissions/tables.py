@@ -105,12 +105,16 @@ def _read_csv(path: Path, limits: Limits) -> RawTable:
         raise SubmissionError("CSV file has no content", path)
     if "\x00" in text:
         raise SubmissionError("CSV file contains NUL bytes (binary data?)", path)
-    csv.field_size_limit(max(csv.field_size_limit(), len(text)))
+    # the file's size is already bounded by the limits; the csv module's field limit is process-wide,
+    # so it is raised for this read only and restored (other readers keep their protection)
+    previous_limit = csv.field_size_limit(max(csv.field_size_limit(), len(text)))
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         rows = [(reader.line_num, row) for row in reader if row]
     except csv.Error as exc:
         raise SubmissionError(f"malformed CSV: line {reader.line_num}: {one_line(exc)}", path) from None
+    finally:
+        csv.field_size_limit(previous_limit)
     if not rows:
         raise SubmissionError("CSV file has no header row", path)
     cols = rows[0][1]
