@@ -24,7 +24,7 @@ from mmbench.data.tasks import TaskSpec
 from mmbench.evaluation.results import Result, make_result
 from mmbench.evaluation.retrieval_scoring import retrieval_gallery, retrieval_result
 from mmbench.evaluation.scoring import (
-    _clean_ci, check_finite_metrics, check_range, classification_extras, item_record, primary_ci, robustness_summary, score,
+    clean_ci, check_finite_metrics, check_range, classification_extras, item_record, primary_ci, robustness_summary, score,
     select_conditions, uses_scores)
 
 
@@ -267,7 +267,7 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
     result = make_result(
         task=spec.name, name=name, kind="baseline" if ms.kind == "baseline" else "model", fusion=fusion,
         primary_metric=spec.primary_metric, higher_is_better=spec.primary.higher_is_better, metrics=per_condition,
-        confidence_intervals=_clean_ci(spec, y_true, predictions, seed, n_resamples),
+        confidence_intervals=clean_ci(spec, y_true, predictions, seed, n_resamples),
         robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
         efficiency=efficiency, dataset_fingerprint=dataset.fingerprint(), submission_hash=digest,
         device=str(dev), extra=extra,

@@ -114,7 +114,7 @@ def check_range(spec: TaskSpec, predictions: dict[str, np.ndarray], source: Any,
     return out
 
 
-def _clean_ci(spec: TaskSpec, y_true: np.ndarray, predictions: dict[str, np.ndarray], seed: int, n_resamples: int) -> dict:
+def clean_ci(spec: TaskSpec, y_true: np.ndarray, predictions: dict[str, np.ndarray], seed: int, n_resamples: int) -> dict:
     if n_resamples <= 0 or "clean" not in predictions:
         return {}
     ci = primary_ci(spec, y_true, predictions["clean"], seed=seed, n_resamples=n_resamples)
@@ -171,7 +171,7 @@ def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = N
     return make_result(
         task=spec.name, name=name, kind="predictions", primary_metric=spec.primary_metric,
         higher_is_better=spec.primary.higher_is_better, metrics=per_condition,
-        confidence_intervals=_clean_ci(spec, labels.targets, parsed.predictions, seed, n_resamples),
+        confidence_intervals=clean_ci(spec, labels.targets, parsed.predictions, seed, n_resamples),
         robustness=robustness_summary(per_condition, spec.primary_metric, spec.primary.higher_is_better),
         efficiency=None, dataset_fingerprint=labels.fingerprint, submission_hash=digest, extra=extra,
         **testset_fields(labels.test_set),

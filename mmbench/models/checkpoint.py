@@ -27,7 +27,8 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _model_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+def model_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """A model's state dict as detached, contiguous CPU tensors (keys prefixed with `prefix`)."""
     return {prefix + k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
@@ -48,7 +49,7 @@ def checkpoint_digest(tensors: dict[str, Tensor], metadata: dict[str, str]) -> s
     return h.hexdigest()
 
 
-def _save_checked(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
+def save_checked(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
     """Atomic safetensors write with the digest in the metadata."""
     meta = dict(metadata)
     meta["sha256"] = checkpoint_digest(tensors, meta)
@@ -82,7 +83,7 @@ def load_checked(path: str | Path, require_digest: bool = True) -> tuple[dict[st
 
 def save_model(path: Path, model: nn.Module, model_config: dict[str, Any], extra: dict[str, str] | None = None) -> None:
     meta = {"format": MODEL_FORMAT, "config": json.dumps(model_config)} | (extra or {})
-    _save_checked(Path(path), _model_tensors(model), meta)
+    save_checked(Path(path), model_tensors(model), meta)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MultimodalModel, dict[str, Any]]:

@@ -61,8 +61,8 @@ from mmbench.core.io import (
 )
 from mmbench.data.masks import ModalityDropout
 from mmbench.models.checkpoint import (  # noqa: F401 - load_model, load_checked, save_model re-exported
-    _model_tensors,
-    _save_checked,
+    model_tensors,
+    save_checked,
     load_checked,
     load_model,
     resolve_device,
@@ -558,7 +558,7 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
         improved = sign * value > best_value
         if improved:
             best_value, best_epoch, stale = sign * value, epoch, 0
-            best_state = _model_tensors(model)
+            best_state = model_tensors(model)
         else:
             stale += 1
         record = {"epoch": epoch, "train_loss": train_loss, "val": val_metrics, "best": improved,
@@ -616,7 +616,7 @@ def _write_epoch(run_dir, cfg, model, model_config, opt, record, history, best_s
         save_model(run_dir / "best.safetensors", model, model_config, {"epoch": str(record["epoch"])})
     log = "".join(json.dumps(h) + "\n" for h in history)
     atomic_write_text(run_dir / "log.jsonl", log)
-    tensors = _model_tensors(model, "model.")
+    tensors = model_tensors(model, "model.")
     tensors |= {f"best.{k}": v for k, v in (best_state or {}).items()}
     opt_tensors, groups = _optimizer_tensors(opt)
     tensors |= opt_tensors
@@ -627,4 +627,4 @@ def _write_epoch(run_dir, cfg, model, model_config, opt, record, history, best_s
         "progress": json.dumps({"epoch": record["epoch"], "best_value": best_value, "best_epoch": best_epoch,
                                 "stale": stale, "world_size": world, "history": history}),
     }
-    _save_checked(run_dir / "last.safetensors", tensors, meta)
+    save_checked(run_dir / "last.safetensors", tensors, meta)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from mmbench.data.datasets.sentiment import Part, TextModalityDataset
-from mmbench.data.datasets.sentiment_readers import _check_unique, _line, _numeric, read_csv
+from mmbench.data.datasets.sentiment_readers import check_unique, csv_line, numeric_column, read_csv
 from mmbench.core.errors import DataError, SpecError
 from mmbench.core.registry import DATASETS
 
@@ -57,16 +57,16 @@ def read_meld_csv(path: str | Path) -> pd.DataFrame:
     sentiment`` (labels lower-cased and checked against the class lists)."""
     path = Path(path)
     df = read_csv(path, MELD_COLUMNS, "MELD csv", dtype={"Utterance": str, "Emotion": str, "Sentiment": str, "Speaker": str})
-    dia = _numeric(df, "Dialogue_ID", path)
-    utt = _numeric(df, "Utterance_ID", path)
+    dia = numeric_column(df, "Dialogue_ID", path)
+    utt = numeric_column(df, "Utterance_ID", path)
     for name, col in (("Dialogue_ID", dia), ("Utterance_ID", utt)):
         bad = ~np.isfinite(col) | (col < 0) | (col != np.round(col))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"column {name!r} line {_line(i)}: {df[name].iloc[i]!r} is not a non-negative integer", path)
+            raise DataError(f"column {name!r} line {csv_line(i)}: {df[name].iloc[i]!r} is not a non-negative integer", path)
     ids = [f"dia{int(d)}_utt{int(u)}" for d, u in zip(dia, utt)]
-    lines = [_line(i) for i in range(len(df))]
-    _check_unique(ids, path, "utterance id", lines)
+    lines = [csv_line(i) for i in range(len(df))]
+    check_unique(ids, path, "utterance id", lines)
     out = pd.DataFrame({
         "id": ids,
         "dialogue": dia.astype(np.int64),

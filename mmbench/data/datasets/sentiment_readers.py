@@ -107,7 +107,7 @@ def normalize_clip_id(raw: Any) -> str:
     return s
 
 
-def _line(i: int) -> int:
+def csv_line(i: int) -> int:
     """CSV line number of data row i (header is line 1)."""
     return int(i) + 2
 
@@ -189,7 +189,7 @@ def read_csv(path: str | Path, required: Sequence[str] | Iterable[Sequence[str]]
                     f"the file has {','.join(df.columns)}", path)
 
 
-def _check_unique(ids: Sequence[str], path: Path, what: str = "id", lines: Sequence[int] | None = None) -> None:
+def check_unique(ids: Sequence[str], path: Path, what: str = "id", lines: Sequence[int] | None = None) -> None:
     seen: dict[str, int] = {}
     for i, x in enumerate(ids):
         if x in seen:
@@ -215,12 +215,12 @@ def _check_labels(labels: np.ndarray, ids: Sequence[str], path: Path, label_rang
                             f" ({int(out.sum())} labels out of range)", path)
 
 
-def _numeric(df: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+def numeric_column(df: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     values = pd.to_numeric(df[column], errors="coerce")
     bad = values.isna() & df[column].notna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"column {column!r} line {_line(i)}: {df[column].iloc[i]!r} is not a number", path)
+        raise DataError(f"column {column!r} line {csv_line(i)}: {df[column].iloc[i]!r} is not a number", path)
     return values.to_numpy(dtype=np.float64)
 
 
@@ -229,7 +229,7 @@ def _splits(df: pd.DataFrame, column: str, path: Path) -> list[str]:
     for i, v in enumerate(df[column].tolist()):
         s = normalize_split(v)
         if s is None:
-            raise DataError(f"column {column!r} line {_line(i)}: unknown split {v!r}; expected train, valid (or dev/val) or test", path)
+            raise DataError(f"column {column!r} line {csv_line(i)}: unknown split {v!r}; expected train, valid (or dev/val) or test", path)
         out.append(s)
     return out
 
@@ -308,7 +308,7 @@ def csd_segments(path: str | Path, column: int = 0, label_range: tuple[float, fl
         for k in range(feats.shape[0]):
             rows.append((f"{vid}_{k + 1}", vid, k + 1, float(iv[k, 0]), float(iv[k, 1]), float(feats[k, column])))
     df = pd.DataFrame(rows, columns=["id", "video_id", "segment", "start", "end", "label"])
-    _check_unique(df["id"].tolist(), path)
+    check_unique(df["id"].tolist(), path)
     _check_labels(df["label"].to_numpy(), df["id"].tolist(), path, label_range)
     return df
 
@@ -334,9 +334,9 @@ def read_label_csv(path: str | Path, label_range: tuple[float, float] | None = S
     else:
         ids = [normalize_clip_id(x) for x in df["id"].astype(str)]
         vids = [i.rsplit("_", 1)[0] for i in ids]
-    lines = [_line(i) for i in range(len(df))]
-    _check_unique(ids, path, "clip id", lines)
-    labels = _numeric(df, "label", path)
+    lines = [csv_line(i) for i in range(len(df))]
+    check_unique(ids, path, "clip id", lines)
+    labels = numeric_column(df, "label", path)
     _check_labels(labels, ids, path, label_range, lines)
     out = pd.DataFrame({
         "id": ids,
@@ -347,7 +347,7 @@ def read_label_csv(path: str | Path, label_range: tuple[float, float] | None = S
     })
     for extra in ("label_T", "label_A", "label_V"):
         if extra in df.columns:
-            out[extra] = _numeric(df, extra, path)
+            out[extra] = numeric_column(df, extra, path)
     if "annotation" in df.columns:
         out["annotation"] = df["annotation"].astype(str).tolist()
     return out
@@ -460,7 +460,7 @@ def read_mmsa_pickle(path: str | Path, label_range: tuple[float, float] | None =
         text = _clean(d["text"], "text", split, path) if "text" in d and d["text"] is not None else None
         raw_text = [_decode(t) for t in d["raw_text"]] if d.get("raw_text") is not None else None
         _check_rows({"regression_labels": labels, "audio": audio, "vision": vision, "text": text, "raw_text": raw_text}, n, split, path)
-        _check_unique(ids, path, f"id in split {split!r}")
+        check_unique(ids, path, f"id in split {split!r}")
         _check_labels(labels, ids, path, label_range)
         text_lengths = None
         if d.get("text_bert") is not None:
@@ -522,7 +522,7 @@ def read_multibench_pickle(path: str | Path, label_range: tuple[float, float] | 
         if not (text.shape[1] == audio.shape[1] == vision.shape[1]):
             raise DataError(f"split {split!r}: text/audio/vision have {text.shape[1]}/{audio.shape[1]}/{vision.shape[1]} steps; "
                             "expected the aligned MultiBench layout (one length for all)", path)
-        _check_unique(ids, path, f"id in split {split!r}")
+        check_unique(ids, path, f"id in split {split!r}")
         _check_labels(labels, ids, path, label_range)
         steps = text.shape[1]
         nz = np.any(text != 0, axis=2)
@@ -582,7 +582,7 @@ def _mosi_raw_2way_rows(path: Path, label_range: tuple[float, float] | None) -> 
                     raise DataError(f"clip {normalize_clip_id(cid)!r}: label {lab!r} is not a number", path) from None
                 rows.append((normalize_clip_id(cid), vid, _decode(sent), value, split))
     ids = [r[0] for r in rows]
-    _check_unique(ids, path, "clip id")
+    check_unique(ids, path, "clip id")
     _check_labels(np.array([r[3] for r in rows], dtype=np.float64), ids, path, label_range)
     return rows
 
@@ -627,10 +627,10 @@ def read_audio_2way(pickle_path: str | Path, ids_csv: str | Path) -> tuple[list[
             raise DataError(f"not an audio_2way pickle: {len(lengths[k])} {k} lengths for {arrays[k].shape[0]} videos", pickle_path)
     df = read_csv(ids_csv, AUDIO_IDS_COLUMNS, "audio_2way_ids.csv", dtype={"mosi_clip_id": str, "pickle_split": str})
     ids = [normalize_clip_id(x) for x in df["mosi_clip_id"]]
-    lines = [_line(i) for i in range(len(df))]
-    _check_unique(ids, ids_csv, "clip id", lines)
-    vi = _numeric(df, "pickle_video_index", ids_csv).astype(np.int64)
-    up = _numeric(df, "utt_pos", ids_csv).astype(np.int64)
+    lines = [csv_line(i) for i in range(len(df))]
+    check_unique(ids, ids_csv, "clip id", lines)
+    vi = numeric_column(df, "pickle_video_index", ids_csv).astype(np.int64)
+    up = numeric_column(df, "utt_pos", ids_csv).astype(np.int64)
     dim = arrays["train"].shape[2]
     feats = np.zeros((len(df), dim), dtype=np.float32)
     for i, (split, v, u) in enumerate(zip(df["pickle_split"].astype(str), vi, up)):

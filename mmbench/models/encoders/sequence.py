@@ -10,7 +10,7 @@ from mmbench.models.encoders.base import Encoded, Encoder
 from mmbench.core.registry import ENCODERS
 
 
-def _mask(lengths: Tensor | None, batch: int, steps: int, device) -> Tensor:
+def step_mask(lengths: Tensor | None, batch: int, steps: int, device) -> Tensor:
     if lengths is None:
         return torch.ones(batch, steps, dtype=torch.bool, device=device)
     return torch.arange(steps, device=device)[None, :] < lengths[:, None]
@@ -21,7 +21,7 @@ def _step_size(sample_shape: tuple[int, ...]) -> int:
     return math.prod(int(d) for d in sample_shape)
 
 
-def _masked_mean(seq: Tensor, mask: Tensor) -> Tensor:
+def masked_mean(seq: Tensor, mask: Tensor) -> Tensor:
     m = mask.unsqueeze(-1).to(seq.dtype)
     return (seq * m).sum(1) / m.sum(1).clamp(min=1.0)
 
@@ -93,7 +93,7 @@ class GRUEncoder(Encoder):
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Encoded:
         b, t = x.shape[:2]
-        mask = _mask(lengths, b, t, x.device)
+        mask = step_mask(lengths, b, t, x.device)
         keep = mask.unsqueeze(-1)
         h = self.inp(x.flatten(2).float()) * keep
         backward = _reverse_index(lengths, b, t, x.device)
@@ -102,7 +102,7 @@ class GRUEncoder(Encoder):
             backward_states = _take_steps(self._direction(_take_steps(h, backward), layer, "_reverse"), backward)
             h = torch.cat([forward_states, backward_states], dim=-1) * keep  # padded steps are 0, as when packed
         seq = self.out(h)
-        return Encoded(_masked_mean(seq, mask), seq, mask)
+        return Encoded(masked_mean(seq, mask), seq, mask)
 
 
 @ENCODERS.register("transformer")
@@ -120,9 +120,9 @@ class TransformerEncoder(Encoder):
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Encoded:
         b, t = x.shape[:2]
-        mask = _mask(lengths, b, t, x.device)
+        mask = step_mask(lengths, b, t, x.device)
         # a fully padded row (missing modality) would give NaN attention: let it see step 0
         safe = mask.clone()
         safe[:, 0] = True
         seq = self.body(self.inp(x.flatten(2).float()) + self.pos[:, :t], src_key_padding_mask=~safe)
-        return Encoded(_masked_mean(seq, mask), seq, mask)
+        return Encoded(masked_mean(seq, mask), seq, mask)

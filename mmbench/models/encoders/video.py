@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from mmbench.core.errors import SpecError
 from mmbench.models.encoders.base import Encoded, Encoder
 from mmbench.models.encoders.cnn import CNNEncoder
-from mmbench.models.encoders.sequence import GRUEncoder, _mask, _masked_mean
+from mmbench.models.encoders.sequence import GRUEncoder, step_mask, masked_mean
 from mmbench.core.registry import ENCODERS
 
 TEMPORAL = ("mean", "conv", "gru")
@@ -59,7 +59,7 @@ class VideoEncoder(Encoder):
         if x.dim() != 5:
             raise ValueError(f"encoder video expects [B, T, C, H, W] frame stacks, got shape {tuple(x.shape)}")
         b, t = x.shape[:2]
-        mask = _mask(lengths, b, t, x.device)
+        mask = step_mask(lengths, b, t, x.device)
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         if lengths is not None:
             # `where`, not multiply: a NaN fill in padded frames must not reach the CNN
@@ -76,4 +76,4 @@ class VideoEncoder(Encoder):
                 # convolution at the last real frame sees the same zeros as at a clip's end
                 z = torch.where(real, norm(h), fzero)
                 h = torch.where(real, h + nn.functional.gelu(conv(z.transpose(1, 2)).transpose(1, 2)), fzero)
-        return Encoded(_masked_mean(h, mask), h, mask)
+        return Encoded(masked_mean(h, mask), h, mask)
