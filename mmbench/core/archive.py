@@ -275,7 +275,7 @@ def _open(archive: Path, fmt: str) -> Iterator[Any]:
 
 def _lock(target: Path, archive_name: str):
     """Serialises extractions of one archive into `target` (the lock lives in the cache, not beside the data)."""
-    from mmbench.core.io import data_lock
+    from mmbench.core.cache import data_lock
 
     return data_lock(target / archive_name)
 

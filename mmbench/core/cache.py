@@ -351,3 +351,15 @@ class FeatureCache:
         self.last_hit = True
         self.hits += 1
         return tensors
+
+
+def data_lock(path: str | os.PathLike) -> Any:
+    """A :class:`filelock.FileLock` serialising writers of `path` (a download, an extraction),
+    kept under ``<cache root>/locks/`` and named by a hash of the absolute path, so no ``.lock``
+    file is ever left beside the data (filelock leaves its lock files in place)."""
+    from filelock import FileLock
+
+    folder = default_cache_root() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]
+    return FileLock(str(folder / f"{digest}.lock"))

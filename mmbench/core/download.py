@@ -225,7 +225,7 @@ def download(
     - Network/HTTP failures raise :class:`DataError` naming the URL; a transfer cut short keeps the
       ``.part`` so calling again resumes it.
     - Concurrent downloads of the same ``dest`` serialize on a ``filelock`` kept under
-      ``<cache root>/locks/`` (:func:`mmbench.core.io.data_lock`), so no lock file is left beside the data.
+      ``<cache root>/locks/`` (:func:`mmbench.core.cache.data_lock`), so no lock file is left beside the data.
     """
     dest = Path(dest)
     expected = _normalize_sha256(sha256, url)
@@ -241,7 +241,7 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
 
-    from mmbench.core.io import data_lock
+    from mmbench.core.cache import data_lock
 
     lock = data_lock(dest)  # under the cache: no .lock file is left beside the data
 

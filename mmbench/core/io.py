@@ -371,17 +371,3 @@ def safe_join(root: PathLike, relative: PathLike) -> Path:
     if norm == ".":
         return Path(root)
     return Path(root) / norm
-
-
-def data_lock(path: str | os.PathLike) -> Any:
-    """A :class:`filelock.FileLock` serialising writers of `path` (a download, an extraction),
-    kept under ``<cache root>/locks/`` and named by a hash of the absolute path, so no ``.lock``
-    file is ever left beside the data (filelock leaves its lock files in place)."""
-    from filelock import FileLock
-
-    from mmbench.core.cache import default_cache_root
-
-    folder = default_cache_root() / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]
-    return FileLock(str(folder / f"{digest}.lock"))
