@@ -114,3 +114,27 @@ def test_verify_is_ok_and_fails_on_edited_embeddings(published, tmp_path, monkey
     entry_path.write_text(json.dumps(data, indent=2))
     rc, out, err = run_main(["leaderboard", "verify", "--dir", board], monkeypatch, capsys)
     assert rc == 1 and f"DIFFERS {label}: clean " in out and "recall" in out, out
+
+
+def test_the_site_and_the_report_render_a_retrieval_task(published, tmp_path, monkeypatch, capsys):
+    """One condition, no per-item records: the pages say the rows are not tested and that no
+    robustness is measured (no robustness or per-condition table, no raw Python value)."""
+    import re
+    import shutil
+
+    board = tmp_path / "board"
+    shutil.copytree(published[0], board)
+    rc, out, err = run_main(["leaderboard", "site", "--dir", board], monkeypatch, capsys)
+    assert rc == 0, err
+    report = tmp_path / "report.md"
+    rc, out, err = run_main(["report", board, "-o", report], monkeypatch, capsys)
+    assert rc == 0, err
+    page = (board / f"{TASK}.html").read_text(encoding="utf-8")
+    md = report.read_text(encoding="utf-8")
+    for text in (re.sub(r"<[^>]+>", " ", re.sub(r"<(style|script).*?</\1>", "", page, flags=re.S)), md):
+        assert "retrieval entries store no per-item records" in text and "not tested for significance" in text
+        assert "scored under the clean condition only" in text and "no robustness is measured" in text
+        assert not re.search(r"\b(None|nan|True|False)\b|\{'", text), text
+    assert f'id="robustness-{TASK}"' not in page and f'id="conditions-{TASK}"' not in page
+    assert f'id="entries-{TASK}"' in page and "dual-encoder" in page
+    assert "Per-class confusion: not applicable (a retrieval task has no classes)." in md

@@ -70,7 +70,8 @@ def _top_letter_rows(rows: list[dict[str, Any]], letters_key: str, order_key: st
     return [r for r in ranked if set(str(r.get(letters_key) or "")) & set(top[:1])]
 
 
-def _retrieval_metric(name: str) -> bool:
+def retrieval_metric(name: str) -> bool:
+    """Whether `name` is an image-text retrieval metric (recall@k)."""
     from mmbench.evaluation.metrics import METRICS
 
     info = METRICS.get(name)
@@ -80,7 +81,7 @@ def _retrieval_metric(name: str) -> bool:
 def clean_sentence(rows: list[dict[str, Any]]) -> str:
     primary, hib = rows[0]["primary_metric"], bool(rows[0]["higher_is_better"])
     if rows[0].get("letters") is None:
-        if _retrieval_metric(primary):
+        if retrieval_metric(primary):
             why = ("retrieval entries store no per-item records (each recall@k ranks every caption against the whole "
                    "gallery), so the rows are not tested for significance")
         else:
