@@ -138,3 +138,5 @@ def test_the_site_and_the_report_render_a_retrieval_task(published, tmp_path, mo
     assert f'id="robustness-{TASK}"' not in page and f'id="conditions-{TASK}"' not in page
     assert f'id="entries-{TASK}"' in page and "dual-encoder" in page
     assert "Per-class confusion: not applicable (a retrieval task has no classes)." in md
+    rc, out, err = run_main(["leaderboard", TASK, "--dir", board], monkeypatch, capsys)
+    assert rc == 0 and f"{TASK}: mean_recall (higher is better), clean condition only" in " ".join(out.split()), out + err
