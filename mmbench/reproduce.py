@@ -252,8 +252,9 @@ def _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_d
             result = with_test_set(evaluate_trained(spec, trained, splits["test"], dataset.fingerprint(), name=name,
                                                     keep_predictions=test_predictions), spec, dataset=dataset,
                                    loaded=splits["test"])
-            if test_predictions:  # retrieval runs keep no per-condition predictions table
-                result = attach_run_predictions(run_dirs[seed], result, splits["test"].ids, test_predictions)
+            if spec.target.type == "retrieval":  # the test embeddings, with the gallery's ids
+                test_predictions |= gallery_ids(spec, dataset, data_dir, splits["test"])
+            result = attach_run_predictions(run_dirs[seed], result, splits["test"].ids, test_predictions)
             atomic_write_json(run_dirs[seed] / "result.json", result.to_json())
             note = f"{trained.seconds:.1f}s, best epoch {trained.best_epoch}"
         if leaderboard_dir:
@@ -261,6 +262,17 @@ def _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_d
         per_seed.append(result)
         log(f"{task:>22} {fusion:>12} seed {seed}: {spec.primary_metric} {result.primary_clean:.4f} ({note})")
     return per_seed
+
+
+def gallery_ids(spec: Any, dataset: Any, data_dir: Any, test_split: Any) -> dict[str, list[str]]:
+    """``image_ids`` and ``caption_ids`` of a retrieval task's test gallery, the order
+    :func:`~mmbench.evaluation.evaluator.embed_gallery` embeds it in (checked against the split)."""
+    from mmbench.evaluation.retrieval_scoring import retrieval_gallery
+
+    image_ids, caption_ids, index, _ = retrieval_gallery(spec, data_dir, dataset)
+    if not np.array_equal(index, test_split.targets.cpu().numpy()):
+        raise MMBenchError(f"task {spec.name!r}: the test split does not match its retrieval gallery")
+    return {"image_ids": image_ids, "caption_ids": caption_ids}
 
 
 def run_folder(out_dir: str | Path, task: str, name: str, seed: int) -> Path:

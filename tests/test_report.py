@@ -311,7 +311,8 @@ def test_report_without_confusion_or_rates(tmp_path):
     r = _regression("add", 0)
     r = r.model_copy(update={"metrics": {"clean": r.metrics["clean"]}, "robustness": {}, "efficiency": None})
     html = render_report_html([r])
-    assert "No missing-rate or drop-one conditions" in html and "No latency was measured" in html
+    assert "scored under the clean condition only" in html and "no robustness is measured" in html
+    assert "No latency was measured" in html
     assert "Per-class confusion not available" in html
     bad = _classification("add", 0)
     bad.extra["confusion_matrix"] = [[1, 2], [3]]

@@ -18,7 +18,8 @@ from tests._datapaths import REPO, real_data_root
 BOARD = REPO / "leaderboard"
 CHROMIUM = Path("/usr/bin/chromium")
 # tasks whose labels need the real data (the synthetic ones are generated)
-REAL_DATA_TASKS = {"mosi", "mosei", "avmnist", "meld-sentiment", "meld-emotion", "coco-match", "coco-retrieval", "clips"}
+REAL_DATA_TASKS = {"mosi", "mosei", "avmnist", "meld-sentiment", "meld-emotion", "coco-match", "coco-retrieval",
+                   "coco-retrieval-val2017-carve", "clips"}
 
 
 def _task_dirs() -> list[Path]:
@@ -46,13 +47,15 @@ def _have_real_data() -> bool:
 
 # tasks whose every reference row (fusions and unimodal rows) is on the board; the others'
 # rows are added as their grids are run (each row present has all its seeds)
-COMPLETE = ("synthetic-redundant", "synthetic-unique", "synthetic-synergy", "mosi", "avmnist")
+COMPLETE = ("synthetic-redundant", "synthetic-unique", "synthetic-synergy", "mosi", "avmnist", "coco-retrieval-val2017-carve")
 
 
 def test_the_board_holds_the_reference_baselines_with_predictions():
     """The rows of baselines/reference.json on the board have all the reference's seeds (every
-    row for the COMPLETE tasks), each entry with stored predictions (a small Parquet file)."""
+    row for the COMPLETE tasks), each entry with stored predictions (a small Parquet file; a
+    retrieval entry: its test embeddings, a float16 .npz of about 2.4 MB)."""
     from mmbench.board.entries import load_entries
+    from mmbench.data.tasks import get_task
 
     reference = json.loads((REPO / "baselines" / "reference.json").read_text())["results"]
     entries = load_entries(BOARD)
@@ -65,9 +68,10 @@ def test_the_board_holds_the_reference_baselines_with_predictions():
         missing = [s for s in range(n) if (task, name, s) not in have]
         assert not missing, f"{task}/{name}: seeds {missing} missing from leaderboard/"
     for e in entries:
-        assert e.kind == "baseline" and e.predictions_file and e.predictions_file.endswith(".parquet")
+        retrieval = get_task(e.task).target.type == "retrieval"
+        assert e.kind == "baseline" and e.predictions_file and e.predictions_file.endswith(".npz" if retrieval else ".parquet")
         path = BOARD / e.predictions_file
-        assert path.is_file() and path.stat().st_size < 200_000, path
+        assert path.is_file() and path.stat().st_size < (3_000_000 if retrieval else 200_000), path
     for d in _task_dirs():
         assert not (d / "history").exists(), f"{d}/history: the shipped board keeps one version per entry"
 

@@ -200,7 +200,8 @@ def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
 
             table = Table(title=f"{task}: {task_rows[0]['primary_metric']} "
                                 f"({'higher' if task_rows[0]['higher_is_better'] else 'lower'} is better), "
-                                "clean and per missing-modality condition")
+                                + ("clean and per missing-modality condition" if any(r.get("conditions") for r in task_rows)
+                                   else "clean condition only"))
             for h in header:
                 table.add_column(h, overflow="fold")
             for b in body:

@@ -8,6 +8,12 @@ A `reproduce` run stores the test predictions of every condition next to its res
 pointing at it, so `mmbench leaderboard verify` recomputes the entry from the task's labels.
 `mmbench leaderboard publish RUNS...` does this for every finished run under RUNS; it writes
 only the entries of the runs it finds, so a task's entries are added without touching others.
+
+A retrieval run has no per-condition table: it stores its test embeddings instead, in
+`<run>/predictions.npz`, the `.npz` a retrieval submitter gives (`image_ids`,
+`image_embeddings`, `caption_ids`, `caption_embeddings`, and the `test_set_fingerprint` they were
+made for), float16 (the result is scored from those float16 values, so the stored file
+recomputes it exactly); it is published as `<board>/<task>/predictions/<entry stem>.npz`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import numpy as np
 from mmbench.core.errors import DataError
 
 RUN_PREDICTIONS = "predictions.parquet"
+RUN_EMBEDDINGS = "predictions.npz"  # a retrieval run's test embeddings
+EMBEDDING_KEYS = ("image_ids", "image_embeddings", "caption_ids", "caption_embeddings")
 
 
 def predictions_parquet(ids: list[str], predictions: dict[str, np.ndarray]) -> bytes:
@@ -51,23 +59,60 @@ def predictions_parquet(ids: list[str], predictions: dict[str, np.ndarray]) -> b
     return buf.getvalue()
 
 
+def embeddings_npz(embeddings: dict[str, Any], test_set: str | None = None) -> bytes:
+    """Bytes of the retrieval `.npz` (EMBEDDING_KEYS, in the gallery's order) that `mmbench
+    evaluate --predictions` scores: ids as int64 when they are all integers (COCO's), else
+    strings; embeddings as given; `test_set`, when known, as the file's claimed fingerprint."""
+    from mmbench.evaluation.submissions.retrieval import CLAIM_KEY
+
+    arrays: dict[str, np.ndarray] = {}
+    for key in EMBEDDING_KEYS:
+        value = embeddings[key]
+        if key.endswith("_ids"):
+            ids = [str(i) for i in value]
+            value = np.asarray([int(i) for i in ids], dtype=np.int64) if all(i.isdigit() for i in ids) else np.asarray(ids)
+        arrays[key] = np.asarray(value)
+    if test_set:
+        arrays[CLAIM_KEY] = np.asarray([test_set])
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def run_predictions_bytes(result: Any, predictions: dict[str, Any], ids: list[str] | None = None) -> tuple[bytes, str]:
+    """(bytes, suffix) of the stored test predictions of `result`: a retrieval result's
+    embeddings as an .npz, any other result's per-condition predictions (`ids` in order) as
+    Parquet."""
+    if "image_embeddings" in predictions:
+        return embeddings_npz(predictions, result.test_set_fingerprint), ".npz"
+    if ids is None:
+        raise ValueError("per-condition predictions need their test ids")
+    return predictions_parquet([str(i) for i in ids], predictions), ".parquet"
+
+
 def attach_run_predictions(run_dir: Path, result: Any, ids: list[str], predictions: dict[str, np.ndarray]) -> Any:
-    """Write `run_dir`/predictions.parquet atomically; the result with its sha256 in `extra`."""
+    """Write `run_dir`/predictions.parquet (a retrieval run: predictions.npz, its test
+    embeddings) atomically; the result with its sha256 in `extra`."""
     import hashlib
 
     from mmbench.core.io import atomic_write_bytes
 
-    data = predictions_parquet([str(i) for i in ids], predictions)
-    atomic_write_bytes(Path(run_dir) / RUN_PREDICTIONS, data)
+    data, suffix = run_predictions_bytes(result, predictions, ids)
+    atomic_write_bytes(Path(run_dir) / (RUN_EMBEDDINGS if suffix == ".npz" else RUN_PREDICTIONS), data)
     return result.model_copy(update={"extra": {**result.extra, "predictions_sha256": hashlib.sha256(data).hexdigest()}})
 
 
-def stored_predictions_path(board_dir: Path, result: Any) -> Path:
+def run_predictions_file(run_dir: Path) -> Path | None:
+    """The stored test predictions of a run folder (Parquet, or a retrieval run's .npz), if any."""
+    return next((p for p in (Path(run_dir) / RUN_PREDICTIONS, Path(run_dir) / RUN_EMBEDDINGS) if p.is_file()), None)
+
+
+def stored_predictions_path(board_dir: Path, result: Any, suffix: str = ".parquet") -> Path:
     from mmbench.core.io import safe_join
     from mmbench.board.entries import entry_filename
 
     stem = Path(entry_filename(result)).stem
-    return safe_join(safe_join(safe_join(Path(board_dir), result.task), "predictions"), f"{stem}.parquet")
+    return safe_join(safe_join(safe_join(Path(board_dir), result.task), "predictions"), f"{stem}{suffix}")
 
 
 def publish_run(board_dir: str | Path, run_dir: str | Path, result: Any, require_predictions: bool = False) -> Path:
@@ -79,18 +124,19 @@ def publish_run(board_dir: str | Path, run_dir: str | Path, result: Any, require
     from mmbench.board.entries import write_entry
 
     board_dir = Path(board_dir)
-    source = Path(run_dir) / RUN_PREDICTIONS
+    source = run_predictions_file(Path(run_dir))
     expected = result.extra.get("predictions_sha256")
-    if expected and source.is_file():
+    if expected and source is not None:
         data = source.read_bytes()
         if hashlib.sha256(data).hexdigest() != expected:
             raise DataError("stored predictions do not match the sha256 in the run's result.json", source)
-        dest = stored_predictions_path(board_dir, result)
+        dest = stored_predictions_path(board_dir, result, source.suffix)
         atomic_write_bytes(dest, data)
         result = result.model_copy(update={"predictions_file": dest.relative_to(board_dir).as_posix()})
     elif require_predictions:
-        raise DataError(f"run has no stored test predictions ({RUN_PREDICTIONS}); it was trained before mmbench "
-                        "stored them: run `mmbench reproduce` again with --no-resume", Path(run_dir))
+        raise DataError(f"run has no stored test predictions ({RUN_PREDICTIONS}, or {RUN_EMBEDDINGS} for retrieval); it "
+                        "was trained before mmbench stored them: run `mmbench reproduce` again with --no-resume",
+                        Path(run_dir))
     return write_entry(board_dir, result, skip_unchanged=True)
 
 
@@ -123,7 +169,8 @@ def publish_runs(board_dir: str | Path, roots: list[Path], tasks: list[str] | No
         raise DataError(f"no finished runs (*/*/seed*/result.json){' of ' + ', '.join(tasks) if tasks else ''}",
                         roots[0] if len(roots) == 1 else None)
     for run_dir, result in runs:
-        if not (run_dir / RUN_PREDICTIONS).is_file() or not result.extra.get("predictions_sha256"):
-            raise DataError(f"run has no stored test predictions ({RUN_PREDICTIONS}); it was trained before mmbench "
-                            "stored them: run `mmbench reproduce` again with --no-resume", run_dir)
+        if run_predictions_file(run_dir) is None or not result.extra.get("predictions_sha256"):
+            raise DataError(f"run has no stored test predictions ({RUN_PREDICTIONS}, or {RUN_EMBEDDINGS} for retrieval); "
+                            "it was trained before mmbench stored them: run `mmbench reproduce` again with --no-resume",
+                            run_dir)
     return [publish_run(board_dir, run_dir, result, require_predictions=True) for run_dir, result in runs]

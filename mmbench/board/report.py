@@ -258,6 +258,7 @@ def _board_root(sources: Sequence[str | Path], results: list[Result]) -> Path | 
 def _report_context(results: list[Result], title: str, sources: Sequence[str | Path], skipped: int,
                     checks: Sequence[Any] = (), published: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
     from mmbench.board.entries import rank
+    from mmbench.board.summary import retrieval_metric
 
     if not results:
         raise MMBenchError("no results to report")
@@ -272,7 +273,9 @@ def _report_context(results: list[Result], title: str, sources: Sequence[str | P
         t.update(best=best["name"], check_table=_check_table([c for c in checks if c.task == task]),
                  confusion_figures=[], confusion_table=None, confusion_notes=[])
         matrix, labels, why = _confusion(group)
-        if matrix is None:
+        if matrix is None and retrieval_metric(best["primary_metric"]):
+            t["confusion_notes"].append("Per-class confusion: not applicable (a retrieval task has no classes).")
+        elif matrix is None:
             what = ("is malformed (expected a square list of lists of counts)" if why == "malformed"
                     else "is not recorded")
             t["confusion_notes"].append(f"Per-class confusion not available: the confusion matrix of {best['name']} "

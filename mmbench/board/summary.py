@@ -70,11 +70,23 @@ def _top_letter_rows(rows: list[dict[str, Any]], letters_key: str, order_key: st
     return [r for r in ranked if set(str(r.get(letters_key) or "")) & set(top[:1])]
 
 
+def retrieval_metric(name: str) -> bool:
+    """Whether `name` is an image-text retrieval metric (recall@k)."""
+    from mmbench.evaluation.metrics import METRICS
+
+    info = METRICS.get(name)
+    return info is not None and info.target_type == "retrieval"
+
+
 def clean_sentence(rows: list[dict[str, Any]]) -> str:
     primary, hib = rows[0]["primary_metric"], bool(rows[0]["higher_is_better"])
     if rows[0].get("letters") is None:
-        return (f"Clean {primary}: {rows[0]['name']} ranks first ({fmt(rows[0].get(primary), 3)}); the entries store no "
-                "comparable per-item records, so no difference is tested.")
+        if retrieval_metric(primary):
+            why = ("retrieval entries store no per-item records (each recall@k ranks every caption against the whole "
+                   "gallery), so the rows are not tested for significance")
+        else:
+            why = "the entries store no comparable per-item records, so no difference is tested"
+        return f"Clean {primary}: {rows[0]['name']} ranks first ({fmt(rows[0].get(primary), 3)}); {why}."
     win = _top_letter_rows(rows, "letters", primary, hib)
     if len(win) == 1:
         return (f"Clean {primary}: {win[0]['name']} ({fmt(win[0].get(primary), 3)}) is the clean winner, "

@@ -47,7 +47,8 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
     view: dict[str, Any] = {"name": task, "slug": T.slug(task), "summary": [], "entries": None, "sig_note": "",
                             "figures_main": [], "heatmap": [], "robust_table": None, "robust_figures": [],
                             "robust_note": "", "eff_table": None, "eff_note": "", "eff_figures": [], "cond_table": None,
-                            "published": None, "sources": [], "chance": None, "robust_sig_note": "", "pairwise": None}
+                            "published": None, "sources": [], "chance": None, "robust_sig_note": "", "pairwise": None,
+                            "clean_only": False}
     if published:
         primary = rows[0]["primary_metric"] if rows else None
         view["published"] = T.published_table(published, rows, primary)
@@ -71,7 +72,11 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
                 entries=T.entries_table(rows), sig_note=significance_note(rows), pairwise=T.pairwise_table(rows),
                 robust_table=T.robustness_table(rows), eff_table=T.efficiency_table(rows),
                 eff_note=devices_note(rows), cond_table=T.conditions_table(rows),
-                robust_note=ROBUSTNESS_NOTE.format(primary=primary, rates=T.rate_range(rows)))
+                robust_note=ROBUSTNESS_NOTE.format(primary=primary, rates=T.rate_range(rows)),
+                clean_only=not any(r.get("conditions") for r in rows))
+    if view["clean_only"]:  # e.g. retrieval: one gallery, no missing-modality condition
+        view["robust_note"] = ("The entries are scored under the clean condition only (the task defines no "
+                               "missing-modality condition, or they were scored without one): no robustness is measured.")
     view["figures_main"] = [F.bar_figure(task, rows, chance)]
     heat = F.heatmap_figure(task, rows, view["sig_note"] or f"{task}: pairwise differences")
     view["heatmap"] = [heat] if heat else []

@@ -214,23 +214,15 @@ def _with_metadata(result: Any, description: str | None, url: str | None) -> Any
 
 
 def _model_predictions(board_dir: Path, result: Any, kept: dict) -> tuple[Any, tuple[Path, bytes]]:
-    """A model's predictions stored with its entry, as a parquet file `leaderboard verify` rescores."""
+    """A model's predictions stored with its entry, as a parquet file `leaderboard verify` rescores
+    (a retrieval model: its embeddings, as the .npz a submitter would give)."""
     import hashlib
 
-    from mmbench.board.publish import predictions_parquet, stored_predictions_path
+    from mmbench.board.publish import run_predictions_bytes, stored_predictions_path
 
-    dest = stored_predictions_path(board_dir, result)
-    if "image_embeddings" in kept:  # a retrieval model: its embeddings, as the .npz a submitter would give
-        import io
-
-        import numpy as np
-
-        buf = io.BytesIO()
-        np.savez(buf, **{k: np.asarray(v, dtype=np.int64) if k.endswith("_ids") else v for k, v in kept.items()})
-        data, dest = buf.getvalue(), dest.with_suffix(".npz")
-    else:
-        ids = kept.pop("__ids__")
-        data = predictions_parquet([str(i) for i in ids], kept)
+    ids = kept.pop("__ids__", None)
+    data, suffix = run_predictions_bytes(result, kept, ids)
+    dest = stored_predictions_path(board_dir, result, suffix)
     extra = {**result.extra, "predictions_sha256": hashlib.sha256(data).hexdigest()}
     return result.model_copy(update={"predictions_file": dest.relative_to(board_dir).as_posix(), "extra": extra}), (dest, data)
 
@@ -384,6 +376,9 @@ def verify_entry(board_dir: Path, entry: Any, data_dir: Any = None, labels_cache
     if diffs:
         return "DIFFERS", "; ".join(diffs[:3]) + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "")
     legacy = "" if entry.test_set_fingerprint else "; no test-set fingerprint stored (entry made before they existed)"
+    if spec.target.type == "retrieval":
+        return "OK", (f"{len(entry.metrics)} condition(s) match (recall@k recomputed from the stored embeddings; retrieval "
+                      f"keeps no per-item records){legacy}")
     return "OK", f"{len(entry.metrics)} condition(s) and the per-item records match{legacy}"
 
 
@@ -415,6 +410,10 @@ def _data_needed(board: Path, entries: list[Any], data_dir: Any, cache: dict) ->
             spec = get_task(task)
             if spec.target.type != "retrieval":
                 task_labels(spec, data_dir, cache)
+            else:  # the gallery (ids and caption -> image map) the stored embeddings are scored against
+                from mmbench.evaluation.retrieval_scoring import retrieval_gallery
+
+                retrieval_gallery(spec, data_dir)
         except MMBenchError as exc:
             out[task] = " ".join(str(exc).split())
     return out

@@ -141,9 +141,10 @@ def with_test_set(result: Result, spec: TaskSpec, data_dir: Any = None, dataset:
 def evaluate_trained(spec: TaskSpec, trained: Any, test_split: Split, dataset_fingerprint: str, name: str | None = None,
                      keep_predictions: dict[str, np.ndarray] | None = None) -> Result:
     """Score a `TrainResult` on the test split under every condition of the task;
-    `keep_predictions`, when given, receives each condition's test predictions."""
+    `keep_predictions`, when given, receives each condition's test predictions (a retrieval
+    task: the gallery's embeddings, see `_evaluate_trained_retrieval`)."""
     if spec.target.type == "retrieval":
-        return _evaluate_trained_retrieval(spec, trained, test_split, dataset_fingerprint, name)
+        return _evaluate_trained_retrieval(spec, trained, test_split, dataset_fingerprint, name, keep_predictions)
     model = trained.model
     device = next(model.parameters()).device
     run = lambda s: outputs_to_predictions(predict(model, s, device), spec)  # noqa: E731
@@ -381,15 +382,24 @@ def _evaluate_retrieval_model(spec: TaskSpec, model_spec: str, weights: Any, nam
 
 def _retrieval_baseline_result(spec: TaskSpec, model: nn.Module, test_split: Split, device: torch.device, name: str,
                                fingerprint: str, digest: str, source: Any, limits: Any, extra: dict[str, Any],
-                               row_names: Any = None) -> Result:
-    """Embed the test gallery with a trained dual encoder and score it like an .npz."""
+                               row_names: Any = None, keep_embeddings: dict[str, np.ndarray] | None = None) -> Result:
+    """Embed the test gallery with a trained dual encoder and score it like an .npz. With
+    `keep_embeddings` the embeddings are rounded to float16, the precision they are stored in,
+    and scored in it (so the stored file recomputes the result exactly); the dict receives them
+    as ``image_embeddings`` and ``caption_embeddings``, in gallery order."""
     from mmbench.evaluation.submissions.checks import Limits
     from mmbench.evaluation.submissions.retrieval import check_embeddings
 
     image, text, index, absent = embed_gallery(model, test_split, device)
+    if keep_embeddings is not None:
+        stored = {"image_embeddings": image.astype(np.float16), "caption_embeddings": text.astype(np.float16)}
+        image, text = (stored[k].astype(np.float32) for k in ("image_embeddings", "caption_embeddings"))
     dim = check_embeddings(source, image, text, limits or Limits.from_env(),
                            labels=("model output for images", "model output for captions"), row_names=row_names,
                            image_absent=absent)
+    if keep_embeddings is not None:
+        keep_embeddings.update(stored)
+        extra = {**extra, "stored_precision": "float16"}
     return retrieval_result(spec, name, "baseline", image, text, index, source, fingerprint, digest,
                             efficiency={"params": int(sum(p.numel() for p in model.parameters()))}, device=str(device),
                             extra={**extra, "images": len(image), "captions": len(text), "embedding_dim": dim,
@@ -397,13 +407,13 @@ def _retrieval_baseline_result(spec: TaskSpec, model: nn.Module, test_split: Spl
 
 
 def _evaluate_trained_retrieval(spec: TaskSpec, trained: Any, test_split: Split, dataset_fingerprint: str,
-                                name: str | None) -> Result:
+                                name: str | None, keep_embeddings: dict[str, np.ndarray] | None = None) -> Result:
     model = trained.model
     result = _retrieval_baseline_result(spec, model, test_split, next(model.parameters()).device,
                                         name or trained.config.fusion, dataset_fingerprint, state_hash(model),
                                         trained.run_dir, None,
                                         {"best_epoch": trained.best_epoch, "validation": trained.val_metrics,
-                                         "train_seconds": trained.seconds})
+                                         "train_seconds": trained.seconds}, keep_embeddings=keep_embeddings)
     return result.model_copy(update={"fusion": trained.config.fusion, "seed": trained.config.seed})
 
 
