@@ -54,6 +54,7 @@ from mmbench.core.errors import MMBenchError
 from mmbench.evaluation.evaluator import evaluate_conditions, outputs_to_predictions, predict
 from mmbench.evaluation.scoring import score
 from mmbench.data.masks import ModalityDropout
+from mmbench.models.checkpoint import resolve_device, save_model
 from mmbench.models.functional_norm import batch_norm_step
 from mmbench.models.model import MultimodalModel
 from mmbench.data.splits import load_training_splits, with_dataset_options
@@ -66,8 +67,6 @@ from mmbench.training.trainer import (
     complete_modalities,
     model_config_for,
     recalibration_rows,
-    resolve_device,
-    save_model,
 )
 
 __all__ = ["StackedModels", "train_seeds", "vmappable_attention"]

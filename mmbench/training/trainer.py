@@ -60,7 +60,7 @@ from mmbench.core.io import (
     atomic_write_text,
 )
 from mmbench.data.masks import ModalityDropout
-from mmbench.models.checkpoint import (  # noqa: F401 - load_model, load_checked, save_model re-exported
+from mmbench.models.checkpoint import (  # noqa: F401 - load_model re-exported (tests load runs from here)
     model_tensors,
     save_checked,
     load_checked,
@@ -80,9 +80,7 @@ from mmbench.training.config import (  # noqa: F401 - TrainConfig, TrainResult r
     loss_fn,
 )
 from mmbench.training.retrieval import train_retrieval
-from mmbench.training.step_mode import (  # noqa: F401 - the step's choice re-exported
-    COMPILE_MODES,
-    CUDA_GRAPH_ENCODERS,
+from mmbench.training.step_mode import (  # noqa: F401 - CUDA_GRAPH_MIN_STEPS, StepMode re-exported (test_step_mode)
     CUDA_GRAPH_MIN_STEPS,
     StepMode,
     choose_step_mode,
