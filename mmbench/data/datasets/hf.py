@@ -219,9 +219,13 @@ def image_bytes_modality(blobs: Sequence[bytes | None], names: Sequence[str], im
 # ------------------------------------------------------------------------------------ columns
 
 
-def _column(ds: Any, column: str, where: str) -> list[Any]:
+def _require_column(ds: Any, column: str, where: str) -> None:
     if column not in ds.column_names:
         raise DataError(f"{where}: no column {column!r} (columns: {', '.join(ds.column_names)})")
+
+
+def _column(ds: Any, column: str, where: str) -> list[Any]:
+    _require_column(ds, column, where)
     return list(ds[column])
 
 
@@ -230,8 +234,7 @@ def _image_blobs(ds: Any, column: str, where: str, root: Path) -> list[bytes | N
     with bytes / path, raw bytes, or a path string."""
     import datasets
 
-    if column not in ds.column_names:
-        raise DataError(f"{where}: no column {column!r} (columns: {', '.join(ds.column_names)})")
+    _require_column(ds, column, where)
     if isinstance(ds.features[column], datasets.Image):
         ds = ds.cast_column(column, datasets.Image(decode=False))
     out: list[bytes | None] = []
@@ -254,8 +257,7 @@ def _image_blobs(ds: Any, column: str, where: str, root: Path) -> list[bytes | N
 def _feature_block(ds: Any, column: str, where: str) -> tuple[np.ndarray, np.ndarray]:
     """(float32 ``[N, *shape]``, present ``[N]``) of one numeric column: numbers (shape 1),
     lists or fixed-shape arrays; a None row is missing."""
-    if column not in ds.column_names:
-        raise DataError(f"{where}: no column {column!r} (columns: {', '.join(ds.column_names)})")
+    _require_column(ds, column, where)
     fast = ds.with_format("numpy")[column]  # one array when every row has the same numeric shape
     if isinstance(fast, np.ndarray) and fast.dtype.kind in "biuf" and fast.ndim >= 1:
         block = fast.astype(np.float32).reshape(len(ds), -1) if fast.ndim == 1 else fast.astype(np.float32)
@@ -295,8 +297,7 @@ def _feature_rows(ds: Any, columns: Sequence[str], where: str) -> tuple[np.ndarr
 
 def _valid_rows(ds: Any, column: str, where: str) -> np.ndarray:
     """Rows whose value in `column` is not None, read from the Arrow table (nothing decoded)."""
-    if column not in ds.column_names:
-        raise DataError(f"{where}: no column {column!r} (columns: {', '.join(ds.column_names)})")
+    _require_column(ds, column, where)
     arr = ds.with_format("arrow")[column]
     return np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
 
