@@ -38,6 +38,7 @@ __all__ = [
     "fingerprint_stat",
     "read_json",
     "safe_join",
+    "DirIndex",
 ]
 
 PathLike = str | os.PathLike
@@ -371,3 +372,19 @@ def safe_join(root: PathLike, relative: PathLike) -> Path:
     if norm == ".":
         return Path(root)
     return Path(root) / norm
+
+
+class DirIndex:
+    """File names per folder, listed once (fast existence checks for thousands of images)."""
+
+    def __init__(self) -> None:
+        self._names: dict[Path, set[str]] = {}
+
+    def exists(self, path: Path) -> bool:
+        parent = path.parent
+        if parent not in self._names:
+            try:
+                self._names[parent] = {e.name for e in os.scandir(parent) if e.is_file()}
+            except OSError:
+                self._names[parent] = set()
+        return path.name in self._names[parent]

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mmbench.core.errors import DataError
-from mmbench.core.io import safe_join
+from mmbench.core.io import DirIndex, safe_join
 from mmbench.data.datasets.coco_annotations import read_coco_captions, read_karpathy, sorted_tables
 from mmbench.data.datasets.coco_features import CocoDataWarning
 
@@ -218,28 +218,12 @@ def split_source(layout: RetrievalLayout, split: str, path: Path | None) -> Sour
     raise DataError(f"no retrieval split {split!r}; splits: {', '.join(layout.sources)}", path)
 
 
-class _DirIndex:
-    """File names per folder, listed once (fast existence checks for thousands of images)."""
-
-    def __init__(self) -> None:
-        self._names: dict[Path, set[str]] = {}
-
-    def exists(self, path: Path) -> bool:
-        parent = path.parent
-        if parent not in self._names:
-            try:
-                self._names[parent] = {e.name for e in os.scandir(parent) if e.is_file()}
-            except OSError:
-                self._names[parent] = set()
-        return path.name in self._names[parent]
-
-
 def resolve_image_files(images: pd.DataFrame, coco_root: str | os.PathLike,
                         image_dir: str | os.PathLike | None = None) -> list[Path | None]:
     """The file of each image row (None where absent): ``image_dir/file_name``, then
     ``coco_root/filepath/file_name``, then the 2017 names ``coco_root/{val,train}2017/{id:012d}.jpg``."""
     coco_root = Path(coco_root)
-    index = _DirIndex()
+    index = DirIndex()
     out: list[Path | None] = []
     for image_id, name, filepath in zip(images["image_id"], images["file_name"], images["filepath"]):
         candidates = []

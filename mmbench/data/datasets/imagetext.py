@@ -132,18 +132,10 @@ class ImageTextDataset(MultimodalDataset):
 
 def existing(files: Sequence[Path]) -> list[Path | None]:
     """Each path, or None where no such file is on disk (each folder is listed once)."""
-    import os
+    from mmbench.core.io import DirIndex
 
-    listed: dict[Path, set[str]] = {}
-    out: list[Path | None] = []
-    for f in files:
-        if f.parent not in listed:
-            try:
-                listed[f.parent] = {e.name for e in os.scandir(f.parent) if e.is_file()}
-            except OSError:
-                listed[f.parent] = set()
-        out.append(f if f.name in listed[f.parent] else None)
-    return out
+    index = DirIndex()
+    return [f if index.exists(f) else None for f in files]
 
 
 def one_line(text: Any) -> str | None:
