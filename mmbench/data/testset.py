@@ -83,7 +83,11 @@ def split_labels(dataset: MultimodalDataset, split: str) -> tuple[list[str], np.
     if callable(labels_fn):
         ids, targets = labels_fn(split)
         return [str(i) for i in ids], np.asarray(targets.cpu().numpy() if hasattr(targets, "cpu") else targets)
-    loaded = dataset.load_split(split)
+    return loaded_labels(dataset.load_split(split))
+
+
+def loaded_labels(loaded: Any) -> tuple[list[str], np.ndarray]:
+    """(ids, targets) of a loaded :class:`~mmbench.data.samples.Split`."""
     return [str(i) for i in loaded.ids], loaded.targets.cpu().numpy()
 
 
@@ -101,7 +105,7 @@ def task_test_set(spec: TaskSpec, data_dir: str | Path | None = None, dataset: M
         image_ids, caption_ids, index = dataset.load_retrieval_gallery(split)  # type: ignore[attr-defined]
         ids, targets, gallery = [str(c) for c in caption_ids], np.asarray(index, dtype=np.int64), [str(i) for i in image_ids]
     elif loaded is not None:
-        ids, targets = [str(i) for i in loaded.ids], loaded.targets.cpu().numpy()
+        ids, targets = loaded_labels(loaded)
     else:
         ids, targets = split_labels(dataset, split)
     mask_ids = ids if gallery is None else gallery  # retrieval masks the gallery's images
