@@ -9,7 +9,7 @@ import numpy as np
 
 from mmbench.core.errors import DataError
 
-__all__ = ["as_1d", "to_numpy"]
+__all__ = ["as_1d", "divide", "to_numpy"]
 
 
 def to_numpy(x: Any, name: str) -> np.ndarray:
@@ -33,3 +33,12 @@ def as_1d(x: Any, name: str) -> np.ndarray:
     if arr.size == 0:
         raise DataError(f"{name}: is empty")
     return arr
+
+
+def divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den elementwise in float64, 0.0 where den == 0 (scikit-learn's zero_division=0)."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.zeros(np.broadcast(num, den).shape, dtype=np.float64)
+    np.divide(num, den, out=out, where=den != 0)
+    return out

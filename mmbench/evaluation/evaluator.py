@@ -24,8 +24,9 @@ from mmbench.data.tasks import TaskSpec
 from mmbench.evaluation.results import Result, make_result
 from mmbench.evaluation.retrieval_scoring import retrieval_gallery, retrieval_result
 from mmbench.evaluation.scoring import (
-    clean_ci, check_finite_metrics, check_range, classification_extras, item_record, primary_ci, robustness_summary, score,
-    select_conditions, uses_scores)
+    clean_ci, check_range, classification_extras, item_record, primary_ci, score, select_conditions)
+from mmbench.evaluation.summaries import check_finite_metrics, robustness_summary
+from mmbench.evaluation.targets import uses_scores
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ import numpy as np
 
 from mmbench.core.errors import DataError
 from mmbench.evaluation.arrays import as_1d as _as_1d
+from mmbench.evaluation.arrays import divide as _divide
 from mmbench.evaluation.arrays import to_numpy as _to_numpy
 from mmbench.evaluation.retrieval import retrieval_metrics  # noqa: F401 - re-exported (its home: evaluation.retrieval)
 
@@ -105,15 +106,6 @@ def _reals(x: Any, name: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- classification
-
-
-def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den elementwise in float64, 0.0 where den == 0 (scikit-learn's zero_division=0)."""
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    out = np.zeros(np.broadcast(num, den).shape, dtype=np.float64)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
 
 
 def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:

@@ -27,7 +27,8 @@ def probe_model(spec: Any, model_spec: str, weights: Any, n: int, device: str = 
 
     from mmbench.core.errors import MMBenchError
     from mmbench.data.splits import apply_condition, load_task_split, task_dataset
-    from mmbench.evaluation.evaluator import predict, retrieval_gallery, retrieval_inputs
+    from mmbench.evaluation.evaluator import predict, retrieval_inputs
+    from mmbench.evaluation.retrieval_scoring import retrieval_gallery
     from mmbench.evaluation.sandbox.runner import SandboxConfig, run_model, run_retrieval_model
     from mmbench.evaluation.scoring import select_conditions
     from mmbench.evaluation.submissions.checks import Limits

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from mmbench.evaluation.arrays import divide as _div
+
 # classification metrics computed from per-class (tp, predicted, true) counts
 _PRF = {f"{k}_{avg}" for k in ("precision", "recall", "f1") for avg in ("macro", "weighted")} | {"precision", "recall", "f1"}
 _MULTILABEL = {"accuracy", "hamming_loss", "f1_micro", "f1_macro", "f1_weighted", "f1_samples", "precision_macro",
@@ -43,13 +45,6 @@ def item_weights(n: int, n_resamples: int, rng: np.random.Generator) -> Iterator
         idx = rng.integers(0, n, size=(b, n))
         idx += (np.arange(b, dtype=idx.dtype) * n)[:, None]
         yield np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(np.float32)
-
-
-def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den, 0 where den == 0 (scikit-learn's zero_division=0, as metrics._divide)."""
-    out = np.zeros(np.broadcast(num, den).shape)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
 
 
 def _sums(w: np.ndarray, columns: np.ndarray) -> np.ndarray:

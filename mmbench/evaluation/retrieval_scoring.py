@@ -45,12 +45,11 @@ def evaluate_embeddings(spec: TaskSpec, path: Any, name: str, data_dir: Any, lim
     """Score a retrieval .npz of embeddings against the task's test gallery."""
     from pathlib import Path
 
-    from mmbench.evaluation.submissions.checks import submission_hash
-    from mmbench.evaluation.submissions.retrieval import parse_retrieval
-
     from mmbench.core.errors import SubmissionError
     from mmbench.data.splits import task_dataset
     from mmbench.data.testset import task_test_set, testset_fields
+    from mmbench.evaluation.submissions.checks import submission_hash
+    from mmbench.evaluation.submissions.retrieval import parse_retrieval
 
     dataset = task_dataset(spec, data_dir)
     image_ids, caption_ids, cap_index, fingerprint = retrieval_gallery(spec, data_dir, dataset)
@@ -73,7 +72,7 @@ def retrieval_result(spec: TaskSpec, name: str, kind: str, image_embeddings: np.
                      device: str | None = None) -> Result:
     """The Result of checked retrieval embeddings (from an .npz or a model): recall@k under the
     clean condition, the only one a retrieval gallery has."""
-    from mmbench.evaluation.metrics import retrieval_metrics
+    from mmbench.evaluation.retrieval import retrieval_metrics
 
     allm = retrieval_metrics(torch.from_numpy(image_embeddings), torch.from_numpy(caption_embeddings),
                              torch.from_numpy(caption_image_index))
