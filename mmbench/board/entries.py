@@ -174,6 +174,7 @@ def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
         header = cols + conds
         body = [[format_value(r, c) for c in cols] + [f"{r['conditions'][c]:.4f}" if c in r["conditions"] else "-" for c in conds]
                 for r in task_rows]
+        note = "\n".join(x for x in (significance_note(task_rows), test_set_note(task)) if x)
         if fmt == "csv":
             import csv
             import io
@@ -186,7 +187,6 @@ def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
         elif fmt == "md":
             lines = [f"### {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             lines += ["| " + " | ".join(b) + " |" for b in body]
-            note = "\n".join(x for x in (significance_note(task_rows), test_set_note(task)) if x)
             out.append("\n".join(lines + ([""] + [note] if note else [])) + "\n")
         else:
             from rich.console import Console
@@ -203,6 +203,5 @@ def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
             console = Console(width=max(100, 11 * len(header)), record=True, force_terminal=False)
             with console.capture() as cap:
                 console.print(table)
-            note = "\n".join(x for x in (significance_note(task_rows), test_set_note(task)) if x)
             out.append(cap.get() + (note + "\n" if note else ""))
     return "\n".join(out)
