@@ -22,20 +22,15 @@ its compact letters and its rank interval (``mmbench.evaluation.significance``).
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
 
+from mmbench.board.tables import mean_std
 from mmbench.core.errors import DataError
 
 _TABLE = re.compile(r"(<!-- board-table (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /board-table -->)", re.S)
 _SUMMARY = re.compile(r"(<!-- board-summary -->\n)(?P<body>.*?)(<!-- /board-summary -->)", re.S)
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    return m, (math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0)
 
 
 def _number(v: float, percent: bool) -> str:
@@ -53,7 +48,7 @@ def _cell(key: str, percent: bool, row: dict[str, Any], seeds: list[Any]) -> str
     if not values:
         raise DataError(f"docs table of {row['task']}: {row['name']} has no {key!r} (not a clean metric, a condition, "
                         "per_seed or params)")
-    m, s = _mean_std(values)
+    m, s = mean_std(values)
     return _number(m, percent) + (f" ± {_number(s, percent)}" if len(values) > 1 else "")
 
 

@@ -9,13 +9,13 @@ its `version` and moves the previous entry to `<task>/history/`, under a per-ent
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 from pydantic import ValidationError
 
+from mmbench.board.tables import mean_std
 from mmbench.core.errors import DataError
 from mmbench.core.io import atomic_write_json, safe_join
 from mmbench.evaluation.results import Result
@@ -69,12 +69,6 @@ def load_entries(board_dir: str | Path, task: str | None = None) -> list[Result]
     return [read_entry(f) for d in dirs if d.is_dir() for f in sorted(d.glob("*.json"))]
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return m, s
-
-
 def rank(entries: list[Result], significance: bool = True, n_resamples: int | None = None, seed: int = 0,
          matrix: bool = True) -> list[dict[str, Any]]:
     """One row per (task, name): mean and std over seeds of every clean metric, robustness and
@@ -98,13 +92,13 @@ def rank(entries: list[Result], significance: bool = True, n_resamples: int | No
                                "higher_is_better": first.higher_is_better}
         for metric in first.metrics.get("clean", {}):
             vals = [e.metrics["clean"][metric] for e in group if metric in e.metrics.get("clean", {})]
-            row[metric], row[f"{metric}_std"] = _mean_std(vals)
+            row[metric], row[f"{metric}_std"] = mean_std(vals)
         for key in ("auc_rate", "worst_drop"):
             vals = [e.robustness[key] for e in group if key in e.robustness]
             if vals:
-                row[key] = _mean_std(vals)[0]
+                row[key] = mean_std(vals)[0]
         conds = sorted({c for e in group for c in e.metrics if c != "clean"})
-        row["conditions"] = {c: _mean_std([e.metrics[c][first.primary_metric] for e in group if c in e.metrics])[0] for c in conds}
+        row["conditions"] = {c: mean_std([e.metrics[c][first.primary_metric] for e in group if c in e.metrics])[0] for c in conds}
         rows.append(row)
     def key(r: dict[str, Any]):
         v = r.get(r["primary_metric"], float("nan"))
@@ -180,6 +174,7 @@ def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
         header = cols + conds
         body = [[format_value(r, c) for c in cols] + [f"{r['conditions'][c]:.4f}" if c in r["conditions"] else "-" for c in conds]
                 for r in task_rows]
+        note = "\n".join(x for x in (significance_note(task_rows), test_set_note(task)) if x)
         if fmt == "csv":
             import csv
             import io
@@ -192,7 +187,6 @@ def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
         elif fmt == "md":
             lines = [f"### {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             lines += ["| " + " | ".join(b) + " |" for b in body]
-            note = "\n".join(x for x in (significance_note(task_rows), test_set_note(task)) if x)
             out.append("\n".join(lines + ([""] + [note] if note else [])) + "\n")
         else:
             from rich.console import Console
@@ -209,6 +203,5 @@ def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
             console = Console(width=max(100, 11 * len(header)), record=True, force_terminal=False)
             with console.capture() as cap:
                 console.print(table)
-            note = "\n".join(x for x in (significance_note(task_rows), test_set_note(task)) if x)
             out.append(cap.get() + (note + "\n" if note else ""))
     return "\n".join(out)

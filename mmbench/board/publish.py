@@ -115,6 +115,11 @@ def stored_predictions_path(board_dir: Path, result: Any, suffix: str = ".parque
     return safe_join(safe_join(safe_join(Path(board_dir), result.task), "predictions"), f"{stem}{suffix}")
 
 
+def _no_predictions(run_dir: Path) -> DataError:
+    return DataError(f"run has no stored test predictions ({RUN_PREDICTIONS}, or {RUN_EMBEDDINGS} for retrieval); it "
+                     "was trained before mmbench stored them: run `mmbench reproduce` again with --no-resume", run_dir)
+
+
 def publish_run(board_dir: str | Path, run_dir: str | Path, result: Any, require_predictions: bool = False) -> Path:
     """Write `result` as an entry of `board_dir`, with the run's stored predictions when it has
     them (checked against the sha256 its result recorded). Returns the entry's path."""
@@ -134,9 +139,7 @@ def publish_run(board_dir: str | Path, run_dir: str | Path, result: Any, require
         atomic_write_bytes(dest, data)
         result = result.model_copy(update={"predictions_file": dest.relative_to(board_dir).as_posix()})
     elif require_predictions:
-        raise DataError(f"run has no stored test predictions ({RUN_PREDICTIONS}, or {RUN_EMBEDDINGS} for retrieval); it "
-                        "was trained before mmbench stored them: run `mmbench reproduce` again with --no-resume",
-                        Path(run_dir))
+        raise _no_predictions(Path(run_dir))
     return write_entry(board_dir, result, skip_unchanged=True)
 
 
@@ -170,7 +173,5 @@ def publish_runs(board_dir: str | Path, roots: list[Path], tasks: list[str] | No
                         roots[0] if len(roots) == 1 else None)
     for run_dir, result in runs:
         if run_predictions_file(run_dir) is None or not result.extra.get("predictions_sha256"):
-            raise DataError(f"run has no stored test predictions ({RUN_PREDICTIONS}, or {RUN_EMBEDDINGS} for retrieval); "
-                            "it was trained before mmbench stored them: run `mmbench reproduce` again with --no-resume",
-                            run_dir)
+            raise _no_predictions(run_dir)
     return [publish_run(board_dir, run_dir, result, require_predictions=True) for run_dir, result in runs]

@@ -32,6 +32,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from mmbench.board.tables import mean_std, rate_of as tables_rate_of
+
 REFERENCE_FUSION = "late"
 
 
@@ -39,13 +41,8 @@ def rate_of(condition: str) -> float | None:
     """The missing rate of a condition name: 0 for ``clean``, R for ``rate:R``, else None."""
     if condition == "clean":
         return 0.0
-    if not condition.startswith("rate:"):
-        return None
-    try:
-        r = float(condition.split(":", 1)[1])
-    except ValueError:
-        return None
-    return r if math.isfinite(r) else None
+    r = tables_rate_of(condition)
+    return r if r is not None and math.isfinite(r) else None
 
 
 def rate_curve(metrics: dict[str, dict[str, float]], metric: str) -> dict[float, float]:
@@ -83,12 +80,6 @@ def effective_robustness(curve: dict[float, float], reference: dict[float, float
     return _trapezoid_mean(common, [curve[x] - (reference[x] + shift) for x in common])
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return m, s
-
-
 def reference_curve(results: list[Any], metric: str) -> dict[float, float]:
     """The mean curve over seeds of the reference entry's results (rates every seed has)."""
     curves = [rate_curve(r.metrics, metric) for r in results]
@@ -105,7 +96,7 @@ def robustness_fields(results: list[Any], metric: str, reference: dict[float, fl
                     ("effective_robustness", (lambda c: effective_robustness(c, reference)) if reference else None)):
         vals = [v for c in curves if fn is not None and (v := fn(c)) is not None]
         if vals and len(vals) == len(curves):
-            out[key], out[f"{key}_std"] = _mean_std(vals)
+            out[key], out[f"{key}_std"] = mean_std(vals)
         else:
             out[key], out[f"{key}_std"] = None, None
     return out
