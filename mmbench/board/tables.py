@@ -243,7 +243,7 @@ def robustness_table(rows: list[dict[str, Any]]) -> Table:
                            numeric=False))
     cols += [Column(c, f"without {c[5:]}", best_dir(hib), f"{primary} with {c[5:]} missing from every test item")
              for c in drops]
-    cols.append(Column("worst_drop", "largest drop", "asc", "secondary: the largest drop from clean over the conditions"))
+    cols.append(Column("worst_drop", "largest drop", "asc", "secondary: each seed's largest drop from clean over the conditions, averaged over seeds"))
     body = []
     for r in rows:
         cells = [cell(str(r["rank"]), r["rank"]), cell(label(r)), cell(fmt(r.get(primary)), r.get(primary)),

@@ -102,6 +102,8 @@ def leaderboard(
     from mmbench.board.location import board_folder
 
     board_dir, which = board_folder(board_dir)
+    if len(board_dirs) > 1:
+        which = "the boards in " + ", ".join(str(d) for d in board_dirs) + ", ranked together"
     typer.echo(f"showing {which}", err=True)
     if fmt not in ("table", "md", "csv", "json", "html"):
         raise MMBenchError(f"--format must be table, md, csv, json or html, not {fmt!r}")
