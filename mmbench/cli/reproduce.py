@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from mmbench.cli.common import overrides
+from mmbench.cli.common import (ADDRESS, EXECUTOR, GPUS_PER_RUN, MAX_RETRIES, MEMORY_PER_RUN, WORKERS, executor_from,
+                                overrides)
 
 
 def reproduce(
@@ -35,6 +36,12 @@ def reproduce(
     vectorize: Optional[bool] = typer.Option(
         None, "--vectorize/--one-by-one", help="Train a baseline's seeds all at once (vmapped over the seeds) or one "
         "after the other; default: at once on CUDA, one by one elsewhere."),
+    executor: str = EXECUTOR,
+    address: Optional[str] = ADDRESS,
+    workers: Optional[int] = WORKERS,
+    gpus_per_run: Optional[float] = GPUS_PER_RUN,
+    memory_per_run: Optional[float] = MEMORY_PER_RUN,
+    max_retries: int = MAX_RETRIES,
 ) -> None:
     """Train, evaluate and rank a suite of baselines; check each against the measured reference."""
     import torch
@@ -45,6 +52,7 @@ def reproduce(
 
     from mmbench.data.tasks import get_task
 
+    runner = executor_from(executor, address, workers, threads, device, gpus_per_run, memory_per_run, max_retries)
     s = load_suite(suite)
     t = [get_task(x).name for x in tasks_] or s["tasks"]  # a spec file is known by its name from here on
     f = fusions_ or s["fusions"]
@@ -53,7 +61,7 @@ def reproduce(
     typer.echo(f"reproducing suite {suite}: {len(t)} tasks x {len(f)} fusions x {len(sd)} seeds")
     results, checks = run_grid(t, f, sd, out, board_dir, device, str(data_dir) if data_dir else None,
                                overrides(set_), progress=not no_progress, log=typer.echo, vectorize=vectorize,
-                               resume=resume)
+                               resume=resume, executor=runner, threads=threads)
     typer.echo("")
     entries = [e for e in load_entries(board_dir) if e.task in t]
     typer.echo(render(rank(entries), "table"))

@@ -9,6 +9,7 @@ against.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, replace
@@ -165,49 +166,107 @@ def run_grid(
     log: Callable[[str], None] = print,
     vectorize: bool | None = None,
     resume: bool = True,
+    executor: Any = None,
+    threads: int | None = None,
 ) -> tuple[list[Any], list[Check]]:
     """Train every (task, fusion, seed), evaluate under the task's conditions, write result
     JSONs and leaderboard entries; return the results and the reference checks. The seeds of
     one (task, fusion) are trained by :func:`~mmbench.training.multiseed.train_seeds`:
     ``vectorize`` None picks all seeds at once on CUDA and one by one elsewhere. With
     ``resume``, a run folder that already holds a finished run of the same training config on
-    the same data (its result.json) is kept, not trained again, and a run trained one by one
-    continues from its last checkpoint: an interrupted grid goes on where it stopped. Without
-    it every run is trained from the start.
+    the same data, made by the same code (its result.json; config.json's ``source``, the
+    :func:`~mmbench.core.source.source_hash` of the package), is kept, not trained again, and
+    a run trained one by one continues from its last checkpoint: an interrupted grid goes on
+    where it stopped. Without it every run is trained from the start.
 
-    A (task, fusion) that raises (bad config, a kernel error, out of memory) does not stop the
-    grid: it is logged and returned as a check per metric with ``error`` set (its one-line
-    error), and the other rows still run; :func:`failed_checks` lists them."""
-    from mmbench.data.splits import load_training_splits, task_dataset, with_dataset_options
+    ``executor`` (:mod:`mmbench.reproduce.executors`; default: this process) runs the jobs
+    (:mod:`mmbench.reproduce.jobs`): with the local one, all remaining seeds of a (task,
+    fusion) are one job, as before; with Ray, each seed is its own Ray task, or on a GPU with
+    ``vectorize`` all seeds of the pair one task (trained vmapped together). Each job writes
+    only its run folders; this function (the driver) writes every result.json and leaderboard
+    entry as the jobs finish, so a driver killed mid-grid loses no finished run.
+
+    A (task, fusion) that raises (bad config, a kernel error, out of memory, a worker that died
+    on every try) does not stop the grid: it is logged and returned as a check per metric
+    with ``error`` set (its one-line error), and the other rows still run; :func:`failed_checks`
+    lists them."""
+    from mmbench.board.publish import publish_run
+    from mmbench.core.io import atomic_write_json
+    from mmbench.reproduce.executors import LocalExecutor
+    from mmbench.reproduce.jobs import task_data
 
     if not seeds:
         raise MMBenchError("reproduce needs at least one seed")
+    executor = executor or LocalExecutor()
     reference = load_reference()
-    results, checks = [], []
-    for task in tasks:
-        spec = with_dataset_options(get_task(task), (overrides or {}).get("dataset_options"))
+    options = (overrides or {}).get("dataset_options")
+    per_pair: dict[tuple[int, int], dict[int, Any]] = {}
+    errors: dict[tuple[int, int], str] = {}  # (task, fusion) position -> its one-line error
+    fingerprints: dict[str, str] = {}
+    metrics: dict[str, list[str]] = {}
+    jobs = []
+    for ti, task in enumerate(tasks):
         try:
-            dataset = task_dataset(spec, data_dir)
-            splits = load_training_splits(spec, data_dir, dataset)
+            spec, dataset, _ = task_data(task, options, data_dir, splits=False)
+            fingerprints[task], metrics[task] = dataset.fingerprint(), [m.name for m in spec.metrics]
         except Exception as exc:  # noqa: BLE001 - recorded; the other tasks still run
-            for fusion in fusions:
-                checks += _failed(spec, task, fusion, exc, log)
+            with contextlib.suppress(Exception):  # a known task's metric names, for its failed rows
+                metrics[task] = [m.name for m in get_task(task).metrics]
+            for fi, fusion in enumerate(fusions):
+                errors[(ti, fi)] = _log_failure(task, fusion, exc, log)
             continue
-        for fusion in fusions:
+        for fi, fusion in enumerate(fusions):
             try:
-                per_seed = _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_dir, device, data_dir,
-                                     overrides, progress, log, vectorize, resume)
+                kept, todo = _plan_pair(task, fusion, seeds, fingerprints[task], out_dir, device, data_dir, overrides,
+                                        progress, vectorize, resume, executor.name, threads, (ti, fi))
             except Exception as exc:  # noqa: BLE001 - recorded; the other rows still run
-                checks += _failed(spec, task, fusion, exc, log)
+                errors[(ti, fi)] = _log_failure(task, fusion, exc, log)
                 continue
+            per_pair[(ti, fi)] = {}
+            for seed, (run_dir, result) in kept.items():
+                per_pair[(ti, fi)][seed] = result
+                if leaderboard_dir:
+                    publish_run(leaderboard_dir, run_dir, result)
+                log(f"{task:>22} {fusion:>12} seed {seed}: {spec.primary_metric} {result.primary_clean:.4f} "
+                    f"(kept: {run_dir} finished with this config, data and code)")
+            jobs += todo
+    for job, value in executor.run(_run_job, jobs, label=lambda j: j.label):
+        key = job.order
+        if isinstance(value, BaseException):
+            if key not in errors:
+                errors[key] = _log_failure(job.task, job.fusion, value, log)
+            continue
+        for seed, result, note in value:  # the driver alone writes results and entries
+            run_dir = Path(job.run_dirs[job.seeds.index(seed)])
+            atomic_write_json(run_dir / "result.json", result.to_json())
+            if leaderboard_dir:
+                publish_run(leaderboard_dir, run_dir, result)
+            per_pair.setdefault(key, {})[seed] = result
+            log(f"{job.task:>22} {job.fusion:>12} seed {seed}: {result.primary_metric} {result.primary_clean:.4f} ({note})")
+    results, checks = [], []
+    for ti, task in enumerate(tasks):
+        for fi, fusion in enumerate(fusions):
+            if (ti, fi) in errors:
+                checks += [Check(task, fusion, m, math.nan, None, None, False, error=errors[(ti, fi)])
+                           for m in metrics.get(task, ["-"])]
+                continue
+            per_seed = [per_pair[(ti, fi)][s] for s in seeds]
             results += per_seed
-            for metric in [m.name for m in spec.metrics]:
+            for metric in metrics[task]:
                 checks.append(check_against_reference(task, fusion, metric, [r.metrics["clean"][metric] for r in per_seed],
-                                                      reference, dataset.fingerprint()))
+                                                      reference, fingerprints[task]))
     return results, checks
 
 
-def _failed(spec: Any, task: str, fusion: str, exc: Exception, log: Callable[[str], None]) -> list[Check]:
+def _run_job(job: Any) -> Any:
+    """The executors' function (module level: Ray pickles it by reference)."""
+    from mmbench.reproduce.jobs import run_job
+
+    return run_job(job)
+
+
+def _log_failure(task: str, fusion: str, exc: BaseException, log: Callable[[str], None]) -> str:
+    """Log a failed (task, fusion) row; its one-line error."""
     error = one_line_error(exc)
     log(f"{task:>22} {fusion:>12} FAILED: {error}")
     try:  # a failure on a GPU (out of memory, a kernel error) leaves cached blocks behind
@@ -217,51 +276,40 @@ def _failed(spec: Any, task: str, fusion: str, exc: Exception, log: Callable[[st
             torch.cuda.empty_cache()
     except Exception:  # noqa: BLE001 - the failure is already recorded
         pass
-    return [Check(task, fusion, m.name, math.nan, None, None, False, error=error) for m in spec.metrics]
+    return error
 
 
-def _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_dir, device, data_dir, overrides, progress,
-              log, vectorize, resume) -> list[Any]:
-    """Train (or keep) and evaluate every seed of one (task, fusion); its results, in seed order."""
-    from mmbench.evaluation.evaluator import evaluate_trained, with_test_set
-    from mmbench.core.io import atomic_write_json
-    from mmbench.board.publish import attach_run_predictions, publish_run
-    from mmbench.training.multiseed import train_seeds
+def _plan_pair(task, fusion, seeds, fingerprint, out_dir, device, data_dir, overrides, progress, vectorize, resume,
+               executor, threads, order) -> tuple[dict[int, tuple[Path, Any]], list[Any]]:
+    """The kept runs ``{seed: (run folder, Result)}`` of one (task, fusion) and the jobs that
+    train the others: one job of all of them in this process (trained one by one, or vmapped);
+    on Ray one job per seed, or one of all of them when they are trained vmapped (a GPU)."""
+    from mmbench.reproduce.jobs import RunJob
     from mmbench.training.trainer import TrainConfig
 
-    per_seed = []
     cfg_dict = baseline_config(task, fusion) | (overrides or {}) | {"seed": seeds[0], "device": device}
     if data_dir:
         cfg_dict["data_dir"] = data_dir
     cfg = TrainConfig.from_dict(cfg_dict)
     name = fusion.replace(":", "-")
     run_dirs = {seed: run_folder(out_dir, task, name, seed) for seed in seeds}
-    kept = {seed: r for seed in seeds if resume and (r := finished_run(run_dirs[seed], replace(cfg, seed=seed), name,
-                                                                       dataset.fingerprint())) is not None}
+    kept = {seed: (run_dirs[seed], r) for seed in seeds
+            if resume and (r := finished_run(run_dirs[seed], replace(cfg, seed=seed), name, fingerprint)) is not None}
     todo = [seed for seed in seeds if seed not in kept]
-    # all seeds at once on a GPU (vectorised over the seeds), one by one on a CPU
-    runs = dict(zip(todo, train_seeds(cfg, todo, splits=splits, out_dirs=[run_dirs[s] for s in todo],
-                                      progress=progress, vectorize=vectorize, resume=resume))) if todo else {}
-    for seed in seeds:
-        if seed in kept:
-            result = kept[seed]
-            note = f"kept: {run_dirs[seed]} finished with this config and data"
-        else:
-            trained = runs[seed]
-            test_predictions: dict[str, Any] = {}
-            result = with_test_set(evaluate_trained(spec, trained, splits["test"], dataset.fingerprint(), name=name,
-                                                    keep_predictions=test_predictions), spec, dataset=dataset,
-                                   loaded=splits["test"])
-            if spec.target.type == "retrieval":  # the test embeddings, with the gallery's ids
-                test_predictions |= gallery_ids(spec, dataset, data_dir, splits["test"])
-            result = attach_run_predictions(run_dirs[seed], result, splits["test"].ids, test_predictions)
-            atomic_write_json(run_dirs[seed] / "result.json", result.to_json())
-            note = f"{trained.seconds:.1f}s, best epoch {trained.best_epoch}"
-        if leaderboard_dir:
-            publish_run(leaderboard_dir, run_dirs[seed], result)
-        per_seed.append(result)
-        log(f"{task:>22} {fusion:>12} seed {seed}: {spec.primary_metric} {result.primary_clean:.4f} ({note})")
-    return per_seed
+    if not todo:
+        return kept, []
+    from mmbench.models.checkpoint import resolve_device
+
+    together = executor == "local" or (vectorize if vectorize is not None else resolve_device(device).type == "cuda")
+    groups = [todo] if together else [[s] for s in todo]
+    options = (overrides or {}).get("dataset_options")
+    # on Ray, absolute folders: a worker on another node (or in another working directory) writes the same place
+    where = (lambda p: str(Path(p))) if executor == "local" else (lambda p: str(Path(p).absolute()))  # noqa: E731
+    jobs = [RunJob(task, fusion, tuple(g), cfg.to_dict() | {"seed": g[0]}, tuple(where(run_dirs[s]) for s in g),
+                   where(data_dir) if data_dir else None,
+                   options, vectorize, resume, progress if executor == "local" else False,
+                   threads if executor != "local" else None, order) for g in groups]
+    return kept, jobs
 
 
 def gallery_ids(spec: Any, dataset: Any, data_dir: Any, test_split: Any) -> dict[str, list[str]]:
@@ -282,21 +330,25 @@ def run_folder(out_dir: str | Path, task: str, name: str, seed: int) -> Path:
 
 def finished_run(run_dir: Path, cfg: Any, name: str, dataset_fingerprint: str) -> Any:
     """The Result in `run_dir`/result.json when that run finished with training config `cfg`
-    (its config.json) under result name `name` on the data with this fingerprint; else None.
+    (its config.json) under result name `name` on the data with this fingerprint, made by the
+    code that runs now (config.json's ``source``: the package's source hash); else None.
     A config.json newer than the result belongs to a run started later (and cut short): the
     result is then stale."""
     from pydantic import ValidationError
 
     from mmbench.evaluation.results import Result
 
+    from mmbench.core.source import source_hash
+
     try:  # fields added to the config since the run was written take their defaults
-        trained_with = type(cfg).from_dict(json.loads((run_dir / "config.json").read_text())["train"]).to_dict()
+        saved = json.loads((run_dir / "config.json").read_text())
+        trained_with = type(cfg).from_dict(saved["train"]).to_dict()
         result = Result.model_validate_json((run_dir / "result.json").read_text())
         in_order = (run_dir / "result.json").stat().st_mtime_ns >= (run_dir / "config.json").stat().st_mtime_ns
     except (OSError, ValueError, KeyError, TypeError, ValidationError, MMBenchError):
         return None
     as_json = lambda d: json.loads(json.dumps(d))  # noqa: E731 - tuples and lists alike
-    same = (in_order and as_json(trained_with) == as_json(cfg.to_dict()) and result.name == name
+    same = (in_order and saved.get("source") == source_hash() and as_json(trained_with) == as_json(cfg.to_dict()) and result.name == name
             and result.dataset_fingerprint == dataset_fingerprint)
     return result if same else None
 

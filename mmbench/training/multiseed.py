@@ -510,12 +510,13 @@ def _write_run(result: TrainResult) -> None:
     import json
 
     from mmbench.core.io import atomic_write_json, atomic_write_text
+    from mmbench.core.source import source_hash
 
     run_dir = result.run_dir
     assert run_dir is not None
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", {"train": result.config.to_dict(), "model": result.model_config,
-                                                "trained_by": "mmbench.training.multiseed"})
+                                                "trained_by": "mmbench.training.multiseed", "source": source_hash()})
     atomic_write_text(run_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in result.history))
     save_model(run_dir / "best.safetensors", result.model, result.model_config, {"epoch": str(result.best_epoch)})
     atomic_write_json(run_dir / "metrics.json", {"best_epoch": result.best_epoch, "validation": result.val_metrics,

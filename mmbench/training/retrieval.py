@@ -35,6 +35,7 @@ from torch import nn
 from mmbench.evaluation.evaluator import embed_gallery
 from mmbench.data.samples import Split
 from mmbench.core.errors import MMBenchError
+from mmbench.core.source import source_hash
 from mmbench.models.dual_encoder import ARCHITECTURE, DualEncoder, contrastive_loss
 from mmbench.models.model import describe_inputs
 from mmbench.data.tasks import TaskSpec
@@ -77,7 +78,8 @@ def train_retrieval(cfg: Any, out_dir: str | Path | None, progress: bool, splits
     run_dir = Path(out_dir) if out_dir else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "config.json", {"train": cfg.to_dict(), "model": model_config})
+        atomic_write_json(run_dir / "config.json", {"train": cfg.to_dict(), "model": model_config,
+                                                    "source": source_hash()})
     history: list[dict[str, Any]] = []
     best_value, best_epoch, stale, best_state = -math.inf, -1, 0, None
     bar = EpochProgress(progress, cfg.epochs, f"{spec.name} {cfg.fusion} seed {cfg.seed}")

@@ -30,7 +30,9 @@ batch_size x K**. DDP averages the gradients; every rank evaluates identically (
 validation metrics decide model selection and early stopping); only rank 0 writes the run
 folder; the ranks meet at a barrier at the end of every epoch. log.jsonl records per-rank
 ``samples_seen`` and ``samples_unique`` (distinct samples over all ranks) for every epoch.
-A checkpoint resumes only with the world size that wrote it. A group `train` creates lives
+A checkpoint resumes only with the world size that wrote it, and only under the code that wrote
+it (its ``source`` metadata, :func:`mmbench.core.source.source_hash`; a checkpoint of other
+code is trained over from epoch 0). A group `train` creates lives
 until the process exits (torchrun cannot form a second one in the same process), so several
 `train` calls in one torchrun process share it.
 """
@@ -53,6 +55,7 @@ from torch import Tensor, nn
 
 from mmbench.data.samples import Batch, Split
 from mmbench.core.errors import MMBenchError, SpecError
+from mmbench.core.source import source_hash
 from mmbench.evaluation.evaluator import evaluate_conditions, outputs_to_predictions, predict
 from mmbench.evaluation.scoring import score
 from mmbench.core.io import (
@@ -391,6 +394,8 @@ def _read_resume_state(run_dir: Path, cfg: TrainConfig, world: int) -> dict[str,
     tensors, meta = load_checked(last)
     if meta.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
         raise MMBenchError(f"not an mmbench training checkpoint (format {meta.get('format')!r})", last)
+    if meta.get("source") != source_hash():  # written by other code: its epochs are not this code's
+        return None
     if not _same_config(meta.get("train_config"), cfg):
         raise MMBenchError("run folder holds a checkpoint of a different config; use another --out or delete it", run_dir)
     try:
@@ -483,7 +488,8 @@ def _train(cfg: TrainConfig, out_dir, progress: bool, splits, resume: bool, ctx:
                 _remove_stale_temporaries(run_dir)
                 state = _read_resume_state(run_dir, cfg, ctx.world) if resume else None
                 if state is None:
-                    atomic_write_json(run_dir / "config.json", {"train": cfg.to_dict(), "model": model_config})
+                    atomic_write_json(run_dir / "config.json", {"train": cfg.to_dict(), "model": model_config,
+                                                                "source": source_hash()})
             except Exception as exc:  # handed to every rank, raised there
                 if not ctx.active:
                     raise
@@ -621,6 +627,7 @@ def _write_epoch(run_dir, cfg, model, model_config, opt, record, history, best_s
     meta = {
         "format": CHECKPOINT_FORMAT,
         "train_config": json.dumps(cfg.to_dict()),
+        "source": source_hash(),
         "optimizer_groups": groups,
         "progress": json.dumps({"epoch": record["epoch"], "best_value": best_value, "best_epoch": best_epoch,
                                 "stale": stale, "world_size": world, "history": history}),

@@ -1,0 +1,96 @@
+"""One job of a grid: the seeds of one (task, fusion) trained together and scored.
+
+A job is what an executor (:mod:`mmbench.reproduce.executors`) runs, in the driver's process
+or in a Ray worker on another node: it loads the task's data (kept for the next job of the
+same task in that process), trains its seeds (:func:`~mmbench.training.multiseed.train_seeds`:
+one by one, resuming each from its last checkpoint, or vmapped together on a GPU), scores
+each under the task's conditions and writes each run's predictions file. It writes only its
+own run folders; the results it returns are written (result.json, leaderboard entries) by
+the driver.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RunJob", "run_job", "task_data"]
+
+
+@dataclass(frozen=True)
+class RunJob:
+    task: str
+    fusion: str  # as the grid names it (``unimodal:audio``)
+    seeds: tuple[int, ...]
+    config: dict[str, Any]  # the TrainConfig of the first seed, as a dict
+    run_dirs: tuple[str, ...]  # one per seed
+    data_dir: str | None = None
+    dataset_options: dict[str, Any] | None = None
+    vectorize: bool | None = None
+    resume: bool = True
+    progress: bool = False
+    threads: int | None = None  # torch threads in the worker (None: leave the process's setting)
+    order: tuple[int, int] = field(default=(0, 0))  # (task, fusion) position in the grid
+
+    @property
+    def name(self) -> str:
+        """The result name (``unimodal-audio``)."""
+        return self.fusion.replace(":", "-")
+
+    @property
+    def label(self) -> str:
+        seeds = ",".join(str(s) for s in self.seeds)
+        return f"{self.task}/{self.name}/seed{seeds}"
+
+
+_LOADED: dict[str, Any] = {}  # one task's data per process: the last one a job used
+
+
+def task_data(task: str, dataset_options: dict[str, Any] | None, data_dir: str | None,
+              splits: bool = True) -> tuple[Any, Any, dict[str, Any] | None]:
+    """(spec, dataset, training splits or None) of `task`, kept for the next call with the same
+    arguments in this process (a worker runs many jobs of one task in a row)."""
+    from mmbench.data.splits import load_training_splits, task_dataset, with_dataset_options
+    from mmbench.data.tasks import get_task
+
+    key = json.dumps([task, dataset_options or {}, data_dir], sort_keys=True, default=str)
+    if _LOADED.get("key") != key:
+        _LOADED.clear()
+        spec = with_dataset_options(get_task(task), dataset_options)
+        _LOADED.update(key=key, spec=spec, dataset=task_dataset(spec, data_dir), splits=None)
+    if splits and _LOADED["splits"] is None:
+        _LOADED["splits"] = load_training_splits(_LOADED["spec"], data_dir, _LOADED["dataset"])
+    return _LOADED["spec"], _LOADED["dataset"], _LOADED["splits"]
+
+
+def run_job(job: RunJob) -> list[tuple[int, Any, str]]:
+    """Train and score the job's seeds; ``(seed, Result, note)`` per seed, in order. Writes each
+    run folder's training files and predictions file, never its result.json."""
+    from mmbench.board.publish import attach_run_predictions
+    from mmbench.evaluation.evaluator import evaluate_trained, with_test_set
+    from mmbench.reproduce import gallery_ids
+    from mmbench.training.multiseed import train_seeds
+    from mmbench.training.trainer import TrainConfig
+
+    if job.threads:
+        import torch
+
+        torch.set_num_threads(int(job.threads))
+    spec, dataset, splits = task_data(job.task, job.dataset_options, job.data_dir)
+    assert splits is not None
+    run_dirs = [Path(d) for d in job.run_dirs]
+    trained = train_seeds(TrainConfig.from_dict(job.config), list(job.seeds), splits=splits, out_dirs=run_dirs,
+                          progress=job.progress, vectorize=job.vectorize, resume=job.resume)
+    out = []
+    for seed, run_dir, run in zip(job.seeds, run_dirs, trained):
+        test_predictions: dict[str, Any] = {}
+        result = with_test_set(evaluate_trained(spec, run, splits["test"], dataset.fingerprint(), name=job.name,
+                                                keep_predictions=test_predictions), spec, dataset=dataset,
+                               loaded=splits["test"])
+        if spec.target.type == "retrieval":  # the test embeddings, with the gallery's ids
+            test_predictions |= gallery_ids(spec, dataset, job.data_dir, splits["test"])
+        result = attach_run_predictions(run_dir, result, splits["test"].ids, test_predictions)
+        out.append((seed, result, f"{run.seconds:.1f}s, best epoch {run.best_epoch}"))
+    return out
