@@ -1,5 +1,5 @@
-"""Helpers of the Ray tests: `mmbench` in a process group of its own (so every Ray process it
-starts can be found and ended by that group, never by name), a local `ray start` cluster."""
+"""Helpers of the Ray tests: `mmbench` in a session of its own (so every Ray process it
+starts can be found and ended by that session, never by name), a local `ray start` cluster."""
 
 from __future__ import annotations
 
@@ -27,34 +27,40 @@ def env_for_ray() -> dict[str, str]:
 
 
 def start_mmbench(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
-    """`mmbench ARGS` in a new session (its own process group), output to `log`."""
-    out = open(log, "w")  # noqa: SIM115 - closed when the process is reaped (stop_group)
+    """`mmbench ARGS` in a new session (its own session), output to `log`."""
+    out = open(log, "w")  # noqa: SIM115 - closed when the process is reaped (stop_session)
     return subprocess.Popen([sys.executable, "-m", "mmbench.cli", *map(str, args)], cwd=cwd, env=env_for_ray(),
                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def session_pids(sid: int) -> list[int]:
+    """Pids of session `sid` (a Ray node's workers have process groups of their own, not sessions)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
 
 
-def wait_group_gone(pgid: int, seconds: float) -> bool:
+def wait_session_gone(sid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if not group_alive(pgid):
+        if not session_pids(sid):
             return True
         time.sleep(0.5)
-    return not group_alive(pgid)
+    return not session_pids(sid)
 
 
-def stop_group(proc: subprocess.Popen, grace: float = 30.0) -> bool:
-    """SIGTERM the process (Ray shuts its node down), wait, then SIGKILL whatever of its group
-    is left. True when nothing had to be killed."""
+def stop_session(proc: subprocess.Popen, grace: float = 30.0) -> bool:
+    """SIGTERM the process (Ray shuts its node down), wait, then SIGKILL whatever of its session
+    is left (only processes this test started). True when nothing had to be killed."""
     clean = True
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -63,11 +69,12 @@ def stop_group(proc: subprocess.Popen, grace: float = 30.0) -> bool:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             clean = False
-    if not wait_group_gone(proc.pid, grace if clean else 1.0):
+    if not wait_session_gone(proc.pid, grace if clean else 1.0):
         clean = False
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        wait_group_gone(proc.pid, 10.0)
+        for pid in session_pids(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_session_gone(proc.pid, 10.0)
     if proc.poll() is None:
         proc.kill()
     proc.wait(timeout=10)

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from tests._ray import TINY, env_for_ray, processes_named, start_mmbench, stop_group, wait_group_gone
+from tests._ray import TINY, env_for_ray, processes_named, start_mmbench, stop_session, wait_session_gone
 
 pytest.importorskip("ray")
 
@@ -82,7 +84,7 @@ def test_ray_grid_gives_the_local_numbers_run_for_run(tmp_path, monkeypatch, one
     assert not ray.is_initialized()  # the local instance this grid started is shut down
 
 
-LONG = ["--set", "epochs=150", "--set", "patience=1000", "--set", "dataset_options.n_samples=600"]
+LONG = ["--set", "epochs=60", "--set", "patience=1000"]  # a few seconds a run: long enough to be killed mid-way
 
 
 def _long_args(out, *extra):
@@ -108,13 +110,13 @@ def test_a_dying_worker_is_retried_then_recorded_as_failed(tmp_path, one_thread)
                 if len(killed[label]) >= n or not (run / "log.jsonl").exists():
                     continue  # kill only once an epoch is checkpointed: the retry has something to resume
                 for pid in processes_named(f"ray::{label}"):
-                    if pid not in killed[label] and os.getpgid(pid) == proc.pid:
+                    if pid not in killed[label] and os.getsid(pid) == proc.pid:
                         os.kill(pid, signal.SIGKILL)
                         killed[label].append(pid)
             time.sleep(0.05)
         proc.wait(timeout=max(1, deadline - time.monotonic()))
     finally:
-        assert stop_group(proc), "Ray processes of the grid were left running"
+        assert stop_session(proc), "Ray processes of the grid were left running"
     out = log.read_text()
     assert {k: len(v) for k, v in killed.items()} == want, out
     assert proc.returncode == 1, out
@@ -124,7 +126,7 @@ def test_a_dying_worker_is_retried_then_recorded_as_failed(tmp_path, one_thread)
     # the retried run equals the same run trained without interruption, in this process
     from mmbench.reproduce import run_grid
 
-    over = {"epochs": 150, "patience": 1000, "dataset_options": {"n_samples": 600}, "embed_dim": 8, "hidden_dim": 16}
+    over = {"epochs": 60, "patience": 1000, "dataset_options": {"n_samples": 300}, "embed_dim": 8, "hidden_dim": 16}
     run_grid(["synthetic-unique"], ["concat"], [0], out_dir=tmp_path / "whole", leaderboard_dir=None, progress=False,
              overrides=over, log=lambda _: None)
     assert _runs(tmp_path / "runs") == _runs(tmp_path / "whole")
@@ -136,6 +138,7 @@ def test_a_killed_driver_resumes_and_trains_no_finished_run_twice(tmp_path, one_
     the same command again keeps every finished run (not trained again: its files untouched),
     resumes the others from their checkpoints, and ends with the numbers of an uninterrupted grid."""
     args = _long_args("runs", "--fusions", "concat", "--fusions", "add", "--seeds", "0", "--seeds", "1")
+    before = set(Path("/tmp").glob("mmray*"))
     log = tmp_path / "first.log"
     proc = start_mmbench(args, tmp_path, log)
     try:
@@ -147,10 +150,12 @@ def test_a_killed_driver_resumes_and_trains_no_finished_run_twice(tmp_path, one_
         assert proc.poll() is None, log.read_text()
         os.kill(proc.pid, signal.SIGKILL)  # the driver alone
         proc.wait(timeout=30)
-        gone = wait_group_gone(proc.pid, 60)  # its Ray instance shares its fate
+        gone = wait_session_gone(proc.pid, 60)  # its Ray instance shares its fate
     finally:
-        assert stop_group(proc, grace=5), "Ray processes outlived the killed driver"
+        assert stop_session(proc, grace=5), "Ray processes outlived the killed driver"
     assert gone, "Ray processes outlived the killed driver"
+    for folder in set(Path("/tmp").glob("mmray*")) - before:  # the killed driver's Ray session folder
+        shutil.rmtree(folder, ignore_errors=True)
     finished = {p.parent: (p.stat().st_mtime_ns, (p.parent / "best.safetensors").stat().st_mtime_ns)
                 for p in (tmp_path / "runs").glob("*/*/seed*/result.json")}
     assert 1 <= len(finished) < 4
@@ -159,7 +164,7 @@ def test_a_killed_driver_resumes_and_trains_no_finished_run_twice(tmp_path, one_
     try:
         proc.wait(timeout=600)
     finally:
-        assert stop_group(proc), "Ray processes of the grid were left running"
+        assert stop_session(proc), "Ray processes of the grid were left running"
     out = log2.read_text()
     assert proc.returncode == 0, out
     assert out.count("(kept: ") == len(finished)
@@ -168,7 +173,7 @@ def test_a_killed_driver_resumes_and_trains_no_finished_run_twice(tmp_path, one_
         assert (run / "best.safetensors").stat().st_mtime_ns == stamps[1]
     from mmbench.reproduce import run_grid
 
-    over = {"epochs": 150, "patience": 1000, "dataset_options": {"n_samples": 600}, "embed_dim": 8, "hidden_dim": 16}
+    over = {"epochs": 60, "patience": 1000, "dataset_options": {"n_samples": 300}, "embed_dim": 8, "hidden_dim": 16}
     run_grid(["synthetic-unique"], ["concat", "add"], [0, 1], out_dir=tmp_path / "whole", leaderboard_dir=None,
              progress=False, overrides=over, log=lambda _: None)
     assert _runs(tmp_path / "runs") == _runs(tmp_path / "whole")

@@ -11,8 +11,11 @@ only the job's own run folders. Nothing shared is written by two processes at on
 Ray places it on a node with room, retries it up to ``max_retries`` times when its worker
 process or node dies (``retry_exceptions=False``: an error raised by the run itself is not
 retried, it is that run's result), and the driver collects the tasks with ``ray.wait`` as
-they finish. Without an address it starts a local Ray instance (``address="local"``: never
-one that happens to run on the machine already) and shuts it down at the end.
+they finish. Without an address it starts a local Ray instance of its own (never one that
+happens to run on the machine already): ``ray start --head --block`` as a child process that
+the kernel signals when the driver dies (``PR_SET_PDEATHSIG``), so even a driver killed with
+SIGKILL takes its Ray processes with it (``ray.init``'s own local instance leaves its agents
+running then); at the end the driver stops it.
 
 Ray is an optional extra (``pip install -e ".[cluster]"``); without it the Ray executor
 refuses with one line naming the extra.
@@ -21,9 +24,15 @@ refuses with one line naming the extra.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mmbench.core.errors import MMBenchError
@@ -88,14 +97,73 @@ class RayExecutor:
             where = f"the Ray cluster at {self.address}"
         else:
             workers = self.workers or max(1, int((os.cpu_count() or 1) // max(self.num_cpus, 1)))
-            ray.init(address="local", num_cpus=int(max(workers * self.num_cpus, 1)), num_gpus=None if self.num_gpus else 0,
-                     object_store_memory=200 * 1024**2, **common)
+            try:
+                ray.init(address=self._start_local(int(max(workers * self.num_cpus, 1))), **common)
+            except BaseException:
+                self._stop_local()
+                raise
             where = f"a local Ray instance ({workers} worker{'s' if workers != 1 else ''})"
         res = ray.cluster_resources()
         self.log(f"executor ray: {where}, {len(ray.nodes())} node(s), {res.get('CPU', 0):g} CPUs, "
                  f"{res.get('GPU', 0):g} GPUs; each run declares {self.num_cpus:g} CPU, {self.num_gpus:g} GPU"
                  f"{f', {self.memory / 1024**3:.1f} GiB' if self.memory else ''} (ready in {time.perf_counter() - started:.1f}s)")
         return True
+
+    _head: Any = field(default=None, init=False, repr=False)
+    _temp: str | None = field(default=None, init=False, repr=False)
+    _saved_env: dict[str, str | None] | None = field(default=None, init=False, repr=False)
+
+    def _start_local(self, cpus: int) -> str:
+        """Start ``ray start --head --block`` (on 127.0.0.1, a free port, a session folder of its
+        own) as a child that dies with this process; its address once it is up."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self._temp = tempfile.mkdtemp(prefix="mmray", dir="/tmp")  # short: it holds Unix sockets
+        command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
+                   "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}", "--include-dashboard=false",
+                   "--disable-usage-stats", f"--temp-dir={self._temp}", f"--object-store-memory={200 * 1024**2}"]
+        if not self.num_gpus:
+            command.append("--num-gpus=0")
+        log = open(os.path.join(self._temp, "head.log"), "w+")  # noqa: SIM115 - read below, closed with the head
+        # Ray 2.5x reads the token mode once per process: a driver that imported Ray before the head
+        # made its token cannot join it. This private instance of this driver's runs on 127.0.0.1 runs
+        # without token authentication (as Ray always did before 2.50), in the head and in the driver.
+        self._saved_env = {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE")}
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        self._head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            log.seek(0)
+            text = log.read()
+            if "Ray runtime started" in text:
+                return f"127.0.0.1:{port}"
+            if self._head.poll() is not None:
+                self._stop_local()
+                raise MMBenchError(f"the local Ray instance did not start: {text.strip().splitlines()[-1:] or ['no output']}")
+            time.sleep(0.2)
+        self._stop_local()
+        raise MMBenchError("the local Ray instance did not start within 300 s")
+
+    def _stop_local(self) -> None:
+        if self._head is not None:
+            if self._head.poll() is None:
+                self._head.send_signal(signal.SIGTERM)  # `ray start --block` stops its node's processes
+                try:
+                    self._head.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    self._head.kill()
+                    self._head.wait()
+            self._head = None
+        if self._temp:
+            shutil.rmtree(self._temp, ignore_errors=True)
+            self._temp = None
+        for key, value in (self._saved_env or {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = None
 
     def run(self, fn: Callable[[Any], Any], jobs: Sequence[Any], label: Callable[[Any], str] = str) -> Iterator[tuple[Any, Any]]:
         ray = require_ray()
@@ -124,6 +192,17 @@ class RayExecutor:
         finally:
             if started_here:
                 ray.shutdown()
+                self._stop_local()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux; elsewhere nothing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def make_executor(name: str, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,
