@@ -177,3 +177,28 @@ def test_a_killed_driver_resumes_and_trains_no_finished_run_twice(tmp_path, one_
     run_grid(["synthetic-unique"], ["concat", "add"], [0, 1], out_dir=tmp_path / "whole", leaderboard_dir=None,
              progress=False, overrides=over, log=lambda _: None)
     assert _runs(tmp_path / "runs") == _runs(tmp_path / "whole")
+
+
+@pytest.mark.timeout(600)
+def test_a_train_grid_on_ray_writes_the_runs_train_writes_locally(tmp_path, monkeypatch, capsys, one_thread):
+    """`train --fusion A --fusion B --seed 0 --executor ray`: each (fusion, seed) a Ray task; each
+    run folder's metrics.json equals the same run trained by `train` in this process."""
+    from tests._cli import run_main
+
+    common = ["train", "synthetic-unique", "--fusion", "concat", "--fusion", "add", "--seed", "0", "--epochs", "2",
+              "--set", "dataset_options.n_samples=300", "--set", "embed_dim=8", "--no-progress", "--threads", "1"]
+    log = tmp_path / "train.log"
+    proc = start_mmbench([*common, "--out", "ray", "--executor", "ray", "--workers", "2"], tmp_path, log)
+    try:
+        proc.wait(timeout=500)
+    finally:
+        assert stop_session(proc), "Ray processes of the grid were left running"
+    assert proc.returncode == 0, log.read_text()
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_main([*common, "--out", "local"], monkeypatch, capsys)
+    assert rc == 0, err
+    for fusion in ("concat", "add"):
+        ray_run, local_run = (tmp_path / d / "synthetic-unique" / fusion / "seed0" for d in ("ray", "local"))
+        metrics = [json.loads((r / "metrics.json").read_text()) for r in (ray_run, local_run)]
+        assert metrics[0]["test"] == metrics[1]["test"] and metrics[0]["validation"] == metrics[1]["validation"]
+        assert f"synthetic-unique {fusion} seed 0: best epoch" in log.read_text()

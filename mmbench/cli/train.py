@@ -7,13 +7,14 @@ from typing import Optional
 
 import typer
 
-from mmbench.cli.common import overrides
+from mmbench.cli.common import (ADDRESS, EXECUTOR, GPUS_PER_RUN, MAX_RETRIES, MEMORY_PER_RUN, WORKERS, executor_from,
+                                overrides)
 
 
 def train(
     task: str = typer.Argument(..., help="Task name, or a task spec .yaml file."),
-    fusion: Optional[str] = typer.Option(None, "--fusion", "-f", help="Fusion name (see `mmbench fusions`); a "
-                                         "retrieval task trains its dual encoder (default dual-encoder)."),
+    fusions: list[str] = typer.Option([], "--fusion", "-f", help="Fusion name (see `mmbench fusions`; repeat for a "
+                                      "grid of fusions); a retrieval task trains its dual encoder (default dual-encoder)."),
     seed: list[int] = typer.Option([0], "--seed", help="Repeat for several seeds."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
@@ -30,27 +31,84 @@ def train(
                                                "reduce-overhead (CUDA graphs: small models on a GPU), max-autotune."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16 autocast on CUDA), bf16, fp16 or fp32."),
     no_progress: bool = typer.Option(False, "--no-progress"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (and, with --executor ray, the CPUs "
+                                          "each run declares; default 1 there)."),
+    executor: str = EXECUTOR,
+    address: Optional[str] = ADDRESS,
+    workers: Optional[int] = WORKERS,
+    gpus_per_run: Optional[float] = GPUS_PER_RUN,
+    memory_per_run: Optional[float] = MEMORY_PER_RUN,
+    max_retries: int = MAX_RETRIES,
 ) -> None:
     """Train a fusion model on a task (config from baselines/, overridable).
 
     Data parallel: `torchrun --nproc_per_node K -m mmbench.cli train ...` trains on K processes
     (one per GPU, or gloo on the CPU); batch_size is per process, so the global batch is
     batch_size x K. Only rank 0 writes the run folder and prints.
+
+    A grid (several --fusion and/or --seed) with --executor ray trains each (fusion, seed) as a
+    Ray task (docs/scale.md); each run writes its own folder, as here.
     """
+    from mmbench.core.errors import SpecError
+    from mmbench.data.tasks import get_task
+    from mmbench.training.trainer import distributed_session
+    from mmbench.training.trainer import train as run_train
+
+    runner = executor_from(executor, address, workers, threads or 1, device, gpus_per_run, memory_per_run, max_retries)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    spec = get_task(task)  # a spec file is known by its name from here on
+    task = spec.name
+    if not fusions:
+        if spec.target.type != "retrieval":
+            raise SpecError("give --fusion (see `mmbench fusions`)")
+        fusions = ["dual-encoder"]
+    cfgs = [(fusion, cfg) for fusion in fusions
+            for cfg in _configs(task, fusion, config, set_, device, epochs, data_dir, modality_dropout, compile_,
+                                compile_backend, compile_mode, precision, seed)]
+    if runner.name != "local":
+        from mmbench.reproduce.jobs import TrainJob, train_job
+
+        jobs = [TrainJob(task, fusion, cfg.to_dict(), str((out / task / fusion.replace(":", "-") / f"seed{cfg.seed}").absolute()),
+                         threads or 1) for fusion, cfg in cfgs]
+        failed = 0
+        for job, value in runner.run(train_job, jobs, label=lambda j: j.label):
+            if isinstance(value, BaseException):
+                from mmbench.reproduce import one_line_error
+
+                failed += 1
+                typer.echo(f"{job.label}: FAILED: {one_line_error(value)}", err=True)
+                continue
+            metrics = " ".join(f"{k} {v:.4f}" for k, v in value["test_metrics"].items())
+            typer.echo(f"{task} {job.fusion} seed {job.config['seed']}: best epoch {value['best_epoch']}, "
+                       f"test {metrics}  -> {job.run_dir}")
+        if failed:
+            from mmbench.core.errors import MMBenchError
+
+            raise MMBenchError(f"{failed} of {len(jobs)} runs failed (listed above)")
+        return
+    with distributed_session(device) as dist:  # one process group for every seed under torchrun
+        for fusion, cfg in cfgs:
+            run_dir = out / task / fusion.replace(":", "-") / f"seed{cfg.seed}"
+            result = run_train(cfg, run_dir, progress=not no_progress)
+            if dist.is_main:
+                metrics = " ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
+                workers_ = f" on {dist.world} processes" if dist.active else ""
+                typer.echo(f"{task} {fusion} seed {cfg.seed}{workers_}: best epoch {result.best_epoch}, "
+                           f"test {metrics}  -> {run_dir}")
+
+
+def _configs(task, fusion, config, set_, device, epochs, data_dir, modality_dropout, compile_, compile_backend,
+             compile_mode, precision, seed) -> list:
+    """One TrainConfig per seed of (task, fusion): the baseline config, --config, --set, the options."""
     import yaml
 
     from mmbench.core.errors import SpecError
     from mmbench.reproduce import baseline_config, config_file
-    from mmbench.data.tasks import get_task
-    from mmbench.training.trainer import TrainConfig, distributed_session
-    from mmbench.training.trainer import train as run_train
+    from mmbench.training.trainer import TrainConfig
 
-    spec = get_task(task)  # a spec file is known by its name from here on
-    task = spec.name
-    if fusion is None:
-        if spec.target.type != "retrieval":
-            raise SpecError("give --fusion (see `mmbench fusions`)")
-        fusion = "dual-encoder"
     base = baseline_config(task, fusion)
     if config:
         config = str(config_file(config))
@@ -74,16 +132,7 @@ def train(
         base["compile_mode"] = compile_mode
     if precision:
         base["precision"] = precision
-    cfgs = [TrainConfig.from_dict(base | {"seed": s}, str(config or "baselines")) for s in seed]
-    with distributed_session(device) as dist:  # one process group for every seed under torchrun
-        for cfg in cfgs:
-            run_dir = out / task / fusion.replace(":", "-") / f"seed{cfg.seed}"
-            result = run_train(cfg, run_dir, progress=not no_progress)
-            if dist.is_main:
-                metrics = " ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
-                workers = f" on {dist.world} processes" if dist.active else ""
-                typer.echo(f"{task} {fusion} seed {cfg.seed}{workers}: best epoch {result.best_epoch}, "
-                           f"test {metrics}  -> {run_dir}")
+    return [TrainConfig.from_dict(base | {"seed": s}, str(config or "baselines")) for s in seed]
 
 
 def register(app: typer.Typer) -> None:

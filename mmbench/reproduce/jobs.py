@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunJob", "run_job", "task_data"]
+__all__ = ["RunJob", "TrainJob", "run_job", "task_data", "train_job"]
 
 
 @dataclass(frozen=True)
@@ -94,3 +94,30 @@ def run_job(job: RunJob) -> list[tuple[int, Any, str]]:
         result = attach_run_predictions(run_dir, result, splits["test"].ids, test_predictions)
         out.append((seed, result, f"{run.seconds:.1f}s, best epoch {run.best_epoch}"))
     return out
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One run of a `mmbench train` grid (a fusion and a seed) on an executor."""
+
+    task: str
+    fusion: str
+    config: dict[str, Any]  # the run's TrainConfig, as a dict
+    run_dir: str
+    threads: int = 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.task}/{self.fusion.replace(':', '-')}/seed{self.config['seed']}"
+
+
+def train_job(job: TrainJob) -> dict[str, Any]:
+    """Train the run into its folder (resuming from it, as `mmbench train` does); its best epoch
+    and test metrics."""
+    import torch
+
+    from mmbench.training.trainer import TrainConfig, train
+
+    torch.set_num_threads(int(job.threads))
+    result = train(TrainConfig.from_dict(job.config), job.run_dir, progress=False)
+    return {"best_epoch": result.best_epoch, "test_metrics": dict(result.test_metrics)}
