@@ -62,6 +62,9 @@ def evaluate(
     test_set: Optional[str] = typer.Option(None, "--test-set", help="The test-set fingerprint the submission was made "
                                            "for (`mmbench data info TASK` prints it): refused if this machine's "
                                            "test set differs."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="--model: keep each condition's predictions in "
+                               "$MMBENCH_CACHE/predictions (keyed by the submission's files, the test set, the masks "
+                               "sent and the code), so a killed evaluation resumes and a second one runs no model."),
 ) -> None:
     """Score a predictions file or a model on a task under its missing-modality conditions."""
     from mmbench.core.errors import MMBenchError, SubmissionError
@@ -121,10 +124,15 @@ def evaluate(
                        "loads trained weights itself", err=True)
         if limit is not None:
             return _print_probe(spec, model, weights, limit, device, data_dir, conditions, cfg, split)
+        from mmbench.evaluation.prediction_cache import PredictionCache
+
+        prediction_cache = PredictionCache(enabled=cache)
         result = evaluate_model(spec, model, weights, name, device=device, data_dir=data_dir,
                                 conditions=conditions or None, sandbox_config=cfg, n_resamples=resamples,
                                 split_role=split, out_of_range="accept" if model == "baseline" else out_of_range,
-                                keep_predictions=kept)
+                                keep_predictions=kept, cache=prediction_cache if cache else None)
+        if cache and spec.target.type != "retrieval":
+            typer.echo(prediction_cache.summary(), err=True)
     result = _with_metadata(result, description, url)
 
     if test_set is not None and result.test_set_fingerprint != test_set:

@@ -23,6 +23,7 @@ from mmbench.data.splits import apply_condition
 from mmbench.data.tasks import TaskSpec
 from mmbench.evaluation.results import Result, make_result
 from mmbench.evaluation.retrieval_scoring import retrieval_gallery, retrieval_result
+from mmbench.evaluation.prediction_cache import cached_outputs
 from mmbench.evaluation.scoring import (
     clean_ci, check_range, classification_extras, item_record, primary_ci, score, select_conditions)
 from mmbench.evaluation.summaries import check_finite_metrics, robustness_summary
@@ -195,7 +196,7 @@ def _input_mismatch(trained: dict[str, Any], test: dict[str, Any], task: str) ->
 def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, device: str = "cpu", data_dir: Any = None,
                    conditions: Any = None, sandbox_config: Any = None, limits: Any = None, seed: int = 0,
                    n_resamples: int = 1000, split_role: str = "test", out_of_range: str = "refuse",
-                   keep_predictions: dict[str, np.ndarray] | None = None) -> Result:
+                   keep_predictions: dict[str, np.ndarray] | None = None, cache: Any = None) -> Result:
     """Score a submitted model under the task's conditions: `baseline` + safetensors weights
     (loaded in-process, nothing unpickled), or `file.py:factory` / `program.pt2` (run in a
     separate, isolated process by mmbench.evaluation.sandbox.runner). On a retrieval task the factory's model or
@@ -203,7 +204,11 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
     `split_role` ``validation`` scores the validation split instead of the test split; a submitted
     model's regression outputs outside the task's range are refused or, with `out_of_range`
     ``clip``, clipped (``accept``: neither); `keep_predictions` receives each condition's predictions
-    and, under ``__ids__``, the split's ids in their order."""
+    and, under ``__ids__``, the split's ids in their order. With `cache` (a
+    :class:`~mmbench.evaluation.prediction_cache.PredictionCache`) each condition's outputs come
+    from the cache when it holds them for this submission, test set, masks and code, and are
+    cached as they are predicted (a sandboxed model runs in up to 4 worker calls then, so a killed
+    evaluation resumes); the cache counts the items it served and the items predicted."""
     from mmbench.core.errors import SubmissionError
     from mmbench.models.model import describe_inputs
     from mmbench.evaluation.submissions.checks import Limits, check_name, submission_hash
@@ -229,6 +234,16 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
     if split_role != "test":
         extra["split"] = split_role
     fusion = None
+    keys: dict[str, str] = {}
+    if cache is not None:
+        from mmbench.evaluation.prediction_cache import PredictionCache, masks_digest, submission_digest, test_set_digest
+
+        batch = str((sandbox_config.batch_size if sandbox_config else None) or "default") if ms.kind != "baseline" else "-"
+        common = {"submission": submission_digest(ms), "test_set": test_set_digest(dataset.fingerprint(), split),
+                  "task": spec.name, "kind": ms.kind, "device": str(dev), "batch_size": batch,
+                  "isolation": str(sandbox_config.isolation) if sandbox_config and ms.kind != "baseline" else "-"}
+        keys = {c.name: PredictionCache.key(masks=masks_digest(split, c, spec.missing.seed), **common) for c in conds}
+        keys["__efficiency__"] = PredictionCache.key(record="efficiency", **common)
     if ms.kind == "baseline":
         model, config = load_model(ms.weights, dev)
         if config.get("task") != spec.name:
@@ -237,27 +252,48 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
             raise SubmissionError(_input_mismatch(config.get("inputs") or {}, describe_inputs(split), spec.name), ms.weights)
         fusion = config.get("fusion")
 
-        def run(s: Split) -> np.ndarray:
-            out = predict(model, s, dev)
-            if not torch.isfinite(out).all():
-                raise SubmissionError("model outputs contain NaN or infinity", ms.weights)
-            return outputs_to_predictions(out, spec)
+        def run(cs: list) -> dict[str, np.ndarray]:
+            raw = {}
+            for c in cs:
+                out = predict(model, apply_condition(split, c, spec.missing.seed), dev)
+                if not torch.isfinite(out).all():
+                    raise SubmissionError("model outputs contain NaN or infinity", ms.weights)
+                raw[c.name] = out.cpu().numpy()
+            return raw
 
-        predictions = {c.name: run(apply_condition(split, c, spec.missing.seed)) for c in conds}
-        efficiency = measure_efficiency(model, split, dev)
+        raw = cached_outputs(cache, conds, split.ids, keys, run, len(conds))
+        predictions = {c: outputs_to_predictions(torch.from_numpy(a), spec) for c, a in raw.items()}
+        record = cache.get_record(keys["__efficiency__"]) if cache is not None else None
+        efficiency = record["efficiency"] if record else measure_efficiency(model, split, dev)
+        if cache is not None and record is None:
+            cache.put_record(keys["__efficiency__"], {"efficiency": efficiency})
         extra["state_hash"] = state_hash(model)
     else:
         from mmbench.evaluation.sandbox.runner import SandboxConfig, run_model
 
-        out = run_model(ms, spec, split, conds, str(dev), sandbox_config or SandboxConfig())
-        predictions = {c: outputs_to_predictions(torch.from_numpy(a), spec) for c, a in out.outputs.items()}
+        record = cache.get_record(keys["__efficiency__"]) if cache is not None else None
+        ran: dict[str, Any] = {"seconds": 0.0, "efficiency": (record or {}).get("efficiency"),
+                               "isolation": (record or {}).get("isolation"), "measured": record is not None}
+
+        def run(cs: list) -> dict[str, np.ndarray]:
+            out = run_model(ms, spec, split, cs, str(dev), sandbox_config or SandboxConfig(), efficiency=not ran["measured"])
+            if not ran["measured"]:
+                ran.update(efficiency=out.efficiency, measured=True)
+                if cache is not None:
+                    cache.put_record(keys["__efficiency__"], {"efficiency": out.efficiency, "isolation": out.isolation})
+            ran["seconds"] += out.seconds
+            ran["isolation"] = out.isolation
+            return out.outputs
+
+        raw = cached_outputs(cache, conds, split.ids, keys, run, -(-len(conds) // 4) if cache is not None else len(conds))
+        predictions = {c: outputs_to_predictions(torch.from_numpy(a), spec) for c, a in raw.items()}
         if out_of_range != "accept":
             predictions = check_range(spec, predictions, ms.source, clip=out_of_range == "clip")
             if out_of_range == "clip" and spec.target.type == "regression" and spec.target.range is not None:
                 extra["clipped_to_range"] = list(spec.target.range)
-        efficiency = out.efficiency
-        extra["sandbox_seconds"] = round(out.seconds, 3)
-        extra["isolation"] = out.isolation
+        efficiency = ran["efficiency"]
+        extra["sandbox_seconds"] = round(ran["seconds"], 3)
+        extra["isolation"] = ran["isolation"]
     if keep_predictions is not None:
         keep_predictions.update(predictions)
         keep_predictions["__ids__"] = list(split.ids)

@@ -105,6 +105,9 @@ def _build_factory(job: dict[str, Any]):
     fn = getattr(module, job["attr"], None)
     if fn is None or not callable(fn):
         raise _Failure(f"factory file has no function {job['attr']!r}")
+    # a fixed seed: a model initialised in build() (untrained, or only partly loaded) is the same
+    # model in every worker call (the prediction cache and --shards run several)
+    torch.manual_seed(0)
     model = _guarded(f"factory {job['attr']}() raised", fn, *([job["task_info"]] if _accepts_argument(fn) else []))
     if not isinstance(model, nn.Module):
         raise _Failure(f"factory {job['attr']}() returned {type(model).__name__}, not a torch.nn.Module")
