@@ -40,12 +40,16 @@ def _sha(*parts: bytes) -> str:
 
 def submission_digest(model_spec: Any) -> str:
     """A submission's files: a factory's whole folder (its .py and every file beside or below it)
-    and its weights; an exported program; a baseline's weights."""
+    and its weights; an exported program; a baseline's weights. A factory folder the sandbox
+    refuses (a shared folder such as /tmp, the home folder) is refused here too, before anything
+    is read: the cache never stands in for that refusal."""
     from mmbench.core.io import sha256_file
+    from mmbench.evaluation.sandbox.isolation import check_submission_folder
 
     files: list[tuple[str, Path]] = []
     if model_spec.kind == "factory" and model_spec.source is not None:
         folder = Path(model_spec.source).resolve().parent
+        check_submission_folder(folder)
         files += [(f"src/{p.relative_to(folder).as_posix()}", p) for p in sorted(folder.rglob("*"))
                   if p.is_file() and "__pycache__" not in p.parts]
         files.append(("entry", Path(model_spec.source).resolve()))
