@@ -173,7 +173,7 @@ def robustness_verdicts(task: str, rows: list[dict[str, Any]], results: list[Any
     import numpy as np
 
     from mmbench.evaluation.resampling import resampled_metric, two_level_values
-    from mmbench.evaluation.significance import (ALPHA, DEFAULT_RESAMPLES, comparable_items, task_seed,
+    from mmbench.evaluation.significance import (ALPHA, DEFAULT_RESAMPLES, comparable_items, task_clusters, task_seed,
                                                  verdicts_from_values)
 
     have = [r for r in rows if r.get("relative_robustness") is not None]
@@ -218,7 +218,8 @@ def robustness_verdicts(task: str, rows: list[dict[str, Any]], results: list[Any
     w = rate_weights(rates)
     tt, nc = first["target_type"], first["num_classes"]
     rs = task_seed(task, seed)
-    per_rate = {x: two_level_values(y, by_rate[x], metric, tt, nc, b, rs) for x in rates}
+    clusters = task_clusters(task, order, {n: groups[n] for n in names})
+    per_rate = {x: two_level_values(y, by_rate[x], metric, tt, nc, b, rs, clusters=clusters) for x in rates}
     ones = np.ones((1, len(y)), np.float32)
     points = {x: np.array([float(resampled_metric(metric, tt, nc, y, by_rate[x][e], ones).mean()) for e in range(len(names))])
               for x in rates}

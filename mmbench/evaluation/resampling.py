@@ -16,7 +16,13 @@ arrays (tests/test_significance.py). Any other metric falls back to one call per
 :func:`two_level_values` is the resampling scheme of :mod:`mmbench.evaluation.significance`:
 each resample draws the test items with replacement, the same draw for every entry (paired),
 and draws each entry's seeds with replacement, independently per entry; the entry's value on
-the resample is the mean, over its drawn seeds, of the metric on the drawn items.
+the resample is the mean, over its drawn seeds, of the metric on the drawn items. With
+``clusters`` (one key per item: the recording, the video, the dialogue...) the first level
+draws whole clusters with replacement instead of items (the cluster bootstrap: Davison &
+Hinkley 1997, sec. 3.8; Field & Welsh 2007, "Bootstrapping clustered data", JRSS B 69), the
+same clusters for every entry; an item's count is its cluster's count, so a resample holds
+a varying number of items and every metric here normalises by the row's total weight.
+Every cluster a single item reproduces the item bootstrap draw for draw.
 """
 
 from __future__ import annotations
@@ -47,6 +53,37 @@ def item_weights(n: int, n_resamples: int, rng: np.random.Generator) -> Iterator
         yield np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(np.float32)
 
 
+def cluster_index(clusters: Any, n: int) -> tuple[np.ndarray, int]:
+    """Each item's cluster number (``[n]``, in order of first appearance, so that distinct keys
+    number the items 0..n-1) and the number of clusters; None gives every item its own."""
+    if clusters is None:
+        return np.arange(n), n
+    keys = np.asarray(clusters)
+    if keys.shape != (n,):
+        raise ValueError(f"{keys.size} cluster keys for {n} items")
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse.reshape(-1)], len(first)
+
+
+def unit_weights(clusters: Any, n: int, n_resamples: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Blocks of item-count rows ``[b, n]`` drawn by cluster: each row draws the clusters
+    with replacement (:func:`item_weights` over the clusters) and gives every item its
+    cluster's count. With ``clusters`` None or all distinct: exactly :func:`item_weights`."""
+    index, g = cluster_index(clusters, n)
+    if g == n and np.array_equal(index, np.arange(n)):
+        yield from item_weights(n, n_resamples, rng)
+        return
+    for wc in item_weights(g, n_resamples, rng):
+        yield wc[:, index]
+
+
+def _totals(w: np.ndarray) -> np.ndarray:
+    """Each resample row's number of items ``[b, 1]`` (n for an item resample)."""
+    return w.sum(axis=1, dtype=np.float64)[:, None]
+
+
 def _sums(w: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """``w @ columns`` in float64; 0/1 columns go through float32 (exact: integer sums < 2^24)."""
     if columns.dtype == bool:
@@ -57,7 +94,7 @@ def _sums(w: np.ndarray, columns: np.ndarray) -> np.ndarray:
 def _classification(metric: str, num_classes: int, y: np.ndarray, preds: np.ndarray, w: np.ndarray) -> np.ndarray:
     s, n = preds.shape
     if metric == "accuracy":
-        return (_sums(w, (preds == y).T) / n).T
+        return (_sums(w, (preds == y).T) / _totals(w)).T
     c = num_classes
     onehot_p = (preds[:, :, None] == np.arange(c)).transpose(1, 0, 2).reshape(n, s * c)  # [n, s*c]
     tp = _sums(w, onehot_p & (y[:, None] == np.tile(np.arange(c), s))).reshape(-1, s, c)
@@ -87,7 +124,7 @@ def _multilabel(metric: str, t: np.ndarray, preds: np.ndarray, w: np.ndarray) ->
             per_item = (p != t).mean(axis=2)
         else:
             per_item = _div(2.0 * (p & t).sum(axis=2), t.sum(axis=1) + p.sum(axis=2))
-        return (_sums(w, per_item.T) / n).T
+        return (_sums(w, per_item.T) / _totals(w)).T
     tp = _sums(w, (p & t).transpose(1, 0, 2).reshape(n, s * c)).reshape(-1, s, c)
     pred = _sums(w, p.transpose(1, 0, 2).reshape(n, s * c)).reshape(-1, s, c)
     true = _sums(w, t)[:, None, :]
@@ -127,7 +164,7 @@ def _regression(metric: str, t: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.
         else:
             lim = 3.0 if metric == "acc7" else 2.0
             cols = (np.round(np.clip(t, -lim, lim))[:, None] == np.round(np.clip(p, -lim, lim)).T)
-        return (_sums(w, cols) / n).T
+        return (_sums(w, cols) / _totals(w)).T
     if metric == "acc2_non0":
         nz = t != 0
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -139,9 +176,10 @@ def _regression(metric: str, t: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.
     # corr: Pearson's r from weighted moments of values centred on the full sample's means
     x, yv = (p - p.mean(axis=1, keepdims=True)).T, (t - t.mean())[:, None]  # [n, s], [n, 1]
     w64 = w.astype(np.float64)
-    sx, sy = w64 @ x / n, w64 @ yv / n
-    vx, vy = w64 @ (x * x) / n - sx**2, w64 @ (yv * yv) / n - sy**2
-    cxy = w64 @ (x * yv) / n - sx * sy
+    tot = _totals(w)
+    sx, sy = w64 @ x / tot, w64 @ yv / tot
+    vx, vy = w64 @ (x * x) / tot - sx**2, w64 @ (yv * yv) / tot - sy**2
+    cxy = w64 @ (x * yv) / tot - sx * sy
     tiny = 1e-12 * max(float(np.max(np.abs(x))) if x.size else 0.0, float(np.max(np.abs(yv))), 1.0) ** 2
     ok = (vx > tiny) & (vy > tiny)
     r = np.zeros_like(cxy)
@@ -198,16 +236,19 @@ def resampled_metric(metric: str, target_type: str, num_classes: int | None, y: 
 
 
 def two_level_values(y: np.ndarray, preds: list[np.ndarray], metric: str, target_type: str, num_classes: int | None,
-                     n_resamples: int, seed: Any, seed_level: bool = True, scores: bool = False) -> np.ndarray:
+                     n_resamples: int, seed: Any, seed_level: bool = True, scores: bool = False,
+                     clusters: Any = None) -> np.ndarray:
     """``[entries, n_resamples]``: each entry's value on each two-level resample. ``preds[e]``
     is entry e's ``[seeds, n]`` predictions on the shared items ``y``. The item draws come
     from ``SeedSequence(seed)``'s first child, entry e's seed draws from child e + 1, so the
     item draws do not depend on the seeds. With ``seed_level=False`` each entry's seeds are
-    averaged with equal weights (the item bootstrap alone). `scores`: see :func:`resampled_metric`."""
+    averaged with equal weights (the item bootstrap alone). `scores`: see :func:`resampled_metric`.
+    ``clusters`` (one key per item, or None): the first level draws clusters, not items
+    (:func:`unit_weights`); all-distinct keys give the item bootstrap exactly."""
     children = np.random.SeedSequence(seed).spawn(len(preds) + 1)
     per_seed = [np.empty((len(p), n_resamples)) for p in preds]
     pos = 0
-    for w in item_weights(len(y), n_resamples, np.random.default_rng(children[0])):
+    for w in unit_weights(clusters, len(y), n_resamples, np.random.default_rng(children[0])):
         for e, p in enumerate(preds):
             per_seed[e][:, pos : pos + len(w)] = resampled_metric(metric, target_type, num_classes, y, p, w, scores)
         pos += len(w)

@@ -336,20 +336,23 @@ def _caption(metric: str, items: int, seeds: list[int], single: list[str], n_pai
 
 def significance_from_arrays(task: str, names: list[str], y: Any, preds: list[Any], metric: str, target_type: str,
                              num_classes: int | None, higher_is_better: bool, n_resamples: int = DEFAULT_RESAMPLES,
-                             seed: Any = 0, alpha: float = ALPHA, scores: bool = False) -> TaskSignificance:
+                             seed: Any = 0, alpha: float = ALPHA, scores: bool = False,
+                             clusters: Any = None) -> TaskSignificance:
     """The verdicts for entries `names` (best first) with ``preds[e]`` the ``[seeds, n]``
     predictions of entry e on the shared items with targets `y` (label-1 scores with
-    `scores`); `seed` seeds the resamples."""
-    from mmbench.evaluation.resampling import resampled_metric, two_level_values
+    `scores`); `seed` seeds the resamples; ``clusters`` (one key per item, or None) makes
+    the first level resample clusters (:func:`mmbench.evaluation.resampling.unit_weights`)."""
+    from mmbench.evaluation.resampling import cluster_index, resampled_metric, two_level_values
 
     y = np.asarray(y)
     preds = [np.atleast_2d(np.asarray(p)) for p in preds]
     n_pairs = len(names) * (len(names) - 1) // 2
     b = max(int(n_resamples), math.ceil(2 * n_pairs / alpha)) if n_pairs / (n_resamples + 1) >= alpha else int(n_resamples)
-    values = two_level_values(y, preds, metric, target_type, num_classes, b, seed, scores=scores)
+    values = two_level_values(y, preds, metric, target_type, num_classes, b, seed, scores=scores, clusters=clusters)
     ones = np.ones((1, len(y)), np.float32)
     point = [float(resampled_metric(metric, target_type, num_classes, y, p, ones, scores).mean()) for p in preds]
-    linear_acc = metric == "accuracy" and target_type in ("multiclass", "binary")
+    # McNemar assumes independent items: with clusters of several items the bootstrap decides
+    linear_acc = metric == "accuracy" and target_type in ("multiclass", "binary") and cluster_index(clusters, len(y))[1] == len(y)
 
     def exact(i: int, j: int) -> float:
         la, lb = ((run[0] > 0.5).astype(np.int64) if scores else run[0] for run in (preds[i], preds[j]))
@@ -423,6 +426,27 @@ def comparable_items(task: str, groups: dict[str, list[Any]]) -> list[str] | Non
     return sorted(ref) if ref else None
 
 
+def task_clusters(task: str, order: list[str], groups: dict[str, list[Any]]) -> list[str] | None:
+    """The cluster key of each test id of `order` from the entries' per-item records
+    (``clusters``, parallel to ``ids``); None when no entry stores them (every item its own
+    unit). A DataError when two entries give one item different clusters."""
+    keys: dict[str, str] | None = None
+    source = ""
+    for name, results in groups.items():
+        for r in results:
+            it = r.extra["test_items"]
+            if it.get("clusters") is None:
+                continue
+            mine = dict(zip(it["ids"], it["clusters"]))
+            if keys is None:
+                keys, source = mine, name
+            elif mine != keys:
+                bad = next(i for i in order if mine.get(i) != keys.get(i))
+                raise DataError(f"task {task!r}: entries {source!r} and {name!r} store different clusters for test id "
+                                f"{bad!r} ({keys.get(bad)!r} vs {mine.get(bad)!r}); re-run `mmbench leaderboard clusters`")
+    return None if keys is None else [keys[i] for i in order]
+
+
 def task_seed(task: str, seed: int) -> list[int]:
     """The resampling seed of a task: the board's seed and a hash of the task's name."""
     return [seed, int.from_bytes(hashlib.blake2b(task.encode(), digest_size=4).digest(), "little")]
@@ -449,7 +473,8 @@ def task_significance(task: str, ordered_names: list[str], groups: dict[str, lis
                 y = np.asarray(it["targets"])[take]
         preds.append(np.stack(seeds))
     return significance_from_arrays(task, ordered_names, y, preds, metric, first["target_type"], first["num_classes"],
-                                    higher_is_better, n_resamples, task_seed(task, seed), scores=bool(first.get("scores")))
+                                    higher_is_better, n_resamples, task_seed(task, seed), scores=bool(first.get("scores")),
+                                    clusters=task_clusters(task, order, {n: groups[n] for n in ordered_names}))
 
 
 def annotate_ranking(rows: list[dict[str, Any]], entries: list[Any], n_resamples: int = DEFAULT_RESAMPLES,
