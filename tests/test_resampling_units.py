@@ -12,7 +12,8 @@ import pytest
 
 from mmbench.core.errors import DataError
 from mmbench.evaluation.metrics import compute_metrics
-from mmbench.evaluation.resampling import cluster_index, item_weights, resampled_metric, two_level_values, unit_weights
+from mmbench.evaluation.resampling import (cluster_index, item_weights, resampled_metric, two_level, two_level_values,
+                                          unit_weights)
 from mmbench.evaluation.results import make_result
 from mmbench.evaluation.significance import item_record, significance_from_arrays, task_clusters
 
@@ -118,8 +119,43 @@ def test_task_clusters_reads_the_records_in_the_tests_order_and_refuses_disagree
     a = _entry("a", ids, y, y, ["v0", "v0", "v1"])
     b = _entry("b", ids[::-1], y[::-1], y[::-1], ["v1", "v0", "v0"])  # same clusters, other order
     old = _entry("c", ids, y, y)  # a record without clusters says nothing about them
-    assert task_clusters("toy", ["i2", "i0", "i1"], {"a": [a], "b": [b], "c": [old]}) == ["v1", "v0", "v0"]
-    assert task_clusters("toy", ids, {"c": [old]}) is None
+    assert task_clusters("toy", ["i2", "i0", "i1"], {"a": [a], "b": [b], "c": [old]}) == (["v1", "v0", "v0"], "cluster")
+    assert task_clusters("toy", ids, {"c": [old]}) == (None, "item")
     bad = _entry("d", ids, y, y, ["v0", "v1", "v1"])
     with pytest.raises(DataError, match="'a' and 'd' store different clusters for test id 'i1'"):
         task_clusters("toy", ids, {"a": [a], "d": [bad]})
+
+
+# ------------------------------------------------------------------------------------------
+# the variance behind every p: the two-level bootstrap's own, without its Monte-Carlo noise
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric,target_type,clustered", [("accuracy", "multiclass", False), ("accuracy", "multiclass", True),
+                                                         ("f1_macro", "multiclass", True), ("acc2_non0", "regression", True)])
+def test_pair_variance_equals_the_brute_force_two_level_bootstrap(metric, target_type, clustered):
+    """pair_variance (seed level averaged exactly, control variate at the cluster level) against
+    the plain mean squared deviation of 40,000 drawn two-level resamples."""
+    rng = np.random.default_rng(11)
+    n = 240
+    keys = rng.integers(0, 40, n).astype(str) if clustered else None
+    if target_type == "regression":
+        y = np.round(rng.normal(0, 1.5, n) * 5) / 5
+        preds = [np.stack([y + rng.normal(0, s, n) for _ in range(4)]) for s in (1.0, 1.3)]
+        nc = None
+    else:
+        y = rng.integers(0, 3, n)
+        preds = [np.stack([np.where(rng.random(n) < a, y, (y + 1) % 3) for a in accs])
+                 for accs in ((0.7, 0.75, 0.68, 0.8), (0.66, 0.69, 0.7, 0.64))]
+        nc = 3
+    big = two_level(y, preds, metric, target_type, nc, 40_000, seed=2, clusters=keys)
+    d = big.point[0] - big.point[1]
+    brute = float(np.mean((big.values[0] - big.values[1] - d) ** 2))
+    small = two_level(y, preds, metric, target_type, nc, 2000, seed=3, clusters=keys)
+    v, err, used = small.pair_variance(0, 1)
+    assert used == 2000 and v == pytest.approx(brute, rel=0.03)
+    if not clustered:
+        assert err < 1e-6 * v  # accuracy is linear in the item counts: no Monte-Carlo error
+    # and far less noise than the plain estimate from the same 2,000 resamples
+    plain_sd = np.std((small.values[0] - small.values[1] - d) ** 2, ddof=1) / math.sqrt(2000)
+    assert err < plain_sd / 2

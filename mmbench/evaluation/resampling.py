@@ -27,7 +27,9 @@ Every cluster a single item reproduces the item bootstrap draw for draw.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -235,24 +237,135 @@ def resampled_metric(metric: str, target_type: str, num_classes: int | None, y: 
     return out
 
 
-def two_level_values(y: np.ndarray, preds: list[np.ndarray], metric: str, target_type: str, num_classes: int | None,
-                     n_resamples: int, seed: Any, seed_level: bool = True, scores: bool = False,
-                     clusters: Any = None) -> np.ndarray:
-    """``[entries, n_resamples]``: each entry's value on each two-level resample. ``preds[e]``
-    is entry e's ``[seeds, n]`` predictions on the shared items ``y``. The item draws come
-    from ``SeedSequence(seed)``'s first child, entry e's seed draws from child e + 1, so the
-    item draws do not depend on the seeds. With ``seed_level=False`` each entry's seeds are
+def _spread(a: np.ndarray) -> float:
+    """The exact bootstrap variance of ``sum_g (W_g - 1) a_g`` with W multinomial(G, 1/G)."""
+    return float(a @ a - a.sum() ** 2 / max(len(a), 1))
+
+
+@dataclass(frozen=True)
+class TwoLevel:
+    """The entries' two-level resamples. ``values`` ``[E, B]``: each entry's value on each
+    resample (its drawn seeds' mean on the drawn clusters); per entry e, ``per_seed[e]``
+    ``[k, B]``: every seed's value on the drawn clusters (the seed level is then averaged
+    exactly, :meth:`pair_variance`), ``linear[e]`` ``[k, B]``: its linear approximation in the
+    cluster counts, ``seed_points[e]`` ``[k]``: each seed's value on the test set and
+    ``influence[e]`` ``[k, G]``: its derivative in each cluster's weight. ``seed_level``: False
+    when the seeds are averaged with equal weights (no seed draws). A weighted sum of
+    TwoLevels on the same draws (:meth:`combine`) is again one."""
+
+    values: np.ndarray
+    per_seed: tuple[np.ndarray, ...]
+    linear: tuple[np.ndarray, ...]
+    seed_points: tuple[np.ndarray, ...]
+    influence: tuple[np.ndarray, ...]
+    seed_level: bool = True
+
+    @property
+    def point(self) -> np.ndarray:
+        """Each entry's seed mean on the test set."""
+        return np.array([v.mean() for v in self.seed_points])
+
+    def take(self, order: list[int]) -> TwoLevel:
+        """The entries in `order`."""
+        pick = lambda xs: tuple(xs[e] for e in order)  # noqa: E731
+        return TwoLevel(self.values[order], pick(self.per_seed), pick(self.linear), pick(self.seed_points),
+                        pick(self.influence), self.seed_level)
+
+    @staticmethod
+    def combine(parts: list[tuple[float, TwoLevel]]) -> TwoLevel:
+        """``sum(a * part)`` over (a, part) drawn with the same draws (a robustness score)."""
+        def total(get: Any) -> Any:
+            out = None
+            for a, p in parts:
+                out = a * get(p) if out is None else out + a * get(p)
+            return out
+
+        n = len(parts[0][1].per_seed)
+        each = lambda name: tuple(total(lambda p, e=e: getattr(p, name)[e]) for e in range(n))  # noqa: E731
+        return TwoLevel(total(lambda p: p.values), each("per_seed"), each("linear"), each("seed_points"),
+                        each("influence"), parts[0][1].seed_level)
+
+    def pair_variance(self, i: int, j: int) -> tuple[float, float, int]:
+        """The two-level bootstrap variance of entry i minus entry j around the observed
+        difference d, its Monte-Carlo standard error and the resamples used. The seed level is
+        averaged exactly: given the clusters drawn, the seed draws add each entry's variance
+        over its seeds divided by their number (Rao-Blackwellised). Every cluster-level term
+        uses its linear approximation in the cluster counts as a control variate: the exact
+        expectation of the linear part plus the mean over resamples of the rest (Davison &
+        Hinkley 1997, sec. 9.3.1). So a statistic linear in the counts (accuracy over items)
+        has no Monte-Carlo error at all."""
+        d = self.point[i] - self.point[j]
+        t = self.per_seed[i].mean(axis=0) - self.per_seed[j].mean(axis=0)
+        lin = self.linear[i].mean(axis=0) - self.linear[j].mean(axis=0)
+        q = (t - d) ** 2 - (lin - d) ** 2
+        exact = _spread(self.influence[i].mean(axis=0) - self.influence[j].mean(axis=0))
+        if self.seed_level:
+            for e in (i, j):
+                k = len(self.per_seed[e])
+                if k > 1:
+                    infl = self.influence[e]
+                    exact += (np.var(self.seed_points[e]) + sum(_spread(a) for a in infl - infl.mean(axis=0)) / k) / k
+                    q = q + (self.per_seed[e].var(axis=0) - self.linear[e].var(axis=0)) / k
+        q = q[np.isfinite(q)]  # a resample where the metric is undefined (one class drawn) is left out
+        if q.size < 2:
+            return math.nan, math.nan, int(q.size)
+        return exact + float(q.mean()), float(q.std(ddof=1) / math.sqrt(q.size)), int(q.size)
+
+
+EPS = 1e-4  # the step of the numerical derivative in a cluster's weight
+
+
+def _linearisable(metric: str, target_type: str, scores: bool) -> bool:
+    """Whether :func:`resampled_metric` computes `metric` from weighted sums (so fractional
+    weights are meaningful), not by repeating items."""
+    if scores and metric == "auroc":
+        return True
+    if target_type in ("multiclass", "binary"):
+        return metric == "accuracy" or metric in _PRF
+    return (target_type == "regression" and metric in _REGRESSION) or (target_type == "multilabel" and metric in _MULTILABEL)
+
+
+def two_level(y: np.ndarray, preds: list[np.ndarray], metric: str, target_type: str, num_classes: int | None,
+              n_resamples: int, seed: Any, seed_level: bool = True, scores: bool = False,
+              clusters: Any = None) -> TwoLevel:
+    """The two-level resample of every entry, with its linear approximation. ``preds[e]`` is
+    entry e's ``[seeds, n]`` predictions on the shared items ``y``. The cluster draws come from
+    ``SeedSequence(seed)``'s first child, entry e's seed draws from child e + 1, so the
+    cluster draws do not depend on the seeds. With ``seed_level=False`` each entry's seeds are
     averaged with equal weights (the item bootstrap alone). `scores`: see :func:`resampled_metric`.
     ``clusters`` (one key per item, or None): the first level draws clusters, not items
     (:func:`unit_weights`); all-distinct keys give the item bootstrap exactly."""
+    n = len(y)
+    index, g = cluster_index(clusters, n)
     children = np.random.SeedSequence(seed).spawn(len(preds) + 1)
     per_seed = [np.empty((len(p), n_resamples)) for p in preds]
+    counts = np.empty((n_resamples, g), np.float32)
+    rng = np.random.default_rng(children[0])
     pos = 0
-    for w in unit_weights(clusters, len(y), n_resamples, np.random.default_rng(children[0])):
+    distinct = g == n and np.array_equal(index, np.arange(n))
+    for wc in item_weights(g, n_resamples, rng):
+        w = wc if distinct else wc[:, index]
         for e, p in enumerate(preds):
             per_seed[e][:, pos : pos + len(w)] = resampled_metric(metric, target_type, num_classes, y, p, w, scores)
+        counts[pos : pos + len(w)] = wc
         pos += len(w)
+    # each seed's value on the test set and its derivative in each cluster's weight
+    smooth = _linearisable(metric, target_type, scores)
+    step = EPS if smooth else 1.0
+    ones = np.ones((1, n), np.float64 if smooth else np.float32)
+    seed_vals = [resampled_metric(metric, target_type, num_classes, y, p, ones, scores)[:, 0] for p in preds]
+    infl = [np.zeros((len(p), g)) for p in preds]
+    block = max(1, BLOCK_CELLS // max(n, 1))
+    for start in range(0, g, block):  # row r: cluster start + r's weight raised by `step`
+        rows = np.arange(start, min(g, start + block))
+        bump = np.ones((len(rows), n), ones.dtype)
+        bump[rows[:, None] == index[None, :]] += step
+        for e, p in enumerate(preds):
+            m = resampled_metric(metric, target_type, num_classes, y, p, bump, scores)  # [k, rows]
+            infl[e][:, rows] = np.nan_to_num((m - seed_vals[e][:, None]) / step)
     out = np.empty((len(preds), n_resamples))
+    moved = counts.T.astype(np.float64) - 1.0
+    lin = [v[:, None] + f @ moved for v, f in zip(seed_vals, infl)]
     for e, m in enumerate(per_seed):
         k = len(m)
         if k == 1 or not seed_level:
@@ -260,6 +373,14 @@ def two_level_values(y: np.ndarray, preds: list[np.ndarray], metric: str, target
             continue
         draws = np.random.default_rng(children[e + 1]).integers(0, k, size=(n_resamples, k))
         draws += (np.arange(n_resamples) * k)[:, None]
-        counts = np.bincount(draws.ravel(), minlength=n_resamples * k).reshape(n_resamples, k)
-        out[e] = np.einsum("bk,kb->b", counts / k, m)
-    return out
+        c = np.bincount(draws.ravel(), minlength=n_resamples * k).reshape(n_resamples, k)
+        out[e] = np.einsum("bk,kb->b", c / k, m)
+    return TwoLevel(out, tuple(per_seed), tuple(lin), tuple(seed_vals), tuple(infl), seed_level)
+
+
+def two_level_values(y: np.ndarray, preds: list[np.ndarray], metric: str, target_type: str, num_classes: int | None,
+                     n_resamples: int, seed: Any, seed_level: bool = True, scores: bool = False,
+                     clusters: Any = None) -> np.ndarray:
+    """``[entries, n_resamples]``: each entry's value on each two-level resample (:func:`two_level`'s
+    ``values``)."""
+    return two_level(y, preds, metric, target_type, num_classes, n_resamples, seed, seed_level, scores, clusters).values
