@@ -62,6 +62,8 @@ def evaluate(
     test_set: Optional[str] = typer.Option(None, "--test-set", help="The test-set fingerprint the submission was made "
                                            "for (`mmbench data info TASK` prints it): refused if this machine's "
                                            "test set differs."),
+    shards: int = typer.Option(1, "--shards", help="--model: split the test items across N sandboxed workers run at "
+                               "once (cut on --batch-size boundaries: the same predictions as one worker, bit for bit)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="--model: keep each condition's predictions in "
                                "$MMBENCH_CACHE/predictions (keyed by the submission's files, the test set, the masks "
                                "sent and the code), so a killed evaluation resumes and a second one runs no model."),
@@ -82,8 +84,8 @@ def evaluate(
         raise MMBenchError("--limit is a quick check of a --model: it writes nothing (leave out --leaderboard, --output)")
     if weights is not None and model is None:
         raise MMBenchError("--weights goes with --model (for --predictions there are no weights)")
-    if timeout <= 0 or memory_mb <= 0 or batch_size <= 0 or resamples < 0:
-        raise MMBenchError("--timeout, --memory-mb and --batch-size must be positive, --bootstrap >= 0")
+    if timeout <= 0 or memory_mb <= 0 or batch_size <= 0 or resamples < 0 or shards < 1:
+        raise MMBenchError("--timeout, --memory-mb, --batch-size and --shards must be positive, --bootstrap >= 0")
     if name is None:
         source = predictions if predictions is not None else _model_source(model, weights)
         name = source.stem if source is not None else None
@@ -130,7 +132,7 @@ def evaluate(
         result = evaluate_model(spec, model, weights, name, device=device, data_dir=data_dir,
                                 conditions=conditions or None, sandbox_config=cfg, n_resamples=resamples,
                                 split_role=split, out_of_range="accept" if model == "baseline" else out_of_range,
-                                keep_predictions=kept, cache=prediction_cache if cache else None)
+                                keep_predictions=kept, cache=prediction_cache if cache else None, shards=shards)
         if cache and spec.target.type != "retrieval":
             typer.echo(prediction_cache.summary(), err=True)
     result = _with_metadata(result, description, url)

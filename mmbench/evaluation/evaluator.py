@@ -196,7 +196,8 @@ def _input_mismatch(trained: dict[str, Any], test: dict[str, Any], task: str) ->
 def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, device: str = "cpu", data_dir: Any = None,
                    conditions: Any = None, sandbox_config: Any = None, limits: Any = None, seed: int = 0,
                    n_resamples: int = 1000, split_role: str = "test", out_of_range: str = "refuse",
-                   keep_predictions: dict[str, np.ndarray] | None = None, cache: Any = None) -> Result:
+                   keep_predictions: dict[str, np.ndarray] | None = None, cache: Any = None,
+                   shards: int = 1) -> Result:
     """Score a submitted model under the task's conditions: `baseline` + safetensors weights
     (loaded in-process, nothing unpickled), or `file.py:factory` / `program.pt2` (run in a
     separate, isolated process by mmbench.evaluation.sandbox.runner). On a retrieval task the factory's model or
@@ -208,7 +209,9 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
     :class:`~mmbench.evaluation.prediction_cache.PredictionCache`) each condition's outputs come
     from the cache when it holds them for this submission, test set, masks and code, and are
     cached as they are predicted (a sandboxed model runs in up to 4 worker calls then, so a killed
-    evaluation resumes); the cache counts the items it served and the items predicted."""
+    evaluation resumes); the cache counts the items it served and the items predicted. `shards` > 1
+    splits a sandboxed model's test items across that many workers (:mod:`~mmbench.evaluation.sharding`;
+    the gathered outputs equal one worker's bit for bit)."""
     from mmbench.core.errors import SubmissionError
     from mmbench.models.model import describe_inputs
     from mmbench.evaluation.submissions.checks import Limits, check_name, submission_hash
@@ -244,6 +247,9 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
                   "isolation": str(sandbox_config.isolation) if sandbox_config and ms.kind != "baseline" else "-"}
         keys = {c.name: PredictionCache.key(masks=masks_digest(split, c, spec.missing.seed), **common) for c in conds}
         keys["__efficiency__"] = PredictionCache.key(record="efficiency", **common)
+    if shards > 1 and ms.kind == "baseline":
+        raise SubmissionError("--shards is for sandboxed models (file.py:build or a .pt2 program); a baseline "
+                              "checkpoint is scored in this process")
     if ms.kind == "baseline":
         model, config = load_model(ms.weights, dev)
         if config.get("task") != spec.name:
@@ -269,14 +275,16 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
             cache.put_record(keys["__efficiency__"], {"efficiency": efficiency})
         extra["state_hash"] = state_hash(model)
     else:
-        from mmbench.evaluation.sandbox.runner import SandboxConfig, run_model
+        from mmbench.evaluation.sandbox.runner import SandboxConfig
+        from mmbench.evaluation.sharding import run_sharded
 
         record = cache.get_record(keys["__efficiency__"]) if cache is not None else None
         ran: dict[str, Any] = {"seconds": 0.0, "efficiency": (record or {}).get("efficiency"),
                                "isolation": (record or {}).get("isolation"), "measured": record is not None}
 
         def run(cs: list) -> dict[str, np.ndarray]:
-            out = run_model(ms, spec, split, cs, str(dev), sandbox_config or SandboxConfig(), efficiency=not ran["measured"])
+            out = run_sharded(ms, spec, split, cs, str(dev), sandbox_config or SandboxConfig(), max(1, shards),
+                              efficiency=not ran["measured"])
             if not ran["measured"]:
                 ran.update(efficiency=out.efficiency, measured=True)
                 if cache is not None:

@@ -64,6 +64,7 @@ class SandboxConfig:
     isolation: str = "auto"  # auto | required | none (mmbench.evaluation.sandbox.isolation)
     # what the worker must not see even inside the submission's folder, {description: path} (data root, leaderboard)
     denied: dict[str, Path] = field(default_factory=dict)
+    cancel: Any = None  # a threading.Event: once set, the worker is stopped (another shard failed)
 
 
 @dataclass
@@ -100,25 +101,27 @@ def clean_env(workdir: Path, threads: int, device: str) -> dict[str, str]:
     return env
 
 
-def _write_inputs(path: Path, split, conditions: list, seed: int) -> None:
-    """Inputs for the worker: tensors of the (clean) split plus one keep-mask per condition."""
+def _write_inputs(path: Path, split, conditions: list, seed: int, rows: tuple[int, int] | None = None) -> None:
+    """Inputs for the worker: tensors of the (clean) split plus one keep-mask per condition; with
+    `rows` ``(start, end)`` only those rows (the masks drawn over the whole split, then cut)."""
     import torch
 
     from mmbench.core.io import atomic_save_safetensors
     from mmbench.data.masks import condition_masks
 
+    start, end = rows if rows is not None else (0, len(split))
     tensors: dict[str, torch.Tensor] = {}
     for m in split.modality_names:
-        tensors[f"x.{m}"] = split.modalities[m]
-        tensors[f"present.{m}"] = split.present[m].to(torch.uint8)
+        tensors[f"x.{m}"] = split.modalities[m][start:end]
+        tensors[f"present.{m}"] = split.present[m][start:end].to(torch.uint8)
         if m in split.lengths:
-            tensors[f"len.{m}"] = split.lengths[m]
+            tensors[f"len.{m}"] = split.lengths[m][start:end]
     for i, cond in enumerate(conditions):
         masks = condition_masks(cond, split.ids, split.modality_names, seed=seed, split=split.name)
         for m, keep in masks.items():
-            tensors[f"keep.{i}.{m}"] = torch.from_numpy(keep.astype(np.uint8))
+            tensors[f"keep.{i}.{m}"] = torch.from_numpy(np.ascontiguousarray(keep[start:end]).astype(np.uint8))
     meta = {"conditions": json.dumps([c.name for c in conditions]), "modalities": json.dumps(split.modality_names),
-            "n": str(len(split))}
+            "n": str(end - start)}
     atomic_save_safetensors(path, tensors, meta)
 
 
@@ -154,8 +157,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def run_model(model_spec, spec, split, conditions: list, device: str, config: SandboxConfig | None = None,
-              efficiency: bool = True, seed: int | None = None) -> SandboxOutput:
-    """Run a factory/exported submission over `split` under each condition, in a worker process."""
+              efficiency: bool = True, seed: int | None = None, rows: tuple[int, int] | None = None) -> SandboxOutput:
+    """Run a factory/exported submission over `split` under each condition, in a worker process;
+    with `rows` ``(start, end)``, over those rows of it only (one shard, see ``sharding``)."""
     from mmbench.models.model import describe_inputs, num_outputs
 
     seed = spec.missing.seed if seed is None else seed
@@ -164,8 +168,9 @@ def run_model(model_spec, spec, split, conditions: list, device: str, config: Sa
                  "outputs": num_outputs(spec.target.type, spec.target.num_classes),
                  "range": list(spec.target.range) if spec.target.range is not None else None}
     return _execute(model_spec, task_info, device, config or SandboxConfig(), efficiency,
-                    lambda path: _write_inputs(path, split, conditions, seed),
-                    lambda path: _read_outputs(path, conditions, len(split), spec, model_spec.source))
+                    lambda path: _write_inputs(path, split, conditions, seed, rows),
+                    lambda path: _read_outputs(path, conditions, (rows[1] - rows[0]) if rows else len(split), spec,
+                                               model_spec.source))
 
 
 def run_retrieval_model(model_spec, spec, inputs: dict[str, dict[str, Any]], device: str,
@@ -253,7 +258,7 @@ def _execute(model_spec, task_info: dict[str, Any], device: str, config: Sandbox
                 start_new_session=True, close_fds=True,
             )
             try:
-                rc = proc.wait(timeout=config.timeout_s)
+                rc = _wait(proc, config)
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 proc.wait()
@@ -280,6 +285,25 @@ def _execute(model_spec, task_info: dict[str, Any], device: str, config: Sandbox
     finally:
         if not config.keep_dir:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+class Cancelled(SubmissionError):
+    """The worker was stopped because another shard's worker failed."""
+
+
+def _wait(proc: subprocess.Popen, config: SandboxConfig) -> int:
+    """The worker's exit status; TimeoutExpired after ``timeout_s``; Cancelled once ``config.cancel`` is set."""
+    if config.cancel is None:
+        return proc.wait(timeout=config.timeout_s)
+    deadline = time.monotonic() + config.timeout_s
+    while True:
+        try:
+            return proc.wait(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                raise
+            if config.cancel.is_set():
+                raise Cancelled("stopped: another shard's worker failed") from None
 
 
 def _submission_paths(model_spec) -> list[Path]:
