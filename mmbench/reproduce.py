@@ -44,7 +44,7 @@ def config_file(name_or_path: str | Path, root: Path | None = None) -> Path:
     stem = path.name.removesuffix(".yaml").removesuffix(".yml")
     if (root / f"{stem}.yaml").is_file():
         return root / f"{stem}.yaml"
-    from mmbench.data.tasks import nearest
+    from mmbench.core.registry import nearest
 
     known = [p.stem for p in root.glob("*.yaml") if p.stem != "suites"]
     raise SpecError(f"config not found: not a file, nor a built-in baseline config{nearest(stem, known)}", path)

@@ -30,6 +30,9 @@ def train(
                                                "reduce-overhead (CUDA graphs: small models on a GPU), max-autotune."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16 autocast on CUDA), bf16, fp16 or fp32."),
     no_progress: bool = typer.Option(False, "--no-progress"),
+    threads: int = typer.Option(1, "--threads", help="CPU threads for torch, as in `reproduce` (the baselines are small: "
+                                "on a small CPU, thread start-up and contention cost more than a second thread gains; "
+                                "raise it for big models)."),
 ) -> None:
     """Train a fusion model on a task (config from baselines/, overridable).
 
@@ -37,8 +40,10 @@ def train(
     (one per GPU, or gloo on the CPU); batch_size is per process, so the global batch is
     batch_size x K. Only rank 0 writes the run folder and prints.
     """
+    import torch
     import yaml
 
+    torch.set_num_threads(max(1, threads))
     from mmbench.core.errors import SpecError
     from mmbench.reproduce import baseline_config, config_file
     from mmbench.data.tasks import get_task

@@ -10,7 +10,6 @@ a folder or a list of spec files).
 
 from __future__ import annotations
 
-import difflib
 import os
 import typing
 import warnings
@@ -23,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mmbench.core.errors import MMBenchError, SpecError
+from mmbench.core.registry import nearest, unknown_name
 
 TargetType = Literal["multiclass", "binary", "regression", "retrieval", "multilabel"]
 
@@ -184,13 +184,6 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
         field = model.model_fields.get(part)
         model = _model_of(field.annotation) if field is not None else None
     return model
-
-
-def nearest(word: str, choices: Any) -> str:
-    """'; did you mean X?' for the closest of `choices`, else the list of them."""
-    choices = sorted(map(str, choices))
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else f" (one of: {', '.join(choices)})"
 
 
 def _error_line(err: dict) -> str:
@@ -361,4 +354,4 @@ def get_task(name_or_path: str | Path) -> TaskSpec:
     if name in broken:
         raise broken[name]
     hint = " (a spec file is given by its path, ending .yaml)" if Path(name).exists() else ""
-    raise MMBenchError(f"unknown task {name!r}; known: {', '.join(task_names())}{hint}")
+    raise MMBenchError(unknown_name("task", name, task_names()) + hint)

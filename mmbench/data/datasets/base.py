@@ -137,7 +137,7 @@ def option_names(cls: type) -> set[str] | None:
 
 def check_options(name: str, options: dict[str, Any], where: str = "dataset.options") -> None:
     """Refuse an option the loader does not take, naming the nearest one it does."""
-    from mmbench.data.tasks import nearest
+    from mmbench.core.registry import nearest
 
     known = option_names(DATASETS.get(name))
     for key in options:
