@@ -182,6 +182,7 @@ def run_grid(
 
     if not seeds:
         raise MMBenchError("reproduce needs at least one seed")
+    check_grid_names(tasks, fusions)  # a typo fails once, before any work, not once per row
     reference = load_reference()
     results, checks = [], []
     for task in tasks:
@@ -205,6 +206,25 @@ def run_grid(
                 checks.append(check_against_reference(task, fusion, metric, [r.metrics["clean"][metric] for r in per_seed],
                                                       reference, dataset.fingerprint()))
     return results, checks
+
+
+def check_grid_names(tasks: list[str], fusions: list[str]) -> None:
+    """Refuse an unknown task, fusion or ``unimodal:<modality>`` in one line naming the nearest
+    known name. ``dual-encoder`` is the retrieval tasks' model."""
+    from mmbench.core.registry import FUSIONS, unknown_name
+
+    specs = [get_task(t) for t in tasks]
+    for fusion in fusions:
+        base, _, modality = fusion.partition(":")
+        if base == "dual-encoder":
+            continue
+        FUSIONS.get(base)  # raises "unknown fusion 'concatt'; did you mean 'concat'?"
+        if modality:
+            known = sorted({m for spec in specs for m in spec.modalities})
+            missing = [spec.name for spec in specs if modality not in spec.modalities]
+            if missing:
+                raise SpecError(f"--fusions {fusion}: " + unknown_name("modality", modality, known)
+                                + f" (not a modality of {', '.join(missing)})")
 
 
 def _failed(spec: Any, task: str, fusion: str, exc: Exception, log: Callable[[str], None]) -> list[Check]:

@@ -68,7 +68,7 @@ def evaluate(
     from mmbench.evaluation.submissions.checks import check_name
 
     if template is not None:
-        return _write_template(task, template)
+        return _write_template(task, template, data_dir)
     if (predictions is None) == (model is None):
         raise MMBenchError("give exactly one of --predictions FILE or --model SPEC")
     if split not in ("test", "validation"):
@@ -171,12 +171,12 @@ def evaluate(
         typer.echo(f"wrote {w}", err=as_json)  # keep stdout pure JSON with --json
 
 
-def _write_template(task: str, folder: Path) -> None:
+def _write_template(task: str, folder: Path, data_dir: Optional[Path] = None) -> None:
     from mmbench.data.tasks import get_task
     from mmbench.evaluation.submissions.contract import write_template
 
     spec = get_task(task)
-    path = write_template(spec, folder)
+    path = write_template(spec, folder, str(data_dir) if data_dir else None)
     typer.echo(f"wrote {path}: a working model for {spec.name} and its call contract; check it with "
                f"`mmbench evaluate {spec.name} --model {path}:build --limit 4`")
 

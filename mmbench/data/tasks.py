@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mmbench.core.errors import MMBenchError, SpecError
+from mmbench.core.io import builtin_dir
 from mmbench.core.registry import nearest, unknown_name
 
 TargetType = Literal["multiclass", "binary", "regression", "retrieval", "multilabel"]
@@ -263,13 +264,6 @@ def load_task_spec(path: str | Path) -> TaskSpec:
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid YAML: {exc}".replace("\n", " "), path) from None
     return parse_task_spec(data, str(path))
-
-
-def builtin_dir(kind: str) -> Path:
-    """`tasks` or `baselines`: the repository folder in a checkout, the packaged copy in a wheel."""
-    package = Path(__file__).resolve().parent.parent  # the mmbench package folder
-    packaged = package / "_builtin" / kind
-    return packaged if packaged.is_dir() else package.parent / kind
 
 
 def _spec_files() -> list[Path]:
