@@ -243,9 +243,7 @@ def _failed(spec: Any, task: str, fusion: str, exc: Exception, log: Callable[[st
 def _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_dir, device, data_dir, overrides, progress,
               log, vectorize, resume) -> list[Any]:
     """Train (or keep) and evaluate every seed of one (task, fusion); its results, in seed order."""
-    from mmbench.evaluation.evaluator import evaluate_trained, with_test_set
-    from mmbench.core.io import atomic_write_json
-    from mmbench.board.publish import attach_run_predictions, publish_run
+    from mmbench.board.publish import publish_run
     from mmbench.training.multiseed import train_seeds
     from mmbench.training.trainer import TrainConfig
 
@@ -268,20 +266,32 @@ def _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_d
             note = f"kept: {run_dirs[seed]} finished with this config and data"
         else:
             trained = runs[seed]
-            test_predictions: dict[str, Any] = {}
-            result = with_test_set(evaluate_trained(spec, trained, splits["test"], dataset.fingerprint(), name=name,
-                                                    keep_predictions=test_predictions), spec, dataset=dataset,
-                                   loaded=splits["test"])
-            if spec.target.type == "retrieval":  # the test embeddings, with the gallery's ids
-                test_predictions |= gallery_ids(spec, dataset, data_dir, splits["test"])
-            result = attach_run_predictions(run_dirs[seed], result, splits["test"].ids, test_predictions)
-            atomic_write_json(run_dirs[seed] / "result.json", result.to_json())
+            result = write_run_result(spec, trained, dataset, splits["test"], run_dirs[seed], name, data_dir)
             note = f"{trained.seconds:.1f}s, best epoch {trained.best_epoch}"
         if leaderboard_dir:
             publish_run(leaderboard_dir, run_dirs[seed], result)
         per_seed.append(result)
         log(f"{task:>22} {fusion:>12} seed {seed}: {spec.primary_metric} {result.primary_clean:.4f} ({note})")
     return per_seed
+
+
+def write_run_result(spec: Any, trained: Any, dataset: Any, test_split: Any, run_dir: Path, name: str,
+                     data_dir: Any = None) -> Any:
+    """Score a trained run on the test split under every condition of the task and write
+    `run_dir`/result.json with its test predictions beside it: what `report`, `leaderboard
+    publish` and `--resume` read. The same for a run of `mmbench train` and one of a grid."""
+    from mmbench.board.publish import attach_run_predictions
+    from mmbench.core.io import atomic_write_json
+    from mmbench.evaluation.evaluator import evaluate_trained, with_test_set
+
+    test_predictions: dict[str, Any] = {}
+    result = with_test_set(evaluate_trained(spec, trained, test_split, dataset.fingerprint(), name=name,
+                                            keep_predictions=test_predictions), spec, dataset=dataset, loaded=test_split)
+    if spec.target.type == "retrieval":  # the test embeddings, with the gallery's ids
+        test_predictions |= gallery_ids(spec, dataset, data_dir, test_split)
+    result = attach_run_predictions(run_dir, result, test_split.ids, test_predictions)
+    atomic_write_json(Path(run_dir) / "result.json", result.to_json())
+    return result
 
 
 def gallery_ids(spec: Any, dataset: Any, data_dir: Any, test_split: Any) -> dict[str, list[str]]:

@@ -89,3 +89,27 @@ def test_reproduce_help_lists_every_suite(monkeypatch, capsys):
     flat = " ".join(out.split())
     for name in suites:  # the help wraps lines, possibly inside a name: compare without the breaks
         assert name in flat.replace("- ", "-"), name
+
+
+# ---------------------------------------------------------------- item 4: report reads what train writes
+
+
+def test_report_reads_the_folders_train_writes(tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    rc, out, err = run_main(["train", "synthetic-synergy", "--fusion", "late", "--seed", "0", "--seed", "1", "--epochs",
+                             "1", "--out", runs, "--no-progress"], monkeypatch, capsys)
+    assert rc == 0, err
+    run = runs / "synthetic-synergy" / "late" / "seed0"
+    result = json.loads((run / "result.json").read_text())
+    assert result["seed"] == 0 and result["name"] == "late"
+    assert set(result["metrics"]) == {"clean", *[c for c in result["metrics"] if c != "clean"]} and len(result["metrics"]) > 1
+    # the clean test metric train prints is the one result.json holds
+    assert f"accuracy {result['metrics']['clean']['accuracy']:.4f}" in out
+    for inp, n in ((runs / "synthetic-synergy", 2), (run, 1), (runs, 2)):
+        rc, out, err = run_main(["report", inp, "-o", tmp_path / "r.md"], monkeypatch, capsys)
+        assert rc == 0, (inp, err)
+        assert (tmp_path / "r.md").read_text().count("late") >= 1
+    # a run folder with no result.json (cut short) is named as such, not blamed on config.json
+    (run / "result.json").unlink()
+    rc, out, err = run_main(["report", run, "-o", tmp_path / "r.md"], monkeypatch, capsys)
+    assert rc == 1 and "run folder without result.json" in err and "config.json" not in err

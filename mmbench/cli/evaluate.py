@@ -311,8 +311,12 @@ def _print_summary(result: Any) -> None:
         typer.echo(f"  isolation: {result.extra['isolation']}")
     eff = result.efficiency or {}
     if eff:
+        from mmbench.evaluation.latency import TIMED
+
         typer.echo("  efficiency: " + "  ".join(f"{k} {_fmt(eff[k])}" for k in ("params", "flops_per_sample", "latency_ms_per_batch")
                                                 if k in eff))
+        if "latency_ms_per_batch" in eff:
+            typer.echo(f"  latency: {TIMED}; batch size {eff.get('batch_size', '?')}")
 
 
 # --------------------------------------------------------------------------------------------

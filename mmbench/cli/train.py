@@ -45,8 +45,9 @@ def train(
 
     torch.set_num_threads(max(1, threads))
     from mmbench.core.errors import SpecError
-    from mmbench.reproduce import baseline_config, config_file
+    from mmbench.data.splits import load_training_splits, task_dataset, with_dataset_options
     from mmbench.data.tasks import get_task
+    from mmbench.reproduce import baseline_config, config_file, write_run_result
     from mmbench.training.trainer import TrainConfig, distributed_session
     from mmbench.training.trainer import train as run_train
 
@@ -80,14 +81,19 @@ def train(
     if precision:
         base["precision"] = precision
     cfgs = [TrainConfig.from_dict(base | {"seed": s}, str(config or "baselines")) for s in seed]
+    spec = with_dataset_options(spec, cfgs[0].dataset_options)
+    dataset = task_dataset(spec, cfgs[0].data_dir)
+    splits = load_training_splits(spec, cfgs[0].data_dir, dataset)  # loaded once for every seed
+    name = fusion.replace(":", "-")
     with distributed_session(device) as dist:  # one process group for every seed under torchrun
         for cfg in cfgs:
-            run_dir = out / task / fusion.replace(":", "-") / f"seed{cfg.seed}"
-            result = run_train(cfg, run_dir, progress=not no_progress)
-            if dist.is_main:
-                metrics = " ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
+            run_dir = out / task / name / f"seed{cfg.seed}"
+            trained = run_train(cfg, run_dir, progress=not no_progress, splits=splits)
+            if dist.is_main:  # scored under every condition, as in a grid: result.json for report and publish
+                result = write_run_result(spec, trained, dataset, splits["test"], run_dir, name, cfg.data_dir)
+                metrics = " ".join(f"{k} {v:.4f}" for k, v in result.metrics["clean"].items())
                 workers = f" on {dist.world} processes" if dist.active else ""
-                typer.echo(f"{task} {fusion} seed {cfg.seed}{workers}: best epoch {result.best_epoch}, "
+                typer.echo(f"{task} {fusion} seed {cfg.seed}{workers}: best epoch {trained.best_epoch}, "
                            f"test {metrics}  -> {run_dir}")
 
 
