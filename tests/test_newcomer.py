@@ -113,3 +113,42 @@ def test_report_reads_the_folders_train_writes(tmp_path, monkeypatch, capsys):
     (run / "result.json").unlink()
     rc, out, err = run_main(["report", run, "-o", tmp_path / "r.md"], monkeypatch, capsys)
     assert rc == 1 and "run folder without result.json" in err and "config.json" not in err
+
+
+# ---------------------------------------------------------------- item 5: COCO masks and info without encoding
+
+
+def test_coco_retrieval_masks_encode_nothing(tmp_path, monkeypatch, capsys):
+    """The masks of coco-retrieval come from the caption file and the file system: an empty
+    feature cache stays empty. The data README gives the reference: 25,014 captions, of which
+    the 795 of the 159 images on disk have their image."""
+    import pandas as pd
+
+    from tests._datapaths import real_data_root
+
+    root = real_data_root()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    rc, out, err = run_main(["data", "masks", "coco-retrieval", "-o", tmp_path / "m.csv", "--data-dir", root],
+                            monkeypatch, capsys, env={"MMBENCH_CACHE": str(cache)})
+    assert rc == 0, err
+    table = pd.read_csv(tmp_path / "m.csv", dtype={"id": str})
+    clean = table[table["condition"] == "clean"]
+    assert len(clean) == 25_014 and int(clean["image"].sum()) == 795 and int(clean["text"].sum()) == 25_014
+    assert [p for p in cache.rglob("*") if p.is_file()] == []  # nothing encoded
+
+
+def test_coco_match_info_counts_each_split_not_the_whole_file(tmp_path, monkeypatch, capsys):
+    from tests._datapaths import real_data_root
+
+    root = real_data_root()
+    rc, out, err = run_main(["data", "info", "coco-match", "--json", "--data-dir", root], monkeypatch, capsys)
+    assert rc == 0, err
+    info = json.loads(out)
+    splits = info["splits"]
+    # every image of the caption file lands in one split; the 159 on disk are the ones paired
+    assert sum(s["images"] for s in splits.values()) == 5_000
+    assert sum(s["images_on_disk"] for s in splits.values()) == 159
+    assert sum(s["captions"] for s in splits.values()) == 795
+    # the test set: each paired test image with its own captions (positives) and mined negatives
+    assert splits["test"]["captions"] < info["test_set"]["items"] < 25_014

@@ -118,7 +118,8 @@ def text_features(
     info = {"text_encoder": str(encoder), "text_model": str(path)}
 
     def build() -> dict[str, Any]:
-        with StepProgress(f"encoding texts with {Path(str(encoder)).name}", len(set(texts)), "distinct texts") as bar:
+        label = "MiniLM sentence embeddings" if str(encoder) == MINILM else str(path)
+        with StepProgress(f"encoding texts ({label})", len(set(texts)), "distinct texts") as bar:
             return {"features": pretrained.encode_texts(texts, path, batch_size, max_length, device, normalize=True,
                                                         on_batch=bar.advance)}
 
