@@ -20,6 +20,7 @@ from mmbench.data.masks import Condition
 from mmbench.data.samples import Split
 from mmbench.data.splits import apply_condition
 from mmbench.data.tasks import TaskSpec
+from mmbench.evaluation.latency import median_latency_ms
 from mmbench.evaluation.results import Result, make_result
 from mmbench.evaluation.retrieval_scoring import retrieval_gallery, retrieval_result
 from mmbench.evaluation.scoring import (
