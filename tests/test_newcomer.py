@@ -105,10 +105,13 @@ def test_report_reads_the_folders_train_writes(tmp_path, monkeypatch, capsys):
     assert set(result["metrics"]) == {"clean", *[c for c in result["metrics"] if c != "clean"]} and len(result["metrics"]) > 1
     # the clean test metric train prints is the one result.json holds
     assert f"accuracy {result['metrics']['clean']['accuracy']:.4f}" in out
-    for inp, n in ((runs / "synthetic-synergy", 2), (run, 1), (runs, 2)):
+    for inp in (runs / "synthetic-synergy", run, runs):
         rc, out, err = run_main(["report", inp, "-o", tmp_path / "r.md"], monkeypatch, capsys)
         assert rc == 0, (inp, err)
         assert (tmp_path / "r.md").read_text().count("late") >= 1
+    # item 9: a single run has no spread over seeds to show
+    rc, out, err = run_main(["report", run, "-o", tmp_path / "one.html"], monkeypatch, capsys)
+    assert rc == 0 and "± 0.0000" not in (tmp_path / "one.html").read_text()
     # a run folder with no result.json (cut short) is named as such, not blamed on config.json
     (run / "result.json").unlink()
     rc, out, err = run_main(["report", run, "-o", tmp_path / "r.md"], monkeypatch, capsys)
@@ -152,3 +155,83 @@ def test_coco_match_info_counts_each_split_not_the_whole_file(tmp_path, monkeypa
     assert sum(s["captions"] for s in splits.values()) == 795
     # the test set: each paired test image with its own captions (positives) and mined negatives
     assert splits["test"]["captions"] < info["test_set"]["items"] < 25_014
+
+
+# ---------------------------------------------------------------- item 7: latency timed one way, labelled
+
+
+def test_latency_is_the_forward_on_one_cpu_thread_and_restores_threads():
+    import torch
+
+    from mmbench.data.splits import load_task_split
+    from mmbench.data.tasks import get_task
+    from mmbench.evaluation.evaluator import measure_efficiency
+    from mmbench.evaluation.latency import TIMED
+    from mmbench.models.model import MultimodalModel
+    from mmbench.training.trainer import TrainConfig, model_config_for
+
+    spec = get_task("synthetic-synergy")
+    split = load_task_split(spec, "test")
+    model = MultimodalModel(model_config_for(TrainConfig(task=spec.name, fusion="concat"), spec, split))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        eff = measure_efficiency(model, split, "cpu")
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(before)
+    assert eff["threads"] == 1 and eff["precision"] == "float32" and eff["latency_ms_per_batch"] > 0
+    assert "model forward" in TIMED and "not the isolated worker's round trip" in TIMED
+
+
+def test_board_says_what_latency_times_and_when_precision_was_not_recorded():
+    from mmbench.board.efficiency import devices_note
+
+    rows = [{"device": "CPU, 2 cores", "latency_ms_per_batch": 1.0, "batch_size": 64, "precision": "unknown"}]
+    note = devices_note(rows)
+    assert "precision unknown" not in note and "precision not recorded" in note
+    assert "model's forward alone (not the isolated worker's round trip)" in note
+
+
+# ---------------------------------------------------------------- item 9: output text
+
+
+def test_validation_scores_say_their_split(tmp_path, monkeypatch, capsys):
+    from mmbench.data.tasks import get_task
+    from mmbench.evaluation.submissions.contract import write_template
+
+    model = write_template(get_task("synthetic-synergy"), tmp_path / "team")
+    rc, out, err = run_main(["evaluate", "synthetic-synergy", "--model", f"{model}:build", "--split", "validation",
+                             "--bootstrap", "0"], monkeypatch, capsys)
+    assert rc == 0, err
+    assert "scored on the validation split" in out.splitlines()[0]
+
+
+def test_tasks_columns_line_up_for_long_names(monkeypatch, capsys):
+    rc, out, _ = run_main(["tasks"], monkeypatch, capsys)
+    assert rc == 0
+    lines = out.splitlines()
+    rows = json.loads(run_main(["tasks", "--json"], monkeypatch, capsys)[1])
+    assert max(len(r["name"]) for r in rows) > 24  # the case that broke
+    starts = {ln.index(" " + r["target"] + " ", len(r["name"])) for ln, r in zip(lines, rows)}
+    assert len(starts) == 1, starts  # every target column starts at the same offset
+
+
+def test_reproduce_prints_no_runs_of_blank_lines(tmp_path, monkeypatch, capsys):
+    rc, out, err = run_main(["reproduce", "--tasks", "synthetic-synergy", "--tasks", "synthetic-unique", "--fusions",
+                             "concat", "--seeds", "0", "--set", "epochs=1", "--out", tmp_path / "runs"],
+                            monkeypatch, capsys)
+    assert rc == 0, err
+    assert "\n\n\n" not in out
+    log = out.split("seeds\n", 1)[1].split("\n\n", 1)[0]  # the run lines, one per run, no blank between
+    assert len(log.splitlines()) == 2, out[:500]
+
+
+def test_conditions_heading_counts_the_table_columns():
+    import re
+
+    page = (Path(__file__).resolve().parent.parent / "leaderboard" / "synthetic-synergy.html").read_text()
+    n = int(re.search(r"under every condition \((\d+) conditions, clean included\)", page).group(1))
+    table = page[page.index('id="conditions-'):]
+    header = table[: table.index("</tr>")]
+    assert header.count("<th scope") == n + 2  # rank, name and the n conditions

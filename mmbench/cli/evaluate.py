@@ -293,8 +293,10 @@ def _fmt(v: Any) -> str:
 
 def _print_summary(result: Any) -> None:
     pm = result.primary_metric
+    split = result.extra.get("split", "test")
     typer.echo(f"{result.task}  {result.name}  ({result.kind}, {len(result.metrics)} condition"
-               f"{'s' if len(result.metrics) != 1 else ''})")
+               f"{'s' if len(result.metrics) != 1 else ''}, scored on the {split} split"
+               + (": a tuning figure, not comparable with the board's test scores" if split != "test" else "") + ")")
     clean = result.metrics.get("clean")
     if clean:
         ci = result.confidence_intervals.get("clean", {}).get(pm)
