@@ -223,3 +223,25 @@ def test_every_readme_mmbench_line_runs(scratch, monkeypatch, capsys):
                          f"stdout: {out[-2000:]}\nstderr: {err[-3000:]}")
         ran.append(line_no)
     assert ran, "README.md has no mmbench line in a code block"
+
+
+def test_readme_gives_the_cpu_only_install_beside_the_one_ci_runs():
+    """README's two set-up commands stay as .ci/run greps them; beside them, the CPU-only form
+    pins the same torch trio as pyproject.toml, and README says which form CI runs."""
+    import tomllib
+
+    text = README.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    install = [ln for ln in lines if "# 1. install" in ln]
+    assert len(install) == 1 and install[0].split("#")[0].strip() == 'pip install -e ".[dev,pretrained]"'
+    assert [ln.split("#")[0].strip() for ln in lines if "# 2. run the tests" in ln] == ["python -m pytest -q"]
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = sorted(d.replace(" ", "") for d in deps if re.match(r"torch(vision|audio)?\s*==", d))
+    assert len(pins) == 3, deps
+    cpu = [ln for ln in lines if "download.pytorch.org/whl/cpu" in ln and ln.startswith("pip install torch==")]
+    assert cpu, "README has no CPU-only install line"
+    assert all(sorted(a for a in ln.split() if "==" in a) == pins for ln in cpu), (cpu, pins)
+    setup = text.index("# 2. run the tests")
+    assert text.index("download.pytorch.org/whl/cpu") - setup < 800  # beside the install line, not further down
+    assert "CI (`.ci/run`) runs the two set-up commands above exactly as written" in " ".join(text.split())
+    assert 'pip install -e ".[dev,pretrained]"' in (REPO / ".ci" / "run").read_text()
