@@ -30,9 +30,9 @@ def train(
                                                "reduce-overhead (CUDA graphs: small models on a GPU), max-autotune."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16 autocast on CUDA), bf16, fp16 or fp32."),
     no_progress: bool = typer.Option(False, "--no-progress"),
-    threads: int = typer.Option(1, "--threads", help="CPU threads for torch, as in `reproduce` (the baselines are small: "
-                                "on a small CPU, thread start-up and contention cost more than a second thread gains; "
-                                "raise it for big models)."),
+    threads: int = typer.Option(1, "--threads", help="CPU threads for torch while training and scoring, as in `reproduce` "
+                                "(the baselines are small: on a small CPU, thread start-up and contention cost more "
+                                "than a second thread gains; raise it for big models)."),
 ) -> None:
     """Train a fusion model on a task (config from baselines/, overridable).
 
@@ -43,7 +43,6 @@ def train(
     import torch
     import yaml
 
-    torch.set_num_threads(max(1, threads))
     from mmbench.core.errors import SpecError
     from mmbench.data.splits import load_training_splits, task_dataset, with_dataset_options
     from mmbench.data.tasks import get_task
@@ -84,6 +83,7 @@ def train(
     spec = with_dataset_options(spec, cfgs[0].dataset_options)
     dataset = task_dataset(spec, cfgs[0].data_dir)
     splits = load_training_splits(spec, cfgs[0].data_dir, dataset)  # loaded once for every seed
+    torch.set_num_threads(max(1, threads))  # after loading: a cold cache's encoder (a transformer) uses every core
     name = fusion.replace(":", "-")
     with distributed_session(device) as dist:  # one process group for every seed under torchrun
         for cfg in cfgs:
