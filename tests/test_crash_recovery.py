@@ -17,7 +17,8 @@ from mmbench.core.io import atomic_save_safetensors, load_safetensors
 from mmbench.training.trainer import TrainConfig, load_checked, load_model, train
 
 EPOCHS = 8
-RUN_FILES = ["best.safetensors", "config.json", "last.safetensors", "log.jsonl", "metrics.json"]
+RUN_FILES = ["best.safetensors", "config.json", "last.safetensors", "log.jsonl", "metrics.json", "predictions.parquet",
+             "result.json"]
 
 
 def _env() -> dict[str, str]:

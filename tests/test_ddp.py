@@ -43,7 +43,8 @@ def test_torchrun_two_processes(tmp_path):
     run_dir = metrics_files[0].parent
     assert run_dir == tmp_path / "synthetic-unique" / "concat" / "seed0"
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["config.json", "log.jsonl", "last.safetensors", "best.safetensors", "metrics.json"])
+        ["config.json", "log.jsonl", "last.safetensors", "best.safetensors", "metrics.json", "predictions.parquet",
+         "result.json"])  # rank 0 alone scores the run
 
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [0, 1]

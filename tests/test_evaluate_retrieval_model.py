@@ -460,7 +460,7 @@ def test_refused_files_and_specs(fixture, tmp_path):
         (lambda: evaluate_model(SPEC, "baseline", None, "b", data_dir=root),
          r"--model baseline needs --weights"),
         (lambda: evaluate_model(SPEC, factory, None, "c", data_dir=root, conditions=["drop:image"]),
-         r"condition 'drop:image' is not one of task 'coco-retrieval'"),
+         r"condition 'drop:image' is not one of the conditions of task 'coco-retrieval'"),
     ]
     # a single-program .pt2 (torch.export.save) is not a retrieval model
     ep = torch.export.export(model.text, (inputs["text"]["x"][:4],))

@@ -236,7 +236,7 @@ def test_regression_range_refused_or_clipped(tmp_path, monkeypatch, capsys):
     pd.concat(rows).to_csv(p, index=False, float_format="%.17g")
     board = tmp_path / "lb"
     rc, out, err = run_main(["evaluate", "mosi", "-p", p, "--leaderboard", board, "--bootstrap", "0"], monkeypatch, capsys)
-    assert rc == 1 and "1 of 686 predictions under 'clean' lie outside task 'mosi''s range [-3, 3] (e.g. 1e+06)" in err
+    assert rc == 1 and "1 of 686 predictions under 'clean' lie outside the range of task 'mosi', [-3, 3] (e.g. 1e+06)" in err
     assert not board.exists()
     rc, out, err = run_main(["evaluate", "mosi", "-p", p, "--leaderboard", board, "--bootstrap", "0", "--clip-range"],
                             monkeypatch, capsys)

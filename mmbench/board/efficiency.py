@@ -112,9 +112,11 @@ def devices_note(rows: list[dict[str, Any]]) -> str:
         return "No latency was measured on this task."
     precisions = sorted({str(r.get("precision", UNKNOWN)) for r in rows})
     batches = sorted({str(r.get("batch_size", UNKNOWN)) for r in rows})
-    how = (f"precision {', '.join(precisions)}, batch size {', '.join(batches)}; latency is the median over seeds of "
-           "each seed's median timed batch after one warm-up call; parameters and FLOPs count only the modules "
-           "the model uses.")
+    precision = (f"precision {', '.join(precisions)}" if precisions != [UNKNOWN]
+                 else "precision not recorded by these entries (newer entries record it)")
+    how = (f"{precision}, batch size {', '.join(batches)}; latency is the median over seeds of each seed's median "
+           "timed batch after one warm-up call, timing the model's forward alone (not the isolated worker's round "
+           "trip), on one CPU thread on the CPU; parameters and FLOPs count only the modules the model uses.")
     slow = slow_entries_note(rows)
     if len(devices) == 1:
         return f"All latencies on this task were measured on {devices[0]}; {how}" + (f" {slow}" if slow else "")

@@ -99,11 +99,17 @@ def render_leaderboard_html(rows: list[dict[str, Any]], title: str = "mmbench le
 # --------------------------------------------------------------------------------------------
 
 
+UNSCORED_RUN = ("a run folder without result.json: the run did not finish, or an older `mmbench train` wrote it "
+                "(train now scores each run under every condition into result.json): train it again")
+
+
 def _result_files(d: Path) -> list[Path]:
     """Result JSON files in a folder: a run folder's result.json; every result.json below a runs
     root; else leaderboard entries (`*.json` in the folder and its task folders, not history)."""
     if (d / "result.json").is_file():
         return [d / "result.json"]
+    if (d / "config.json").is_file() and (d / "log.jsonl").is_file():
+        raise DataError(UNSCORED_RUN, d)
     runs = sorted(p for p in d.rglob("result.json") if p.is_file() and "history" not in p.relative_to(d).parts)
     if runs:
         return runs
@@ -129,6 +135,8 @@ def collect_results(inputs: Sequence[str | Path]) -> tuple[list[Result], list[Pa
             found = [p]
         elif p.is_dir():
             found = _result_files(p)
+            if not found and any(p.rglob("log.jsonl")):
+                raise DataError(f"no results found: {UNSCORED_RUN.removeprefix('a ').replace('folder', 'folders', 1)}", p)
             if not found:
                 raise DataError("no results found (expected result.json in run folders, or leaderboard entries "
                                 "<task>/<name>.json)", p)

@@ -172,12 +172,16 @@ def best_dir(hib: bool) -> str:
     return "desc" if hib else "asc"
 
 
+def _seed_std(row: dict[str, Any], key: str) -> Any:
+    """The std over seeds of `key`; None for a single run (it has no spread to show: no "± 0.0000")."""
+    return row.get(f"{key}_std") if row.get("seeds", 1) > 1 else None
+
+
 def metric_cell(row: dict[str, Any], metric: str) -> dict[str, Any]:
     """``mean ± std`` over seeds (the mean alone for a single run)."""
     if num(row.get(metric)) is None:
         return cell("-")
-    std = row.get(f"{metric}_std") if row.get("seeds", 1) > 1 else None
-    return cell(fmt_pm(row[metric], std), row[metric])
+    return cell(fmt_pm(row[metric], _seed_std(row, metric)), row[metric])
 
 
 def _ident(rows: list[dict[str, Any]]) -> tuple[list[Column], Any]:
@@ -248,10 +252,10 @@ def robustness_table(rows: list[dict[str, Any]]) -> Table:
     body = []
     for r in rows:
         cells = [cell(str(r["rank"]), r["rank"]), cell(label(r)), cell(fmt(r.get(primary)), r.get(primary)),
-                 cell(fmt_pm(r.get("relative_robustness"), r.get("relative_robustness_std")), r.get("relative_robustness"))]
+                 cell(fmt_pm(r.get("relative_robustness"), _seed_std(r, "relative_robustness")), r.get("relative_robustness"))]
         if rletters:
             cells.append(cell(str(r.get("robustness_letters") or "-")))
-        cells.append(cell(fmt_pm(r.get("effective_robustness"), r.get("effective_robustness_std")),
+        cells.append(cell(fmt_pm(r.get("effective_robustness"), _seed_std(r, "effective_robustness")),
                           r.get("effective_robustness")))
         if eletters:
             cells.append(cell(str(r.get("effective_letters") or "-")))

@@ -28,9 +28,11 @@ def tasks(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help
                      "primary_metric": s.primary_metric, "description": s.description})
     if as_json:
         return echo_json(rows)
-    for r in rows:
-        typer.echo(f"{r['name']:<24} {r['target']:<11} {r['dataset']:<10} {'+'.join(r['modalities']):<24} "
-                   f"{r['primary_metric']:<12} {r['description']}")
+    cols = [[r["name"] for r in rows], [r["target"] for r in rows], [r["dataset"] for r in rows],
+            ["+".join(r["modalities"]) for r in rows], [r["primary_metric"] for r in rows]]
+    widths = [max(map(len, col), default=0) for col in cols]  # each column as wide as its longest value
+    for i, r in enumerate(rows):
+        typer.echo("  ".join(col[i].ljust(w) for col, w in zip(cols, widths)) + f"  {r['description']}")
 
 
 @tasks_app.command("show")

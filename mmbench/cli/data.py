@@ -99,30 +99,38 @@ def data_masks(
 ) -> None:
     """Export the presence a model sees under each of a task's conditions (the data's own
     presence and the condition's masks), for predictions-file submitters."""
+    from mmbench.core.errors import SpecError
     from mmbench.core.io import atomic_write_text
     from mmbench.data.masks import masks_table
-    from mmbench.data.splits import load_task_split
+    from mmbench.data.splits import naming_the_spec, task_dataset
     from mmbench.data.tasks import get_task
 
     spec = get_task(task)
     if split not in ("train", "validation", "test"):
-        from mmbench.core.errors import SpecError
-
         raise SpecError(f"--split must be train, validation or test, not {split!r}")
-    # the split is loaded: the presence a model sees is the data's own as well as the condition's
-    s = load_task_split(spec, split, data_dir)
+    split_name = getattr(spec.splits, split)
+    if split_name is None:
+        raise SpecError(f"task {spec.name!r} has no {split} split", spec.source)
+    # the presence a model sees is the data's own as well as the condition's; the loader tells
+    # the data's own from its files where it can (COCO retrieval: nothing is encoded)
+    with naming_the_spec(spec):
+        ids, present = task_dataset(spec, data_dir).split_presence(split_name)
+    missing = [m for m in spec.modalities if m not in present]
+    if missing:
+        raise SpecError(f"task {spec.name!r} uses modality {missing[0]!r} that dataset {spec.dataset.name!r} "
+                        f"does not provide", spec.source)
     conditions = spec.conditions()
     if split in ("train", "validation") and spec.missing.train:  # the masks training actually applies
         from mmbench.data.masks import parse_condition
 
         conditions = [parse_condition(spec.missing.train, spec.modalities)]
-    table = masks_table(conditions, s.ids, spec.modalities, spec.missing.seed, s.name,
-                        present={m: s.present[m].cpu().numpy() for m in spec.modalities})
+    table = masks_table(conditions, ids, spec.modalities, spec.missing.seed, split_name,
+                        present={m: present[m] for m in spec.modalities})
     import csv
 
     # ids are quoted (strings): leading zeros survive a reader that types columns (docs/datasets.md)
     atomic_write_text(out, table.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC))
-    typer.echo(f"wrote {len(table)} rows ({len(conditions)} conditions x {len(s)} samples) to {out}")
+    typer.echo(f"wrote {len(table)} rows ({len(conditions)} conditions x {len(ids)} samples) to {out}")
 
 
 def data_export(

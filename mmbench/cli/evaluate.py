@@ -73,7 +73,7 @@ def evaluate(
     from mmbench.evaluation.submissions.checks import check_name
 
     if template is not None:
-        return _write_template(task, template)
+        return _write_template(task, template, data_dir)
     if (predictions is None) == (model is None):
         raise MMBenchError("give exactly one of --predictions FILE or --model SPEC")
     if split not in ("test", "validation"):
@@ -181,12 +181,12 @@ def evaluate(
         typer.echo(f"wrote {w}", err=as_json)  # keep stdout pure JSON with --json
 
 
-def _write_template(task: str, folder: Path) -> None:
+def _write_template(task: str, folder: Path, data_dir: Optional[Path] = None) -> None:
     from mmbench.data.tasks import get_task
     from mmbench.evaluation.submissions.contract import write_template
 
     spec = get_task(task)
-    path = write_template(spec, folder)
+    path = write_template(spec, folder, str(data_dir) if data_dir else None)
     typer.echo(f"wrote {path}: a working model for {spec.name} and its call contract; check it with "
                f"`mmbench evaluate {spec.name} --model {path}:build --limit 4`")
 
@@ -303,8 +303,10 @@ def _fmt(v: Any) -> str:
 
 def _print_summary(result: Any) -> None:
     pm = result.primary_metric
+    split = result.extra.get("split", "test")
     typer.echo(f"{result.task}  {result.name}  ({result.kind}, {len(result.metrics)} condition"
-               f"{'s' if len(result.metrics) != 1 else ''})")
+               f"{'s' if len(result.metrics) != 1 else ''}, scored on the {split} split"
+               + (": a tuning figure, not comparable with the board's test scores" if split != "test" else "") + ")")
     clean = result.metrics.get("clean")
     if clean:
         ci = result.confidence_intervals.get("clean", {}).get(pm)
@@ -321,8 +323,12 @@ def _print_summary(result: Any) -> None:
         typer.echo(f"  isolation: {result.extra['isolation']}")
     eff = result.efficiency or {}
     if eff:
+        from mmbench.evaluation.latency import TIMED
+
         typer.echo("  efficiency: " + "  ".join(f"{k} {_fmt(eff[k])}" for k in ("params", "flops_per_sample", "latency_ms_per_batch")
                                                 if k in eff))
+        if "latency_ms_per_batch" in eff:
+            typer.echo(f"  latency: {TIMED}; batch size {eff.get('batch_size', '?')}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,8 +11,23 @@ from mmbench.cli.common import (ADDRESS, EXECUTOR, GPUS_PER_RUN, MAX_RETRIES, ME
                                 overrides)
 
 
+def suite_names() -> list[str]:
+    """The suites of baselines/suites.yaml, read as its top-level keys (no YAML import: this
+    runs for `mmbench --help`)."""
+    import re
+
+    from mmbench.core.io import builtin_dir
+
+    try:
+        text = (builtin_dir("baselines") / "suites.yaml").read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return re.findall(r"^([A-Za-z0-9_.-]+):", text, flags=re.M)
+
+
 def reproduce(
-    suite: str = typer.Option("quick", "--suite", help="quick or full (see baselines/suites.yaml)."),
+    suite: str = typer.Option("quick", "--suite", help=f"One of {', '.join(suite_names())} (baselines/suites.yaml "
+                              "names each one's tasks, fusions and seeds)."),
     tasks_: list[str] = typer.Option([], "--tasks", help="Restrict to these tasks (repeatable; a name or a task spec .yaml file)."),
     fusions_: list[str] = typer.Option([], "--fusions", help="Restrict to these fusions (repeatable)."),
     seeds: list[int] = typer.Option([], "--seeds", help="Use these seeds (repeatable)."),

@@ -31,8 +31,10 @@ def train(
                                                "reduce-overhead (CUDA graphs: small models on a GPU), max-autotune."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16 autocast on CUDA), bf16, fp16 or fp32."),
     no_progress: bool = typer.Option(False, "--no-progress"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (and, with --executor ray, the CPUs "
-                                          "each run declares; default 1 there)."),
+    threads: int = typer.Option(1, "--threads", help="CPU threads for torch while training and scoring, as in `reproduce` "
+                                "(the baselines are small: on a small CPU, thread start-up and contention cost more "
+                                "than a second thread gains; raise it for big models). With --executor ray: the CPUs "
+                                "each run declares."),
     executor: str = EXECUTOR,
     address: Optional[str] = ADDRESS,
     workers: Optional[int] = WORKERS,
@@ -51,14 +53,8 @@ def train(
     """
     from mmbench.core.errors import SpecError
     from mmbench.data.tasks import get_task
-    from mmbench.training.trainer import distributed_session
-    from mmbench.training.trainer import train as run_train
 
-    runner = executor_from(executor, address, workers, threads or 1, device, gpus_per_run, memory_per_run, max_retries)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    runner = executor_from(executor, address, workers, threads, device, gpus_per_run, memory_per_run, max_retries)
     spec = get_task(task)  # a spec file is known by its name from here on
     task = spec.name
     if not fusions:
@@ -69,34 +65,63 @@ def train(
             for cfg in _configs(task, fusion, config, set_, device, epochs, data_dir, modality_dropout, compile_,
                                 compile_backend, compile_mode, precision, seed)]
     if runner.name != "local":
-        from mmbench.reproduce.jobs import TrainJob, train_job
+        _train_on(runner, task, cfgs, out, threads)
+    else:
+        _train_here(spec, cfgs, out, device, threads, not no_progress)
 
-        jobs = [TrainJob(task, fusion, cfg.to_dict(), str((out / task / fusion.replace(":", "-") / f"seed{cfg.seed}").absolute()),
-                         threads or 1) for fusion, cfg in cfgs]
-        failed = 0
-        for job, value in runner.run(train_job, jobs, label=lambda j: j.label):
-            if isinstance(value, BaseException):
-                from mmbench.reproduce import one_line_error
 
-                failed += 1
-                typer.echo(f"{job.label}: FAILED: {one_line_error(value)}", err=True)
-                continue
-            metrics = " ".join(f"{k} {v:.4f}" for k, v in value["test_metrics"].items())
-            typer.echo(f"{task} {job.fusion} seed {job.config['seed']}: best epoch {value['best_epoch']}, "
-                       f"test {metrics}  -> {job.run_dir}")
-        if failed:
-            from mmbench.core.errors import MMBenchError
+def _train_on(runner, task, cfgs, out, threads) -> None:
+    """A grid of (fusion, seed) runs as executor tasks; the driver writes each run's result.json."""
+    from mmbench.core.errors import MMBenchError
+    from mmbench.core.io import atomic_write_json
+    from mmbench.reproduce import one_line_error
+    from mmbench.reproduce.jobs import TrainJob, train_job
 
-            raise MMBenchError(f"{failed} of {len(jobs)} runs failed (listed above)")
-        return
+    jobs = [TrainJob(task, fusion, cfg.to_dict(), str((out / task / fusion.replace(":", "-") / f"seed{cfg.seed}").absolute()),
+                     threads) for fusion, cfg in cfgs]
+    failed = 0
+    for job, value in runner.run(train_job, jobs, label=lambda j: j.label):
+        if isinstance(value, BaseException):
+            failed += 1
+            typer.echo(f"{job.label}: FAILED: {one_line_error(value)}", err=True)
+            continue
+        atomic_write_json(Path(job.run_dir) / "result.json", value["result"])
+        metrics = " ".join(f"{k} {v:.4f}" for k, v in value["result"]["metrics"]["clean"].items())
+        typer.echo(f"{task} {job.fusion} seed {job.config['seed']}: best epoch {value['best_epoch']}, "
+                   f"test {metrics}  -> {job.run_dir}")
+    if failed:
+        raise MMBenchError(f"{failed} of {len(jobs)} runs failed (listed above)")
+
+
+def _train_here(spec, cfgs, out, device, threads, progress) -> None:
+    """Train in this process (or under torchrun); each run scored under every condition, as in a grid."""
+    import torch
+
+    from mmbench.data.splits import load_training_splits, task_dataset, with_dataset_options
+    from mmbench.reproduce import write_run_result
+    from mmbench.training.trainer import distributed_session
+    from mmbench.training.trainer import train as run_train
+
+    all_threads = torch.get_num_threads()
+    loaded: dict[str, tuple] = {}  # the data, loaded once for every run with the same dataset options
     with distributed_session(device) as dist:  # one process group for every seed under torchrun
         for fusion, cfg in cfgs:
-            run_dir = out / task / fusion.replace(":", "-") / f"seed{cfg.seed}"
-            result = run_train(cfg, run_dir, progress=not no_progress)
-            if dist.is_main:
-                metrics = " ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
+            key = repr(sorted((cfg.dataset_options or {}).items()))
+            if key not in loaded:
+                torch.set_num_threads(all_threads)
+                run_spec = with_dataset_options(spec, cfg.dataset_options)
+                dataset = task_dataset(run_spec, cfg.data_dir)
+                loaded[key] = (run_spec, dataset, load_training_splits(run_spec, cfg.data_dir, dataset))
+            run_spec, dataset, splits = loaded[key]
+            torch.set_num_threads(max(1, threads))  # after loading: a cold cache's encoder (a transformer) uses every core
+            name = fusion.replace(":", "-")
+            run_dir = out / spec.name / name / f"seed{cfg.seed}"
+            trained = run_train(cfg, run_dir, progress=progress, splits=splits)
+            if dist.is_main:  # result.json for report and publish
+                result = write_run_result(run_spec, trained, dataset, splits["test"], run_dir, name, cfg.data_dir)
+                metrics = " ".join(f"{k} {v:.4f}" for k, v in result.metrics["clean"].items())
                 workers_ = f" on {dist.world} processes" if dist.active else ""
-                typer.echo(f"{task} {fusion} seed {cfg.seed}{workers_}: best epoch {result.best_epoch}, "
+                typer.echo(f"{spec.name} {fusion} seed {cfg.seed}{workers_}: best epoch {trained.best_epoch}, "
                            f"test {metrics}  -> {run_dir}")
 
 

@@ -388,3 +388,10 @@ class DirIndex:
             except OSError:
                 self._names[parent] = set()
         return path.name in self._names[parent]
+
+
+def builtin_dir(kind: str) -> Path:
+    """`tasks`, `baselines` or `leaderboard`: the repository folder in a checkout, the packaged copy in a wheel."""
+    package = Path(__file__).resolve().parent.parent  # the mmbench package folder
+    packaged = package / "_builtin" / kind
+    return packaged if packaged.is_dir() else package.parent / kind

@@ -8,6 +8,7 @@ itself is a decorator in the module that defines the object: one file, one line.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import pkgutil
@@ -18,6 +19,24 @@ from typing import Any, Callable, Generic, TypeVar
 from mmbench.core.errors import MMBenchError
 
 T = TypeVar("T")
+
+
+def did_you_mean(word: str, choices: Any) -> str:
+    """'; did you mean X?' for the closest of `choices` (difflib's ratio at least 0.6), else ''."""
+    close = difflib.get_close_matches(str(word), sorted(map(str, choices)), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def unknown_name(kind: str, word: str, choices: Any) -> str:
+    """``unknown KIND 'word'; did you mean 'X'? (known: ...)``, or ``...; known: ...`` when none is close."""
+    known = ", ".join(sorted(map(str, choices))) or "(none)"
+    hint = did_you_mean(word, choices)
+    return f"unknown {kind} {str(word)!r}{hint} (known: {known})" if hint else f"unknown {kind} {str(word)!r}; known: {known}"
+
+
+def nearest(word: str, choices: Any) -> str:
+    """'; did you mean X?' for the closest of `choices`, else the list of them."""
+    return did_you_mean(word, choices) or f" (one of: {', '.join(sorted(map(str, choices)))})"
 
 
 class Registry(Generic[T]):
@@ -68,8 +87,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            known = ", ".join(self.names()) or "(none)"
-            raise MMBenchError(f"unknown {self.kind} {name!r}; known: {known}") from None
+            raise MMBenchError(unknown_name(self.kind, name, self.names())) from None
 
     def _index(self) -> dict[str, str]:
         """{registered name: module} for built-ins, read from the sources without importing them."""

@@ -10,7 +10,6 @@ a folder or a list of spec files).
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import typing
@@ -24,6 +23,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mmbench.core.errors import MMBenchError, SpecError
+from mmbench.core.io import builtin_dir
+from mmbench.core.registry import nearest, unknown_name
 
 TargetType = Literal["multiclass", "binary", "regression", "retrieval", "multilabel"]
 
@@ -228,13 +229,6 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
-def nearest(word: str, choices: Any) -> str:
-    """'; did you mean X?' for the closest of `choices`, else the list of them."""
-    choices = sorted(map(str, choices))
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else f" (one of: {', '.join(choices)})"
-
-
 def _error_line(err: dict) -> str:
     """One pydantic error as `field.path: problem`."""
     loc = tuple(err["loc"])
@@ -312,13 +306,6 @@ def load_task_spec(path: str | Path) -> TaskSpec:
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid YAML: {exc}".replace("\n", " "), path) from None
     return parse_task_spec(data, str(path))
-
-
-def builtin_dir(kind: str) -> Path:
-    """`tasks` or `baselines`: the repository folder in a checkout, the packaged copy in a wheel."""
-    package = Path(__file__).resolve().parent.parent  # the mmbench package folder
-    packaged = package / "_builtin" / kind
-    return packaged if packaged.is_dir() else package.parent / kind
 
 
 def _spec_files() -> list[Path]:
@@ -403,4 +390,4 @@ def get_task(name_or_path: str | Path) -> TaskSpec:
     if name in broken:
         raise broken[name]
     hint = " (a spec file is given by its path, ending .yaml)" if Path(name).exists() else ""
-    raise MMBenchError(f"unknown task {name!r}; known: {', '.join(task_names())}{hint}")
+    raise MMBenchError(unknown_name("task", name, task_names()) + hint)

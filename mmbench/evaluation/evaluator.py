@@ -10,7 +10,6 @@ mmbench.evaluation.scoring.
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -21,6 +20,7 @@ from mmbench.data.masks import Condition
 from mmbench.data.samples import Split
 from mmbench.data.splits import apply_condition
 from mmbench.data.tasks import TaskSpec
+from mmbench.evaluation.latency import median_latency_ms
 from mmbench.evaluation.results import Result, make_result
 from mmbench.evaluation.retrieval_scoring import retrieval_gallery, retrieval_result
 from mmbench.evaluation.prediction_cache import cached_outputs
@@ -95,8 +95,8 @@ def state_hash(model: nn.Module) -> str:
 @torch.no_grad()
 def measure_efficiency(model: nn.Module, split: Split, device: torch.device | str, batch_size: int = 64, repeats: int = 5) -> dict[str, Any]:
     """Parameters of the modules the output uses (``used_parameter_count``), FLOPs per sample
-    (torch's FlopCounterMode), median latency per batch over ``repeats`` timed calls after one
-    warm-up, the batch size, device and precision (the parameters' dtype), peak GPU memory."""
+    (torch's FlopCounterMode), latency per batch as :mod:`mmbench.evaluation.latency` times it
+    (the forward alone; one CPU thread on the CPU, recorded as ``threads``), the batch size, device and precision (the parameters' dtype), peak GPU memory."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from mmbench.models.model import used_parameter_count
@@ -109,23 +109,17 @@ def measure_efficiency(model: nn.Module, split: Split, device: torch.device | st
         model(b.modalities, b.present, b.lengths)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        model(b.modalities, b.present, b.lengths)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
+    latency, threads = median_latency_ms(lambda: model(b.modalities, b.present, b.lengths), device, repeats)
     out = {
         "params": used_parameter_count(model),
         "flops_per_sample": float(counter.get_total_flops() / len(b)),
-        "latency_ms_per_batch": float(np.median(times[1:]) * 1000),
+        "latency_ms_per_batch": latency,
         "batch_size": len(b),
         "device": str(device),
         "precision": str(next(model.parameters(), torch.zeros(())).dtype).replace("torch.", ""),
     }
+    if threads is not None:
+        out["threads"] = threads
     if device.type == "cuda":
         out["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out

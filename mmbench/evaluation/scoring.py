@@ -76,7 +76,7 @@ def select_conditions(spec: TaskSpec, conditions: Any) -> list:
                 continue
             name = parse_condition(part, spec.modalities).name
             if name not in by_name:
-                raise SpecError(f"condition {part.strip()!r} is not one of task {spec.name!r}'s conditions "
+                raise SpecError(f"condition {part.strip()!r} is not one of the conditions of task {spec.name!r} "
                                 f"({', '.join(by_name)})")
             if by_name[name] not in out:
                 out.append(by_name[name])
@@ -92,8 +92,8 @@ def check_complete(spec: TaskSpec, evaluated: Any, source: Any) -> None:
 
     missing = [c.name for c in spec.conditions() if c.name not in evaluated]
     if missing and spec.target.type != "retrieval":
-        raise SubmissionError(f"predictions cover {len(evaluated)} of task {spec.name!r}'s {len(spec.conditions())} "
-                              f"conditions; missing {', '.join(missing)}. Predict every condition, or pass "
+        raise SubmissionError(f"predictions cover {len(evaluated)} of the {len(spec.conditions())} conditions of task "
+                              f"{spec.name!r}; missing {', '.join(missing)}. Predict every condition, or pass "
                               "--allow-partial (the entry then shows the missing robustness as absent)", source)
 
 
@@ -111,8 +111,8 @@ def check_range(spec: TaskSpec, predictions: dict[str, np.ndarray], source: Any,
         outside = (p < lo) | (p > hi)
         if outside.any() and not clip:
             worst = p[outside][np.argmax(np.abs(p[outside]))]
-            raise SubmissionError(f"{int(outside.sum())} of {len(p)} predictions under {cond!r} lie outside task "
-                                  f"{spec.name!r}'s range [{lo:g}, {hi:g}] (e.g. {worst:g}); clip them, or pass "
+            raise SubmissionError(f"{int(outside.sum())} of {len(p)} predictions under {cond!r} lie outside the "
+                                  f"range of task {spec.name!r}, [{lo:g}, {hi:g}] (e.g. {worst:g}); clip them, or pass "
                                   "--clip-range to have them clipped (recorded in the entry)", source)
         out[cond] = np.clip(p, lo, hi)
     return out

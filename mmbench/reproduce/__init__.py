@@ -45,7 +45,7 @@ def config_file(name_or_path: str | Path, root: Path | None = None) -> Path:
     stem = path.name.removesuffix(".yaml").removesuffix(".yml")
     if (root / f"{stem}.yaml").is_file():
         return root / f"{stem}.yaml"
-    from mmbench.data.tasks import nearest
+    from mmbench.core.registry import nearest
 
     known = [p.stem for p in root.glob("*.yaml") if p.stem != "suites"]
     raise SpecError(f"config not found: not a file, nor a built-in baseline config{nearest(stem, known)}", path)
@@ -198,6 +198,7 @@ def run_grid(
     if not seeds:
         raise MMBenchError("reproduce needs at least one seed")
     executor = executor or LocalExecutor()
+    check_grid_names(tasks, fusions)  # a typo fails once, before any work, not once per row
     reference = load_reference()
     options = (overrides or {}).get("dataset_options")
     per_pair: dict[tuple[int, int], dict[int, Any]] = {}
@@ -258,6 +259,25 @@ def run_grid(
     return results, checks
 
 
+def check_grid_names(tasks: list[str], fusions: list[str]) -> None:
+    """Refuse an unknown task, fusion or ``unimodal:<modality>`` in one line naming the nearest
+    known name. ``dual-encoder`` is the retrieval tasks' model."""
+    from mmbench.core.registry import FUSIONS, unknown_name
+
+    specs = [get_task(t) for t in tasks]
+    for fusion in fusions:
+        base, _, modality = fusion.partition(":")
+        if base == "dual-encoder":
+            continue
+        FUSIONS.get(base)  # raises "unknown fusion 'concatt'; did you mean 'concat'?"
+        if modality:
+            known = sorted({m for spec in specs for m in spec.modalities})
+            missing = [spec.name for spec in specs if modality not in spec.modalities]
+            if missing:
+                raise SpecError(f"--fusions {fusion}: " + unknown_name("modality", modality, known)
+                                + f" (not a modality of {', '.join(missing)})")
+
+
 def _run_job(job: Any) -> Any:
     """The executors' function (module level: Ray pickles it by reference)."""
     from mmbench.reproduce.jobs import run_job
@@ -310,6 +330,34 @@ def _plan_pair(task, fusion, seeds, fingerprint, out_dir, device, data_dir, over
                    options, vectorize, resume, progress if executor == "local" else False,
                    threads if executor != "local" else None, order) for g in groups]
     return kept, jobs
+
+
+def write_run_result(spec: Any, trained: Any, dataset: Any, test_split: Any, run_dir: Path, name: str,
+                     data_dir: Any = None) -> Any:
+    """Score a trained run on the test split under every condition of the task and write
+    `run_dir`/result.json with its test predictions beside it: what `report`, `leaderboard
+    publish` and `--resume` read. The same for a run of `mmbench train` and one of a grid."""
+    from mmbench.core.io import atomic_write_json
+
+    result = score_run(spec, trained, dataset, test_split, run_dir, name, data_dir)
+    atomic_write_json(Path(run_dir) / "result.json", result.to_json())
+    return result
+
+
+def score_run(spec: Any, trained: Any, dataset: Any, test_split: Any, run_dir: str | Path, name: str,
+              data_dir: Any = None) -> Any:
+    """Score a trained run on the test split under every condition of the task; its test
+    predictions file is written into `run_dir` (the run's own folder) and its Result returned
+    (the driver of a grid writes result.json)."""
+    from mmbench.board.publish import attach_run_predictions
+    from mmbench.evaluation.evaluator import evaluate_trained, with_test_set
+
+    test_predictions: dict[str, Any] = {}
+    result = with_test_set(evaluate_trained(spec, trained, test_split, dataset.fingerprint(), name=name,
+                                            keep_predictions=test_predictions), spec, dataset=dataset, loaded=test_split)
+    if spec.target.type == "retrieval":  # the test embeddings, with the gallery's ids
+        test_predictions |= gallery_ids(spec, dataset, data_dir, test_split)
+    return attach_run_predictions(run_dir, result, test_split.ids, test_predictions)
 
 
 def gallery_ids(spec: Any, dataset: Any, data_dir: Any, test_split: Any) -> dict[str, list[str]]:

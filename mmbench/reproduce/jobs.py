@@ -68,9 +68,7 @@ def task_data(task: str, dataset_options: dict[str, Any] | None, data_dir: str |
 def run_job(job: RunJob) -> list[tuple[int, Any, str]]:
     """Train and score the job's seeds; ``(seed, Result, note)`` per seed, in order. Writes each
     run folder's training files and predictions file, never its result.json."""
-    from mmbench.board.publish import attach_run_predictions
-    from mmbench.evaluation.evaluator import evaluate_trained, with_test_set
-    from mmbench.reproduce import gallery_ids
+    from mmbench.reproduce import score_run
     from mmbench.training.multiseed import train_seeds
     from mmbench.training.trainer import TrainConfig
 
@@ -85,13 +83,7 @@ def run_job(job: RunJob) -> list[tuple[int, Any, str]]:
                           progress=job.progress, vectorize=job.vectorize, resume=job.resume)
     out = []
     for seed, run_dir, run in zip(job.seeds, run_dirs, trained):
-        test_predictions: dict[str, Any] = {}
-        result = with_test_set(evaluate_trained(spec, run, splits["test"], dataset.fingerprint(), name=job.name,
-                                                keep_predictions=test_predictions), spec, dataset=dataset,
-                               loaded=splits["test"])
-        if spec.target.type == "retrieval":  # the test embeddings, with the gallery's ids
-            test_predictions |= gallery_ids(spec, dataset, job.data_dir, splits["test"])
-        result = attach_run_predictions(run_dir, result, splits["test"].ids, test_predictions)
+        result = score_run(spec, run, dataset, splits["test"], run_dir, job.name, job.data_dir)
         out.append((seed, result, f"{run.seconds:.1f}s, best epoch {run.best_epoch}"))
     return out
 
@@ -112,12 +104,18 @@ class TrainJob:
 
 
 def train_job(job: TrainJob) -> dict[str, Any]:
-    """Train the run into its folder (resuming from it, as `mmbench train` does); its best epoch
-    and test metrics."""
+    """Train the run into its folder (resuming from it, as `mmbench train` does) and score it
+    under every condition (its predictions file in its folder); its best epoch and its result
+    record, which the driver writes as result.json."""
     import torch
 
+    from mmbench.reproduce import score_run
     from mmbench.training.trainer import TrainConfig, train
 
+    cfg = TrainConfig.from_dict(job.config)
+    spec, dataset, splits = task_data(job.task, cfg.dataset_options, cfg.data_dir)
+    assert splits is not None
     torch.set_num_threads(int(job.threads))
-    result = train(TrainConfig.from_dict(job.config), job.run_dir, progress=False)
-    return {"best_epoch": result.best_epoch, "test_metrics": dict(result.test_metrics)}
+    trained = train(cfg, job.run_dir, progress=False, splits=splits)
+    result = score_run(spec, trained, dataset, splits["test"], job.run_dir, job.fusion.replace(":", "-"), cfg.data_dir)
+    return {"best_epoch": trained.best_epoch, "result": result.to_json()}

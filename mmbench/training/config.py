@@ -106,10 +106,14 @@ class EpochProgress:
     def __init__(self, enabled: bool, total: int, label: str):
         self._p = None
         if enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+            console = Console(stderr=True)
+            if not console.is_terminal:  # a log or a pipe: a transient bar would leave blank lines behind
+                return
             self._p = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
-                               TimeElapsedColumn(), transient=True)
+                               TimeElapsedColumn(), transient=True, console=console)
             self._p.start()
             self._task = self._p.add_task(label, total=total, status="")
 

@@ -58,6 +58,13 @@ class MultimodalDataset(ABC):
         default loads the split."""
         return self.load_split(split).summary()
 
+    def split_presence(self, split: str) -> tuple[list[str], dict[str, Any]]:
+        """(ids, {modality: bool array [N]}) of `split`: which rows hold each modality, what
+        `mmbench data masks` writes. The default loads the split; loaders that can tell from
+        their annotation files and the file system override this so nothing is encoded."""
+        s = self.load_split(split)
+        return list(s.ids), {m: s.present[m].cpu().numpy() for m in s.present}
+
     # Official files for `mmbench data prepare --download`: dicts of url, path (relative to the
     # data root), sha256 and, for an archive, extract / strip / members (mmbench.core.download).
     # Empty where there is no public direct download; `download_note` then says where to go.
@@ -137,7 +144,7 @@ def option_names(cls: type) -> set[str] | None:
 
 def check_options(name: str, options: dict[str, Any], where: str = "dataset.options") -> None:
     """Refuse an option the loader does not take, naming the nearest one it does."""
-    from mmbench.data.tasks import nearest
+    from mmbench.core.registry import nearest
 
     known = option_names(DATASETS.get(name))
     for key in options:

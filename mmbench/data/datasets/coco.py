@@ -429,7 +429,11 @@ class CocoCaptionsDataset(MultimodalDataset):
         split_of = {int(i): match_split_of(i, self.fractions) for i in src.images["image_id"]}
         return src, split_of, resolve_image_files(src.images, src.coco_root, src.image_dir)
 
-    def _build_match(self) -> dict[str, Split]:
+    def _mined_pairs(self) -> tuple[Source, list[Path | None], list[Path | None], list[int], pd.DataFrame, list[str],
+                                    pd.DataFrame]:
+        """(source, its image files, the kept images' files, their ids, their captions, the
+        caption texts, the mined pairs): coco-match's pairs need the captions' embeddings only,
+        no image is decoded."""
         src, split_of, files_all = self._match_source()
         keep = [i for i, f in enumerate(files_all) if f is not None or self.include_missing_images]
         if not keep:
@@ -444,6 +448,24 @@ class CocoCaptionsDataset(MultimodalDataset):
         image_split = {i: split_of[i] for i in image_ids}
         pairs = match_pairs(captions, emb, image_split, self.seed, self.negatives_per_image, self.hard_pool,
                             self.max_negative_similarity)
+        return src, files_all, files, image_ids, captions, texts, pairs
+
+    def load_labels(self, split: str) -> tuple[list[str], np.ndarray]:
+        """coco-match's (ids, targets) of `split` without its image features (the labels-only
+        path of mmbench.data.testset: `data info`, predictions files); retrieval mode loads the split."""
+        self.check_split(split)
+        if self.mode == "retrieval":
+            s = self.load_split(split)
+            return list(s.ids), s.targets.numpy()
+        _, _, _, _, captions, _, pairs = self._mined_pairs()
+        sel = np.flatnonzero(pairs["split"].to_numpy() == split)
+        cap_ids = captions["caption_id"].to_numpy(np.int64)
+        rows = pairs["caption_row"].to_numpy(np.int64)[sel]
+        ids = [f"coco-{int(i)}-{int(cap_ids[r])}" for i, r in zip(pairs["image_id"].to_numpy()[sel], rows)]
+        return ids, pairs["target"].to_numpy(np.int64)[sel]
+
+    def _build_match(self) -> dict[str, Split]:
+        src, files_all, files, image_ids, captions, texts, pairs = self._mined_pairs()
         row_of = {i: r for r, i in enumerate(image_ids)}
         image_rows = np.array([row_of[int(i)] for i in pairs["image_id"]], dtype=np.int64)
         text_rows = pairs["caption_row"].to_numpy(np.int64)
@@ -491,17 +513,36 @@ class CocoCaptionsDataset(MultimodalDataset):
     def split_summary(self, split: str) -> dict[str, Any]:
         """Counts from the caption file and the file system (no image or caption is encoded):
         images in the annotations, images on disk, captions. In retrieval mode, of `split`'s
-        gallery; in match mode, of the whole caption file (pairs are mined from encoded features)."""
+        gallery; in match mode, of the images `split` takes (those it pairs: on disk unless
+        ``include_missing_images``) and their own captions, its positive pairs (the negatives
+        are mined from encoded captions when the split loads)."""
         self.check_split(split)
         if self.mode == "retrieval":
             src = split_source(self.retrieval_layout(), split, under(self.root, self.captions_file))
-        else:
-            src = self.source()
-        on_disk = sum(f is not None for f in resolve_image_files(src.images, src.coco_root, src.image_dir))
-        out: dict[str, Any] = {"images": len(src.images), "images_on_disk": on_disk, "captions": len(src.captions)}
-        if self.mode == "match":
-            out["scope"] = "whole caption file (match pairs are mined at load time)"
-        return out
+            on_disk = sum(f is not None for f in resolve_image_files(src.images, src.coco_root, src.image_dir))
+            return {"images": len(src.images), "images_on_disk": on_disk, "captions": len(src.captions)}
+        src, split_of, files = self._match_source()
+        ids = src.images["image_id"].astype(int).to_numpy()
+        in_split = np.array([split_of.get(int(i)) == split for i in ids], dtype=bool)
+        on_disk = np.array([f is not None for f in files], dtype=bool)
+        used = in_split & (on_disk | bool(self.include_missing_images))
+        captions = int(src.captions["image_id"].astype(int).isin(set(ids[used].tolist())).sum())
+        return {"images": int(in_split.sum()), "images_on_disk": int((in_split & on_disk).sum()), "captions": captions,
+                "scope": f"{int(used.sum()):,} images paired, each with its own captions and mined negatives"}
+
+    def split_presence(self, split: str) -> tuple[list[str], dict[str, Any]]:
+        """Retrieval mode: the caption rows of `split` and their presence, from the caption file
+        and the file system (an image is present when its file is on disk; nothing is decoded or
+        encoded). Match mode loads the split (its pairs are mined from encoded captions)."""
+        if self.mode != "retrieval":
+            return super().split_presence(split)
+        self.check_split(split)
+        src = split_source(self.retrieval_layout(), split, under(self.root, self.captions_file))
+        files = resolve_image_files(src.images, src.coco_root, src.image_dir)
+        row_of = {int(i): r for r, i in enumerate(src.images["image_id"])}
+        image_present = np.array([files[row_of[int(i)]] is not None for i in src.captions["image_id"]], dtype=bool)
+        ids = [f"coco-{int(c)}" for c in src.captions["caption_id"]]
+        return ids, {"image": image_present, "text": np.ones(len(ids), dtype=bool)}
 
     def available_splits(self) -> list[str]:
         return list(self.split_names)

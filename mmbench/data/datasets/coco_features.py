@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from mmbench.core.errors import DataError, SpecError
+from mmbench.core.progress import StepProgress
 
 IMAGE_ENCODERS = ("pixels", "efficientnet")
 TEXT_ENCODERS = ("minilm", "tokens")
@@ -141,7 +142,8 @@ def image_features(files: Sequence[Path | None], image_encoder: str = "efficient
             feats = torch.zeros((len(present), *dim), dtype=torch.float32)
             idx = torch.nonzero(ok).flatten()
             if len(idx):
-                feats[idx] = pretrained.encode_images(px[idx], weights_path=weights)
+                with StepProgress(f"{dataset}: encoding images with EfficientNet-Lite0", len(idx), "images") as bar:
+                    feats[idx] = pretrained.encode_images(px[idx], weights_path=weights, on_batch=bar.advance)
             return {"values": feats, "ok": ok, "problems": _problems_tensor(problems)}
 
     hit = None

@@ -354,7 +354,7 @@ class HFDataset(MultimodalDataset):
         if not modalities or not isinstance(modalities, dict):
             raise SpecError("dataset.options.modalities: required ({name: {column: ..., type: image|text|features}})")
         self.mapping: dict[str, dict[str, Any]] = {}
-        from mmbench.data.tasks import nearest
+        from mmbench.core.registry import nearest
 
         for m, spec in modalities.items():
             spec = {"column": spec} if isinstance(spec, str) else dict(spec or {})

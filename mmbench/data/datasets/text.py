@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from mmbench.core.errors import DataError
+from mmbench.core.progress import StepProgress
 
 __all__ = [
     "MINILM",
@@ -117,7 +118,10 @@ def text_features(
     info = {"text_encoder": str(encoder), "text_model": str(path)}
 
     def build() -> dict[str, Any]:
-        return {"features": pretrained.encode_texts(texts, path, batch_size, max_length, device, normalize=True)}
+        label = "MiniLM sentence embeddings" if str(encoder) == MINILM else str(path)
+        with StepProgress(f"encoding texts ({label})", len(set(texts)), "distinct texts") as bar:
+            return {"features": pretrained.encode_texts(texts, path, batch_size, max_length, device, normalize=True,
+                                                        on_batch=bar.advance)}
 
     if cache is None:
         feats = build()["features"]

@@ -50,7 +50,8 @@ from mmbench.core.errors import SubmissionError
 MB = 1 << 20
 # the numeric figures kept from a worker's efficiency record; the per-modality ones come from retrieval models
 EFFICIENCY_FIELDS = ("params", "flops_per_sample", "latency_ms_per_batch", "batch_size", "peak_gpu_memory_mb",
-                     "flops_per_image", "flops_per_text", "latency_ms_per_image_batch", "latency_ms_per_text_batch")
+                     "flops_per_image", "flops_per_text", "latency_ms_per_image_batch", "latency_ms_per_text_batch",
+                     "threads")
 
 
 @dataclass
@@ -446,9 +447,10 @@ def _sanitize_efficiency(raw: str | None) -> dict[str, Any] | None:
     for key in EFFICIENCY_FIELDS:
         v = data.get(key)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0:
-            out[key] = int(v) if key in ("params", "batch_size") else float(v)
-    if isinstance(data.get("device"), str):
-        out["device"] = _printable(data["device"], 40)
+            out[key] = int(v) if key in ("params", "batch_size", "threads") else float(v)
+    for key in ("device", "precision"):
+        if isinstance(data.get(key), str):
+            out[key] = _printable(data[key], 40)
     if not out:
         return None
     out["measured_in"] = "sandbox worker (self-reported)"

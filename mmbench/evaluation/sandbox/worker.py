@@ -262,27 +262,17 @@ def _call_plan(fn: Any, modality: str, has_lengths: bool) -> list[str]:
 
 
 def _measure(fn: Any, args: list[Any], device: Any, repeats: int = 5) -> tuple[float, float]:
-    """(FLOPs per row, median latency in ms) of one call on a batch."""
-    import time
-
-    import numpy as np
+    """(FLOPs per row, median latency in ms) of one call on a batch (mmbench.evaluation.latency)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
+
+    from mmbench.evaluation.latency import median_latency_ms
 
     counter = FlopCounterMode(display=False)
     with torch.enable_grad(), counter:  # the counter's module tracker needs autograd on
         fn(*args)
-    times = []
-    with torch.no_grad():
-        for _ in range(repeats + 1):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            fn(*args)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - t0)
-    return counter.get_total_flops() / len(args[0]), float(np.median(times[1:]) * 1000)
+    ms, _ = median_latency_ms(lambda: fn(*args), device, repeats)
+    return counter.get_total_flops() / len(args[0]), ms
 
 
 def _run_retrieval(job: dict[str, Any]) -> None:
@@ -334,6 +324,8 @@ def _run_retrieval(job: dict[str, Any]) -> None:
             eff["flops_per_sample"] = sum(eff[f"flops_per_{m}"] for m in modalities)
             eff["latency_ms_per_batch"] = sum(eff[f"latency_ms_per_{m}_batch"] for m in modalities)
             eff["batch_size"] = b
+            if device.type == "cpu":
+                eff["threads"] = 1  # as mmbench.evaluation.latency times it
             extra["efficiency"] = json.dumps(eff)
         except MemoryError:
             raise

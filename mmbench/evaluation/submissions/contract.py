@@ -140,6 +140,11 @@ def build(task_info):
 
 
 def _describe(inputs: dict[str, dict[str, Any]]) -> str:
+    unknown = [d["why"] for d in inputs.values() if d.get("shape") is None]
+    if unknown:  # written without the data: the shapes come with task_info at build time
+        return (f"{', '.join(sorted(inputs))}, each [B, *shape] or, for a sequence, [B, T, *shape]; "
+                f"task_info[\"inputs\"] gives each one's shape and whether it is a sequence (the data was "
+                f"not loaded when this file was written: {unknown[0]})")
     return "; ".join(f"{m} [B, {'T, ' if d['sequence'] else ''}{', '.join(map(str, d['shape']))}]"
                      for m, d in sorted(inputs.items()))
 
@@ -151,27 +156,42 @@ def template_source(spec: Any, inputs: dict[str, dict[str, Any]]) -> str:
     if spec.target.type == "retrieval":
         return RETRIEVAL_TEMPLATE.format(task=spec.name, call=RETRIEVAL_CALL, inputs=_describe(inputs))
     outputs = num_outputs(spec.target.type, spec.target.num_classes)
-    sequences = ", ".join(m for m, d in sorted(inputs.items()) if d["sequence"]) or "none here: lengths is empty"
+    if any(d["shape"] is None for d in inputs.values()):
+        sequences = 'task_info["inputs"][name]["sequence"] says which'
+    else:
+        sequences = ", ".join(m for m, d in sorted(inputs.items()) if d["sequence"]) or "none here: lengths is empty"
     return TEMPLATE.format(task=spec.name, call=expected_call({"target_type": spec.target.type, "outputs": outputs}),
                            modalities=", ".join(sorted(inputs)), inputs=_describe(inputs), sequences=sequences,
                            output=output_shape(spec.target.type, outputs))
 
 
 def write_template(spec: Any, folder: Path, data_dir: Any = None) -> Path:
-    """Write `folder`/model.py for the task (refuses to overwrite one); the inputs' shapes are
-    read from the task's validation split (its first rows)."""
+    """Write `folder`/model.py for the task (refuses to overwrite one). The template's code reads
+    every shape from ``task_info`` when it is built, so it needs no data; its docstring states
+    the inputs' shapes, read from the task's validation split (its first rows) where that split
+    loads here, else says that the shapes come with ``task_info`` (a coco-retrieval without
+    train2017, a task whose data is not downloaded yet)."""
     from mmbench.core.io import atomic_write_text
-    from mmbench.data.splits import load_task_split
-    from mmbench.models.model import describe_inputs
 
     path = Path(folder) / "model.py"
     if path.exists():
         raise MMBenchError("a model.py is already there; give another --template folder", path)
-    role = "validation" if spec.splits.validation else "test"
-    split = load_task_split(spec, role, data_dir)
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, template_source(spec, describe_inputs(split)))
+    atomic_write_text(path, template_source(spec, _template_inputs(spec, data_dir)))
     return path
+
+
+def _template_inputs(spec: Any, data_dir: Any) -> dict[str, dict[str, Any]]:
+    """``describe_inputs`` of the validation (else test) split; without the data, each modality
+    with ``shape`` None and ``why`` (the one-line reason the split did not load)."""
+    from mmbench.data.splits import load_task_split
+    from mmbench.models.model import describe_inputs
+
+    role = "validation" if spec.splits.validation else "test"
+    try:
+        return describe_inputs(load_task_split(spec, role, data_dir))
+    except (MMBenchError, OSError) as exc:
+        why = " ".join(str(exc).split()).replace("\\", "/").replace('"', "'")  # inside the template's docstring
+        return {m: {"shape": None, "sequence": None, "why": why} for m in spec.modalities}
 
 
 def export_submission(model: Any, task: str, path: str | Path, data_dir: Any = None, rows: int = 4) -> Path:

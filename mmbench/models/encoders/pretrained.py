@@ -31,7 +31,7 @@ Two ways to use them:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -168,11 +168,13 @@ def _mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
 
 
 def encode_texts(texts: Sequence[str], model_path: str | os.PathLike | None = None, batch_size: int = 64,
-                 max_length: int = 128, device: str | torch.device = "cpu", normalize: bool = True) -> Tensor:
+                 max_length: int = 128, device: str | torch.device = "cpu", normalize: bool = True,
+                 on_batch: Callable[[int], None] | None = None) -> Tensor:
     """float32 ``[N, hidden]`` sentence embeddings (384-d for MiniLM): the mean of the last hidden
     states over real tokens, L2-normalised unless `normalize` is False (sentence-transformers'
     recipe for all-MiniLM-L6-v2). Each distinct text is encoded once; texts are batched by
-    length, so little padding is computed, and come back in the input order."""
+    length, so little padding is computed, and come back in the input order. ``on_batch(k)`` is
+    called after each batch with the number of distinct texts it encoded."""
     tok, model = load_text_model(model_path)
     model = model.to(device)
     texts = [str(t) for t in texts]
@@ -191,6 +193,8 @@ def encode_texts(texts: Sequence[str], model_path: str | os.PathLike | None = No
             if normalize:
                 pooled = nn.functional.normalize(pooled, p=2, dim=1)
             out[torch.tensor(idx)] = pooled.cpu()
+            if on_batch is not None:
+                on_batch(len(idx))
     return out[inverse]
 
 
@@ -251,10 +255,11 @@ def _pooled_features(model: nn.Module, x: Tensor) -> Tensor:
 
 
 def encode_images(tensor_batch: Tensor, weights_path: str | os.PathLike | None = None, batch_size: int = 32,
-                  device: str | torch.device = "cpu") -> Tensor:
+                  device: str | torch.device = "cpu", on_batch: Callable[[int], None] | None = None) -> Tensor:
     """float32 ``[B, 1280]`` pooled EfficientNet-Lite0 features (before dropout and the ImageNet
     classifier). `tensor_batch` is ``[B, 3, S, S]``: uint8 pixels (normalised here) or float
-    pixels already normalised with :func:`normalize_pixels`."""
+    pixels already normalised with :func:`normalize_pixels`. ``on_batch(k)`` is called after
+    each batch with its number of images."""
     if tensor_batch.dim() != 4 or tensor_batch.shape[1] != 3:
         raise ValueError(f"encode_images expects [B, 3, S, S] RGB images, got shape {tuple(tensor_batch.shape)}")
     model = load_image_model(weights_path).to(device)
@@ -265,6 +270,8 @@ def encode_images(tensor_batch: Tensor, weights_path: str | os.PathLike | None =
             x = normalize_pixels(x) if x.dtype == torch.uint8 else x.float()
             x = x.contiguous(memory_format=torch.channels_last)
             out[start : start + x.shape[0]] = _pooled_features(model, x).float().cpu()
+            if on_batch is not None:
+                on_batch(x.shape[0])
     return out
 
 
