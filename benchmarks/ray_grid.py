@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows["local_vs_ray"]), flush=True)
         cmd = _command(work / "killed", "ray", a.epochs, a.samples, seeds)
         n_runs = 3 * 4 * len(seeds)
+        sessions = set(Path("/tmp").glob("mmray*"))
         first_s, _, _ = _run(cmd, work / "killed1.log", kill_after=max(1, n_runs // 3), runs_dir=work / "killed")
         time.sleep(3)  # the killed driver's Ray node stops (it dies with its parent)
+        for folder in set(Path("/tmp").glob("mmray*")) - sessions:  # the killed driver's Ray session folder
+            shutil.rmtree(folder, ignore_errors=True)
         before = _stamps(work / "killed")
         second_s, rc, second_out = _run(cmd, work / "killed2.log")
         assert rc == 0, second_out[-2000:]
