@@ -85,5 +85,6 @@ def apply_condition(split: Split, condition: Condition, seed: int) -> Split:
 
     from mmbench.data.masks import condition_masks
 
-    masks = condition_masks(condition, split.ids, split.modality_names, seed=seed, split=split.name)
+    present = {m: split.present[m].cpu().numpy() for m in split.modality_names}
+    masks = condition_masks(condition, split.ids, split.modality_names, seed=seed, split=split.name, present=present)
     return split.with_present({m: torch.from_numpy(v) for m, v in masks.items()})
