@@ -364,7 +364,8 @@ def verify_entry(board_dir: Path, entry: Any, data_dir: Any = None, labels_cache
             labels = task_labels(spec, data_dir, labels_cache)
         recomputed = evaluate_predictions(spec, path, entry.name, data_dir=data_dir, conditions=list(entry.metrics)
                                           if spec.target.type != "retrieval" else None, n_resamples=0, labels=labels,
-                                          out_of_range="clip" if entry.extra.get("clipped_to_range") else "accept")
+                                          out_of_range="clip" if entry.extra.get("clipped_to_range") else "accept",
+                                          masks_protocol=entry.masks_protocol)
     except MMBenchError as exc:
         return "ERROR", " ".join(str(exc).split())
     here = recomputed.test_set_fingerprint

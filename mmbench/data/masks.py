@@ -41,7 +41,7 @@ are interleaved in proportion to the shares (:func:`_interleave`), nested when a
 together. SMR at rate r is therefore nested across r and identical to IMR with equal shares r/k.
 Pattern and drop conditions leave alone an item they would empty (its data has none of the kept
 modalities). An item the data itself leave empty stays empty: it is scored apart as "nothing
-present" (:mod:`mmbench.evaluation.nothing_present`).
+present" (:mod:`mmbench.evaluation.presence`).
 
 Masks are ANDed with the data's own presence. Two conditions whose masks, after that AND, are
 equal are one condition (:func:`distinct_conditions`: found by comparing masks, the first name in

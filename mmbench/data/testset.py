@@ -51,6 +51,9 @@ class TestSet:
     targets: np.ndarray
     fingerprint: str
     gallery: list[str] | None = None
+    # {modality: bool [N]}, the data's own presence per test item (None for retrieval): which
+    # conditions coincide and which items have nothing present (mmbench.evaluation.presence)
+    present: dict[str, np.ndarray] | None = None
 
 
 def _target_bytes(targets: np.ndarray) -> bytes:
@@ -123,8 +126,23 @@ def task_test_set(spec: TaskSpec, data_dir: str | Path | None = None, dataset: M
     masks = [(c.name, protocol_masks(c, mask_ids, spec.modalities, spec.missing.seed, split, version))
              for c in conditions]
     protocol = dataset.protocol()
+    present = None if gallery is not None else split_presence(dataset, split, spec.modalities, len(ids), loaded)
     return TestSet(protocol, split, ids, targets, fingerprint_of(protocol, split, ids, targets, masks,
-                                                                 spec.missing.seed, gallery, version), gallery)
+                                                                 spec.missing.seed, gallery, version), gallery, present)
+
+
+def split_presence(dataset: MultimodalDataset, split: str, modalities: Sequence[str], n: int,
+                  loaded: Any = None) -> dict[str, np.ndarray]:
+    """The data's own presence of each modality per test item: from `loaded` when given; from
+    the loader's counts (``split_summary``, nothing encoded) when each modality is present in
+    every item or in none, as for every shipped task; else from the loaded split."""
+    if loaded is None:
+        counts = dataset.split_summary(split).get("present", {})
+        if all(counts.get(m, n) in (0, n) for m in modalities):
+            return {m: np.full(n, counts.get(m, n) == n) for m in modalities}
+        loaded = dataset.load_split(split)
+    return {m: loaded.present[m].cpu().numpy().astype(bool) if m in loaded.present else np.ones(n, dtype=bool)
+            for m in modalities}
 
 
 def testset_fields(test_set: TestSet | None) -> dict[str, Any]:
