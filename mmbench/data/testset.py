@@ -8,11 +8,11 @@ order:
 - the ordered test ids and their targets (class labels as int64, real or multi-label targets
   as float64, little-endian); for retrieval, the caption ids, the gallery's image ids and the
   caption-to-image map;
-- the task's missing-modality seed, the masks protocol (:data:`mmbench.data.masks.MASKS_PROTOCOL`;
-  absent from the hash for protocol 1, so fingerprints made before it still reproduce) and, per
-  condition in the task's order, its name and the keep-mask of every modality as the protocol
+- the task's missing-modality seed and, per condition in the task's order, its name and the
+  keep-mask of every modality as the masks protocol (:data:`mmbench.data.masks.MASKS_PROTOCOL`)
   draws it for complete data (the data's own presence then decides which modality an affected
-  item loses, :mod:`mmbench.data.masks`).
+  item loses, :mod:`mmbench.data.masks`). A result made under an earlier protocol stores the
+  fingerprint of that protocol's masks; ``leaderboard verify`` recomputes it so.
 
 It is computed from the annotation files alone (a loader's labels-only path: ``load_labels``
 or the retrieval gallery), never from images or features, so ``mmbench data info TASK``
@@ -64,15 +64,13 @@ def _target_bytes(targets: np.ndarray) -> bytes:
 
 
 def fingerprint_of(protocol: str, split: str, ids: Sequence[str], targets: np.ndarray, masks: Sequence[tuple[str, dict]],
-                   seed: int, gallery: Sequence[str] | None = None, masks_protocol: int = 1) -> str:
+                   seed: int, gallery: Sequence[str] | None = None) -> str:
     """The fingerprint of one test set (module docstring); `masks`: (condition name,
-    {modality: bool keep-mask}) in the task's order, drawn under `masks_protocol`."""
+    {modality: bool keep-mask}) in the task's order."""
     h = hashlib.sha256(b"mmbench-test-set-v1\0")
-    head = {"protocol": protocol, "split": split, "n": len(ids), "seed": int(seed),
-            "gallery": None if gallery is None else len(gallery), "target_shape": list(np.asarray(targets).shape)}
-    if masks_protocol != 1:
-        head["masks_protocol"] = int(masks_protocol)
-    h.update(json.dumps(head, sort_keys=True).encode())
+    h.update(json.dumps({"protocol": protocol, "split": split, "n": len(ids), "seed": int(seed),
+                         "gallery": None if gallery is None else len(gallery),
+                         "target_shape": list(np.asarray(targets).shape)}, sort_keys=True).encode())
     h.update(b"\0ids\0" + "\n".join(str(i) for i in ids).encode())
     if gallery is not None:
         h.update(b"\0gallery\0" + "\n".join(str(i) for i in gallery).encode())
@@ -128,7 +126,7 @@ def task_test_set(spec: TaskSpec, data_dir: str | Path | None = None, dataset: M
     protocol = dataset.protocol()
     present = None if gallery is not None else split_presence(dataset, split, spec.modalities, len(ids), loaded)
     return TestSet(protocol, split, ids, targets, fingerprint_of(protocol, split, ids, targets, masks,
-                                                                 spec.missing.seed, gallery, version), gallery, present)
+                                                                 spec.missing.seed, gallery), gallery, present)
 
 
 def split_presence(dataset: MultimodalDataset, split: str, modalities: Sequence[str], n: int,
