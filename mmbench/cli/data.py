@@ -47,7 +47,7 @@ def data_info(
         splits = [split] if split else list(ds.split_names)
         info = {"dataset": ds.name, "root": str(ds.root), "protocol": ds.protocol(), "files": ds.locate(),
                 "splits": {s: ds.split_summary(s) for s in splits}}
-        test_set = _task_test_set(dataset, ds, data_dir, bool(set_))
+        test_set = _task_test_set(dataset, ds, data_dir, bool(set_), info["splits"])
     if test_set is not None:
         info["test_set"] = test_set
     if as_json:
@@ -86,7 +86,8 @@ def data_info(
         typer.echo(f"  {s:<6} {summ['samples']:>7} samples  present: {present}{extra}")
 
 
-def _task_test_set(name: str, ds: Any, data_dir: Optional[Path], overridden: bool) -> dict[str, Any] | None:
+def _task_test_set(name: str, ds: Any, data_dir: Optional[Path], overridden: bool,
+                   split_counts: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The test set (protocol, split, items, fingerprint) when `name` is a task (a name that is
     also a dataset: the task's, with its own options); None for a dataset alone."""
     from mmbench.core.registry import DATASETS
@@ -104,7 +105,13 @@ def _task_test_set(name: str, ds: Any, data_dir: Optional[Path], overridden: boo
     out = {"task": spec.name, "protocol": ts.protocol, "split": ts.split, "items": len(ts.ids),
            "fingerprint": ts.fingerprint, "masks_protocol": MASKS_PROTOCOL}
     conds = spec.conditions()
-    if ts.present is not None:
+    present = ts.present
+    if present is None and ts.split in (split_counts or {}):  # a labels-only read: the loader's counts, if they say it
+        from mmbench.data.testset import presence_from_counts
+
+        present = presence_from_counts(split_counts[ts.split].get("present", {}), spec.modalities, len(ts.ids))
+    if present is not None and spec.target.type != "retrieval":
+        ts.present = present
         conds, report = distinct_with_report(conds, ts.ids, spec.modalities, spec.missing.seed, ts.split, ts.present)
         out |= {"absent_modalities": report.get(ABSENT, []), "condition_aliases": report.get(ALIASES, {}),
                 "nothing_present": int((~scored_items(ts.present, len(ts.ids))).sum())}
