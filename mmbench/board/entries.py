@@ -180,7 +180,8 @@ def masks_protocol_note(task_rows: list[dict[str, Any]]) -> str:
     """One line when some rows were scored under an earlier masks protocol."""
     from mmbench.data.masks import MASKS_PROTOCOL
 
-    old = [r["name"] for r in task_rows if r.get("masks_protocol", MASKS_PROTOCOL) != MASKS_PROTOCOL]
+    old = [r["name"] for r in task_rows if r.get("masks_protocol", MASKS_PROTOCOL) != MASKS_PROTOCOL
+           and any(c.startswith("rate:") for c in r.get("conditions", {}))]
     if not old:
         return ""
     return (f"masks protocol 1 ({len(old)} of {len(task_rows)} rows): their rate conditions removed each modality "

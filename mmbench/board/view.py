@@ -44,7 +44,7 @@ def masks_note(results: list[Any]) -> str:
     for the current protocol, the conditions evaluated once and the absent modalities."""
     from mmbench.data.masks import MASKS_PROTOCOL
 
-    old = sorted({e.name for e in results if e.masks_protocol != MASKS_PROTOCOL})
+    old = sorted({e.name for e in results if e.masks_protocol != MASKS_PROTOCOL and any(c.startswith("rate:") for c in e.metrics)})
     parts = []
     if old:
         parts.append(f"Masks protocol 1 ({len(old)} of {len({e.name for e in results})} entries): these were scored "

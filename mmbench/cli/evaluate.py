@@ -392,7 +392,7 @@ def verify_entry(board_dir: Path, entry: Any, data_dir: Any = None, labels_cache
     if diffs:
         return "DIFFERS", "; ".join(diffs[:3]) + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "")
     legacy = "" if entry.test_set_fingerprint else "; no test-set fingerprint stored (entry made before they existed)"
-    if entry.masks_protocol != MASKS_PROTOCOL:
+    if entry.masks_protocol != MASKS_PROTOCOL and any(c.startswith("rate:") for c in entry.metrics):
         legacy += (f"; scored under masks protocol {entry.masks_protocol} (its rate conditions may leave items with no "
                    "modality; re-run to score under the current one)")
     if spec.target.type == "retrieval":
