@@ -114,6 +114,13 @@ def test_imr_names_and_refusals():
         parse_condition("rate:audio=0.1,audio=0.2", ["audio", "image"])
 
 
+def test_condition_lists_split_between_conditions_not_inside_imr_names():
+    from mmbench.data.masks import split_condition_list
+
+    assert split_condition_list("clean, rate:0.5,rate:audio=0.7,image=0.1,drop:audio") == [
+        "clean", "rate:0.5", "rate:audio=0.7,image=0.1", "drop:audio"]
+
+
 def test_smr_imr_shorthand_pairs_at_equal_average():
     conds = expand_conditions(["smr-imr:0.25,0.4"], ["image", "audio"])
     assert [c.name for c in conds] == ["rate:0.5", "rate:audio=0.4,image=0.1", "rate:audio=0.1,image=0.4",

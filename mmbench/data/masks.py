@@ -218,6 +218,15 @@ def smr_imr_groups(names: Iterable[str], k: int) -> dict[float, dict[str, list[s
     return {a: g for a, g in sorted(groups.items()) if g["imr"]}
 
 
+def split_condition_list(text: str) -> list[str]:
+    """``"clean,rate:0.5,rate:audio=0.7,image=0.1"`` -> its condition names: split at the commas
+    that start a new condition (an IMR name holds commas of its own)."""
+    import re
+
+    parts = re.split(r",(?=\s*(?:clean|drop|rate|pattern|patterns|missing|segment|smr-imr)\b)", text)
+    return [p.strip() for p in parts if p.strip()]
+
+
 def expand_conditions(items: Iterable[str], modalities: Sequence[str]) -> list[Condition]:
     """Parse spec entries, expanding ``patterns``, ``drop-each`` and ``smr-imr:``; duplicates
     removed, order kept."""

@@ -44,6 +44,8 @@ class MixedConditions:
 
     @property
     def targets(self) -> Tensor:
+        if not len(self.split):
+            return self.split.targets
         return self.split.targets.index_select(0, self.order % len(self.split))
 
     def to(self, device: torch.device | str) -> "MixedConditions":

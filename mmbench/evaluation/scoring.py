@@ -60,7 +60,7 @@ def classification_extras(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray
 def select_conditions(spec: TaskSpec, conditions: Any) -> list:
     """The task's conditions, or the named subset of them (names are canonicalised)."""
     from mmbench.core.errors import SpecError
-    from mmbench.data.masks import parse_condition
+    from mmbench.data.masks import parse_condition, split_condition_list
 
     task_conditions = spec.conditions()
     if not conditions:
@@ -68,7 +68,7 @@ def select_conditions(spec: TaskSpec, conditions: Any) -> list:
     by_name = {c.name: c for c in task_conditions}
     out = []
     for text in conditions:
-        for part in str(text).split(","):
+        for part in split_condition_list(str(text)):
             if not part.strip():
                 continue
             name = parse_condition(part, spec.modalities).name
