@@ -9,7 +9,10 @@ order:
   as float64, little-endian); for retrieval, the caption ids, the gallery's image ids and the
   caption-to-image map;
 - the task's missing-modality seed and, per condition in the task's order, its name and the
-  keep-mask of every modality (the masks a predictions file is scored under).
+  keep-mask of every modality as the masks protocol (:data:`mmbench.data.masks.MASKS_PROTOCOL`)
+  draws it for complete data (the data's own presence then decides which modality an affected
+  item loses, :mod:`mmbench.data.masks`). A result made under an earlier protocol stores the
+  fingerprint of that protocol's masks; ``leaderboard verify`` recomputes it so.
 
 It is computed from the annotation files alone (a loader's labels-only path: ``load_labels``
 or the retrieval gallery), never from images or features, so ``mmbench data info TASK``
@@ -48,6 +51,10 @@ class TestSet:
     targets: np.ndarray
     fingerprint: str
     gallery: list[str] | None = None
+    # {modality: bool [N]}, the data's own presence per test item, known when the split was loaded
+    # (None for retrieval and a labels-only read): which conditions coincide and which items
+    # have nothing present (mmbench.evaluation.presence)
+    present: dict[str, np.ndarray] | None = None
 
 
 def _target_bytes(targets: np.ndarray) -> bytes:
@@ -92,10 +99,13 @@ def loaded_labels(loaded: Any) -> tuple[list[str], np.ndarray]:
 
 
 def task_test_set(spec: TaskSpec, data_dir: str | Path | None = None, dataset: MultimodalDataset | None = None,
-                  loaded: Any = None) -> TestSet:
+                  loaded: Any = None, masks_protocol: int | None = None,
+                  condition_names: Sequence[str] | None = None) -> TestSet:
     """The task's test set and its fingerprint, from the annotation files (no image is decoded,
-    nothing is encoded); `loaded`, the test split already loaded, gives its ids and targets."""
-    from mmbench.data.masks import condition_masks
+    nothing is encoded); `loaded`, the test split already loaded, gives its ids and targets.
+    `masks_protocol` and `condition_names` (default: the current protocol and the task's
+    conditions) recompute the fingerprint a result made under an earlier protocol stored."""
+    from mmbench.data.masks import MASKS_PROTOCOL, parse_condition, protocol_masks
     from mmbench.data.splits import task_dataset
 
     dataset = dataset or task_dataset(spec, data_dir)
@@ -106,14 +116,36 @@ def task_test_set(spec: TaskSpec, data_dir: str | Path | None = None, dataset: M
         ids, targets, gallery = [str(c) for c in caption_ids], np.asarray(index, dtype=np.int64), [str(i) for i in image_ids]
     elif loaded is not None:
         ids, targets = loaded_labels(loaded)
-    else:
+    elif callable(getattr(dataset, "load_labels", None)):
         ids, targets = split_labels(dataset, split)
+    else:  # the loader has no labels-only path: the split is loaded once, its presence kept
+        loaded = dataset.load_split(split)
+        ids, targets = loaded_labels(loaded)
     mask_ids = ids if gallery is None else gallery  # retrieval masks the gallery's images
-    masks = [(c.name, condition_masks(c, mask_ids, spec.modalities, seed=spec.missing.seed, split=split))
-             for c in spec.conditions()]
+    version = MASKS_PROTOCOL if masks_protocol is None else int(masks_protocol)
+    conditions = spec.conditions() if condition_names is None else [parse_condition(c, spec.modalities)
+                                                                     for c in condition_names]
+    masks = [(c.name, protocol_masks(c, mask_ids, spec.modalities, spec.missing.seed, split, version))
+             for c in conditions]
     protocol = dataset.protocol()
+    present = None if gallery is not None or loaded is None else loaded_presence(loaded, spec.modalities)
     return TestSet(protocol, split, ids, targets, fingerprint_of(protocol, split, ids, targets, masks,
-                                                                 spec.missing.seed, gallery), gallery)
+                                                                 spec.missing.seed, gallery), gallery, present)
+
+
+def loaded_presence(loaded: Any, modalities: Sequence[str]) -> dict[str, np.ndarray]:
+    """The data's own presence of each modality per item of a loaded split."""
+    n = len(loaded.ids)
+    return {m: loaded.present[m].cpu().numpy().astype(bool) if m in loaded.present else np.ones(n, dtype=bool)
+            for m in modalities}
+
+
+def presence_from_counts(counts: dict[str, int], modalities: Sequence[str], n: int) -> dict[str, np.ndarray] | None:
+    """Per-item presence from per-modality counts (``split_summary``) when each modality is in
+    every item or in none; else None (the counts do not say which items)."""
+    if not all(counts.get(m, n) in (0, n) for m in modalities):
+        return None
+    return {m: np.full(n, counts.get(m, n) == n) for m in modalities}
 
 
 def testset_fields(test_set: TestSet | None) -> dict[str, Any]:

@@ -69,16 +69,22 @@ def test_set_digest(dataset_fingerprint: str, split: Any) -> str:
 
 
 def masks_digest(split: Any, condition: Any, seed: int) -> str:
-    """The presence masks the model gets under `condition`: the data's own and the condition's
-    keep-masks (exactly what the sandbox sends), as bytes."""
-    from mmbench.data.masks import condition_masks
+    """What the model gets under `condition`, as bytes: the data's own presence, the condition's
+    keep-masks (drawn as the evaluator draws them, aware of that presence) and, for a segment
+    condition, each item's removed span and the fill."""
+    from mmbench.data.splits import TRAINING_MEANS
+    from mmbench.evaluation.mixing import mix_conditions
 
-    keep = condition_masks(condition, split.ids, split.modality_names, seed=seed, split=split.name)
-    parts = []
+    mixed = mix_conditions(split, [condition], seed, (split.info or {}).get(TRAINING_MEANS))
+    parts = [condition.kind.encode()]
     for m in split.modality_names:
         parts.append(m.encode())
         parts.append(np.ascontiguousarray(split.present[m].cpu().numpy().astype(np.uint8)).tobytes())
-        parts.append(np.ascontiguousarray(np.asarray(keep[m], dtype=np.uint8)).tobytes())
+        parts.append(np.ascontiguousarray(mixed.keep[m].cpu().numpy().astype(np.uint8)).tobytes())
+    for m, seg in sorted(mixed.segments.items()):
+        parts.append(f"segment {m} axis {seg['axis']}".encode())
+        for k in ("start", "length", "fill"):
+            parts.append(np.ascontiguousarray(seg[k].detach().cpu().numpy()).tobytes())
     return _sha(*parts)
 
 

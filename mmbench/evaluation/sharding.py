@@ -2,11 +2,12 @@
 
 Each shard is one worker of the same isolation as a single-process evaluation
 (:func:`~mmbench.evaluation.sandbox.runner.run_model` with ``rows``), on a contiguous range of
-the items cut on the single-process batch boundaries (multiples of the batch size): every
-batch a shard's model sees is a batch the single worker would have seen, so the gathered
-outputs equal the single-process ones bit for bit. The missing-modality masks are drawn over
-the whole test set and then cut, never over a shard. On gather the rows of every shard are
-checked against the split's ids (none lost, none twice, in order). When one worker fails, the
+the mixed order of (condition, item) rows (mmbench.evaluation.mixing) cut on the
+single-process batch boundaries (multiples of the batch size): every batch a shard's model
+sees is a batch the single worker would have seen, so the gathered outputs equal the
+single-process ones bit for bit. The masks and the mixed order are drawn over the whole test
+set and then cut, never over a shard. On gather the rows of every shard are checked (every
+(condition, item) row exactly once) before they are put back per condition. When one worker fails, the
 others are stopped and the evaluation fails with that worker's error.
 """
 
@@ -40,7 +41,12 @@ def run_sharded(model_spec: Any, spec: Any, split: Any, conditions: list, device
     """One worker per shard, all at once; their outputs gathered into one SandboxOutput."""
     from mmbench.evaluation.sandbox.runner import Cancelled, SandboxOutput, run_model
 
-    bounds = shard_bounds(len(split), config.batch_size, shards)
+    from mmbench.data.splits import TRAINING_MEANS
+    from mmbench.evaluation.mixing import mix_conditions
+    from mmbench.evaluation.sandbox.runner import ROWS, unmix_outputs
+
+    order = mix_conditions(split, conditions, spec.missing.seed, (split.info or {}).get(TRAINING_MEANS)).order.cpu().numpy()
+    bounds = shard_bounds(len(order), config.batch_size, shards)
     if len(bounds) == 1:
         return run_model(model_spec, spec, split, conditions, device, config, efficiency=efficiency)
     cancel = threading.Event()
@@ -57,19 +63,17 @@ def run_sharded(model_spec: Any, spec: Any, split: Any, conditions: list, device
             exc = failed.exception()
             i = futures.index(failed)
             if isinstance(exc, SubmissionError):
-                exc.args = (f"shard {i + 1} of {len(bounds)} (items {bounds[i][0]}-{bounds[i][1] - 1}): {exc.args[0]}",
-                            *exc.args[1:])
+                exc.args = (f"shard {i + 1} of {len(bounds)} (rows {bounds[i][0]}-{bounds[i][1] - 1} of the mixed "
+                            f"order): {exc.args[0]}", *exc.args[1:])
             raise exc
         outs = [f.result() for f in futures]
-    gathered_ids = [i for a, b in bounds for i in split.ids[a:b]]
-    if gathered_ids != list(split.ids):  # no item lost or duplicated, and in order
-        raise MMBenchError(f"sharded evaluation: the gathered items do not match the test set "
-                           f"({len(gathered_ids)} gathered, {len(split.ids)} items)")
-    outputs = {}
-    for c in conditions:
-        parts = [o.outputs[c.name] for o in outs]
-        if [len(p) for p in parts] != [b - a for a, b in bounds]:
-            raise MMBenchError(f"sharded evaluation: a shard returned the wrong number of rows under {c.name!r}")
-        outputs[c.name] = np.concatenate(parts, axis=0)
+    parts = [o.outputs[ROWS] for o in outs]
+    if [len(p) for p in parts] != [b - a for a, b in bounds]:
+        raise MMBenchError("sharded evaluation: a shard returned the wrong number of rows")
+    gathered = np.concatenate([order[a:b] for a, b in bounds])
+    if not np.array_equal(np.sort(gathered), np.arange(len(conditions) * len(split))):  # none lost, none twice
+        raise MMBenchError(f"sharded evaluation: the gathered rows do not match the test set "
+                           f"({len(gathered)} gathered, {len(conditions) * len(split)} (condition, item) rows)")
+    outputs = unmix_outputs(np.concatenate(parts, axis=0), gathered, conditions, len(split), model_spec.source)
     return SandboxOutput(outputs, outs[0].efficiency, max(o.seconds for o in outs),
                          outs[0].log_tail, outs[0].isolation)

@@ -102,27 +102,27 @@ def clean_env(workdir: Path, threads: int, device: str) -> dict[str, str]:
     return env
 
 
-def _write_inputs(path: Path, split, conditions: list, seed: int, rows: tuple[int, int] | None = None) -> None:
-    """Inputs for the worker: tensors of the (clean) split plus one keep-mask per condition; with
-    `rows` ``(start, end)`` only those rows (the masks drawn over the whole split, then cut)."""
+def _write_inputs(path: Path, split, conditions: list, mixed, order) -> None:
+    """Inputs for the worker: tensors of the (clean) split, each condition's keep-masks, the
+    rows to run (`order`: the seeded mixed order of the (condition, item) rows,
+    mmbench.evaluation.mixing, or one shard's contiguous slice of it) and any segment
+    condition's spans and training-mean fill."""
     import torch
 
     from mmbench.core.io import atomic_save_safetensors
-    from mmbench.data.masks import condition_masks
 
-    start, end = rows if rows is not None else (0, len(split))
-    tensors: dict[str, torch.Tensor] = {}
+    tensors: dict[str, torch.Tensor] = {"order": torch.as_tensor(order).cpu()}
     for m in split.modality_names:
-        tensors[f"x.{m}"] = split.modalities[m][start:end]
-        tensors[f"present.{m}"] = split.present[m][start:end].to(torch.uint8)
+        tensors[f"x.{m}"] = split.modalities[m]
+        tensors[f"present.{m}"] = split.present[m].to(torch.uint8)
+        tensors[f"keep.{m}"] = mixed.keep[m].cpu().to(torch.uint8)
         if m in split.lengths:
-            tensors[f"len.{m}"] = split.lengths[m][start:end]
-    for i, cond in enumerate(conditions):
-        masks = condition_masks(cond, split.ids, split.modality_names, seed=seed, split=split.name)
-        for m, keep in masks.items():
-            tensors[f"keep.{i}.{m}"] = torch.from_numpy(np.ascontiguousarray(keep[start:end]).astype(np.uint8))
+            tensors[f"len.{m}"] = split.lengths[m]
+    for m, seg in mixed.segments.items():
+        for k in ("start", "length", "fill"):
+            tensors[f"seg.{m}.{k}"] = seg[k].cpu().contiguous()
     meta = {"conditions": json.dumps([c.name for c in conditions]), "modalities": json.dumps(split.modality_names),
-            "n": str(end - start)}
+            "n": str(len(split)), "segments": json.dumps({m: seg["axis"] for m, seg in mixed.segments.items()})}
     atomic_save_safetensors(path, tensors, meta)
 
 
@@ -159,8 +159,10 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def run_model(model_spec, spec, split, conditions: list, device: str, config: SandboxConfig | None = None,
               efficiency: bool = True, seed: int | None = None, rows: tuple[int, int] | None = None) -> SandboxOutput:
-    """Run a factory/exported submission over `split` under each condition, in a worker process;
-    with `rows` ``(start, end)``, over those rows of it only (one shard, see ``sharding``)."""
+    """Run a factory/exported submission over `split` under each condition, in a worker process,
+    the (condition, item) rows in one seeded mixed order (mmbench.evaluation.mixing); its outputs
+    one array per condition in item order. With `rows` ``(start, end)``: only those rows of the
+    mixed order (one shard, see ``sharding``), returned as they come, under ``ROWS``."""
     from mmbench.models.model import describe_inputs, num_outputs
 
     seed = spec.missing.seed if seed is None else seed
@@ -168,10 +170,17 @@ def run_model(model_spec, spec, split, conditions: list, device: str, config: Sa
                  "modalities": list(spec.modalities), "inputs": describe_inputs(split),
                  "outputs": num_outputs(spec.target.type, spec.target.num_classes),
                  "range": list(spec.target.range) if spec.target.range is not None else None}
+    from mmbench.data.splits import TRAINING_MEANS
+    from mmbench.evaluation.mixing import mix_conditions
+
+    mixed = mix_conditions(split, conditions, seed, (split.info or {}).get(TRAINING_MEANS))
+    order = mixed.order.cpu().numpy()
+    if rows is not None:  # one shard: a contiguous slice of the mixed order, cut on batch boundaries
+        order = order[rows[0]:rows[1]]
     return _execute(model_spec, task_info, device, config or SandboxConfig(), efficiency,
-                    lambda path: _write_inputs(path, split, conditions, seed, rows),
-                    lambda path: _read_outputs(path, conditions, (rows[1] - rows[0]) if rows else len(split), spec,
-                                               model_spec.source))
+                    lambda path: _write_inputs(path, split, conditions, mixed, order),
+                    lambda path: _read_outputs(path, conditions, len(split), spec, model_spec.source, order,
+                                               unmix=rows is None))
 
 
 def run_retrieval_model(model_spec, spec, inputs: dict[str, dict[str, Any]], device: str,
@@ -368,7 +377,11 @@ def _failure_message(rc: int, stderr_tail: str, config: SandboxConfig) -> str:
     return f"model process exited with status {rc}: {_printable(last[-1] if last else 'no message', 20_000)}"
 
 
-def _read_outputs(path: Path, conditions: list, n: int, spec, source) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+ROWS = "rows"  # a shard's outputs: its rows of the mixed order, as they come (sharding unmixes the whole)
+
+
+def _read_outputs(path: Path, conditions: list, n: int, spec, source, order: np.ndarray,
+                  unmix: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
     from mmbench.core.errors import DataError
     from mmbench.core.io import load_safetensors
     from mmbench.models.model import num_outputs
@@ -376,35 +389,45 @@ def _read_outputs(path: Path, conditions: list, n: int, spec, source) -> tuple[d
     if not path.is_file():
         raise SubmissionError("model process exited without writing its outputs", source)
     k = num_outputs(spec.target.type, spec.target.num_classes)
-    expected_bytes = len(conditions) * n * max(k, 1) * 8 + (1 << 20)
+    rows = len(order)
+    expected_bytes = rows * max(k, 1) * 8 + (1 << 20)
     if path.stat().st_size > 2 * expected_bytes:
         raise SubmissionError(f"model outputs file is {path.stat().st_size:,} bytes, far more than expected", source)
     try:
         tensors, meta = load_safetensors(path)
     except DataError as exc:
         raise SubmissionError(f"model outputs are unreadable (garbage output): {_printable(str(exc), 200)}", source) from None
-    expected_keys = {f"out.{i}" for i in range(len(conditions))}
-    if set(tensors) != expected_keys:
+    if set(tensors) != {"out"}:
         raise SubmissionError(f"model outputs hold unexpected entries ({_printable(', '.join(sorted(tensors))[:80])})", source)
+    t = tensors["out"]
+    if not t.is_floating_point():
+        raise SubmissionError(f"model output has dtype {t.dtype}; expected floating point", source)
+    arr = t.float().numpy()
+    if spec.target.type == "regression":
+        ok, want = arr.shape in ((rows,), (rows, 1)), f"[{rows}] or [{rows}, 1]"
+    else:
+        ok, want = arr.shape == (rows, k), f"[{rows}, {k}]"
+    if not ok:
+        raise SubmissionError(f"model output has shape {list(arr.shape)} over {rows} rows ({len(conditions)} conditions "
+                              f"x {n} items, mixed); expected {want}", source)
+    eff = _sanitize_efficiency(meta.get("efficiency"))
+    if not unmix:
+        return {ROWS: arr}, eff
+    return unmix_outputs(arr, order, conditions, n, source), eff
+
+
+def unmix_outputs(arr: np.ndarray, order: np.ndarray, conditions: list, n: int, source: Any = None) -> dict[str, np.ndarray]:
+    """Back from the mixed order (row r of `arr` is row ``order[r]`` = (condition, item)) to one
+    array per condition, in item order; NaN or infinity under a condition is refused."""
+    unmixed = np.empty_like(arr)
+    unmixed[order] = arr
     outputs = {}
     for i, cond in enumerate(conditions):
-        t = tensors[f"out.{i}"]
-        if not t.is_floating_point():
-            raise SubmissionError(f"model output under {cond.name!r} has dtype {t.dtype}; expected floating point", source)
-        arr = t.float().numpy()
-        if spec.target.type == "regression":
-            ok = arr.shape in ((n,), (n, 1))
-            want = f"[{n}] or [{n}, 1]"
-        else:
-            ok = arr.shape == (n, k)
-            want = f"[{n}, {k}]"
-        if not ok:
-            raise SubmissionError(f"model output under {cond.name!r} has shape {list(arr.shape)}; expected {want}", source)
-        if not np.isfinite(arr).all():
+        part = unmixed[i * n:(i + 1) * n]
+        if not np.isfinite(part).all():
             raise SubmissionError(f"model output under {cond.name!r} contains NaN or infinity", source)
-        outputs[cond.name] = arr
-    eff = _sanitize_efficiency(meta.get("efficiency"))
-    return outputs, eff
+        outputs[cond.name] = part
+    return outputs
 
 
 def _read_embeddings(path: Path, rows: dict[str, int], max_dim: int, source) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
