@@ -68,7 +68,7 @@ def test_each_key_part_makes_another_entry(weights, tmp_path, monkeypatch):
     import shutil
 
     import mmbench.core.source as source
-    import mmbench.data.masks as masks
+    import mmbench.evaluation.mixing as mixing
     from mmbench.data.splits import with_dataset_options
 
     base, cache = _evaluate(weights)
@@ -88,19 +88,19 @@ def test_each_key_part_makes_another_entry(weights, tmp_path, monkeypatch):
     result, cache = _evaluate(weights, spec=spec)
     assert cache.from_cache == 0 and cache.predicted > 0
     # other masks for one condition (same name): that condition only is predicted again
-    real = masks.condition_masks
+    real = mixing.condition_masks
 
-    def other_rate_masks(condition, ids, modalities, seed=0, split="test"):
-        out = real(condition, ids, modalities, seed=seed, split=split)
+    def other_rate_masks(condition, ids, modalities, seed=0, split="test", present=None):
+        out = real(condition, ids, modalities, seed=seed, split=split, present=present)
         name = condition if isinstance(condition, str) else condition.name
         if name == "rate:0.5":
             out = {m: ~keep for m, keep in out.items()}
         return out
 
-    monkeypatch.setattr(masks, "condition_masks", other_rate_masks)
+    monkeypatch.setattr(mixing, "condition_masks", other_rate_masks)  # the masks drawn for what is sent
     result, cache = _evaluate(weights)
     assert _counts(cache, n) == (len(CONDITIONS) - 1, 1) and cache.conditions_from_cache == CONDITIONS[:3]
-    monkeypatch.setattr(masks, "condition_masks", real)
+    monkeypatch.setattr(mixing, "condition_masks", real)
     # other code: another package source hash
     real_source = source.source_hash
     monkeypatch.setattr(source, "source_hash", lambda root=None: "src1-other")
