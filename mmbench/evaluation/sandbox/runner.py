@@ -377,8 +377,8 @@ def _read_outputs(path: Path, conditions: list, n: int, spec, source,
     else:
         ok, want = arr.shape == (rows, k), f"[{rows}, {k}]"
     if not ok:
-        raise SubmissionError(f"model output has shape {list(arr.shape)} over the {len(conditions)} conditions x {n} "
-                              f"items; expected {want}", source)
+        raise SubmissionError(f"model output has shape {list(arr.shape)}; expected {want} ({len(conditions)} "
+                              f"condition(s) x {n} items)", source)
     # back from the mixed order to one array per condition, in item order
     unmixed = np.empty_like(arr)
     unmixed[order] = arr
