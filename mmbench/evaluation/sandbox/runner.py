@@ -408,8 +408,8 @@ def _read_outputs(path: Path, conditions: list, n: int, spec, source, order: np.
     else:
         ok, want = arr.shape == (rows, k), f"[{rows}, {k}]"
     if not ok:
-        raise SubmissionError(f"model output has shape {list(arr.shape)} over {rows} rows ({len(conditions)} conditions "
-                              f"x {n} items, mixed); expected {want}", source)
+        raise SubmissionError(f"model output has shape {list(arr.shape)}; expected {want} ({rows} rows: "
+                              f"{len(conditions)} condition(s) x {n} items, mixed)", source)
     eff = _sanitize_efficiency(meta.get("efficiency"))
     if not unmix:
         return {ROWS: arr}, eff

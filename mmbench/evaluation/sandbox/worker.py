@@ -374,12 +374,12 @@ def _run(job: dict[str, Any]) -> None:
             index = torch.arange(start, min(start + batch_size, len(mixed)), device=device)
             b = mixed.batch(index)
             names = sorted({conditions[int(c)] for c in (mixed.order[index] // max(n, 1)).tolist()})
-            what = f"model forward failed on a batch of condition(s) {', '.join(map(repr, names[:3]))}" + \
-                ("..." if len(names) > 3 else "") + ":"
+            batch_of = f"a batch of condition(s) {', '.join(map(repr, names[:3]))}" + ("..." if len(names) > 3 else "")
+            what = f"model forward failed on {batch_of}:"
             call = (lambda *a, steps=b.steps: model(*a, steps=steps)) if with_steps else model
             out = _guarded(what, call, b.modalities, b.present, b.lengths)
             if not isinstance(out, torch.Tensor):
-                raise _Failure(f"model returned {type(out).__name__}, expected a Tensor")
+                raise _Failure(f"model returned {type(out).__name__} on {batch_of}, expected a Tensor")
             chunks.append(out.detach().float().cpu())
     try:
         outputs = {"out": torch.cat(chunks) if chunks else torch.empty(0)}
