@@ -56,7 +56,7 @@ def load_suite(name: str, root: Path | None = None) -> dict[str, Any]:
     if name not in suites:
         raise MMBenchError(f"unknown suite {name!r}; known: {', '.join(sorted(suites))}")
     suite = suites[name]
-    for key in ("tasks", "fusions", "seeds"):
+    for key in ("tasks", "fusions", "seeds") + tuple(k for k in ("modality_dropout", "test_rates") if k in suite):
         if not isinstance(suite.get(key), list) or not suite[key]:
             raise SpecError(f"suite {name!r}: field {key!r} must be a non-empty list", root / "suites.yaml")
     return suite
@@ -207,6 +207,68 @@ def run_grid(
     return results, checks
 
 
+MISMATCH_TEST_RATES = tuple(round(0.1 * i, 1) for i in range(10))  # 0 (clean) to 0.9, LNLN's sweep
+
+
+def mismatch_spec(spec: Any, test_rates: list[float]) -> Any:
+    """``spec`` evaluated at the clean test set and every ``rate:<r>`` of ``test_rates`` (0 = clean)."""
+    conditions = ["clean"] + [f"rate:{r:g}" for r in sorted(set(test_rates)) if r > 0]
+    return spec.model_copy(update={"missing": spec.missing.model_copy(update={"conditions": conditions})})
+
+
+def run_mismatch(
+    tasks: list[str],
+    fusions: list[str],
+    seeds: list[int],
+    dropouts: list[float],
+    test_rates: list[float] = MISMATCH_TEST_RATES,
+    out_dir: str | Path = "runs",
+    device: str = "auto",
+    data_dir: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    vectorize: bool | None = None,
+    resume: bool = True,
+) -> tuple[list[Any], list[Check]]:
+    """The train/test mismatch grid (``reproduce --suite mismatch``): every (task, fusion) trained
+    with each modality dropout in ``dropouts`` (``modality_dropout`` of the training config) for
+    every seed, and evaluated at the clean test set and every missing rate of ``test_rates``.
+    Results are named ``<fusion>-pdrop<p>`` (:func:`mmbench.board.mismatch.mismatch_name`) and
+    written as entries, with their per-condition predictions, to ``OUT/leaderboard``; the matrix
+    and its tests are :func:`mmbench.board.mismatch.mismatch_matrices`. A failing row is logged
+    and returned as a failed check, as in :func:`run_grid`."""
+    from mmbench.board.mismatch import mismatch_name
+    from mmbench.data.splits import load_training_splits, task_dataset, with_dataset_options
+
+    if not seeds or not dropouts:
+        raise MMBenchError("the mismatch grid needs at least one seed and one modality dropout")
+    bad = [p for p in dropouts if not 0.0 <= float(p) < 1.0]
+    if bad:
+        raise MMBenchError(f"modality dropout must be in [0, 1), got {bad[0]}")
+    leaderboard_dir = Path(out_dir) / "leaderboard"
+    results, checks = [], []
+    for task in tasks:
+        spec = mismatch_spec(with_dataset_options(get_task(task), (overrides or {}).get("dataset_options")), test_rates)
+        try:
+            dataset = task_dataset(spec, data_dir)
+            splits = load_training_splits(spec, data_dir, dataset)
+        except Exception as exc:  # noqa: BLE001 - recorded; the other tasks still run
+            for fusion in fusions:
+                checks += _failed(spec, task, fusion, exc, log)
+            continue
+        for fusion in fusions:
+            for p in dropouts:
+                name = mismatch_name(fusion, float(p))
+                try:
+                    results += _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_dir, device,
+                                         data_dir, (overrides or {}) | {"modality_dropout": float(p)}, progress, log,
+                                         vectorize, resume, name=name)
+                except Exception as exc:  # noqa: BLE001 - recorded; the other rows still run
+                    checks += _failed(spec, task, name, exc, log)
+    return results, checks
+
+
 def _failed(spec: Any, task: str, fusion: str, exc: Exception, log: Callable[[str], None]) -> list[Check]:
     error = one_line_error(exc)
     log(f"{task:>22} {fusion:>12} FAILED: {error}")
@@ -221,20 +283,23 @@ def _failed(spec: Any, task: str, fusion: str, exc: Exception, log: Callable[[st
 
 
 def _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_dir, device, data_dir, overrides, progress,
-              log, vectorize, resume) -> list[Any]:
-    """Train (or keep) and evaluate every seed of one (task, fusion); its results, in seed order."""
+              log, vectorize, resume, name: str | None = None) -> list[Any]:
+    """Train (or keep) and evaluate every seed of one (task, fusion); its results, in seed order.
+    ``name``: the result name (default: the fusion's)."""
     from mmbench.evaluation.evaluator import evaluate_trained, with_test_set
     from mmbench.core.io import atomic_write_json
     from mmbench.board.publish import attach_run_predictions, publish_run
     from mmbench.training.multiseed import train_seeds
     from mmbench.training.trainer import TrainConfig
 
+    from mmbench.evaluation.reference_points import with_training_majority
+
     per_seed = []
     cfg_dict = baseline_config(task, fusion) | (overrides or {}) | {"seed": seeds[0], "device": device}
     if data_dir:
         cfg_dict["data_dir"] = data_dir
     cfg = TrainConfig.from_dict(cfg_dict)
-    name = fusion.replace(":", "-")
+    name = name or fusion.replace(":", "-")
     run_dirs = {seed: run_folder(out_dir, task, name, seed) for seed in seeds}
     kept = {seed: r for seed in seeds if resume and (r := finished_run(run_dirs[seed], replace(cfg, seed=seed), name,
                                                                        dataset.fingerprint())) is not None}
@@ -244,7 +309,7 @@ def _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_d
                                       progress=progress, vectorize=vectorize, resume=resume))) if todo else {}
     for seed in seeds:
         if seed in kept:
-            result = kept[seed]
+            result = with_training_majority(kept[seed], spec, splits["train"].targets)
             note = f"kept: {run_dirs[seed]} finished with this config and data"
         else:
             trained = runs[seed]
@@ -254,13 +319,14 @@ def _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_d
                                    loaded=splits["test"])
             if spec.target.type == "retrieval":  # the test embeddings, with the gallery's ids
                 test_predictions |= gallery_ids(spec, dataset, data_dir, splits["test"])
-            result = attach_run_predictions(run_dirs[seed], result, splits["test"].ids, test_predictions)
+            result = with_training_majority(attach_run_predictions(run_dirs[seed], result, splits["test"].ids,
+                                                                   test_predictions), spec, splits["train"].targets)
             atomic_write_json(run_dirs[seed] / "result.json", result.to_json())
             note = f"{trained.seconds:.1f}s, best epoch {trained.best_epoch}"
         if leaderboard_dir:
             publish_run(leaderboard_dir, run_dirs[seed], result)
         per_seed.append(result)
-        log(f"{task:>22} {fusion:>12} seed {seed}: {spec.primary_metric} {result.primary_clean:.4f} ({note})")
+        log(f"{task:>22} {name:>12} seed {seed}: {spec.primary_metric} {result.primary_clean:.4f} ({note})")
     return per_seed
 
 

@@ -66,7 +66,7 @@ def docs_command(files: list[Path], board_dir: Path, check: bool) -> None:
 
 
 def leaderboard(
-    task: Optional[str] = typer.Argument(None, help="A task, or: verify, publish RUNS..., site, docs FILES...."),
+    task: Optional[str] = typer.Argument(None, help="A task, or: verify, publish RUNS..., site, docs FILES..., majority."),
     runs: Optional[list[Path]] = typer.Argument(None, help="publish: reproduce output folders (--out) to publish; "
                                                            "docs: Markdown files with board-table blocks."),
     fmt: str = typer.Option("table", "--format", help="table, md, csv, json or html."),
@@ -76,13 +76,15 @@ def leaderboard(
     only: list[str] = typer.Option([], "--task", help="publish: only these tasks' runs (repeatable)."),
     check: bool = typer.Option(False, "--check", help="site, docs: write nothing; exit 1 if a page or table differs "
                                                      "from the entries."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="verify: the data root (default $MMBENCH_DATA)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="verify, majority: the data root (default $MMBENCH_DATA)."),
 ) -> None:
     """Rank leaderboard entries by each task's primary metric. `leaderboard verify` recomputes
     every entry from its stored predictions; `leaderboard publish RUNS...` writes the finished
     runs of `reproduce` output folders as entries with their predictions; `leaderboard site`
     writes the board's static pages (index.html and one page per task); `leaderboard docs
-    FILES...` regenerates the measured tables marked in Markdown files (mmbench.board.doctables)."""
+    FILES...` regenerates the measured tables marked in Markdown files (mmbench.board.doctables);
+    `leaderboard majority` stores each task's training-split majority in its entries (read from
+    the data; the majority baseline the pages show beside chance)."""
     board_dir = _one_board(board_dirs, task)
     if task == "verify":
         from mmbench.cli.evaluate import verify_command
@@ -90,6 +92,12 @@ def leaderboard(
         return verify_command(board_dir, data_dir)
     if task == "docs":
         return docs_command(runs or [], board_dir, check)
+    if task == "majority":  # store each task's training majority in its entries (the board's reference point)
+        from mmbench.board.entries import add_training_majority
+
+        for line in add_training_majority(board_dir, data_dir):
+            typer.echo(line)
+        return None
     if task in ("publish", "site"):
         return publish_command(runs or [], board_dir, only) if task == "publish" else site_command(board_dir, check)
     if runs:
@@ -142,7 +150,7 @@ def _one_board(board_dirs: list[Path], task: str | None) -> Path:
     """The --dir of a command that works on one board (verify, publish, site); ranking takes several."""
     from mmbench.core.errors import MMBenchError
 
-    if len(board_dirs) > 1 and task in ("verify", "publish", "site"):
+    if len(board_dirs) > 1 and task in ("verify", "publish", "site", "majority"):
         raise MMBenchError(f"leaderboard {task} works on one board; give one --dir")
     return board_dirs[0] if board_dirs else Path("leaderboard")
 

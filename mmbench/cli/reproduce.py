@@ -11,7 +11,7 @@ from mmbench.cli.common import overrides
 
 
 def reproduce(
-    suite: str = typer.Option("quick", "--suite", help="quick or full (see baselines/suites.yaml)."),
+    suite: str = typer.Option("quick", "--suite", help="quick, full, mismatch, ... (see baselines/suites.yaml)."),
     tasks_: list[str] = typer.Option([], "--tasks", help="Restrict to these tasks (repeatable; a name or a task spec .yaml file)."),
     fusions_: list[str] = typer.Option([], "--fusions", help="Restrict to these fusions (repeatable)."),
     seeds: list[int] = typer.Option([], "--seeds", help="Use these seeds (repeatable)."),
@@ -49,6 +49,8 @@ def reproduce(
     t = [get_task(x).name for x in tasks_] or s["tasks"]  # a spec file is known by its name from here on
     f = fusions_ or s["fusions"]
     sd = seeds or s["seeds"]
+    if "modality_dropout" in s:  # the train/test mismatch grid
+        return _mismatch(s, suite, t, f, sd, out, device, data_dir, set_, no_progress, report, resume, vectorize)
     board_dir = board_dir or out / "leaderboard"
     typer.echo(f"reproducing suite {suite}: {len(t)} tasks x {len(f)} fusions x {len(sd)} seeds")
     results, checks = run_grid(t, f, sd, out, board_dir, device, str(data_dir) if data_dir else None,
@@ -89,6 +91,45 @@ def reproduce(
         for c in failed:
             typer.echo(f"failed: {c.task} {c.fusion}: {c.error}", err=True)
         raise MMBenchError(f"{len(failed)} of {len(t) * len(f)} (task, fusion) rows failed (listed above)")
+
+
+def _mismatch(s: dict, suite: str, tasks: list[str], fusions: list[str], seeds: list[int], out: Path, device: str,
+              data_dir: Optional[Path], set_: list[str], no_progress: bool, report: Optional[Path], resume: bool,
+              vectorize: Optional[bool]) -> None:
+    """``reproduce --suite mismatch``: the grid, then the p_train x p_test matrix per fusion and
+    its tests, printed and written to OUT/mismatch.md (or --report .md) and OUT/mismatch.json."""
+    import json
+
+    from mmbench.board.mismatch import mismatch_matrices, mismatch_report
+    from mmbench.core.errors import MMBenchError
+    from mmbench.core.io import atomic_write_json, atomic_write_text
+    from mmbench.reproduce import MISMATCH_TEST_RATES, failed_checks, run_mismatch
+
+    dropouts = [float(p) for p in s["modality_dropout"]]
+    rates = [float(r) for r in s.get("test_rates", MISMATCH_TEST_RATES)]
+    typer.echo(f"reproducing suite {suite}: {len(tasks)} tasks x {len(fusions)} fusions x {len(dropouts)} modality "
+               f"dropouts x {len(seeds)} seeds, tested at {len(rates)} missing rates")
+    results, checks = run_mismatch(tasks, fusions, seeds, dropouts, rates, out, device, str(data_dir) if data_dir else None,
+                                   overrides(set_), progress=not no_progress, log=typer.echo, vectorize=vectorize,
+                                   resume=resume)
+    from mmbench.board.entries import load_entries
+
+    # the entries (not the run records) name their stored per-condition predictions
+    wanted = {(r.task, r.name, r.seed) for r in results}
+    entries = [e for e in load_entries(out / "leaderboard") if (e.task, e.name, e.seed) in wanted]
+    matrices = mismatch_matrices(entries, out / "leaderboard")
+    text = mismatch_report(matrices, f"mmbench reproduce --suite {suite}")
+    typer.echo("\n" + text)
+    path = report if report is not None and report.suffix == ".md" else out / "mismatch.md"
+    atomic_write_text(path, text)
+    atomic_write_json(out / "mismatch.json", json.loads(json.dumps([m.to_json() for m in matrices])))
+    typer.echo(f"wrote {path} and {out / 'mismatch.json'}")
+    failed = failed_checks(checks)
+    if failed:
+        for c in failed:
+            typer.echo(f"failed: {c.task} {c.fusion}: {c.error}", err=True)
+        raise MMBenchError(f"{len(failed)} of {len(tasks) * len(fusions) * len(dropouts)} (task, fusion, dropout) rows "
+                           "failed (listed above)")
 
 
 def register(app: typer.Typer) -> None:
