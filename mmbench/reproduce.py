@@ -236,8 +236,9 @@ def run_mismatch(
     every seed, and evaluated at the clean test set and every missing rate of ``test_rates``.
     Results are named ``<fusion>-pdrop<p>`` (:func:`mmbench.board.mismatch.mismatch_name`) and
     written as entries, with their per-condition predictions, to ``OUT/leaderboard``; the matrix
-    and its tests are :func:`mmbench.board.mismatch.mismatch_matrices`. A failing row is logged
-    and returned as a failed check, as in :func:`run_grid`."""
+    and its tests are :func:`mmbench.board.mismatch.mismatch_matrices`. Each (task, fusion,
+    dropout)'s clean metrics are checked against ``baselines/reference.json`` under the result
+    name; a failing row is logged and returned as a failed check, as in :func:`run_grid`."""
     from mmbench.board.mismatch import mismatch_name
     from mmbench.data.splits import load_training_splits, task_dataset, with_dataset_options
 
@@ -247,6 +248,7 @@ def run_mismatch(
     if bad:
         raise MMBenchError(f"modality dropout must be in [0, 1), got {bad[0]}")
     leaderboard_dir = Path(out_dir) / "leaderboard"
+    reference = load_reference()
     results, checks = [], []
     for task in tasks:
         spec = mismatch_spec(with_dataset_options(get_task(task), (overrides or {}).get("dataset_options")), test_rates)
@@ -261,11 +263,15 @@ def run_mismatch(
             for p in dropouts:
                 name = mismatch_name(fusion, float(p))
                 try:
-                    results += _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_dir, device,
+                    per_seed = _run_pair(spec, task, fusion, seeds, dataset, splits, out_dir, leaderboard_dir, device,
                                          data_dir, (overrides or {}) | {"modality_dropout": float(p)}, progress, log,
                                          vectorize, resume, name=name)
                 except Exception as exc:  # noqa: BLE001 - recorded; the other rows still run
                     checks += _failed(spec, task, name, exc, log)
+                    continue
+                results += per_seed
+                checks += [check_against_reference(task, name, m.name, [r.metrics["clean"][m.name] for r in per_seed],
+                                                   reference, dataset.fingerprint()) for m in spec.metrics]
     return results, checks
 
 

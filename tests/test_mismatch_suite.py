@@ -103,3 +103,4 @@ def test_the_mismatch_suite_at_tiny_size(tmp_path, monkeypatch, one_thread):
     report = (tmp_path / "runs" / "mismatch.md").read_text()
     assert "| p_train \\ p_test |" in report and "Holm" in report
     assert "concat: at test rates above its p_train" in result.output
+    assert "concat-pdrop0.3" in result.output and "reference check" in result.output  # one check per (fusion, dropout)
