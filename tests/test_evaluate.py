@@ -67,11 +67,14 @@ def test_formats_agree_and_result_fields(split, tmp_path):
     df.to_parquet(files["parquet"], index=False)
     results = {k: evaluate_predictions(SPEC, p, f"sub-{k}", n_resamples=200) for k, p in files.items()}
     y = split.targets.numpy()
+    aliases = results["csv"].extra["condition_aliases"]  # equal masks on this test set: scored once
+    assert aliases == {"pattern:m0+m1": "clean", "pattern:m0": "drop:m1", "pattern:m1": "drop:m0"}
     for c in conds:
         sub = df[df.condition == c.name].set_index("id").loc[split.ids, "prediction"].to_numpy()
         expected = score(SPEC, y, sub)
         for r in results.values():
-            assert r.metrics[c.name] == pytest.approx(expected)
+            assert r.metrics[aliases.get(c.name, c.name)] == pytest.approx(expected)
+            assert c.name not in aliases or c.name not in r.metrics
     r = results["csv"]
     assert r.metrics["clean"]["accuracy"] == 1.0 and r.metrics["drop:m0"]["accuracy"] < 0.6
     assert r.kind == "predictions" and r.task == TASK and r.name == "sub-csv"
@@ -343,7 +346,11 @@ def test_trained_baseline_three_ways(trained, tmp_path, monkeypatch, capsys):
     assert base["kind"] == "baseline" and base["fusion"] == "concat"
     assert base["predictions_file"] == f"{TASK}/predictions/concat-2ep.parquet"  # stored: verify rescores it
     assert base["submission_hash"] == hashlib.sha256(best.read_bytes()).hexdigest()
-    assert set(base["metrics"]) == {c.name for c in SPEC.conditions()}
+    # conditions equal on this test set are evaluated once: the patterns are clean and the drops
+    aliases = base["extra"]["condition_aliases"]
+    assert aliases == {"pattern:m0+m1": "clean", "pattern:m0": "drop:m1", "pattern:m1": "drop:m0"}
+    assert set(base["metrics"]) == {c.name for c in SPEC.conditions()} - set(aliases)
+    assert base["extra"]["masks_protocol"] == 2 and base["extra"]["conditions_not_evaluated"] == []
     assert base["efficiency"]["params"] > 0 and base["efficiency"]["flops_per_sample"] > 0
     assert "accuracy" in base["confidence_intervals"]["clean"]
     assert (board / TASK / "concat-2ep.json").exists()

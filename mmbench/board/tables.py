@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from mmbench.evaluation.summaries import shared_rate
+
 # --------------------------------------------------------------------------------------------
 # values
 # --------------------------------------------------------------------------------------------
@@ -68,13 +70,7 @@ def fmt_interval(ri: Any) -> str:
     return str(ri[0]) if ri[0] == ri[1] else f"{ri[0]}-{ri[1]}"
 
 
-def rate_of(cond: str) -> float | None:
-    if not cond.startswith("rate:"):
-        return None
-    try:
-        return float(cond.split(":", 1)[1])
-    except ValueError:
-        return None
+rate_of = shared_rate  # r of ``rate:<r>``; None for IMR and every other condition
 
 
 def cond_key(cond: str) -> tuple:

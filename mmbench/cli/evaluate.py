@@ -342,6 +342,7 @@ def verify_entry(board_dir: Path, entry: Any, data_dir: Any = None, labels_cache
     are recomputed from the stored predictions. `labels_cache` keeps each task's test labels
     between entries."""
     from mmbench.core.errors import MMBenchError
+    from mmbench.data.masks import MASKS_PROTOCOL
     from mmbench.evaluation.scoring import evaluate_predictions
     from mmbench.evaluation.significance import item_record_differences
     from mmbench.core.io import safe_join, sha256_file
@@ -363,12 +364,27 @@ def verify_entry(board_dir: Path, entry: Any, data_dir: Any = None, labels_cache
             labels = task_labels(spec, data_dir, labels_cache)
         recomputed = evaluate_predictions(spec, path, entry.name, data_dir=data_dir, conditions=list(entry.metrics)
                                           if spec.target.type != "retrieval" else None, n_resamples=0, labels=labels,
-                                          out_of_range="clip" if entry.extra.get("clipped_to_range") else "accept")
+                                          out_of_range="clip" if entry.extra.get("clipped_to_range") else "accept",
+                                          masks_protocol=entry.masks_protocol)
     except MMBenchError as exc:
         return "ERROR", " ".join(str(exc).split())
-    if entry.test_set_fingerprint and recomputed.test_set_fingerprint != entry.test_set_fingerprint:
+    here = recomputed.test_set_fingerprint
+    if entry.test_set_fingerprint and here != entry.test_set_fingerprint and entry.masks_protocol != MASKS_PROTOCOL:
+        # scored under an earlier masks protocol: the test set as that protocol drew it, over the entry's conditions
+        from mmbench.data.testset import task_test_set
+
+        key = ("masks-protocol", spec.name, entry.masks_protocol, tuple(entry.metrics))
+        cache = labels_cache if labels_cache is not None else {}
+        try:
+            if key not in cache:
+                cache[key] = task_test_set(spec, data_dir, masks_protocol=entry.masks_protocol,
+                                           condition_names=list(entry.metrics)).fingerprint
+        except MMBenchError as exc:
+            return "ERROR", " ".join(str(exc).split())
+        here = cache[key]
+    if entry.test_set_fingerprint and here != entry.test_set_fingerprint:
         return "DIFFERS", (f"scored on test set {entry.test_set_fingerprint} ({entry.protocol}); the test set here is "
-                           f"{recomputed.test_set_fingerprint} ({recomputed.protocol})")
+                           f"{here} ({recomputed.protocol})")
     diffs = _differences(entry.metrics, recomputed.metrics)
     items = item_record_differences(entry.extra.get("test_items"), recomputed.extra.get("test_items"))
     if items:
@@ -376,6 +392,9 @@ def verify_entry(board_dir: Path, entry: Any, data_dir: Any = None, labels_cache
     if diffs:
         return "DIFFERS", "; ".join(diffs[:3]) + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "")
     legacy = "" if entry.test_set_fingerprint else "; no test-set fingerprint stored (entry made before they existed)"
+    if entry.masks_protocol != MASKS_PROTOCOL:
+        legacy += (f"; scored under masks protocol {entry.masks_protocol} (its rate conditions may leave items with no "
+                   "modality; re-run to score under the current one)")
     if spec.target.type == "retrieval":
         return "OK", (f"{len(entry.metrics)} condition(s) match (recall@k recomputed from the stored embeddings; retrieval "
                       f"keeps no per-item records){legacy}")

@@ -28,6 +28,9 @@ class Batch:
     present: dict[str, Tensor]  # bool [B]
     targets: Tensor
     lengths: dict[str, Tensor] = field(default_factory=dict)  # long [B], sequence modalities only
+    # bool [B, T], True at an observed time step: only for modalities a segment condition cut
+    # (mmbench.data.segments); passed to a model whose forward takes `steps`
+    steps: dict[str, Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -47,6 +50,7 @@ class Batch:
             {k: move(v) for k, v in self.present.items()},
             move(self.targets),
             {k: move(v) for k, v in self.lengths.items()},
+            {k: move(v) for k, v in self.steps.items()},
         )
 
 

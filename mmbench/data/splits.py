@@ -70,6 +70,7 @@ def load_training_splits(spec: TaskSpec, data_dir: str | Path | None = None,
     ``missing.train`` condition (if any) applied to train and validation."""
     dataset = dataset or task_dataset(spec, data_dir)
     splits = {role: load_task_split(spec, role, data_dir, dataset) for role in ("train", "validation", "test")}
+    splits["test"] = with_training_means(spec, splits["test"], train=splits["train"])
     if spec.missing.train:
         from mmbench.data.masks import parse_condition
 
@@ -79,11 +80,33 @@ def load_training_splits(spec: TaskSpec, data_dir: str | Path | None = None,
     return splits
 
 
+TRAINING_MEANS = "training_means"
+
+
+def with_training_means(spec: TaskSpec, split: Split, data_dir: str | Path | None = None,
+                        dataset: MultimodalDataset | None = None, train: Split | None = None) -> Split:
+    """`split` with ``info["training_means"]`` ({modality: mean of one time step}) for every
+    modality a segment condition of the task cuts: the value its removed span is filled with
+    (mmbench.data.segments). The training split is loaded when `train` is not given."""
+    from dataclasses import replace
+
+    from mmbench.data.segments import require_time_axis, training_mean
+
+    cut = sorted({c.modalities[0] for c in spec.conditions() if c.kind == "segment"})
+    if not cut:
+        return split
+    train = train if train is not None else load_task_split(spec, "train", data_dir, dataset)
+    with naming_the_spec(spec):
+        means = {m: training_mean(train, m, require_time_axis(train, m, f"segment:{m}")) for m in cut}
+    return replace(split, info={**split.info, TRAINING_MEANS: means})
+
+
 def apply_condition(split: Split, condition: Condition, seed: int) -> Split:
     """`split` with the presence masks of `condition` (reproducible from `seed` and the ids)."""
     import torch
 
     from mmbench.data.masks import condition_masks
 
-    masks = condition_masks(condition, split.ids, split.modality_names, seed=seed, split=split.name)
+    present = {m: split.present[m].cpu().numpy() for m in split.modality_names}
+    masks = condition_masks(condition, split.ids, split.modality_names, seed=seed, split=split.name, present=present)
     return split.with_present({m: torch.from_numpy(v) for m, v in masks.items()})

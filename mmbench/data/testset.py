@@ -8,8 +8,11 @@ order:
 - the ordered test ids and their targets (class labels as int64, real or multi-label targets
   as float64, little-endian); for retrieval, the caption ids, the gallery's image ids and the
   caption-to-image map;
-- the task's missing-modality seed and, per condition in the task's order, its name and the
-  keep-mask of every modality (the masks a predictions file is scored under).
+- the task's missing-modality seed, the masks protocol (:data:`mmbench.data.masks.MASKS_PROTOCOL`;
+  absent from the hash for protocol 1, so fingerprints made before it still reproduce) and, per
+  condition in the task's order, its name and the keep-mask of every modality as the protocol
+  draws it for complete data (the data's own presence then decides which modality an affected
+  item loses, :mod:`mmbench.data.masks`).
 
 It is computed from the annotation files alone (a loader's labels-only path: ``load_labels``
 or the retrieval gallery), never from images or features, so ``mmbench data info TASK``
@@ -48,6 +51,9 @@ class TestSet:
     targets: np.ndarray
     fingerprint: str
     gallery: list[str] | None = None
+    # {modality: bool [N]}, the data's own presence per test item (None for retrieval): which
+    # conditions coincide and which items have nothing present (mmbench.evaluation.presence)
+    present: dict[str, np.ndarray] | None = None
 
 
 def _target_bytes(targets: np.ndarray) -> bytes:
@@ -58,13 +64,15 @@ def _target_bytes(targets: np.ndarray) -> bytes:
 
 
 def fingerprint_of(protocol: str, split: str, ids: Sequence[str], targets: np.ndarray, masks: Sequence[tuple[str, dict]],
-                   seed: int, gallery: Sequence[str] | None = None) -> str:
+                   seed: int, gallery: Sequence[str] | None = None, masks_protocol: int = 1) -> str:
     """The fingerprint of one test set (module docstring); `masks`: (condition name,
-    {modality: bool keep-mask}) in the task's order."""
+    {modality: bool keep-mask}) in the task's order, drawn under `masks_protocol`."""
     h = hashlib.sha256(b"mmbench-test-set-v1\0")
-    h.update(json.dumps({"protocol": protocol, "split": split, "n": len(ids), "seed": int(seed),
-                         "gallery": None if gallery is None else len(gallery),
-                         "target_shape": list(np.asarray(targets).shape)}, sort_keys=True).encode())
+    head = {"protocol": protocol, "split": split, "n": len(ids), "seed": int(seed),
+            "gallery": None if gallery is None else len(gallery), "target_shape": list(np.asarray(targets).shape)}
+    if masks_protocol != 1:
+        head["masks_protocol"] = int(masks_protocol)
+    h.update(json.dumps(head, sort_keys=True).encode())
     h.update(b"\0ids\0" + "\n".join(str(i) for i in ids).encode())
     if gallery is not None:
         h.update(b"\0gallery\0" + "\n".join(str(i) for i in gallery).encode())
@@ -92,10 +100,13 @@ def loaded_labels(loaded: Any) -> tuple[list[str], np.ndarray]:
 
 
 def task_test_set(spec: TaskSpec, data_dir: str | Path | None = None, dataset: MultimodalDataset | None = None,
-                  loaded: Any = None) -> TestSet:
+                  loaded: Any = None, masks_protocol: int | None = None,
+                  condition_names: Sequence[str] | None = None) -> TestSet:
     """The task's test set and its fingerprint, from the annotation files (no image is decoded,
-    nothing is encoded); `loaded`, the test split already loaded, gives its ids and targets."""
-    from mmbench.data.masks import condition_masks
+    nothing is encoded); `loaded`, the test split already loaded, gives its ids and targets.
+    `masks_protocol` and `condition_names` (default: the current protocol and the task's
+    conditions) recompute the fingerprint a result made under an earlier protocol stored."""
+    from mmbench.data.masks import MASKS_PROTOCOL, parse_condition, protocol_masks
     from mmbench.data.splits import task_dataset
 
     dataset = dataset or task_dataset(spec, data_dir)
@@ -109,11 +120,29 @@ def task_test_set(spec: TaskSpec, data_dir: str | Path | None = None, dataset: M
     else:
         ids, targets = split_labels(dataset, split)
     mask_ids = ids if gallery is None else gallery  # retrieval masks the gallery's images
-    masks = [(c.name, condition_masks(c, mask_ids, spec.modalities, seed=spec.missing.seed, split=split))
-             for c in spec.conditions()]
+    version = MASKS_PROTOCOL if masks_protocol is None else int(masks_protocol)
+    conditions = spec.conditions() if condition_names is None else [parse_condition(c, spec.modalities)
+                                                                     for c in condition_names]
+    masks = [(c.name, protocol_masks(c, mask_ids, spec.modalities, spec.missing.seed, split, version))
+             for c in conditions]
     protocol = dataset.protocol()
+    present = None if gallery is not None else split_presence(dataset, split, spec.modalities, len(ids), loaded)
     return TestSet(protocol, split, ids, targets, fingerprint_of(protocol, split, ids, targets, masks,
-                                                                 spec.missing.seed, gallery), gallery)
+                                                                 spec.missing.seed, gallery, version), gallery, present)
+
+
+def split_presence(dataset: MultimodalDataset, split: str, modalities: Sequence[str], n: int,
+                  loaded: Any = None) -> dict[str, np.ndarray]:
+    """The data's own presence of each modality per test item: from `loaded` when given; from
+    the loader's counts (``split_summary``, nothing encoded) when each modality is present in
+    every item or in none, as for every shipped task; else from the loaded split."""
+    if loaded is None:
+        counts = dataset.split_summary(split).get("present", {})
+        if all(counts.get(m, n) in (0, n) for m in modalities):
+            return {m: np.full(n, counts.get(m, n) == n) for m in modalities}
+        loaded = dataset.load_split(split)
+    return {m: loaded.present[m].cpu().numpy().astype(bool) if m in loaded.present else np.ones(n, dtype=bool)
+            for m in modalities}
 
 
 def testset_fields(test_set: TestSet | None) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from mmbench.data.masks import Condition
 from mmbench.data.samples import Split
-from mmbench.data.splits import apply_condition
 from mmbench.data.tasks import TaskSpec
 from mmbench.evaluation.results import Result, make_result
 from mmbench.evaluation.retrieval_scoring import retrieval_gallery, retrieval_result
@@ -63,22 +62,36 @@ def outputs_to_predictions(outputs: Tensor, target: str | TaskSpec) -> np.ndarra
 def evaluate_conditions(
     spec: TaskSpec,
     split: Split,
-    predict_fn: Callable[[Split], np.ndarray],
+    predict_fn: Callable[[Any], np.ndarray],
     conditions: Sequence[Condition] | None = None,
     seed: int | None = None,
     keep_predictions: dict[str, np.ndarray] | None = None,
+    report: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """{condition name: {metric: value}} for `predict_fn` (Split -> predictions) under each
-    condition; `keep_predictions`, when given, receives each condition's predictions."""
+    """{condition name: {metric: value}} for `predict_fn` (rows -> predictions) under each
+    condition. Conditions with equal masks are evaluated once (mmbench.evaluation.presence);
+    the rows of all conditions go to `predict_fn` in one seeded, mixed order
+    (mmbench.evaluation.mixing) and are scored per condition over the items the data give at
+    least one modality. `keep_predictions`, when given, receives each condition's predictions
+    in item order; `report` receives the ``extra`` fields: condition aliases, absent
+    modalities, the items with nothing present, and the masks protocol."""
+    from mmbench.data.splits import TRAINING_MEANS
+    from mmbench.evaluation.mixing import mix_conditions
+    from mmbench.evaluation.presence import distinct_with_report, score_apart, scored_items
+
     conditions = list(conditions if conditions is not None else spec.conditions())
     seed = spec.missing.seed if seed is None else seed
     y_true = split.targets.cpu().numpy()
-    results = {}
-    for cond in conditions:
-        preds = predict_fn(apply_condition(split, cond, seed))
-        results[cond.name] = score(spec, y_true, preds)
-        if keep_predictions is not None:
-            keep_predictions[cond.name] = preds
+    present = {m: split.present[m].cpu().numpy() for m in split.modality_names}
+    distinct, extra = distinct_with_report(conditions, split.ids, split.modality_names, seed, split.name, present)
+    mixed = mix_conditions(split, distinct, seed, (split.info or {}).get(TRAINING_MEANS))
+    predictions = mixed.unmix(np.asarray(predict_fn(mixed)))
+    results, apart = score_apart(lambda t, p: score(spec, t, p), y_true, predictions,
+                                 scored_items(present, len(split)))
+    if keep_predictions is not None:
+        keep_predictions.update(predictions)
+    if report is not None:
+        report.update(extra | apart)
     return results
 
 
@@ -149,12 +162,15 @@ def evaluate_trained(spec: TaskSpec, trained: Any, test_split: Split, dataset_fi
     model = trained.model
     device = next(model.parameters()).device
     run = lambda s: outputs_to_predictions(predict(model, s, device), spec)  # noqa: E731
-    per_condition = evaluate_conditions(spec, test_split, run, keep_predictions=keep_predictions)
-    clean = apply_condition(test_split, next(c for c in spec.conditions() if c.name == "clean"), spec.missing.seed) \
-        if "clean" in per_condition else test_split
-    y_true, y_clean = test_split.targets.cpu().numpy(), run(clean)
+    predictions: dict[str, np.ndarray] = {}
+    extra: dict[str, Any] = {"best_epoch": trained.best_epoch, "validation": trained.val_metrics,
+                             "train_seconds": trained.seconds}
+    per_condition = evaluate_conditions(spec, test_split, run, keep_predictions=predictions, report=extra)
+    if keep_predictions is not None:
+        keep_predictions.update(predictions)
+    y_true = test_split.targets.cpu().numpy()
+    y_clean = predictions["clean"] if "clean" in predictions else run(test_split)
     ci = {"clean": {spec.primary_metric: primary_ci(spec, y_true, y_clean, seed=trained.config.seed)}}
-    extra = {"best_epoch": trained.best_epoch, "validation": trained.val_metrics, "train_seconds": trained.seconds}
     extra |= classification_extras(spec, y_true, y_clean) | item_record(spec, test_split.ids, y_true, y_clean)
     return make_result(
         task=spec.name,
@@ -229,6 +245,9 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
     if split_role != "test":
         extra["split"] = split_role
     fusion = None
+    from mmbench.data.splits import with_training_means
+
+    split = with_training_means(spec, split, data_dir, dataset)
     if ms.kind == "baseline":
         model, config = load_model(ms.weights, dev)
         if config.get("task") != spec.name:
@@ -243,12 +262,18 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
                 raise SubmissionError("model outputs contain NaN or infinity", ms.weights)
             return outputs_to_predictions(out, spec)
 
-        predictions = {c.name: run(apply_condition(split, c, spec.missing.seed)) for c in conds}
+        predictions = {}
+        per_condition = evaluate_conditions(spec, split, run, conds, keep_predictions=predictions, report=extra)
         efficiency = measure_efficiency(model, split, dev)
         extra["state_hash"] = state_hash(model)
     else:
+        from mmbench.evaluation.presence import distinct_with_report
         from mmbench.evaluation.sandbox.runner import SandboxConfig, run_model
 
+        present = {m: split.present[m].cpu().numpy() for m in split.modality_names}
+        conds, report = distinct_with_report(conds, split.ids, split.modality_names, spec.missing.seed, split.name,
+                                             present)
+        extra |= report
         out = run_model(ms, spec, split, conds, str(dev), sandbox_config or SandboxConfig())
         predictions = {c: outputs_to_predictions(torch.from_numpy(a), spec) for c, a in out.outputs.items()}
         if out_of_range != "accept":
@@ -261,9 +286,16 @@ def evaluate_model(spec: TaskSpec, model_spec: str, weights: Any, name: str, dev
     if keep_predictions is not None:
         keep_predictions.update(predictions)
         keep_predictions["__ids__"] = list(split.ids)
-    per_condition = {c: score(spec, y_true, p) for c, p in predictions.items()}
+    if ms.kind != "baseline":
+        from mmbench.evaluation.presence import score_apart, scored_items
+
+        per_condition, apart = score_apart(lambda t, p: score(spec, t, p), y_true, predictions,
+                                           scored_items(present, len(split)))
+        extra |= apart
     check_finite_metrics(per_condition, ms.source or ms.weights)
-    extra["conditions_not_evaluated"] = [c.name for c in spec.conditions() if c.name not in per_condition]
+    aliases = extra.get("condition_aliases", {})
+    extra["conditions_not_evaluated"] = [c.name for c in spec.conditions()
+                                         if c.name not in per_condition and c.name not in aliases]
     if "clean" in predictions:
         extra |= classification_extras(spec, y_true, predictions["clean"]) | item_record(spec, split.ids, y_true, predictions["clean"])
     result = make_result(

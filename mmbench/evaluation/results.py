@@ -55,6 +55,12 @@ class Result(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=False)
 
     @property
+    def masks_protocol(self) -> int:
+        """The missing-modality masks protocol the result was scored under (mmbench.data.masks;
+        1 for results made before it was recorded, whose ``rate:`` conditions could empty items)."""
+        return int(self.extra.get("masks_protocol", 1))
+
+    @property
     def primary_clean(self) -> float | None:
         return self.metrics.get("clean", {}).get(self.primary_metric)
 
@@ -106,4 +112,7 @@ def make_result(**fields: Any) -> Result:
     fields.setdefault("mmbench_version", __version__)
     fields.setdefault("hardware", hardware_info(fields.pop("device", None)))
     fields.setdefault("created", now_iso())
+    from mmbench.data.masks import MASKS_PROTOCOL
+
+    fields["extra"] = {"masks_protocol": MASKS_PROTOCOL, **(fields.get("extra") or {})}
     return Result.model_validate(fields)

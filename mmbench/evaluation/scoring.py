@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmbench.data.masks import MASKS_PROTOCOL
 from mmbench.evaluation.metrics import bootstrap_ci, compute_metrics, confusion_matrix
 from mmbench.evaluation.results import Result, make_result
 from mmbench.evaluation.summaries import check_finite_metrics, robustness_summary
@@ -81,12 +82,13 @@ def select_conditions(spec: TaskSpec, conditions: Any) -> list:
     return out
 
 
-def check_complete(spec: TaskSpec, evaluated: Any, source: Any) -> None:
+def check_complete(spec: TaskSpec, evaluated: Any, source: Any, aliases: Any = ()) -> None:
     """Refuse predictions that leave out some of the task's conditions (their robustness would
-    look perfect); ``--allow-partial`` (or naming ``--conditions``) skips this check."""
+    look perfect); ``--allow-partial`` (or naming ``--conditions``) skips this check. A
+    condition in `aliases` (equal to another on this test set) needs no predictions of its own."""
     from mmbench.core.errors import SubmissionError
 
-    missing = [c.name for c in spec.conditions() if c.name not in evaluated]
+    missing = [c.name for c in spec.conditions() if c.name not in evaluated and c.name not in aliases]
     if missing and spec.target.type != "retrieval":
         raise SubmissionError(f"predictions cover {len(evaluated)} of task {spec.name!r}'s {len(spec.conditions())} "
                               f"conditions; missing {', '.join(missing)}. Predict every condition, or pass "
@@ -123,14 +125,17 @@ def clean_ci(spec: TaskSpec, y_true: np.ndarray, predictions: dict[str, np.ndarr
 
 def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = None, conditions: Any = None,
                          limits: Any = None, seed: int = 0, n_resamples: int = 1000, labels: Any = None,
-                         allow_partial: bool = True, out_of_range: str = "accept", split_role: str = "test") -> Result:
+                         allow_partial: bool = True, out_of_range: str = "accept", split_role: str = "test",
+                         masks_protocol: int = MASKS_PROTOCOL) -> Result:
     """Score a predictions file (CSV / JSON lines / Parquet, or an embeddings .npz for
     retrieval) against the task's test labels (`labels`: already loaded `TestLabels`, e.g.
     when verifying many entries of one task). Runs no submitted code. Raises
     SubmissionError (naming the file) for anything malformed; writes nothing.
     `allow_partial=False` refuses a file without every condition (:func:`check_complete`);
     `out_of_range` is ``accept``, ``refuse`` or ``clip`` (:func:`check_range`); `split_role`
-    ``validation`` scores against the validation split's labels instead."""
+    ``validation`` scores against the validation split's labels instead; `masks_protocol` 1
+    rescores a result made before masks protocol 2 as it was (every condition listed scored on
+    its own, over every item)."""
     from pathlib import Path
 
     from mmbench.evaluation.submissions.checks import Limits, check_name, submission_hash
@@ -151,16 +156,36 @@ def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = N
     selected = [c.name for c in select_conditions(spec, conditions)] if conditions else None
     labels = labels if labels is not None else load_test_labels(spec, data_dir, split_role)
     parsed = parse_predictions(path, spec, labels, selected, limits)
+    present = getattr(labels.test_set, "present", None) if masks_protocol != 1 else None
+    report: dict[str, Any] = {}
+    if present is not None:  # conditions equal on this test set are one; items with nothing present apart
+        from mmbench.evaluation.presence import ALIASES, distinct_with_report
+
+        _, report = distinct_with_report(spec.conditions(), labels.ids, spec.modalities, spec.missing.seed,
+                                         labels.test_set.split, present)
+        merged: dict[str, np.ndarray] = {}
+        for cond, p in parsed.predictions.items():
+            canonical = report.get(ALIASES, {}).get(cond, cond)
+            if canonical == cond or canonical not in merged:
+                merged[canonical] = p
+        parsed.predictions = merged
+    aliases = report.get("condition_aliases", {})
     if not allow_partial and not conditions:
-        check_complete(spec, parsed.predictions, path)
+        check_complete(spec, parsed.predictions, path, aliases)
     if out_of_range != "accept":
         parsed.predictions = check_range(spec, parsed.predictions, path, clip=out_of_range == "clip")
-    per_condition = {c: score(spec, labels.targets, p) for c, p in parsed.predictions.items()}
+    from mmbench.evaluation.presence import score_apart, scored_items
+
+    per_condition, apart = score_apart(lambda t, p: score(spec, t, p), labels.targets, parsed.predictions,
+                                       scored_items(present, len(labels.ids)))
     check_finite_metrics(per_condition, path)
     digest, files = submission_hash([path])
     task_conditions = [c.name for c in spec.conditions()]
     extra = {"format": parsed.fmt, "rows": parsed.rows, "values": parsed.value_kind, "submission_files": files,
-             "conditions_not_evaluated": [c for c in task_conditions if c not in per_condition]}
+             "conditions_not_evaluated": [c for c in task_conditions if c not in per_condition and c not in aliases],
+             **report, **apart}
+    if masks_protocol != MASKS_PROTOCOL:
+        extra["masks_protocol"] = masks_protocol
     if out_of_range == "clip" and spec.target.type == "regression" and spec.target.range is not None:
         extra["clipped_to_range"] = list(spec.target.range)
     if split_role != "test":

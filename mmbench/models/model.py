@@ -5,7 +5,9 @@ checkpoint is weights (safetensors) + config, never a pickled model.
 
 Model interface (what `mmbench evaluate --model` expects of any submitted module):
 ``model(modalities: dict[str, Tensor], present: dict[str, Tensor], lengths: dict[str, Tensor])
--> Tensor`` of logits [B, C] for classification or predictions [B] / [B, 1] for regression.
+-> Tensor`` of logits [B, C] for classification or predictions [B] / [B, 1] for regression;
+a model whose forward takes a ``steps`` keyword also receives, under a segment condition, the
+observed time steps (mmbench.data.segments).
 """
 
 from __future__ import annotations
@@ -74,10 +76,12 @@ class MultimodalModel(nn.Module):
             self.head = nn.Sequential(nn.GELU(), nn.Dropout(float(config.get("dropout", 0.1))), nn.Linear(hidden, self.outputs))
 
     def forward(self, modalities: dict[str, Tensor], present: dict[str, Tensor], lengths: dict[str, Tensor] | None = None,
-                complete: tuple[str, ...] = ()) -> Tensor:
+                complete: tuple[str, ...] = (), steps: dict[str, Tensor] | None = None) -> Tensor:
         """`complete`: modalities the caller knows are present in every row (e.g. the trainer,
         from the whole split): their encoders skip the mask, so batch norm takes its fused
-        kernel without reading the mask (a host sync per layer on CUDA)."""
+        kernel without reading the mask (a host sync per layer on CUDA). `steps` (the observed
+        time steps under a segment condition, mmbench.data.segments) is accepted and not read:
+        the baselines see the training-mean fill as data."""
         lengths = lengths or {}
         pooled, seqs, masks = {}, {}, {}
         for m in self.used:  # an encoder whose output the fusion ignores is not run

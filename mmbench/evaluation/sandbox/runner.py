@@ -100,25 +100,26 @@ def clean_env(workdir: Path, threads: int, device: str) -> dict[str, str]:
     return env
 
 
-def _write_inputs(path: Path, split, conditions: list, seed: int) -> None:
-    """Inputs for the worker: tensors of the (clean) split plus one keep-mask per condition."""
+def _write_inputs(path: Path, split, conditions: list, mixed) -> None:
+    """Inputs for the worker: tensors of the (clean) split, each condition's keep-masks, the
+    seeded mixed order of the (condition, item) rows (`mixed`, mmbench.evaluation.mixing) and
+    any segment condition's spans and training-mean fill."""
     import torch
 
     from mmbench.core.io import atomic_save_safetensors
-    from mmbench.data.masks import condition_masks
 
-    tensors: dict[str, torch.Tensor] = {}
+    tensors: dict[str, torch.Tensor] = {"order": mixed.order.cpu()}
     for m in split.modality_names:
         tensors[f"x.{m}"] = split.modalities[m]
         tensors[f"present.{m}"] = split.present[m].to(torch.uint8)
+        tensors[f"keep.{m}"] = mixed.keep[m].cpu().to(torch.uint8)
         if m in split.lengths:
             tensors[f"len.{m}"] = split.lengths[m]
-    for i, cond in enumerate(conditions):
-        masks = condition_masks(cond, split.ids, split.modality_names, seed=seed, split=split.name)
-        for m, keep in masks.items():
-            tensors[f"keep.{i}.{m}"] = torch.from_numpy(keep.astype(np.uint8))
+    for m, seg in mixed.segments.items():
+        for k in ("start", "length", "fill"):
+            tensors[f"seg.{m}.{k}"] = seg[k].cpu().contiguous()
     meta = {"conditions": json.dumps([c.name for c in conditions]), "modalities": json.dumps(split.modality_names),
-            "n": str(len(split))}
+            "n": str(len(split)), "segments": json.dumps({m: seg["axis"] for m, seg in mixed.segments.items()})}
     atomic_save_safetensors(path, tensors, meta)
 
 
@@ -163,9 +164,14 @@ def run_model(model_spec, spec, split, conditions: list, device: str, config: Sa
                  "modalities": list(spec.modalities), "inputs": describe_inputs(split),
                  "outputs": num_outputs(spec.target.type, spec.target.num_classes),
                  "range": list(spec.target.range) if spec.target.range is not None else None}
+    from mmbench.data.splits import TRAINING_MEANS
+    from mmbench.evaluation.mixing import mix_conditions
+
+    mixed = mix_conditions(split, conditions, seed, (split.info or {}).get(TRAINING_MEANS))
+    order = mixed.order.cpu().numpy()
     return _execute(model_spec, task_info, device, config or SandboxConfig(), efficiency,
-                    lambda path: _write_inputs(path, split, conditions, seed),
-                    lambda path: _read_outputs(path, conditions, len(split), spec, model_spec.source))
+                    lambda path: _write_inputs(path, split, conditions, mixed),
+                    lambda path: _read_outputs(path, conditions, len(split), spec, model_spec.source, order))
 
 
 def run_retrieval_model(model_spec, spec, inputs: dict[str, dict[str, Any]], device: str,
@@ -343,7 +349,8 @@ def _failure_message(rc: int, stderr_tail: str, config: SandboxConfig) -> str:
     return f"model process exited with status {rc}: {_printable(last[-1] if last else 'no message', 20_000)}"
 
 
-def _read_outputs(path: Path, conditions: list, n: int, spec, source) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+def _read_outputs(path: Path, conditions: list, n: int, spec, source,
+                  order: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
     from mmbench.core.errors import DataError
     from mmbench.core.io import load_safetensors
     from mmbench.models.model import num_outputs
@@ -358,26 +365,29 @@ def _read_outputs(path: Path, conditions: list, n: int, spec, source) -> tuple[d
         tensors, meta = load_safetensors(path)
     except DataError as exc:
         raise SubmissionError(f"model outputs are unreadable (garbage output): {_printable(str(exc), 200)}", source) from None
-    expected_keys = {f"out.{i}" for i in range(len(conditions))}
-    if set(tensors) != expected_keys:
+    if set(tensors) != {"out"}:
         raise SubmissionError(f"model outputs hold unexpected entries ({_printable(', '.join(sorted(tensors))[:80])})", source)
+    t = tensors["out"]
+    if not t.is_floating_point():
+        raise SubmissionError(f"model output has dtype {t.dtype}; expected floating point", source)
+    arr = t.float().numpy()
+    rows = len(conditions) * n
+    if spec.target.type == "regression":
+        ok, want = arr.shape in ((rows,), (rows, 1)), f"[{rows}] or [{rows}, 1]"
+    else:
+        ok, want = arr.shape == (rows, k), f"[{rows}, {k}]"
+    if not ok:
+        raise SubmissionError(f"model output has shape {list(arr.shape)} over the {len(conditions)} conditions x {n} "
+                              f"items; expected {want}", source)
+    # back from the mixed order to one array per condition, in item order
+    unmixed = np.empty_like(arr)
+    unmixed[order] = arr
     outputs = {}
     for i, cond in enumerate(conditions):
-        t = tensors[f"out.{i}"]
-        if not t.is_floating_point():
-            raise SubmissionError(f"model output under {cond.name!r} has dtype {t.dtype}; expected floating point", source)
-        arr = t.float().numpy()
-        if spec.target.type == "regression":
-            ok = arr.shape in ((n,), (n, 1))
-            want = f"[{n}] or [{n}, 1]"
-        else:
-            ok = arr.shape == (n, k)
-            want = f"[{n}, {k}]"
-        if not ok:
-            raise SubmissionError(f"model output under {cond.name!r} has shape {list(arr.shape)}; expected {want}", source)
-        if not np.isfinite(arr).all():
+        part = unmixed[i * n:(i + 1) * n]
+        if not np.isfinite(part).all():
             raise SubmissionError(f"model output under {cond.name!r} contains NaN or infinity", source)
-        outputs[cond.name] = arr
+        outputs[cond.name] = part
     eff = _sanitize_efficiency(meta.get("efficiency"))
     return outputs, eff
 
