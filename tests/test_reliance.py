@@ -200,3 +200,20 @@ def test_leaderboard_majority_stores_the_training_majority(tmp_path):
     assert reference_points([first], "accuracy").majority == pytest.approx(np.mean(y == expected["constant"]["accuracy"]))
     bad = CliRunner().invoke(app, ["leaderboard", "majority", "--dir", str(tmp_path / "nope")])
     assert bad.exit_code == 1 and "leaderboard folder not found" in str(bad.exception)
+
+
+def test_conditions_evaluated_once_under_another_name_and_named_absent_modalities():
+    """Masks protocol 2: AV-MNIST's pattern:audio is evaluated once, as drop:image
+    (extra.condition_aliases); MOSI's vision is named absent (extra.absent_modalities)."""
+    from mmbench.evaluation.results import make_result
+
+    parts = {"audio": 0.1, "image": 0.4}
+    metrics = _pattern_metrics(lambda s: sum(parts[m] for m in s), players=("audio", "image"), chance=0.1)
+    kept = {c: v for c, v in metrics.items() if not c.startswith("pattern:")}
+    aliases = {"pattern:audio": "drop:image", "pattern:image": "drop:audio", "pattern:audio+image": "clean"}
+    r = make_result(task="t", name="a", kind="baseline", seed=0, primary_metric="accuracy", higher_is_better=True,
+                    metrics=kept, dataset_fingerprint="x", hardware={}, created="2025-01-01T00:00:00+00:00",
+                    extra={"condition_aliases": aliases, "absent_modalities": ["vision"]})
+    rel = task_reliance([r], "accuracy", True, 0.1)["a"]
+    assert rel["shapley"] == pytest.approx(parts) and rel["absent"] == ["vision"]
+    assert rel["modalities"] == ["audio", "image"]

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from mmbench.board.reliance import with_aliases
 from mmbench.board.tables import fmt, fmt_pm, mean_std
 
 NAME = re.compile(r"^(?P<fusion>.+)-pdrop(?P<p>[0-9.]+)$")
@@ -123,11 +124,11 @@ def mismatch_matrices(results: Sequence[Any], board_dir: str | Path | None = Non
         first = next(iter(by_p.values()))[0]
         metric, hib = first.primary_metric, bool(first.higher_is_better)
         p_trains = sorted(by_p)
-        p_tests = sorted(set.intersection(*(_rates(r.metrics) for rs in by_p.values() for r in rs)))
+        p_tests = sorted(set.intersection(*(_rates(with_aliases(r)) for rs in by_p.values() for r in rs)))
         mean, std = {}, {}
         for a in p_trains:
             for x in p_tests:
-                vals = [r.metrics[condition_of_rate(x)][metric] for r in by_p[a]]
+                vals = [with_aliases(r)[condition_of_rate(x)][metric] for r in by_p[a]]
                 mean[(a, x)], std[(a, x)] = mean_std(vals)
         fm = FusionMatrix(task, fusion, metric, hib, p_trains, p_tests, mean, std, {a: len(v) for a, v in by_p.items()})
         _test(fm, by_p, board_dir, n_resamples, seed)

@@ -27,10 +27,13 @@ empty input (issue 32: that output once earned an entry its robustness).
   across missing-modality configurations; the search tool reached its abstract but not its
   formula, so mmbench does not claim to reproduce MEI: this is the named evenness index above.
 
-Modalities that no test item has (MOSI's vision in the offline release) are not players: a
-modality whose removal leaves every metric of every seed of every entry of the task unchanged
-is taken as absent from the data (with two or more entries); its pattern names are matched with
-or without it. A row carries the mean over seeds and the sample std (``std``) of each value.
+Modalities that no test item has (MOSI's vision in the offline release) are not players: those
+an entry names in ``extra.absent_modalities`` (masks protocol 2, :mod:`mmbench.evaluation.presence`)
+and, for entries scored before it, a modality whose removal leaves every metric of every seed of
+every entry of the task unchanged (with two or more entries); pattern names are matched with or
+without them. A condition evaluated once under another name (``extra.condition_aliases``: equal
+masks) is looked up under that name. A row carries the mean over seeds and the sample std
+(``std``) of each value.
 """
 
 from __future__ import annotations
@@ -73,12 +76,24 @@ def equity(values: dict[str, float] | Sequence[float]) -> float | None:
 
 
 def absent_modalities(results: Sequence[Any]) -> set[str]:
-    """Modalities whose ``drop:`` condition equals ``clean`` on every metric of every entry
-    (taken as absent from the task's test data); empty with fewer than two entry names."""
+    """Modalities no test item has: those the entries name (``extra.absent_modalities``), and
+    those whose ``drop:`` condition equals ``clean`` on every metric of every entry (entries
+    scored before they named them; only with two or more entry names)."""
+    named = {m for r in results for m in (r.extra or {}).get("absent_modalities", [])}
     if len({r.name for r in results}) < 2:
-        return set()
+        return named
     drops = {c[5:] for r in results for c in r.metrics if c.startswith("drop:")}
-    return {m for m in drops if all(r.metrics.get(f"drop:{m}") == r.metrics.get("clean") for r in results)}
+    return named | {m for m in drops if all(r.metrics.get(f"drop:{m}") == r.metrics.get("clean") for r in results)}
+
+
+def with_aliases(result: Any) -> dict[str, dict[str, float]]:
+    """A result's metrics per condition, with every condition it evaluated under another name
+    (``extra.condition_aliases``: equal masks) given that condition's metrics."""
+    metrics = dict(result.metrics)
+    for name, same in ((result.extra or {}).get("condition_aliases") or {}).items():
+        if name not in metrics and same in result.metrics:
+            metrics[name] = result.metrics[same]
+    return metrics
 
 
 def condition_of(coalition: frozenset[str], players: Sequence[str], absent: set[str],
@@ -146,7 +161,8 @@ def task_reliance(results: Sequence[Any], metric: str, higher_is_better: bool, c
     mean over seeds with its ``std``, plus ``metric``, ``chance``, ``modalities`` (the
     players), ``absent`` and ``seeds``."""
     absent = absent_modalities(results)
-    players = sorted({c[5:] for r in results for c in r.metrics if c.startswith("drop:")} - absent)
+    metrics = {id(r): with_aliases(r) for r in results}
+    players = sorted({c[5:] for m in metrics.values() for c in m if c.startswith("drop:")} - absent)
     groups: dict[str, list[Any]] = {}
     for r in results:
         groups.setdefault(r.name, []).append(r)
@@ -154,7 +170,7 @@ def task_reliance(results: Sequence[Any], metric: str, higher_is_better: bool, c
     for name, group in groups.items():
         if not players:
             continue
-        per_seed = [entry_reliance(r.metrics, metric, players, absent, chance, higher_is_better) for r in group]
+        per_seed = [entry_reliance(metrics[id(r)], metric, players, absent, chance, higher_is_better) for r in group]
         out[name] = _summarise(per_seed, players) | {
             "metric": metric, "chance": chance, "modalities": players, "absent": sorted(absent), "seeds": len(group)}
     return out
