@@ -62,6 +62,11 @@ def test_a_model_beyond_its_training_dropout_falls_below_and_an_equal_one_does_n
     assert fm.mean[(0.0, 0.6)] == pytest.approx(np.mean([e.metrics["rate:0.6"]["accuracy"] for e in entries]))
     assert by[0.6].diff == pytest.approx(fm.mean[(0.5, 0.6)] - fm.mean[(0.0, 0.6)])
     assert all(t.p_holm >= t.p for t in fm.tests) and "3 of 3 cells" in fm.finding()
+    # the verdicts do not hang on the resampling seed (normal-theory p from the bootstrap variance)
+    for seed in (1, 2):
+        (again,) = mismatch_matrices(load_entries(tmp_path), tmp_path, n_resamples=500, seed=seed)
+        assert [t.below for t in again.tests] == [t.below for t in fm.tests]
+        assert [t.p for t in again.tests] == pytest.approx([t.p for t in fm.tests], abs=1e-6)
 
 
 def test_no_difference_gives_no_verdict(tmp_path):

@@ -10,11 +10,14 @@ one test per cell above the diagonal's protection: for each ``p_train = a``, eac
 than the model trained at ``b``.
 
 The test is the board's two-level paired bootstrap (:mod:`mmbench.evaluation.resampling`, as
-:mod:`mmbench.evaluation.significance` uses it): each resample draws the test items (shared by
-every ``p_train`` model, so the comparison is paired) and each model's seeds. The one-sided p is
-that of the centred bootstrap distribution, ``p = (1 + #{d*_k - d >= d}) / (B + 1)`` with ``d``
-the observed difference (b minus a, in the metric's better direction) and ``d*_k`` its resampled
-values (Hall & Wilson 1991, "Two guidelines for bootstrap hypothesis testing", Biometrics 47).
+:mod:`mmbench.evaluation.significance` uses it): each resample draws the test items, by the
+task's cluster unit where the entries store one (MOSI's video; shared by every ``p_train`` model,
+so the comparison is paired), and each model's seeds. The one-sided p is the normal-theory
+p of the observed difference ``d`` (b minus a, in the metric's better direction) with the
+two-level bootstrap's variance of the difference, ``p = 1 - Phi(d / sqrt(v))``, ``v`` from
+:meth:`~mmbench.evaluation.resampling.TwoLevel.pair_variance` (the seed level averaged exactly,
+a control variate at the cluster level): the board's own test, one-sided, so no verdict hangs
+on the resampling seed (a counted bootstrap p would).
 The p-values of one fusion's matrix are adjusted together with Holm's step-down procedure
 (Holm 1979), and a cell "falls below" where ``p_holm < 0.05``. Mismatch entries are named
 ``<fusion>-pdrop<p_train>`` (e.g. ``concat-pdrop0.3``).
@@ -25,6 +28,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -77,6 +81,7 @@ class FusionMatrix:
     tests: list[CellTest] = field(default_factory=list)
     n_resamples: int = 0
     note: str = ""
+    unit: str = "item"  # what the first level of the bootstrap draws (the task's cluster unit)
 
     def below(self, p_train: float, p_test: float) -> list[CellTest]:
         return [t for t in self.tests if t.p_train == p_train and t.p_test == p_test and t.below]
@@ -91,7 +96,7 @@ class FusionMatrix:
         n_below = sum(t.below for t in self.tests)
         return (f"{self.fusion}: at test rates above its p_train, {len(fallen)} of {len(cells)} cells fall significantly "
                 f"below a model trained with more dropout ({n_below} of {len(self.tests)} comparisons; two-level "
-                f"bootstrap, B = {self.n_resamples}, Holm over the matrix, p_holm < 0.05).")
+                f"bootstrap resampled by {self.unit}, B = {self.n_resamples}, Holm over the matrix, p_holm < 0.05).")
 
     def to_json(self) -> dict[str, Any]:
         return {"task": self.task, "fusion": self.fusion, "metric": self.metric, "higher_is_better": self.higher_is_better,
@@ -100,7 +105,7 @@ class FusionMatrix:
                 "std": [[self.std.get((a, x)) for x in self.p_tests] for a in self.p_trains],
                 "tests": [{"p_train": t.p_train, "higher_p_train": t.higher, "p_test": t.p_test, "diff": t.diff,
                            "p": t.p, "p_holm": t.p_holm, "below": t.below} for t in self.tests],
-                "n_resamples": self.n_resamples, "finding": self.finding()}
+                "n_resamples": self.n_resamples, "unit": self.unit, "finding": self.finding()}
 
 
 def _rates(metrics: dict[str, dict[str, float]]) -> set[float]:
@@ -137,11 +142,9 @@ def mismatch_matrices(results: Sequence[Any], board_dir: str | Path | None = Non
 
 
 def _test(fm: FusionMatrix, by_p: dict[float, list[Any]], board_dir: Any, n_resamples: int | None, seed: int) -> None:
-    import numpy as np
-
     from mmbench.board.robustness import condition_predictions
-    from mmbench.evaluation.resampling import two_level_values
-    from mmbench.evaluation.significance import ALPHA, DEFAULT_RESAMPLES, comparable_items, holm, task_seed
+    from mmbench.evaluation.resampling import two_level
+    from mmbench.evaluation.significance import DEFAULT_RESAMPLES, comparable_items, holm, task_clusters, task_seed
 
     pairs = [(a, b, x) for i, a in enumerate(fm.p_trains) for b in fm.p_trains[i + 1:] for x in fm.p_tests if x > a]
     if not pairs:
@@ -164,20 +167,26 @@ def _test(fm: FusionMatrix, by_p: dict[float, list[Any]], board_dir: Any, n_resa
             return
         y, preds[a] = got
     it = by_p[fm.p_trains[0]][0].extra["test_items"]
+    clusters, fm.unit = task_clusters(fm.task, order, {names[a]: rs for a, rs in by_p.items()})
     b_count = int(n_resamples or DEFAULT_RESAMPLES)
-    b_count = max(b_count, math.ceil(2 * len(pairs) / ALPHA))  # the Holm floor stays below alpha
     sign = 1.0 if fm.higher_is_better else -1.0
-    values = {}
+    draws = {}
     for x in fm.p_tests:
         c = condition_of_rate(x)
-        v = two_level_values(y, [preds[a][c] for a in fm.p_trains], fm.metric, it["target_type"], it["num_classes"],
-                             b_count, task_seed(f"{fm.task}/{fm.fusion}/{x:g}", seed))
-        values[x] = {a: v[k] for k, a in enumerate(fm.p_trains)}
+        draws[x] = two_level(y, [preds[a][c] for a in fm.p_trains], fm.metric, it["target_type"], it["num_classes"],
+                             b_count, task_seed(f"{fm.task}/{fm.fusion}/{x:g}", seed), clusters=clusters)
+    idx = {a: k for k, a in enumerate(fm.p_trains)}
     tests = []
     for a, b, x in pairs:
-        d = sign * (fm.mean[(b, x)] - fm.mean[(a, x)])
-        star = sign * (values[x][b] - values[x][a])
-        p = (1 + int(np.count_nonzero(star - d >= d))) / (b_count + 1)
+        point = draws[x].point
+        d = sign * float(point[idx[b]] - point[idx[a]])
+        var = draws[x].pair_variance(idx[b], idx[a])[0]
+        if not math.isfinite(var):
+            p = 1.0
+        elif var <= 1e-24:
+            p = 0.0 if d > 0 else 1.0
+        else:
+            p = NormalDist().cdf(-d / math.sqrt(var))
         tests.append(CellTest(a, b, x, d, p))
     for t, ph in zip(tests, holm([t.p for t in tests])):
         t.p_holm = float(ph)
