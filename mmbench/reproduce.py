@@ -369,8 +369,24 @@ def finished_run(run_dir: Path, cfg: Any, name: str, dataset_fingerprint: str) -
         return None
     as_json = lambda d: json.loads(json.dumps(d))  # noqa: E731 - tuples and lists alike
     same = (in_order and as_json(trained_with) == as_json(cfg.to_dict()) and result.name == name
-            and result.dataset_fingerprint == dataset_fingerprint)
+            and result.dataset_fingerprint == dataset_fingerprint and scored_as_now(result, cfg.task))
     return result if same else None
+
+
+def scored_as_now(result: Any, task: str) -> bool:
+    """Whether `result` was scored under the current masks protocol and covers the task's
+    conditions as they are now (a result made before either changed is run again)."""
+    from mmbench.data.masks import MASKS_PROTOCOL
+    from mmbench.data.tasks import get_task
+
+    if result.masks_protocol != MASKS_PROTOCOL:
+        return False
+    covered = set(result.metrics) | set(result.extra.get("condition_aliases", {}))
+    try:
+        wanted = {c.name for c in get_task(task).conditions()}
+    except MMBenchError:
+        return False
+    return get_task(task).target.type == "retrieval" or wanted <= covered
 
 
 def merge_reference(path: Path, new: dict[str, Any]) -> dict[str, Any]:

@@ -44,7 +44,8 @@ def test_coco_retrieval_counts_without_encoding(monkeypatch, capsys):
     info = json.loads(out)
     assert set(info["splits"]) == {"test"} and info["splits"]["test"] == test
     assert info["test_set"] == {"task": "coco-retrieval", "protocol": "coco-val2017-5k", "split": "test",
-                                "items": 25014, "fingerprint": "ts1-b5a921ac9ec3cf6f"}
+                                "items": 25014, "fingerprint": "ts1-b5a921ac9ec3cf6f", "masks_protocol": 2,
+                                "conditions": {"clean": "dataset"}}
     rc, out, err = run_main(["data", "info", "coco-retrieval", "--data-dir", root], monkeypatch, capsys)
     assert "protocol: coco-val2017-5k" in out and "fingerprint ts1-b5a921ac9ec3cf6f" in out
     # The explicit carve task cuts val2017 into train / val / test: the splits add up to the file.
@@ -101,3 +102,18 @@ def test_a_warning_is_one_plain_line(tmp_path: Path, monkeypatch, capsys):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("warning: coco: 1 image(s) of split 'test' have no caption"), err
     assert ".py:" not in err and "warnings.warn" not in err
+
+
+def test_mosi_says_vision_is_absent_and_which_conditions_are_one(monkeypatch, capsys):
+    """A modality no test item has yields no condition (issue 32): `data info` names it, the
+    conditions equal on the test set and each condition's level."""
+    root = real_data_root()
+    rc, out, err = run_main(["data", "info", "mosi", "--data-dir", root, "--json"], monkeypatch, capsys)
+    assert rc == 0, err
+    ts = json.loads(out)["test_set"]
+    assert ts["absent_modalities"] == ["vision"] and ts["nothing_present"] == 0
+    assert ts["condition_aliases"]["drop:vision"] == "clean" and ts["condition_aliases"]["pattern:audio"] == "drop:text"
+    assert ts["conditions"]["rate:0.5"] == "instance" and ts["conditions"]["drop:text"] == "dataset"
+    assert "drop:vision" not in ts["conditions"]
+    rc, out, err = run_main(["data", "info", "mosi", "--data-dir", root], monkeypatch, capsys)
+    assert "modality vision: absent from every test item" in out and "drop:vision = clean" in out

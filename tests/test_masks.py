@@ -124,6 +124,15 @@ def test_smr_imr_shorthand_pairs_at_equal_average():
         expand_conditions(["smr-imr:0.6"], ["image", "audio"])
 
 
+def test_smr_imr_groups_pair_conditions_by_average():
+    from mmbench.data.masks import smr_imr_groups
+
+    names = [c.name for c in expand_conditions(["clean", "rate:0.1", "smr-imr:0.25", "smr-imr:0.4"], ["audio", "image"])]
+    assert smr_imr_groups(names, 2) == {
+        0.25: {"smr": ["rate:0.5"], "imr": ["rate:audio=0.4,image=0.1", "rate:audio=0.1,image=0.4"]},
+        0.4: {"smr": ["rate:0.8"], "imr": ["rate:audio=0.7,image=0.1", "rate:audio=0.1,image=0.7"]}}
+
+
 def test_presence_decides_what_an_item_can_lose():
     """An item whose data give it one modality loses nothing; MOSI-like data (vision absent
     everywhere) split the losses between the two modalities the items have."""

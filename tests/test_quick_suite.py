@@ -24,7 +24,9 @@ def test_reproduce_quick_suite_end_to_end(tmp_path, monkeypatch, one_thread):
     fusions = {"concat", "add", "attention", "gnn"}
     assert {(e.task, e.name, e.seed) for e in entries} == {(t, f, s) for t in tasks for f in fusions for s in (0, 1)}
     for e in entries:
-        assert set(e.metrics) >= {"clean", "drop:m0", "drop:m1", "rate:0.5", "pattern:m0"}
+        # an imbalanced-rate (IMR) condition is covered; the patterns equal clean and the drops (evaluated once)
+        assert set(e.metrics) >= {"clean", "drop:m0", "drop:m1", "rate:0.5", "rate:m0=0.4,m1=0.1", "rate:m0=0.1,m1=0.4"}
+        assert e.extra["condition_aliases"]["pattern:m0"] == "drop:m1" and e.extra["masks_protocol"] == 2
         assert 0.0 <= e.metrics["clean"]["accuracy"] <= 1.0
         assert e.efficiency["params"] > 0 and "auc_rate" in e.robustness
         assert e.protocol == "synthetic" and e.test_set_fingerprint.startswith("ts1-")  # which test set it was scored on

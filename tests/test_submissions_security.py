@@ -328,7 +328,7 @@ FAILING = {
         import atexit, os
         from safetensors.torch import save_file
         def forge():
-            save_file({"out.0": torch.zeros(600, 2), "extra": torch.zeros(1)}, os.path.join(os.getcwd(), "outputs.safetensors"))
+            save_file({"out": torch.zeros(600, 2), "extra": torch.zeros(1)}, os.path.join(os.getcwd(), "outputs.safetensors"))
         atexit.register(forge)
         def build():
             return Tiny()
@@ -431,10 +431,12 @@ def test_sandbox_inputs_hold_no_labels(tmp_path):
     from mmbench.evaluation.sandbox.runner import _write_inputs
     from mmbench.data.splits import load_task_split
 
+    from mmbench.evaluation.mixing import mix_conditions
+
     split = load_task_split(SPEC, "test")
-    _write_inputs(tmp_path / "in.safetensors", split, SPEC.conditions(), 0)
+    _write_inputs(tmp_path / "in.safetensors", split, SPEC.conditions(), mix_conditions(split, SPEC.conditions(), 0))
     tensors, meta = load_safetensors(tmp_path / "in.safetensors")
-    assert all(k.split(".")[0] in ("x", "present", "keep", "len") for k in tensors)
+    assert all(k.split(".")[0] in ("x", "present", "keep", "len", "order") for k in tensors)  # order: the mixed rows
     assert "synergy-" not in json.dumps(meta)
 
 

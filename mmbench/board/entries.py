@@ -99,6 +99,10 @@ def rank(entries: list[Result], significance: bool = True, n_resamples: int | No
                 row[key] = mean_std(vals)[0]
         conds = sorted({c for e in group for c in e.metrics if c != "clean"})
         row["conditions"] = {c: mean_std([e.metrics[c][first.primary_metric] for e in group if c in e.metrics])[0] for c in conds}
+        # the missing-modality masks the conditions were scored under (mmbench.data.masks; 1: rate
+        # conditions could leave items with no modality) and each condition's level
+        row["masks_protocol"] = min(e.masks_protocol for e in group)
+        row["condition_levels"] = {c: _level(c) for c in conds}
         rows.append(row)
     def key(r: dict[str, Any]):
         v = r.get(r["primary_metric"], float("nan"))
@@ -162,9 +166,36 @@ def significance_note(task_rows: list[dict[str, Any]]) -> str:
 
 
 def _condition_order(name: str) -> tuple:
+    from mmbench.evaluation.summaries import shared_rate
+
     kind, _, arg = name.partition(":")
-    order = {"drop": 0, "rate": 1, "pattern": 2}.get(kind, 3)
-    return (order, float(arg) if kind == "rate" else 0.0, arg)
+    order = {"drop": 0, "rate": 1, "pattern": 3, "segment": 4}.get(kind, 5)
+    r = shared_rate(name)
+    if kind == "rate" and r is None:  # imbalanced rates (IMR) after the shared ones
+        order = 2
+    return (order, r if r is not None else 0.0, arg)
+
+
+def _level(name: str) -> str:
+    """``dataset`` or ``instance`` (mmbench.data.masks); a name that no longer parses: ``unknown``."""
+    from mmbench.core.errors import SpecError
+    from mmbench.data.masks import parse_condition
+
+    try:
+        return parse_condition(name).level
+    except SpecError:
+        return "unknown"
+
+
+def masks_protocol_note(task_rows: list[dict[str, Any]]) -> str:
+    """One line when some rows were scored under an earlier masks protocol."""
+    from mmbench.data.masks import MASKS_PROTOCOL
+
+    old = [r["name"] for r in task_rows if r.get("masks_protocol", MASKS_PROTOCOL) != MASKS_PROTOCOL]
+    if not old:
+        return ""
+    return (f"masks protocol 1 ({len(old)} of {len(task_rows)} rows): their rate conditions removed each modality "
+            "independently and could leave items with no modality; re-run to score them under the current masks.")
 
 
 def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
@@ -185,7 +216,7 @@ def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
         header = cols + conds
         body = [[format_value(r, c) for c in cols] + [f"{r['conditions'][c]:.4f}" if c in r["conditions"] else "-" for c in conds]
                 for r in task_rows]
-        note = "\n".join(x for x in (significance_note(task_rows), test_set_note(task)) if x)
+        note = "\n".join(x for x in (significance_note(task_rows), test_set_note(task), masks_protocol_note(task_rows)) if x)
         if fmt == "csv":
             import csv
             import io

@@ -348,7 +348,12 @@ def conditions_table(rows: list[dict[str, Any]]) -> Table:
     conds = conditions(rows)
     cols = [Column("rank", "#", "asc"), Column("name", "name", "asc", numeric=False),
             Column("clean", "clean", best_dir(hib))]
-    cols += [Column(c, _cond_label(c), best_dir(hib), f"{primary} under condition {c}") for c in conds]
+    levels = {c: lv for r in rows for c, lv in (r.get("condition_levels") or {}).items()}
+    old = any(r.get("masks_protocol", 2) == 1 for r in rows)
+    cols += [Column(c, _cond_label(c), best_dir(hib), f"{primary} under condition {c}"
+                    + (f" ({levels[c]} level)" if levels.get(c) in ("dataset", "instance") else "")
+                    + (" - masks protocol 1: items could lose every modality" if old and c.startswith("rate:") else ""))
+             for c in conds]
     body = [[cell(str(r["rank"]), r["rank"]), cell(label(r)), cell(fmt(r.get(primary)), r.get(primary))]
             + [cell(fmt(r["conditions"].get(c)), r["conditions"].get(c)) for c in conds] for r in rows]
     return Table(cols, body, css="conditions")

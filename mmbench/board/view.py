@@ -38,6 +38,35 @@ ROBUSTNESS_NOTE = ("Relative robustness: the mean {primary} over the missing rat
                    "\"largest drop\" is secondary: weak entries have little to drop.")
 
 
+def masks_note(results: list[Any]) -> str:
+    """What the missing-modality masks of the entries were (mmbench.data.masks): a warning for
+    entries scored under protocol 1, whose rate conditions could leave items with no modality;
+    for the current protocol, the conditions evaluated once and the absent modalities."""
+    from mmbench.data.masks import MASKS_PROTOCOL
+
+    old = sorted({e.name for e in results if e.masks_protocol != MASKS_PROTOCOL})
+    parts = []
+    if old:
+        parts.append(f"Masks protocol 1 ({len(old)} of {len({e.name for e in results})} entries): these were scored "
+                     "before the current missing-modality masks; their rate:R conditions removed each modality of each "
+                     "item independently with probability R, so about R^k of the items (k modalities) had none at all, "
+                     "and the relative and effective robustness below rest partly on outputs for an empty input. They "
+                     "stay as scored until the board is re-published by `mmbench reproduce`; under protocol "
+                     f"{MASKS_PROTOCOL}, rate:R makes a share R of the items lose one modality each, never the last.")
+    current = [e for e in results if e.masks_protocol == MASKS_PROTOCOL]
+    if current:
+        extra = current[0].extra
+        if extra.get("condition_aliases"):
+            parts.append("Evaluated once (equal masks on this test set): " + ", ".join(
+                f"{a} = {c}" for a, c in extra["condition_aliases"].items()) + ".")
+        if extra.get("absent_modalities"):
+            parts.append(f"Absent from every test item: {', '.join(extra['absent_modalities'])} (no condition of its own).")
+        if extra.get("nothing_present"):
+            parts.append(f"{extra['nothing_present']['items']} test items have no modality in the data: scored apart, "
+                         "outside every condition and robustness figure.")
+    return " ".join(parts)
+
+
 def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], published: list[dict[str, Any]] = (),
               board_dir: Any = None) -> dict[str, Any]:
     """The shared content of one task (``rows``: its `rank` rows in rank order; ``results``: its
@@ -79,6 +108,9 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
                 eff_note=devices_note(rows), cond_table=T.conditions_table(rows),
                 robust_note=ROBUSTNESS_NOTE.format(primary=primary, rates=T.rate_range(rows)),
                 clean_only=not any(r.get("conditions") for r in rows))
+    note = masks_note(results)
+    if note and not view["clean_only"]:
+        view["robust_note"] = note + " " + view["robust_note"]
     if view["clean_only"]:  # e.g. retrieval: one gallery, no missing-modality condition
         view["robust_note"] = ("The entries are scored under the clean condition only (the task defines no "
                                "missing-modality condition, or they were scored without one): no robustness is measured.")

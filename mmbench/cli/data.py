@@ -47,7 +47,7 @@ def data_info(
         splits = [split] if split else list(ds.split_names)
         info = {"dataset": ds.name, "root": str(ds.root), "protocol": ds.protocol(), "files": ds.locate(),
                 "splits": {s: ds.split_summary(s) for s in splits}}
-        test_set = _task_test_set(dataset, ds, data_dir, bool(set_))
+        test_set = _task_test_set(dataset, ds, data_dir, bool(set_), info["splits"])
     if test_set is not None:
         info["test_set"] = test_set
     if as_json:
@@ -57,6 +57,18 @@ def data_info(
     if test_set is not None:
         typer.echo(f"  test set of task {test_set['task']}: split {test_set['split']!r}, {test_set['items']:,} items, "
                    f"fingerprint {test_set['fingerprint']}")
+        for level in ("dataset", "instance"):
+            names = [c for c, lv in test_set["conditions"].items() if lv == level]
+            if names:
+                typer.echo(f"  {level}-level conditions: {', '.join(names)}")
+        if test_set.get("condition_aliases"):
+            typer.echo("  evaluated once (equal masks on this test set): " + ", ".join(
+                f"{a} = {c}" for a, c in test_set["condition_aliases"].items()))
+        for m in test_set.get("absent_modalities", []):
+            typer.echo(f"  modality {m}: absent from every test item (no condition of its own)")
+        if test_set.get("nothing_present"):
+            typer.echo(f"  {test_set['nothing_present']:,} test items have no modality in the data: scored apart "
+                       "(nothing present), outside every condition and robustness figure")
     for k, v in info["files"].items():
         typer.echo(f"  {k}: {v}")
     for s, summ in info["splits"].items():
@@ -74,7 +86,8 @@ def data_info(
         typer.echo(f"  {s:<6} {summ['samples']:>7} samples  present: {present}{extra}")
 
 
-def _task_test_set(name: str, ds: Any, data_dir: Optional[Path], overridden: bool) -> dict[str, Any] | None:
+def _task_test_set(name: str, ds: Any, data_dir: Optional[Path], overridden: bool,
+                   split_counts: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The test set (protocol, split, items, fingerprint) when `name` is a task (a name that is
     also a dataset: the task's, with its own options); None for a dataset alone."""
     from mmbench.core.registry import DATASETS
@@ -84,16 +97,34 @@ def _task_test_set(name: str, ds: Any, data_dir: Optional[Path], overridden: boo
         return None
     from mmbench.data.testset import task_test_set
 
+    from mmbench.data.masks import MASKS_PROTOCOL
+    from mmbench.evaluation.presence import ABSENT, ALIASES, distinct_with_report, scored_items
+
     spec = get_task(name)
     ts = task_test_set(spec, data_dir, ds if overridden or name not in DATASETS else None)
-    return {"task": spec.name, "protocol": ts.protocol, "split": ts.split, "items": len(ts.ids),
-            "fingerprint": ts.fingerprint}
+    out = {"task": spec.name, "protocol": ts.protocol, "split": ts.split, "items": len(ts.ids),
+           "fingerprint": ts.fingerprint, "masks_protocol": MASKS_PROTOCOL}
+    conds = spec.conditions()
+    present = ts.present
+    if present is None and ts.split in (split_counts or {}):  # a labels-only read: the loader's counts, if they say it
+        from mmbench.data.testset import presence_from_counts
+
+        present = presence_from_counts(split_counts[ts.split].get("present", {}), spec.modalities, len(ts.ids))
+    if present is not None and spec.target.type != "retrieval":
+        ts.present = present
+        conds, report = distinct_with_report(conds, ts.ids, spec.modalities, spec.missing.seed, ts.split, ts.present)
+        out |= {"absent_modalities": report.get(ABSENT, []), "condition_aliases": report.get(ALIASES, {}),
+                "nothing_present": int((~scored_items(ts.present, len(ts.ids))).sum())}
+    out["conditions"] = {c.name: c.level for c in conds}
+    return out
 
 
 def data_masks(
     task: str = typer.Argument(...),
     out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (id, condition, one 0/1 column per modality: "
-                                                      "1 = the model sees it, present in the data and kept)."),
+                                                      "1 = the model sees it, present in the data and kept; with a "
+                                                      "segment condition, segment_start and segment_length: each "
+                                                      "item's removed span of time steps, -1 / 0 elsewhere)."),
     split: str = typer.Option("test", "--split", help="Split role: train, validation or test."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
 ) -> None:
@@ -116,8 +147,16 @@ def data_masks(
         from mmbench.data.masks import parse_condition
 
         conditions = [parse_condition(spec.missing.train, spec.modalities)]
+    from mmbench.data.segments import require_time_axis, segment_spans, valid_steps
+
+    spans = {}
+    for c in conditions:  # a segment condition: each item's removed span of time steps
+        if c.kind == "segment":
+            m = c.modalities[0]
+            spans[c.name] = segment_spans(s.ids, valid_steps(s, m, require_time_axis(s, m, c.name)), c.rate,
+                                          spec.missing.seed, s.name, m)
     table = masks_table(conditions, s.ids, spec.modalities, spec.missing.seed, s.name,
-                        present={m: s.present[m].cpu().numpy() for m in spec.modalities})
+                        present={m: s.present[m].cpu().numpy() for m in spec.modalities}, spans=spans or None)
     import csv
 
     # ids are quoted (strings): leading zeros survive a reader that types columns (docs/datasets.md)

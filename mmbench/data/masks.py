@@ -202,6 +202,22 @@ def smr_imr_pair(average: float, modalities: Sequence[str]) -> list[Condition]:
     return out
 
 
+def smr_imr_groups(names: Iterable[str], k: int) -> dict[float, dict[str, list[str]]]:
+    """{average per-modality missing fraction: {"smr": [names], "imr": [names]}} of the rate
+    conditions among `names` over k modalities, the averages at which at least one IMR condition
+    exists: what the board and report set SMR against IMR by (MissBench)."""
+    groups: dict[float, dict[str, list[str]]] = {}
+    for name in names:
+        try:
+            cond = parse_condition(name)
+        except SpecError:
+            continue
+        avg = cond.average_missing(k)
+        if avg is not None:
+            groups.setdefault(round(avg, 9), {"smr": [], "imr": []})["imr" if cond.imbalanced else "smr"].append(name)
+    return {a: g for a, g in sorted(groups.items()) if g["imr"]}
+
+
 def expand_conditions(items: Iterable[str], modalities: Sequence[str]) -> list[Condition]:
     """Parse spec entries, expanding ``patterns``, ``drop-each`` and ``smr-imr:``; duplicates
     removed, order kept."""

@@ -110,8 +110,12 @@ class Missing(_Strict):
     """The missing-modality protocol (docs/datasets.md)."""
 
     seed: int = Field(default=0, description="seed of the random masks")
-    conditions: list[str] = Field(default_factory=lambda: ["clean"], description="conditions evaluated: clean, "
-                                  "drop:M, drop-each, rate:P, pattern:M+N, patterns, missing:M:P")
+    conditions: list[str] = Field(default_factory=lambda: ["clean"], description="conditions evaluated (docs/datasets.md "
+                                  "'Missing-modality conditions'): dataset level clean, drop:M, drop-each, pattern:M+N, "
+                                  "patterns; instance level rate:P (a share P of the items lose one modality each), "
+                                  "rate:M=P,N=Q (imbalanced shares; quote it in a YAML flow list), smr-imr:A (rate:kA and "
+                                  "the imbalanced pairs at average A), segment:M=F (a span of a share F of M's time steps), "
+                                  "missing:M:P")
     train: str | None = Field(default=None, description="one condition applied to the train and validation splits for "
                               "training (e.g. missing:both:0.7)")
 

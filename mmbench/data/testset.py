@@ -8,11 +8,11 @@ order:
 - the ordered test ids and their targets (class labels as int64, real or multi-label targets
   as float64, little-endian); for retrieval, the caption ids, the gallery's image ids and the
   caption-to-image map;
-- the task's missing-modality seed, the masks protocol (:data:`mmbench.data.masks.MASKS_PROTOCOL`;
-  absent from the hash for protocol 1, so fingerprints made before it still reproduce) and, per
-  condition in the task's order, its name and the keep-mask of every modality as the protocol
+- the task's missing-modality seed and, per condition in the task's order, its name and the
+  keep-mask of every modality as the masks protocol (:data:`mmbench.data.masks.MASKS_PROTOCOL`)
   draws it for complete data (the data's own presence then decides which modality an affected
-  item loses, :mod:`mmbench.data.masks`).
+  item loses, :mod:`mmbench.data.masks`). A result made under an earlier protocol stores the
+  fingerprint of that protocol's masks; ``leaderboard verify`` recomputes it so.
 
 It is computed from the annotation files alone (a loader's labels-only path: ``load_labels``
 or the retrieval gallery), never from images or features, so ``mmbench data info TASK``
@@ -51,8 +51,9 @@ class TestSet:
     targets: np.ndarray
     fingerprint: str
     gallery: list[str] | None = None
-    # {modality: bool [N]}, the data's own presence per test item (None for retrieval): which
-    # conditions coincide and which items have nothing present (mmbench.evaluation.presence)
+    # {modality: bool [N]}, the data's own presence per test item, known when the split was loaded
+    # (None for retrieval and a labels-only read): which conditions coincide and which items
+    # have nothing present (mmbench.evaluation.presence)
     present: dict[str, np.ndarray] | None = None
 
 
@@ -64,15 +65,13 @@ def _target_bytes(targets: np.ndarray) -> bytes:
 
 
 def fingerprint_of(protocol: str, split: str, ids: Sequence[str], targets: np.ndarray, masks: Sequence[tuple[str, dict]],
-                   seed: int, gallery: Sequence[str] | None = None, masks_protocol: int = 1) -> str:
+                   seed: int, gallery: Sequence[str] | None = None) -> str:
     """The fingerprint of one test set (module docstring); `masks`: (condition name,
-    {modality: bool keep-mask}) in the task's order, drawn under `masks_protocol`."""
+    {modality: bool keep-mask}) in the task's order."""
     h = hashlib.sha256(b"mmbench-test-set-v1\0")
-    head = {"protocol": protocol, "split": split, "n": len(ids), "seed": int(seed),
-            "gallery": None if gallery is None else len(gallery), "target_shape": list(np.asarray(targets).shape)}
-    if masks_protocol != 1:
-        head["masks_protocol"] = int(masks_protocol)
-    h.update(json.dumps(head, sort_keys=True).encode())
+    h.update(json.dumps({"protocol": protocol, "split": split, "n": len(ids), "seed": int(seed),
+                         "gallery": None if gallery is None else len(gallery),
+                         "target_shape": list(np.asarray(targets).shape)}, sort_keys=True).encode())
     h.update(b"\0ids\0" + "\n".join(str(i) for i in ids).encode())
     if gallery is not None:
         h.update(b"\0gallery\0" + "\n".join(str(i) for i in gallery).encode())
@@ -117,8 +116,11 @@ def task_test_set(spec: TaskSpec, data_dir: str | Path | None = None, dataset: M
         ids, targets, gallery = [str(c) for c in caption_ids], np.asarray(index, dtype=np.int64), [str(i) for i in image_ids]
     elif loaded is not None:
         ids, targets = loaded_labels(loaded)
-    else:
+    elif callable(getattr(dataset, "load_labels", None)):
         ids, targets = split_labels(dataset, split)
+    else:  # the loader has no labels-only path: the split is loaded once, its presence kept
+        loaded = dataset.load_split(split)
+        ids, targets = loaded_labels(loaded)
     mask_ids = ids if gallery is None else gallery  # retrieval masks the gallery's images
     version = MASKS_PROTOCOL if masks_protocol is None else int(masks_protocol)
     conditions = spec.conditions() if condition_names is None else [parse_condition(c, spec.modalities)
@@ -126,23 +128,24 @@ def task_test_set(spec: TaskSpec, data_dir: str | Path | None = None, dataset: M
     masks = [(c.name, protocol_masks(c, mask_ids, spec.modalities, spec.missing.seed, split, version))
              for c in conditions]
     protocol = dataset.protocol()
-    present = None if gallery is not None else split_presence(dataset, split, spec.modalities, len(ids), loaded)
+    present = None if gallery is not None or loaded is None else loaded_presence(loaded, spec.modalities)
     return TestSet(protocol, split, ids, targets, fingerprint_of(protocol, split, ids, targets, masks,
-                                                                 spec.missing.seed, gallery, version), gallery, present)
+                                                                 spec.missing.seed, gallery), gallery, present)
 
 
-def split_presence(dataset: MultimodalDataset, split: str, modalities: Sequence[str], n: int,
-                  loaded: Any = None) -> dict[str, np.ndarray]:
-    """The data's own presence of each modality per test item: from `loaded` when given; from
-    the loader's counts (``split_summary``, nothing encoded) when each modality is present in
-    every item or in none, as for every shipped task; else from the loaded split."""
-    if loaded is None:
-        counts = dataset.split_summary(split).get("present", {})
-        if all(counts.get(m, n) in (0, n) for m in modalities):
-            return {m: np.full(n, counts.get(m, n) == n) for m in modalities}
-        loaded = dataset.load_split(split)
+def loaded_presence(loaded: Any, modalities: Sequence[str]) -> dict[str, np.ndarray]:
+    """The data's own presence of each modality per item of a loaded split."""
+    n = len(loaded.ids)
     return {m: loaded.present[m].cpu().numpy().astype(bool) if m in loaded.present else np.ones(n, dtype=bool)
             for m in modalities}
+
+
+def presence_from_counts(counts: dict[str, int], modalities: Sequence[str], n: int) -> dict[str, np.ndarray] | None:
+    """Per-item presence from per-modality counts (``split_summary``) when each modality is in
+    every item or in none; else None (the counts do not say which items)."""
+    if not all(counts.get(m, n) in (0, n) for m in modalities):
+        return None
+    return {m: np.full(n, counts.get(m, n) == n) for m in modalities}
 
 
 def testset_fields(test_set: TestSet | None) -> dict[str, Any]:

@@ -31,16 +31,22 @@ from mmbench.evaluation.targets import uses_scores
 @torch.no_grad()
 def predict(model: nn.Module, split: Split, device: torch.device | str = "cpu", batch_size: int = 1024,
             autocast_dtype: torch.dtype | None = None) -> Tensor:
-    """Raw model outputs for every row of `split`, in order, as float32 on the CPU."""
+    """Raw model outputs for every row of `split` (a Split, or the mixed rows of several
+    conditions, mmbench.evaluation.mixing), in order, as float32 on the CPU; a model whose
+    forward takes ``steps`` gets a segment condition's observed time steps."""
+    from mmbench.evaluation.mixing import takes_steps
+
     model.eval()
     device = torch.device(device)
     data = split if split.targets.device == device else split.to(device)
+    with_steps = takes_steps(model)
     outs = []
     for start in range(0, len(data), batch_size):
         index = torch.arange(start, min(start + batch_size, len(data)), device=device)
         b = data.batch(index)
+        kwargs = {"steps": b.steps} if with_steps and b.steps else {}
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            out = model(b.modalities, b.present, b.lengths)
+            out = model(b.modalities, b.present, b.lengths, **kwargs)
         outs.append(out.float().cpu())
     return torch.cat(outs) if outs else torch.empty(0)
 

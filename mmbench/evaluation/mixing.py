@@ -85,6 +85,17 @@ class MixedConditions:
         return {name: out[i * n:(i + 1) * n] for i, name in enumerate(self.names)}
 
 
+def takes_steps(model: Any) -> bool:
+    """Whether a model's forward takes the ``steps`` keyword (the observed time steps under a
+    segment condition, mmbench.data.segments); mmbench passes it only to such a model."""
+    import inspect
+
+    try:
+        return "steps" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
 def mix_conditions(split: Split, conditions: Sequence[Condition], seed: int,
                    fills: dict[str, Tensor] | None = None) -> MixedConditions:
     """The mixed rows of `split` under `conditions` (masks from `seed`, the data's own presence

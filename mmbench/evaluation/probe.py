@@ -26,7 +26,7 @@ def probe_model(spec: Any, model_spec: str, weights: Any, n: int, device: str = 
     import torch
 
     from mmbench.core.errors import MMBenchError
-    from mmbench.data.splits import apply_condition, load_task_split, task_dataset
+    from mmbench.data.splits import load_task_split, task_dataset
     from mmbench.evaluation.evaluator import predict, retrieval_inputs
     from mmbench.evaluation.retrieval_scoring import retrieval_gallery
     from mmbench.evaluation.sandbox.runner import SandboxConfig, run_model, run_retrieval_model
@@ -56,11 +56,15 @@ def probe_model(spec: Any, model_spec: str, weights: Any, n: int, device: str = 
         head = {m: {k: (v[:n] if v is not None else None) for k, v in part.items()} for m, part in inputs.items()}
         out = run_retrieval_model(ms, spec, head, str(dev), cfg, max_dim=limits.max_embedding_dim, efficiency=False)
         return Probe(out.outputs, min(n, len(split)), out.isolation)
-    first = split.subset(range(min(n, len(split))))
+    from mmbench.data.splits import TRAINING_MEANS, with_training_means
+    from mmbench.evaluation.mixing import mix_conditions
+
+    first = with_training_means(spec, split, data_dir, dataset).subset(range(min(n, len(split))))
     conds = select_conditions(spec, conditions)
-    if ms.kind == "baseline":
+    if ms.kind == "baseline":  # the rows of every condition mixed, as the evaluation runs them
         model, _ = load_model(ms.weights, dev)
-        outputs = {c.name: predict(model, apply_condition(first, c, spec.missing.seed), dev).numpy() for c in conds}
+        mixed = mix_conditions(first, conds, spec.missing.seed, first.info.get(TRAINING_MEANS))
+        outputs = mixed.unmix(predict(model, mixed, dev).numpy())
         return Probe(outputs, len(first), "none (mmbench's own model)")
     out = run_model(ms, spec, first, conds, str(dev), cfg, efficiency=False)
     return Probe(out.outputs, len(first), out.isolation)

@@ -138,8 +138,10 @@ def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = N
     `allow_partial=False` refuses a file without every condition (:func:`check_complete`);
     `out_of_range` is ``accept``, ``refuse`` or ``clip`` (:func:`check_range`); `split_role`
     ``validation`` scores against the validation split's labels instead; `masks_protocol` 1
-    rescores a result made before masks protocol 2 as it was (every condition listed scored on
-    its own, over every item)."""
+    rescores a result made before masks protocol 2 as it was (over every item). Where the test
+    set's presence is known (a loader without a labels-only path loads the split), a condition
+    equal to another needs no predictions of its own (extra.condition_aliases) and items with
+    nothing present are scored apart; each condition the file gives is scored."""
     from pathlib import Path
 
     from mmbench.evaluation.submissions.checks import Limits, check_name, submission_hash
@@ -162,17 +164,11 @@ def evaluate_predictions(spec: TaskSpec, path: Any, name: str, data_dir: Any = N
     parsed = parse_predictions(path, spec, labels, selected, limits)
     present = getattr(labels.test_set, "present", None) if masks_protocol != 1 else None
     report: dict[str, Any] = {}
-    if present is not None:  # conditions equal on this test set are one; items with nothing present apart
-        from mmbench.evaluation.presence import ALIASES, distinct_with_report
+    if present is not None:  # conditions equal on this test set need no predictions of their own
+        from mmbench.evaluation.presence import distinct_with_report
 
         _, report = distinct_with_report(spec.conditions(), labels.ids, spec.modalities, spec.missing.seed,
                                          labels.test_set.split, present)
-        merged: dict[str, np.ndarray] = {}
-        for cond, p in parsed.predictions.items():
-            canonical = report.get(ALIASES, {}).get(cond, cond)
-            if canonical == cond or canonical not in merged:
-                merged[canonical] = p
-        parsed.predictions = merged
     aliases = report.get("condition_aliases", {})
     if not allow_partial and not conditions:
         check_complete(spec, parsed.predictions, path, aliases)

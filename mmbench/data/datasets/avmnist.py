@@ -48,7 +48,8 @@ Modalities.
   ``x - ((x - mean) V_r) V_r^T``. With ``image_pca_keep = k`` only the next k components are
   kept on top of the mean (a band in PCA space), which removes more. The fraction of the
   (mean-centred) energy removed is in ``Split.info["image_energy_removed"]``.
-- ``audio`` ``[1, 112, 112]`` (mel bins x frames): the 8 kHz waveform centre-cropped or
+- ``audio`` ``[1, 112, 112]`` (mel bins x frames; the frames are its time axis,
+  ``Split.info["time_axes"]``, which ``segment:audio=<f>`` conditions cut): the 8 kHz waveform centre-cropped or
   zero-padded to 7,104 samples (0.89 s; 99% of FSDD recordings are shorter), plus white
   Gaussian noise over the whole window whose power is set so that
   10 log10(P_recording / P_noise) = ``audio_snr_db`` exactly (P_recording = mean square of
@@ -703,6 +704,7 @@ class AVMNISTDataset(MultimodalDataset):
                 "audio_snr_db": self.audio_snr_db,
                 "seed": self.seed,
                 "unreadable_audio": sorted(problems),
+                "time_axes": {"audio": 2},  # [1, mel, frames]: segment conditions cut frames (data.segments)
             }
             out[s] = Split(
                 s, ids,
@@ -753,5 +755,6 @@ class AVMNISTDataset(MultimodalDataset):
             out[s] = Split(s, ids, {"image": torch.from_numpy(img[lo:hi].copy()), "audio": torch.from_numpy(aud[lo:hi].copy())},
                            {"image": torch.ones(hi - lo, dtype=torch.bool), "audio": torch.ones(hi - lo, dtype=torch.bool)},
                            torch.from_numpy(lab[lo:hi].copy()),
-                           info={"class_names": [str(d) for d in range(10)], "source": "multibench"})
+                           info={"class_names": [str(d) for d in range(10)], "source": "multibench",
+                                 "time_axes": {"audio": 2}})
         return out

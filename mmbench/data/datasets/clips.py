@@ -15,7 +15,8 @@ when every label is an integer, else as strings).
 
 Modalities (decoded with PyAV):
 
-- ``video`` fixed-size ``[frames, 3, frame_size, frame_size]`` float in [0, 1]: ``frames``
+- ``video`` fixed-size ``[frames, 3, frame_size, frame_size]`` float in [0, 1] (time axis 0,
+  ``Split.info["time_axes"]``; segment conditions cut video frames and audio frames): ``frames``
   frames sampled evenly over the clip (the first and last frame included; frames repeat when
   the clip has fewer), each resized so its short side is ``frame_size`` and centre-cropped.
 - ``audio`` a *sequence* modality ``[T, n_mels]`` (padded in the Split, true length in
@@ -383,6 +384,7 @@ class ClipsDataset(MultimodalDataset):
             "paths": [r["rel"] for r in rows],
             "problems": problems,
             "audio_frame_seconds": self.hop_length / self.sample_rate,
+            "time_axes": {"video": 0},  # [frames, 3, H, W]; audio is a sequence (data.segments)
         }
         return Split(split, [r["id"] for r in rows], {"video": video, "audio": audio},
                      {"video": video_ok.clone(), "audio": audio_ok.clone()}, targets, {"audio": lengths}, info)

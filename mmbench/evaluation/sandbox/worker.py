@@ -174,17 +174,6 @@ def _build_exported(job: dict[str, Any]):
     return wrapper
 
 
-def _takes_steps(model: Any) -> bool:
-    """Whether a submitted module's forward takes the ``steps`` keyword (segment conditions'
-    observed time steps, mmbench.data.segments); an exported program never does."""
-    import inspect
-
-    try:
-        return "steps" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError, AttributeError):
-        return False
-
-
 def _check_call(fn: Any, task_info: dict[str, Any]) -> None:
     """Before any data: the model must take the three arguments mmbench passes (one line if not)."""
     import inspect
@@ -376,13 +365,13 @@ def _run(job: dict[str, Any]) -> None:
     _check_call(getattr(model, "call_target", model.forward), job["task_info"])
     if job["kind"] == "factory":
         model = model.to(device)
-    from mmbench.evaluation.mixing import MixedConditions
+    from mmbench.evaluation.mixing import MixedConditions, takes_steps
 
     segments = {m: {"axis": int(axis), **{k: tensors[f"seg.{m}.{k}"] for k in ("start", "length", "fill")}}
                 for m, axis in json.loads(meta.get("segments") or "{}").items()}
     mixed = MixedConditions(split, conditions, {m: tensors[f"keep.{m}"].bool() for m in modalities}, tensors["order"],
                             segments).to(device)
-    takes_steps = bool(segments) and _takes_steps(model)
+    with_steps = bool(segments) and takes_steps(model)
     batch_size = int(job.get("batch_size") or 256)
     chunks = []
     with torch.no_grad():
@@ -392,7 +381,7 @@ def _run(job: dict[str, Any]) -> None:
             names = sorted({conditions[int(c)] for c in (mixed.order[index] // max(n, 1)).tolist()})
             what = f"model forward failed on a batch of condition(s) {', '.join(map(repr, names[:3]))}" + \
                 ("..." if len(names) > 3 else "") + ":"
-            call = (lambda *a, steps=b.steps: model(*a, steps=steps)) if takes_steps else model
+            call = (lambda *a, steps=b.steps: model(*a, steps=steps)) if with_steps else model
             out = _guarded(what, call, b.modalities, b.present, b.lengths)
             if not isinstance(out, torch.Tensor):
                 raise _Failure(f"model returned {type(out).__name__}, expected a Tensor")
