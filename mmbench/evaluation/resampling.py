@@ -309,6 +309,11 @@ class TwoLevel:
         return TwoLevel(self.values[order], pick(self.per_seed), pick(self.linear), pick(self.seed_points),
                         pick(self.influence), self.seed_level)
 
+    def shifted(self, c: float) -> TwoLevel:
+        """Every entry's statistic plus the constant c (no difference changes)."""
+        return TwoLevel(self.values + c, tuple(v + c for v in self.per_seed), tuple(v + c for v in self.linear),
+                        tuple(v + c for v in self.seed_points), self.influence, self.seed_level)
+
     @staticmethod
     def combine(parts: list[tuple[float, TwoLevel]]) -> TwoLevel:
         """``sum(a * part)`` over (a, part) drawn with the same draws (a robustness score)."""
