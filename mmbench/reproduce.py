@@ -178,7 +178,7 @@ def run_grid(
     A (task, fusion) that raises (bad config, a kernel error, out of memory) does not stop the
     grid: it is logged and returned as a check per metric with ``error`` set (its one-line
     error), and the other rows still run; :func:`failed_checks` lists them."""
-    from mmbench.data.splits import load_training_splits, task_dataset, with_dataset_options
+    from mmbench.data.splits import with_dataset_options
 
     if not seeds:
         raise MMBenchError("reproduce needs at least one seed")
@@ -186,12 +186,9 @@ def run_grid(
     results, checks = [], []
     for task in tasks:
         spec = with_dataset_options(get_task(task), (overrides or {}).get("dataset_options"))
-        try:
-            dataset = task_dataset(spec, data_dir)
-            splits = load_training_splits(spec, data_dir, dataset)
-        except Exception as exc:  # noqa: BLE001 - recorded; the other tasks still run
-            for fusion in fusions:
-                checks += _failed(spec, task, fusion, exc, log)
+        dataset, splits, failed = _task_data(spec, task, fusions, data_dir, log)
+        if failed:
+            checks += failed
             continue
         for fusion in fusions:
             try:
@@ -240,7 +237,7 @@ def run_mismatch(
     dropout)'s clean metrics are checked against ``baselines/reference.json`` under the result
     name; a failing row is logged and returned as a failed check, as in :func:`run_grid`."""
     from mmbench.board.mismatch import mismatch_name
-    from mmbench.data.splits import load_training_splits, task_dataset, with_dataset_options
+    from mmbench.data.splits import with_dataset_options
 
     if not seeds or not dropouts:
         raise MMBenchError("the mismatch grid needs at least one seed and one modality dropout")
@@ -252,12 +249,9 @@ def run_mismatch(
     results, checks = [], []
     for task in tasks:
         spec = mismatch_spec(with_dataset_options(get_task(task), (overrides or {}).get("dataset_options")), test_rates)
-        try:
-            dataset = task_dataset(spec, data_dir)
-            splits = load_training_splits(spec, data_dir, dataset)
-        except Exception as exc:  # noqa: BLE001 - recorded; the other tasks still run
-            for fusion in fusions:
-                checks += _failed(spec, task, fusion, exc, log)
+        dataset, splits, failed = _task_data(spec, task, fusions, data_dir, log)
+        if failed:
+            checks += failed
             continue
         for fusion in fusions:
             for p in dropouts:
@@ -273,6 +267,19 @@ def run_mismatch(
                 checks += [check_against_reference(task, name, m.name, [r.metrics["clean"][m.name] for r in per_seed],
                                                    reference, dataset.fingerprint()) for m in spec.metrics]
     return results, checks
+
+
+def _task_data(spec: Any, task: str, fusions: list[str], data_dir: str | None,
+               log: Callable[[str], None]) -> tuple[Any, Any, list[Check]]:
+    """(dataset, training splits, []) of a task; (None, None, one failed check per fusion and
+    metric) when loading them raises, so that the other tasks still run."""
+    from mmbench.data.splits import load_training_splits, task_dataset
+
+    try:
+        dataset = task_dataset(spec, data_dir)
+        return dataset, load_training_splits(spec, data_dir, dataset), []
+    except Exception as exc:  # noqa: BLE001 - recorded; the other tasks still run
+        return None, None, [c for fusion in fusions for c in _failed(spec, task, fusion, exc, log)]
 
 
 def _failed(spec: Any, task: str, fusion: str, exc: Exception, log: Callable[[str], None]) -> list[Check]:
