@@ -68,3 +68,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             "(pip install -e \".[dev,pretrained]\"), which pins them.",
             returncode=3,
         )
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: thread start-up costs more than it saves on a busy 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

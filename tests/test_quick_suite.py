@@ -5,21 +5,12 @@ import os
 import re
 
 import pytest
-import torch
 
 from typer.testing import CliRunner
 
 from mmbench.cli import app
 from mmbench.board.entries import load_entries
 
-
-@pytest.fixture
-def one_thread():
-    """Tiny models: thread start-up costs more than it saves on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_reproduce_quick_suite_end_to_end(tmp_path, monkeypatch, one_thread):

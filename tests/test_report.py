@@ -171,7 +171,13 @@ def test_board_html_is_one_static_page(rows):
     assert html.count('src="data:image/png;base64,') == 7
     parsed = _parse(html)
     kinds = ("entries", "robustness", "efficiency", "conditions")
-    assert set(parsed.tables) == {f"{k}-{t}" for k in kinds for t in (CLS, REG)}
+    # modality reliance where drop-one conditions exist (CLS)
+    assert set(parsed.tables) == {f"{k}-{t}" for k in kinds for t in (CLS, REG)} | {f"reliance-{CLS}"}
+    assert _names(parsed, f"reliance-{CLS}") == ["attention", "concat", "add"]
+    rel = dict(zip(parsed.headers[f"reliance-{CLS}"], parsed.tables[f"reliance-{CLS}"][0]))
+    row = next(r for r in rows if r["task"] == CLS and r["name"] == "attention")
+    assert rel["contribution:m0"] == f"{row['reliance']['contribution']['m0']:.4f} ± {row['reliance']['std']['contribution']['m0']:.4f}"
+    assert row["reliance"]["contribution"]["m0"] == pytest.approx(row["accuracy"] - row["conditions"]["drop:m0"])
     # ranked by the primary metric in its direction, mean ± std over seeds
     for k in kinds:
         assert _names(parsed, f"{k}-{CLS}") == ["attention", "concat", "add"]
@@ -384,7 +390,7 @@ def test_board_in_chromium(rows, tmp_path):
     assert len(dom.tables[f"entries-{CLS}"]) == 3 and "data-sorted-by" not in dom.attrs[f"entries-{CLS}"]
 
     dom = _dump(tmp_path, url + "#sort=name")  # every table with a `name` column, ascending
-    assert dom.body.get("data-hash-sorted") == "8"
+    assert dom.body.get("data-hash-sorted") == "9"  # 8 tables per pair of tasks + the reliance table (CLS)
     assert dom.attrs[f"entries-{CLS}"]["data-sorted-by"] == "name"
     assert _names(dom, f"entries-{CLS}") == ["add", "attention", "concat"]
     assert _names(dom, f"efficiency-{REG}") == ["add", "attention", "concat"]

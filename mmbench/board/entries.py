@@ -115,6 +115,17 @@ def rank(entries: list[Result], significance: bool = True, n_resamples: int | No
 
     annotate_robustness(rows, entries)  # relative/effective robustness (MultiBench), mean and std over seeds
     annotate_efficiency(rows, entries)  # median over seeds, with device, precision and batch size
+    from mmbench.board.reliance import annotate_reliance
+
+    annotate_reliance(rows, entries)  # contribution and Shapley value per modality, equity (mean and std over seeds)
+    from mmbench.board.summary import task_reference_points
+
+    points: dict[str, Any] = {}
+    for r in rows:  # chance (a uniform guess) and majority (the training split's), with the test balance
+        if r["task"] not in points:
+            p = task_reference_points([e for e in entries if e.task == r["task"]], r["primary_metric"])
+            points[r["task"]] = p.to_json() if p is not None else None
+        r["reference_points"] = points[r["task"]]
     if significance:
         from mmbench.evaluation.significance import DEFAULT_RESAMPLES, annotate_ranking
 
@@ -237,3 +248,48 @@ def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
                 console.print(table)
             out.append(cap.get() + (note + "\n" if note else ""))
     return "\n".join(out)
+
+
+def add_training_majority(board_dir: str | Path, data_dir: Any = None) -> list[str]:
+    """Store the training split's majority (``extra.training_majority``, see
+    :mod:`mmbench.evaluation.reference_points`) in every entry of ``board_dir`` that lacks it,
+    reading each task's training labels from the data (an annotation: the entry keeps its
+    version). Entries scored on other data than the data here (another dataset fingerprint) and
+    tasks without classes to count (retrieval, multi-label) are left as they are. One line per
+    task saying what was done."""
+    from mmbench.core.errors import MMBenchError
+    from mmbench.data.tasks import get_task
+    from mmbench.evaluation.reference_points import with_training_majority
+    from mmbench.evaluation.submissions.tables import load_test_labels
+
+    root = Path(board_dir)
+    if not root.is_dir():
+        raise DataError("leaderboard folder not found", root)
+    lines = []
+    for task_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(task_dir.glob("*.json"))
+        if not files:
+            continue
+        spec = get_task(task_dir.name)
+        if spec.target.type not in ("multiclass", "binary", "regression"):
+            lines.append(f"{task_dir.name}: {spec.target.type} target, no majority class: unchanged")
+            continue
+        try:
+            labels = load_test_labels(spec, data_dir, role="train")
+        except MMBenchError as exc:
+            lines.append(f"{task_dir.name}: training labels not loaded ({' '.join(str(exc).split())}): unchanged")
+            continue
+        done = other = 0
+        for f in files:
+            entry = read_entry(f)
+            if entry.dataset_fingerprint != labels.fingerprint:
+                other += 1
+                continue
+            plain = entry.model_copy(update={"extra": {k: v for k, v in entry.extra.items() if k != "training_majority"}})
+            new = with_training_majority(plain, spec, labels.targets)
+            if new.extra.get("training_majority") != entry.extra.get("training_majority"):
+                atomic_write_json(f, new.to_json())
+                done += 1
+        lines.append(f"{task_dir.name}: training majority stored in {done} of {len(files)} entries"
+                     + (f" ({other} scored on other data: unchanged)" if other else ""))
+    return lines

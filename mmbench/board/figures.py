@@ -84,7 +84,7 @@ def _chance_line(ax: Any, chance: float | None, horizontal: bool = True) -> None
     if chance is None:
         return
     (ax.axhline if horizontal else ax.axvline)(chance, color="#444444", linestyle=":", linewidth=1.3,
-                                               label=f"chance ({chance:.3f})")
+                                               label=f"chance, uniform guess ({chance:.3f})")
 
 
 @plot
@@ -112,7 +112,7 @@ def bar_figure(task: str, rows: list[dict[str, Any]], chance: float | None = Non
     if chance is not None:
         ax.legend(loc="lower right")
     cap = (f"{task}: clean-test {primary} per entry, error bars = std over seeds, hatched = single modality"
-           + (f", dotted line = chance ({chance:.3f})" if chance is not None else ""))
+           + (f", dotted line = chance, a uniform guess ({chance:.3f})" if chance is not None else ""))
     return to_figure(fig, f"{slug(task)}-bars", f"bar chart of {primary} per entry for {task}", cap)
 
 
@@ -153,7 +153,7 @@ def robustness_figure(task: str, rows: list[dict[str, Any]], bands: dict[str, li
     fig.legend(loc="outside right upper")
     cap = (f"{task}: {primary} vs missing rate ({rate_range(rows)}) per entry; solid = fusion, dashed = single "
            f"modality{', bands = ±std over seeds' if bands else ''}"
-           + (f", dotted line = chance ({chance:.3f})" if chance is not None else ""))
+           + (f", dotted line = chance, a uniform guess ({chance:.3f})" if chance is not None else ""))
     return to_figure(fig, f"{slug(task)}-robustness", f"line chart of {primary} vs missing rate for {task}", cap)
 
 
@@ -182,7 +182,7 @@ def drop_figure(task: str, rows: list[dict[str, Any]], chance: float | None = No
     ax.grid(axis="x", visible=False)
     fig.legend(loc="outside right upper")
     cap = (f"{task}: {primary} per entry on the clean test set and with each modality removed from every test "
-           f"item; bars from 0" + (f", dotted line = chance ({chance:.3f})" if chance is not None else ""))
+           f"item; bars from 0" + (f", dotted line = chance, a uniform guess ({chance:.3f})" if chance is not None else ""))
     return to_figure(fig, f"{slug(task)}-drop", f"grouped bar chart of {primary} with each modality missing for {task}", cap)
 
 

@@ -135,7 +135,7 @@ def rate_weights(rates: Sequence[float]) -> dict[float, float]:
     return w
 
 
-def _stored_conditions(board_dir: Path, result: Any, conditions: set[str]) -> dict[str, dict[str, Any]] | None:
+def stored_conditions(board_dir: Path, result: Any, conditions: set[str]) -> dict[str, dict[str, Any]] | None:
     """{condition: {id: prediction}} from an entry's stored predictions file (None without one)."""
     if not result.predictions_file:
         return None
@@ -155,6 +155,31 @@ def _stored_conditions(board_dir: Path, result: Any, conditions: set[str]) -> di
         if c in out:
             out[c][i] = p
     return out
+
+
+def condition_predictions(board_dir: str | Path, results: Sequence[Any], conditions: Sequence[str],
+                          order: Sequence[str]) -> tuple[Any, dict[str, Any]] | None:
+    """(targets, {condition: [seeds, n] predictions}) of one entry's seeds (``results``) on the
+    test ids in ``order``: ``clean`` from the stored per-item records, every other condition from
+    the stored predictions file under ``board_dir``; None when a seed lacks one of them."""
+    import numpy as np
+
+    per: dict[str, list[Any]] = {c: [] for c in ("clean", *conditions)}
+    y = None
+    for r in sorted(results, key=lambda r: (r.seed is None, r.seed or 0)):
+        others = set(conditions) - {"clean"}
+        stored = stored_conditions(Path(board_dir), r, others) if others else {}
+        it = r.extra["test_items"]
+        if stored is None or any(len(stored[c]) != len(order) for c in others):
+            return None
+        pos = {i: k for k, i in enumerate(it["ids"])}
+        take = np.array([pos[i] for i in order])
+        per["clean"].append(np.asarray(it["predictions"])[take])
+        for c in others:
+            per[c].append(np.asarray([stored[c][i] for i in order]))
+        if y is None:
+            y = np.asarray(it["targets"])[take]
+    return y, {c: np.stack(v) for c, v in per.items()}
 
 
 def robustness_verdicts(task: str, rows: list[dict[str, Any]], results: list[Any], board_dir: str | Path | None,
@@ -196,21 +221,13 @@ def robustness_verdicts(task: str, rows: list[dict[str, Any]], results: list[Any
     first = groups[names[0]][0].extra["test_items"]
     y = None
     for n in names:
-        seeds = {x: [] for x in rates}
-        for r in sorted(groups[n], key=lambda r: (r.seed is None, r.seed or 0)):
-            stored = _stored_conditions(Path(board_dir), r, set(conds))
-            it = r.extra["test_items"]
-            if stored is None or any(len(stored[c]) != len(order) for c in conds):
-                return None
-            pos = {i: k for k, i in enumerate(it["ids"])}
-            take = np.array([pos[i] for i in order])
-            seeds[0.0].append(np.asarray(it["predictions"])[take])
-            for c, x in conds.items():
-                seeds[x].append(np.asarray([stored[c][i] for i in order]))
-            if y is None:
-                y = np.asarray(it["targets"])[take]
-        for x in rates:
-            by_rate[x].append(np.stack(seeds[x]))
+        got = condition_predictions(board_dir, groups[n], list(conds), order)
+        if got is None:
+            return None
+        y, per_cond = got
+        by_rate[0.0].append(per_cond["clean"])
+        for c, x in conds.items():
+            by_rate[x].append(per_cond[c])
     w = rate_weights(rates)
     tt, nc = first["target_type"], first["num_classes"]
     rs = task_seed(task, seed)

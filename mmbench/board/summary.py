@@ -9,12 +9,15 @@ verdicts, never written by hand.
    among them, with its place.
 3. **Collapses**: per modality, the entries that fall to near chance when it is missing from
    every test item: they keep less than :data:`NEAR_CHANCE` of their clean margin over chance
-   (entries that use only that modality are left out: they have nothing left).
+   (entries that use only that modality are left out: they have nothing left). Chance here is
+   the uniform guess, and the sentence says so with its value.
 4. **Fusion vs the best single modality**: whether any fusion beats the best single-modality
    entry with a Holm-adjusted p < 0.05 in the pairwise matrix.
 
-Chance is the best score of a constant prediction on the task's test targets
-(:func:`chance_level`): the majority class for accuracy, the majority sign for MOSI's Acc-2.
+Chance is the expected score of a uniform guess on the task's test targets (:func:`chance_level`,
+:mod:`mmbench.evaluation.reference_points`): 1/C for accuracy, 0.5 for MOSI's Acc-2. The other
+reference point, the training split's majority class predicted for every test item, is shown
+beside it on the page (:func:`task_reference_points`); a sentence names the one it uses.
 """
 
 from __future__ import annotations
@@ -26,35 +29,29 @@ from mmbench.board.tables import fmt, is_unimodal, num, rate_range
 NEAR_CHANCE = 0.10  # keeps under 10% of its clean margin over chance
 
 
-def chance_level(results: list[Any], metric: str, higher_is_better: bool) -> float | None:
-    """The best value of ``metric`` that one constant prediction reaches on the test targets
-    stored with the results (``extra.test_items``); None when none stores them."""
-    import numpy as np
+def task_reference_points(results: list[Any], metric: str) -> Any:
+    """The :class:`~mmbench.evaluation.reference_points.ReferencePoints` of one task's entries on
+    ``metric`` (the task spec gives the target range where it is known); None when no entry
+    stores its test targets."""
+    from mmbench.evaluation.reference_points import reference_points
 
-    from mmbench.evaluation.metrics import compute_metrics
-
-    it = next((r.extra.get("test_items") for r in results if (r.extra or {}).get("test_items")), None)
-    if not it or not it.get("targets"):
-        return None
-    y = np.asarray(it["targets"])
-    tt, nc = it["target_type"], it.get("num_classes")
-    if tt == "regression":
-        candidates = sorted({float(np.mean(y)), float(np.median(y)), 1.0, -1.0})
-    elif tt in ("multiclass", "binary"):
-        candidates = sorted({int(v) for v in np.unique(y)})
-    else:
-        return None
-    values = []
-    for c in candidates:
+    value_range = None
+    if results:
         try:
-            const = np.full(len(y), c, dtype=y.dtype if tt != "regression" else float)
-            values.append(float(compute_metrics(tt, y, const, nc)[metric]))
-        except (KeyError, ValueError):
-            return None
-    values = [v for v in values if num(v) is not None]
-    if not values:
-        return None
-    return max(values) if higher_is_better else min(values)
+            from mmbench.data.tasks import get_task
+
+            value_range = get_task(results[0].task).target.range
+        except Exception:  # noqa: BLE001 - a task not known here: no range (MAE's chance is then unknown)
+            value_range = None
+    return reference_points(results, metric, value_range)
+
+
+def chance_level(results: list[Any], metric: str, higher_is_better: bool = True) -> float | None:
+    """The expected ``metric`` of a uniform guess on the test targets stored with the results
+    (``extra.test_items``); None when none stores them or no uniform guess is defined.
+    (``higher_is_better`` is kept for callers of the earlier API.)"""
+    points = task_reference_points(results, metric)
+    return points.chance if points is not None else None
 
 
 def _names(rows: list[dict[str, Any]], key: str) -> str:
@@ -126,8 +123,15 @@ def robustness_sentence(rows: list[dict[str, Any]]) -> str | None:
     return text
 
 
-def collapse_sentences(rows: list[dict[str, Any]], chance: float | None) -> list[str]:
+def chance_phrase(metric: str, chance: float) -> str:
+    """How every "near chance" sentence names its reference point, with its value."""
+    return f"chance = a uniform guess, {metric} {fmt(chance, 3)}"
+
+
+def collapse_sentences(rows: list[dict[str, Any]], chance: Any) -> list[str]:
+    """``chance``: the uniform guess's value, or a ReferencePoints (its ``chance`` is used)."""
     primary, hib = rows[0]["primary_metric"], bool(rows[0]["higher_is_better"])
+    chance = getattr(chance, "chance", chance)
     drops = sorted({c for r in rows for c in r.get("conditions", {}) if c.startswith("drop:")})
     if chance is None or not drops:
         return []
@@ -145,10 +149,10 @@ def collapse_sentences(rows: list[dict[str, Any]], chance: float | None) -> list
                 fallen.append({"name": r["name"], "v": under})
         if fallen:
             verb = "falls" if len(fallen) == 1 else "fall"
-            out.append(f"Without {modality}, {_names(fallen, 'v')} {verb} to near chance ({primary} {fmt(chance, 3)}; "
+            out.append(f"Without {modality}, {_names(fallen, 'v')} {verb} to near chance ({chance_phrase(primary, chance)}; "
                        f"near: keeping under {NEAR_CHANCE:.0%} of the clean margin over chance).")
         else:
-            out.append(f"Without {modality}, no entry falls to near chance ({primary} {fmt(chance, 3)}).")
+            out.append(f"Without {modality}, no entry falls to near chance ({chance_phrase(primary, chance)}).")
     return out
 
 
@@ -172,8 +176,9 @@ def fusion_sentence(rows: list[dict[str, Any]]) -> str:
             f"({fmt(best.get(primary), 3)}), significantly (Holm-adjusted p < 0.05): {', '.join(parts)}.")
 
 
-def decision_summary(rows: list[dict[str, Any]], chance: float | None) -> list[str]:
-    """The task's decision sentences, in order (rows: one task's, in rank order)."""
+def decision_summary(rows: list[dict[str, Any]], chance: Any) -> list[str]:
+    """The task's decision sentences, in order (rows: one task's, in rank order; ``chance``: the
+    uniform guess's value or the task's ReferencePoints)."""
     if not rows:
         return []
     out = [clean_sentence(rows)]

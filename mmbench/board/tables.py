@@ -217,6 +217,59 @@ def entries_table(rows: list[dict[str, Any]]) -> Table:
     return Table(cols, body, css="entries")
 
 
+def reliance_table(rows: list[dict[str, Any]]) -> Table | None:
+    """Modality reliance (:mod:`mmbench.board.reliance`): per modality the contribution (metric
+    lost when it alone is removed) and the Shapley value over the pattern conditions, and the
+    equity of the Shapley values; mean ± std over seeds. None when no row has any."""
+    have = [r for r in rows if r.get("reliance")]
+    if not have:
+        return None
+    mods = have[0]["reliance"]["modalities"]
+    primary = rows[0]["primary_metric"]
+    shap = any(r["reliance"].get("shapley") for r in have)
+    cols = [Column("rank", "#", "asc"), Column("name", "name", "asc", numeric=False)]
+    cols += [Column(f"contribution:{m}", f"{m} contribution", "desc",
+                    f"{primary} lost when {m} alone is removed from every test item (clean minus without {m})")
+             for m in mods]
+    if shap:
+        cols += [Column(f"shapley:{m}", f"{m} Shapley", "desc",
+                        f"{m}'s Shapley value over the pattern conditions (empty set = chance, a uniform guess)")
+                 for m in mods]
+        cols.append(Column("equity", "equity", "desc", "Pielou's evenness of the Shapley values: 1 = every modality "
+                           "carries the same share, 0 = one carries all"))
+    body = []
+    for r in rows:
+        rel = r.get("reliance") or {}
+        std = rel.get("std") or {}
+        cells = [cell(str(r["rank"]), r["rank"]), cell(label(r))]
+        for key in ("contribution", "shapley") if shap else ("contribution",):
+            vals, sds = rel.get(key) or {}, std.get(key) or {}
+            cells += [cell(fmt_pm(vals.get(m), sds.get(m) if r.get("seeds", 1) > 1 else None), vals.get(m)) for m in mods]
+        if shap:
+            cells.append(cell(fmt_pm(rel.get("equity"), std.get("equity") if r.get("seeds", 1) > 1 else None),
+                              rel.get("equity")))
+        body.append(cells)
+    return Table(cols, body, css="reliance", first_is_best=False)
+
+
+def reliance_note(rows: list[dict[str, Any]]) -> str:
+    """The caption of the reliance table: what the values are and which chance they start from."""
+    rel = next((r["reliance"] for r in rows if r.get("reliance")), None)
+    if not rel:
+        return ""
+    chance = rel.get("chance")
+    absent = rel.get("absent") or []
+    text = (f"Modality reliance on {rel['metric']}, mean ± std over seeds. Contribution: the {rel['metric']} lost when "
+            "that modality alone is removed from every test item. Shapley value (Shapley 1953): the modality's "
+            "marginal gain averaged over every order of adding the modalities, from the pattern conditions, the empty "
+            "set worth chance" + (f" (a uniform guess, {fmt(chance, 3)})" if num(chance) is not None else "")
+            + "; the values sum to clean minus chance. Equity: Pielou's evenness (1966) of the positive Shapley "
+            "values, 1 = an even share per modality, 0 = one modality carries all.")
+    if absent:
+        text += f" Not a player: {', '.join(absent)} (no test item has it: removing it changes nothing for any entry)."
+    return text
+
+
 def drop_conditions(rows: list[dict[str, Any]]) -> list[str]:
     return [c for c in conditions(rows) if c.startswith("drop:")]
 

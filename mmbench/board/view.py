@@ -11,7 +11,7 @@ from mmbench.board import figures as F
 from mmbench.board import tables as T
 from mmbench.board.efficiency import devices_note
 from mmbench.board.robustness import annotate_robustness_verdicts, robustness_verdicts
-from mmbench.board.summary import chance_level, decision_summary
+from mmbench.board.summary import decision_summary, task_reference_points
 
 
 def rate_bands(rows: list[dict[str, Any]], groups: dict[str, list[Any]]) -> dict[str, list[tuple[float, float, float]]]:
@@ -76,7 +76,8 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
     view: dict[str, Any] = {"name": task, "slug": T.slug(task), "summary": [], "entries": None, "sig_note": "",
                             "figures_main": [], "heatmap": [], "robust_table": None, "robust_figures": [],
                             "robust_note": "", "eff_table": None, "eff_note": "", "eff_figures": [], "cond_table": None,
-                            "published": None, "sources": [], "chance": None, "robust_sig_note": "", "pairwise": None,
+                            "published": None, "sources": [], "chance": None, "reference_note": "",
+                            "reference_points": None, "reliance_table": None, "reliance_note": "", "robust_sig_note": "", "pairwise": None,
                             "clean_only": False}
     if published:
         primary = rows[0]["primary_metric"] if rows else None
@@ -88,7 +89,10 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
     groups: dict[str, list[Any]] = {}
     for e in results:
         groups.setdefault(e.name, []).append(e)
-    chance = chance_level(results, primary, hib)
+    points = task_reference_points(results, primary)
+    chance = points.chance if points is not None else None
+    view["reference_note"] = points.note() if points is not None else ""
+    view["reference_points"] = points.to_json() if points is not None else None
     rsig = robustness_verdicts(task, rows, results, board_dir)
     annotate_robustness_verdicts(rows, rsig)
     view["robust_sig_note"] = rsig["relative"].caption if rsig else ""
@@ -97,9 +101,10 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
                                     "(effective robustness is relative robustness minus the clean value, up to a constant).")
     from mmbench.board.entries import significance_note
 
-    view.update(primary=primary, hib=hib, chance=chance, summary=decision_summary(rows, chance),
+    view.update(primary=primary, hib=hib, chance=chance, summary=decision_summary(rows, points),
                 entries=T.entries_table(rows), sig_note=significance_note(rows), pairwise=T.pairwise_table(rows),
-                robust_table=T.robustness_table(rows), eff_table=T.efficiency_table(rows),
+                robust_table=T.robustness_table(rows), reliance_table=T.reliance_table(rows),
+                reliance_note=T.reliance_note(rows), eff_table=T.efficiency_table(rows),
                 eff_note=devices_note(rows), cond_table=T.conditions_table(rows),
                 robust_note=ROBUSTNESS_NOTE.format(primary=primary, rates=T.rate_range(rows)),
                 clean_only=not any(r.get("conditions") for r in rows))

@@ -66,7 +66,8 @@ def docs_command(files: list[Path], board_dir: Path, check: bool) -> None:
 
 
 def leaderboard(
-    task: Optional[str] = typer.Argument(None, help="A task, or: verify, publish RUNS..., site, docs FILES..., clusters."),
+    task: Optional[str] = typer.Argument(None, help="A task, or: verify, publish RUNS..., site, docs FILES..., clusters, "
+                                                    "majority."),
     runs: Optional[list[Path]] = typer.Argument(None, help="publish: reproduce output folders (--out) to publish; "
                                                            "docs: Markdown files with board-table blocks."),
     fmt: str = typer.Option("table", "--format", help="table, md, csv, json or html."),
@@ -76,8 +77,8 @@ def leaderboard(
     only: list[str] = typer.Option([], "--task", help="publish: only these tasks' runs (repeatable)."),
     check: bool = typer.Option(False, "--check", help="site, docs: write nothing; exit 1 if a page or table differs "
                                                      "from the entries."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="verify, clusters: the data root (default "
-                                                                   "$MMBENCH_DATA)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="verify, clusters, majority: the data root "
+                                                                   "(default $MMBENCH_DATA)."),
     bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", help="Seed of the significance resamples (verdicts do not "
                                                                     "depend on it: p-values carry their Monte-Carlo error)."),
 ) -> None:
@@ -87,7 +88,9 @@ def leaderboard(
     writes the board's static pages (index.html and one page per task); `leaderboard docs
     FILES...` regenerates the measured tables marked in Markdown files (mmbench.board.doctables);
     `leaderboard clusters` writes each entry's resampling-unit keys from its task's `cluster`
-    rule over the test split (mmbench.board.clusters)."""
+    rule over the test split (mmbench.board.clusters); `leaderboard majority` stores each task's
+    training-split majority in its entries (read from the data; the majority baseline the pages
+    show beside chance)."""
     board_dir = _one_board(board_dirs, task)
     if task == "verify":
         from mmbench.cli.evaluate import verify_command
@@ -101,6 +104,12 @@ def leaderboard(
         for line in write_clusters(board_dir, data_dir):
             typer.echo(line)
         return
+    if task == "majority":  # store each task's training majority in its entries (the board's reference point)
+        from mmbench.board.entries import add_training_majority
+
+        for line in add_training_majority(board_dir, data_dir):
+            typer.echo(line)
+        return None
     if task in ("publish", "site"):
         return publish_command(runs or [], board_dir, only) if task == "publish" else site_command(board_dir, check)
     if runs:
@@ -153,7 +162,7 @@ def _one_board(board_dirs: list[Path], task: str | None) -> Path:
     """The --dir of a command that works on one board (verify, publish, site); ranking takes several."""
     from mmbench.core.errors import MMBenchError
 
-    if len(board_dirs) > 1 and task in ("verify", "publish", "site", "clusters"):
+    if len(board_dirs) > 1 and task in ("verify", "publish", "site", "clusters", "majority"):
         raise MMBenchError(f"leaderboard {task} works on one board; give one --dir")
     return board_dirs[0] if board_dirs else Path("leaderboard")
 

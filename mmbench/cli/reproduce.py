@@ -72,6 +72,9 @@ def reproduce(
     t = [get_task(x).name for x in tasks_] or s["tasks"]  # a spec file is known by its name from here on
     f = fusions_ or s["fusions"]
     sd = seeds or s["seeds"]
+    if "modality_dropout" in s:  # the train/test mismatch grid
+        return _mismatch(s, suite, t, f, sd, out, device, data_dir, set_, no_progress, report, resume, vectorize,
+                         write_reference)
     board_dir = board_dir or out / "leaderboard"
     typer.echo(f"reproducing suite {suite}: {len(t)} tasks x {len(f)} fusions x {len(sd)} seeds")
     results, checks = run_grid(t, f, sd, out, board_dir, device, str(data_dir) if data_dir else None,
@@ -81,22 +84,8 @@ def reproduce(
     entries = [e for e in load_entries(board_dir) if e.task in t]
     typer.echo(render(rank(entries), "table"))
     if write_reference:
-        from mmbench.core.io import atomic_write_json
-        from mmbench.reproduce import merge_reference, reference_from_results
-        from mmbench.evaluation.results import hardware_info
-
-        hw = hardware_info(device if device != "auto" else None)
-        label = f"{hw.get('gpu') or hw['cpu']} ({hw['cpu_count']} cores), torch {hw.get('torch')}"
-        ref = reference_from_results(results, label, note=f"mmbench reproduce --suite {suite}, seeds {sd}")
-        atomic_write_json(write_reference, merge_reference(write_reference, ref))
-        typer.echo(f"wrote the reference for {len(results)} runs to {write_reference}")
-    typer.echo("reference check (mean over seeds vs baselines/reference.json; band: 3 standard errors of the "
-               "difference of the two means):")
-    for c in checks:
-        ref = f"{c.reference:.4f} ± {c.reference_std:.4f}" if c.reference is not None else "-"
-        band = f"band ±{c.band:.4f}" if c.band is not None else ""
-        mean = "-     " if c.error is not None else f"{c.mean:.4f}"
-        typer.echo(f"  {c.task:<22} {c.fusion:<12} {c.metric:<14} {mean}  ref {ref:<18} {band:<13} {c.verdict}")
+        _write_reference(write_reference, results, device, suite, sd)
+    _print_checks(checks)
     from mmbench.board.report import write_results_report
     from mmbench.reproduce import failed_checks, run_folder
 
@@ -112,6 +101,71 @@ def reproduce(
         for c in failed:
             typer.echo(f"failed: {c.task} {c.fusion}: {c.error}", err=True)
         raise MMBenchError(f"{len(failed)} of {len(t) * len(f)} (task, fusion) rows failed (listed above)")
+
+
+def _write_reference(path: Path, results: list, device: str, suite: str, seeds: list[int]) -> None:
+    """Record the grid's mean/std per metric as the reference in the JSON file at `path`."""
+    from mmbench.core.io import atomic_write_json
+    from mmbench.evaluation.results import hardware_info
+    from mmbench.reproduce import merge_reference, reference_from_results
+
+    hw = hardware_info(device if device != "auto" else None)
+    label = f"{hw.get('gpu') or hw['cpu']} ({hw['cpu_count']} cores), torch {hw.get('torch')}"
+    ref = reference_from_results(results, label, note=f"mmbench reproduce --suite {suite}, seeds {seeds}")
+    atomic_write_json(path, merge_reference(path, ref))
+    typer.echo(f"wrote the reference for {len(results)} runs to {path}")
+
+
+def _print_checks(checks: list) -> None:
+    typer.echo("reference check (mean over seeds vs baselines/reference.json; band: 3 standard errors of the "
+               "difference of the two means):")
+    for c in checks:
+        ref = f"{c.reference:.4f} ± {c.reference_std:.4f}" if c.reference is not None else "-"
+        band = f"band ±{c.band:.4f}" if c.band is not None else ""
+        mean = "-     " if c.error is not None else f"{c.mean:.4f}"
+        typer.echo(f"  {c.task:<22} {c.fusion:<12} {c.metric:<14} {mean}  ref {ref:<18} {band:<13} {c.verdict}")
+
+
+def _mismatch(s: dict, suite: str, tasks: list[str], fusions: list[str], seeds: list[int], out: Path, device: str,
+              data_dir: Optional[Path], set_: list[str], no_progress: bool, report: Optional[Path], resume: bool,
+              vectorize: Optional[bool], write_reference: Optional[Path]) -> None:
+    """``reproduce --suite mismatch``: the grid, then the p_train x p_test matrix per fusion and
+    its tests, printed and written to OUT/mismatch.md (or --report .md) and OUT/mismatch.json."""
+    import json
+
+    from mmbench.board.mismatch import mismatch_matrices, mismatch_report
+    from mmbench.core.errors import MMBenchError
+    from mmbench.core.io import atomic_write_json, atomic_write_text
+    from mmbench.reproduce import MISMATCH_TEST_RATES, failed_checks, run_mismatch
+
+    dropouts = [float(p) for p in s["modality_dropout"]]
+    rates = [float(r) for r in s.get("test_rates", MISMATCH_TEST_RATES)]
+    typer.echo(f"reproducing suite {suite}: {len(tasks)} tasks x {len(fusions)} fusions x {len(dropouts)} modality "
+               f"dropouts x {len(seeds)} seeds, tested at {len(rates)} missing rates")
+    results, checks = run_mismatch(tasks, fusions, seeds, dropouts, rates, out, device, str(data_dir) if data_dir else None,
+                                   overrides(set_), progress=not no_progress, log=typer.echo, vectorize=vectorize,
+                                   resume=resume)
+    from mmbench.board.entries import load_entries
+
+    # the entries (not the run records) name their stored per-condition predictions
+    wanted = {(r.task, r.name, r.seed) for r in results}
+    entries = [e for e in load_entries(out / "leaderboard") if (e.task, e.name, e.seed) in wanted]
+    matrices = mismatch_matrices(entries, out / "leaderboard")
+    text = mismatch_report(matrices, f"mmbench reproduce --suite {suite}")
+    typer.echo("\n" + text)
+    path = report if report is not None and report.suffix == ".md" else out / "mismatch.md"
+    atomic_write_text(path, text)
+    atomic_write_json(out / "mismatch.json", json.loads(json.dumps([m.to_json() for m in matrices])))
+    typer.echo(f"wrote {path} and {out / 'mismatch.json'}")
+    if write_reference:
+        _write_reference(write_reference, results, device, suite, seeds)
+    _print_checks(checks)
+    failed = failed_checks(checks)
+    if failed:
+        for c in failed:
+            typer.echo(f"failed: {c.task} {c.fusion}: {c.error}", err=True)
+        raise MMBenchError(f"{len(failed)} of {len(tasks) * len(fusions) * len(dropouts)} (task, fusion, dropout) rows "
+                           "failed (listed above)")
 
 
 def register(app: typer.Typer) -> None:

@@ -118,7 +118,8 @@ def _train_here(spec, cfgs, out, device, threads, progress) -> None:
             run_dir = out / spec.name / name / f"seed{cfg.seed}"
             trained = run_train(cfg, run_dir, progress=progress, splits=splits)
             if dist.is_main:  # result.json for report and publish
-                result = write_run_result(run_spec, trained, dataset, splits["test"], run_dir, name, cfg.data_dir)
+                result = write_run_result(run_spec, trained, dataset, splits["test"], run_dir, name, cfg.data_dir,
+                                          splits["train"].targets)
                 metrics = " ".join(f"{k} {v:.4f}" for k, v in result.metrics["clean"].items())
                 workers_ = f" on {dist.world} processes" if dist.active else ""
                 typer.echo(f"{spec.name} {fusion} seed {cfg.seed}{workers_}: best epoch {trained.best_epoch}, "

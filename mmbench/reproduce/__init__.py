@@ -57,7 +57,7 @@ def load_suite(name: str, root: Path | None = None) -> dict[str, Any]:
     if name not in suites:
         raise MMBenchError(f"unknown suite {name!r}; known: {', '.join(sorted(suites))}")
     suite = suites[name]
-    for key in ("tasks", "fusions", "seeds"):
+    for key in ("tasks", "fusions", "seeds") + tuple(k for k in ("modality_dropout", "test_rates") if k in suite):
         if not isinstance(suite.get(key), list) or not suite[key]:
             raise SpecError(f"suite {name!r}: field {key!r} must be a non-empty list", root / "suites.yaml")
     return suite
@@ -153,6 +153,17 @@ def check_against_reference(task: str, fusion: str, metric: str, values: list[fl
     return Check(task, fusion, metric, mean, ref["mean"], ref["std"], abs(mean - ref["mean"]) <= band, band)
 
 
+@dataclass(frozen=True)
+class GridRow:
+    """One row of a grid: a fusion trained with these config overrides, its results named
+    `name`, scored under the task's conditions or, when given, these (the mismatch grid)."""
+
+    fusion: str
+    overrides: dict[str, Any]
+    name: str
+    conditions: tuple[str, ...] | None = None
+
+
 def run_grid(
     tasks: list[str],
     fusions: list[str],
@@ -190,6 +201,17 @@ def run_grid(
     on every try) does not stop the grid: it is logged and returned as a check per metric
     with ``error`` set (its one-line error), and the other rows still run; :func:`failed_checks`
     lists them."""
+    check_grid_names(tasks, fusions)  # a typo fails once, before any work, not once per row
+    rows = [GridRow(fusion, overrides or {}, fusion.replace(":", "-")) for fusion in fusions]
+    return run_rows(tasks, rows, seeds, out_dir, leaderboard_dir, device, data_dir, progress, log, vectorize, resume,
+                    executor, threads)
+
+
+def run_rows(tasks: list[str], rows: list[GridRow], seeds: list[int], out_dir: str | Path = "runs",
+             leaderboard_dir: str | Path | None = "leaderboard", device: str = "auto", data_dir: str | None = None,
+             progress: bool = True, log: Callable[[str], None] = print, vectorize: bool | None = None,
+             resume: bool = True, executor: Any = None, threads: int | None = None) -> tuple[list[Any], list[Check]]:
+    """:func:`run_grid` over explicit rows (each its overrides, result name and conditions)."""
     from mmbench.board.publish import publish_run
     from mmbench.core.io import atomic_write_json
     from mmbench.reproduce.executors import LocalExecutor
@@ -198,44 +220,43 @@ def run_grid(
     if not seeds:
         raise MMBenchError("reproduce needs at least one seed")
     executor = executor or LocalExecutor()
-    check_grid_names(tasks, fusions)  # a typo fails once, before any work, not once per row
     reference = load_reference()
-    options = (overrides or {}).get("dataset_options")
     per_pair: dict[tuple[int, int], dict[int, Any]] = {}
-    errors: dict[tuple[int, int], str] = {}  # (task, fusion) position -> its one-line error
+    errors: dict[tuple[int, int], str] = {}  # (task, row) position -> its one-line error
     fingerprints: dict[str, str] = {}
     metrics: dict[str, list[str]] = {}
     jobs = []
     for ti, task in enumerate(tasks):
         try:
+            options = rows[0].overrides.get("dataset_options") if rows else None
             spec, dataset, _ = task_data(task, options, data_dir, splits=False)
             fingerprints[task], metrics[task] = dataset.fingerprint(), [m.name for m in spec.metrics]
         except Exception as exc:  # noqa: BLE001 - recorded; the other tasks still run
             with contextlib.suppress(Exception):  # a known task's metric names, for its failed rows
                 metrics[task] = [m.name for m in get_task(task).metrics]
-            for fi, fusion in enumerate(fusions):
-                errors[(ti, fi)] = _log_failure(task, fusion, exc, log)
+            for fi, row in enumerate(rows):
+                errors[(ti, fi)] = _log_failure(task, row.name, exc, log)
             continue
-        for fi, fusion in enumerate(fusions):
+        for fi, row in enumerate(rows):
             try:
-                kept, todo = _plan_pair(task, fusion, seeds, fingerprints[task], out_dir, device, data_dir, overrides,
-                                        progress, vectorize, resume, executor.name, threads, (ti, fi))
+                kept, todo = _plan_pair(task, row, seeds, fingerprints[task], out_dir, device, data_dir, progress,
+                                        vectorize, resume, executor.name, threads, (ti, fi))
             except Exception as exc:  # noqa: BLE001 - recorded; the other rows still run
-                errors[(ti, fi)] = _log_failure(task, fusion, exc, log)
+                errors[(ti, fi)] = _log_failure(task, row.name, exc, log)
                 continue
             per_pair[(ti, fi)] = {}
             for seed, (run_dir, result) in kept.items():
                 per_pair[(ti, fi)][seed] = result
                 if leaderboard_dir:
                     publish_run(leaderboard_dir, run_dir, result)
-                log(f"{task:>22} {fusion:>12} seed {seed}: {spec.primary_metric} {result.primary_clean:.4f} "
+                log(f"{task:>22} {row.name:>12} seed {seed}: {spec.primary_metric} {result.primary_clean:.4f} "
                     f"(kept: {run_dir} finished with this config, data and code)")
             jobs += todo
     for job, value in executor.run(_run_job, jobs, label=lambda j: j.label):
         key = job.order
         if isinstance(value, BaseException):
             if key not in errors:
-                errors[key] = _log_failure(job.task, job.fusion, value, log)
+                errors[key] = _log_failure(job.task, job.name, value, log)
             continue
         for seed, result, note in value:  # the driver alone writes results and entries
             run_dir = Path(job.run_dirs[job.seeds.index(seed)])
@@ -243,20 +264,61 @@ def run_grid(
             if leaderboard_dir:
                 publish_run(leaderboard_dir, run_dir, result)
             per_pair.setdefault(key, {})[seed] = result
-            log(f"{job.task:>22} {job.fusion:>12} seed {seed}: {result.primary_metric} {result.primary_clean:.4f} ({note})")
+            log(f"{job.task:>22} {job.name:>12} seed {seed}: {result.primary_metric} {result.primary_clean:.4f} ({note})")
     results, checks = [], []
     for ti, task in enumerate(tasks):
-        for fi, fusion in enumerate(fusions):
+        for fi, row in enumerate(rows):
             if (ti, fi) in errors:
-                checks += [Check(task, fusion, m, math.nan, None, None, False, error=errors[(ti, fi)])
+                checks += [Check(task, row.name, m, math.nan, None, None, False, error=errors[(ti, fi)])
                            for m in metrics.get(task, ["-"])]
                 continue
             per_seed = [per_pair[(ti, fi)][s] for s in seeds]
             results += per_seed
             for metric in metrics[task]:
-                checks.append(check_against_reference(task, fusion, metric, [r.metrics["clean"][metric] for r in per_seed],
+                checks.append(check_against_reference(task, row.name, metric, [r.metrics["clean"][metric] for r in per_seed],
                                                       reference, fingerprints[task]))
     return results, checks
+
+
+MISMATCH_TEST_RATES = tuple(round(0.1 * i, 1) for i in range(10))  # 0 (clean) to 0.9, LNLN's sweep
+
+
+def run_mismatch(
+    tasks: list[str],
+    fusions: list[str],
+    seeds: list[int],
+    dropouts: list[float],
+    test_rates: list[float] = MISMATCH_TEST_RATES,
+    out_dir: str | Path = "runs",
+    device: str = "auto",
+    data_dir: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    vectorize: bool | None = None,
+    resume: bool = True,
+) -> tuple[list[Any], list[Check]]:
+    """The train/test mismatch grid (``reproduce --suite mismatch``): every (task, fusion) trained
+    with each modality dropout in ``dropouts`` (``modality_dropout`` of the training config) for
+    every seed, and evaluated at the clean test set and every missing rate of ``test_rates``.
+    Results are named ``<fusion>-pdrop<p>`` (:func:`mmbench.board.mismatch.mismatch_name`) and
+    written as entries, with their per-condition predictions, to ``OUT/leaderboard``; the matrix
+    and its tests are :func:`mmbench.board.mismatch.mismatch_matrices`. Each (task, fusion,
+    dropout)'s clean metrics are checked against ``baselines/reference.json`` under the result
+    name; a failing row is logged and returned as a failed check, as in :func:`run_grid`."""
+    from mmbench.board.mismatch import mismatch_name
+
+    if not seeds or not dropouts:
+        raise MMBenchError("the mismatch grid needs at least one seed and one modality dropout")
+    bad = [p for p in dropouts if not 0.0 <= float(p) < 1.0]
+    if bad:
+        raise MMBenchError(f"modality dropout must be in [0, 1), got {bad[0]}")
+    check_grid_names(tasks, fusions)
+    conditions = tuple(["clean"] + [f"rate:{r:g}" for r in sorted(set(test_rates)) if r > 0])
+    rows = [GridRow(fusion, (overrides or {}) | {"modality_dropout": float(p)}, mismatch_name(fusion, float(p)), conditions)
+            for fusion in fusions for p in dropouts]
+    return run_rows(tasks, rows, seeds, out_dir, Path(out_dir) / "leaderboard", device, data_dir, progress, log,
+                    vectorize, resume)
 
 
 def check_grid_names(tasks: list[str], fusions: list[str]) -> None:
@@ -299,22 +361,22 @@ def _log_failure(task: str, fusion: str, exc: BaseException, log: Callable[[str]
     return error
 
 
-def _plan_pair(task, fusion, seeds, fingerprint, out_dir, device, data_dir, overrides, progress, vectorize, resume,
+def _plan_pair(task, row, seeds, fingerprint, out_dir, device, data_dir, progress, vectorize, resume,
                executor, threads, order) -> tuple[dict[int, tuple[Path, Any]], list[Any]]:
-    """The kept runs ``{seed: (run folder, Result)}`` of one (task, fusion) and the jobs that
+    """The kept runs ``{seed: (run folder, Result)}`` of one (task, row) and the jobs that
     train the others: one job of all of them in this process (trained one by one, or vmapped);
     on Ray one job per seed, or one of all of them when they are trained vmapped (a GPU)."""
     from mmbench.reproduce.jobs import RunJob
     from mmbench.training.trainer import TrainConfig
 
-    cfg_dict = baseline_config(task, fusion) | (overrides or {}) | {"seed": seeds[0], "device": device}
+    cfg_dict = baseline_config(task, row.fusion) | row.overrides | {"seed": seeds[0], "device": device}
     if data_dir:
         cfg_dict["data_dir"] = data_dir
     cfg = TrainConfig.from_dict(cfg_dict)
-    name = fusion.replace(":", "-")
-    run_dirs = {seed: run_folder(out_dir, task, name, seed) for seed in seeds}
+    run_dirs = {seed: run_folder(out_dir, task, row.name, seed) for seed in seeds}
     kept = {seed: (run_dirs[seed], r) for seed in seeds
-            if resume and (r := finished_run(run_dirs[seed], replace(cfg, seed=seed), name, fingerprint)) is not None}
+            if resume and (r := finished_run(run_dirs[seed], replace(cfg, seed=seed), row.name, fingerprint,
+                                             row.conditions)) is not None}
     todo = [seed for seed in seeds if seed not in kept]
     if not todo:
         return kept, []
@@ -322,42 +384,45 @@ def _plan_pair(task, fusion, seeds, fingerprint, out_dir, device, data_dir, over
 
     together = executor == "local" or (vectorize if vectorize is not None else resolve_device(device).type == "cuda")
     groups = [todo] if together else [[s] for s in todo]
-    options = (overrides or {}).get("dataset_options")
+    options = row.overrides.get("dataset_options")
     # on Ray, absolute folders: a worker on another node (or in another working directory) writes the same place
     where = (lambda p: str(Path(p))) if executor == "local" else (lambda p: str(Path(p).absolute()))  # noqa: E731
-    jobs = [RunJob(task, fusion, tuple(g), cfg.to_dict() | {"seed": g[0]}, tuple(where(run_dirs[s]) for s in g),
+    jobs = [RunJob(task, row.fusion, tuple(g), cfg.to_dict() | {"seed": g[0]}, tuple(where(run_dirs[s]) for s in g),
                    where(data_dir) if data_dir else None,
                    options, vectorize, resume, progress if executor == "local" else False,
-                   threads if executor != "local" else None, order) for g in groups]
+                   threads if executor != "local" else None, order, row.name, row.conditions) for g in groups]
     return kept, jobs
 
 
 def write_run_result(spec: Any, trained: Any, dataset: Any, test_split: Any, run_dir: Path, name: str,
-                     data_dir: Any = None) -> Any:
+                     data_dir: Any = None, train_targets: Any = None) -> Any:
     """Score a trained run on the test split under every condition of the task and write
     `run_dir`/result.json with its test predictions beside it: what `report`, `leaderboard
     publish` and `--resume` read. The same for a run of `mmbench train` and one of a grid."""
     from mmbench.core.io import atomic_write_json
 
-    result = score_run(spec, trained, dataset, test_split, run_dir, name, data_dir)
+    result = score_run(spec, trained, dataset, test_split, run_dir, name, data_dir, train_targets)
     atomic_write_json(Path(run_dir) / "result.json", result.to_json())
     return result
 
 
 def score_run(spec: Any, trained: Any, dataset: Any, test_split: Any, run_dir: str | Path, name: str,
-              data_dir: Any = None) -> Any:
+              data_dir: Any = None, train_targets: Any = None) -> Any:
     """Score a trained run on the test split under every condition of the task; its test
     predictions file is written into `run_dir` (the run's own folder) and its Result returned
-    (the driver of a grid writes result.json)."""
+    (the driver of a grid writes result.json). With `train_targets`, the result records the
+    training split's majority (the board's majority reference point)."""
     from mmbench.board.publish import attach_run_predictions
     from mmbench.evaluation.evaluator import evaluate_trained, with_test_set
+    from mmbench.evaluation.reference_points import with_training_majority
 
     test_predictions: dict[str, Any] = {}
     result = with_test_set(evaluate_trained(spec, trained, test_split, dataset.fingerprint(), name=name,
                                             keep_predictions=test_predictions), spec, dataset=dataset, loaded=test_split)
     if spec.target.type == "retrieval":  # the test embeddings, with the gallery's ids
         test_predictions |= gallery_ids(spec, dataset, data_dir, test_split)
-    return attach_run_predictions(run_dir, result, test_split.ids, test_predictions)
+    result = attach_run_predictions(run_dir, result, test_split.ids, test_predictions)
+    return with_training_majority(result, spec, train_targets) if train_targets is not None else result
 
 
 def gallery_ids(spec: Any, dataset: Any, data_dir: Any, test_split: Any) -> dict[str, list[str]]:
@@ -376,7 +441,8 @@ def run_folder(out_dir: str | Path, task: str, name: str, seed: int) -> Path:
     return Path(out_dir) / task / name / f"seed{seed}"
 
 
-def finished_run(run_dir: Path, cfg: Any, name: str, dataset_fingerprint: str) -> Any:
+def finished_run(run_dir: Path, cfg: Any, name: str, dataset_fingerprint: str,
+                 conditions: tuple[str, ...] | None = None) -> Any:
     """The Result in `run_dir`/result.json when that run finished with training config `cfg`
     (its config.json) under result name `name` on the data with this fingerprint, made by the
     code that runs now (config.json's ``source``: the package's source hash); else None.
@@ -397,13 +463,14 @@ def finished_run(run_dir: Path, cfg: Any, name: str, dataset_fingerprint: str) -
         return None
     as_json = lambda d: json.loads(json.dumps(d))  # noqa: E731 - tuples and lists alike
     same = (in_order and saved.get("source") == source_hash() and as_json(trained_with) == as_json(cfg.to_dict())
-            and result.name == name and result.dataset_fingerprint == dataset_fingerprint and scored_as_now(result, cfg.task))
+            and result.name == name and result.dataset_fingerprint == dataset_fingerprint and scored_as_now(result, cfg.task, conditions))
     return result if same else None
 
 
-def scored_as_now(result: Any, task: str) -> bool:
+def scored_as_now(result: Any, task: str, conditions: tuple[str, ...] | None = None) -> bool:
     """Whether `result` was scored under the current masks protocol and covers the task's
-    conditions as they are now (a result made before either changed is run again)."""
+    conditions as they are now, or `conditions` when given (a result made before either
+    changed is run again)."""
     from mmbench.data.masks import MASKS_PROTOCOL
     from mmbench.data.tasks import get_task
 
@@ -411,7 +478,7 @@ def scored_as_now(result: Any, task: str) -> bool:
         return False
     covered = set(result.metrics) | set(result.extra.get("condition_aliases", {}))
     try:
-        wanted = {c.name for c in get_task(task).conditions()}
+        wanted = set(conditions) if conditions else {c.name for c in get_task(task).conditions()}
     except MMBenchError:
         return False
     return get_task(task).target.type == "retrieval" or wanted <= covered

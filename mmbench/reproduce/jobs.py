@@ -32,12 +32,14 @@ class RunJob:
     resume: bool = True
     progress: bool = False
     threads: int | None = None  # torch threads in the worker (None: leave the process's setting)
-    order: tuple[int, int] = field(default=(0, 0))  # (task, fusion) position in the grid
+    order: tuple[int, int] = field(default=(0, 0))  # (task, row) position in the grid
+    result_name: str | None = None  # default: the fusion's (``unimodal-audio``)
+    conditions: tuple[str, ...] | None = None  # default: the task's
 
     @property
     def name(self) -> str:
-        """The result name (``unimodal-audio``)."""
-        return self.fusion.replace(":", "-")
+        """The result name (``unimodal-audio``; ``concat-pdrop0.3`` in the mismatch grid)."""
+        return self.result_name or self.fusion.replace(":", "-")
 
     @property
     def label(self) -> str:
@@ -78,12 +80,14 @@ def run_job(job: RunJob) -> list[tuple[int, Any, str]]:
         torch.set_num_threads(int(job.threads))
     spec, dataset, splits = task_data(job.task, job.dataset_options, job.data_dir)
     assert splits is not None
+    if job.conditions:  # scored under these conditions instead of the task's (the mismatch grid)
+        spec = spec.model_copy(update={"missing": spec.missing.model_copy(update={"conditions": list(job.conditions)})})
     run_dirs = [Path(d) for d in job.run_dirs]
     trained = train_seeds(TrainConfig.from_dict(job.config), list(job.seeds), splits=splits, out_dirs=run_dirs,
                           progress=job.progress, vectorize=job.vectorize, resume=job.resume)
     out = []
     for seed, run_dir, run in zip(job.seeds, run_dirs, trained):
-        result = score_run(spec, run, dataset, splits["test"], run_dir, job.name, job.data_dir)
+        result = score_run(spec, run, dataset, splits["test"], run_dir, job.name, job.data_dir, splits["train"].targets)
         out.append((seed, result, f"{run.seconds:.1f}s, best epoch {run.best_epoch}"))
     return out
 
@@ -117,5 +121,6 @@ def train_job(job: TrainJob) -> dict[str, Any]:
     assert splits is not None
     torch.set_num_threads(int(job.threads))
     trained = train(cfg, job.run_dir, progress=False, splits=splits)
-    result = score_run(spec, trained, dataset, splits["test"], job.run_dir, job.fusion.replace(":", "-"), cfg.data_dir)
+    result = score_run(spec, trained, dataset, splits["test"], job.run_dir, job.fusion.replace(":", "-"), cfg.data_dir,
+                       splits["train"].targets)
     return {"best_epoch": trained.best_epoch, "result": result.to_json()}
