@@ -32,6 +32,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from mmbench.board.stored import condition_predictions
 from mmbench.board.tables import mean_std, rate_of as tables_rate_of
 
 REFERENCE_FUSION = "late"
@@ -135,28 +136,6 @@ def rate_weights(rates: Sequence[float]) -> dict[float, float]:
     return w
 
 
-def _stored_conditions(board_dir: Path, result: Any, conditions: set[str]) -> dict[str, dict[str, Any]] | None:
-    """{condition: {id: prediction}} from an entry's stored predictions file (None without one)."""
-    if not result.predictions_file:
-        return None
-    path = Path(board_dir) / result.predictions_file
-    if not path.is_file():
-        return None
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    if "prediction" not in table.column_names:
-        return None
-    ids = table.column("id").to_pylist()
-    conds = table.column("condition").to_pylist()
-    preds = table.column("prediction").to_numpy(zero_copy_only=False)
-    out: dict[str, dict[str, Any]] = {c: {} for c in conditions}
-    for i, c, p in zip(ids, conds, preds):
-        if c in out:
-            out[c][i] = p
-    return out
-
-
 def robustness_verdicts(task: str, rows: list[dict[str, Any]], results: list[Any], board_dir: str | Path | None,
                         n_resamples: int | None = None, seed: int = 0) -> Any:
     """Letters, rank intervals and the pairwise matrix of a task's entries on relative
@@ -199,15 +178,15 @@ def robustness_verdicts(task: str, rows: list[dict[str, Any]], results: list[Any
     for n in names:
         seeds = {x: [] for x in rates}
         for r in sorted(groups[n], key=lambda r: (r.seed is None, r.seed or 0)):
-            stored = _stored_conditions(Path(board_dir), r, set(conds))
+            stored = condition_predictions(board_dir, r, set(conds))
             it = r.extra["test_items"]
-            if stored is None or any(len(stored[c]) != len(order) for c in conds):
+            if stored is None or any(c not in stored for c in conds):
                 return None
             pos = {i: k for k, i in enumerate(it["ids"])}
             take = np.array([pos[i] for i in order])
             seeds[0.0].append(np.asarray(it["predictions"])[take])
             for c, x in conds.items():
-                seeds[x].append(np.asarray([stored[c][i] for i in order]))
+                seeds[x].append(stored[c][take])
             if y is None:
                 y = np.asarray(it["targets"])[take]
         for x in rates:
