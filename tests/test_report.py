@@ -182,7 +182,7 @@ def test_board_html_is_one_static_page(rows):
     assert eff["params"] == "44,290" and eff["device"] == "CPU, 16 cores" and eff["batch_size"] == "64"
     assert eff["precision"] == "unknown"  # not recorded by these entries: never guessed
     rob = parsed.headers[f"robustness-{CLS}"]
-    assert rob.index("relative_robustness") < rob.index("effective_robustness") < rob.index("drop:m0") < rob.index("worst_drop")
+    assert rob.index("relative_robustness") < rob.index("effective_robustness") < rob.index("drop:m0") < rob.index("largest_drop")
     heads = parsed.headers[f"conditions-{CLS}"]
     assert heads.index("rate:0.1") < heads.index("rate:0.9") < heads.index("drop:m0")
     assert '<details class="conditions">' in html  # the per-condition table is collapsible

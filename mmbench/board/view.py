@@ -11,6 +11,7 @@ from mmbench.board import figures as F
 from mmbench.board import tables as T
 from mmbench.board.efficiency import devices_note
 from mmbench.board.robustness import annotate_robustness_verdicts, robustness_verdicts
+from mmbench.board.decisions import matrix_table, task_decisions
 from mmbench.board.summary import chance_level, decision_summary
 
 
@@ -38,6 +39,15 @@ ROBUSTNESS_NOTE = ("Relative robustness: the mean {primary} over the missing rat
                    "\"largest drop\" is secondary: weak entries have little to drop.")
 
 
+DECISION_NOTE = ("Each scenario is tested like the clean test set: a two-level paired bootstrap of {metric} over the test "
+                 "items and each entry's seeds (B = {b:,} resamples, the same item draws in every scenario), all pairs of "
+                 "the scenario Holm-adjusted. The top group holds the entries whose pair with the scenario's best has "
+                 "Holm-adjusted p >= 0.05; * marks a margin over the best single-modality entry with p < 0.05. "
+                 "Scenarios whose predictions equal another's for every entry are shown once. Statements that removing "
+                 "a modality helps or hurts compare each entry with its own clean result on the same resamples, Holm over "
+                 "the task's {family} entry-condition tests.")
+
+
 def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], published: list[dict[str, Any]] = (),
               board_dir: Any = None) -> dict[str, Any]:
     """The shared content of one task (``rows``: its `rank` rows in rank order; ``results``: its
@@ -48,7 +58,7 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
                             "figures_main": [], "heatmap": [], "robust_table": None, "robust_figures": [],
                             "robust_note": "", "eff_table": None, "eff_note": "", "eff_figures": [], "cond_table": None,
                             "published": None, "sources": [], "chance": None, "robust_sig_note": "", "pairwise": None,
-                            "clean_only": False}
+                            "clean_only": False, "decisions": None, "decision_table": None, "decision_note": ""}
     if published:
         primary = rows[0]["primary_metric"] if rows else None
         view["published"] = T.published_table(published, rows, primary)
@@ -68,7 +78,12 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
                                     "(effective robustness is relative robustness minus the clean value, up to a constant).")
     from mmbench.board.entries import significance_note
 
-    view.update(primary=primary, hib=hib, chance=chance, summary=decision_summary(rows, chance),
+    dec = task_decisions(task, rows, results, board_dir)
+    if dec is not None and dec.scenarios:
+        view["decisions"], view["decision_table"] = dec, matrix_table(dec)
+        view["decision_note"] = DECISION_NOTE.format(metric=primary, family=len(dec.changes),
+                                                     b=dec.scenarios[0].verdicts.n_resamples)
+    view.update(primary=primary, hib=hib, chance=chance, summary=decision_summary(rows, chance, dec),
                 entries=T.entries_table(rows), sig_note=significance_note(rows), pairwise=T.pairwise_table(rows),
                 robust_table=T.robustness_table(rows), eff_table=T.efficiency_table(rows),
                 eff_note=devices_note(rows), cond_table=T.conditions_table(rows),
@@ -80,9 +95,29 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
     view["figures_main"] = [F.bar_figure(task, rows, chance)]
     heat = F.heatmap_figure(task, rows, view["sig_note"] or f"{task}: pairwise differences")
     view["heatmap"] = [heat] if heat else []
-    for fig in (F.robustness_figure(task, rows, rate_bands(rows, groups), chance), F.drop_figure(task, rows, chance)):
+    for fig in (F.tradeoff_figure(task, rows), F.robustness_figure(task, rows, rate_bands(rows, groups), chance),
+                F.drop_figure(task, rows, chance)):
         if fig is not None:
             view["robust_figures"].append(fig)
     eff = F.efficiency_figure(task, rows)
     view["eff_figures"] = [eff] if eff else []
     return view
+
+
+def board_json(rows: list[dict[str, Any]], results: list[Any], board_dir: Any, across: bool = True) -> str:
+    """`leaderboard --format json`: ``entries`` (the ranked rows), ``decisions`` (every task's
+    decision matrix, one object per scenario) and, with `across`, ``across_tasks`` (the
+    cross-task ranking of :mod:`mmbench.board.across`)."""
+    import json
+
+    from mmbench.board.across import across_tasks
+    from mmbench.board.entries import clean_zero
+
+    decisions = []
+    for task, task_rows in T.by_task(rows).items():
+        dec = task_decisions(task, task_rows, [e for e in results if e.task == task], board_dir)
+        decisions += dec.to_json() if dec else []
+    doc: dict[str, Any] = {"entries": rows, "decisions": decisions}
+    if across:
+        doc["across_tasks"] = [a.to_json() for a in across_tasks(rows, results)]
+    return json.dumps(clean_zero(doc), indent=2)
