@@ -23,7 +23,6 @@ compact letters and rank intervals.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,7 @@ from mmbench.board.stored import condition_predictions
 from mmbench.board.tables import cond_key, fmt, is_unimodal, mean_std
 
 CLEAN = "clean"
+ALPHA = 0.05  # the board's one rule (mmbench.evaluation.significance.ALPHA)
 
 
 def scenario_label(cond: str) -> str:
@@ -111,9 +111,9 @@ def task_decisions(task: str, rows: list[dict[str, Any]], results: list[Any], bo
     """The decision matrix of one task (``rows``: its ranked rows; ``results``: its entries;
     ``board_dir``: where their predictions are stored); None when the entries do not store
     comparable per-item records (e.g. retrieval) or fewer than two entries do."""
-    from mmbench.evaluation.resampling import resampled_metric, two_level_values
-    from mmbench.evaluation.significance import (ALPHA, DEFAULT_RESAMPLES, comparable_items, holm, task_seed,
-                                                 verdicts_from_values)
+    from mmbench.evaluation.resampling import TwoLevel, cluster_index, resampled_metric, two_level
+    from mmbench.evaluation.significance import (DEFAULT_RESAMPLES, comparable_items, holm, task_clusters, task_seed,
+                                                 verdicts)
 
     if len(rows) < 2:
         return None
@@ -127,6 +127,7 @@ def task_decisions(task: str, rows: list[dict[str, Any]], results: list[Any], bo
     metric, hib = rows[0]["primary_metric"], bool(rows[0]["higher_is_better"])
     first = groups[names[0]][0].extra["test_items"]
     tt, nc, scores = first["target_type"], first.get("num_classes"), bool(first.get("scores"))
+    clusters, unit = task_clusters(task, order, {n: groups[n] for n in names})
     # {name: {condition: [seeds, n]}} from the stored per-item records and predictions files
     preds: dict[str, dict[str, np.ndarray]] = {}
     y = None
@@ -152,38 +153,38 @@ def task_decisions(task: str, rows: list[dict[str, Any]], results: list[Any], bo
         if not any(all(c in preds[n] and k in preds[n] and np.array_equal(preds[n][c], preds[n][k]) for n in names)
                    for k in kept):
             kept.append(c)
-    conds = kept
-    # enough resamples that neither the largest scenario's pairs nor the task's entry-condition
-    # family are floored at alpha by the resampling floor 1/(B+1)
-    family = sum(1 for n in names for c in preds[n] if c != CLEAN and c in conds)
     b0 = int(n_resamples or DEFAULT_RESAMPLES)
-    m = max([family] + [len(names) * (len(names) - 1) // 2])
-    b0 = max(b0, math.ceil(2 * m / ALPHA)) if m / (b0 + 1) >= ALPHA else b0
-    rs = task_seed(task, seed)  # one seed for every scenario: the same item draws, so conditions pair
+    rs = task_seed(task, seed)  # one seed for every scenario: the same cluster draws, so conditions pair
+    g = cluster_index(clusters, len(y))[1]
+    unit = unit if g < len(y) else "item"
     ones = np.ones((1, len(y)), np.float32)
-    values: dict[str, dict[str, np.ndarray]] = {}
+    cache: dict[tuple[str, int], Any] = {}
+
+    def draw(c: str, b: int) -> Any:  # every entry holding c, in the clean order, on the task's draws
+        if (c, b) not in cache:
+            cache[(c, b)] = two_level(y, [preds[n][c] for n in names if c in preds[n]], metric, tt, nc, b, rs,
+                                      scores=scores, clusters=clusters)
+        return cache[(c, b)]
+
     points: dict[str, dict[str, float]] = {}
     scenarios = []
-    for c in conds:
+    uni = {r["name"] for r in rows if is_unimodal(r)}
+    for c in kept:
         have = [n for n in names if c in preds[n]]
         if len(have) < 2:
             continue
-        b = b0
-        vals = two_level_values(y, [preds[n][c] for n in have], metric, tt, nc, b, rs, scores=scores)
         point = [float(resampled_metric(metric, tt, nc, y, preds[n][c], ones, scores).mean()) for n in have]
-        for k, n in enumerate(have):
-            values.setdefault(n, {})[c] = vals[k]
-            points.setdefault(n, {})[c] = point[k]
+        for n, x in zip(have, point):
+            points.setdefault(n, {})[c] = x
         rank = sorted(range(len(have)), key=lambda k: (-point[k] if hib else point[k], k))
-        v = verdicts_from_values(f"{task} {c}", [have[k] for k in rank], vals[rank], [point[k] for k in rank],
-                                 [len(preds[have[k]][c]) for k in rank], len(y), metric, hib, b, rs)
+        v = verdicts(task, [have[k] for k in rank], lambda b, c=c, rank=rank: draw(c, b).take(rank),
+                     [len(preds[have[k]][c]) for k in rank], len(y), metric, hib, b0, rs, unit=unit, clusters=g)
         stats = {}
         for n in have:
             per_seed = [e.metrics[c][metric] for e in groups[n] if metric in e.metrics.get(c, {})]
             stats[n] = (*mean_std(per_seed), len(per_seed)) if per_seed else (points[n][c], None, len(preds[n][c]))
         top = v.rows[0].name
         group = tuple(r.name for r in v.rows if r.name == top or not v.pair(top, r.name).significant)
-        uni = {r["name"] for r in rows if is_unimodal(r)}
         single = next((r.name for r in v.rows if r.name in uni), None)
         fusion = next((r.name for r in v.rows if r.name not in uni), None)
         margin = p_m = sig_m = None
@@ -191,23 +192,26 @@ def task_decisions(task: str, rows: list[dict[str, Any]], results: list[Any], bo
             t = v.pair(fusion, single)
             margin, p_m, sig_m = t.diff, t.p_holm, t.significant
         scenarios.append(Scenario(c, scenario_label(c), v, stats, group, single, fusion, margin, p_m, sig_m))
-    # condition vs clean, per entry, on the same draws; one Holm family per task
+    # condition vs clean, per entry, on the same cluster draws (the entry's seeds drawn as for two
+    # entries: conservative); one Holm family per task
+    shown = {s.condition for s in scenarios}
     raw = []
-    sign = 1.0 if hib else -1.0
     for n in names:
-        if CLEAN not in values.get(n, {}):
+        if CLEAN not in preds[n]:
             continue
-        for c, vc in values[n].items():
-            if c == CLEAN or len(vc) != len(values[n][CLEAN]):
-                continue
-            d = sign * (points[n][c] - points[n][CLEAN])
-            dist = sign * (vc - values[n][CLEAN])
-            dist = dist[np.isfinite(dist)]
-            if not math.isfinite(d) or dist.size < 2 or d == 0:
-                raw.append((n, c, d, 1.0))
-                continue
-            p = (1.0 + np.count_nonzero(np.abs(dist - d) >= abs(d) - 1e-12)) / (len(vc) + 1)
-            raw.append((n, c, d, min(1.0, float(p))))
+        for c in [c for c in kept if c != CLEAN and c in shown and c in preds[n]]:
+            def pair(b: int, n: str = n, c: str = c) -> Any:
+                parts = []
+                for cond in (c, CLEAN):
+                    t = draw(cond, b)
+                    parts.append(t.take([[m for m in names if cond in preds[m]].index(n)]))
+                return TwoLevel(np.concatenate([p.values for p in parts]), *(sum((getattr(p, f) for p in parts), ())
+                                for f in ("per_seed", "linear", "seed_points", "influence")), parts[0].seed_level)
+
+            k = len(preds[n][c])
+            t = verdicts(task, [f"{n} {c}", f"{n} clean"], pair, [k, k], len(y), metric, hib, b0, rs, unit=unit,
+                         clusters=g).pair(f"{n} {c}", f"{n} clean")
+            raw.append((n, c, t.diff, t.p))
     adjusted = holm([x[3] for x in raw]) if raw else []
     changes = tuple(Change(n, c, float(d), p, float(ph), bool(ph < ALPHA)) for (n, c, d, p), ph in zip(raw, adjusted))
     return TaskDecisions(task, tuple(scenarios), changes)

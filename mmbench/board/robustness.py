@@ -29,6 +29,7 @@ sample standard deviation (``_std``; 0 for a single run).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -218,9 +219,12 @@ def robustness_verdicts(task: str, rows: list[dict[str, Any]], results: list[Any
 
         eff0 = effective(2)
         order_e = sorted(range(len(names)), key=lambda e: -eff0.point[e] if hib else eff0.point[e])
-        out["effective"] = verdicts(task, [names[e] for e in order_e], lambda b: effective(b).take(order_e),
-                                    [seeds[e] for e in order_e], len(y), f"effective robustness ({metric}, against late "
-                                    "fusion)", hib, b0, rs, unit=unit if g < len(y) else "item", clusters=g)
+        eff = verdicts(task, [names[e] for e in order_e], lambda b: effective(b).take(order_e),
+                       [seeds[e] for e in order_e], len(y), f"effective robustness ({metric}, against late "
+                       "fusion)", hib, b0, rs, unit=unit if g < len(y) else "item", clusters=g)
+        # the rows' values are effective robustness itself: the late curve's constant put back
+        const = sum(w[x] * ref[x] for x in rates) - ref[0.0]
+        out["effective"] = replace(eff, rows=tuple(replace(r, value=r.value - const) for r in eff.rows))
     return out
 
 

@@ -25,18 +25,38 @@ def condition_predictions(board_dir: str | Path | None, result: Any, conditions:
     conditions its stored file holds (only `conditions`, when given); the clean condition is
     the stored record's own. None when the entry stores no per-item record or no readable
     predictions file under `board_dir` (the board then shows no test for it)."""
-    from mmbench.core.errors import MMBenchError
-    from mmbench.data.tasks import get_task, task_names
-    from mmbench.evaluation.scoring import check_range
-    from mmbench.evaluation.significance import item_record
-    from mmbench.evaluation.submissions.tables import TestLabels, parse_predictions
-
     it = (result.extra or {}).get("test_items")
     if board_dir is None or not result.predictions_file or not it or not it.get("ids"):
         return None
     path = Path(board_dir) / result.predictions_file
     if not path.is_file() or path.suffix.lower() == ".npz":
         return None
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, result.task, len(it["ids"]),
+           bool(result.extra.get("clipped_to_range")))
+    if key not in _CACHE:
+        if len(_CACHE) >= CACHE_FILES:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = _read(path, result, it)
+    out = _CACHE[key]
+    if out is None:
+        return None
+    wanted = set(conditions) if conditions is not None else set(out)
+    return {c: p for c, p in out.items() if c in wanted}
+
+
+CACHE_FILES = 512  # parsed predictions files kept (a board page reads each for several tests)
+_CACHE: dict[tuple, dict[str, np.ndarray] | None] = {}
+
+
+def _read(path: Path, result: Any, it: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """Every condition of one stored predictions file in the form of the entry's record."""
+    from mmbench.core.errors import MMBenchError
+    from mmbench.data.tasks import get_task, task_names
+    from mmbench.evaluation.scoring import check_range
+    from mmbench.evaluation.significance import item_record
+    from mmbench.evaluation.submissions.tables import TestLabels, parse_predictions
+
     try:
         labels = TestLabels(list(it["ids"]), np.asarray(it["targets"]), "")
         task = result.task.partition("@")[0]
@@ -49,14 +69,8 @@ def condition_predictions(board_dir: str | Path | None, result: Any, conditions:
                 preds = check_range(spec, preds, path, clip=True)
     except (MMBenchError, KeyError, ValueError, TypeError):
         return None
-    wanted = set(conditions) if conditions is not None else set(preds)
-    out = {}
-    for cond, p in preds.items():
-        if cond in wanted:
-            rec = item_record(it["ids"], it["targets"], p, it["target_type"], it.get("num_classes"),
-                              scores=bool(it.get("scores")))
-            out[cond] = np.asarray(rec["predictions"])
-    return out
+    return {cond: np.asarray(item_record(it["ids"], it["targets"], p, it["target_type"], it.get("num_classes"),
+                                         scores=bool(it.get("scores")))["predictions"]) for cond, p in preds.items()}
 
 
 def _plain_table(path: Path, labels: Any) -> dict[str, np.ndarray]:
