@@ -201,6 +201,28 @@ def robustness_figure(task: str, rows: list[dict[str, Any]], bands: dict[str, li
     return to_figure(fig, f"{slug(task)}-robustness", f"line chart of {primary} vs missing rate for {task}", cap)
 
 
+def _point_labels(ax: Any, points: list[tuple[str, float, float, float, str]]) -> None:
+    """Label each point to its right, moving a label down (with a thin leader line) until it
+    overlaps no label placed before it (in display pixels, 8-point text)."""
+    fig = ax.figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()  # settle the layout: label positions are in display pixels
+    to_px = ax.transData.transform
+    placed: list[tuple[float, float, float, float]] = []
+    line_h = 11.0
+    for name, x, y, xerr, colour in sorted(points, key=lambda p: -p[2]):
+        px, py = to_px((x + xerr, y))  # right of the point's error bar
+        w = 5.2 * len(name) + 4
+        dy = 0.0
+        while any(px + 6 < b[2] and px + 6 + w > b[0] and py - dy - line_h / 2 < b[3] and py - dy + line_h / 2 > b[1]
+                  for b in placed):
+            dy += line_h / 2
+        placed.append((px + 6, py - dy - line_h / 2, px + 6 + w, py - dy + line_h / 2))
+        ax.annotate(name, (x + xerr, y), xytext=(6, -dy), textcoords="offset pixels", fontsize=8, color=colour,
+                    va="center", arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.5} if dy > line_h else None)
+
+
 @plot
 def tradeoff_figure(task: str, rows: list[dict[str, Any]]) -> Figure | None:
     """MultiBench's robustness trade-off: clean primary metric against relative and against
@@ -219,9 +241,9 @@ def tradeoff_figure(task: str, rows: list[dict[str, Any]]) -> Figure | None:
             ax.errorbar([r[primary]], [r[key]], xerr=[num(r.get(f"{primary}_std")) or 0.0],
                         yerr=[num(r.get(f"{key}_std")) or 0.0], fmt=s["marker"], ms=6, capsize=2, color=s["color"],
                         elinewidth=0.8)
-            ax.annotate(r["name"], (r[primary], r[key]), xytext=(5, 4), textcoords="offset points", fontsize=8,
-                        color=s["color"])
         ax.margins(x=0.18, y=0.12)
+        _point_labels(ax, [(r["name"], r[primary], r[key], num(r.get(f"{primary}_std")) or 0.0, st[r["name"]]["color"])
+                           for r in pts])
         ax.set_xlabel(f"clean {primary}")
         ax.set_ylabel(key.replace("_", " "))
         ax.set_title(f"clean {primary} vs {key.replace('_', ' ')}")
