@@ -159,3 +159,69 @@ def test_pair_variance_equals_the_brute_force_two_level_bootstrap(metric, target
     # and far less noise than the plain estimate from the same 2,000 resamples
     plain_sd = np.std((small.values[0] - small.values[1] - d) ** 2, ddof=1) / math.sqrt(2000)
     assert err < plain_sd / 2
+
+
+# ------------------------------------------------------------------------------------------
+# the task spec's rule, the stored keys, verify and the backfill command
+# ------------------------------------------------------------------------------------------
+
+
+def test_cluster_rule_is_validated_like_the_other_fields():
+    from mmbench.core.errors import SpecError
+    from mmbench.data.tasks import Cluster, get_task, parse_task_spec
+
+    assert get_task("mosi").cluster.keys(["03bSnISJMiM_1", "03bSnISJMiM_12", "a_b_3"], None) == ["03bSnISJMiM"] * 2 + ["a_b"]
+    assert get_task("avmnist").cluster.keys(["mlx-00012-0_nicolas_0"], None) == ["0_nicolas_0"]
+    assert get_task("meld-emotion").cluster.keys(["dia12_utt3"], None) == ["dia12"]
+    assert get_task("coco-retrieval").cluster.keys(["coco-1", "coco-2"], np.array([7, 7])) == ["7", "7"]
+    assert get_task("synthetic-unique").cluster is None
+    with pytest.raises(SpecError, match="does not match the test id 'x'"):
+        Cluster(unit="video", id_pattern="^(.+)_[0-9]+$").keys(["x"], None)
+    base = get_task("mosi").model_dump(mode="json", exclude={"cluster"})
+    for bad, msg in (({"unit": "video"}, "exactly one of id_pattern and field"),
+                     ({"unit": "video", "id_pattern": "^.+$"}, "needs a group"),
+                     ({"unit": "video", "id_pattern": "^(.+$"}, "not a regular expression"),
+                     ({"unit": "Video!", "field": "target"}, "cluster.unit"),
+                     ({"unit": "video", "field": "speaker"}, "cluster.field")):
+        with pytest.raises(SpecError, match=msg):
+            parse_task_spec(base | {"cluster": bad})
+
+
+def test_records_store_clusters_and_a_wrong_key_is_a_difference():
+    from mmbench.evaluation.significance import item_record_differences
+
+    right = item_record(["v_1", "v_2", "w_1"], [0, 1, 0], [0, 1, 1], "multiclass", 2, clusters=["v", "v", "w"], unit="video")
+    assert right["clusters"] == ["v", "v", "w"] and right["unit"] == "video"
+    wrong = right | {"clusters": ["v", "w", "w"]}
+    assert item_record_differences(right, right) is None
+    assert item_record_differences(wrong, right) == ("clusters differ on 1 of 3 items (first: id 'v_2', stored 'w', the "
+                                                     "task's rule gives 'v')")
+    plain = {k: v for k, v in right.items() if k not in ("clusters", "unit")}
+    assert "resampling unit None stored, the task gives 'video'" in item_record_differences(plain, right)
+
+
+def test_leaderboard_clusters_writes_the_shipped_keys_from_the_data(tmp_path):
+    """The shipped MOSI entries with their keys removed get them back, read from the data."""
+    import json
+    import shutil
+
+    from mmbench.board.clusters import write_clusters
+    from tests._datapaths import REPO, real_data_root
+
+    data = real_data_root()
+    if not (data / "sentiment" / "mosi").is_dir():
+        pytest.skip(f"MOSI data not found under {data}")
+    shipped = REPO / "leaderboard" / "mosi"
+    board = tmp_path / "board"
+    (board / "mosi").mkdir(parents=True)
+    for f in sorted(shipped.glob("*__seed0.json"))[:2]:
+        d = json.loads(f.read_text())
+        for k in ("clusters", "unit"):
+            d["extra"]["test_items"].pop(k, None)
+        (board / "mosi" / f.name).write_text(json.dumps(d, indent=2))
+    lines = write_clusters(board, data)
+    assert lines[0].startswith("mosi: 2 of 2 entries updated; 31 videos (") and "1 of 43 items" in lines[0]
+    for f in (board / "mosi").glob("*.json"):
+        got, want = (json.loads(p.read_text())["extra"]["test_items"] for p in (f, shipped / f.name))
+        assert got["clusters"] == want["clusters"] and got["unit"] == want["unit"] == "video"
+    assert write_clusters(board, data)[0].startswith("mosi: 0 of 2 entries updated")

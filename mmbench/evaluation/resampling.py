@@ -81,13 +81,51 @@ def unit_weights(clusters: Any, n: int, n_resamples: int, rng: np.random.Generat
         yield wc[:, index]
 
 
+class ClusterBumps:
+    """The weight rows ``1 + step * [item in cluster g]``, one per cluster g, as the products the
+    vectorised metrics take (``w @ columns``, ``w.sum(axis=1)``) without the ``[G, n]``
+    matrix: ``1 @ columns`` plus ``step`` times the columns summed within each cluster. Each
+    row's metric, minus the test set's, over ``step`` is the cluster's empirical influence."""
+
+    def __init__(self, index: np.ndarray, g: int, step: float) -> None:
+        self.index, self.g, self.step = index, g, step
+        self.sizes = np.bincount(index, minlength=g).astype(np.float64)
+        self.shape = (g, len(index))
+
+    def __len__(self) -> int:
+        return self.g
+
+    def astype(self, dtype: Any) -> ClusterBumps:
+        return self
+
+    def sum(self, axis: int = 1, dtype: Any = None) -> np.ndarray:
+        return len(self.index) + self.step * self.sizes
+
+    def __matmul__(self, columns: np.ndarray) -> np.ndarray:
+        c = np.asarray(columns, dtype=np.float64)
+        flat = c.reshape(len(c), -1)
+        within = np.zeros((self.g, flat.shape[1]))
+        if self.g < len(self.index):
+            np.add.at(within, self.index, flat)
+        else:  # one item per cluster
+            within[self.index] = flat
+        return (flat.sum(axis=0)[None, :] + self.step * within).reshape((self.g, *c.shape[1:]))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.ones(self.shape, np.float64)
+        out[self.index, np.arange(len(self.index))] += self.step
+        return out
+
+
 def _totals(w: np.ndarray) -> np.ndarray:
     """Each resample row's number of items ``[b, 1]`` (n for an item resample)."""
-    return w.sum(axis=1, dtype=np.float64)[:, None]
+    return np.asarray(w.sum(axis=1, dtype=np.float64))[:, None]
 
 
 def _sums(w: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """``w @ columns`` in float64; 0/1 columns go through float32 (exact: integer sums < 2^24)."""
+    if isinstance(w, ClusterBumps):
+        return w @ columns
     if columns.dtype == bool:
         return (w @ columns.astype(np.float32)).astype(np.float64)
     return w.astype(np.float64) @ columns
@@ -178,7 +216,7 @@ def _regression(metric: str, t: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.
     # corr: Pearson's r from weighted moments of values centred on the full sample's means
     x, yv = (p - p.mean(axis=1, keepdims=True)).T, (t - t.mean())[:, None]  # [n, s], [n, 1]
     w64 = w.astype(np.float64)
-    tot = _totals(w)
+    tot = _totals(w)[:, :1]
     sx, sy = w64 @ x / tot, w64 @ yv / tot
     vx, vy = w64 @ (x * x) / tot - sx**2, w64 @ (yv * yv) / tot - sy**2
     cxy = w64 @ (x * yv) / tot - sx * sy
@@ -194,7 +232,7 @@ def _auroc(y: np.ndarray, scores: np.ndarray, w: np.ndarray) -> np.ndarray:
     (metrics.binary_score_metrics on the resampled arrays); NaN without both classes."""
     pos = y == 1
     out = np.empty((len(scores), len(w)))
-    w64 = w.astype(np.float64)
+    w64 = np.asarray(w, dtype=np.float64)
     n_pos, n_neg = w64 @ pos, w64 @ ~pos
     for s, sc in enumerate(scores):  # per seed; every resample at once
         order = np.argsort(sc, kind="mergesort")
@@ -355,8 +393,12 @@ def two_level(y: np.ndarray, preds: list[np.ndarray], metric: str, target_type: 
     ones = np.ones((1, n), np.float64 if smooth else np.float32)
     seed_vals = [resampled_metric(metric, target_type, num_classes, y, p, ones, scores)[:, 0] for p in preds]
     infl = [np.zeros((len(p), g)) for p in preds]
+    if smooth:  # every cluster's row at once, as weighted sums
+        for e, p in enumerate(preds):
+            m = resampled_metric(metric, target_type, num_classes, y, p, ClusterBumps(index, g, step), scores)
+            infl[e][:] = np.nan_to_num((m - seed_vals[e][:, None]) / step)
     block = max(1, BLOCK_CELLS // max(n, 1))
-    for start in range(0, g, block):  # row r: cluster start + r's weight raised by `step`
+    for start in range(0, 0 if smooth else g, block):  # row r: cluster start + r's weight raised by one
         rows = np.arange(start, min(g, start + block))
         bump = np.ones((len(rows), n), ones.dtype)
         bump[rows[:, None] == index[None, :]] += step
@@ -364,8 +406,11 @@ def two_level(y: np.ndarray, preds: list[np.ndarray], metric: str, target_type: 
             m = resampled_metric(metric, target_type, num_classes, y, p, bump, scores)  # [k, rows]
             infl[e][:, rows] = np.nan_to_num((m - seed_vals[e][:, None]) / step)
     out = np.empty((len(preds), n_resamples))
-    moved = counts.T.astype(np.float64) - 1.0
-    lin = [v[:, None] + f @ moved for v, f in zip(seed_vals, infl)]
+    moved = counts.astype(np.float64)
+    moved -= 1.0
+    stacked = (moved @ np.concatenate(infl).T).T  # one product for every seed of every entry: [sum k, B]
+    cuts = np.cumsum([len(f) for f in infl])[:-1]
+    lin = [v[:, None] + part for v, part in zip(seed_vals, np.split(stacked, cuts))]
     for e, m in enumerate(per_seed):
         k = len(m)
         if k == 1 or not seed_level:

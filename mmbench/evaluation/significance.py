@@ -1,45 +1,58 @@
-"""Verdicts a task's entries support: a two-level paired bootstrap over test items and seeds,
-every pair tested and Holm-adjusted, compact letters, rank intervals and one minimum
-detectable difference.
+"""Verdicts a task's entries support: a two-level paired bootstrap over test clusters and
+seeds, every pair tested and Holm-adjusted, compact letters and rank ranges from the same
+decisions.
 
 Every result stores its clean per-item predictions (``extra["test_items"]``: ids, targets,
-predictions, target type, class count), so the entries of a task are compared item by item
+predictions, target type, class count, and, where the task declares a resampling unit, each
+item's cluster key and the unit's name), so the entries of a task are compared item by item
 without the data. :func:`task_significance` (entries) and :func:`significance_from_arrays`
 (arrays) return a frozen :class:`TaskSignificance`:
 
-- **the test** (:mod:`mmbench.evaluation.resampling`): B seeded resamples; each draws the
-  test items with replacement, the same draw for both entries of a pair (paired), and draws
-  each entry's seeds with replacement, independently per entry; an entry's value on a resample
-  is the mean over its drawn seeds of the primary metric on the drawn items (any metric). So
-  the seed spread of each entry is part of the test, not only the test-set sampling
-  (Bouthillier et al. 2021, "Accounting for variance in machine learning benchmarks", MLSys;
-  Dror et al. 2019, "Deep dominance", ACL). The two-sided p is from the centred bootstrap
-  distribution: ``p = (1 + #{|d*_b - d| >= |d|}) / (B + 1)`` with ``d`` the observed difference
-  and ``d*_b`` its resampled values, and the 95% interval is the symmetric interval
-  ``d +- q`` with ``q`` the 95% quantile of ``|d*_b - d|`` (Hall 1988; Davison & Hinkley 1997,
-  sec. 4.4 and 5.2), the interval that inverts the same test. Pairs of single-run entries
-  scored by accuracy use the exact McNemar test instead (McNemar 1947; Dietterich 1998), and
-  a single-run entry's row says that its seed variance is unknown.
+- **the resampling unit**: test items that are not independent (AV-MNIST's four pairs of
+  one recording, MOSI's clips of one video) are resampled together: the first level draws
+  whole clusters with replacement, the same clusters for both entries of a pair (the
+  cluster bootstrap: Davison & Hinkley 1997, "Bootstrap methods and their application",
+  sec. 3.8; Field & Welsh 2007, "Bootstrapping clustered data", J. R. Statist. Soc. B 69).
+  The default unit is the item; the caption says "resampled by video".
+- **the test** (:mod:`mmbench.evaluation.resampling`): B seeded two-level resamples; each
+  draws the clusters (paired) and each entry's seeds with replacement, independently per
+  entry; an entry's value is the mean over its drawn seeds of the primary metric on the drawn
+  items (any metric). So the seed spread of each entry is part of the test, not only the
+  test-set sampling (Bouthillier et al. 2021, "Accounting for variance in machine learning
+  benchmarks", MLSys; Dror et al. 2019, "Deep dominance", ACL). The p-value is the normal
+  one from the bootstrap standard error of the difference, ``p = 2 (1 - Phi(|d| / se))``
+  (Efron & Tibshirani 1993, "An introduction to the bootstrap", ch. 6 and 16), not a count
+  of resamples: a counted p cannot go below ``1/(B+1)``, so after Holm every close pair sat
+  on that floor and verdicts moved with the seed. The variance is estimated with almost no
+  Monte-Carlo error: the seed level is averaged exactly given the clusters drawn, and the
+  cluster level uses the statistic's linear approximation (its empirical influence values,
+  the infinitesimal jackknife) as a control variate whose variance is exact (Davison &
+  Hinkley 1997, sec. 2.7 and 9.3.1); for accuracy over items the estimate has no Monte-Carlo
+  error at all. Each Holm p carries its Monte-Carlo standard error (Davison & Hinkley 1997,
+  sec. 2.5.2, on Monte-Carlo error in bootstrap tests), and a verdict is decided against alpha
+  given that error: while some Holm p lies within three errors of alpha, B is multiplied by 4
+  (up to :data:`MAX_RESAMPLES`); a pair still that close is "undecided" and not declared
+  different. Pairs of single-run entries scored by accuracy on independent items use the
+  exact McNemar test instead (McNemar 1947; Dietterich 1998), and a single-run entry's row
+  says that its seed variance is unknown.
 - **all pairs, corrected**: every pair of the task is tested; p-values are adjusted with
   Holm's step-down procedure (Holm 1979, "A simple sequentially rejective multiple test
   procedure", Scand. J. Statist. 6), which controls the family-wise error over the task's
-  pairs. One rule gives every verdict and marker: a pair differs iff ``p_holm < 0.05``.
+  pairs, as recommended for comparing several classifiers on shared data (Demšar 2006,
+  "Statistical comparisons of classifiers over multiple data sets", JMLR 7; Benavoli et al.
+  2016, "Should we really use post-hoc tests based on mean-ranks?", JMLR 17). One rule gives
+  every verdict and marker: a pair differs iff ``p_holm < 0.05``. Each pair's interval is the
+  normal interval at the pair's Holm level ``alpha * p / p_holm``, so it excludes 0 exactly
+  when the pair differs.
 - **compact letters**: Piepho's insert-and-absorb algorithm (Piepho 2004, "An algorithm for a
   letter-based representation of all-pairwise comparisons", J. Comput. Graph. Statist. 13):
   two rows share a letter iff their pair does not differ; letters are given in rank order.
-- **rank intervals**: the 2.5% and 97.5% quantiles of each entry's rank over the same
-  resamples (rank 1 + number of entries strictly better; Hall & Miller 2009, "Using the
-  bootstrap to quantify the authority of an empirical ranking", Ann. Statist. 37).
-- **minimum detectable difference** (:func:`minimum_detectable_difference`): the true
-  difference a pair of the task's typical entries needs to be found with 80% power at
-  family-wise alpha 0.05 over the task's m pairs (the Bonferroni bound, which Holm's first
-  step uses): ``(z_{1-alpha/(2m)} + z_{0.8}) * s``, ``s`` the median over pairs of the
-  bootstrap standard deviation of the difference (the power analysis of Card et al. 2020,
-  "With little power comes great responsibility", EMNLP).
-
-A p-value at the resampling floor ``1/(B+1)`` is shown as ``p < 1/(B+1)`` (:func:`format_p`),
-never as an exact value. B is raised where the floor would make every Holm-adjusted p at
-least alpha (``m / (B + 1) >= alpha``).
+- **rank ranges** (:func:`rank_intervals`): from the same decisions: 1 + the entries
+  significantly better to n - the entries significantly worse. They hold together whenever
+  every Holm decision does, so at the letters' family-wise level, and never exclude a rank
+  that the letters leave open (the simultaneous ranking of Hall & Miller 2009, "Using the
+  bootstrap to quantify the authority of an empirical ranking", Ann. Statist. 37, read off
+  the multiple-comparison decisions).
 """
 
 from __future__ import annotations
