@@ -125,7 +125,7 @@ def table_columns(rows: list[dict[str, Any]]) -> list[str]:
     return ["rank", *sig, "task", "name", "seeds", primary, "relative_robustness", "largest_drop", "params"]
 
 
-HEADERS = {"rank_interval": "rank 95%", "relative_robustness": "relative robustness", "largest_drop": "largest drop"}
+HEADERS = {"rank_interval": "rank range", "relative_robustness": "relative robustness", "largest_drop": "largest drop"}
 
 
 def clean_zero(v: Any) -> Any:

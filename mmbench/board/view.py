@@ -39,9 +39,9 @@ ROBUSTNESS_NOTE = ("Relative robustness: the mean {primary} over the missing rat
                    "\"largest drop\" is secondary: weak entries have little to drop.")
 
 
-DECISION_NOTE = ("Each scenario is tested like the clean test set: a two-level paired bootstrap of {metric} over the test "
-                 "items and each entry's seeds (B = {b:,} resamples, the same item draws in every scenario), all pairs of "
-                 "the scenario Holm-adjusted. The top group holds the entries whose pair with the scenario's best has "
+DECISION_NOTE = ("Each scenario is tested like the clean test set (the caption under the ranked entries): the two-level "
+                 "paired bootstrap of {metric} over the test {unit}s and each entry's seeds, on the same draws in every "
+                 "scenario, all pairs of the scenario Holm-adjusted. The top group holds the entries whose pair with the scenario's best has "
                  "Holm-adjusted p >= 0.05; * marks a margin over the best single-modality entry with p < 0.05. "
                  "Scenarios whose predictions equal another's for every entry are shown once. Statements that removing "
                  "a modality helps or hurts compare each entry with its own clean result on the same resamples, Holm over "
@@ -82,7 +82,7 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
     if dec is not None and dec.scenarios:
         view["decisions"], view["decision_table"] = dec, matrix_table(dec)
         view["decision_note"] = DECISION_NOTE.format(metric=primary, family=len(dec.changes),
-                                                     b=dec.scenarios[0].verdicts.n_resamples)
+                                                     unit=dec.scenarios[0].verdicts.unit)
     view.update(primary=primary, hib=hib, chance=chance, summary=decision_summary(rows, chance, dec),
                 entries=T.entries_table(rows), sig_note=significance_note(rows), pairwise=T.pairwise_table(rows),
                 robust_table=T.robustness_table(rows), eff_table=T.efficiency_table(rows),
