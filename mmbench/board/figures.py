@@ -296,10 +296,15 @@ def efficiency_figure(task: str, rows: list[dict[str, Any]]) -> Figure | None:
         for r, x in pts:
             s = st[r["name"]]
             ax.errorbar([x], [r[primary]], yerr=[num(r.get(f"{primary}_std")) or 0.0], fmt=s["marker"], ms=6, capsize=3,
-                        color=s["color"], label=label(r) if key == keys[0] else None)
+                        color=s["color"])
         xs = [x for _, x in pts]
         if min(xs) > 0 and max(xs) / min(xs) > 3:  # sizes spread over a decade pile up on a linear axis
+            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_count(v)))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         elif key == "params":  # 100k, 1.5M: tick labels that do not run into each other
             from matplotlib.ticker import FuncFormatter, MaxNLocator
 
@@ -308,7 +313,8 @@ def efficiency_figure(task: str, rows: list[dict[str, Any]]) -> Figure | None:
         ax.set_xlabel("parameters used" if key == "params" else "latency (ms per batch, median over seeds)")
         ax.set_ylabel(primary)
         ax.set_title(f"{primary} vs {'parameters' if key == 'params' else 'latency'}")
-    fig.legend(loc="outside right upper")
+        ax.margins(x=0.15)
+        _point_labels(ax, [(r["name"], x, r[primary], 0.0, st[r["name"]]["color"]) for r, x in pts])
     what = " and ".join("parameters" if k == "params" else "latency" for k in keys)
     return to_figure(fig, f"{slug(task)}-efficiency", f"scatter of {primary} vs {what} for {task}",
                      f"{task}: clean-test {primary} (± std over seeds) vs {what}")
