@@ -411,7 +411,7 @@ def test_16_concurrent_evaluations(split, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mmbench.cli", "leaderboard", "--dir", str(board), "--format", "json"],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    rows = json.loads(proc.stdout)
+    rows = json.loads(proc.stdout)["entries"]
     assert len(rows) == 16 and sorted(r["name"] for r in rows) == sorted(f"n{k}" for k in range(16))
     assert [r["rank"] for r in rows] == list(range(1, 17))
     assert not list((board / TASK).glob(".*.tmp")) and not (board / TASK / "history").exists()

@@ -500,7 +500,7 @@ def test_cli_end_to_end(fixture, tmp_path, monkeypatch, capsys):
     assert rc == 0 and f"OK      {TASK}/my-clip: 1 condition(s) match (recall@k recomputed from the stored embeddings" in stdout, stdout + stderr
     rc, stdout, stderr = run_main(["leaderboard", TASK, "--dir", board, "--format", "json"], monkeypatch, capsys)
     assert rc == 0, stderr
-    rows = json.loads(stdout)
+    rows = json.loads(stdout)["entries"]
     assert [r["name"] for r in rows] == ["my-clip"]
     assert rows[0]["mean_recall"] == pytest.approx(result["metrics"]["clean"]["mean_recall"])
 

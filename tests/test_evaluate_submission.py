@@ -217,7 +217,7 @@ def test_validation_split_and_partial_predictions(tmp_path, monkeypatch, capsys)
     assert "robustness" not in out  # absent, not 0
     rc, out, err = run_main(["leaderboard", TASK, "--dir", tmp_path / "lb", "--format", "csv"], monkeypatch, capsys)
     row = dict(zip(*[ln.split(",") for ln in out.strip().splitlines()[:2]]))
-    assert row["worst_drop"] in ("", "-", "nan") and row["name"] == "clean"
+    assert row["largest_drop"] in ("", "-", "nan") and row["name"] == "clean"
 
 
 def test_regression_range_refused_or_clipped(tmp_path, monkeypatch, capsys):

@@ -168,7 +168,7 @@ def test_board_html_is_one_static_page(rows):
     assert "<link" not in html and "@import" not in html and "url(" not in html
     assert html.count("<script>") == 1 and "<style>" in html
     # per task: bars, rate curves, efficiency; the drop-one chart where drop conditions exist (CLS)
-    assert html.count('src="data:image/png;base64,') == 7
+    assert html.count('src="data:image/png;base64,') == 9  # + the robustness trade-off per task
     parsed = _parse(html)
     kinds = ("entries", "robustness", "efficiency", "conditions")
     # modality reliance where drop-one conditions exist (CLS)
@@ -188,7 +188,7 @@ def test_board_html_is_one_static_page(rows):
     assert eff["params"] == "44,290" and eff["device"] == "CPU, 16 cores" and eff["batch_size"] == "64"
     assert eff["precision"] == "unknown"  # not recorded by these entries: never guessed
     rob = parsed.headers[f"robustness-{CLS}"]
-    assert rob.index("relative_robustness") < rob.index("effective_robustness") < rob.index("drop:m0") < rob.index("worst_drop")
+    assert rob.index("relative_robustness") < rob.index("effective_robustness") < rob.index("drop:m0") < rob.index("largest_drop")
     heads = parsed.headers[f"conditions-{CLS}"]
     assert heads.index("rate:0.1") < heads.index("rate:0.9") < heads.index("drop:m0")
     assert '<details class="conditions">' in html  # the per-condition table is collapsible
@@ -259,10 +259,16 @@ def test_report_html(board, report_html):
     best = dict(zip(parsed.headers[f"entries-{CLS}"], parsed.tables[f"entries-{CLS}"][0]))
     assert best["accuracy"] == "0.9480 ± 0.0071"
     assert 'id="summary-synthetic-synergy"' in html and "Clean accuracy: attention ranks first" in html
-    # per-class confusion of the best model (summed over seeds), and a note where there is none
+    # per-class confusion of the best model (counts per seed: support is the test set's), and a note where there is none
     classes = parsed.tables[f"classes-{CLS}"]
     assert [c[0] for c in classes] == ["even", "odd"]
-    assert sum(float(c[1]) for c in classes) == 1200
+    assert sum(float(c[1]) for c in classes) == 600 and "the mean over 2 seeds" in html
+    assert '<table class="sortable classes" id="classes-synthetic-synergy">\n<thead>' in html
+    assert f'<tr class="best"><td class="text">even' not in html  # classes are not ranked
+    # several tasks: the cross-task ranking comes first; no internal key names; the inputs collapsed
+    assert 'id="across"' in html and html.index('id="across"') < html.index('id="task-')
+    assert "extra." not in html and "confidence intervals" not in html
+    assert "<details><summary>" in html and "files read</summary>" in html
     assert f"classes-{REG}" not in parsed.tables
     assert "Per-class confusion not available" in html
     # bars + robustness + efficiency per task, confusion for the classification task
@@ -281,7 +287,7 @@ def test_report_markdown(board, tmp_path):
     assert text.startswith("# mmbench report")
     assert "| # | name | accuracy (primary) | seeds | f1_macro |" in text and "### Decision summary" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) == 8 and all(link.startswith("summary_files/") for link in links)
+    assert len(links) == 10 and all(link.startswith("summary_files/") for link in links)
     for link in links:
         png = (out.parent / link).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -325,7 +325,7 @@ def test_board_rows_carry_letters_rank_intervals_and_the_matrix():
     assert "all 3 pairs tested" in sig["caption"] and "Holm" in sig["caption"] and "3 seeds per entry" in sig["caption"]
     json.loads(render(rows, "json"))
     md = render(rows, "md")
-    assert "| rank | letters | rank_interval |" in md and "| 3 | b | 3 |" in md and sig["caption"] in md
+    assert "| rank | letters | rank range |" in md and "| 3 | b | 3 |" in md and sig["caption"] in md
     csv_head = render(rows, "csv").splitlines()[0]
     assert csv_head.startswith("rank,letters,rank_interval")
     again = rank(entries, n_resamples=500)  # deterministic

@@ -93,10 +93,11 @@ def rank(entries: list[Result], significance: bool = True, n_resamples: int | No
         for metric in first.metrics.get("clean", {}):
             vals = [e.metrics["clean"][metric] for e in group if metric in e.metrics.get("clean", {})]
             row[metric], row[f"{metric}_std"] = mean_std(vals)
-        for key in ("auc_rate", "worst_drop"):
-            vals = [e.robustness[key] for e in group if key in e.robustness]
-            if vals:
-                row[key] = mean_std(vals)[0]
+        # one name per metric: relative robustness (= the evaluation's auc_rate) comes from
+        # annotate_robustness; the evaluation's worst_drop is shown as the largest drop
+        vals = [e.robustness["worst_drop"] for e in group if "worst_drop" in e.robustness]
+        if vals:
+            row["largest_drop"] = mean_std(vals)[0]
         conds = sorted({c for e in group for c in e.metrics if c != "clean"})
         row["conditions"] = {c: mean_std([e.metrics[c][first.primary_metric] for e in group if c in e.metrics])[0] for c in conds}
         # the missing-modality masks the conditions were scored under (mmbench.data.masks; 1: rate
@@ -136,7 +137,21 @@ def rank(entries: list[Result], significance: bool = True, n_resamples: int | No
 def table_columns(rows: list[dict[str, Any]]) -> list[str]:
     primary = rows[0]["primary_metric"] if rows else ""
     sig = ["letters", "rank_interval"] if any(r.get("letters") is not None for r in rows) else []
-    return ["rank", *sig, "task", "name", "seeds", primary, "auc_rate", "worst_drop", "params"]
+    return ["rank", *sig, "task", "name", "seeds", primary, "relative_robustness", "largest_drop", "params"]
+
+
+HEADERS = {"rank_interval": "rank range", "relative_robustness": "relative robustness", "largest_drop": "largest drop"}
+
+
+def clean_zero(v: Any) -> Any:
+    """A float below 1e-12 in magnitude (a sum of rounding errors) as 0.0, recursively."""
+    if isinstance(v, float):
+        return 0.0 if abs(v) < 1e-12 else v
+    if isinstance(v, dict):
+        return {k: clean_zero(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [clean_zero(x) for x in v]
+    return v
 
 
 def format_value(row: dict[str, Any], col: str) -> str:
@@ -145,14 +160,18 @@ def format_value(row: dict[str, Any], col: str) -> str:
         return "-" if ri is None else (str(ri[0]) if ri[0] == ri[1] else f"{ri[0]}-{ri[1]}")
     if col == "seeds" and row.get("seed_variance_known") is False:
         return f"{row['seeds']}†"  # a single run: its seed variance is unknown
+    from mmbench.board.tables import fmt, fmt_params
+
     if col == row.get("primary_metric") and col in row:
         std = row.get(f"{col}_std", 0.0)
-        return f"{row[col]:.4f} ± {std:.4f}" if row["seeds"] > 1 else f"{row[col]:.4f}"
+        return f"{fmt(row[col])} ± {std:.4f}" if row["seeds"] > 1 else fmt(row[col])
+    if col == "params":
+        return fmt_params(row.get(col))
     v = row.get(col)
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.4f}"
+        return fmt(clean_zero(v))
     return str(v)
 
 
@@ -199,12 +218,26 @@ def masks_protocol_note(task_rows: list[dict[str, Any]]) -> str:
             "independently and could leave items with no modality; re-run to score them under the current masks.")
 
 
-def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
-    """Rows as text: table (rich), md, csv or json. HTML lives in mmbench.board.report."""
+# columns a narrow terminal gives up first (the conditions before them, last first)
+DROP_ORDER = ("params", "largest_drop", "relative_robustness", "rank_interval", "seeds")
+
+
+def _text_width(header: list[str], body: list[list[str]]) -> int:
+    """The width of rich's boxed table of these cells (1 space of padding each side, one border
+    character between and around the columns)."""
+    widths = [max([len(h)] + [len(b[i]) for b in body]) for i, h in enumerate(header)]
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def render(rows: list[dict[str, Any]], fmt: str = "table", width: int | None = None) -> str:
+    """Rows as text: table (rich), md, csv or json. HTML lives in mmbench.board.report. The
+    table never wraps or shortens a cell: with a terminal `width` it leaves out columns (the
+    conditions, then params, largest drop, relative robustness, rank interval, seeds) until it
+    fits and says which; without one (piped output) it keeps every column on one line each."""
     from mmbench.board.testsets import test_set_note
 
     if fmt == "json":
-        return json.dumps(rows, indent=2)
+        return json.dumps(clean_zero(rows), indent=2)
     by_task: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_task.setdefault(r["task"], []).append(r)
@@ -214,9 +247,14 @@ def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
         conds = sorted({c for r in task_rows for c in r["conditions"]}, key=_condition_order)
         if fmt == "table":  # keep the terminal table readable: patterns go to md/csv/json/html
             conds = [c for c in conds if not c.startswith("pattern:")]
-        header = cols + conds
-        body = [[format_value(r, c) for c in cols] + [f"{r['conditions'][c]:.4f}" if c in r["conditions"] else "-" for c in conds]
-                for r in task_rows]
+
+        def cells(cols: list[str], conds: list[str]) -> tuple[list[str], list[list[str]]]:
+            head = [c if fmt == "csv" else HEADERS.get(c, c) for c in cols] + conds  # csv: the json keys
+            body = [[format_value(r, c) for c in cols] + [format_value({"v": clean_zero(r["conditions"].get(c))}, "v")
+                                                           for c in conds] for r in task_rows]
+            return head, body
+
+        header, body = cells(cols, conds)
         note = "\n".join(x for x in (significance_note(task_rows), test_set_note(task), masks_protocol_note(task_rows)) if x)
         if fmt == "csv":
             import csv
@@ -232,21 +270,33 @@ def render(rows: list[dict[str, Any]], fmt: str = "table") -> str:
             lines += ["| " + " | ".join(b) + " |" for b in body]
             out.append("\n".join(lines + ([""] + [note] if note else [])) + "\n")
         else:
+            from rich import box
             from rich.console import Console
             from rich.table import Table
 
-            table = Table(title=f"{task}: {task_rows[0]['primary_metric']} "
-                                f"({'higher' if task_rows[0]['higher_is_better'] else 'lower'} is better), "
-                                + ("clean and per missing-modality condition" if any(r.get("conditions") for r in task_rows)
-                                   else "clean condition only"))
+            left_out: list[str] = []
+            while width is not None and _text_width(header, body) > width and (conds or set(DROP_ORDER) & set(cols)):
+                if conds:
+                    left_out.append(conds.pop())
+                else:
+                    drop = next(c for c in DROP_ORDER if c in cols)
+                    cols.remove(drop)
+                    left_out.append(HEADERS.get(drop, drop))
+                header, body = cells(cols, conds)
+            title = (f"{task}: {task_rows[0]['primary_metric']} "
+                     f"({'higher' if task_rows[0]['higher_is_better'] else 'lower'} is better), "
+                     + ("clean and per missing-modality condition" if conds else "clean condition"))
+            table = Table(box=box.SQUARE)
             for h in header:
-                table.add_column(h, overflow="fold")
+                table.add_column(h, no_wrap=True, overflow="ignore")
             for b in body:
                 table.add_row(*b)
-            console = Console(width=max(100, 11 * len(header)), record=True, force_terminal=False)
+            console = Console(width=_text_width(header, body), record=True, force_terminal=False, soft_wrap=True)
             with console.capture() as cap:
                 console.print(table)
-            out.append(cap.get() + (note + "\n" if note else ""))
+            hidden = (f"left out to fit {width} columns: {', '.join(reversed(left_out))} "
+                      "(`--format md`, csv, json or html show every column)\n") if left_out else ""
+            out.append(title + "\n" + cap.get() + hidden + (note + "\n" if note else ""))
     return "\n".join(out)
 
 

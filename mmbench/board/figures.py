@@ -2,10 +2,12 @@
 and the global backend are never touched), fixed sizes and rc settings and no PNG "Software"
 metadata, so the same inputs give byte-identical PNGs.
 
-Every entry of a task has one style on every figure of the task: a distinct colour (20-colour
-palette) and marker, solid lines for fusions and dashed for single-modality entries; entries are
-named in a legend, never by labels placed on the points. Bars start at 0; a dotted line marks
-the task's chance level where it is known.
+Every entry of a task has one style on every figure of the task: a colour of the colour-blind-safe
+Okabe-Ito palette and a distinct marker, solid lines for fusions and dashed for single-modality
+entries. Line charts hold at most :data:`PANEL_LINES` lines per panel (small multiples, in rank
+order) and name each line at its end; scatters label their points. Bars start at 0; a dotted
+line marks the task's chance level where it is known. Every title fits its canvas
+(:func:`texts_outside` finds any text that does not).
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from typing import Any
 
 from mmbench.board.tables import fmt_count, is_unimodal, label, num, rate_of, rate_range, slug
 
-# matplotlib's tab20, reordered so that neighbours in rank order differ in hue and lightness
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
-           "#dbdb8d", "#9edae5"]
+# Okabe & Ito's colour-blind-safe palette (yellow left out: unreadable on white); entries beyond
+# it repeat a colour with another marker, and no panel shows more than PANEL_LINES of them
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
+PANEL_LINES = 6
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*", "d", "H", "8"]
 
 
@@ -32,6 +34,7 @@ class Figure:
     caption: str
     width: int
     height: int
+    outside: tuple[str, ...] = ()  # texts drawn (partly) outside the canvas: clipped in the PNG
 
     @property
     def data_uri(self) -> str:
@@ -54,11 +57,33 @@ def new_figure(width: float, height: float, ncols: int = 1):
 def to_figure(fig: Any, name: str, alt: str, caption: str) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    FigureCanvasAgg(fig)
+    canvas = FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     w, h = (int(round(x * 100)) for x in fig.get_size_inches())
-    return Figure(name, buf.getvalue(), alt, caption, w, h)
+    return Figure(name, buf.getvalue(), alt, caption, w, h, texts_outside(fig, canvas.get_renderer()))
+
+
+def texts_outside(fig: Any, renderer: Any) -> tuple[str, ...]:
+    """The titles, axis labels, legend entries and annotations of a drawn figure whose box
+    leaves the canvas (clipped in the PNG), and any title broken over several lines. Tick
+    labels are left out: matplotlib keeps undrawn ones beyond the axis limits."""
+    w, h = fig.bbox.width, fig.bbox.height
+    texts = list(fig.texts) + [t for lg in fig.legends for t in lg.get_texts()]
+    titles = []
+    for ax in fig.axes:
+        titles.append(ax.title)
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        if ax.get_legend() is not None:
+            texts += list(ax.get_legend().get_texts())
+    out = []
+    for t in texts:
+        if not t.get_visible() or not t.get_text().strip():
+            continue
+        box = t.get_window_extent(renderer)
+        if box.x0 < -1 or box.y0 < -1 or box.x1 > w + 1 or box.y1 > h + 1 or (t in titles and "\n" in t.get_text()):
+            out.append(t.get_text())
+    return tuple(out)
 
 
 def plot(fn):
@@ -107,7 +132,7 @@ def bar_figure(task: str, rows: list[dict[str, Any]], chance: float | None = Non
     hi = max([v + e for v, e in zip(vals, errs)] + [chance or 0.0])
     ax.set_xlim(lo, hi * 1.05 if hi > 0 else 1.0)
     ax.set_xlabel(f"{primary} ({'higher' if hib else 'lower'} is better); axis from 0")
-    ax.set_title(f"{task}: clean {primary} per entry (mean ± std over seeds)")
+    ax.set_title(f"clean {primary} per entry (mean ± std over seeds)")
     ax.grid(axis="y", visible=False)
     if chance is not None:
         ax.legend(loc="lower right")
@@ -123,6 +148,18 @@ def rate_points(row: dict[str, Any]) -> list[tuple[float, float]]:
     return sorted(pts.items())
 
 
+def _end_labels(ax: Any, ends: list[tuple[str, tuple[float, float], str]], top: float) -> None:
+    """Name each line at its last point, nudged apart vertically so that labels do not overlap."""
+    gap = 0.055 * top
+    placed: list[float] = []
+    for name, (x, y), colour in sorted(ends, key=lambda e: -e[1][1]):
+        yy = y
+        while any(abs(yy - p) < gap for p in placed):
+            yy -= gap / 2
+        placed.append(yy)
+        ax.text(x + 0.02, yy, name, fontsize=8.5, color=colour, ha="left", va="center")
+
+
 @plot
 def robustness_figure(task: str, rows: list[dict[str, Any]], bands: dict[str, list[tuple[float, float, float]]] | None = None,
                       chance: float | None = None) -> Figure | None:
@@ -133,28 +170,86 @@ def robustness_figure(task: str, rows: list[dict[str, Any]], bands: dict[str, li
     if not any(len(p) >= 2 for p in series.values()):
         return None
     st = styles(rows)
-    fig, (ax,) = new_figure(7.6, 4.4)
-    for r in rows:
-        pts = series[r["name"]]
-        if not pts:
-            continue
-        s = st[r["name"]]
-        band = (bands or {}).get(r["name"])
-        if band and len(band) >= 2:
-            xs, ms, ss = zip(*band)
-            ax.fill_between(xs, [m - d for m, d in zip(ms, ss)], [m + d for m, d in zip(ms, ss)], color=s["color"],
-                            alpha=0.10, linewidth=0)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], ms=5, lw=1.6, label=label(r), **s)
-    _chance_line(ax, chance)
-    ax.set_xlabel(f"missing rate (fraction of modality inputs dropped), {rate_range(rows)}")
-    ax.set_ylabel(primary)
-    ax.set_ylim(bottom=0)
-    ax.set_title(f"{task}: {primary} vs missing rate")
-    fig.legend(loc="outside right upper")
+    drawn = [r for r in rows if series[r["name"]]]
+    panels = [drawn[i:i + PANEL_LINES] for i in range(0, len(drawn), PANEL_LINES)]
+    fig, axes = new_figure(5.2 * len(panels) + 0.6, 4.4, ncols=len(panels))
+    top = max(p[1] for pts in series.values() for p in pts)
+    for k, (ax, panel) in enumerate(zip(axes, panels)):
+        for r in panel:
+            pts = series[r["name"]]
+            s = st[r["name"]]
+            band = (bands or {}).get(r["name"])
+            if band and len(band) >= 2:
+                xs, ms, ss = zip(*band)
+                ax.fill_between(xs, [m - d for m, d in zip(ms, ss)], [m + d for m, d in zip(ms, ss)], color=s["color"],
+                                alpha=0.08, linewidth=0)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], ms=5, lw=1.6, **s)
+        _end_labels(ax, [(r["name"], series[r["name"]][-1], st[r["name"]]["color"]) for r in panel], top)
+        _chance_line(ax, chance)
+        ax.set_xlabel("missing rate")
+        ax.set_ylabel(primary if k == 0 else "")
+        ax.set_ylim(0, top * 1.05)
+        xs = sorted({p[0] for r in panel for p in series[r["name"]]})
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.set_xlim(right=xs[-1] * 1.35)
+        ax.set_title(f"ranks {k * PANEL_LINES + 1}-{k * PANEL_LINES + len(panel)} (clean order)")
+    ax = axes[0]
+    fig.suptitle(f"{primary} vs missing rate ({rate_range(rows)}), at most {PANEL_LINES} entries per panel")
     cap = (f"{task}: {primary} vs missing rate ({rate_range(rows)}) per entry; solid = fusion, dashed = single "
            f"modality{', bands = ±std over seeds' if bands else ''}"
            + (f", dotted line = chance, a uniform guess ({chance:.3f})" if chance is not None else ""))
     return to_figure(fig, f"{slug(task)}-robustness", f"line chart of {primary} vs missing rate for {task}", cap)
+
+
+def _point_labels(ax: Any, points: list[tuple[str, float, float, float, str]]) -> None:
+    """Label each point to its right, moving a label down (with a thin leader line) until it
+    overlaps no label placed before it (in display pixels, 8-point text)."""
+    fig = ax.figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()  # settle the layout: label positions are in display pixels
+    to_px = ax.transData.transform
+    placed: list[tuple[float, float, float, float]] = []
+    line_h = 11.0
+    for name, x, y, xerr, colour in sorted(points, key=lambda p: -p[2]):
+        px, py = to_px((x + xerr, y))  # right of the point's error bar
+        w = 5.2 * len(name) + 4
+        dy = 0.0
+        while any(px + 6 < b[2] and px + 6 + w > b[0] and py - dy - line_h / 2 < b[3] and py - dy + line_h / 2 > b[1]
+                  for b in placed):
+            dy += line_h / 2
+        placed.append((px + 6, py - dy - line_h / 2, px + 6 + w, py - dy + line_h / 2))
+        ax.annotate(name, (x + xerr, y), xytext=(6, -dy), textcoords="offset pixels", fontsize=8, color=colour,
+                    va="center", arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.5} if dy > line_h else None)
+
+
+@plot
+def tradeoff_figure(task: str, rows: list[dict[str, Any]]) -> Figure | None:
+    """MultiBench's robustness trade-off: clean primary metric against relative and against
+    effective robustness, one labelled point per entry with its std over seeds on both axes."""
+    primary = rows[0]["primary_metric"]
+    keys = [k for k in ("relative_robustness", "effective_robustness")
+            if sum(num(r.get(k)) is not None and num(r.get(primary)) is not None for r in rows) >= 2]
+    if not keys:
+        return None
+    st = styles(rows)
+    fig, axes = new_figure(5.4 * len(keys), 4.4, ncols=len(keys))
+    for ax, key in zip(axes, keys):
+        pts = [r for r in rows if num(r.get(key)) is not None and num(r.get(primary)) is not None]
+        for r in pts:
+            s = st[r["name"]]
+            ax.errorbar([r[primary]], [r[key]], xerr=[num(r.get(f"{primary}_std")) or 0.0],
+                        yerr=[num(r.get(f"{key}_std")) or 0.0], fmt=s["marker"], ms=6, capsize=2, color=s["color"],
+                        elinewidth=0.8)
+        ax.margins(x=0.18, y=0.12)
+        _point_labels(ax, [(r["name"], r[primary], r[key], num(r.get(f"{primary}_std")) or 0.0, st[r["name"]]["color"])
+                           for r in pts])
+        ax.set_xlabel(f"clean {primary}")
+        ax.set_ylabel(key.replace("_", " "))
+        ax.set_title(f"clean {primary} vs {key.replace('_', ' ')}")
+    return to_figure(fig, f"{slug(task)}-tradeoff", f"scatter of clean {primary} against robustness for {task}",
+                     f"{task}: the robustness trade-off (MultiBench): clean {primary} against relative and effective "
+                     "robustness, one point per entry, bars = std over seeds; up and right is better")
 
 
 @plot
@@ -178,7 +273,7 @@ def drop_figure(task: str, rows: list[dict[str, Any]], chance: float | None = No
     ax.set_xticks(range(n), [r["name"] for r in rows], rotation=35, ha="right")
     ax.set_ylim(bottom=0)
     ax.set_ylabel(primary)
-    ax.set_title(f"{task}: {primary} with one modality missing (mean over seeds)")
+    ax.set_title(f"{primary} with one modality missing (mean over seeds)")
     ax.grid(axis="x", visible=False)
     fig.legend(loc="outside right upper")
     cap = (f"{task}: {primary} per entry on the clean test set and with each modality removed from every test "
@@ -201,10 +296,15 @@ def efficiency_figure(task: str, rows: list[dict[str, Any]]) -> Figure | None:
         for r, x in pts:
             s = st[r["name"]]
             ax.errorbar([x], [r[primary]], yerr=[num(r.get(f"{primary}_std")) or 0.0], fmt=s["marker"], ms=6, capsize=3,
-                        color=s["color"], label=label(r) if key == keys[0] else None)
+                        color=s["color"])
         xs = [x for _, x in pts]
-        if min(xs) > 0 and max(xs) / min(xs) > 20:
+        if min(xs) > 0 and max(xs) / min(xs) > 3:  # sizes spread over a decade pile up on a linear axis
+            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_count(v)))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         elif key == "params":  # 100k, 1.5M: tick labels that do not run into each other
             from matplotlib.ticker import FuncFormatter, MaxNLocator
 
@@ -213,7 +313,8 @@ def efficiency_figure(task: str, rows: list[dict[str, Any]]) -> Figure | None:
         ax.set_xlabel("parameters used" if key == "params" else "latency (ms per batch, median over seeds)")
         ax.set_ylabel(primary)
         ax.set_title(f"{primary} vs {'parameters' if key == 'params' else 'latency'}")
-    fig.legend(loc="outside right upper")
+        ax.margins(x=0.15)
+        _point_labels(ax, [(r["name"], x, r[primary], 0.0, st[r["name"]]["color"]) for r, x in pts])
     what = " and ".join("parameters" if k == "params" else "latency" for k in keys)
     return to_figure(fig, f"{slug(task)}-efficiency", f"scatter of {primary} vs {what} for {task}",
                      f"{task}: clean-test {primary} (± std over seeds) vs {what}")
@@ -238,7 +339,7 @@ def heatmap_figure(task: str, rows: list[dict[str, Any]], caption: str) -> Figur
                 d[i, j] = t["diff"]
                 sig[i, j] = bool(t.get("significant"))
     lim = float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 1.0
-    size = min(3.0 + 0.48 * n, 10.0)
+    size = min(3.0 + 0.62 * n, 12.0)
     fig, (ax,) = new_figure(size + 1.4, size)
     im = ax.imshow(np.ma.masked_invalid(d), cmap="RdBu", vmin=-lim, vmax=lim)
     ax.grid(False)
@@ -248,12 +349,12 @@ def heatmap_figure(task: str, rows: list[dict[str, Any]], caption: str) -> Figur
                 text = f"{d[i, j]:+.3f}"
                 text = "0.000" if float(text) == 0 else text  # no "-0.000"
                 ax.text(j, i, f"{text}{'*' if sig[i, j] else ''}", ha="center", va="center",
-                        fontsize=7 if n <= 12 else 5, color="white" if abs(d[i, j]) > 0.6 * lim else "black")
+                        fontsize=8 if n <= 14 else 7.5, color="white" if abs(d[i, j]) > 0.6 * lim else "black")
     ax.set_xticks(range(n), names, rotation=45, ha="right")
     ax.set_yticks(range(n), names)
     ax.set_xlabel("B")
     ax.set_ylabel("A")
-    ax.set_title(f"{task}: A - B ({rows[0]['primary_metric']}, direction of better); * differs")
+    ax.set_title(f"A - B ({rows[0]['primary_metric']}, direction of better); * differs")
     fig.colorbar(im, ax=ax, shrink=0.8, label="difference")
     return to_figure(fig, f"{slug(task)}-pairwise", f"heat map of pairwise differences for {task}", caption)
 

@@ -142,7 +142,7 @@ def mismatch_matrices(results: Sequence[Any], board_dir: str | Path | None = Non
 
 
 def _test(fm: FusionMatrix, by_p: dict[float, list[Any]], board_dir: Any, n_resamples: int | None, seed: int) -> None:
-    from mmbench.board.robustness import condition_predictions
+    from mmbench.board.robustness import seed_condition_arrays
     from mmbench.evaluation.resampling import two_level
     from mmbench.evaluation.significance import DEFAULT_RESAMPLES, comparable_items, holm, task_clusters, task_seed
 
@@ -161,7 +161,7 @@ def _test(fm: FusionMatrix, by_p: dict[float, list[Any]], board_dir: Any, n_resa
     conds = [condition_of_rate(x) for x in fm.p_tests if x > 0]
     preds, y = {}, None
     for a in fm.p_trains:
-        got = condition_predictions(board_dir, by_p[a], conds, order)
+        got = seed_condition_arrays(board_dir, by_p[a], conds, order)
         if got is None:
             fm.note = f"{names[a]} stores no per-condition predictions"
             return

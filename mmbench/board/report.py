@@ -161,7 +161,8 @@ def collect_results(inputs: Sequence[str | Path]) -> tuple[list[Result], list[Pa
 # --------------------------------------------------------------------------------------------
 
 def _confusion(group: list[Result]) -> tuple[list[list[float]] | None, list[str], str]:
-    """Sum of the per-seed confusion matrices of one entry, class labels, and a reason if none."""
+    """The mean over seeds of the per-seed confusion matrices of one entry (counts per seed, so
+    a class's support is its number of test items), class labels, and a reason if none."""
     mats = []
     labels: list[str] = []
     bad = 0
@@ -183,8 +184,8 @@ def _confusion(group: list[Result]) -> tuple[list[list[float]] | None, list[str]
         return None, [], why
     k = len(mats[0])
     same = [m for m in mats if len(m) == k]
-    total = [[float(sum(m[i][j] for m in same)) for j in range(k)] for i in range(k)]
-    return total, labels or [str(i) for i in range(k)], ""
+    mean = [[float(sum(m[i][j] for m in same)) / len(same) for j in range(k)] for i in range(k)]
+    return mean, labels or [str(i) for i in range(k)], ""
 
 
 def _class_table(matrix: list[list[float]], labels: list[str]) -> Table:
@@ -202,7 +203,7 @@ def _class_table(matrix: list[list[float]], labels: list[str]) -> Table:
         f1 = 2 * rec * prec / (rec + prec) if rec is not None and prec is not None and rec + prec > 0 else None
         body.append([cell(labels[i]), cell(f"{support:g}", support), cell(fmt(rec), rec), cell(fmt(prec), prec),
                      cell(fmt(f1), f1)])
-    return Table(cols, body, css="classes")
+    return Table(cols, body, css="classes", first_is_best=False)  # classes are not ranked
 
 
 _CHECK_NOTE = ("Mean over this run's seeds (clean test set) against the measured reference in "
@@ -287,18 +288,34 @@ def _report_context(results: list[Result], title: str, sources: Sequence[str | P
             what = ("is malformed (expected a square list of lists of counts)" if why == "malformed"
                     else "is not recorded")
             t["confusion_notes"].append(f"Per-class confusion not available: the confusion matrix of {best['name']} "
-                                        f"(extra.confusion_matrix in its results) {what}.")
+                                        f"{what} in its results.")
         else:
             t["confusion_figures"].append(confusion_figure(task, best["name"], matrix, labels))
             t["confusion_table"] = _class_table(matrix, labels)
             seeds = sum(1 for e in group if e.extra.get("confusion_matrix") is not None)
             if seeds > 1:
-                t["confusion_notes"].append(f"Counts summed over {seeds} seeds.")
+                t["confusion_notes"].append(f"Counts and support are per seed: the mean over {seeds} seeds.")
         tasks.append(t)
-    return {"title": title, "tasks": tasks, "n_results": len(results), "n_entries": len(rows),
-            "sources": [str(s) for s in sources], "skipped": skipped, "check_note": _CHECK_NOTE,
+    across = None
+    if len(tasks) > 1:
+        from mmbench.board.across import across_table, across_tasks
+
+        ranked = across_tasks(rows, results)
+        across = across_table(ranked) if ranked else None
+    return {"title": title, "tasks": tasks, "n_results": len(results), "n_entries": len(rows), "across": across,
+            "sources": [str(s) for s in sources], "source_groups": source_groups(sources), "skipped": skipped, "check_note": _CHECK_NOTE,
             "failed": list(dict.fromkeys(f"{c.task} {c.fusion}: {c.error}" for c in checks
                                          if getattr(c, "error", None) is not None))}
+
+
+def source_groups(sources: Sequence[str | Path]) -> list[str]:
+    """The report's inputs collapsed by folder: ``runs/mosi (55 files)``, or the file alone."""
+    groups: dict[str, int] = {}
+    for s in sources:
+        parent = Path(s).parent
+        key = str(parent.parent if parent.name.startswith("seed") or Path(s).name == "result.json" else parent)
+        groups[key] = groups.get(key, 0) + 1
+    return [f"{k} ({n} file{'s' if n != 1 else ''})" for k, n in groups.items()]
 
 
 def render_report_html(results: list[Result], title: str = "mmbench report",

@@ -29,9 +29,11 @@ sample standard deviation (``_std``; 0 for a single run).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from mmbench.board.stored import condition_predictions
 from mmbench.board.tables import mean_std, rate_of as tables_rate_of
 
 REFERENCE_FUSION = "late"
@@ -135,48 +137,29 @@ def rate_weights(rates: Sequence[float]) -> dict[float, float]:
     return w
 
 
-def stored_conditions(board_dir: Path, result: Any, conditions: set[str]) -> dict[str, dict[str, Any]] | None:
-    """{condition: {id: prediction}} from an entry's stored predictions file (None without one)."""
-    if not result.predictions_file:
-        return None
-    path = Path(board_dir) / result.predictions_file
-    if not path.is_file():
-        return None
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    if "prediction" not in table.column_names:
-        return None
-    ids = table.column("id").to_pylist()
-    conds = table.column("condition").to_pylist()
-    preds = table.column("prediction").to_numpy(zero_copy_only=False)
-    out: dict[str, dict[str, Any]] = {c: {} for c in conditions}
-    for i, c, p in zip(ids, conds, preds):
-        if c in out:
-            out[c][i] = p
-    return out
-
-
-def condition_predictions(board_dir: str | Path, results: Sequence[Any], conditions: Sequence[str],
+def seed_condition_arrays(board_dir: str | Path, results: Sequence[Any], conditions: Sequence[str],
                           order: Sequence[str]) -> tuple[Any, dict[str, Any]] | None:
     """(targets, {condition: [seeds, n] predictions}) of one entry's seeds (``results``) on the
     test ids in ``order``: ``clean`` from the stored per-item records, every other condition from
-    the stored predictions file under ``board_dir``; None when a seed lacks one of them."""
+    the stored predictions file under ``board_dir`` (any submission format,
+    :func:`mmbench.board.stored.condition_predictions`); None when a seed lacks one of them."""
     import numpy as np
 
     per: dict[str, list[Any]] = {c: [] for c in ("clean", *conditions)}
     y = None
     for r in sorted(results, key=lambda r: (r.seed is None, r.seed or 0)):
         others = set(conditions) - {"clean"}
-        stored = stored_conditions(Path(board_dir), r, others) if others else {}
-        it = r.extra["test_items"]
-        if stored is None or any(len(stored[c]) != len(order) for c in others):
+        stored = condition_predictions(board_dir, r, others) if others else {}
+        if stored is None or any(c not in stored for c in others):
             return None
+        it = r.extra["test_items"]
         pos = {i: k for k, i in enumerate(it["ids"])}
+        if any(i not in pos for i in order):
+            return None
         take = np.array([pos[i] for i in order])
         per["clean"].append(np.asarray(it["predictions"])[take])
         for c in others:
-            per[c].append(np.asarray([stored[c][i] for i in order]))
+            per[c].append(np.asarray(stored[c])[take])
         if y is None:
             y = np.asarray(it["targets"])[take]
     return y, {c: np.stack(v) for c, v in per.items()}
@@ -221,7 +204,7 @@ def robustness_verdicts(task: str, rows: list[dict[str, Any]], results: list[Any
     first = groups[names[0]][0].extra["test_items"]
     y = None
     for n in names:
-        got = condition_predictions(board_dir, groups[n], list(conds), order)
+        got = seed_condition_arrays(board_dir, groups[n], list(conds), order)
         if got is None:
             return None
         y, per_cond = got
@@ -257,9 +240,12 @@ def robustness_verdicts(task: str, rows: list[dict[str, Any]], results: list[Any
 
         eff0 = effective(2)
         order_e = sorted(range(len(names)), key=lambda e: -eff0.point[e] if hib else eff0.point[e])
-        out["effective"] = verdicts(task, [names[e] for e in order_e], lambda b: effective(b).take(order_e),
-                                    [seeds[e] for e in order_e], len(y), f"effective robustness ({metric}, against late "
-                                    "fusion)", hib, b0, rs, unit=unit if g < len(y) else "item", clusters=g)
+        eff = verdicts(task, [names[e] for e in order_e], lambda b: effective(b).take(order_e),
+                       [seeds[e] for e in order_e], len(y), f"effective robustness ({metric}, against late "
+                       "fusion)", hib, b0, rs, unit=unit if g < len(y) else "item", clusters=g)
+        # the rows' values are effective robustness itself: the late curve's constant put back
+        const = sum(w[x] * ref[x] for x in rates) - ref[0.0]
+        out["effective"] = replace(eff, rows=tuple(replace(r, value=r.value - const) for r in eff.rows))
     return out
 
 

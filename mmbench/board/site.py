@@ -29,16 +29,19 @@ def _env():
 
 
 def _index_table(tasks: list[dict[str, Any]]):
-    from mmbench.board.tables import Column, Table, cell, fmt
+    from mmbench.board.tables import Column, Table, cell
 
     cols = [Column("task", "task", "asc", numeric=False), Column("primary", "primary metric", "asc", numeric=False),
-            Column("entries", "entries", "desc"), Column("leader", "leader", "asc", numeric=False),
-            Column("best", "leader's primary metric", "desc"),
-            Column("robust", "most robust", "asc", "highest relative robustness (mean primary metric over the missing "
-                   "rates); see the task page for which entries the evidence separates", numeric=False),
+            Column("entries", "entries", "desc", "distinct entries ranked on the task"),
+            Column("runs", "seed runs", "desc", "training runs (seeds) over all entries"),
+            Column("leader", "leader by the primary metric (tied: not separated by the test)", "asc",
+                   "the best entry and those sharing its letter (two-level bootstrap, Holm)", numeric=False),
+            Column("robust", "most robust by relative robustness (tied)", "asc",
+                   "relative robustness: mean primary metric over the missing rates; the entries sharing the best "
+                   "one's letter on it", numeric=False),
             Column("published", "published rows", "desc")]
     body = [[cell(t["name"]), cell(t["primary"] or "-"), cell(str(t["entries"]), t["entries"]),
-             cell(t["leader"] or "-"), cell(fmt(t["best"]), t["best"]), cell(t["robust"] or "-"),
+             cell(str(t["runs"]), t["runs"]), cell(t["leader"] or "-"), cell(t["robust"] or "-"),
              cell(str(t["published"]), t["published"])] for t in tasks]
     return Table(cols, body, css="tasks", first_is_best=False)
 
@@ -48,7 +51,8 @@ def render_site(board_dir: str | Path, title: str = "mmbench leaderboard") -> di
     from mmbench.board.entries import load_entries, rank
     from mmbench.board.published import load_published, published_rows
     from mmbench.board.report import page_context
-    from mmbench.board.tables import fmt, slug
+    from mmbench.board.across import across_table, across_tasks, leader_text
+    from mmbench.board.tables import slug
     from mmbench.board.view import task_view
     from mmbench.data.tasks import get_task, task_names
 
@@ -75,15 +79,19 @@ def render_site(board_dir: str | Path, title: str = "mmbench leaderboard") -> di
         ctx = page_context(f"{title}: {t}") | {"tasks": [], "t": view, "description": description[t],
                                                "nav": [n | {"current": n["name"] == t} for n in nav]}
         pages[f"{slug(t)}.html"] = env.get_template("site_task.j2").render(**ctx)
-        leader = task_rows[0] if task_rows else None
-        rob = [r for r in task_rows if r.get("relative_robustness") is not None]
-        robust = (max if view.get("hib", True) else min)(rob, key=lambda r: r["relative_robustness"]) if rob else None
-        summary.append({"name": t, "primary": primary, "entries": sum(r["seeds"] for r in task_rows),
-                        "leader": leader["name"] if leader else None,
-                        "best": leader.get(primary) if leader else None, "published": len(task_pub),
-                        "robust": f"{robust['name']} ({fmt(robust['relative_robustness'])})" if robust else None})
+        summary.append({"name": t, "primary": primary, "entries": len(task_rows),
+                        "runs": sum(r["seeds"] for r in task_rows),
+                        "leader": leader_text(task_rows, "letters", primary, primary) if task_rows else None,
+                        "published": len(task_pub),
+                        "robust": leader_text(task_rows, "robustness_letters", "relative_robustness",
+                                              "relative robustness") if any(
+                            r.get("relative_robustness") is not None for r in task_rows) else None})
+    across = across_tasks(rows, entries)
     ctx = page_context(title) | {"tasks": [], "nav": [n | {"current": False} for n in nav], "table": _index_table(summary),
-                            "n_entries": sum(s["entries"] for s in summary)}
+                                 "n_entries": sum(s["entries"] for s in summary),
+                                 "n_runs": sum(s["runs"] for s in summary),
+                                 "across": across_table(across) if across else None,
+                                 "across_tasks": len({t for a in across for t in a.tasks})}
     pages[INDEX] = env.get_template("site_index.j2").render(**ctx)
     return pages
 

@@ -176,12 +176,19 @@ def fusion_sentence(rows: list[dict[str, Any]]) -> str:
             f"({fmt(best.get(primary), 3)}), significantly (Holm-adjusted p < 0.05): {', '.join(parts)}.")
 
 
-def decision_summary(rows: list[dict[str, Any]], chance: Any) -> list[str]:
+def decision_summary(rows: list[dict[str, Any]], chance: Any, decisions: Any = None) -> list[str]:
     """The task's decision sentences, in order (rows: one task's, in rank order; ``chance``: the
-    uniform guess's value or the task's ReferencePoints)."""
+    uniform guess's value or the task's ReferencePoints). With the
+    task's decision matrix (:class:`mmbench.board.decisions.TaskDecisions`) every scenario's
+    answer comes first, one line each, then what removing each modality does by the tests."""
+    from mmbench.board.decisions import change_sentences, scenario_sentence
+
     if not rows:
         return []
-    out = [clean_sentence(rows)]
+    if decisions is not None and decisions.scenarios:
+        out = [scenario_sentence(s) for s in decisions.scenarios] + change_sentences(decisions, rows)
+    else:
+        out = [clean_sentence(rows)]
     rob = robustness_sentence(rows)
     if rob:
         out.append(rob)

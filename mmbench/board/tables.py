@@ -297,7 +297,7 @@ def robustness_table(rows: list[dict[str, Any]]) -> Table:
                            numeric=False))
     cols += [Column(c, f"without {c[5:]}", best_dir(hib), f"{primary} with {c[5:]} missing from every test item")
              for c in drops]
-    cols.append(Column("worst_drop", "largest drop", "asc", "secondary: each seed's largest drop from clean over the conditions, averaged over seeds"))
+    cols.append(Column("largest_drop", "largest drop", "asc", "secondary: each seed's largest drop from clean over the conditions, averaged over seeds"))
     body = []
     for r in rows:
         cells = [cell(str(r["rank"]), r["rank"]), cell(label(r)), cell(fmt(r.get(primary)), r.get(primary)),
@@ -309,7 +309,7 @@ def robustness_table(rows: list[dict[str, Any]]) -> Table:
         if eletters:
             cells.append(cell(str(r.get("effective_letters") or "-")))
         cells += [cell(fmt(r["conditions"].get(c)), r["conditions"].get(c)) for c in drops]
-        cells.append(cell(fmt(r.get("worst_drop")), r.get("worst_drop")))
+        cells.append(cell(fmt(r.get("largest_drop")), r.get("largest_drop")))
         body.append(cells)
     return Table(cols, body, css="robustness")
 

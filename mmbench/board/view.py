@@ -11,6 +11,7 @@ from mmbench.board import figures as F
 from mmbench.board import tables as T
 from mmbench.board.efficiency import devices_note
 from mmbench.board.robustness import annotate_robustness_verdicts, robustness_verdicts
+from mmbench.board.decisions import matrix_table, task_decisions
 from mmbench.board.summary import decision_summary, task_reference_points
 
 
@@ -67,6 +68,15 @@ def masks_note(results: list[Any]) -> str:
     return " ".join(parts)
 
 
+DECISION_NOTE = ("Each scenario is tested like the clean test set (the caption under the ranked entries): the two-level "
+                 "paired bootstrap of {metric} over the test {unit}s and each entry's seeds, on the same draws in every "
+                 "scenario, all pairs of the scenario Holm-adjusted. The top group holds the entries whose pair with the scenario's best has "
+                 "Holm-adjusted p >= 0.05; * marks a margin over the best single-modality entry with p < 0.05. "
+                 "Scenarios whose predictions equal another's for every entry are shown once. Statements that removing "
+                 "a modality helps or hurts compare each entry with its own clean result on the same resamples, Holm over "
+                 "the task's {family} entry-condition tests.")
+
+
 def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], published: list[dict[str, Any]] = (),
               board_dir: Any = None) -> dict[str, Any]:
     """The shared content of one task (``rows``: its `rank` rows in rank order; ``results``: its
@@ -77,8 +87,9 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
                             "figures_main": [], "heatmap": [], "robust_table": None, "robust_figures": [],
                             "robust_note": "", "eff_table": None, "eff_note": "", "eff_figures": [], "cond_table": None,
                             "published": None, "sources": [], "chance": None, "reference_note": "",
-                            "reference_points": None, "reliance_table": None, "reliance_note": "", "robust_sig_note": "", "pairwise": None,
-                            "clean_only": False}
+                            "reference_points": None, "reliance_table": None, "reliance_note": "", "robust_sig_note": "",
+                            "pairwise": None, "clean_only": False, "decisions": None, "decision_table": None,
+                            "decision_note": ""}
     if published:
         primary = rows[0]["primary_metric"] if rows else None
         view["published"] = T.published_table(published, rows, primary)
@@ -101,7 +112,12 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
                                     "(effective robustness is relative robustness minus the clean value, up to a constant).")
     from mmbench.board.entries import significance_note
 
-    view.update(primary=primary, hib=hib, chance=chance, summary=decision_summary(rows, points),
+    dec = task_decisions(task, rows, results, board_dir)
+    if dec is not None and dec.scenarios:
+        view["decisions"], view["decision_table"] = dec, matrix_table(dec)
+        view["decision_note"] = DECISION_NOTE.format(metric=primary, family=len(dec.changes),
+                                                     unit=dec.scenarios[0].verdicts.unit)
+    view.update(primary=primary, hib=hib, chance=chance, summary=decision_summary(rows, points, dec),
                 entries=T.entries_table(rows), sig_note=significance_note(rows), pairwise=T.pairwise_table(rows),
                 robust_table=T.robustness_table(rows), reliance_table=T.reliance_table(rows),
                 reliance_note=T.reliance_note(rows), eff_table=T.efficiency_table(rows),
@@ -117,9 +133,29 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
     view["figures_main"] = [F.bar_figure(task, rows, chance)]
     heat = F.heatmap_figure(task, rows, view["sig_note"] or f"{task}: pairwise differences")
     view["heatmap"] = [heat] if heat else []
-    for fig in (F.robustness_figure(task, rows, rate_bands(rows, groups), chance), F.drop_figure(task, rows, chance)):
+    for fig in (F.tradeoff_figure(task, rows), F.robustness_figure(task, rows, rate_bands(rows, groups), chance),
+                F.drop_figure(task, rows, chance)):
         if fig is not None:
             view["robust_figures"].append(fig)
     eff = F.efficiency_figure(task, rows)
     view["eff_figures"] = [eff] if eff else []
     return view
+
+
+def board_json(rows: list[dict[str, Any]], results: list[Any], board_dir: Any, across: bool = True) -> str:
+    """`leaderboard --format json`: ``entries`` (the ranked rows), ``decisions`` (every task's
+    decision matrix, one object per scenario) and, with `across`, ``across_tasks`` (the
+    cross-task ranking of :mod:`mmbench.board.across`)."""
+    import json
+
+    from mmbench.board.across import across_tasks
+    from mmbench.board.entries import clean_zero
+
+    decisions = []
+    for task, task_rows in T.by_task(rows).items():
+        dec = task_decisions(task, task_rows, [e for e in results if e.task == task], board_dir)
+        decisions += dec.to_json() if dec else []
+    doc: dict[str, Any] = {"entries": rows, "decisions": decisions}
+    if across:
+        doc["across_tasks"] = [a.to_json() for a in across_tasks(rows, results)]
+    return json.dumps(clean_zero(doc), indent=2)

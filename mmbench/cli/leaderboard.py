@@ -143,8 +143,16 @@ def leaderboard(
         from mmbench.board.report import render_leaderboard_html
 
         text = render_leaderboard_html(rows, entries=entries, board_dir=board_dir)
+    elif fmt == "json":
+        from mmbench.board.view import board_json
+
+        text = board_json(rows, entries, board_dir, across=task is None)
     else:
-        text = render(rows, fmt)
+        import shutil
+        import sys
+
+        width = shutil.get_terminal_size().columns if fmt == "table" and out is None and sys.stdout.isatty() else None
+        text = render(rows, fmt, width=width)
     if fmt in ("table", "md"):
         from mmbench.board.published import load_published, published_rows, render_published
 

@@ -22,8 +22,10 @@ def register(app: typer.Typer) -> None:
                                                              "(figures go to <name>_files/ beside it)."),
         title: str = typer.Option("mmbench report", "--title", help="Title of the report."),
     ) -> None:
-        """Write a report: every metric with confidence intervals, bar charts per task, robustness curves,
-        accuracy vs parameters/latency and the best model's per-class confusion."""
+        """Write a report: per task the decision matrix (who leads under each scenario, by the tests),
+        every metric as mean ± std over seeds with significance letters and rank intervals, robustness
+        curves and the trade-off, accuracy vs parameters/latency and the best model's per-class
+        confusion; a cross-task ranking first when the inputs cover several tasks."""
         path = report_command(inputs, out, title)
         extra = f" (figures in {path.parent / (path.stem + '_files')})" if path.suffix.lower() == ".md" else ""
         typer.echo(f"wrote {path}{extra}")
