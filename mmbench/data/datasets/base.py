@@ -15,6 +15,16 @@ if TYPE_CHECKING:
 
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "mmbench" / "data"
 
+#: The backbone options' defaults: a loader records only the others among its options (its
+#: fingerprint), so adding these options left every existing dataset fingerprint as it was.
+ENCODER_DEFAULTS: dict[str, Any] = {"image_output": None, "text_pooling": "mean", "audio_encoder": "logmel",
+                                    "audio_layer": None}
+
+
+def encoder_options(**options: Any) -> dict[str, Any]:
+    """The backbone options (:data:`ENCODER_DEFAULTS`) that differ from their default."""
+    return {k: v for k, v in options.items() if v != ENCODER_DEFAULTS[k]}
+
 
 def data_root(data_dir: str | Path | None = None) -> Path:
     """`--data-dir`, else `$MMBENCH_DATA`, else ~/.cache/mmbench/data."""
@@ -133,6 +143,25 @@ def option_names(cls: type) -> set[str] | None:
         if klass is MultimodalDataset or not any(p.kind is p.VAR_KEYWORD for p in params):
             return names
     return None
+
+
+#: The options that choose and configure a modality's frozen encoder (``mmbench tasks show``).
+ENCODER_KEYS = ("image_encoder", "image_weights", "image_output", "text_encoder", "text_model", "text_pooling",
+                "tokenizer", "audio_encoder", "audio_weights", "audio_layer")
+
+
+def encoder_settings(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The encoder options (:data:`ENCODER_KEYS`) dataset `name` would use with `options`: the
+    given ones over its constructors' defaults along the class chain."""
+    import inspect
+
+    settings: dict[str, Any] = {}
+    for klass in DATASETS.get(name).__mro__:
+        if "__init__" in vars(klass):
+            for p in inspect.signature(vars(klass)["__init__"]).parameters.values():
+                if p.name in ENCODER_KEYS and p.default is not p.empty:
+                    settings.setdefault(p.name, p.default)
+    return settings | {k: v for k, v in options.items() if k in ENCODER_KEYS}
 
 
 def check_options(name: str, options: dict[str, Any], where: str = "dataset.options") -> None:

@@ -19,7 +19,9 @@ The models, the tokenizer and the encoding itself live in
 Embeddings are stored in :class:`mmbench.core.cache.FeatureCache` under a key made of the texts
 themselves (a SHA-256 of the exact strings, so a subset or an edited transcript is a different
 entry), the model's identity (a fingerprint of its files) and the options (max_length,
-pooling, normalisation). A second load with the same inputs reads the cache and never loads
+pooling, normalisation). ``text_pooling`` picks how token states become one vector: ``mean``
+(default, above), ``cls`` (the first token's last hidden state) or ``pooler`` (the model's
+pooler output, BERT's tanh layer on [CLS]); any local BERT / RoBERTa / DeBERTa ... folder works. A second load with the same inputs reads the cache and never loads
 the model. Token ids are cheap and are not cached.
 """
 
@@ -95,6 +97,7 @@ def text_features(
     batch_size: int = 64,
     tokenizer: str | os.PathLike = MINILM,
     device: str = "cpu",
+    pooling: str = "mean",
 ) -> dict[str, Any]:
     """The text modality for `texts`.
 
@@ -113,11 +116,15 @@ def text_features(
         return {"tokens": ids.numpy(), "lengths": lengths.numpy(), "info": info}
     max_length = max_length or 128
     path = resolve_text_model(encoder)
-    options = {"model": model_fingerprint(path), "max_length": max_length, "recipe": _RECIPE, "normalize": True}
-    info = {"text_encoder": str(encoder), "text_model": str(path)}
+    pretrained.check_text_pooling(pooling)
+    # mean pooling keeps its original key, so the entries written before text_pooling existed are still hits
+    recipe = _RECIPE if pooling == "mean" else f"{pooling}-pool-v1"
+    options = {"model": model_fingerprint(path), "max_length": max_length, "recipe": recipe, "normalize": True}
+    info = {"text_encoder": str(encoder), "text_model": str(path), "text_pooling": pooling}
 
     def build() -> dict[str, Any]:
-        return {"features": pretrained.encode_texts(texts, path, batch_size, max_length, device, normalize=True)}
+        return {"features": pretrained.encode_texts(texts, path, batch_size, max_length, device, normalize=True,
+                                                    pooling=pooling)}
 
     if cache is None:
         feats = build()["features"]
