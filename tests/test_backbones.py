@@ -136,6 +136,25 @@ def test_named_outputs_and_the_cache(hub, images, tmp_path, monkeypatch):
         path.write_bytes(original)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_the_backbone_runs_channels_last_in_bfloat16_close_to_float32(hub, images):
+    backbone = backbones.resolve_image_backbone("torchvision:resnet50")
+    read = lambda i: backbones.read_image_file(images[i])  # noqa: E731
+    cpu, _, _ = backbones.encode_image_sources(2, read, backbone, device="cpu")
+    gpu, ok, _ = backbones.encode_image_sources(2, read, backbone, device="cuda")
+    assert ok.all() and gpu.dtype == torch.float32 and gpu.device.type == "cpu"
+    assert backbone.cache_options("d", torch.device("cuda"))["bf16"] == torch.cuda.is_bf16_supported()
+    cos = nn.functional.cosine_similarity(cpu, gpu)
+    assert (cos > 0.99).all(), cos  # bfloat16 keeps 8 bits of mantissa: close, not equal
+    assert next(backbones.load_image_backbone(backbone).parameters()).device.type == "cpu"  # handed back
+
+
+def test_bfloat16_is_refused_where_the_device_lacks_it():
+    with pytest.raises(SpecError, match="precision bfloat16 needs a CUDA device"):
+        backbones.ImageBackbone("resnet18", "ResNet18_Weights.IMAGENET1K_V1", Path("x"), "penultimate",
+                                "bfloat16").cache_options("d", torch.device("cpu"))
+
+
 def test_missing_weights_name_the_file_and_where_to_get_it(hub, tmp_path):
     with pytest.raises(SpecError) as err:
         backbones.resolve_image_backbone("torchvision:resnet34")
