@@ -239,6 +239,32 @@ def test_text_pooling_equals_a_direct_transformers_call(pooling, bert, tmp_path)
     assert again["info"]["cache"] == "hit"
 
 
+def test_other_weights_of_the_same_size_in_a_text_folder_are_another_entry(bert, tmp_path):
+    """A folder's large weight files are keyed by content (memoised by stat), not name and size."""
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    from mmbench.core.cache import FeatureCache
+    from mmbench.data.datasets.text import text_features
+
+    folder = tmp_path / "bert-wide"
+    shutil.copytree(bert, folder)
+    config = BertConfig(vocab_size=15, hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=1024, max_position_embeddings=64)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    weights = folder / "model.safetensors"
+    assert weights.stat().st_size > 4 << 20
+    cache = FeatureCache(tmp_path / "cache")
+    first = text_features(TEXTS, str(folder), cache, pooling="cls")
+    torch.manual_seed(1)
+    BertModel(config).save_pretrained(folder)  # same files, same sizes, other values
+    second = text_features(TEXTS, str(folder), cache, pooling="cls")
+    assert second["info"]["cache"] == "miss" and not np.array_equal(first["features"], second["features"])
+    assert text_features(TEXTS, str(folder), cache, pooling="cls")["info"]["cache"] == "hit"
+
+
 def test_text_pooling_is_refused_when_unknown(bert, tmp_path):
     from mmbench.data.datasets.text import text_features
 

@@ -485,15 +485,17 @@ def encode_audio(waves: Sequence[Tensor], sample_rate: int, backbone: AudioBackb
     if backbone.layer is not None and backbone.layer > n_layers:
         raise SpecError(f"audio_layer {backbone.layer}: {backbone.name} has {n_layers} layers")
     out = torch.zeros((len(waves), int(bundle._params["encoder_embed_dim"])), dtype=torch.float32)
-    with _progress(len(waves), desc or f"encoding {backbone.name}") as bar, torch.inference_mode():
-        for i, wave in enumerate(waves):
-            w = AF.resample(wave.float().reshape(1, -1), int(sample_rate), int(bundle.sample_rate))
-            if bundle._normalize_waveform:
-                w = nn.functional.layer_norm(w, w.shape)
-            feats, _ = model.extract_features(w.to(dev), num_layers=backbone.layer)
-            out[i] = feats[-1][0].float().mean(0).cpu()
-            bar.update(1)
-    model.to("cpu")
+    try:
+        with _progress(len(waves), desc or f"encoding {backbone.name}") as bar, torch.inference_mode():
+            for i, wave in enumerate(waves):
+                w = AF.resample(wave.float().reshape(1, -1), int(sample_rate), int(bundle.sample_rate))
+                if bundle._normalize_waveform:
+                    w = nn.functional.layer_norm(w, w.shape)
+                feats, _ = model.extract_features(w.to(dev), num_layers=backbone.layer)
+                out[i] = feats[-1][0].float().mean(0).cpu()
+                bar.update(1)
+    finally:
+        model.to("cpu")  # the shared model stays on the CPU between calls
     return out
 
 

@@ -132,17 +132,23 @@ def _tokenizer(path: str):
 
 
 @lru_cache(maxsize=2)
-def _shared_text_model(path: str) -> nn.Module:
+def _shared_text_model(path: str, stamp: tuple) -> nn.Module:
     model = _new_text_model(Path(path)).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
 
 
+def _folder_stamp(path: str) -> tuple:
+    """(name, size, mtime) of the folder's files: new weights saved into it load anew."""
+    return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(path).iterdir() if f.is_file()))
+
+
 def load_text_model(model_path: str | os.PathLike | None = None):
-    """(tokenizer, frozen model in eval mode), loaded once per process and folder."""
+    """(tokenizer, frozen model in eval mode), loaded once per process and folder (again when
+    the folder's files change)."""
     path = str(minilm_path(model_path))
-    return _tokenizer(path), _shared_text_model(path)
+    return _tokenizer(path), _shared_text_model(path, _folder_stamp(path))
 
 
 def tokenize_texts(texts: Sequence[str], model_path: str | os.PathLike | None = None,
