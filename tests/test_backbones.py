@@ -387,7 +387,8 @@ def test_mmf_style_hateful_memes_trains_on_a_resnet_and_bert(hub, bert, tmp_path
     rc, out, err = run_main(["data", "prepare", "hateful-memes", "--data-dir", data,
                              *[a for s in sets for a in ("--set", s)]], monkeypatch, capsys, env)
     assert rc == 0, err
-    assert "hateful-memes: torchvision:resnet18 on " in err and " images" in err  # the progress bar, on stderr
+    assert "hateful-memes: torchvision:resnet18 on " in err and " images" in err  # the progress bars, on stderr
+    assert f"texts with {bert.name}" in err
 
     rc, out, err = run_main(["train", "hateful-memes", "--fusion", "concat", "--epochs", "2", "--data-dir", data,
                              "--out", tmp_path / "runs", "--device", "cpu", "--no-progress", "--set", "batch_size=4",

@@ -216,13 +216,17 @@ def encode_texts(texts: Sequence[str], model_path: str | os.PathLike | None = No
     unique = list(row)
     out = torch.zeros((len(unique), int(model.config.hidden_size)), dtype=torch.float32)
     order = sorted(range(len(unique)), key=lambda i: len(unique[i]))
-    with torch.inference_mode():
+    from mmbench.core.progress import progress_bar
+
+    with progress_bar(len(order), f"encoding {len(order):,} texts with {Path(str(model_path or 'minilm')).name}") as bar, \
+            torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             enc = tok([unique[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             enc = {k: v.to(device) for k, v in enc.items()}
             pooled = _pool_text(model(**enc), enc["attention_mask"], pooling, normalize)
             out[torch.tensor(idx)] = pooled.cpu()
+            bar.update(len(idx))
     return out[inverse]
 
 
