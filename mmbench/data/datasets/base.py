@@ -26,6 +26,26 @@ def encoder_options(**options: Any) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v != ENCODER_DEFAULTS[k]}
 
 
+#: The image and text encoders of the image-text loaders besides ``torchvision:<arch>`` and
+#: a transformers model folder (:mod:`mmbench.data.datasets.coco_features`).
+IMAGE_ENCODERS = ("pixels", "efficientnet")
+TEXT_ENCODERS = ("minilm", "tokens")
+
+
+def check_image_encoder(image_encoder: str, dataset: str) -> None:
+    """One of :data:`IMAGE_ENCODERS` or ``torchvision:<arch>[:<WEIGHTS>]``."""
+    if image_encoder not in IMAGE_ENCODERS and not str(image_encoder).startswith("torchvision:"):
+        raise SpecError(f"{dataset}: image_encoder {image_encoder!r} is not one of {', '.join(IMAGE_ENCODERS)} "
+                        "or torchvision:<arch> (a torchvision classification backbone)")
+
+
+def check_text_encoder(text_encoder: str, dataset: str) -> None:
+    """One of :data:`TEXT_ENCODERS` or a local transformers model folder (checked when used)."""
+    if text_encoder not in TEXT_ENCODERS and not str(text_encoder).strip():
+        raise SpecError(f"{dataset}: text_encoder must be one of {', '.join(TEXT_ENCODERS)} or a local transformers "
+                        "model folder")
+
+
 def data_root(data_dir: str | Path | None = None) -> Path:
     """`--data-dir`, else `$MMBENCH_DATA`, else ~/.cache/mmbench/data."""
     if data_dir:

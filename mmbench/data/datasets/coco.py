@@ -131,12 +131,12 @@ import torch
 from torch import Tensor
 
 from mmbench.data.samples import Split
-from mmbench.data.datasets.base import MultimodalDataset, data_root, encoder_options
+from mmbench.data.datasets.base import (MultimodalDataset, check_image_encoder, check_text_encoder, data_root,
+                                        encoder_options)
 from mmbench.core.errors import DataError, SpecError
 from mmbench.core.registry import DATASETS
 from mmbench.data.datasets.coco_annotations import read_coco_captions, read_karpathy
-from mmbench.data.datasets.coco_features import (IMAGE_ENCODERS, TEXT_ENCODERS, CocoDataWarning, check_image_encoder,
-                                                 check_text_encoder, decode_image_file,
+from mmbench.data.datasets.coco_features import (IMAGE_ENCODERS, TEXT_ENCODERS, CocoDataWarning, decode_image_file,
                                                  feature_cache, image_features, load_image_pixels, minilm_embeddings,
                                                  text_features, text_vocabulary)
 from mmbench.data.datasets.coco_layout import (CAPTIONS_FILE, COCO_DIR, KARPATHY_FILE, TRAIN_CAPTIONS_FILE,

@@ -18,9 +18,8 @@ import torch
 from torch import Tensor
 
 from mmbench.core.errors import DataError, SpecError
+from mmbench.data.datasets.base import IMAGE_ENCODERS, TEXT_ENCODERS, check_image_encoder, check_text_encoder
 
-IMAGE_ENCODERS = ("pixels", "efficientnet")
-TEXT_ENCODERS = ("minilm", "tokens")
 #: Bump when the meaning of a cached tensor changes.
 _PIXELS_RECIPE = "rgb-short-side-resize-center-crop-v1"
 
@@ -105,13 +104,6 @@ def _warn_unreadable(problems: dict[str, str], total: int, dataset: str, show: i
     more = f"; and {len(problems) - show} more" if len(problems) > show else ""
     warnings.warn(f"{dataset}: {len(problems)} of {total} image files could not be decoded; their image is masked "
                   f"({first}{more})", CocoDataWarning, stacklevel=3)
-
-
-def check_image_encoder(image_encoder: str, dataset: str) -> None:
-    """One of :data:`IMAGE_ENCODERS` or ``torchvision:<arch>[:<WEIGHTS>]``."""
-    if image_encoder not in IMAGE_ENCODERS and not str(image_encoder).startswith("torchvision:"):
-        raise SpecError(f"{dataset}: image_encoder {image_encoder!r} is not one of {', '.join(IMAGE_ENCODERS)} "
-                        "or torchvision:<arch> (a torchvision classification backbone)")
 
 
 def image_features(files: Sequence[Path | None], image_encoder: str = "efficientnet", image_size: int = 224,
@@ -234,13 +226,6 @@ def minilm_embeddings(texts: Sequence[str], cache: Any = None, model_path: str |
     path = pretrained.minilm_path(model_path, option="text_model")
     got = text_features(texts, path, feature_cache(cache), max_length=128, batch_size=batch_size, pooling=pooling)
     return torch.from_numpy(got["features"]), got["info"]["cache"] == "hit"
-
-
-def check_text_encoder(text_encoder: str, dataset: str) -> None:
-    """One of :data:`TEXT_ENCODERS` or a local transformers model folder (checked when used)."""
-    if text_encoder not in TEXT_ENCODERS and not str(text_encoder).strip():
-        raise SpecError(f"{dataset}: text_encoder must be one of {', '.join(TEXT_ENCODERS)} or a local transformers "
-                        "model folder")
 
 
 def text_features(texts: Sequence[str], text_encoder: str = "minilm", cache: Any = None,

@@ -65,7 +65,7 @@ import torch
 from torch import Tensor
 
 from mmbench.data.samples import VOCABULARIES, Split
-from mmbench.data.datasets.base import MultimodalDataset, encoder_options
+from mmbench.data.datasets.base import MultimodalDataset, check_image_encoder, encoder_options
 from mmbench.core.errors import DataError, SpecError
 from mmbench.core.registry import DATASETS
 
@@ -182,8 +182,7 @@ def image_bytes_modality(blobs: Sequence[bytes | None], names: Sequence[str], im
     """(``[N, 1280]`` features, normalised pixels ``[N, 3, S, S]`` or a torchvision backbone's
     ``[N, D]``, present ``[N]``) for encoded images (None = missing). `names` name the rows in
     errors. Cached by the bytes' SHA-256."""
-    from mmbench.data.datasets.coco_features import (check_image_encoder, feature_cache, image_backbone_key,
-                                                     weights_fingerprint)
+    from mmbench.data.datasets.coco_features import feature_cache, image_backbone_key, weights_fingerprint
     from mmbench.models.encoders import pretrained
 
     check_image_encoder(image_encoder, "dataset.options")

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from mmbench.data.datasets.base import MultimodalDataset, encoder_options
+from mmbench.data.datasets.base import MultimodalDataset, check_image_encoder, check_text_encoder, encoder_options
 from mmbench.core.errors import DataError, SpecError
 
 if TYPE_CHECKING:  # torch is imported where a split is built: reading labels needs numpy only
@@ -64,8 +64,6 @@ class ImageTextDataset(MultimodalDataset):
                  image_weights: str | None = None, text_model: str | None = None, val_fraction: float = 0.1,
                  split_seed: int = 0, text_only: bool = False, image_output: str | None = None,
                  text_pooling: str = "mean", **options: Any):
-        from mmbench.data.datasets.coco_features import check_image_encoder, check_text_encoder
-
         check_image_encoder(image_encoder, self.name)
         check_text_encoder(text_encoder, self.name)
         options |= encoder_options(image_output=image_output, text_pooling=text_pooling)
