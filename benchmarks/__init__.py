@@ -11,6 +11,8 @@ One module per case; each has ``run(settings) -> list[Row]``:
 6. ``cli_latency``     ``mmbench --help`` and ``mmbench evaluate mosi --predictions FILE``
 7. ``significance``    the board's verdicts for 11 entries x 5 seeds x 10,000 items, 2,000 two-level
                        resamples, all 55 pairs, vs a loop per resample (identical values)
+8. ``backbones``       ResNet-50 features (``image_encoder: torchvision:resnet50``) on COCO images,
+                       cold and warm feature cache, vs torchvision alone (identical values)
 
 A row's ``ratio`` is always reference time / mmbench time (above 1 = mmbench is faster);
 ``exact`` is the result of the case's exactness check (None where it has none) and ``met``
@@ -30,7 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-CASES = ("training", "retrieval", "classification", "feature_cache", "decoding", "cli_latency", "significance")
+CASES = ("training", "retrieval", "classification", "feature_cache", "decoding", "cli_latency", "significance",
+         "backbones")
 REPO = Path(__file__).resolve().parent.parent
 
 

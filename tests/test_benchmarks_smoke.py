@@ -12,7 +12,7 @@ import torch
 
 from tests._datapaths import REPO, real_data_root
 
-CASE_IDS = {"1", "2", "3", "4", "5", "6", "7"}
+CASE_IDS = {"1", "2", "3", "4", "5", "6", "7", "8"}
 
 
 @pytest.mark.timeout(300)
@@ -31,7 +31,7 @@ def test_quick_tiny_run_completes_with_exact_results(tmp_path):
     assert not errors, errors
     # every case that has an exactness check ran it and it held
     checked = {r["case"] for r in rows if r["exact"] is not None}
-    assert checked >= {"1", "2", "3", "4", "5", "6", "7"}, checked
+    assert checked >= {"1", "2", "3", "4", "5", "6", "7", "8"}, checked
     assert all(r["exact"] for r in rows if r["exact"] is not None)
     # the table went to stdout, the machine description into the JSON
     assert "ratio" in proc.stdout and "case" in proc.stdout

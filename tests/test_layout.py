@@ -24,6 +24,13 @@ UPWARD = {
         "frozen image/text features are encoded on load",
     ("mmbench.data.datasets.hf", "mmbench.models.encoders.pretrained"): "frozen image/text features are encoded on load",
     ("mmbench.data.datasets.text", "mmbench.models.encoders.pretrained"): "frozen text features are encoded on load",
+    # frozen torchvision / torchaudio backbones (issue 37), encoded on load like the two above
+    ("mmbench.data.datasets.coco_features", "mmbench.models.encoders.backbones"):
+        "frozen torchvision image features are encoded on load",
+    ("mmbench.data.datasets.hf", "mmbench.models.encoders.backbones"): "frozen torchvision image features are encoded on load",
+    ("mmbench.data.datasets.clips", "mmbench.models.encoders.backbones"): "frozen torchaudio speech features are encoded on load",
+    ("mmbench.data.datasets.avmnist", "mmbench.models.encoders.backbones"):
+        "frozen torchaudio speech features are encoded on load",
 }
 
 

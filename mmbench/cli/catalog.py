@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mmbench.cli.common import echo_json
+from mmbench.cli.common import echo_json, overrides
 
 tasks_app = typer.Typer(rich_markup_mode=None, invoke_without_command=True,
                         help="List the registered tasks; `tasks show`, `tasks init`.")
@@ -37,18 +37,28 @@ def tasks(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help
 
 @tasks_app.command("show")
 def tasks_show(task: str = typer.Argument(..., help="Task name, or a task spec .yaml file."),
-               as_json: bool = typer.Option(False, "--json")) -> None:
-    """Print a task's spec resolved: every field, defaults filled in."""
+               as_json: bool = typer.Option(False, "--json"),
+               set_: list[str] = typer.Option([], "--set", help="Dataset option key=value (repeatable), as for "
+                                              "`data prepare`, e.g. image_encoder=torchvision:resnet152.")) -> None:
+    """Print a task's spec resolved: every field, defaults filled in, and the frozen encoders its
+    loader will use (backbone, weights file, output, pooling)."""
     import yaml
 
+    from mmbench.data.datasets.base import check_options, encoder_settings
+    from mmbench.data.splits import with_dataset_options
     from mmbench.data.tasks import get_task
+    from mmbench.models.encoders.backbones import describe_encoders
 
-    spec = get_task(task)
+    spec = with_dataset_options(get_task(task), overrides(set_))
+    check_options(spec.dataset.name, dict(spec.dataset.options))
     data = spec.model_dump(mode="json")
+    encoders = describe_encoders(encoder_settings(spec.dataset.name, dict(spec.dataset.options)))
     if as_json:
-        return echo_json(data)
+        return echo_json(data | ({"encoders": encoders} if encoders else {}))
     typer.echo(f"# {spec.name}, from {spec.source}")
     typer.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110).rstrip())
+    for kind, line in encoders.items():
+        typer.echo(f"# {kind} encoder: {line}")
 
 
 @tasks_app.command("init")

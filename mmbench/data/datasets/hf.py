@@ -65,7 +65,7 @@ import torch
 from torch import Tensor
 
 from mmbench.data.samples import VOCABULARIES, Split
-from mmbench.data.datasets.base import MultimodalDataset
+from mmbench.data.datasets.base import MultimodalDataset, check_image_encoder, encoder_options
 from mmbench.core.errors import DataError, SpecError
 from mmbench.core.registry import DATASETS
 
@@ -153,38 +153,47 @@ def _under(root: Path, rel: str | os.PathLike) -> Path:
 # ------------------------------------------------------------------------------------ images
 
 
-def decode_image_bytes(blob: bytes, image_size: int = 224) -> Tensor:
-    """uint8 RGB ``[3, S, S]`` from encoded image bytes (PNG, JPEG, ...): shorter side resized
-    to S (antialiased), centre crop, as :func:`mmbench.data.datasets.coco.decode_image_file`."""
+def decode_rgb_bytes(blob: bytes) -> Tensor:
+    """uint8 RGB ``[3, H, W]`` from encoded image bytes (PNG, JPEG, ...; BMP, TIFF through PIL)."""
     from torchvision.io import ImageReadMode, decode_image
     from torchvision.transforms.v2 import functional as F
 
     try:
-        img = decode_image(torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        return decode_image(torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=ImageReadMode.RGB)
     except RuntimeError:  # formats torchvision does not decode (BMP, TIFF...): through PIL
         from PIL import Image
 
         with Image.open(io.BytesIO(blob)) as im:
-            img = F.pil_to_tensor(im.convert("RGB"))
-    img = F.resize(img, [int(image_size)], antialias=True)
+            return F.pil_to_tensor(im.convert("RGB"))
+
+
+def decode_image_bytes(blob: bytes, image_size: int = 224) -> Tensor:
+    """uint8 RGB ``[3, S, S]`` from encoded image bytes (PNG, JPEG, ...): shorter side resized
+    to S (antialiased), centre crop, as :func:`mmbench.data.datasets.coco.decode_image_file`."""
+    from torchvision.transforms.v2 import functional as F
+
+    img = F.resize(decode_rgb_bytes(blob), [int(image_size)], antialias=True)
     return F.center_crop(img, [int(image_size), int(image_size)]).contiguous()
 
 
 def image_bytes_modality(blobs: Sequence[bytes | None], names: Sequence[str], image_encoder: str = "efficientnet",
                          image_size: int = 224, cache: Any = None, weights_path: str | None = None,
-                         where: str = "image") -> tuple[Tensor, Tensor]:
-    """(``[N, 1280]`` features or normalised pixels ``[N, 3, S, S]``, present ``[N]``) for encoded
-    images (None = missing). `names` name the rows in errors. Cached by the bytes' SHA-256."""
-    from mmbench.data.datasets.coco_features import feature_cache, weights_fingerprint
+                         where: str = "image", image_output: str | None = None) -> tuple[Tensor, Tensor]:
+    """(``[N, 1280]`` features, normalised pixels ``[N, 3, S, S]`` or a torchvision backbone's
+    ``[N, D]``, present ``[N]``) for encoded images (None = missing). `names` name the rows in
+    errors. Cached by the bytes' SHA-256."""
+    from mmbench.data.datasets.coco_features import feature_cache, image_backbone_key, weights_fingerprint
     from mmbench.models.encoders import pretrained
 
-    if image_encoder not in ("efficientnet", "pixels"):
-        raise SpecError(f"dataset.options.image_encoder: {image_encoder!r} is not one of efficientnet, pixels")
+    check_image_encoder(image_encoder, "dataset.options")
     size = int(image_size)
     rows = [i for i, b in enumerate(blobs) if b is not None]
     h = hashlib.sha256(b"mmbench-image-bytes-v1\0")
     for i in rows:
         h.update(hashlib.sha256(blobs[i]).digest())
+
+    def undecodable(i: int, why: str) -> DataError:
+        return DataError(f"{where}: row {names[i]!r}: cannot decode the image ({why[:120]})")
 
     def pixels() -> Tensor:
         out = torch.zeros((len(rows), 3, size, size), dtype=torch.uint8)
@@ -192,14 +201,26 @@ def image_bytes_modality(blobs: Sequence[bytes | None], names: Sequence[str], im
             try:
                 out[k] = decode_image_bytes(blobs[i], size)
             except Exception as exc:  # noqa: BLE001 - any decoder failure is a corrupt image
-                raise DataError(f"{where}: row {names[i]!r}: cannot decode the image ({type(exc).__name__}: "
-                                f"{(str(exc).strip().splitlines() or [''])[0][:120]})") from None
+                raise undecodable(i, f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}") from None
         return out
 
     options: dict[str, Any] = {"image_size": size, "recipe": _IMAGE_RECIPE}
     if image_encoder == "pixels":
         namespace, dim = "hf-pixels", (3, size, size)
         build = lambda: {"values": pixels()}  # noqa: E731
+    elif image_encoder.startswith("torchvision:"):
+        from mmbench.models.encoders import backbones
+
+        cache = feature_cache(cache)
+        backbone, options = image_backbone_key(image_encoder, weights_path, image_output, cache)
+        namespace, dim = "hf-image-backbone", (backbones.image_feature_dim(backbone),)
+
+        def build() -> dict[str, Tensor]:
+            feats, _, problems = backbones.encode_image_sources(len(rows), lambda k: decode_rgb_bytes(blobs[rows[k]]),
+                                                                backbone, desc=f"{where}: {backbone.name}")
+            for k, why in problems.items():
+                raise undecodable(rows[k], why)
+            return {"values": feats}
     else:
         weights = pretrained.efficientnet_weights_path(weights_path)
         namespace, dim = "hf-efficientnet-lite0", (pretrained.EFFICIENTNET_DIM,)
@@ -343,8 +364,9 @@ class HFDataset(MultimodalDataset):
                  config: str | None = None, revision: str | None = None, split_name: str = "train",
                  image_encoder: str = "efficientnet", image_size: int = 224, text_encoder: str = "minilm",
                  max_tokens: int = 64, cache_dir: str | None = None, image_weights: str | None = None,
-                 text_model: str | None = None):
-        super().__init__(data_dir, target=target, modalities=modalities, target_type=target_type, id=id,
+                 text_model: str | None = None, image_output: str | None = None, text_pooling: str = "mean"):
+        super().__init__(data_dir, **encoder_options(image_output=image_output, text_pooling=text_pooling),
+                         target=target, modalities=modalities, target_type=target_type, id=id,
                          class_names=class_names, num_classes=num_classes, target_format=target_format, splits=splits,
                          path=path, data_files=data_files, hub=hub, config=config, revision=revision,
                          split_name=split_name, image_encoder=image_encoder, image_size=image_size,
@@ -381,6 +403,7 @@ class HFDataset(MultimodalDataset):
                        "split_name": split_name, "cache_dir": cache_dir}
         self.image_encoder, self.image_size, self.text_encoder = image_encoder, int(image_size), text_encoder
         self.max_tokens, self.cache_dir, self.image_weights, self.text_model = int(max_tokens), cache_dir, image_weights, text_model
+        self.image_output, self.text_pooling = image_output, text_pooling
         self._data: dict[str, Any] | None = None
 
     @classmethod
@@ -436,14 +459,15 @@ class HFDataset(MultimodalDataset):
             if spec["type"] == "image":
                 blobs = _image_blobs(ds, col, where, self.root)
                 modalities[m], present[m] = image_bytes_modality(blobs, ids, self.image_encoder, self.image_size, cache,
-                                                                 self.image_weights, f"{where} column {col!r}")
+                                                                 self.image_weights, f"{where} column {col!r}",
+                                                                 self.image_output)
             elif spec["type"] == "text":
                 values = _column(ds, col, where)
                 bad = next((i for i, v in enumerate(values) if v is not None and not isinstance(v, str)), None)
                 if bad is not None:
                     raise DataError(f"{where}: column {col!r} row {ids[bad]!r}: {type(values[bad]).__name__} is not text")
                 modalities[m], present[m], length = text_modality(values, self.text_encoder, cache, self.text_model,
-                                                                  self.max_tokens)
+                                                                  self.max_tokens, self.text_pooling)
                 if length is not None:
                     lengths[m] = length
                     vocabularies |= text_vocabulary(m, self.text_encoder, self.text_model).get(VOCABULARIES, {})
@@ -558,7 +582,8 @@ class HFDataset(MultimodalDataset):
 
 
 def text_modality(values: Sequence[str | None], text_encoder: str = "minilm", cache: Any = None,
-                  text_model: str | None = None, max_tokens: int = 64) -> tuple[Tensor, Tensor, Tensor | None]:
+                  text_model: str | None = None, max_tokens: int = 64,
+                  text_pooling: str = "mean") -> tuple[Tensor, Tensor, Tensor | None]:
     """(``[N, 384]`` MiniLM embeddings or token ids ``[N, T]``, present ``[N]``, lengths or None)
     for texts where None is missing: only present texts are encoded, missing rows are zeros."""
     from mmbench.data.datasets.coco_features import text_features
@@ -566,7 +591,8 @@ def text_modality(values: Sequence[str | None], text_encoder: str = "minilm", ca
     rows = [i for i, v in enumerate(values) if v is not None]
     present = torch.zeros(len(values), dtype=torch.bool)
     present[rows] = True
-    got, lengths, _ = text_features([values[i] for i in rows] or [""], text_encoder, cache, text_model, max_tokens)
+    got, lengths, _ = text_features([values[i] for i in rows] or [""], text_encoder, cache, text_model, max_tokens,
+                                    text_pooling)
     out = torch.zeros((len(values), *got.shape[1:]), dtype=got.dtype)
     if rows:
         out[torch.tensor(rows)] = got[: len(rows)]

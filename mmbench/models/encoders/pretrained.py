@@ -45,11 +45,13 @@ from mmbench.core.registry import ENCODERS
 __all__ = [
     "EFFICIENTNET_DIM",
     "MINILM_DIM",
+    "TEXT_POOLINGS",
     "EfficientNetLite0Encoder",
     "MiniLMEncoder",
     "efficientnet_weights_path",
     "encode_images",
     "encode_texts",
+    "check_text_pooling",
     "imagenet_class_names",
     "imagenet_logits",
     "load_image_model",
@@ -130,17 +132,23 @@ def _tokenizer(path: str):
 
 
 @lru_cache(maxsize=2)
-def _shared_text_model(path: str) -> nn.Module:
+def _shared_text_model(path: str, stamp: tuple) -> nn.Module:
     model = _new_text_model(Path(path)).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
 
 
+def _folder_stamp(path: str) -> tuple:
+    """(name, size, mtime) of the folder's files: new weights saved into it load anew."""
+    return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(path).iterdir() if f.is_file()))
+
+
 def load_text_model(model_path: str | os.PathLike | None = None):
-    """(tokenizer, frozen model in eval mode), loaded once per process and folder."""
+    """(tokenizer, frozen model in eval mode), loaded once per process and folder (again when
+    the folder's files change)."""
     path = str(minilm_path(model_path))
-    return _tokenizer(path), _shared_text_model(path)
+    return _tokenizer(path), _shared_text_model(path, _folder_stamp(path))
 
 
 def tokenize_texts(texts: Sequence[str], model_path: str | os.PathLike | None = None,
@@ -167,14 +175,40 @@ def _mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
+#: How a text's token states become one vector (``text_pooling``).
+TEXT_POOLINGS = ("mean", "cls", "pooler")
+
+
+def check_text_pooling(pooling: str) -> str:
+    if pooling not in TEXT_POOLINGS:
+        raise SpecError(f"text_pooling {pooling!r} is not one of {', '.join(TEXT_POOLINGS)}")
+    return pooling
+
+
+def _pool_text(out, mask: Tensor, pooling: str, normalize: bool) -> Tensor:
+    if pooling == "pooler":
+        if getattr(out, "pooler_output", None) is None:
+            raise SpecError("text_pooling pooler: this model has no pooler output (BERT-style models have one); "
+                            "use cls or mean")
+        return out.pooler_output.float()
+    hidden = out.last_hidden_state.float()
+    if pooling == "cls":
+        return hidden[:, 0]
+    pooled = _mean_pool(hidden, mask)
+    return nn.functional.normalize(pooled, p=2, dim=1) if normalize else pooled
+
+
 def encode_texts(texts: Sequence[str], model_path: str | os.PathLike | None = None, batch_size: int = 64,
                  max_length: int = 128, device: str | torch.device = "cpu", normalize: bool = True,
-                 on_batch: Callable[[int], None] | None = None) -> Tensor:
-    """float32 ``[N, hidden]`` sentence embeddings (384-d for MiniLM): the mean of the last hidden
-    states over real tokens, L2-normalised unless `normalize` is False (sentence-transformers'
-    recipe for all-MiniLM-L6-v2). Each distinct text is encoded once; texts are batched by
-    length, so little padding is computed, and come back in the input order. ``on_batch(k)`` is
-    called after each batch with the number of distinct texts it encoded."""
+                 pooling: str = "mean", on_batch: Callable[[int], None] | None = None) -> Tensor:
+    """float32 ``[N, hidden]`` text embeddings (384-d for MiniLM, 768-d for BERT-base). `pooling`:
+    ``mean`` (default) the mean of the last hidden states over real tokens, L2-normalised unless
+    `normalize` is False (sentence-transformers' recipe for all-MiniLM-L6-v2); ``cls`` the last
+    hidden state of the first token ([CLS]); ``pooler`` the model's pooler output (BERT's tanh
+    dense layer on [CLS]). Each distinct text is encoded once; texts are batched by length, so
+    little padding is computed (attention masks it out), and come back in the input order.
+    ``on_batch(k)`` is called after each batch with the number of distinct texts it encoded."""
+    check_text_pooling(pooling)
     tok, model = load_text_model(model_path)
     model = model.to(device)
     texts = [str(t) for t in texts]
@@ -183,16 +217,17 @@ def encode_texts(texts: Sequence[str], model_path: str | os.PathLike | None = No
     unique = list(row)
     out = torch.zeros((len(unique), int(model.config.hidden_size)), dtype=torch.float32)
     order = sorted(range(len(unique)), key=lambda i: len(unique[i]))
-    with torch.inference_mode():
+    from mmbench.core.progress import progress_bar
+
+    with progress_bar(len(order), f"encoding {len(order):,} texts with {Path(str(model_path or 'minilm')).name}") as bar, \
+            torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             enc = tok([unique[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             enc = {k: v.to(device) for k, v in enc.items()}
-            hidden = model(**enc).last_hidden_state.float()
-            pooled = _mean_pool(hidden, enc["attention_mask"])
-            if normalize:
-                pooled = nn.functional.normalize(pooled, p=2, dim=1)
+            pooled = _pool_text(model(**enc), enc["attention_mask"], pooling, normalize)
             out[torch.tensor(idx)] = pooled.cpu()
+            bar.update(len(idx))
             if on_batch is not None:
                 on_batch(len(idx))
     return out[inverse]
