@@ -318,15 +318,15 @@ class TaskSignificance:
 
 
 def _caption(metric: str, items: int, seeds: list[int], single: list[str], n_pairs: int, b: int, mcnemar: bool,
-             mdd: float | None) -> str:
+             mdd: float | None, unit: str = "test items") -> str:
     if n_pairs == 0:
-        return f"One entry, scored on {items:,} test items: no pair to test."
+        return f"One entry, scored on {items:,} {unit}: no pair to test."
     lo, hi = min(seeds), max(seeds)
     if hi == 1:
-        head = f"Paired bootstrap of {metric} over the {items:,} test items (single runs: seed variance unknown; B = {b:,} resamples)"
+        head = f"Paired bootstrap of {metric} over the {items:,} {unit} (single runs: seed variance unknown; B = {b:,} resamples)"
     else:
         unknown = f", seed variance unknown for the single run{'s' if len(single) > 1 else ''} {', '.join(single)}" if single else ""
-        head = (f"Two-level paired bootstrap of {metric} over the {items:,} test items and each entry's seeds "
+        head = (f"Two-level paired bootstrap of {metric} over the {items:,} {unit} and each entry's seeds "
                 f"({lo if lo == hi else f'{lo}-{hi}'} seeds per entry{unknown}; B = {b:,} resamples)")
     return (f"{head}{', exact McNemar p-values for pairs of single runs' if mcnemar else ''}; "
             f"{'the one pair' if n_pairs == 1 else f'all {n_pairs} pairs'} tested, p-values Holm-adjusted: rows sharing a "
@@ -336,10 +336,11 @@ def _caption(metric: str, items: int, seeds: list[int], single: list[str], n_pai
 
 def significance_from_arrays(task: str, names: list[str], y: Any, preds: list[Any], metric: str, target_type: str,
                              num_classes: int | None, higher_is_better: bool, n_resamples: int = DEFAULT_RESAMPLES,
-                             seed: Any = 0, alpha: float = ALPHA, scores: bool = False) -> TaskSignificance:
+                             seed: Any = 0, alpha: float = ALPHA, scores: bool = False,
+                             unit: str = "test items") -> TaskSignificance:
     """The verdicts for entries `names` (best first) with ``preds[e]`` the ``[seeds, n]``
     predictions of entry e on the shared items with targets `y` (label-1 scores with
-    `scores`); `seed` seeds the resamples."""
+    `scores`); `seed` seeds the resamples; `unit` names the items in the caption."""
     from mmbench.evaluation.resampling import resampled_metric, two_level_values
 
     y = np.asarray(y)
@@ -356,12 +357,12 @@ def significance_from_arrays(task: str, names: list[str], y: Any, preds: list[An
         return mcnemar_exact(la == y, lb == y)["p"]
 
     return verdicts_from_values(task, names, values, point, [len(p) for p in preds], len(y), metric, higher_is_better,
-                                b, seed, alpha, exact if linear_acc else None)
+                                b, seed, alpha, exact if linear_acc else None, unit=unit)
 
 
 def verdicts_from_values(task: str, names: list[str], values: np.ndarray, point: list[float], seeds: list[int],
                          items: int, metric: str, higher_is_better: bool, b: int, seed: Any = 0, alpha: float = ALPHA,
-                         exact: Any = None) -> TaskSignificance:
+                         exact: Any = None, unit: str = "test items") -> TaskSignificance:
     """The verdicts from each entry's value (``point``) and its ``[entries, b]`` two-level
     resampled values (:func:`mmbench.evaluation.resampling.two_level_values`, or any
     statistic built from them on the same draws, e.g. a robustness score); ``exact(i, j)``,
@@ -399,7 +400,7 @@ def verdicts_from_values(task: str, names: list[str], values: np.ndarray, point:
     mdd = minimum_detectable_difference([t.diff_sd for t in pairs if math.isfinite(t.diff_sd)], len(pairs), alpha)
     single = [n for n, p in zip(names, preds) if len(p) == 1]
     caption = _caption(metric, items, [len(p) for p in preds], single, len(pairs), b,
-                       any(t.test == "mcnemar-exact" for t in pairs), mdd)
+                       any(t.test == "mcnemar-exact" for t in pairs), mdd, unit)
     return TaskSignificance(task, metric, bool(higher_is_better), items, b, int(seed if np.isscalar(seed) else seed[0]),
                             alpha, rows, tuple(pairs), mdd, caption)
 
@@ -428,11 +429,54 @@ def task_seed(task: str, seed: int) -> list[int]:
     return [seed, int.from_bytes(hashlib.blake2b(task.encode(), digest_size=4).digest(), "little")]
 
 
+def comparable_queries(groups: dict[str, list[Any]]) -> list[str] | None:
+    """The image ids (clusters) of a retrieval task when every entry stores per-query records
+    (``extra["test_queries"]``) of the same queries in the same clusters; None otherwise."""
+    ref = None
+    for results in groups.values():
+        for r in results:
+            q = (r.extra or {}).get("test_queries")
+            if not q:
+                return None
+            key = (tuple(q["t2i"]["ids"]), tuple(q["t2i"]["cluster"]), tuple(q["i2t"]["ids"]))
+            if ref is None:
+                ref = key
+            elif key != ref:
+                return None
+    return sorted(set(ref[1]) | set(ref[2])) if ref else None
+
+
+def retrieval_significance(task: str, ordered_names: list[str], groups: dict[str, list[Any]], metric: str,
+                           higher_is_better: bool, n_resamples: int = DEFAULT_RESAMPLES,
+                           seed: int = 0) -> TaskSignificance | None:
+    """The verdicts for a retrieval task's entries from their per-query records: the same
+    two-level paired bootstrap, its items the gallery's images, each resampled with all its
+    captions (text-to-image queries clustered by image); None without comparable records."""
+    from mmbench.evaluation.resampling import retrieval_cluster_arrays
+
+    order = comparable_queries({n: groups[n] for n in ordered_names})
+    if order is None:
+        return None
+    captions, preds = None, []
+    for name in ordered_names:
+        seeds = []
+        for r in sorted(groups[name], key=lambda r: (r.seed is None, r.seed or 0)):
+            captions, sums = retrieval_cluster_arrays(r.extra["test_queries"], order)
+            seeds.append(sums)
+        preds.append(np.stack(seeds))
+    return significance_from_arrays(task, ordered_names, captions, preds, metric, "retrieval", None, higher_is_better,
+                                    n_resamples, task_seed(task, seed), unit="images (each with its captions)")
+
+
 def task_significance(task: str, ordered_names: list[str], groups: dict[str, list[Any]], metric: str,
                       higher_is_better: bool, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> TaskSignificance | None:
     """The verdicts for a task's entries (``groups``: name -> its results, one per seed;
-    ``ordered_names`` best first) from their stored test items; None when the entries do not
-    all store test items on the same ids and targets."""
+    ``ordered_names`` best first) from their stored test items (a retrieval task: its per-query
+    records, :func:`retrieval_significance`); None when the entries do not all store test
+    items on the same ids and targets."""
+    first = groups[ordered_names[0]][0]
+    if (first.extra or {}).get("test_queries"):
+        return retrieval_significance(task, ordered_names, groups, metric, higher_is_better, n_resamples, seed)
     order = comparable_items(task, {n: groups[n] for n in ordered_names})
     if order is None:
         return None
