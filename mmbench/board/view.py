@@ -11,7 +11,7 @@ from mmbench.board import figures as F
 from mmbench.board import tables as T
 from mmbench.board.efficiency import devices_note
 from mmbench.board.robustness import annotate_robustness_verdicts, robustness_verdicts
-from mmbench.board.summary import chance_level, decision_summary
+from mmbench.board.summary import chance_level, decision_summary, retrieval_sentences
 
 
 def rate_bands(rows: list[dict[str, Any]], groups: dict[str, list[Any]]) -> dict[str, list[tuple[float, float, float]]]:
@@ -68,7 +68,7 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
                                     "(effective robustness is relative robustness minus the clean value, up to a constant).")
     from mmbench.board.entries import significance_note
 
-    view.update(primary=primary, hib=hib, chance=chance, summary=decision_summary(rows, chance),
+    view.update(primary=primary, hib=hib, chance=chance, summary=decision_summary(rows, chance) + retrieval_sentences(rows, groups),
                 entries=T.entries_table(rows), sig_note=significance_note(rows), pairwise=T.pairwise_table(rows),
                 robust_table=T.robustness_table(rows), eff_table=T.efficiency_table(rows),
                 eff_note=devices_note(rows), cond_table=T.conditions_table(rows),
