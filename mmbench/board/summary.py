@@ -87,6 +87,8 @@ def clean_sentence(rows: list[dict[str, Any]]) -> str:
         else:
             why = "the entries store no comparable per-item records, so no difference is tested"
         return f"Clean {primary}: {rows[0]['name']} ranks first ({fmt(rows[0].get(primary), 3)}); {why}."
+    if len(rows) == 1:
+        return f"Clean {primary}: {rows[0]['name']} ({fmt(rows[0].get(primary), 3)}) is the only entry: no pair to test."
     win = _top_letter_rows(rows, "letters", primary, hib)
     if len(win) == 1:
         return (f"Clean {primary}: {win[0]['name']} ({fmt(win[0].get(primary), 3)}) is the clean winner, "
