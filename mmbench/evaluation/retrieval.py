@@ -66,11 +66,22 @@ _BITS = {"float64": "int64", "float32": "int32", "float16": "int16", "bfloat16":
 
 
 def _unique_rows(t):
-    """(distinct rows of `t`, row -> distinct row index): rows compared bit for bit."""
+    """(distinct rows of `t`, row -> distinct row index): rows compared bit for bit. Rows are
+    grouped by a hash of their bits first (fast); every row is then compared with its group's
+    first row, and only if a hash collided are the rows sorted instead."""
     import torch
 
     bits = t.view(getattr(torch, _BITS[str(t.dtype).removeprefix("torch.")]))
-    u, inverse = torch.unique(bits, dim=0, return_inverse=True)
+    n = bits.shape[0]
+    gen = torch.Generator().manual_seed(0)
+    coef = torch.randint(-(2**62), 2**62, (bits.shape[1],), generator=gen, dtype=torch.int64).to(bits.device)
+    hashes = (bits.to(torch.int64) * coef).sum(dim=1)  # wraps modulo 2**64
+    _, inverse = torch.unique(hashes, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), n, dtype=torch.int64, device=bits.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(n, device=bits.device), reduce="amin")
+    if bool((bits.index_select(0, first).index_select(0, inverse) == bits).all()):
+        return t.index_select(0, first), inverse
+    u, inverse = torch.unique(bits, dim=0, return_inverse=True)  # a hash collision: sort the rows
     return u.view(t.dtype), inverse
 
 
@@ -169,9 +180,16 @@ def _row_counts(qu, qmap: np.ndarray, cu, w, rel, rel_w, cs: int):
     order = torch.from_numpy(order_np).to(device)
     qmap_t = torch.from_numpy(qmap).to(device)
     out = {key: torch.empty(n_q, dtype=torch.int64, device=device) for key in COUNT_KEYS}
-    w64 = None if w is None else w.to(torch.float64)
     n_uq = qu.shape[0]
+    # counts as sums of 0/1 floats, weighted by the copies: float32 is exact below 2**24 in all,
+    # float64 below 2**53; on the CPU a matrix-vector product, elsewhere a product and a sum
+    # (no TF32 rounding of the weights)
+    exact32 = cu.shape[0] < 2**24 and (w is None or int(w.sum()) < 2**24)
+    count_dtype = torch.float32 if exact32 else torch.float64
+    wf = None if w is None else w.to(count_dtype)
+    on_cpu = device.type == "cpu"
     buf = torch.empty((min(cs, n_uq), cu.shape[0]), dtype=qu.dtype, device=device)
+    flags = torch.empty((min(cs, n_q), cu.shape[0]), dtype=count_dtype, device=device)
     for a in range(0, n_uq, cs):
         b = min(a + cs, n_uq)
         s = torch.matmul(qu[a:b], cu.t(), out=buf[: b - a])
@@ -184,8 +202,9 @@ def _row_counts(qu, qmap: np.ndarray, cu, w, rel, rel_w, cs: int):
             own = sx.gather(1, r.clamp_min(0)).masked_fill_(r < 0, float("-inf"))
             best = own.amax(dim=1, keepdim=True)
             out["relevant"][q] = (rw * (own == best)).sum(dim=1)
-            for key, flags in (("above", sx > best), ("tied", sx == best)):
-                out[key][q] = flags.sum(dim=1) if w64 is None else torch.round(flags.to(torch.float64) @ w64).to(torch.int64)
+            for key, compare in (("above", torch.gt), ("tied", torch.eq)):
+                f = compare(sx, best, out=flags[: len(q)])  # 0/1 floats: their sums are exact
+                out[key][q] = (f.sum(dim=1) if w is None else f @ wf if on_cpu else (f * wf).sum(dim=1)).to(torch.int64)
     return out
 
 
