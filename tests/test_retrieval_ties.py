@@ -65,8 +65,18 @@ def _sign_data(seed: int, n_img: int, per_image: list[int], copies: bool):
     return img, cap, idx
 
 
+@pytest.fixture(params=["one product", "chunked products"])
+def product(request, monkeypatch):
+    """Both CPU paths: one product read by both directions, and chunks of two products."""
+    import mmbench.evaluation.retrieval as retrieval
+
+    if request.param == "chunked products":
+        monkeypatch.setattr(retrieval, "_FULL_PRODUCT_BYTES", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("seed", range(6))
-def test_recalls_equal_the_enumeration_over_every_tie_breaking(seed):
+def test_recalls_equal_the_enumeration_over_every_tie_breaking(seed, product):
     rng = np.random.default_rng(100 + seed)
     n_img = int(rng.integers(2, 6))
     per_image = rng.integers(1, 3, n_img).tolist()
@@ -142,7 +152,7 @@ def test_a_shared_missing_image_vector_earns_what_chance_gives():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
-def test_copies_tie_at_every_chunk_size(dtype):
+def test_copies_tie_at_every_chunk_size(dtype, product):
     """Random (inexact) vectors in 37 dimensions with several copies of some images and
     captions: every chunk size gives the same counts, and a caption's own image ties with
     each of its copies (they count in `tied`), whatever the product's blocking."""
@@ -178,7 +188,7 @@ def test_copies_tie_at_every_chunk_size(dtype):
         assert s["tied"][own0] >= 4
 
 
-def test_vectors_one_ulp_apart_do_not_tie():
+def test_vectors_one_ulp_apart_do_not_tie(product):
     """Image B is image A with one coordinate one ulp larger; the scores differ in the last
     place and are exact (the normalised rows are the inputs themselves, norms 1 in float32),
     so the caption ranks A and B apart at every chunk size and in both precisions."""
@@ -195,7 +205,7 @@ def test_vectors_one_ulp_apart_do_not_tie():
             assert t2i["above"].tolist() == [0, 1, 1] and t2i["tied"].tolist() == [1, 2, 2], (chunk, dtype)
 
 
-def test_counts_are_the_same_on_every_path_of_the_chunking():
+def test_counts_are_the_same_on_every_path_of_the_chunking(product):
     """Duplicated query rows (several captions with one vector, of different images) take the
     grouped path; a chunk smaller than a group splits the comparisons, never the product."""
     rng = np.random.default_rng(5)

@@ -26,7 +26,8 @@ query's scores come from one row of one matrix product (its row against every di
 candidate), so the comparisons of a query never mix two computations of a score.
 
 Two paths compute the same counts: chunks of rows in torch (:func:`_row_counts`, any device;
-text-to-image and image-to-text are two products, each row-complete) and, on CUDA with Triton,
+text-to-image and image-to-text are two products, each row-complete, or on the CPU one product
+of at most 1 GiB that both read) and, on CUDA with Triton,
 :mod:`mmbench.evaluation.rank_kernel` (the comparisons fused into the matrix product: no
 score is written to memory).
 """
@@ -164,13 +165,17 @@ def recalls_from_counts(t2i: dict[str, Any], i2t: dict[str, Any], ks: Sequence[i
     return out
 
 
-def _row_counts(qu, qmap: np.ndarray, cu, w, rel, rel_w, cs: int):
+_FULL_PRODUCT_BYTES = 2**30  # on the CPU, a product up to this size is computed once for both directions
+
+
+def _row_counts(qu, qmap: np.ndarray, cu, w, rel, rel_w, cs: int, scores=None):
     """Per query (``qmap[q]``: its row of the distinct query rows `qu`) the counts against the
     distinct candidates `cu` (copies per candidate `w`, None when all are 1): the best score of
     its relevant candidates (``rel[q]``: candidate rows, -1 padding; ``rel_w[q]``: how many
     relevant copies each), the weighted number of candidates strictly above it and equal to it,
     and the relevant copies equal to it. Chunks of `cs` distinct query rows, one product each
-    (``qu[a:b] @ cu.T``); every comparison of a query reads its own row of that product."""
+    (``qu[a:b] @ cu.T``), or rows of `scores` (the whole product, computed once); every
+    comparison of a query reads its own row of that product."""
     import torch
 
     device = qu.device
@@ -188,11 +193,11 @@ def _row_counts(qu, qmap: np.ndarray, cu, w, rel, rel_w, cs: int):
     count_dtype = torch.float32 if exact32 else torch.float64
     wf = None if w is None else w.to(count_dtype)
     on_cpu = device.type == "cpu"
-    buf = torch.empty((min(cs, n_uq), cu.shape[0]), dtype=qu.dtype, device=device)
+    buf = None if scores is not None else torch.empty((min(cs, n_uq), cu.shape[0]), dtype=qu.dtype, device=device)
     flags = torch.empty((min(cs, n_q), cu.shape[0]), dtype=count_dtype, device=device)
     for a in range(0, n_uq, cs):
         b = min(a + cs, n_uq)
-        s = torch.matmul(qu[a:b], cu.t(), out=buf[: b - a])
+        s = scores[a:b] if scores is not None else torch.matmul(qu[a:b], cu.t(), out=buf[: b - a])
         lo, hi = np.searchsorted(sorted_rows, [a, b])
         for start in range(lo, hi, cs):
             stop = min(start + cs, hi)
@@ -292,13 +297,19 @@ def retrieval_counts(
         use_kernel = i2t_rel.shape[1] <= MAX_RELEVANT
     out = {}
     with torch.no_grad():
+        # on the CPU, a product that fits _FULL_PRODUCT_BYTES is computed once: text-to-image
+        # reads its rows, image-to-text its columns (every score computed once, read by both)
+        full = None
+        if not use_kernel and device.type == "cpu" and cap.shape[0] * img.shape[0] * cap.element_size() <= _FULL_PRODUCT_BYTES:
+            full = torch.matmul(cap, img.t())
         for name, qu, qmap, cu, copies, rel, rel_w in directions:
             w = None if bool((copies == 1).all()) else copies
             if use_kernel:
                 got = kernel_counts(qu, qmap, cu, copies, rel, rel_w)
             else:
+                scores = None if full is None else full if name == "t2i" else full.t()
                 got = _row_counts(qu, qmap, cu, w, torch.from_numpy(rel).to(device), torch.from_numpy(rel_w).to(device),
-                                  chunk_size)
+                                  chunk_size, scores)
             out[name] = {key: got[key].cpu().numpy() for key in COUNT_KEYS}
     return out["t2i"], out["i2t"]
 
@@ -343,7 +354,8 @@ def retrieval_metrics(
     Computation is in torch, chunk by chunk (:func:`retrieval_counts`): for each direction,
     ``chunk_size`` distinct query rows are scored against every distinct candidate at once
     (extra memory O(chunk_size * candidates)), and each query's counts come from its own row
-    of that product: no sorting, the full similarity matrix is never formed. ``device``
+    of that product: no sorting. On the CPU, a similarity matrix of distinct rows of at most
+    1 GiB is computed once and read by both directions; larger ones are never formed. ``device``
     (default: that of the input tensors, else the CPU) picks where it runs; ``dtype`` defaults
     to float32 (pass torch.float64 for double precision). ``chunk_size`` changes speed and
     memory; results only through the rounding of the products of distinct vectors.
