@@ -197,7 +197,9 @@ def _row_counts(qu, qmap: np.ndarray, cu, w, rel, rel_w, cs: int, scores=None):
     flags = torch.empty((min(cs, n_q), cu.shape[0]), dtype=count_dtype, device=device)
     for a in range(0, n_uq, cs):
         b = min(a + cs, n_uq)
-        s = scores[a:b] if scores is not None else torch.matmul(qu[a:b], cu.t(), out=buf[: b - a])
+        # rows of the whole product (a transposed one's copied into contiguous rows first: the
+        # comparisons then read memory in order), or this chunk's product
+        s = scores[a:b].contiguous() if scores is not None else torch.matmul(qu[a:b], cu.t(), out=buf[: b - a])
         lo, hi = np.searchsorted(sorted_rows, [a, b])
         for start in range(lo, hi, cs):
             stop = min(start + cs, hi)
