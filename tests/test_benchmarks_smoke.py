@@ -31,7 +31,7 @@ def test_quick_tiny_run_completes_with_exact_results(tmp_path):
     assert not errors, errors
     # every case that has an exactness check ran it and it held
     checked = {r["case"] for r in rows if r["exact"] is not None}
-    assert checked >= {"1", "2", "3", "4", "5", "7"}, checked
+    assert checked >= {"1", "2", "3", "4", "5", "6", "7"}, checked
     assert all(r["exact"] for r in rows if r["exact"] is not None)
     # the table went to stdout, the machine description into the JSON
     assert "ratio" in proc.stdout and "case" in proc.stdout
@@ -40,6 +40,8 @@ def test_quick_tiny_run_completes_with_exact_results(tmp_path):
     by_name = {r["name"]: r for r in rows}
     assert any(name.startswith("train concat") for name in by_name)
     assert "reproduce: vectorised == one by one" in by_name
+    # case 6 runs the command --quick times (evaluate a MOSI predictions file), on a smaller file
+    assert "mmbench evaluate mosi --predictions FILE" in by_name and "mmbench tasks" not in by_name
     assert all(r["mmbench_s"] is None or r["mmbench_s"] > 0 for r in rows)
 
 

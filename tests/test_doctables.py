@@ -39,7 +39,7 @@ def test_table_cells_letters_and_caption(tmp_path):
     out = render_doc_tables(text, board)
     lines = out.splitlines()
     assert lines[0] == "intro" and lines[-1] == "end" and "old" not in out
-    assert lines[2] == "| entry | letters | rank 95% | acc | F1 | seeds | no a | p |"
+    assert lines[2] == "| entry | letters | rank range | acc | F1 | seeds | no a | p |"
     good = sorted((e for e in load_entries(board) if e.name == "good"), key=lambda e: e.seed)
     accs = [e.metrics["clean"]["accuracy"] for e in good]
     mean, sd = statistics.mean(accs), statistics.stdev(accs)

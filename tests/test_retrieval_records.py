@@ -53,6 +53,33 @@ def test_image_cluster_resampling_equals_recomputing_on_the_resampled_queries():
         assert resampled_metric(name, "retrieval", None, captions, sums[None], ones)[0, 0] == pytest.approx(full[name])
 
 
+def test_retrieval_influence_values_are_the_ratio_derivatives_and_the_variance_matches_the_draws():
+    """recall@k over images is a ratio of weighted sums: its influence values are the analytic
+    derivatives (s_g - R c_g) / C (text-to-image) and (h_g - R) / n (image-to-text), and the
+    control-variate variance of a pair agrees with the plain variance of the resampled differences."""
+    from mmbench.evaluation.resampling import RETRIEVAL_KS, retrieval_cluster_arrays, two_level
+
+    recs = [_records(0, noise=nz)[0] for nz in (0.3, 0.4, 2.0, 2.2)]
+    order = sorted(recs[0]["i2t"]["ids"])
+    arrays = [retrieval_cluster_arrays(r, order) for r in recs]
+    captions = arrays[0][0]
+    preds = [np.stack([arrays[0][1], arrays[1][1]]), np.stack([arrays[2][1], arrays[3][1]])]
+    res = two_level(captions, preds, "t2i_recall@5", "retrieval", None, 6000, 11)
+    c = RETRIEVAL_KS.index(5)
+    for e, p in enumerate(preds):
+        for k, sums in enumerate(p):
+            r = sums[:, c].sum() / captions.sum()
+            assert res.seed_points[e][k] == pytest.approx(r, abs=1e-12)
+            assert res.influence[e][k] == pytest.approx((sums[:, c] - r * captions) / captions.sum(), abs=1e-6)
+    res_i = two_level(captions, preds, "i2t_recall@1", "retrieval", None, 10, 11)
+    hits = preds[0][0][:, len(RETRIEVAL_KS)]
+    assert res_i.influence[0][0] == pytest.approx((hits - hits.mean()) / len(hits), abs=1e-6)
+    v, err, used = res.pair_variance(0, 1)
+    plain = np.var(res.values[0] - res.values[1])
+    assert used == 6000 and err < 0.05 * v
+    assert v == pytest.approx(plain, rel=0.1)
+
+
 class _Entry:
     def __init__(self, name, seed, records):
         self.name, self.seed, self.extra, self.task = name, seed, {"test_queries": records}, "t"
@@ -64,7 +91,9 @@ def test_the_two_level_test_reads_the_records_clustered_by_image():
     good = [_Entry("good", s, _records(0, noise=0.3)[0]) for s in range(3)]
     bad = [_Entry("bad", s, _records(0, noise=2.0)[0]) for s in range(3)]
     sig = task_significance("t", ["good", "bad"], {"good": good, "bad": bad}, "mean_recall", True, n_resamples=400)
-    assert sig.items == 30 and "over the 30 images (each with its captions)" in sig.caption
+    captions = len(good[0].extra["test_queries"]["t2i"]["ids"])
+    assert (sig.items, sig.unit, sig.clusters) == (captions, "image", 30)
+    assert f"over the {captions:,} test items resampled by image (30 images)" in sig.caption
     pair = sig.pair("good", "bad")
     want = recalls_from_counts(*({k: np.array(good[0].extra["test_queries"][d][k]) for k in COUNT_KEYS}
                                  for d in ("t2i", "i2t")))["mean_recall"]

@@ -26,7 +26,6 @@ from mmbench.evaluation.significance import (
     item_record,
     item_record_differences,
     mcnemar_exact,
-    minimum_detectable_difference,
     rank_intervals,
     significance_from_arrays,
 )
@@ -189,7 +188,7 @@ def test_seed_spread_larger_than_the_difference_ties_a_pair_a_small_one_does_not
     narrow = _pair(y, [0.81, 0.82, 0.80, 0.83, 0.79], [0.77, 0.78, 0.76, 0.79, 0.75], rng)
     assert wide.diff > 0.06 and narrow.diff > 0.03
     assert not wide.significant and wide.ci_low < 0 < wide.ci_high and wide.p > 0.05
-    assert narrow.significant and narrow.ci_low > 0 and narrow.p_display == "p < 1/1001"
+    assert narrow.significant and narrow.ci_low > 0 and narrow.p_display == "p < 0.0001"
     # the item bootstrap alone (seeds treated as known) would have separated the wide pair
     rng2 = np.random.default_rng(3)
     pa, pb = _seeds(y, rng2, [0.74, 0.99, 0.76, 0.97, 0.74]), _seeds(y, rng2, [0.77, 0.78, 0.76, 0.79, 0.75])
@@ -266,17 +265,17 @@ def test_compact_letters_hand_worked():
 
 
 def test_rank_intervals_hand_worked():
-    values = np.array([[0.9, 0.9, 0.9, 0.9], [0.5, 0.8, 0.5, 0.5], [0.8, 0.5, 0.8, 0.8]])
-    assert rank_intervals(values, True) == [(1, 1), (2, 3), (2, 3)]
-    assert rank_intervals(values, False) == [(3, 3), (1, 2), (1, 2)]
+    # a above b and c (significantly), b vs c undecided; d below everyone but a (not significant)
+    names = list("abcd")
+    differ = {frozenset("ab"), frozenset("ac"), frozenset("bd"), frozenset("cd")}
+    better = {n: set(names[k + 1:]) for k, n in enumerate(names)}
+    assert rank_intervals(names, differ, better) == {"a": (1, 2), "b": (2, 3), "c": (2, 3), "d": (3, 4)}
+    assert rank_intervals(names, set(), better) == dict.fromkeys(names, (1, 4))
 
 
-def test_minimum_detectable_difference_and_p_display():
-    z = scipy_stats.norm.ppf
-    assert minimum_detectable_difference([0.01, 0.03, 0.02], 3) == pytest.approx((z(1 - 0.05 / 6) + z(0.8)) * 0.02)
-    assert minimum_detectable_difference([], 0) is None
-    assert format_p(1 / 2001, 2000) == "p < 1/2001" and format_p(0.0312, 2000) == "p = 0.031"
-    assert format_p(1.0) == "p = 1" and format_p(3e-7) == "p = 3e-07"
+def test_p_display():
+    assert format_p(0.0312) == "p = 0.031" and format_p(1.0) == "p = 1" and format_p(3e-7) == "p < 0.0001"
+    assert format_p(0.00042) == "p = 0.00042"
 
 
 # ------------------------------------------------------------------------------------------
@@ -319,9 +318,10 @@ def test_board_rows_carry_letters_rank_intervals_and_the_matrix():
         for other, t in r["pairwise"].items():
             assert t["significant"] == (t["p_holm"] < 0.05) and t["diff"] == pytest.approx(-by[other]["pairwise"][r["name"]]["diff"])
     assert not by[top]["pairwise"]["beta" if top == "alpha" else "alpha"]["significant"]
-    assert by["alpha"]["pairwise"]["gamma"]["significant"] and by["alpha"]["pairwise"]["gamma"]["p_display"] == "p < 1/501"
+    assert by["alpha"]["pairwise"]["gamma"]["significant"] and by["alpha"]["pairwise"]["gamma"]["p_display"] == "p < 0.0001"
     sig = rows[0]["significance"]
-    assert sig["pairs"] == 3 and sig["correction"] == "holm" and sig["n_resamples"] == 500 and 0.01 < sig["mdd"] < 0.2
+    assert sig["pairs"] == 3 and sig["correction"] == "holm" and sig["n_resamples"] == 500 and sig["unit"] == "item"
+    assert sig["mc_error"] < 1e-6  # accuracy over items: the control variate leaves no Monte-Carlo error
     assert "all 3 pairs tested" in sig["caption"] and "Holm" in sig["caption"] and "3 seeds per entry" in sig["caption"]
     json.loads(render(rows, "json"))
     md = render(rows, "md")

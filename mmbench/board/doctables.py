@@ -4,7 +4,7 @@ A Markdown file marks each generated block with an opening comment that says wha
 a closing comment; everything between them is rewritten from the entries::
 
     <!-- board-table mosi | Acc-2 non0=acc2_non0% | MAE=mae | params=params | text dropped=drop:text% -->
-    (generated: the ranked rows with their letters and 95% rank intervals, then the caption)
+    (generated: the ranked rows with their letters and rank ranges, then the caption)
     <!-- /board-table -->
 
     <!-- board-summary -->
@@ -85,7 +85,7 @@ def _table(task: str, columns: list[tuple[str, str, bool]], rows: list[dict[str,
            groups: dict[tuple[str, str], list[Any]]) -> str:
     from mmbench.board.entries import format_value
 
-    head = ["entry", "letters", "rank 95%"] + [c[0] for c in columns]
+    head = ["entry", "letters", "rank range"] + [c[0] for c in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["name"], r.get("letters") or "-", format_value(r, "rank_interval")]
@@ -97,17 +97,16 @@ def _table(task: str, columns: list[tuple[str, str, bool]], rows: list[dict[str,
 
 def _summary(by_task: dict[str, list[dict[str, Any]]]) -> str:
     lines = ["| task | primary metric | test items | entries x seeds | pairs differing (Holm, 0.05) | "
-             "minimum detectable difference | letters, in rank order |", "|---|---|---|---|---|---|---|"]
+             "resampled by | letters, in rank order |", "|---|---|---|---|---|---|---|"]
     for task, rows in sorted(by_task.items()):
         sig = rows[0].get("significance")
         if not sig:
             continue
         differ = sum(t["significant"] for r in rows for t in (r.get("pairwise") or {}).values()) // 2
         seeds = sorted({r["seeds"] for r in rows})
-        pct = rows[0]["primary_metric"] not in ("mae", "corr")
-        mdd = "-" if sig["mdd"] is None else (f"{100 * sig['mdd']:.1f} points" if pct else f"{sig['mdd']:.3f}")
+        unit = "item" if sig.get("unit", "item") == "item" else f"{sig['unit']} ({sig['clusters']:,})"
         lines.append(f"| {task} | {rows[0]['primary_metric']} | {sig['items']:,} | {len(rows)} x "
-                     f"{'-'.join(map(str, seeds))} | {differ} of {sig['pairs']} | {mdd} | "
+                     f"{'-'.join(map(str, seeds))} | {differ} of {sig['pairs']} | {unit} | "
                      + ", ".join(f"{r['name']} {r['letters']}" for r in rows) + " |")
     return "\n".join(lines) + "\n"
 

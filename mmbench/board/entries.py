@@ -75,8 +75,8 @@ def rank(entries: list[Result], significance: bool = True, n_resamples: int | No
     efficiency; sorted within each task by the primary metric in its direction. With
     ``significance``, each row also carries the task's verdicts (two-level bootstrap over test
     items and seeds, all pairs, Holm): ``letters``, ``rank_interval``, ``seed_variance_known``,
-    ``pairwise`` (the row's line of the pairwise matrix) and ``significance`` (test, B, pairs,
-    mdd, caption); see :func:`mmbench.evaluation.significance.annotate_ranking`. ``matrix``
+    ``pairwise`` (the row's line of the pairwise matrix) and ``significance`` (test, unit, B,
+    pairs, Monte-Carlo error, caption); see :func:`mmbench.evaluation.significance.annotate_ranking`. ``matrix``
     is kept for callers of the earlier API (the matrix is always there)."""
     from mmbench.board.testsets import partition_by_test_set
 
@@ -125,7 +125,7 @@ def table_columns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def format_value(row: dict[str, Any], col: str) -> str:
-    if col == "rank_interval":  # the 95% bootstrap interval of the rank
+    if col == "rank_interval":  # 1 + entries significantly better .. n - entries significantly worse
         ri = row.get("rank_interval")
         return "-" if ri is None else (str(ri[0]) if ri[0] == ri[1] else f"{ri[0]}-{ri[1]}")
     if col == "seeds" and row.get("seed_variance_known") is False:

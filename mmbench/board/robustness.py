@@ -172,9 +172,8 @@ def robustness_verdicts(task: str, rows: list[dict[str, Any]], results: list[Any
     test items."""
     import numpy as np
 
-    from mmbench.evaluation.resampling import resampled_metric, two_level_values
-    from mmbench.evaluation.significance import (ALPHA, DEFAULT_RESAMPLES, comparable_items, task_seed,
-                                                 verdicts_from_values)
+    from mmbench.evaluation.resampling import TwoLevel, cluster_index, two_level
+    from mmbench.evaluation.significance import DEFAULT_RESAMPLES, comparable_items, task_clusters, task_seed, verdicts
 
     have = [r for r in rows if r.get("relative_robustness") is not None]
     if board_dir is None or len(have) < 2:
@@ -212,32 +211,38 @@ def robustness_verdicts(task: str, rows: list[dict[str, Any]], results: list[Any
                 y = np.asarray(it["targets"])[take]
         for x in rates:
             by_rate[x].append(np.stack(seeds[x]))
-    n_pairs = len(names) * (len(names) - 1) // 2
-    b = int(n_resamples or DEFAULT_RESAMPLES)
-    b = max(b, math.ceil(2 * n_pairs / ALPHA)) if n_pairs / (b + 1) >= ALPHA else b
     w = rate_weights(rates)
     tt, nc = first["target_type"], first["num_classes"]
     rs = task_seed(task, seed)
-    per_rate = {x: two_level_values(y, by_rate[x], metric, tt, nc, b, rs) for x in rates}
-    ones = np.ones((1, len(y)), np.float32)
-    points = {x: np.array([float(resampled_metric(metric, tt, nc, y, by_rate[x][e], ones).mean()) for e in range(len(names))])
-              for x in rates}
+    clusters, unit = task_clusters(task, order, {n: groups[n] for n in names})
+    g = cluster_index(clusters, len(y))[1]
     seeds = [len(groups[n]) for n in names]
-    values = sum(w[x] * per_rate[x] for x in rates)
-    point = sum(w[x] * points[x] for x in rates)
-    out = {"relative": verdicts_from_values(task, names, values, list(point), seeds, len(y),
-                                            f"relative robustness ({metric} over missing rates 0 to {rates[-1]:g})",
-                                            hib, b, rs), "effective": None}
     late = groups.get(REFERENCE_FUSION)
     ref = reference_curve(late, metric) if late else {}
+
+    def per_rate(b: int) -> dict[float, TwoLevel]:
+        return {x: two_level(y, by_rate[x], metric, tt, nc, b, rs, clusters=clusters) for x in rates}
+
+    def relative(b: int) -> TwoLevel:
+        return TwoLevel.combine([(w[x], r) for x, r in per_rate(b).items()])
+
+    b0 = int(n_resamples or DEFAULT_RESAMPLES)
+    rel = verdicts(task, names, relative, seeds, len(y), f"relative robustness ({metric} over missing rates 0 to "
+                   f"{rates[-1]:g})", hib, b0, rs, unit=unit if g < len(y) else "item", clusters=g)
+    out = {"relative": rel, "effective": None}
     if all(x in ref for x in rates):
         # effective robustness = relative robustness - clean value + a constant of the late curve: same draws
         const = sum(w[x] * ref[x] for x in rates) - ref[0.0]
-        eff_values, eff_point = values - per_rate[0.0] - const, point - points[0.0] - const
-        order = sorted(range(len(names)), key=lambda e: -eff_point[e] if hib else eff_point[e])
-        out["effective"] = verdicts_from_values(task, [names[e] for e in order], eff_values[order],
-                                                [float(eff_point[e]) for e in order], [seeds[e] for e in order], len(y),
-                                                f"effective robustness ({metric}, against late fusion)", hib, b, rs)
+
+        def effective(b: int) -> TwoLevel:
+            parts = per_rate(b)
+            return TwoLevel.combine([(w[x], r) for x, r in parts.items()] + [(-1.0, parts[0.0])]).shifted(-const)
+
+        eff0 = effective(2)
+        order_e = sorted(range(len(names)), key=lambda e: -eff0.point[e] if hib else eff0.point[e])
+        out["effective"] = verdicts(task, [names[e] for e in order_e], lambda b: effective(b).take(order_e),
+                                    [seeds[e] for e in order_e], len(y), f"effective robustness ({metric}, against late "
+                                    "fusion)", hib, b0, rs, unit=unit if g < len(y) else "item", clusters=g)
     return out
 
 

@@ -187,7 +187,8 @@ def _ident(rows: list[dict[str, Any]]) -> tuple[list[Column], Any]:
     if verdicts:
         cols += [Column("letters", "letters", "asc", "entries sharing a letter are not distinguishable "
                         "(two-level bootstrap, Holm-adjusted p < 0.05)", numeric=False),
-                 Column("rank_interval", "rank 95%", "asc", "95% bootstrap interval of the rank")]
+                 Column("rank_interval", "rank range", "asc", "1 + entries significantly better to n - entries "
+                        "significantly worse: the ranks the letters leave open (family-wise alpha 0.05)")]
 
     def cells(r: dict[str, Any]) -> list[dict[str, Any]]:
         out = [cell(str(r["rank"]), r["rank"]), cell(label(r))]
@@ -333,19 +334,22 @@ def published_table(pub: list[dict[str, Any]], measured: list[dict[str, Any]], p
 
 def pairwise_table(rows: list[dict[str, Any]]) -> Table | None:
     """The pairwise matrix of one task (rows and columns in rank order): the cell of row A,
-    column B is A - B in the direction of better, its Holm-adjusted p-value, and * where the
-    pair differs (p_holm < 0.05, the board's one rule; see mmbench.evaluation.significance)."""
+    column B is A - B in the direction of better, its interval at the pair's Holm level (it
+    excludes 0 exactly when the pair differs), its Holm-adjusted p-value, and * where the pair
+    differs (p_holm < 0.05, the board's one rule; see mmbench.evaluation.significance)."""
     if not rows or rows[0].get("letters") is None:
         return None
     names = [r["name"] for r in rows]
     columns = [Column("name", "entry (letters)", "asc", numeric=False)]
-    columns += [Column(f"vs-{n}", f"vs {n}", "desc", f"difference from {n}, Holm-adjusted p; * differs") for n in names]
+    columns += [Column(f"vs-{n}", f"vs {n}", "desc", f"difference from {n} [interval at the pair's Holm level], "
+                        "Holm-adjusted p; * differs") for n in names]
     body = []
     for r in rows:
         cells = [cell(f"{r['name']} ({r['letters']})")]
         for n in names:
             t = (r.get("pairwise") or {}).get(n)
             cells.append(cell("-") if t is None else
-                         cell(f"{t['diff']:+.4f} ({t['p_holm_display']}){' *' if t['significant'] else ''}", t["diff"]))
+                         cell(f"{t['diff']:+.4f} [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}] ({t['p_holm_display']})"
+                              f"{' *' if t['significant'] else ''}", t["diff"]))
         body.append(cells)
     return Table(columns, body, first_is_best=False)

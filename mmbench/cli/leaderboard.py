@@ -79,7 +79,8 @@ def docs_command(files: list[Path], board_dir: Path, check: bool) -> None:
 
 
 def leaderboard(
-    task: Optional[str] = typer.Argument(None, help="A task, or: verify, rescore, publish RUNS..., site, docs FILES...."),
+    task: Optional[str] = typer.Argument(None, help="A task, or: verify, rescore, publish RUNS..., site, docs FILES..., "
+                                                    "clusters."),
     runs: Optional[list[Path]] = typer.Argument(None, help="publish: reproduce output folders (--out) to publish; "
                                                            "docs: Markdown files with board-table blocks."),
     fmt: str = typer.Option("table", "--format", help="table, md, csv, json or html."),
@@ -89,15 +90,19 @@ def leaderboard(
     only: list[str] = typer.Option([], "--task", help="publish, rescore: only these tasks (repeatable)."),
     check: bool = typer.Option(False, "--check", help="site, docs: write nothing; exit 1 if a page or table differs "
                                                      "from the entries."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="verify, rescore: the data root (default "
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="verify, rescore, clusters: the data root (default "
                                                                        "$MMBENCH_DATA)."),
+    bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", help="Seed of the significance resamples (verdicts do not "
+                                                                    "depend on it: p-values carry their Monte-Carlo error)."),
 ) -> None:
     """Rank leaderboard entries by each task's primary metric. `leaderboard verify` recomputes
     every entry from its stored predictions; `leaderboard rescore` re-scores the retrieval entries
     from their stored embeddings under the current rules, in place; `leaderboard publish RUNS...` writes the finished
     runs of `reproduce` output folders as entries with their predictions; `leaderboard site`
     writes the board's static pages (index.html and one page per task); `leaderboard docs
-    FILES...` regenerates the measured tables marked in Markdown files (mmbench.board.doctables)."""
+    FILES...` regenerates the measured tables marked in Markdown files (mmbench.board.doctables);
+    `leaderboard clusters` writes each entry's resampling-unit keys from its task's `cluster`
+    rule over the test split (mmbench.board.clusters)."""
     board_dir = _one_board(board_dirs, task)
     if task == "verify":
         from mmbench.cli.evaluate import verify_command
@@ -107,6 +112,12 @@ def leaderboard(
         return docs_command(runs or [], board_dir, check)
     if task == "rescore":
         return rescore_command(board_dir, data_dir, only)
+    if task == "clusters":
+        from mmbench.board.clusters import write_clusters
+
+        for line in write_clusters(board_dir, data_dir):
+            typer.echo(line)
+        return
     if task in ("publish", "site"):
         return publish_command(runs or [], board_dir, only) if task == "publish" else site_command(board_dir, check)
     if runs:
@@ -125,7 +136,7 @@ def leaderboard(
     if fmt not in ("table", "md", "csv", "json", "html"):
         raise MMBenchError(f"--format must be table, md, csv, json or html, not {fmt!r}")
     entries = entries_of_boards(board_dirs or [board_dir], task)
-    rows = rank(entries)
+    rows = rank(entries, seed=bootstrap_seed)
     if not rows and fmt in ("table", "md"):  # a task with published figures only: show them
         from mmbench.board.published import load_published, published_rows, render_published
 
@@ -159,7 +170,7 @@ def _one_board(board_dirs: list[Path], task: str | None) -> Path:
     """The --dir of a command that works on one board (verify, publish, site); ranking takes several."""
     from mmbench.core.errors import MMBenchError
 
-    if len(board_dirs) > 1 and task in ("verify", "rescore", "publish", "site"):
+    if len(board_dirs) > 1 and task in ("verify", "rescore", "publish", "site", "clusters"):
         raise MMBenchError(f"leaderboard {task} works on one board; give one --dir")
     return board_dirs[0] if board_dirs else Path("leaderboard")
 

@@ -15,9 +15,9 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from mmbench.data.tasks import HF_TASK_FIELDS, DatasetRef, Missing, MetricRef, Splits, Target, TaskSpec, builtin_dir
+from mmbench.data.tasks import HF_TASK_FIELDS, Cluster, DatasetRef, Missing, MetricRef, Splits, Target, TaskSpec, builtin_dir
 
-MODELS: tuple[type[BaseModel], ...] = (TaskSpec, DatasetRef, Splits, Target, MetricRef, Missing)
+MODELS: tuple[type[BaseModel], ...] = (TaskSpec, DatasetRef, Splits, Target, MetricRef, Missing, Cluster)
 
 HF_EXAMPLE = """\
 # drafted by `mmbench tasks init memes --hf /data/memes` from a DatasetDict with splits

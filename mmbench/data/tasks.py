@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import typing
 import warnings
 from functools import lru_cache
@@ -115,6 +116,45 @@ class Missing(_Strict):
                               "training (e.g. missing:both:0.7)")
 
 
+class Cluster(_Strict):
+    """The resampling unit of the board's tests: test items with one key are drawn together
+    (a video's clips, a recording's pairs), since they are not independent. Default: the item."""
+
+    unit: str = Field(pattern=r"^[a-z][a-z -]*$", description="what one cluster is, in words (the caption says "
+                      "'resampled by video')")
+    id_pattern: str | None = Field(default=None, description="a regular expression over the item's id: the key is "
+                                   "its first group (`^(.+)_[0-9]+$`: a MOSI clip id without its clip number); an "
+                                   "id it does not match is an error")
+    field: Literal["target"] | None = Field(default=None, description="a field of the item that is its key: `target` "
+                                            "(a retrieval caption's gallery image)")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "Cluster":
+        if (self.id_pattern is None) == (self.field is None):
+            raise ValueError("id_pattern: give exactly one of id_pattern and field")
+        if self.id_pattern is not None:
+            try:
+                groups = re.compile(self.id_pattern).groups
+            except re.error as exc:
+                raise ValueError(f"id_pattern: not a regular expression ({exc})") from None
+            if groups < 1:
+                raise ValueError("id_pattern: needs a group, the part of the id that is the key: e.g. ^(.+)_[0-9]+$")
+        return self
+
+    def keys(self, ids: Any, targets: Any) -> list[str]:
+        """Each item's cluster key. An id the pattern does not match raises SpecError."""
+        if self.field == "target":
+            return [str(t) for t in (targets.tolist() if hasattr(targets, "tolist") else targets)]
+        rule = re.compile(self.id_pattern)
+        out = []
+        for i in ids:
+            m = rule.search(str(i))
+            if m is None or m.group(1) is None:
+                raise SpecError(f"cluster.id_pattern {self.id_pattern!r} does not match the test id {str(i)!r}")
+            out.append(m.group(1))
+        return out
+
+
 class TaskSpec(_Strict):
     """A task: `tasks/*.yaml`, a folder on `MMBENCH_TASKS_PATH`, or a spec file given by path."""
 
@@ -128,6 +168,8 @@ class TaskSpec(_Strict):
     metrics: list[MetricRef] = Field(min_length=1)
     primary_metric: str = Field(description="the metric that ranks the leaderboard; one of metrics")
     missing: Missing = Field(default_factory=Missing)
+    cluster: Cluster | None = Field(default=None, description="the resampling unit of the board's paired tests (null: "
+                                    "every test item is its own)")
     source: str | None = Field(default=None, exclude=True)
 
     @field_validator("modalities")

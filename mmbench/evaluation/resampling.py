@@ -11,18 +11,27 @@ label-1 scores (a weighted Mann-Whitney U over the sorted scores), the multi-lab
 recall), and for the
 sentiment-regression metrics (Acc-2 has0 / non0, F1 has0 / non0, Acc-7, Acc-5, MAE,
 Pearson's r) and image-text retrieval recall@k (the items are images, each with its captions:
-:func:`retrieval_cluster_arrays`); each equals :func:`mmbench.evaluation.metrics.compute_metrics` on the resampled
+:func:`retrieval_cluster_arrays`; recall@k is a ratio of weighted sums, so it has influence values
+like the others); each equals :func:`mmbench.evaluation.metrics.compute_metrics` on the resampled
 arrays (tests/test_significance.py). Any other metric falls back to one call per resample.
 
 :func:`two_level_values` is the resampling scheme of :mod:`mmbench.evaluation.significance`:
 each resample draws the test items with replacement, the same draw for every entry (paired),
 and draws each entry's seeds with replacement, independently per entry; the entry's value on
-the resample is the mean, over its drawn seeds, of the metric on the drawn items.
+the resample is the mean, over its drawn seeds, of the metric on the drawn items. With
+``clusters`` (one key per item: the recording, the video, the dialogue...) the first level
+draws whole clusters with replacement instead of items (the cluster bootstrap: Davison &
+Hinkley 1997, sec. 3.8; Field & Welsh 2007, "Bootstrapping clustered data", JRSS B 69), the
+same clusters for every entry; an item's count is its cluster's count, so a resample holds
+a varying number of items and every metric here normalises by the row's total weight.
+Every cluster a single item reproduces the item bootstrap draw for draw.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,8 +57,77 @@ def item_weights(n: int, n_resamples: int, rng: np.random.Generator) -> Iterator
         yield np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(np.float32)
 
 
+def cluster_index(clusters: Any, n: int) -> tuple[np.ndarray, int]:
+    """Each item's cluster number (``[n]``, in order of first appearance, so that distinct keys
+    number the items 0..n-1) and the number of clusters; None gives every item its own."""
+    if clusters is None:
+        return np.arange(n), n
+    keys = np.asarray(clusters)
+    if keys.shape != (n,):
+        raise ValueError(f"{keys.size} cluster keys for {n} items")
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse.reshape(-1)], len(first)
+
+
+def unit_weights(clusters: Any, n: int, n_resamples: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Blocks of item-count rows ``[b, n]`` drawn by cluster: each row draws the clusters
+    with replacement (:func:`item_weights` over the clusters) and gives every item its
+    cluster's count. With ``clusters`` None or all distinct: exactly :func:`item_weights`."""
+    index, g = cluster_index(clusters, n)
+    if g == n and np.array_equal(index, np.arange(n)):
+        yield from item_weights(n, n_resamples, rng)
+        return
+    for wc in item_weights(g, n_resamples, rng):
+        yield wc[:, index]
+
+
+class ClusterBumps:
+    """The weight rows ``1 + step * [item in cluster g]``, one per cluster g, as the products the
+    vectorised metrics take (``w @ columns``, ``w.sum(axis=1)``) without the ``[G, n]``
+    matrix: ``1 @ columns`` plus ``step`` times the columns summed within each cluster. Each
+    row's metric, minus the test set's, over ``step`` is the cluster's empirical influence."""
+
+    def __init__(self, index: np.ndarray, g: int, step: float) -> None:
+        self.index, self.g, self.step = index, g, step
+        self.sizes = np.bincount(index, minlength=g).astype(np.float64)
+        self.shape = (g, len(index))
+
+    def __len__(self) -> int:
+        return self.g
+
+    def astype(self, dtype: Any) -> ClusterBumps:
+        return self
+
+    def sum(self, axis: int = 1, dtype: Any = None) -> np.ndarray:
+        return len(self.index) + self.step * self.sizes
+
+    def __matmul__(self, columns: np.ndarray) -> np.ndarray:
+        c = np.asarray(columns, dtype=np.float64)
+        flat = c.reshape(len(c), -1)
+        within = np.zeros((self.g, flat.shape[1]))
+        if self.g < len(self.index):
+            np.add.at(within, self.index, flat)
+        else:  # one item per cluster
+            within[self.index] = flat
+        return (flat.sum(axis=0)[None, :] + self.step * within).reshape((self.g, *c.shape[1:]))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.ones(self.shape, np.float64)
+        out[self.index, np.arange(len(self.index))] += self.step
+        return out
+
+
+def _totals(w: np.ndarray) -> np.ndarray:
+    """Each resample row's number of items ``[b, 1]`` (n for an item resample)."""
+    return np.asarray(w.sum(axis=1, dtype=np.float64))[:, None]
+
+
 def _sums(w: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """``w @ columns`` in float64; 0/1 columns go through float32 (exact: integer sums < 2^24)."""
+    if isinstance(w, ClusterBumps):
+        return w @ columns
     if columns.dtype == bool:
         return (w @ columns.astype(np.float32)).astype(np.float64)
     return w.astype(np.float64) @ columns
@@ -58,7 +136,7 @@ def _sums(w: np.ndarray, columns: np.ndarray) -> np.ndarray:
 def _classification(metric: str, num_classes: int, y: np.ndarray, preds: np.ndarray, w: np.ndarray) -> np.ndarray:
     s, n = preds.shape
     if metric == "accuracy":
-        return (_sums(w, (preds == y).T) / n).T
+        return (_sums(w, (preds == y).T) / _totals(w)).T
     c = num_classes
     onehot_p = (preds[:, :, None] == np.arange(c)).transpose(1, 0, 2).reshape(n, s * c)  # [n, s*c]
     tp = _sums(w, onehot_p & (y[:, None] == np.tile(np.arange(c), s))).reshape(-1, s, c)
@@ -88,7 +166,7 @@ def _multilabel(metric: str, t: np.ndarray, preds: np.ndarray, w: np.ndarray) ->
             per_item = (p != t).mean(axis=2)
         else:
             per_item = _div(2.0 * (p & t).sum(axis=2), t.sum(axis=1) + p.sum(axis=2))
-        return (_sums(w, per_item.T) / n).T
+        return (_sums(w, per_item.T) / _totals(w)).T
     tp = _sums(w, (p & t).transpose(1, 0, 2).reshape(n, s * c)).reshape(-1, s, c)
     pred = _sums(w, p.transpose(1, 0, 2).reshape(n, s * c)).reshape(-1, s, c)
     true = _sums(w, t)[:, None, :]
@@ -128,7 +206,7 @@ def _regression(metric: str, t: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.
         else:
             lim = 3.0 if metric == "acc7" else 2.0
             cols = (np.round(np.clip(t, -lim, lim))[:, None] == np.round(np.clip(p, -lim, lim)).T)
-        return (_sums(w, cols) / n).T
+        return (_sums(w, cols) / _totals(w)).T
     if metric == "acc2_non0":
         nz = t != 0
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -140,9 +218,10 @@ def _regression(metric: str, t: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.
     # corr: Pearson's r from weighted moments of values centred on the full sample's means
     x, yv = (p - p.mean(axis=1, keepdims=True)).T, (t - t.mean())[:, None]  # [n, s], [n, 1]
     w64 = w.astype(np.float64)
-    sx, sy = w64 @ x / n, w64 @ yv / n
-    vx, vy = w64 @ (x * x) / n - sx**2, w64 @ (yv * yv) / n - sy**2
-    cxy = w64 @ (x * yv) / n - sx * sy
+    tot = _totals(w)[:, :1]
+    sx, sy = w64 @ x / tot, w64 @ yv / tot
+    vx, vy = w64 @ (x * x) / tot - sx**2, w64 @ (yv * yv) / tot - sy**2
+    cxy = w64 @ (x * yv) / tot - sx * sy
     tiny = 1e-12 * max(float(np.max(np.abs(x))) if x.size else 0.0, float(np.max(np.abs(yv))), 1.0) ** 2
     ok = (vx > tiny) & (vy > tiny)
     r = np.zeros_like(cxy)
@@ -155,7 +234,7 @@ def _auroc(y: np.ndarray, scores: np.ndarray, w: np.ndarray) -> np.ndarray:
     (metrics.binary_score_metrics on the resampled arrays); NaN without both classes."""
     pos = y == 1
     out = np.empty((len(scores), len(w)))
-    w64 = w.astype(np.float64)
+    w64 = np.asarray(w, dtype=np.float64)
     n_pos, n_neg = w64 @ pos, w64 @ ~pos
     for s, sc in enumerate(scores):  # per seed; every resample at once
         order = np.argsort(sc, kind="mergesort")
@@ -187,7 +266,7 @@ def resampled_metric(metric: str, target_type: str, num_classes: int | None, y: 
         return _classification(metric, 2 if num_classes is None else int(num_classes), y, preds, w)
     if target_type == "regression" and metric in _REGRESSION:
         return _regression(metric, y.astype(np.float64), preds.astype(np.float64), w)
-    if target_type == "retrieval":
+    if target_type == "retrieval" and _retrieval_metric(metric):
         return _retrieval(metric, y, preds, w)
     if target_type == "multilabel" and metric in _MULTILABEL:
         return _multilabel(metric, y, preds.reshape(-1, *y.shape) > 0.5 if preds.dtype.kind == "f" else preds.reshape(-1, *y.shape), w)
@@ -225,34 +304,174 @@ def retrieval_cluster_arrays(records: dict[str, Any], order: list[str]) -> tuple
     return captions, out
 
 
+def _retrieval_metric(metric: str) -> bool:
+    """Whether `metric` is one :func:`_retrieval` computes (recall@1/5/10 either way, their mean)."""
+    if metric == "mean_recall":
+        return True
+    direction, _, k = metric.partition("_recall@")
+    return direction in ("t2i", "i2t") and k.isdigit() and int(k) in RETRIEVAL_KS
+
+
 def _retrieval(metric: str, captions: np.ndarray, sums: np.ndarray, w: np.ndarray) -> np.ndarray:
     """recall@k (or mean_recall) of each seed's per-image arrays (``sums``: ``[s, n, 6]``,
-    :func:`retrieval_cluster_arrays`) on each image resample: ``[s, b]``."""
-    w64 = w.astype(np.float64)
-    sums = np.asarray(sums, dtype=np.float64).reshape(-1, len(captions), 2 * len(RETRIEVAL_KS))
-    t2i = np.einsum("bn,snk->skb", w64, sums[:, :, : len(RETRIEVAL_KS)]) / (w64 @ captions)
-    i2t = np.einsum("bn,snk->skb", w64, sums[:, :, len(RETRIEVAL_KS):]) / w64.sum(axis=1)
+    :func:`retrieval_cluster_arrays`) on each image resample (rows of ``w``): ``[s, b]``.
+    Text-to-image: ``w @ sums / w @ captions``; image-to-text: ``w @ hits / w.sum()``."""
+    n, m = len(captions), len(RETRIEVAL_KS)
+    sums = np.asarray(sums, dtype=np.float64).reshape(-1, n, 2 * m)
+    s = len(sums)
+    tot = _sums(w, sums.transpose(1, 0, 2).reshape(n, s * 2 * m)).reshape(-1, s, 2 * m)  # [b, s, 6]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t2i = tot[:, :, :m] / _sums(w, np.asarray(captions, np.float64)[:, None])[:, :, None]
+        i2t = tot[:, :, m:] / _totals(w)[:, :, None]
     if metric == "mean_recall":
-        return (t2i.sum(axis=1) + i2t.sum(axis=1)) / (2 * len(RETRIEVAL_KS))
+        return ((t2i.sum(axis=2) + i2t.sum(axis=2)) / (2 * m)).T
     direction, k = metric.split("_recall@")
-    return (t2i if direction == "t2i" else i2t)[:, RETRIEVAL_KS.index(int(k))]
+    return (t2i if direction == "t2i" else i2t)[:, :, RETRIEVAL_KS.index(int(k))].T
 
 
-def two_level_values(y: np.ndarray, preds: list[np.ndarray], metric: str, target_type: str, num_classes: int | None,
-                     n_resamples: int, seed: Any, seed_level: bool = True, scores: bool = False) -> np.ndarray:
-    """``[entries, n_resamples]``: each entry's value on each two-level resample. ``preds[e]``
-    is entry e's ``[seeds, n]`` predictions on the shared items ``y``. The item draws come
-    from ``SeedSequence(seed)``'s first child, entry e's seed draws from child e + 1, so the
-    item draws do not depend on the seeds. With ``seed_level=False`` each entry's seeds are
-    averaged with equal weights (the item bootstrap alone). `scores`: see :func:`resampled_metric`."""
+def _spread(a: np.ndarray) -> float:
+    """The exact bootstrap variance of ``sum_g (W_g - 1) a_g`` with W multinomial(G, 1/G)."""
+    return float(a @ a - a.sum() ** 2 / max(len(a), 1))
+
+
+@dataclass(frozen=True)
+class TwoLevel:
+    """The entries' two-level resamples. ``values`` ``[E, B]``: each entry's value on each
+    resample (its drawn seeds' mean on the drawn clusters); per entry e, ``per_seed[e]``
+    ``[k, B]``: every seed's value on the drawn clusters (the seed level is then averaged
+    exactly, :meth:`pair_variance`), ``linear[e]`` ``[k, B]``: its linear approximation in the
+    cluster counts, ``seed_points[e]`` ``[k]``: each seed's value on the test set and
+    ``influence[e]`` ``[k, G]``: its derivative in each cluster's weight. ``seed_level``: False
+    when the seeds are averaged with equal weights (no seed draws). A weighted sum of
+    TwoLevels on the same draws (:meth:`combine`) is again one."""
+
+    values: np.ndarray
+    per_seed: tuple[np.ndarray, ...]
+    linear: tuple[np.ndarray, ...]
+    seed_points: tuple[np.ndarray, ...]
+    influence: tuple[np.ndarray, ...]
+    seed_level: bool = True
+
+    @property
+    def point(self) -> np.ndarray:
+        """Each entry's seed mean on the test set."""
+        return np.array([v.mean() for v in self.seed_points])
+
+    def take(self, order: list[int]) -> TwoLevel:
+        """The entries in `order`."""
+        pick = lambda xs: tuple(xs[e] for e in order)  # noqa: E731
+        return TwoLevel(self.values[order], pick(self.per_seed), pick(self.linear), pick(self.seed_points),
+                        pick(self.influence), self.seed_level)
+
+    def shifted(self, c: float) -> TwoLevel:
+        """Every entry's statistic plus the constant c (no difference changes)."""
+        return TwoLevel(self.values + c, tuple(v + c for v in self.per_seed), tuple(v + c for v in self.linear),
+                        tuple(v + c for v in self.seed_points), self.influence, self.seed_level)
+
+    @staticmethod
+    def combine(parts: list[tuple[float, TwoLevel]]) -> TwoLevel:
+        """``sum(a * part)`` over (a, part) drawn with the same draws (a robustness score)."""
+        def total(get: Any) -> Any:
+            out = None
+            for a, p in parts:
+                out = a * get(p) if out is None else out + a * get(p)
+            return out
+
+        n = len(parts[0][1].per_seed)
+        each = lambda name: tuple(total(lambda p, e=e: getattr(p, name)[e]) for e in range(n))  # noqa: E731
+        return TwoLevel(total(lambda p: p.values), each("per_seed"), each("linear"), each("seed_points"),
+                        each("influence"), parts[0][1].seed_level)
+
+    def pair_variance(self, i: int, j: int) -> tuple[float, float, int]:
+        """The two-level bootstrap variance of entry i minus entry j around the observed
+        difference d, its Monte-Carlo standard error and the resamples used. The seed level is
+        averaged exactly: given the clusters drawn, the seed draws add each entry's variance
+        over its seeds divided by their number (Rao-Blackwellised). Every cluster-level term
+        uses its linear approximation in the cluster counts as a control variate: the exact
+        expectation of the linear part plus the mean over resamples of the rest (Davison &
+        Hinkley 1997, sec. 9.3.1). So a statistic linear in the counts (accuracy over items)
+        has no Monte-Carlo error at all."""
+        d = self.point[i] - self.point[j]
+        t = self.per_seed[i].mean(axis=0) - self.per_seed[j].mean(axis=0)
+        lin = self.linear[i].mean(axis=0) - self.linear[j].mean(axis=0)
+        q = (t - d) ** 2 - (lin - d) ** 2
+        exact = _spread(self.influence[i].mean(axis=0) - self.influence[j].mean(axis=0))
+        if self.seed_level:
+            for e in (i, j):
+                k = len(self.per_seed[e])
+                if k > 1:
+                    infl = self.influence[e]
+                    exact += (np.var(self.seed_points[e]) + sum(_spread(a) for a in infl - infl.mean(axis=0)) / k) / k
+                    q = q + (self.per_seed[e].var(axis=0) - self.linear[e].var(axis=0)) / k
+        q = q[np.isfinite(q)]  # a resample where the metric is undefined (one class drawn) is left out
+        if q.size < 2:
+            return math.nan, math.nan, int(q.size)
+        return exact + float(q.mean()), float(q.std(ddof=1) / math.sqrt(q.size)), int(q.size)
+
+
+EPS = 1e-4  # the step of the numerical derivative in a cluster's weight
+
+
+def _linearisable(metric: str, target_type: str, scores: bool) -> bool:
+    """Whether :func:`resampled_metric` computes `metric` from weighted sums (so fractional
+    weights are meaningful), not by repeating items."""
+    if scores and metric == "auroc":
+        return True
+    if target_type == "retrieval":
+        return _retrieval_metric(metric)
+    if target_type in ("multiclass", "binary"):
+        return metric == "accuracy" or metric in _PRF
+    return (target_type == "regression" and metric in _REGRESSION) or (target_type == "multilabel" and metric in _MULTILABEL)
+
+
+def two_level(y: np.ndarray, preds: list[np.ndarray], metric: str, target_type: str, num_classes: int | None,
+              n_resamples: int, seed: Any, seed_level: bool = True, scores: bool = False,
+              clusters: Any = None) -> TwoLevel:
+    """The two-level resample of every entry, with its linear approximation. ``preds[e]`` is
+    entry e's ``[seeds, n]`` predictions on the shared items ``y``. The cluster draws come from
+    ``SeedSequence(seed)``'s first child, entry e's seed draws from child e + 1, so the
+    cluster draws do not depend on the seeds. With ``seed_level=False`` each entry's seeds are
+    averaged with equal weights (the item bootstrap alone). `scores`: see :func:`resampled_metric`.
+    ``clusters`` (one key per item, or None): the first level draws clusters, not items
+    (:func:`unit_weights`); all-distinct keys give the item bootstrap exactly."""
+    n = len(y)
+    index, g = cluster_index(clusters, n)
     children = np.random.SeedSequence(seed).spawn(len(preds) + 1)
     per_seed = [np.empty((len(p), n_resamples)) for p in preds]
+    counts = np.empty((n_resamples, g), np.float32)
+    rng = np.random.default_rng(children[0])
     pos = 0
-    for w in item_weights(len(y), n_resamples, np.random.default_rng(children[0])):
+    distinct = g == n and np.array_equal(index, np.arange(n))
+    for wc in item_weights(g, n_resamples, rng):
+        w = wc if distinct else wc[:, index]
         for e, p in enumerate(preds):
             per_seed[e][:, pos : pos + len(w)] = resampled_metric(metric, target_type, num_classes, y, p, w, scores)
+        counts[pos : pos + len(w)] = wc
         pos += len(w)
+    # each seed's value on the test set and its derivative in each cluster's weight
+    smooth = _linearisable(metric, target_type, scores)
+    step = EPS if smooth else 1.0
+    ones = np.ones((1, n), np.float64 if smooth else np.float32)
+    seed_vals = [resampled_metric(metric, target_type, num_classes, y, p, ones, scores)[:, 0] for p in preds]
+    infl = [np.zeros((len(p), g)) for p in preds]
+    if smooth:  # every cluster's row at once, as weighted sums
+        for e, p in enumerate(preds):
+            m = resampled_metric(metric, target_type, num_classes, y, p, ClusterBumps(index, g, step), scores)
+            infl[e][:] = np.nan_to_num((m - seed_vals[e][:, None]) / step)
+    block = max(1, BLOCK_CELLS // max(n, 1))
+    for start in range(0, 0 if smooth else g, block):  # row r: cluster start + r's weight raised by one
+        rows = np.arange(start, min(g, start + block))
+        bump = np.ones((len(rows), n), ones.dtype)
+        bump[rows[:, None] == index[None, :]] += step
+        for e, p in enumerate(preds):
+            m = resampled_metric(metric, target_type, num_classes, y, p, bump, scores)  # [k, rows]
+            infl[e][:, rows] = np.nan_to_num((m - seed_vals[e][:, None]) / step)
     out = np.empty((len(preds), n_resamples))
+    moved = counts.astype(np.float64)
+    moved -= 1.0
+    stacked = (moved @ np.concatenate(infl).T).T  # one product for every seed of every entry: [sum k, B]
+    cuts = np.cumsum([len(f) for f in infl])[:-1]
+    lin = [v[:, None] + part for v, part in zip(seed_vals, np.split(stacked, cuts))]
     for e, m in enumerate(per_seed):
         k = len(m)
         if k == 1 or not seed_level:
@@ -260,6 +479,14 @@ def two_level_values(y: np.ndarray, preds: list[np.ndarray], metric: str, target
             continue
         draws = np.random.default_rng(children[e + 1]).integers(0, k, size=(n_resamples, k))
         draws += (np.arange(n_resamples) * k)[:, None]
-        counts = np.bincount(draws.ravel(), minlength=n_resamples * k).reshape(n_resamples, k)
-        out[e] = np.einsum("bk,kb->b", counts / k, m)
-    return out
+        c = np.bincount(draws.ravel(), minlength=n_resamples * k).reshape(n_resamples, k)
+        out[e] = np.einsum("bk,kb->b", c / k, m)
+    return TwoLevel(out, tuple(per_seed), tuple(lin), tuple(seed_vals), tuple(infl), seed_level)
+
+
+def two_level_values(y: np.ndarray, preds: list[np.ndarray], metric: str, target_type: str, num_classes: int | None,
+                     n_resamples: int, seed: Any, seed_level: bool = True, scores: bool = False,
+                     clusters: Any = None) -> np.ndarray:
+    """``[entries, n_resamples]``: each entry's value on each two-level resample (:func:`two_level`'s
+    ``values``)."""
+    return two_level(y, preds, metric, target_type, num_classes, n_resamples, seed, seed_level, scores, clusters).values

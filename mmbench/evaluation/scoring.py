@@ -29,10 +29,14 @@ def score(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, f
 
 
 def item_record(spec: TaskSpec, ids: Any, y_true: np.ndarray, y_clean: np.ndarray) -> dict[str, Any]:
-    """The clean per-item predictions a result keeps for paired significance on the board."""
+    """The clean per-item predictions a result keeps for paired significance on the board, with
+    each item's cluster key where the task declares a resampling unit (``spec.cluster``)."""
     from mmbench.evaluation.significance import item_record as record
 
-    return {"test_items": record(ids, y_true, y_clean, spec.target.type, spec.target.num_classes, scores=uses_scores(spec))}
+    unit = spec.cluster
+    clusters = unit.keys(ids, y_true) if unit is not None else None
+    return {"test_items": record(ids, y_true, y_clean, spec.target.type, spec.target.num_classes, scores=uses_scores(spec),
+                                 clusters=clusters, unit=unit.unit if unit is not None else None)}
 
 
 def primary_ci(spec: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray, seed: int = 0, n_resamples: int = 1000) -> dict[str, float]:

@@ -1,45 +1,58 @@
-"""Verdicts a task's entries support: a two-level paired bootstrap over test items and seeds,
-every pair tested and Holm-adjusted, compact letters, rank intervals and one minimum
-detectable difference.
+"""Verdicts a task's entries support: a two-level paired bootstrap over test clusters and
+seeds, every pair tested and Holm-adjusted, compact letters and rank ranges from the same
+decisions.
 
 Every result stores its clean per-item predictions (``extra["test_items"]``: ids, targets,
-predictions, target type, class count), so the entries of a task are compared item by item
+predictions, target type, class count, and, where the task declares a resampling unit, each
+item's cluster key and the unit's name), so the entries of a task are compared item by item
 without the data. :func:`task_significance` (entries) and :func:`significance_from_arrays`
 (arrays) return a frozen :class:`TaskSignificance`:
 
-- **the test** (:mod:`mmbench.evaluation.resampling`): B seeded resamples; each draws the
-  test items with replacement, the same draw for both entries of a pair (paired), and draws
-  each entry's seeds with replacement, independently per entry; an entry's value on a resample
-  is the mean over its drawn seeds of the primary metric on the drawn items (any metric). So
-  the seed spread of each entry is part of the test, not only the test-set sampling
-  (Bouthillier et al. 2021, "Accounting for variance in machine learning benchmarks", MLSys;
-  Dror et al. 2019, "Deep dominance", ACL). The two-sided p is from the centred bootstrap
-  distribution: ``p = (1 + #{|d*_b - d| >= |d|}) / (B + 1)`` with ``d`` the observed difference
-  and ``d*_b`` its resampled values, and the 95% interval is the symmetric interval
-  ``d +- q`` with ``q`` the 95% quantile of ``|d*_b - d|`` (Hall 1988; Davison & Hinkley 1997,
-  sec. 4.4 and 5.2), the interval that inverts the same test. Pairs of single-run entries
-  scored by accuracy use the exact McNemar test instead (McNemar 1947; Dietterich 1998), and
-  a single-run entry's row says that its seed variance is unknown.
+- **the resampling unit**: test items that are not independent (AV-MNIST's four pairs of
+  one recording, MOSI's clips of one video) are resampled together: the first level draws
+  whole clusters with replacement, the same clusters for both entries of a pair (the
+  cluster bootstrap: Davison & Hinkley 1997, "Bootstrap methods and their application",
+  sec. 3.8; Field & Welsh 2007, "Bootstrapping clustered data", J. R. Statist. Soc. B 69).
+  The default unit is the item; the caption says "resampled by video".
+- **the test** (:mod:`mmbench.evaluation.resampling`): B seeded two-level resamples; each
+  draws the clusters (paired) and each entry's seeds with replacement, independently per
+  entry; an entry's value is the mean over its drawn seeds of the primary metric on the drawn
+  items (any metric). So the seed spread of each entry is part of the test, not only the
+  test-set sampling (Bouthillier et al. 2021, "Accounting for variance in machine learning
+  benchmarks", MLSys; Dror et al. 2019, "Deep dominance", ACL). The p-value is the normal
+  one from the bootstrap standard error of the difference, ``p = 2 (1 - Phi(|d| / se))``
+  (Efron & Tibshirani 1993, "An introduction to the bootstrap", ch. 6 and 16), not a count
+  of resamples: a counted p cannot go below ``1/(B+1)``, so after Holm every close pair sat
+  on that floor and verdicts moved with the seed. The variance is estimated with almost no
+  Monte-Carlo error: the seed level is averaged exactly given the clusters drawn, and the
+  cluster level uses the statistic's linear approximation (its empirical influence values,
+  the infinitesimal jackknife) as a control variate whose variance is exact (Davison &
+  Hinkley 1997, sec. 2.7 and 9.3.1); for accuracy over items the estimate has no Monte-Carlo
+  error at all. Each Holm p carries its Monte-Carlo standard error (Davison & Hinkley 1997,
+  sec. 2.5.2, on Monte-Carlo error in bootstrap tests), and a verdict is decided against alpha
+  given that error: while some Holm p lies within three errors of alpha, B is multiplied by 4
+  (up to :data:`MAX_RESAMPLES`); a pair still that close is "undecided" and not declared
+  different. Pairs of single-run entries scored by accuracy on independent items use the
+  exact McNemar test instead (McNemar 1947; Dietterich 1998), and a single-run entry's row
+  says that its seed variance is unknown.
 - **all pairs, corrected**: every pair of the task is tested; p-values are adjusted with
   Holm's step-down procedure (Holm 1979, "A simple sequentially rejective multiple test
   procedure", Scand. J. Statist. 6), which controls the family-wise error over the task's
-  pairs. One rule gives every verdict and marker: a pair differs iff ``p_holm < 0.05``.
+  pairs, as recommended for comparing several classifiers on shared data (Demšar 2006,
+  "Statistical comparisons of classifiers over multiple data sets", JMLR 7; Benavoli et al.
+  2016, "Should we really use post-hoc tests based on mean-ranks?", JMLR 17). One rule gives
+  every verdict and marker: a pair differs iff ``p_holm < 0.05``. Each pair's interval is the
+  normal interval at the pair's Holm level ``alpha * p / p_holm``, so it excludes 0 exactly
+  when the pair differs.
 - **compact letters**: Piepho's insert-and-absorb algorithm (Piepho 2004, "An algorithm for a
   letter-based representation of all-pairwise comparisons", J. Comput. Graph. Statist. 13):
   two rows share a letter iff their pair does not differ; letters are given in rank order.
-- **rank intervals**: the 2.5% and 97.5% quantiles of each entry's rank over the same
-  resamples (rank 1 + number of entries strictly better; Hall & Miller 2009, "Using the
-  bootstrap to quantify the authority of an empirical ranking", Ann. Statist. 37).
-- **minimum detectable difference** (:func:`minimum_detectable_difference`): the true
-  difference a pair of the task's typical entries needs to be found with 80% power at
-  family-wise alpha 0.05 over the task's m pairs (the Bonferroni bound, which Holm's first
-  step uses): ``(z_{1-alpha/(2m)} + z_{0.8}) * s``, ``s`` the median over pairs of the
-  bootstrap standard deviation of the difference (the power analysis of Card et al. 2020,
-  "With little power comes great responsibility", EMNLP).
-
-A p-value at the resampling floor ``1/(B+1)`` is shown as ``p < 1/(B+1)`` (:func:`format_p`),
-never as an exact value. B is raised where the floor would make every Holm-adjusted p at
-least alpha (``m / (B + 1) >= alpha``).
+- **rank ranges** (:func:`rank_intervals`): from the same decisions: 1 + the entries
+  significantly better to n - the entries significantly worse. They hold together whenever
+  every Holm decision does, so at the letters' family-wise level, and never exclude a rank
+  that the letters leave open (the simultaneous ranking of Hall & Miller 2009, "Using the
+  bootstrap to quantify the authority of an empirical ranking", Ann. Statist. 37, read off
+  the multiple-comparison decisions).
 """
 
 from __future__ import annotations
@@ -55,8 +68,8 @@ import numpy as np
 from mmbench.core.errors import DataError
 
 ALPHA = 0.05
-POWER = 0.8
 DEFAULT_RESAMPLES = 2000
+MAX_RESAMPLES = 32000
 
 
 # ------------------------------------------------------------------------------------------
@@ -65,12 +78,13 @@ DEFAULT_RESAMPLES = 2000
 
 
 def item_record(ids: Any, targets: Any, predictions: Any, target_type: str, num_classes: int | None,
-                scores: bool = False) -> dict[str, Any]:
+                scores: bool = False, clusters: Any = None, unit: str | None = None) -> dict[str, Any]:
     """What a result stores (``extra["test_items"]``) for paired tests: the clean condition's
     prediction for every test id, with its target. With `scores` (a binary task scored from
     label-1 scores, such as AUROC) the predictions are the real-valued scores and the record
     says so (``"scores": true``); labels are then ``score > 0.5``. Multi-label probabilities
-    are stored as their 0/1 label sets (``score > 0.5``)."""
+    are stored as their 0/1 label sets (``score > 0.5``). ``clusters`` (parallel to ids) and
+    ``unit`` (what a cluster is: "video") are stored when the task declares a resampling unit."""
     preds = np.asarray(predictions)
     if target_type == "multilabel" and preds.dtype.kind == "f":
         preds = preds > 0.5  # the label sets every multi-label metric reads (metrics.multilabel_metrics)
@@ -79,7 +93,12 @@ def item_record(ids: Any, targets: Any, predictions: Any, target_type: str, num_
     targs = np.asarray(targets)
     return {"ids": [str(i) for i in ids], "targets": targs.astype(float).tolist() if target_type == "regression"
             else targs.astype(np.int64).tolist(), "predictions": as_list, "target_type": target_type,
-            "num_classes": num_classes} | ({"scores": True} if scores else {})
+            "num_classes": num_classes} | ({"scores": True} if scores else {}) | with_clusters(clusters, unit)
+
+
+def with_clusters(clusters: Any, unit: str | None) -> dict[str, Any]:
+    """The record's cluster fields: ``clusters`` (one key per id) and ``unit``; empty for None."""
+    return {} if clusters is None else {"clusters": [str(c) for c in clusters], "unit": unit or "cluster"}
 
 
 def item_record_differences(stored: dict[str, Any] | None, recomputed: dict[str, Any] | None) -> str | None:
@@ -96,6 +115,15 @@ def item_record_differences(stored: dict[str, Any] | None, recomputed: dict[str,
         return f"{len(stored['ids'])} test ids stored, {len(recomputed['ids'])} recomputed, or other ids"
     pos = {i: k for k, i in enumerate(recomputed["ids"])}
     take = np.array([pos[i] for i in stored["ids"]])
+    if stored.get("unit") != recomputed.get("unit"):
+        return f"resampling unit {stored.get('unit')!r} stored, the task gives {recomputed.get('unit')!r}"
+    if stored.get("clusters") is not None:
+        want = [recomputed["clusters"][k] for k in take]
+        bad = [k for k, (a, b) in enumerate(zip(stored["clusters"], want)) if a != b]
+        if len(stored["clusters"]) != len(want) or bad:
+            k = bad[0] if bad else 0
+            return (f"clusters differ on {len(bad) or len(stored['ids'])} of {len(stored['ids'])} items (first: id "
+                    f"{stored['ids'][k]!r}, stored {stored['clusters'][k]!r}, the task's rule gives {want[k]!r})")
     for key in ("targets", "predictions"):
         a, b = np.asarray(stored[key], dtype=float), np.asarray(recomputed[key], dtype=float)[take]
         if a.shape != b.shape:
@@ -180,36 +208,26 @@ def compact_letters(names: list[str], differ: set[frozenset[str]]) -> dict[str, 
     return out
 
 
-def rank_intervals(values: np.ndarray, higher_is_better: bool, level: float = 0.95) -> list[tuple[int, int]]:
-    """Per entry (rows of ``values``, ``[entries, B]``), the central `level` interval of its
-    rank over the resamples (rank = 1 + entries strictly better), as (best, worst)."""
-    v = values if higher_is_better else -values
-    ranks = 1 + (v[None, :, :] > v[:, None, :]).sum(axis=1)  # [entries, B]
-    lo = np.quantile(ranks, (1 - level) / 2, axis=1, method="lower")
-    hi = np.quantile(ranks, (1 + level) / 2, axis=1, method="higher")
-    return [(int(a), int(b)) for a, b in zip(lo, hi)]
+def rank_intervals(names: list[str], differ: set[frozenset[str]], better: dict[str, set[str]]) -> dict[str, tuple[int, int]]:
+    """Each entry's rank interval from the same pairwise decisions as the letters: best rank 1 +
+    the entries significantly better than it, worst rank n - the entries significantly worse
+    (``better[a]``: the names a is ranked above; ``differ``: the significant pairs). All the
+    intervals hold together whenever every decision does, so at the letters' family-wise
+    level; an interval never excludes a rank that some order agreeing with the decisions
+    gives the entry."""
+    n = len(names)
+    out = {}
+    for a in names:
+        above = sum(1 for b in names if b != a and frozenset((a, b)) in differ and a in better[b])
+        below = sum(1 for b in names if b != a and frozenset((a, b)) in differ and b in better[a])
+        out[a] = (1 + above, n - below)
+    return out
 
 
-def minimum_detectable_difference(diff_sds: Any, n_pairs: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
-    """The one minimum detectable difference of a task: ``(z_{1-alpha/(2m)} + z_power) * s``,
-    with m = `n_pairs` and s the median of the pairs' bootstrap standard deviations of the
-    difference. None without pairs."""
-    sds = np.asarray(diff_sds, dtype=float)
-    if sds.size == 0 or n_pairs < 1:
-        return None
-    z = NormalDist().inv_cdf
-    return float((z(1 - alpha / (2 * n_pairs)) + z(power)) * np.median(sds))
-
-
-def p_floor(n_resamples: int) -> float:
-    return 1.0 / (n_resamples + 1)
-
-
-def format_p(p: float, n_resamples: int | None = None) -> str:
-    """A p-value for display: ``p < 1/(B+1)`` (B = `n_resamples`, e.g. ``p < 1/2001``) when a
-    bootstrap p is at the resampling floor, else 2 significant digits (``p = 0.031``)."""
-    if n_resamples is not None and p <= p_floor(n_resamples) * (1 + 1e-9):
-        return f"p < 1/{n_resamples + 1}"
+def format_p(p: float) -> str:
+    """A p-value for display: 2 significant digits (``p = 0.031``), ``p < 0.0001`` below that."""
+    if p < 1e-4:
+        return "p < 0.0001"
     return "p = 1" if p >= 0.995 else f"p = {p:.2g}"
 
 
@@ -221,12 +239,15 @@ def format_p(p: float, n_resamples: int | None = None) -> str:
 @dataclass(frozen=True)
 class PairTest:
     """One pair ``a`` vs ``b`` (``a`` ranked above ``b``): ``diff`` is a - b in the direction
-    of better (positive: a is better), ``ci_low``/``ci_high`` its 95% interval, ``p`` the raw
-    two-sided p, ``p_holm`` Holm-adjusted over the task's pairs, ``significant`` = p_holm <
-    alpha (the one rule for verdicts and markers), ``p_display``/``p_holm_display`` as shown
-    (:func:`format_p`), ``test`` "two-level-bootstrap", "item-bootstrap" (both single runs),
-    "mcnemar-exact" or "undefined" (the metric is undefined on the test set: p 1, interval NaN),
-    ``diff_sd`` the bootstrap standard deviation of the difference."""
+    of better (positive: a is better), ``ci_low``/``ci_high`` its interval at the pair's Holm
+    level (it excludes 0 exactly when the pair differs), ``p`` the raw two-sided p, ``p_holm``
+    Holm-adjusted over the task's pairs, ``significant`` = p_holm < alpha (the one rule for
+    verdicts and markers), ``p_display``/``p_holm_display`` as shown (:func:`format_p`),
+    ``test`` "two-level-bootstrap", "item-bootstrap" (both single runs), "mcnemar-exact" or
+    "undefined" (the metric is undefined on the test set: p 1, interval NaN), ``diff_sd`` the
+    bootstrap standard deviation of the difference, ``mc_error`` the Monte-Carlo standard
+    error of ``p_holm`` and ``undecided`` True when ``p_holm`` is within three Monte-Carlo
+    errors of alpha after the most resamples (the pair is then not declared different)."""
 
     a: str
     b: str
@@ -240,24 +261,26 @@ class PairTest:
     p_holm_display: str
     test: str
     diff_sd: float
+    mc_error: float = 0.0
+    undecided: bool = False
 
     def oriented(self, first: str) -> PairTest:
         """The same test read from `first`'s side (diff and interval negated when first is b)."""
         if first == self.a:
             return self
         return PairTest(self.b, self.a, -self.diff, -self.ci_high, -self.ci_low, self.p, self.p_holm, self.significant,
-                        self.p_display, self.p_holm_display, self.test, self.diff_sd)
+                        self.p_display, self.p_holm_display, self.test, self.diff_sd, self.mc_error, self.undecided)
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("diff", "ci_low", "ci_high", "p", "p_holm", "significant", "p_display",
-                                               "p_holm_display", "test")}
+                                               "p_holm_display", "test", "diff_sd", "mc_error", "undecided")}
 
 
 @dataclass(frozen=True)
 class RowSignificance:
     """One entry: ``value`` (seed mean of the metric on the test items), ``seeds``,
-    ``letters`` (compact letter display), ``rank_interval`` (best, worst) and
-    ``seed_variance_known`` (False for a single run)."""
+    ``letters`` (compact letter display), ``rank_interval`` (best, worst; from the same
+    decisions as the letters) and ``seed_variance_known`` (False for a single run)."""
 
     name: str
     value: float
@@ -272,10 +295,11 @@ class TaskSignificance:
     """Everything the board, the site and the report show about a task's verdicts.
 
     Fields: ``task``, ``metric``, ``higher_is_better``, ``items`` (test items), ``n_resamples``
-    (B), ``seed``, ``alpha``, ``rows`` (:class:`RowSignificance`, in the ranked order given),
-    ``pairs`` (:class:`PairTest`, every pair, a ranked above b), ``mdd`` (the minimum
-    detectable difference, None with one entry) and ``caption`` (one sentence stating the
-    test, the seeds, the number of pairs and the correction). :meth:`pair` reads a pair from
+    (B, after any increase), ``seed``, ``alpha``, ``rows`` (:class:`RowSignificance`, in the
+    ranked order given), ``pairs`` (:class:`PairTest`, every pair, a ranked above b),
+    ``unit`` (what one resampled cluster is: "video"; "item" by default), ``clusters`` (how
+    many), ``mc_error`` (the largest Monte-Carlo error of a Holm p) and ``caption`` (the
+    test, the unit, the seeds, the pairs and the correction). :meth:`pair` reads a pair from
     either side; :meth:`matrix` is the JSON form ``{a: {b: pair}}`` for every ordered pair."""
 
     task: str
@@ -287,8 +311,10 @@ class TaskSignificance:
     alpha: float
     rows: tuple[RowSignificance, ...]
     pairs: tuple[PairTest, ...]
-    mdd: float | None
     caption: str
+    unit: str = "item"
+    clusters: int = 0
+    mc_error: float = 0.0
     _index: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -308,8 +334,9 @@ class TaskSignificance:
     def summary(self) -> dict[str, Any]:
         """The task-level fields as JSON (what each ranked row carries under ``significance``)."""
         return {"test": sorted({t.test for t in self.pairs}), "metric": self.metric, "items": self.items,
-                "n_resamples": self.n_resamples, "seed": self.seed, "alpha": self.alpha, "pairs": len(self.pairs),
-                "correction": "holm", "mdd": self.mdd, "caption": self.caption}
+                "unit": self.unit, "clusters": self.clusters, "n_resamples": self.n_resamples, "seed": self.seed,
+                "alpha": self.alpha, "pairs": len(self.pairs), "correction": "holm", "mc_error": self.mc_error,
+                "caption": self.caption}
 
 
 # ------------------------------------------------------------------------------------------
@@ -318,91 +345,138 @@ class TaskSignificance:
 
 
 def _caption(metric: str, items: int, seeds: list[int], single: list[str], n_pairs: int, b: int, mcnemar: bool,
-             mdd: float | None, unit: str = "test items") -> str:
+             unit: str, clusters: int, mc: float) -> str:
+    by = f"the {items:,} test items" if unit == "item" else f"the {items:,} test items resampled by {unit} ({clusters:,} {unit}s)"
     if n_pairs == 0:
-        return f"One entry, scored on {items:,} {unit}: no pair to test."
+        return f"One entry, scored on {by[4:]}: no pair to test."
     lo, hi = min(seeds), max(seeds)
     if hi == 1:
-        head = f"Paired bootstrap of {metric} over the {items:,} {unit} (single runs: seed variance unknown; B = {b:,} resamples)"
+        head = f"Paired bootstrap of {metric} over {by} (single runs: seed variance unknown"
     else:
         unknown = f", seed variance unknown for the single run{'s' if len(single) > 1 else ''} {', '.join(single)}" if single else ""
-        head = (f"Two-level paired bootstrap of {metric} over the {items:,} {unit} and each entry's seeds "
-                f"({lo if lo == hi else f'{lo}-{hi}'} seeds per entry{unknown}; B = {b:,} resamples)")
-    return (f"{head}{', exact McNemar p-values for pairs of single runs' if mcnemar else ''}; "
+        head = (f"Two-level paired bootstrap of {metric} over {by} and each entry's seeds "
+                f"({lo if lo == hi else f'{lo}-{hi}'} seeds per entry{unknown}")
+    return (f"{head}; B = {b:,} resamples, p-values from the bootstrap standard error, largest Monte-Carlo error of a "
+            f"Holm p {mc:.1g}){', exact McNemar p-values for pairs of single runs' if mcnemar else ''}; "
             f"{'the one pair' if n_pairs == 1 else f'all {n_pairs} pairs'} tested, p-values Holm-adjusted: rows sharing a "
-            f"letter are not distinguishable at family-wise alpha {ALPHA:g}, rank intervals are 95% bootstrap intervals"
-            + (f", and a difference below {mdd:.4f} is not detected with 80% power." if mdd is not None else "."))
+            f"letter are not distinguishable at family-wise alpha {ALPHA:g}, and each rank interval runs from 1 + the "
+            f"entries found better to n - the entries found worse, at the same family-wise level.")
 
 
 def significance_from_arrays(task: str, names: list[str], y: Any, preds: list[Any], metric: str, target_type: str,
                              num_classes: int | None, higher_is_better: bool, n_resamples: int = DEFAULT_RESAMPLES,
                              seed: Any = 0, alpha: float = ALPHA, scores: bool = False,
-                             unit: str = "test items") -> TaskSignificance:
+                             clusters: Any = None, unit: str | None = None) -> TaskSignificance:
     """The verdicts for entries `names` (best first) with ``preds[e]`` the ``[seeds, n]``
     predictions of entry e on the shared items with targets `y` (label-1 scores with
-    `scores`); `seed` seeds the resamples; `unit` names the items in the caption."""
-    from mmbench.evaluation.resampling import resampled_metric, two_level_values
+    `scores`); `seed` seeds the resamples; ``clusters`` (one key per item, or None) makes
+    the first level resample clusters (:func:`mmbench.evaluation.resampling.unit_weights`),
+    ``unit`` names them ("video")."""
+    from mmbench.evaluation.resampling import cluster_index, two_level
 
     y = np.asarray(y)
     preds = [np.atleast_2d(np.asarray(p)) for p in preds]
-    n_pairs = len(names) * (len(names) - 1) // 2
-    b = max(int(n_resamples), math.ceil(2 * n_pairs / alpha)) if n_pairs / (n_resamples + 1) >= alpha else int(n_resamples)
-    values = two_level_values(y, preds, metric, target_type, num_classes, b, seed, scores=scores)
-    ones = np.ones((1, len(y)), np.float32)
-    point = [float(resampled_metric(metric, target_type, num_classes, y, p, ones, scores).mean()) for p in preds]
-    linear_acc = metric == "accuracy" and target_type in ("multiclass", "binary")
+    g = cluster_index(clusters, len(y))[1]
+    # McNemar assumes independent items: with clusters of several items the bootstrap decides
+    linear_acc = metric == "accuracy" and target_type in ("multiclass", "binary") and g == len(y)
 
     def exact(i: int, j: int) -> float:
         la, lb = ((run[0] > 0.5).astype(np.int64) if scores else run[0] for run in (preds[i], preds[j]))
         return mcnemar_exact(la == y, lb == y)["p"]
 
-    return verdicts_from_values(task, names, values, point, [len(p) for p in preds], len(y), metric, higher_is_better,
-                                b, seed, alpha, exact if linear_acc else None, unit=unit)
+    def draw(b: int) -> Any:
+        return two_level(y, preds, metric, target_type, num_classes, b, seed, scores=scores, clusters=clusters)
+
+    return verdicts(task, names, draw, [len(p) for p in preds], len(y), metric, higher_is_better, n_resamples, seed,
+                    alpha, exact if linear_acc else None, unit if g < len(y) else "item", g)
 
 
-def verdicts_from_values(task: str, names: list[str], values: np.ndarray, point: list[float], seeds: list[int],
-                         items: int, metric: str, higher_is_better: bool, b: int, seed: Any = 0, alpha: float = ALPHA,
-                         exact: Any = None, unit: str = "test items") -> TaskSignificance:
-    """The verdicts from each entry's value (``point``) and its ``[entries, b]`` two-level
-    resampled values (:func:`mmbench.evaluation.resampling.two_level_values`, or any
-    statistic built from them on the same draws, e.g. a robustness score); ``exact(i, j)``,
-    when given, is the exact p of a pair of single runs (McNemar)."""
-    preds = [range(k) for k in seeds]  # only their lengths are read below
+def _pair_test(d: float, v: float, v_err: float) -> tuple[float, float]:
+    """(p, its Monte-Carlo error) of the normal-theory test of a difference d with bootstrap
+    variance v (Monte-Carlo error v_err): p = 2 (1 - Phi(|d| / sqrt(v)))."""
+    if d == 0:
+        return 1.0, 0.0
+    if v <= 1e-24:
+        return 0.0, 0.0
+    z = abs(d) / math.sqrt(v)
+    return math.erfc(z / math.sqrt(2)), NormalDist().pdf(z) * z / v * v_err
+
+
+def _holm_errors(p: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """The Monte-Carlo error of each Holm-adjusted p: the error of the raw p that sets it,
+    times its multiplier (0 where the adjusted p is capped at 1)."""
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    stepped = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out = np.empty(m)
+    best = 0
+    for k in range(m):
+        if stepped[k] >= stepped[best]:
+            best = k
+        out[order[k]] = 0.0 if stepped[best] >= 1.0 else (m - best) * err[order[best]]
+    return out
+
+
+def verdicts(task: str, names: list[str], draw: Any, seeds: list[int], items: int, metric: str, higher_is_better: bool,
+             n_resamples: int = DEFAULT_RESAMPLES, seed: Any = 0, alpha: float = ALPHA, exact: Any = None,
+             unit: str = "item", clusters: int = 0) -> TaskSignificance:
+    """The verdicts from ``draw(B)``, the entries' two-level resamples
+    (:class:`mmbench.evaluation.resampling.TwoLevel`, or any weighted sum of them on the same
+    draws, e.g. a robustness score). B starts at `n_resamples` and is multiplied by 4 (up to
+    :data:`MAX_RESAMPLES`) while a Holm p's Monte-Carlo error exceeds :data:`MC_TARGET`;
+    ``exact(i, j)``, when given, is the exact p of a pair of single runs (McNemar)."""
     sign = 1.0 if higher_is_better else -1.0
-    raw = []
-    for i in range(len(names)):
-        for j in range(i + 1, len(names)):
-            d = sign * (point[i] - point[j])
-            dist = sign * (values[i] - values[j])
-            dist = dist[np.isfinite(dist)]  # a resample where the metric is undefined (one class drawn) is left out
-            if not math.isfinite(d) or dist.size < 2:
-                raw.append((i, j, d, math.nan, math.nan, 1.0, "undefined", math.nan))
-                continue
-            dev = np.abs(dist - d)
-            q = float(np.quantile(dev, 1 - alpha))
-            p = (1.0 + np.count_nonzero(dev >= abs(d) - 1e-12)) / (b + 1) if d != 0 else 1.0
-            test = "two-level-bootstrap" if len(preds[i]) > 1 or len(preds[j]) > 1 else "item-bootstrap"
-            if exact is not None and len(preds[i]) == 1 and len(preds[j]) == 1:
-                p, test = exact(i, j), "mcnemar-exact"
-            raw.append((i, j, d, d - q, d + q, min(1.0, p), test, float(np.std(dist, ddof=1))))
-    adjusted = holm([r[5] for r in raw])
+    b = int(n_resamples)
+    while True:
+        res = draw(b)
+        raw = []
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                d = sign * float(res.point[i] - res.point[j])
+                v, v_err, used = res.pair_variance(i, j)
+                test = "two-level-bootstrap" if seeds[i] > 1 or seeds[j] > 1 else "item-bootstrap"
+                if not math.isfinite(d) or not math.isfinite(v) or used < 2:
+                    raw.append((i, j, d, math.nan, 1.0, 0.0, "undefined"))
+                    continue
+                p, p_err = _pair_test(d, max(v, 0.0), v_err)
+                if exact is not None and seeds[i] == 1 and seeds[j] == 1:
+                    p, p_err, test = exact(i, j), 0.0, "mcnemar-exact"
+                raw.append((i, j, d, math.sqrt(max(v, 0.0)), min(1.0, p), p_err, test))
+        p_raw = np.array([r[4] for r in raw])
+        adjusted = holm(p_raw)
+        errors = _holm_errors(p_raw, np.array([r[5] for r in raw])) if raw else np.zeros(0)
+        if not raw or not np.any(np.abs(adjusted - alpha) < 3 * errors) or b >= MAX_RESAMPLES:
+            break  # every verdict is decided: no Holm p within three Monte-Carlo errors of alpha
+        b = min(MAX_RESAMPLES, 4 * b)
+    z = NormalDist().inv_cdf
     pairs = []
-    for (i, j, d, lo, hi, p, test, sd), ph in zip(raw, adjusted):
-        boot = test.endswith("bootstrap")
-        # a raw p at the floor is an upper bound, and so is its adjusted value
-        ph_text = f"p < {ph:.2g}" if boot and p <= p_floor(b) * (1 + 1e-9) else format_p(ph)
-        pairs.append(PairTest(names[i], names[j], float(d), float(lo), float(hi), float(p), float(ph), bool(ph < alpha),
-                              format_p(p, b if boot else None), ph_text, test, sd))
-    letters = compact_letters(list(names), {frozenset((t.a, t.b)) for t in pairs if t.significant})
-    intervals = rank_intervals(values, higher_is_better)
-    rows = tuple(RowSignificance(n, point[e], len(preds[e]), letters[n], intervals[e], len(preds[e]) > 1)
+    for (i, j, d, sd, p, _, test), ph, err in zip(raw, adjusted, errors):
+        undecided = abs(ph - alpha) < 3 * err
+        if test == "undefined":
+            lo = hi = math.nan
+        else:  # the interval at the pair's Holm level alpha * p / p_holm: excludes 0 iff p_holm < alpha
+            level = alpha * p / ph if ph > 0 else alpha
+            half = z(1 - level / 2) * sd if level > 0 else math.inf
+            lo, hi = d - half, d + half
+        pairs.append(PairTest(names[i], names[j], float(d), float(lo), float(hi), float(p), float(ph),
+                              bool(ph < alpha and not undecided), format_p(p), format_p(ph), test, float(sd), float(err),
+                              bool(undecided)))
+    differ = {frozenset((t.a, t.b)) for t in pairs if t.significant}
+    letters = compact_letters(list(names), differ)
+    better = {a: {b_ for b_ in names[k + 1:]} for k, a in enumerate(names)}
+    for t in pairs:  # a pair's direction is its difference's sign, whatever the listed order
+        if t.diff < 0:
+            better[t.a].discard(t.b)
+            better[t.b].add(t.a)
+    intervals = rank_intervals(list(names), differ, better)
+    rows = tuple(RowSignificance(n, float(res.point[e]), seeds[e], letters[n], intervals[n], seeds[e] > 1)
                  for e, n in enumerate(names))
-    mdd = minimum_detectable_difference([t.diff_sd for t in pairs if math.isfinite(t.diff_sd)], len(pairs), alpha)
-    single = [n for n, p in zip(names, preds) if len(p) == 1]
-    caption = _caption(metric, items, [len(p) for p in preds], single, len(pairs), b,
-                       any(t.test == "mcnemar-exact" for t in pairs), mdd, unit)
+    single = [n for n, k in zip(names, seeds) if k == 1]
+    mc = float(errors.max()) if len(errors) else 0.0
+    caption = _caption(metric, items, seeds, single, len(pairs), b, any(t.test == "mcnemar-exact" for t in pairs),
+                       unit, clusters or items, mc)
     return TaskSignificance(task, metric, bool(higher_is_better), items, b, int(seed if np.isscalar(seed) else seed[0]),
-                            alpha, rows, tuple(pairs), mdd, caption)
+                            alpha, rows, tuple(pairs), caption, unit, clusters or items, mc)
 
 
 def comparable_items(task: str, groups: dict[str, list[Any]]) -> list[str] | None:
@@ -422,6 +496,28 @@ def comparable_items(task: str, groups: dict[str, list[Any]]) -> list[str] | Non
             elif key != ref:
                 return None
     return sorted(ref) if ref else None
+
+
+def task_clusters(task: str, order: list[str], groups: dict[str, list[Any]]) -> tuple[list[str] | None, str]:
+    """(the cluster key of each test id of `order`, the unit's name) from the entries' per-item
+    records (``clusters``, parallel to ``ids``, and ``unit``); (None, "item") when no entry
+    stores them (every item its own unit). A DataError when two entries disagree."""
+    keys: dict[str, str] | None = None
+    unit, source = "item", ""
+    for name, results in groups.items():
+        for r in results:
+            it = r.extra["test_items"]
+            if it.get("clusters") is None:
+                continue
+            mine = dict(zip(it["ids"], it["clusters"]))
+            if keys is None:
+                keys, source, unit = mine, name, it.get("unit") or "cluster"
+            elif mine != keys or (it.get("unit") or "cluster") != unit:
+                bad = next((i for i in order if mine.get(i) != keys.get(i)), order[0])
+                raise DataError(f"task {task!r}: entries {source!r} and {name!r} store different clusters for test id "
+                                f"{bad!r} ({keys.get(bad)!r} vs {mine.get(bad)!r}, units {unit!r} and "
+                                f"{it.get('unit')!r}); run `mmbench leaderboard clusters`")
+    return (None, "item") if keys is None else ([keys[i] for i in order], unit)
 
 
 def task_seed(task: str, seed: int) -> list[int]:
@@ -450,9 +546,11 @@ def retrieval_significance(task: str, ordered_names: list[str], groups: dict[str
                            higher_is_better: bool, n_resamples: int = DEFAULT_RESAMPLES,
                            seed: int = 0) -> TaskSignificance | None:
     """The verdicts for a retrieval task's entries from their per-query records: the same
-    two-level paired bootstrap, its items the gallery's images, each resampled with all its
-    captions (text-to-image queries clustered by image); None without comparable records."""
-    from mmbench.evaluation.resampling import retrieval_cluster_arrays
+    two-level paired bootstrap with the gallery's images as the clusters, each image resampled
+    with all its captions (its text-to-image queries) and its own image-to-text query
+    (:func:`mmbench.evaluation.resampling.retrieval_cluster_arrays`; recall@k is then a ratio of
+    weighted sums, linearised like the other metrics); None without comparable records."""
+    from mmbench.evaluation.resampling import retrieval_cluster_arrays, two_level
 
     order = comparable_queries({n: groups[n] for n in ordered_names})
     if order is None:
@@ -464,8 +562,13 @@ def retrieval_significance(task: str, ordered_names: list[str], groups: dict[str
             captions, sums = retrieval_cluster_arrays(r.extra["test_queries"], order)
             seeds.append(sums)
         preds.append(np.stack(seeds))
-    return significance_from_arrays(task, ordered_names, captions, preds, metric, "retrieval", None, higher_is_better,
-                                    n_resamples, task_seed(task, seed), unit="images (each with its captions)")
+    rs = task_seed(task, seed)
+
+    def draw(b: int) -> Any:
+        return two_level(captions, preds, metric, "retrieval", None, b, rs)
+
+    return verdicts(task, ordered_names, draw, [len(p) for p in preds], int(captions.sum()), metric, higher_is_better,
+                    n_resamples, rs, unit="image", clusters=len(order))
 
 
 def task_significance(task: str, ordered_names: list[str], groups: dict[str, list[Any]], metric: str,
@@ -474,8 +577,7 @@ def task_significance(task: str, ordered_names: list[str], groups: dict[str, lis
     ``ordered_names`` best first) from their stored test items (a retrieval task: its per-query
     records, :func:`retrieval_significance`); None when the entries do not all store test
     items on the same ids and targets."""
-    first = groups[ordered_names[0]][0]
-    if (first.extra or {}).get("test_queries"):
+    if (groups[ordered_names[0]][0].extra or {}).get("test_queries"):
         return retrieval_significance(task, ordered_names, groups, metric, higher_is_better, n_resamples, seed)
     order = comparable_items(task, {n: groups[n] for n in ordered_names})
     if order is None:
@@ -492,8 +594,10 @@ def task_significance(task: str, ordered_names: list[str], groups: dict[str, lis
             if y is None:
                 y = np.asarray(it["targets"])[take]
         preds.append(np.stack(seeds))
+    clusters, unit = task_clusters(task, order, {n: groups[n] for n in ordered_names})
     return significance_from_arrays(task, ordered_names, y, preds, metric, first["target_type"], first["num_classes"],
-                                    higher_is_better, n_resamples, task_seed(task, seed), scores=bool(first.get("scores")))
+                                    higher_is_better, n_resamples, task_seed(task, seed), scores=bool(first.get("scores")),
+                                    clusters=clusters, unit=unit)
 
 
 def annotate_ranking(rows: list[dict[str, Any]], entries: list[Any], n_resamples: int = DEFAULT_RESAMPLES,
@@ -502,8 +606,8 @@ def annotate_ranking(rows: list[dict[str, Any]], entries: list[Any], n_resamples
     per row ``letters``, ``rank_interval`` ([best, worst]), ``seed_variance_known``,
     ``pairwise`` ({other entry: diff, ci_low, ci_high, p, p_holm, significant, p_display,
     p_holm_display, test}, diff = this row - other in the direction of better) and
-    ``significance`` (:meth:`TaskSignificance.summary`: test, items, B, pairs, correction,
-    mdd, caption); all None for a task whose entries do not all store test items on the same
+    ``significance`` (:meth:`TaskSignificance.summary`: test, items, unit, clusters, B, pairs,
+    correction, Monte-Carlo error, caption); all None for a task whose entries do not all store test items on the same
     ids. Returns {task: TaskSignificance or None}."""
     by_task: dict[str, dict[str, list[Any]]] = {}
     for e in entries:
