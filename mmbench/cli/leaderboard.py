@@ -167,7 +167,7 @@ def leaderboard(
 
 
 def _one_board(board_dirs: list[Path], task: str | None) -> Path:
-    """The --dir of a command that works on one board (verify, publish, site); ranking takes several."""
+    """The --dir of a command that works on one board (verify, rescore, publish, site, clusters); ranking takes several."""
     from mmbench.core.errors import MMBenchError
 
     if len(board_dirs) > 1 and task in ("verify", "rescore", "publish", "site", "clusters"):

@@ -14,6 +14,9 @@ without the data. :func:`task_significance` (entries) and :func:`significance_fr
   cluster bootstrap: Davison & Hinkley 1997, "Bootstrap methods and their application",
   sec. 3.8; Field & Welsh 2007, "Bootstrapping clustered data", J. R. Statist. Soc. B 69).
   The default unit is the item; the caption says "resampled by video".
+  A retrieval task's entries store per-query records instead (``extra["test_queries"]``):
+  its clusters are the gallery's images, each drawn with all its captions
+  (:func:`retrieval_significance`), and the caption says "resampled by image".
 - **the test** (:mod:`mmbench.evaluation.resampling`): B seeded two-level resamples; each
   draws the clusters (paired) and each entry's seeds with replacement, independently per
   entry; an entry's value is the mean over its drawn seeds of the primary metric on the drawn
