@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 import json
+import math
 import re
 import textwrap
 import time
@@ -230,11 +231,21 @@ def test_lookup_model_equals_npz_and_hand_worked(fixture, tmp_path):
         assert r.dataset_fingerprint == expected.dataset_fingerprint and len(r.extra["submission_files"]) == 2
     assert 0 < results["random"].metrics["clean"]["t2i_recall@1"] < 1
     assert set(results["one-hot"].metrics["clean"].values()) == {1.0}
-    # swapped, by hand: a caption of images 0-3 has its own image at rank 1 (one image scores 1, its own 0);
-    # image i of 0-3 has its best own caption after all captions of its partner (3, 2, 6, 3 of them)
-    t2i1 = sum(CAPTIONS_PER_IMAGE[4:]) / n_cap  # 13 / 27
-    expected = {"t2i_recall@1": t2i1, "t2i_recall@5": 1.0, "t2i_recall@10": 1.0,
-                "i2t_recall@1": 4 / 8, "i2t_recall@5": 7 / 8, "i2t_recall@10": 1.0}
+    # swapped, by hand, under the tie rule: a caption of images 0-3 has one image above its own
+    # (its partner scores 1) and its own tied with the 6 others at 0: hit at k with probability
+    # min(k - 1, 7) / 7; image i of 0-3 has all captions of its partner above (3, 2, 6, 3 of
+    # them) and its own c_i captions among the n_cap - c_partner tied at 0 (hypergeometric)
+    c, partner = CAPTIONS_PER_IMAGE, [1, 0, 3, 2]
+
+    def i2t_hit(i: int, k: int) -> float:
+        g, r = c[partner[i]], c[i]
+        t = n_cap - g
+        m = min(max(k - g, 0), t)
+        return 1 - math.comb(t - r, m) / math.comb(t, m)
+
+    expected = {f"t2i_recall@{k}": (sum(c[4:]) + sum(c[:4]) * min(max(k - 1, 0), 7) / 7) / n_cap for k in (1, 5, 10)}
+    expected |= {f"i2t_recall@{k}": (4 + sum(i2t_hit(i, k) for i in range(4))) / 8 for k in (1, 5, 10)}
+    assert expected["t2i_recall@1"] == 13 / 27 and expected["i2t_recall@1"] == 4 / 8
     expected["mean_recall"] = sum(expected.values()) / 6
     assert results["swapped"].metrics["clean"] == pytest.approx(expected)
 
@@ -497,7 +508,8 @@ def test_cli_end_to_end(fixture, tmp_path, monkeypatch, capsys):
     assert entry["extra"]["submission"]["isolation"] == entry["extra"]["isolation"]
     monkeypatch.setenv("MMBENCH_DATA", str(root))
     rc, stdout, stderr = run_main(["leaderboard", "verify", "--dir", board], monkeypatch, capsys)
-    assert rc == 0 and f"OK      {TASK}/my-clip: 1 condition(s) match (recall@k recomputed from the stored embeddings" in stdout, stdout + stderr
+    assert rc == 0 and (f"OK      {TASK}/my-clip: 1 condition(s) and the per-query records match (recall@k recomputed "
+                        "from the stored embeddings") in stdout, stdout + stderr
     rc, stdout, stderr = run_main(["leaderboard", TASK, "--dir", board, "--format", "json"], monkeypatch, capsys)
     assert rc == 0, stderr
     rows = json.loads(stdout)["entries"]

@@ -241,23 +241,28 @@ def test_mosi_degenerate_cases():
 
 
 def _reference_retrieval(img, cap, idx, ks):
-    """Naive full-matrix reference: sort every row / column, rank = #strictly greater scores."""
+    """Naive full-matrix reference of the tie rule: every score in float64, per query the
+    candidates above / tied with the best relevant one counted over the whole row, and the
+    expected hit under a random order of the tied block as a ratio of binomials (math.comb)."""
     img = np.asarray(img, dtype=np.float64)
     cap = np.asarray(cap, dtype=np.float64)
     img = img / np.linalg.norm(img, axis=1, keepdims=True)
     cap = cap / np.linalg.norm(cap, axis=1, keepdims=True)
+    idx = np.asarray(idx)
     s = cap @ img.T
-    t2i = np.empty(len(cap), dtype=np.int64)
-    for j in range(len(cap)):
-        desc = s[j][np.argsort(-s[j], kind="stable")]
-        t2i[j] = np.searchsorted(-desc, -s[j, idx[j]], side="left")  # first position of the own score
-    i2t = np.empty(len(img), dtype=np.int64)
-    for i in range(len(img)):
-        desc = s[:, i][np.argsort(-s[:, i], kind="stable")]
-        ranks = [np.searchsorted(-desc, -s[j, i], side="left") for j in np.flatnonzero(idx == i)]
-        i2t[i] = min(ranks)
-    out = {f"t2i_recall@{k}": float(np.mean(t2i < k)) for k in ks}
-    out.update({f"i2t_recall@{k}": float(np.mean(i2t < k)) for k in ks})
+
+    def hit(row, relevant, k):
+        best = row[relevant].max()
+        g, t = int((row > best).sum()), int((row == best).sum())
+        r = int((row[relevant] == best).sum())
+        m = min(max(k - g, 0), t)
+        return 1.0 - math.comb(t - r, m) / math.comb(t, m)
+
+    out = {}
+    for k in ks:
+        out[f"t2i_recall@{k}"] = float(np.mean([hit(s[j], np.arange(len(img)) == idx[j], k) for j in range(len(cap))]))
+    for k in ks:
+        out[f"i2t_recall@{k}"] = float(np.mean([hit(s[:, i], idx == i, k) for i in range(len(img))]))
     return out
 
 
@@ -292,20 +297,21 @@ def test_retrieval_hand_worked():
     assert set(m) == {n for n in METRICS if METRICS[n].target_type == "retrieval"}
 
 
-def test_retrieval_ties_are_optimistic():
-    # Two identical images, one caption each, both captions identical: every score ties.
+def test_retrieval_ties_are_broken_at_random():
+    # Two identical images, one caption each, both captions identical: every score ties, so
+    # each query's relevant candidate is first with probability 1/2.
     img = np.array([[1.0, 1.0], [1.0, 1.0]])
     cap = np.array([[1.0, 0.0], [1.0, 0.0]])
-    m = retrieval_metrics(img, cap, [0, 1], ks=(1,))
-    assert m == {"t2i_recall@1": 1.0, "i2t_recall@1": 1.0}
-    # A distractor caption identical to image 1's own caption only ties; one scoring higher beats it.
+    m = retrieval_metrics(img, cap, [0, 1], ks=(1, 2))
+    assert m == {"t2i_recall@1": 0.5, "t2i_recall@2": 1.0, "i2t_recall@1": 0.5, "i2t_recall@2": 1.0}
+    # A distractor caption identical to image 1's own caption ties with it; one scoring higher beats it.
     img = np.array([[1.0, 0.0], [0.0, 1.0]])
     cap = np.array([[1.0, 0.0], [0.6, 0.8], [0.6, 0.8], [0.0, 1.0]])
     m = retrieval_metrics(img, cap, [0, 1, 0, 1], ks=(1, 2))
     assert m["i2t_recall@1"] == 1.0  # image 1's own caption 3 scores 1.0, highest
     m = retrieval_metrics(img, cap[:3], [0, 1, 0], ks=(1, 2))
-    # image 1: own caption 1 (.8) ties with caption 2 (.8) -> rank 0; image 0: caption 0 best
-    assert m["i2t_recall@1"] == 1.0
+    # image 1: own caption 1 (.8) ties with caption 2 (.8) -> 1/2 at k = 1; image 0: caption 0 best
+    assert m["i2t_recall@1"] == 0.75 and m["i2t_recall@2"] == 1.0
     assert m["t2i_recall@1"] == pytest.approx(2 / 3)  # caption 2 prefers image 1 (.8 > .6)
 
 
@@ -346,18 +352,13 @@ def _make_retrieval_data(n_img, per_image, seed, kind):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(retrieval_cases())
 def test_retrieval_matches_naive_reference(case):
-    import mmbench.evaluation.retrieval as retrieval_mod
-
     n_img, per_image, seed, kind, chunk, ks = case
     img, cap, idx = _make_retrieval_data(n_img, per_image, seed, kind)
     ref = _reference_retrieval(img, cap, idx, ks)
-    for fixed in (False, True):  # the CPU's pass and the accelerators' fixed-shape one
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(retrieval_mod, "_fixed_shape_passes", lambda device: fixed)
-            for dtype in (torch.float32, torch.float64):
-                got = retrieval_metrics(img, cap, idx, ks=ks, chunk_size=chunk, dtype=dtype)
-                for key, value in ref.items():
-                    assert got[key] == pytest.approx(value, abs=1e-12), (key, dtype, fixed)
+    for dtype in (torch.float32, torch.float64):
+        got = retrieval_metrics(img, cap, idx, ks=ks, chunk_size=chunk, dtype=dtype)
+        for key, value in ref.items():
+            assert got[key] == pytest.approx(value, abs=1e-12), (key, dtype)
     if kind == "continuous":  # no ties: also CLIP_benchmark's literal top-k membership
         lit = _topk_membership_reference(img, cap, idx, ks)
         assert lit == pytest.approx(ref, abs=1e-12)
@@ -434,96 +435,6 @@ def test_retrieval_exact_ties_inside_the_interval():
             for key, value in ref.items():
                 assert got[key] == pytest.approx(value, abs=1e-12), (key, chunk, dtype)
     assert 0.0 < ref["i2t_recall@1"] < ref["i2t_recall@10"] < 1.0  # a non-trivial case
-
-
-def test_retrieval_interval_paths(monkeypatch):
-    """Results do not depend on the interval around each image's best own score: an infinite
-    one (every score kept, as for low precision) and a wrong one (detected afterwards, the
-    pass is repeated) give the same recalls."""
-    import mmbench.evaluation.retrieval as retrieval_mod
-
-    img, cap, idx = _near_tie_data(seed=4)
-    want = retrieval_metrics(img, cap, idx, ks=(1, 3, 10), chunk_size=50)
-    assert want == pytest.approx(_reference_retrieval(img, cap, idx, (1, 3, 10)), abs=1e-12)
-    passes = []
-    real_pass = retrieval_mod._retrieval_pass
-
-    def counting_pass(*args):
-        passes.append(args[3])  # lo
-        return real_pass(*args)
-
-    monkeypatch.setattr(retrieval_mod, "_retrieval_pass", counting_pass)
-    monkeypatch.setattr(retrieval_mod, "_matmul_unit_roundoff", lambda dtype: 2.0**-4)  # a bound too coarse to use
-    assert retrieval_metrics(img, cap, idx, ks=(1, 3, 10), chunk_size=50) == want
-    assert len(passes) == 1 and bool(torch.isinf(passes[0]).all())
-    monkeypatch.undo()
-    monkeypatch.setattr(retrieval_mod, "_retrieval_pass", counting_pass)
-    passes.clear()
-    # an interval that misses every best own score (as if the product rounded beyond the bound)
-    monkeypatch.setattr(retrieval_mod, "_own_score_brackets", lambda cap, img, idx, cs: (
-        torch.full((img.shape[0],), 0.3, dtype=img.dtype), torch.full((img.shape[0],), 0.30001, dtype=img.dtype)))
-    assert retrieval_metrics(img, cap, idx, ks=(1, 3, 10), chunk_size=50) == want
-    assert len(passes) == 2 and bool(torch.isinf(passes[1]).all())
-
-
-def test_retrieval_bool_count_path(monkeypatch):
-    """Galleries of 2**24 images or more count text-to-image ranks from bools, not float flags."""
-    import mmbench.evaluation.retrieval as retrieval_mod
-
-    img, cap, idx = _near_tie_data(seed=5)
-    want = retrieval_metrics(img, cap, idx, ks=(1, 5, 10), chunk_size=300)
-    monkeypatch.setattr(retrieval_mod, "_FLOAT_COUNTS_BELOW", 0)
-    assert retrieval_metrics(img, cap, idx, ks=(1, 5, 10), chunk_size=300) == want
-    ref = _reference_retrieval(img, cap, idx, (1, 5, 10))
-    assert {k: want[k] for k in ref} == pytest.approx(ref, abs=1e-12)
-
-
-def test_count_true_is_exact():
-    from mmbench.evaluation.retrieval import _count_true
-
-    gen = torch.Generator().manual_seed(0)
-    for rows, cols in ((1, 1), (254, 3), (255, 7), (256, 5), (1023, 40), (600, 33000)):
-        for p in (0.0, 0.3, 1.0):
-            m = torch.rand(rows, cols, generator=gen) < p
-            assert torch.equal(_count_true(m, 0), m.sum(0).to(torch.int32)), (rows, cols, p)
-            assert torch.equal(_count_true(m, 1), m.sum(1).to(torch.int32)), (rows, cols, p)
-
-
-def test_retrieval_fixed_shape_pass_with_ties_and_every_interval(monkeypatch):
-    import mmbench.evaluation.retrieval as retrieval_mod
-
-    img, cap, idx = _near_tie_data(seed=4)
-    ks = (1, 2, 5, 10)
-    want = _reference_retrieval(img, cap, idx, ks)
-    monkeypatch.setattr(retrieval_mod, "_fixed_shape_passes", lambda device: True)
-    for chunk in (7, 50, 4096):
-        assert {k: v for k, v in retrieval_metrics(img, cap, idx, ks=ks, chunk_size=chunk).items() if k in want} == want
-    monkeypatch.setattr(retrieval_mod, "_matmul_unit_roundoff", lambda dtype: 2.0**-4)  # infinite interval
-    assert {k: v for k, v in retrieval_metrics(img, cap, idx, ks=ks, chunk_size=50).items() if k in want} == want
-    monkeypatch.setattr(retrieval_mod, "_own_score_brackets", lambda cap, img, idx, cs: (  # a wrong one: repeated
-        torch.full((img.shape[0],), 0.3, dtype=img.dtype), torch.full((img.shape[0],), 0.30001, dtype=img.dtype)))
-    assert {k: v for k, v in retrieval_metrics(img, cap, idx, ks=ks, chunk_size=50).items() if k in want} == want
-    assert 0.0 < want["i2t_recall@1"] < want["i2t_recall@10"] < 1.0
-
-
-def test_retrieval_fixed_shape_pass_never_reads_values_on_the_host():
-    # on "meta" tensors (shapes without values) any host read or data-dependent shape fails:
-    # the accelerator pass runs through; the CPU pass's per-chunk nonzero (a device-to-host
-    # sync per chunk that stalled the 1M x 1M case on an H200) does not
-    from mmbench.evaluation.retrieval import _retrieval_pass, _retrieval_pass_fixed
-
-    n_img, n_cap, d, cs, kmax = 50, 120, 8, 32, 10
-    meta = dict(device="meta")
-    img, cap = torch.empty(n_img, d, **meta), torch.empty(n_cap, d, **meta)
-    idx = torch.empty(n_cap, dtype=torch.int64, **meta)
-    lo, hi = torch.empty(n_img, **meta), torch.empty(n_img, **meta)
-    own, rank = torch.empty(n_cap, **meta), torch.empty(n_cap, dtype=torch.int64, **meta)
-    above, top = _retrieval_pass_fixed(cap, img, idx, lo, hi, kmax, cs, torch.empty(n_img * cs, **meta),
-                                       torch.empty(n_img * cs, dtype=torch.bool, **meta), own, rank)
-    assert above.shape == (n_img,) and top.shape == (kmax, n_img)
-    with pytest.raises((NotImplementedError, RuntimeError)):
-        _retrieval_pass(cap, img.t(), idx, lo, hi, kmax, cs, torch.empty(cs, n_img, **meta),
-                        torch.empty(cs, n_img, dtype=torch.bool, **meta), None, own, rank, None)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

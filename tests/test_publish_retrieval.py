@@ -89,7 +89,8 @@ def test_verify_is_ok_and_fails_on_edited_embeddings(published, tmp_path, monkey
     entry = published[1]
     rc, out, err = run_main(["leaderboard", "verify", "--dir", board], monkeypatch, capsys)
     label = f"{TASK}/dual-encoder seed 0"
-    assert rc == 0 and f"OK      {label}: 1 condition(s) match (recall@k recomputed from the stored embeddings" in out, out + err
+    assert rc == 0 and (f"OK      {label}: 1 condition(s) and the per-query records match (recall@k recomputed from "
+                        "the stored embeddings") in out, out + err
 
     # a flattering edit: every caption given its own image's embedding (perfect text-to-image retrieval)
     path = board / entry["predictions_file"]
@@ -116,9 +117,52 @@ def test_verify_is_ok_and_fails_on_edited_embeddings(published, tmp_path, monkey
     assert rc == 1 and f"DIFFERS {label}: clean " in out and "recall" in out, out
 
 
+def test_verify_fails_on_edited_per_query_records(published, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    board = tmp_path / "board"
+    shutil.copytree(published[0], board)
+    entry_path = board / TASK / "dual-encoder__seed0.json"
+    data = json.loads(entry_path.read_text())
+    data["extra"]["test_queries"]["t2i"]["tied"][3] += 1
+    entry_path.write_text(json.dumps(data, indent=2))
+    rc, out, err = run_main(["leaderboard", "verify", "--dir", board], monkeypatch, capsys)
+    assert rc == 1 and "extra.test_queries: t2i tied differ (first: query" in out, out
+
+
+def test_the_entry_stores_per_query_records_and_the_missing_counts(published):
+    """Per caption and per image the counts of the tie rule, clustered by image; recall@k from
+    them is the entry's; the missing counts are the data's (images not on disk)."""
+    from mmbench.data.tasks import get_task
+    from mmbench.evaluation.retrieval import COUNT_KEYS, recalls_from_counts
+    from mmbench.evaluation.retrieval_scoring import gallery_presence, retrieval_gallery
+    from mmbench.data.splits import task_dataset
+
+    _, entry, _ = published
+    spec = get_task(TASK)
+    image_ids, caption_ids, index, _ = retrieval_gallery(spec)
+    q = entry["extra"]["test_queries"]
+    assert q["cluster_by"] == "image"
+    assert q["t2i"]["ids"] == caption_ids and q["t2i"]["cluster"] == [image_ids[i] for i in index]
+    assert q["i2t"]["ids"] == image_ids == q["i2t"]["cluster"]
+    for d in ("t2i", "i2t"):
+        t, r = np.array(q[d]["tied"]), np.array(q[d]["relevant"])
+        assert (np.array(q[d]["above"]) >= 0).all() and (t >= r).all() and (r >= 1).all()
+    assert (np.array(q["t2i"]["relevant"]) == 1).all()
+    got = recalls_from_counts(*({k: np.array(q[d][k]) for k in COUNT_KEYS} for d in ("t2i", "i2t")))
+    assert got == pytest.approx(entry["metrics"]["clean"], abs=1e-12)
+    presence = gallery_presence(spec, task_dataset(spec))
+    missing = int((~presence["image"]).sum())
+    assert entry["extra"]["missing"] == {"images": missing, "captions": 0} and entry["extra"]["missing_images"] == missing
+    present = entry["extra"]["present_only"]
+    assert present["images"] == len(image_ids) - missing and present["captions"] == int(presence["image"][index].sum())
+    assert 0.0 <= present["metrics"]["mean_recall"] <= 1.0
+
+
 def test_the_site_and_the_report_render_a_retrieval_task(published, tmp_path, monkeypatch, capsys):
-    """One condition, no per-item records: the pages say the rows are not tested and that no
-    robustness is measured (no robustness or per-condition table, no raw Python value)."""
+    """One condition, per-query records: the pages state the tie rule, the missing counts and
+    the present-only recall, test the entries (one here: no pair) and say that no robustness is
+    measured (no robustness or per-condition table, no raw Python value)."""
     import re
     import shutil
 
@@ -132,7 +176,10 @@ def test_the_site_and_the_report_render_a_retrieval_task(published, tmp_path, mo
     page = (board / f"{TASK}.html").read_text(encoding="utf-8")
     md = report.read_text(encoding="utf-8")
     for text in (re.sub(r"<[^>]+>", " ", re.sub(r"<(style|script).*?</\1>", "", page, flags=re.S)), md):
-        assert "retrieval entries store no per-item records" in text and "not tested for significance" in text
+        text = " ".join(text.split())
+        assert "Tie rule: recall@k is the expected value under uniformly random tie-breaking" in text
+        assert "Missing modality: " in text and "gallery images and 0 of" in text and "Present-only mean_recall" in text
+        assert "is the only entry: no pair to test" in text
         assert "scored under the clean condition only" in text and "no robustness is measured" in text
         assert not re.search(r"\b(None|nan|True|False)\b|\{'", text), text
     assert f'id="robustness-{TASK}"' not in page and f'id="conditions-{TASK}"' not in page

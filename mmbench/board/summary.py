@@ -79,11 +79,13 @@ def clean_sentence(rows: list[dict[str, Any]]) -> str:
     primary, hib = rows[0]["primary_metric"], bool(rows[0]["higher_is_better"])
     if rows[0].get("letters") is None:
         if retrieval_metric(primary):
-            why = ("retrieval entries store no per-item records (each recall@k ranks every caption against the whole "
-                   "gallery), so the rows are not tested for significance")
+            why = ("the retrieval entries store no comparable per-query records (entries made before they existed), so "
+                   "the rows are not tested for significance")
         else:
             why = "the entries store no comparable per-item records, so no difference is tested"
         return f"Clean {primary}: {rows[0]['name']} ranks first ({fmt(rows[0].get(primary), 3)}); {why}."
+    if len(rows) == 1:
+        return f"Clean {primary}: {rows[0]['name']} ({fmt(rows[0].get(primary), 3)}) is the only entry: no pair to test."
     win = _top_letter_rows(rows, "letters", primary, hib)
     if len(win) == 1:
         return (f"Clean {primary}: {win[0]['name']} ({fmt(win[0].get(primary), 3)}) is the clean winner, "
@@ -174,6 +176,38 @@ def fusion_sentence(rows: list[dict[str, Any]]) -> str:
     parts = [f"{f['name']} ({(f['pairwise'][best['name']]['diff']):+.3f})" for f in wins]
     return (f"{len(wins)} of {len(fusions)} fusions beat the best single modality, {best['name']} "
             f"({fmt(best.get(primary), 3)}), significantly (Holm-adjusted p < 0.05): {', '.join(parts)}.")
+
+
+TIE_RULE = ("Tie rule: recall@k is the expected value under uniformly random tie-breaking (a query with g candidates "
+            "above its best relevant one and t tied with it, r of them relevant, counts 1 - C(t-r, m)/C(t, m) with "
+            "m = min(max(k - g, 0), t); with one relevant, m/t); copies of a vector always tie.")
+
+
+def retrieval_sentences(rows: list[dict[str, Any]], groups: dict[str, list[Any]]) -> list[str]:
+    """For a retrieval task: the tie rule, how many gallery images and captions have their
+    modality missing (they stay in the metric), and the top row's recall over the queries
+    whose own item is present, labelled so (means over its seeds)."""
+    if not rows or not retrieval_metric(rows[0]["primary_metric"]):
+        return []
+    out = [TIE_RULE]
+    primary = rows[0]["primary_metric"]
+    results = groups.get(rows[0]["name"], [])
+    extras = [r.extra or {} for r in results]
+    missing = next((e["missing"] for e in extras if e.get("missing")), None)
+    if missing is not None:
+        images, captions = extras[0].get("images"), extras[0].get("captions")
+        of_i = f" of {images:,}" if isinstance(images, int) else ""
+        of_c = f" of {captions:,}" if isinstance(captions, int) else ""
+        out.append(f"Missing modality: {missing['images']:,}{of_i} gallery images and {missing['captions']:,}{of_c} "
+                   "captions have it missing (they stay in the metric: a vector shared by many earns what a random order "
+                   "of its copies gives).")
+    present = [e["present_only"] for e in extras if (e.get("present_only") or {}).get("metrics", {}).get(primary) is not None]
+    if present:
+        value = sum(p["metrics"][primary] for p in present) / len(present)
+        out.append(f"Present-only {primary} (not the ranked figure): {rows[0]['name']} scores {fmt(value, 3)} over the "
+                   f"{present[0]['captions']:,} captions whose image is present and the {present[0]['images']:,} present "
+                   f"images (mean over {len(present)} seed{'s' if len(present) > 1 else ''}).")
+    return out
 
 
 def decision_summary(rows: list[dict[str, Any]], chance: Any, decisions: Any = None) -> list[str]:

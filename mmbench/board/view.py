@@ -12,7 +12,7 @@ from mmbench.board import tables as T
 from mmbench.board.efficiency import devices_note
 from mmbench.board.robustness import annotate_robustness_verdicts, robustness_verdicts
 from mmbench.board.decisions import matrix_table, task_decisions
-from mmbench.board.summary import decision_summary, task_reference_points
+from mmbench.board.summary import decision_summary, retrieval_sentences, task_reference_points
 
 
 def rate_bands(rows: list[dict[str, Any]], groups: dict[str, list[Any]]) -> dict[str, list[tuple[float, float, float]]]:
@@ -117,7 +117,7 @@ def task_view(task: str, rows: list[dict[str, Any]], results: list[Any], publish
         view["decisions"], view["decision_table"] = dec, matrix_table(dec)
         view["decision_note"] = DECISION_NOTE.format(metric=primary, family=len(dec.changes),
                                                      unit=dec.scenarios[0].verdicts.unit)
-    view.update(primary=primary, hib=hib, chance=chance, summary=decision_summary(rows, points, dec),
+    view.update(primary=primary, hib=hib, chance=chance, summary=decision_summary(rows, points, dec) + retrieval_sentences(rows, groups),
                 entries=T.entries_table(rows), sig_note=significance_note(rows), pairwise=T.pairwise_table(rows),
                 robust_table=T.robustness_table(rows), reliance_table=T.reliance_table(rows),
                 reliance_note=T.reliance_note(rows), eff_table=T.efficiency_table(rows),

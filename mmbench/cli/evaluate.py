@@ -405,6 +405,8 @@ def verify_entry(board_dir: Path, entry: Any, data_dir: Any = None, labels_cache
     items = item_record_differences(entry.extra.get("test_items"), recomputed.extra.get("test_items"))
     if items:
         diffs.append(f"extra.test_items: {items}")
+    if spec.target.type == "retrieval":
+        diffs += retrieval_record_differences(entry.extra, recomputed.extra)
     if diffs:
         return "DIFFERS", "; ".join(diffs[:3]) + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "")
     legacy = "" if entry.test_set_fingerprint else "; no test-set fingerprint stored (entry made before they existed)"
@@ -412,9 +414,31 @@ def verify_entry(board_dir: Path, entry: Any, data_dir: Any = None, labels_cache
         legacy += (f"; scored under masks protocol {entry.masks_protocol} (its rate conditions may leave items with no "
                    "modality; re-run to score under the current one)")
     if spec.target.type == "retrieval":
-        return "OK", (f"{len(entry.metrics)} condition(s) match (recall@k recomputed from the stored embeddings; retrieval "
-                      f"keeps no per-item records){legacy}")
+        what = ("and the per-query records match" if entry.extra.get("test_queries") else
+                "match (the entry stores no per-query records)")
+        return "OK", f"{len(entry.metrics)} condition(s) {what} (recall@k recomputed from the stored embeddings){legacy}"
     return "OK", f"{len(entry.metrics)} condition(s) and the per-item records match{legacy}"
+
+
+def retrieval_record_differences(stored: dict[str, Any], recomputed: dict[str, Any]) -> list[str]:
+    """What a retrieval entry's per-query records, missing counts and present-only recalls
+    (``extra``) differ in from those recomputed from its stored embeddings."""
+    from mmbench.evaluation.retrieval_scoring import query_record_differences
+
+    out = []
+    queries = query_record_differences(stored.get("test_queries"), recomputed.get("test_queries"))
+    if queries:
+        out.append(f"extra.test_queries: {queries}")
+    for key in ("missing", "present_only"):
+        a, b = stored.get(key), recomputed.get(key)
+        if a is None:
+            continue
+        same = a == b or (b is not None and {k: v for k, v in a.items() if k != "metrics"} == {
+            k: v for k, v in b.items() if k != "metrics"} and not _differences({"": a.get("metrics", {})},
+                                                                               {"": b.get("metrics", {})}))
+        if not same:
+            out.append(f"extra.{key}: entry {a} recomputed {b}")
+    return out
 
 
 def task_labels(spec: Any, data_dir: Any = None, cache: dict | None = None) -> Any:

@@ -25,6 +25,19 @@ def publish_command(runs: list[Path], board_dir: Path, tasks: list[str]) -> None
     typer.echo(f"published {len(written)} runs to {board_dir}; refresh its pages with `mmbench leaderboard site`")
 
 
+def rescore_command(board_dir: Path, data_dir: Optional[Path], tasks: list[str]) -> None:
+    """Re-score the retrieval entries of `board_dir` from their stored embeddings, in place."""
+    from mmbench.board.rescore import rescore_board
+
+    done = rescore_board(board_dir, data_dir, tasks or None)
+    for path, before, after in done:
+        a, b = before.metrics.get("clean", {}), after.metrics.get("clean", {})
+        changed = ", ".join(f"{k} {a.get(k, float('nan')):.4f} -> {b[k]:.4f}" for k in b if a.get(k) != b[k])
+        typer.echo(f"  {path.relative_to(board_dir).as_posix()}: {changed or 'unchanged'}")
+    typer.echo(f"re-scored {len(done)} retrieval entries of {board_dir}; refresh its pages with `mmbench leaderboard "
+               f"site` and its docs tables with `mmbench leaderboard docs`")
+
+
 def site_command(board_dir: Path, check: bool) -> None:
     from mmbench.core.errors import MMBenchError
     from mmbench.board.site import site_differences, write_site
@@ -66,24 +79,25 @@ def docs_command(files: list[Path], board_dir: Path, check: bool) -> None:
 
 
 def leaderboard(
-    task: Optional[str] = typer.Argument(None, help="A task, or: verify, publish RUNS..., site, docs FILES..., clusters, "
-                                                    "majority."),
+    task: Optional[str] = typer.Argument(None, help="A task, or: verify, rescore, publish RUNS..., site, docs FILES..., "
+                                                    "clusters, majority."),
     runs: Optional[list[Path]] = typer.Argument(None, help="publish: reproduce output folders (--out) to publish; "
                                                            "docs: Markdown files with board-table blocks."),
     fmt: str = typer.Option("table", "--format", help="table, md, csv, json or html."),
     board_dirs: list[Path] = typer.Option([], "--dir", help="Board folder (default ./leaderboard); repeat it to rank "
                                                              "several boards together (e.g. yours beside the shipped one)."),
     out: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
-    only: list[str] = typer.Option([], "--task", help="publish: only these tasks' runs (repeatable)."),
+    only: list[str] = typer.Option([], "--task", help="publish, rescore: only these tasks (repeatable)."),
     check: bool = typer.Option(False, "--check", help="site, docs: write nothing; exit 1 if a page or table differs "
                                                      "from the entries."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="verify, clusters, majority: the data root "
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="verify, rescore, clusters, majority: the data root "
                                                                    "(default $MMBENCH_DATA)."),
     bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", help="Seed of the significance resamples (verdicts do not "
                                                                     "depend on it: p-values carry their Monte-Carlo error)."),
 ) -> None:
     """Rank leaderboard entries by each task's primary metric. `leaderboard verify` recomputes
-    every entry from its stored predictions; `leaderboard publish RUNS...` writes the finished
+    every entry from its stored predictions; `leaderboard rescore` re-scores the retrieval entries
+    from their stored embeddings under the current rules, in place; `leaderboard publish RUNS...` writes the finished
     runs of `reproduce` output folders as entries with their predictions; `leaderboard site`
     writes the board's static pages (index.html and one page per task); `leaderboard docs
     FILES...` regenerates the measured tables marked in Markdown files (mmbench.board.doctables);
@@ -98,6 +112,8 @@ def leaderboard(
         return verify_command(board_dir, data_dir)
     if task == "docs":
         return docs_command(runs or [], board_dir, check)
+    if task == "rescore":
+        return rescore_command(board_dir, data_dir, only)
     if task == "clusters":
         from mmbench.board.clusters import write_clusters
 
@@ -167,10 +183,10 @@ def leaderboard(
 
 
 def _one_board(board_dirs: list[Path], task: str | None) -> Path:
-    """The --dir of a command that works on one board (verify, publish, site); ranking takes several."""
+    """The --dir of a command that works on one board (verify, rescore, publish, site, clusters); ranking takes several."""
     from mmbench.core.errors import MMBenchError
 
-    if len(board_dirs) > 1 and task in ("verify", "publish", "site", "clusters", "majority"):
+    if len(board_dirs) > 1 and task in ("verify", "rescore", "publish", "site", "clusters", "majority"):
         raise MMBenchError(f"leaderboard {task} works on one board; give one --dir")
     return board_dirs[0] if board_dirs else Path("leaderboard")
 

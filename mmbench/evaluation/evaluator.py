@@ -451,9 +451,9 @@ def _evaluate_retrieval_model(spec: TaskSpec, model_spec: str, weights: Any, nam
     return retrieval_result(spec, name, "model", emb["image"], emb["text"], cap_index, source, fingerprint, digest,
                             efficiency=out.efficiency, device=str(dev),
                             extra={"model": ms.kind, "images": len(image_ids), "captions": len(caption_ids),
-                                   "embedding_dim": dim, "missing_images": int(absent.sum()),
-                                   "submission_files": files, "sandbox_seconds": round(out.seconds, 3),
-                                   "isolation": out.isolation})
+                                   "embedding_dim": dim, "submission_files": files,
+                                   "sandbox_seconds": round(out.seconds, 3), "isolation": out.isolation},
+                            gallery=(image_ids, caption_ids), presence=_gallery_presence(inputs))
 
 
 def _retrieval_baseline_result(spec: TaskSpec, model: nn.Module, test_split: Split, device: torch.device, name: str,
@@ -467,6 +467,8 @@ def _retrieval_baseline_result(spec: TaskSpec, model: nn.Module, test_split: Spl
     from mmbench.evaluation.submissions.retrieval import check_embeddings
 
     image, text, index, absent = embed_gallery(model, test_split, device)
+    if row_names is None and "gallery_image_ids" in test_split.info:
+        row_names = (test_split.info["gallery_image_ids"], test_split.info["gallery_caption_ids"])
     if keep_embeddings is not None:
         stored = {"image_embeddings": image.astype(np.float16), "caption_embeddings": text.astype(np.float16)}
         image, text = (stored[k].astype(np.float32) for k in ("image_embeddings", "caption_embeddings"))
@@ -476,10 +478,17 @@ def _retrieval_baseline_result(spec: TaskSpec, model: nn.Module, test_split: Spl
     if keep_embeddings is not None:
         keep_embeddings.update(stored)
         extra = {**extra, "stored_precision": "float16"}
+    present_text = test_split.present["text"].cpu().numpy().astype(bool)
     return retrieval_result(spec, name, "baseline", image, text, index, source, fingerprint, digest,
                             efficiency={"params": int(sum(p.numel() for p in model.parameters()))}, device=str(device),
-                            extra={**extra, "images": len(image), "captions": len(text), "embedding_dim": dim,
-                                   "missing_images": int(absent.sum())})
+                            extra={**extra, "images": len(image), "captions": len(text), "embedding_dim": dim},
+                            gallery=row_names, presence={"image": ~absent, "text": present_text})
+
+
+def _gallery_presence(inputs: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Per gallery image and caption whether the data give its modality (retrieval_inputs' masks)."""
+    return {"image": inputs["image"]["present"].cpu().numpy().astype(bool),
+            "text": inputs["text"]["present"].cpu().numpy().astype(bool)}
 
 
 def _evaluate_trained_retrieval(spec: TaskSpec, trained: Any, test_split: Split, dataset_fingerprint: str,

@@ -10,7 +10,9 @@ label-1 scores (a weighted Mann-Whitney U over the sorted scores), the multi-lab
 (subset accuracy, Hamming loss, micro / macro / weighted / per-sample F1, macro precision and
 recall), and for the
 sentiment-regression metrics (Acc-2 has0 / non0, F1 has0 / non0, Acc-7, Acc-5, MAE,
-Pearson's r); each equals :func:`mmbench.evaluation.metrics.compute_metrics` on the resampled
+Pearson's r) and image-text retrieval recall@k (the items are images, each with its captions:
+:func:`retrieval_cluster_arrays`; recall@k is a ratio of weighted sums, so it has influence values
+like the others); each equals :func:`mmbench.evaluation.metrics.compute_metrics` on the resampled
 arrays (tests/test_significance.py). Any other metric falls back to one call per resample.
 
 :func:`two_level_values` is the resampling scheme of :mod:`mmbench.evaluation.significance`:
@@ -264,6 +266,8 @@ def resampled_metric(metric: str, target_type: str, num_classes: int | None, y: 
         return _classification(metric, 2 if num_classes is None else int(num_classes), y, preds, w)
     if target_type == "regression" and metric in _REGRESSION:
         return _regression(metric, y.astype(np.float64), preds.astype(np.float64), w)
+    if target_type == "retrieval" and _retrieval_metric(metric):
+        return _retrieval(metric, y, preds, w)
     if target_type == "multilabel" and metric in _MULTILABEL:
         return _multilabel(metric, y, preds.reshape(-1, *y.shape) > 0.5 if preds.dtype.kind == "f" else preds.reshape(-1, *y.shape), w)
     from mmbench.evaluation.metrics import compute_metrics
@@ -273,6 +277,56 @@ def resampled_metric(metric: str, target_type: str, num_classes: int | None, y: 
         idx = np.repeat(np.arange(len(y)), row.astype(np.int64))
         out[:, b] = [compute_metrics(target_type, y[idx], p[idx], num_classes)[metric] for p in preds]
     return out
+
+
+RETRIEVAL_KS = (1, 5, 10)
+
+
+def retrieval_cluster_arrays(records: dict[str, Any], order: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """From a retrieval result's per-query records (``extra["test_queries"]``), per image of
+    `order` (image ids: the clusters): (its number of captions ``[n]``, and ``[n, 6]`` the sums
+    over its captions of the expected text-to-image hits at k = 1, 5, 10, then its own
+    expected image-to-text hits at 1, 5, 10). Resampling images with these (a row of counts
+    ``w``) resamples each image with all its captions: ``t2i_recall@k = w @ sums / w @ captions``."""
+    from mmbench.evaluation.retrieval import COUNT_KEYS, expected_hits
+
+    pos = {c: i for i, c in enumerate(order)}
+    n = len(order)
+    t2i, i2t = records["t2i"], records["i2t"]
+    rows = np.array([pos[c] for c in t2i["cluster"]], dtype=np.int64)
+    captions = np.bincount(rows, minlength=n).astype(np.float64)
+    out = np.zeros((n, 2 * len(RETRIEVAL_KS)))
+    for c, k in enumerate(RETRIEVAL_KS):
+        out[:, c] = np.bincount(rows, weights=expected_hits(*(t2i[key] for key in COUNT_KEYS), k), minlength=n)
+    image_rows = np.array([pos[c] for c in i2t["ids"]], dtype=np.int64)
+    for c, k in enumerate(RETRIEVAL_KS):
+        out[image_rows, len(RETRIEVAL_KS) + c] = expected_hits(*(i2t[key] for key in COUNT_KEYS), k)
+    return captions, out
+
+
+def _retrieval_metric(metric: str) -> bool:
+    """Whether `metric` is one :func:`_retrieval` computes (recall@1/5/10 either way, their mean)."""
+    if metric == "mean_recall":
+        return True
+    direction, _, k = metric.partition("_recall@")
+    return direction in ("t2i", "i2t") and k.isdigit() and int(k) in RETRIEVAL_KS
+
+
+def _retrieval(metric: str, captions: np.ndarray, sums: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """recall@k (or mean_recall) of each seed's per-image arrays (``sums``: ``[s, n, 6]``,
+    :func:`retrieval_cluster_arrays`) on each image resample (rows of ``w``): ``[s, b]``.
+    Text-to-image: ``w @ sums / w @ captions``; image-to-text: ``w @ hits / w.sum()``."""
+    n, m = len(captions), len(RETRIEVAL_KS)
+    sums = np.asarray(sums, dtype=np.float64).reshape(-1, n, 2 * m)
+    s = len(sums)
+    tot = _sums(w, sums.transpose(1, 0, 2).reshape(n, s * 2 * m)).reshape(-1, s, 2 * m)  # [b, s, 6]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t2i = tot[:, :, :m] / _sums(w, np.asarray(captions, np.float64)[:, None])[:, :, None]
+        i2t = tot[:, :, m:] / _totals(w)[:, :, None]
+    if metric == "mean_recall":
+        return ((t2i.sum(axis=2) + i2t.sum(axis=2)) / (2 * m)).T
+    direction, k = metric.split("_recall@")
+    return (t2i if direction == "t2i" else i2t)[:, :, RETRIEVAL_KS.index(int(k))].T
 
 
 def _spread(a: np.ndarray) -> float:
@@ -363,6 +417,8 @@ def _linearisable(metric: str, target_type: str, scores: bool) -> bool:
     weights are meaningful), not by repeating items."""
     if scores and metric == "auroc":
         return True
+    if target_type == "retrieval":
+        return _retrieval_metric(metric)
     if target_type in ("multiclass", "binary"):
         return metric == "accuracy" or metric in _PRF
     return (target_type == "regression" and metric in _REGRESSION) or (target_type == "multilabel" and metric in _MULTILABEL)

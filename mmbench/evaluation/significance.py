@@ -14,6 +14,9 @@ without the data. :func:`task_significance` (entries) and :func:`significance_fr
   cluster bootstrap: Davison & Hinkley 1997, "Bootstrap methods and their application",
   sec. 3.8; Field & Welsh 2007, "Bootstrapping clustered data", J. R. Statist. Soc. B 69).
   The default unit is the item; the caption says "resampled by video".
+  A retrieval task's entries store per-query records instead (``extra["test_queries"]``):
+  its clusters are the gallery's images, each drawn with all its captions
+  (:func:`retrieval_significance`), and the caption says "resampled by image".
 - **the test** (:mod:`mmbench.evaluation.resampling`): B seeded two-level resamples; each
   draws the clusters (paired) and each entry's seeds with replacement, independently per
   entry; an entry's value is the mean over its drawn seeds of the primary metric on the drawn
@@ -346,10 +349,10 @@ class TaskSignificance:
 
 def _caption(metric: str, items: int, seeds: list[int], single: list[str], n_pairs: int, b: int, mcnemar: bool,
              unit: str, clusters: int, mc: float) -> str:
-    if n_pairs == 0:
-        return f"One entry, scored on {items:,} test items: no pair to test."
-    lo, hi = min(seeds), max(seeds)
     by = f"the {items:,} test items" if unit == "item" else f"the {items:,} test items resampled by {unit} ({clusters:,} {unit}s)"
+    if n_pairs == 0:
+        return f"One entry, scored on {by[4:]}: no pair to test."
+    lo, hi = min(seeds), max(seeds)
     if hi == 1:
         head = f"Paired bootstrap of {metric} over {by} (single runs: seed variance unknown"
     else:
@@ -525,11 +528,60 @@ def task_seed(task: str, seed: int) -> list[int]:
     return [seed, int.from_bytes(hashlib.blake2b(task.encode(), digest_size=4).digest(), "little")]
 
 
+def comparable_queries(groups: dict[str, list[Any]]) -> list[str] | None:
+    """The image ids (clusters) of a retrieval task when every entry stores per-query records
+    (``extra["test_queries"]``) of the same queries in the same clusters; None otherwise."""
+    ref = None
+    for results in groups.values():
+        for r in results:
+            q = (r.extra or {}).get("test_queries")
+            if not q:
+                return None
+            key = (tuple(q["t2i"]["ids"]), tuple(q["t2i"]["cluster"]), tuple(q["i2t"]["ids"]))
+            if ref is None:
+                ref = key
+            elif key != ref:
+                return None
+    return sorted(set(ref[1]) | set(ref[2])) if ref else None
+
+
+def retrieval_significance(task: str, ordered_names: list[str], groups: dict[str, list[Any]], metric: str,
+                           higher_is_better: bool, n_resamples: int = DEFAULT_RESAMPLES,
+                           seed: int = 0) -> TaskSignificance | None:
+    """The verdicts for a retrieval task's entries from their per-query records: the same
+    two-level paired bootstrap with the gallery's images as the clusters, each image resampled
+    with all its captions (its text-to-image queries) and its own image-to-text query
+    (:func:`mmbench.evaluation.resampling.retrieval_cluster_arrays`; recall@k is then a ratio of
+    weighted sums, linearised like the other metrics); None without comparable records."""
+    from mmbench.evaluation.resampling import retrieval_cluster_arrays, two_level
+
+    order = comparable_queries({n: groups[n] for n in ordered_names})
+    if order is None:
+        return None
+    captions, preds = None, []
+    for name in ordered_names:
+        seeds = []
+        for r in sorted(groups[name], key=lambda r: (r.seed is None, r.seed or 0)):
+            captions, sums = retrieval_cluster_arrays(r.extra["test_queries"], order)
+            seeds.append(sums)
+        preds.append(np.stack(seeds))
+    rs = task_seed(task, seed)
+
+    def draw(b: int) -> Any:
+        return two_level(captions, preds, metric, "retrieval", None, b, rs)
+
+    return verdicts(task, ordered_names, draw, [len(p) for p in preds], int(captions.sum()), metric, higher_is_better,
+                    n_resamples, rs, unit="image", clusters=len(order))
+
+
 def task_significance(task: str, ordered_names: list[str], groups: dict[str, list[Any]], metric: str,
                       higher_is_better: bool, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> TaskSignificance | None:
     """The verdicts for a task's entries (``groups``: name -> its results, one per seed;
-    ``ordered_names`` best first) from their stored test items; None when the entries do not
-    all store test items on the same ids and targets."""
+    ``ordered_names`` best first) from their stored test items (a retrieval task: its per-query
+    records, :func:`retrieval_significance`); None when the entries do not all store test
+    items on the same ids and targets."""
+    if (groups[ordered_names[0]][0].extra or {}).get("test_queries"):
+        return retrieval_significance(task, ordered_names, groups, metric, higher_is_better, n_resamples, seed)
     order = comparable_items(task, {n: groups[n] for n in ordered_names})
     if order is None:
         return None

@@ -11,8 +11,9 @@ vector for every missing image (the buffer ``missing_image``, saved with the wei
 starts as a direction drawn from the run's seed; the trainer sets it, before every
 evaluation, opposite the mean embedding of the training captions
 (:meth:`place_missing_image`), so a missing image ranks below the present ones for nearly
-every caption: the baseline claims no match it cannot see (a vector near the captions would
-win recall@k through the evaluator's optimistic ties, by chance of where it lies). Missing
+every caption: the baseline claims no match it cannot see (under the evaluator's tie rule, a
+caption of a missing image that prefers this shared vector is found at k with probability
+k / the number of missing images: what a random order of the copies gives). Missing
 images never enter the loss (:func:`contrastive_loss`).
 
 Built from a plain config dict (stored in the checkpoint's metadata), like

@@ -404,7 +404,9 @@ class CocoCaptionsDataset(MultimodalDataset):
         info.update({"mode": "retrieval", "source": str(src.path), "source_kind": src.kind, "source_note": src.note,
                      "layout": self.layout_kind(),
                      "gallery_images": len(src.images), "captions": len(src.captions),
-                     "missing_images": info["absent"], "unreadable_images": info["unreadable"]})
+                     "missing_images": info["absent"], "unreadable_images": info["unreadable"],
+                     "gallery_image_ids": [str(int(i)) for i in src.images["image_id"]],
+                     "gallery_caption_ids": [str(int(c)) for c in src.captions["caption_id"]]})
         out = Split(split, ids, mods, present, torch.from_numpy(target), lengths, info)
         self._retrieval[split] = out
         return out
@@ -517,6 +519,14 @@ class CocoCaptionsDataset(MultimodalDataset):
         file (the same one :meth:`load_split` uses); reads no image."""
         self.check_split(split)
         return _gallery(split_source(self.retrieval_layout(), split, under(self.root, self.captions_file)))
+
+    def retrieval_presence(self, split: str) -> dict[str, np.ndarray]:
+        """Per gallery image (``image``, in gallery order) whether its file is on disk, and per
+        caption (``text``) whether it has its text (always); reads no image."""
+        self.check_split(split)
+        src = split_source(self.retrieval_layout(), split, under(self.root, self.captions_file))
+        files = resolve_image_files(src.images, src.coco_root, src.image_dir)
+        return {"image": np.array([f is not None for f in files], dtype=bool), "text": np.ones(len(src.captions), dtype=bool)}
 
     def split_summary(self, split: str) -> dict[str, Any]:
         """Counts from the caption file and the file system (no image or caption is encoded):
