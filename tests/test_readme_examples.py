@@ -215,10 +215,6 @@ def test_every_readme_mmbench_line_runs(scratch, monkeypatch, capsys):
             pytest.fail(f"README.md line {line_no}: could not prepare the inputs of `{cmd}`: {type(exc).__name__}: {exc}")
         argv = _tiny(_argv(filled))
         rc, out, err = run_main(argv, monkeypatch, capsys, env=env)
-        if rc != 0 and "Could not open Parquet input source" in err and ".csv'" in err:
-            # issue 33 item 1 (a CSV submission breaks the HTML board), fixed on branch `board`:
-            # once that is merged this never triggers; then delete these three lines
-            pytest.xfail(f"README.md line {line_no}: issue 33 item 1 (CSV predictions read as Parquet)")
         assert rc == 0, (f"README.md line {line_no}: `{cmd}` exited {rc} (ran as: mmbench {shlex.join(argv)})\n"
                          f"stdout: {out[-2000:]}\nstderr: {err[-3000:]}")
         ran.append(line_no)
