@@ -29,6 +29,8 @@ README = REPO / "README.md"
 TINY = {
     ("reproduce",): ["--fusions", "concat", "--seeds", "0", "--set", "epochs=1", "--no-progress"],
     ("evaluate",): ["--bootstrap", "0"],
+    ("train", "hateful-memes"): ["--epochs", "1", "--no-progress", "--set", "batch_size=4",
+                                 "--set", "dataset_options.val_fraction=0.4"],
 }
 TINY_SUITE = {"full": ["--fusions", "late"]}  # the full suite's grid cut to one fusion (--tasks mosi is README's)
 
@@ -112,9 +114,43 @@ def _prepare(cmd: str, work: Path, data: Path) -> str:
         save_file(module.build(info).state_dict(), str(work / "w.safetensors"))
     if "coco-retrieval" in cmd:
         _retrieval_files(work, data)
+    if "/models/bert-base-uncased" in cmd or "torchvision:" in cmd:  # frozen backbones: local weights only
+        _backbone_files(work, data)
+        cmd = cmd.replace("/models/bert-base-uncased", str(work / "bert-base-uncased"))
     if "--dir my-board" in cmd and not (work / "my-board").exists():  # a board of one's own: the quick grid's entries
         shutil.copytree(work / "runs" / "leaderboard", work / "my-board")
     return cmd
+
+
+def _backbone_files(work: Path, data: Path) -> None:
+    """What README's frozen-backbone lines read, made once: a miniature Hateful Memes, random
+    ResNet-152 weights under torchvision's own file name in $TORCH_HOME (README's `train` line
+    encodes with them) and a tiny random BERT folder saved with save_pretrained."""
+    import os
+
+    import torch
+    from torchvision.models import get_model, get_model_weights
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from _hfdata import make_hateful_memes
+
+    if not (data / "hateful_memes").exists():
+        make_hateful_memes(data, counts=(10, 6, 4))
+    ckpt = work / "torch-home" / "hub" / "checkpoints"
+    weights = ckpt / os.path.basename(get_model_weights("resnet152")["DEFAULT"].url)
+    if not weights.exists():
+        ckpt.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        torch.save(get_model("resnet152", weights=None).state_dict(), weights)
+    bert = work / "bert-base-uncased"
+    if not bert.exists():
+        bert.mkdir()
+        words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "meme", "text", "bad", "fine"]
+        (bert / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+        BertTokenizerFast(vocab_file=str(bert / "vocab.txt")).save_pretrained(bert)
+        torch.manual_seed(0)
+        BertModel(BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=64, max_position_embeddings=64)).eval().save_pretrained(bert)
 
 
 MY_CLIP = '''import torch
@@ -195,7 +231,12 @@ def _tiny(argv: list[str]) -> list[str]:
     extra: list[str] = []
     for prefix, args in TINY.items():
         if tuple(argv[: len(prefix)]) == prefix:
-            extra += [a for a in args if a not in argv]
+            i = 0
+            while i < len(args):  # an option and its value together; one README already gives is left as given
+                pair = args[i:i + 2] if i + 1 < len(args) and not args[i + 1].startswith("--") else args[i:i + 1]
+                if pair[0] == "--set" or pair[0] not in argv:
+                    extra += pair
+                i += len(pair)
     if argv[:1] == ["reproduce"] and "--suite" in argv:
         suite = argv[argv.index("--suite") + 1]
         if suite in TINY_SUITE:
@@ -206,7 +247,7 @@ def _tiny(argv: list[str]) -> list[str]:
 def test_every_readme_mmbench_line_runs(scratch, monkeypatch, capsys):
     work, data = scratch
     monkeypatch.chdir(work)
-    env = {"MMBENCH_DATA": str(data)}
+    env = {"MMBENCH_DATA": str(data), "TORCH_HOME": str(work / "torch-home")}  # backbone weights: the test's own
     ran = []
     for line_no, cmd in readme_commands(README.read_text(encoding="utf-8")):
         try:

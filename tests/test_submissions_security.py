@@ -434,7 +434,8 @@ def test_sandbox_inputs_hold_no_labels(tmp_path):
     from mmbench.evaluation.mixing import mix_conditions
 
     split = load_task_split(SPEC, "test")
-    _write_inputs(tmp_path / "in.safetensors", split, SPEC.conditions(), mix_conditions(split, SPEC.conditions(), 0))
+    mixed = mix_conditions(split, SPEC.conditions(), 0)
+    _write_inputs(tmp_path / "in.safetensors", split, SPEC.conditions(), mixed, mixed.order)
     tensors, meta = load_safetensors(tmp_path / "in.safetensors")
     assert all(k.split(".")[0] in ("x", "present", "keep", "len", "order") for k in tensors)  # order: the mixed rows
     assert "synergy-" not in json.dumps(meta)

@@ -64,8 +64,8 @@ def test_the_command_takes_a_bootstrap_seed(monkeypatch, capsys):
                                 monkeypatch, capsys)
         assert rc == 0, err
         outs.append(json.loads(out))
-    assert [r["letters"] for r in outs[0]] == [r["letters"] for r in outs[1]]
-    assert outs[1][0]["significance"]["seed"] == 3 and outs[0][0]["significance"]["unit"] == "video"
+    assert [r["letters"] for r in outs[0]["entries"]] == [r["letters"] for r in outs[1]["entries"]]
+    assert outs[1]["entries"][0]["significance"]["seed"] == 3 and outs[0]["entries"][0]["significance"]["unit"] == "video"
 
 
 def _feasible_ranks(names, differ, better):

@@ -89,6 +89,9 @@ def across_tasks(rows: list[dict[str, Any]], results: list[Any], n_resamples: in
                  seed: int = 0) -> list[AcrossRow]:
     """Every method (entry name) with entries on at least one task of two or more ranked
     entries, best mean normalised rank first; [] with fewer than two such tasks."""
+    from mmbench.board.testsets import partition_by_test_set
+
+    results = partition_by_test_set(list(results))  # labelled as the rows are (<task>@<fingerprint> where split)
     by_task: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         if num(r.get(r["primary_metric"])) is not None:

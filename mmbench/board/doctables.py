@@ -68,8 +68,9 @@ def _parse(spec: str, source: str) -> tuple[str, list[tuple[str, str, bool]]]:
 
 def _rows_by_task(board_dir: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[tuple[str, str], list[Any]]]:
     from mmbench.board.entries import load_entries, rank
+    from mmbench.board.testsets import partition_by_test_set
 
-    entries = load_entries(board_dir)
+    entries = partition_by_test_set(load_entries(board_dir))  # labelled as the ranked rows are
     groups: dict[tuple[str, str], list[Any]] = {}
     for e in entries:
         groups.setdefault((e.task, e.name), []).append(e)
@@ -119,9 +120,16 @@ def render_doc_tables(text: str, board_dir: str | Path, source: str | Path | Non
 
     def table(m: re.Match) -> str:
         task, columns = _parse(m.group("spec"), str(source or ""))
-        if task not in by_task:
+        if task in by_task:
+            return m.group(1) + _table(task, columns, by_task[task], groups) + m.group(4)
+        # a task whose entries were scored on different test sets (mmbench.board.testsets): one table per test set
+        split = sorted(k for k in by_task if k.partition("@")[0] == task)
+        if not split:
             raise DataError(f"board-table {task}: the board {board_dir} has no entries of that task", source)
-        return m.group(1) + _table(task, columns, by_task[task], groups) + m.group(4)
+        from mmbench.board.testsets import test_set_note
+
+        parts = [f"*{test_set_note(k)}*\n\n" + _table(k, columns, by_task[k], groups) for k in split]
+        return m.group(1) + "\n".join(parts) + m.group(4)
 
     text = _TABLE.sub(table, text)
     return _SUMMARY.sub(lambda m: m.group(1) + _summary(by_task) + m.group(3), text)

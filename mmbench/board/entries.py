@@ -285,7 +285,8 @@ def render(rows: list[dict[str, Any]], fmt: str = "table", width: int | None = N
                 header, body = cells(cols, conds)
             title = (f"{task}: {task_rows[0]['primary_metric']} "
                      f"({'higher' if task_rows[0]['higher_is_better'] else 'lower'} is better), "
-                     + ("clean and per missing-modality condition" if conds else "clean condition"))
+                     + ("clean and per missing-modality condition" if any(r.get("conditions") for r in task_rows)
+                        else "clean condition only"))
             table = Table(box=box.SQUARE)
             for h in header:
                 table.add_column(h, no_wrap=True, overflow="ignore")

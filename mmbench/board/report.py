@@ -86,6 +86,9 @@ def render_leaderboard_html(rows: list[dict[str, Any]], title: str = "mmbench le
     the figures (:func:`mmbench.board.view.task_view`); ``entries`` (the ranked results) add
     the chance level and the spread bands, ``board_dir`` (where their predictions are stored)
     the verdicts on relative robustness."""
+    from mmbench.board.testsets import partition_by_test_set
+
+    entries = partition_by_test_set(list(entries))  # labelled as the rows are (<task>@<fingerprint> where split)
     tasks = []
     for task, task_rows in by_task(rows).items():
         task_rows = sorted(task_rows, key=lambda r: r.get("rank", 0))
@@ -271,7 +274,10 @@ def _report_context(results: list[Result], title: str, sources: Sequence[str | P
 
     if not results:
         raise MMBenchError("no results to report")
+    from mmbench.board.testsets import partition_by_test_set
+
     rows = rank(results)
+    results = partition_by_test_set(list(results))  # labelled as the rows are
     pub = list(_published_near(sources) if published is None else published)
     tasks = []
     for task, task_rows in by_task(rows).items():

@@ -231,12 +231,11 @@ def robustness_verdicts(task: str, rows: list[dict[str, Any]], results: list[Any
                    f"{rates[-1]:g})", hib, b0, rs, unit=unit if g < len(y) else "item", clusters=g)
     out = {"relative": rel, "effective": None}
     if all(x in ref for x in rates):
-        # effective robustness = relative robustness - clean value + a constant of the late curve: same draws
-        const = sum(w[x] * ref[x] for x in rates) - ref[0.0]
-
+        # effective robustness = relative robustness - clean value + a constant of the late curve (which no
+        # difference sees): tested on the same draws
         def effective(b: int) -> TwoLevel:
             parts = per_rate(b)
-            return TwoLevel.combine([(w[x], r) for x, r in parts.items()] + [(-1.0, parts[0.0])]).shifted(-const)
+            return TwoLevel.combine([(w[x], r) for x, r in parts.items()] + [(-1.0, parts[0.0])])
 
         eff0 = effective(2)
         order_e = sorted(range(len(names)), key=lambda e: -eff0.point[e] if hib else eff0.point[e])

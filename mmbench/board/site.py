@@ -57,7 +57,10 @@ def render_site(board_dir: str | Path, title: str = "mmbench leaderboard") -> di
     from mmbench.data.tasks import get_task, task_names
 
     entries = load_entries(board_dir)
+    from mmbench.board.testsets import partition_by_test_set
+
     rows = rank(entries)
+    entries = partition_by_test_set(list(entries))  # labelled as the rows are (<task>@<fingerprint> where split)
     published = published_rows(load_published(board_dir))
     names = sorted({r["task"] for r in rows} | {r["task"] for r in published})
     if not names:

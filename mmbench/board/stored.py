@@ -64,6 +64,8 @@ def _read(path: Path, result: Any, it: dict[str, Any]) -> dict[str, np.ndarray] 
             preds = _plain_table(path, labels)
         else:
             spec = get_task(task)
+            if result.metrics:  # the conditions the entry was scored under (a mismatch grid's differ from the task's)
+                spec = spec.model_copy(update={"missing": spec.missing.model_copy(update={"conditions": list(result.metrics)})})
             preds = parse_predictions(path, spec, labels).predictions
             if result.extra.get("clipped_to_range"):
                 preds = check_range(spec, preds, path, clip=True)

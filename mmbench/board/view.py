@@ -151,6 +151,9 @@ def board_json(rows: list[dict[str, Any]], results: list[Any], board_dir: Any, a
     from mmbench.board.across import across_tasks
     from mmbench.board.entries import clean_zero
 
+    from mmbench.board.testsets import partition_by_test_set
+
+    results = partition_by_test_set(list(results))  # labelled as the rows are (<task>@<fingerprint> where split)
     decisions = []
     for task, task_rows in T.by_task(rows).items():
         dec = task_decisions(task, task_rows, [e for e in results if e.task == task], board_dir)
