@@ -22,14 +22,6 @@ pytest.importorskip("ray")
 QUICK_TINY = {"epochs": 2, "dataset_options": {"n_samples": 300}, "embed_dim": 8, "hidden_dim": 16}
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _runs(out):
     """{(task, name, seed): (clean metrics, predictions bytes)} of every finished run under `out`."""
     found = {}
