@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests._ray import TINY, env_for_ray, processes_named, start_mmbench, stop_session, wait_session_gone
 
