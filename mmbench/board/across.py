@@ -59,7 +59,7 @@ def _task_resamples(task: str, task_rows: list[dict[str, Any]], results: list[An
     """``[entries, b]`` two-level resampled primary metric of a task's rows (None without
     comparable per-item records)."""
     from mmbench.evaluation.resampling import two_level_values
-    from mmbench.evaluation.significance import comparable_items, task_seed
+    from mmbench.evaluation.significance import comparable_items, seed_arrays, task_seed
 
     groups: dict[str, list[Any]] = {}
     for e in results:
@@ -70,16 +70,7 @@ def _task_resamples(task: str, task_rows: list[dict[str, Any]], results: list[An
     order = comparable_items(task, {n: groups[n] for n in names})
     if order is None:
         return None
-    preds, y = [], None
-    for n in names:
-        seeds = []
-        for r in sorted(groups[n], key=lambda r: (r.seed is None, r.seed or 0)):
-            it = r.extra["test_items"]
-            pos = {i: k for k, i in enumerate(it["ids"])}
-            take = np.array([pos[i] for i in order])
-            seeds.append(np.asarray(it["predictions"])[take])
-            y = np.asarray(it["targets"])[take] if y is None else y
-        preds.append(np.stack(seeds))
+    y, preds = seed_arrays(groups, names, order)
     it = groups[names[0]][0].extra["test_items"]
     return two_level_values(y, preds, task_rows[0]["primary_metric"], it["target_type"], it.get("num_classes"), b,
                             task_seed(task, seed), scores=bool(it.get("scores")))

@@ -574,6 +574,23 @@ def retrieval_significance(task: str, ordered_names: list[str], groups: dict[str
                     n_resamples, rs, unit="image", clusters=len(order))
 
 
+def seed_arrays(groups: dict[str, list[Any]], names: list[str], order: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(targets, per name its ``[seeds, n]`` clean predictions) on the test ids in `order`, from
+    each result's stored per-item record, seeds in seed order."""
+    y, preds = None, []
+    for name in names:
+        seeds = []
+        for r in sorted(groups[name], key=lambda r: (r.seed is None, r.seed or 0)):
+            it = r.extra["test_items"]
+            pos = {i: k for k, i in enumerate(it["ids"])}
+            take = np.array([pos[i] for i in order])
+            seeds.append(np.asarray(it["predictions"])[take])
+            if y is None:
+                y = np.asarray(it["targets"])[take]
+        preds.append(np.stack(seeds))
+    return y, preds
+
+
 def task_significance(task: str, ordered_names: list[str], groups: dict[str, list[Any]], metric: str,
                       higher_is_better: bool, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> TaskSignificance | None:
     """The verdicts for a task's entries (``groups``: name -> its results, one per seed;
@@ -586,17 +603,7 @@ def task_significance(task: str, ordered_names: list[str], groups: dict[str, lis
     if order is None:
         return None
     first = groups[ordered_names[0]][0].extra["test_items"]
-    y, preds = None, []
-    for name in ordered_names:
-        seeds = []
-        for r in sorted(groups[name], key=lambda r: (r.seed is None, r.seed or 0)):
-            it = r.extra["test_items"]
-            pos = {i: k for k, i in enumerate(it["ids"])}
-            take = np.array([pos[i] for i in order])
-            seeds.append(np.asarray(it["predictions"])[take])
-            if y is None:
-                y = np.asarray(it["targets"])[take]
-        preds.append(np.stack(seeds))
+    y, preds = seed_arrays(groups, ordered_names, order)
     clusters, unit = task_clusters(task, order, {n: groups[n] for n in ordered_names})
     return significance_from_arrays(task, ordered_names, y, preds, metric, first["target_type"], first["num_classes"],
                                     higher_is_better, n_resamples, task_seed(task, seed), scores=bool(first.get("scores")),
