@@ -59,7 +59,7 @@ def _task_resamples(task: str, task_rows: list[dict[str, Any]], results: list[An
     """``[entries, b]`` two-level resampled primary metric of a task's rows (None without
     comparable per-item records)."""
     from mmbench.evaluation.resampling import two_level_values
-    from mmbench.evaluation.significance import comparable_items, seed_arrays, task_seed
+    from mmbench.evaluation.significance import comparable_items, seed_arrays, task_clusters, task_seed
 
     groups: dict[str, list[Any]] = {}
     for e in results:
@@ -71,9 +71,10 @@ def _task_resamples(task: str, task_rows: list[dict[str, Any]], results: list[An
     if order is None:
         return None
     y, preds = seed_arrays(groups, names, order)
+    clusters, _ = task_clusters(task, order, {n: groups[n] for n in names})  # the task's resampling unit
     it = groups[names[0]][0].extra["test_items"]
     return two_level_values(y, preds, task_rows[0]["primary_metric"], it["target_type"], it.get("num_classes"), b,
-                            task_seed(task, seed), scores=bool(it.get("scores")))
+                            task_seed(task, seed), scores=bool(it.get("scores")), clusters=clusters)
 
 
 def across_tasks(rows: list[dict[str, Any]], results: list[Any], n_resamples: int = ACROSS_RESAMPLES,
@@ -145,7 +146,7 @@ def across_table(rows: list[AcrossRow]):
     cols = [Column("name", "method", "asc", numeric=False),
             Column("mean_rank", "mean normalised rank", "asc",
                    "(r - 1) / (n - 1) within each task (0 = best), averaged over the method's tasks; lower is better"),
-            Column("interval", "95% interval", "asc", "bootstrap over tasks and, within each, test items and seeds"),
+            Column("interval", "95% interval", "asc", "bootstrap over tasks and, within each, its resampling units and seeds"),
             Column("win_rate", "win rate", "desc", "share of (task, other method) pairs it beats on the primary metric"),
             Column("tasks", "tasks", "desc", "tasks where the method has an entry"),
             Column("task_names", "on", "asc", numeric=False)]
